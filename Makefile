@@ -1,0 +1,54 @@
+# The two commands: `make run` and `make test`. Everything else is a helper.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PORT ?= 8000
+export PORT
+
+.PHONY: install install-dev run test browser lint format stop clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	@touch $@
+
+install-dev: $(VENV)/.installed-dev
+
+$(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	@touch $@
+
+## Run the product: embedded PostgreSQL + local Redis when nothing is configured, migrations,
+## the Celery worker and the web server on 127.0.0.1:$(PORT). Ctrl-C stops everything.
+run: install
+	$(PY) -m ragsite.launcher
+
+## Run the whole test suite on real services (embedded PostgreSQL + pgvector, Redis, a Celery
+## worker, Debian chromium for the browser tests).
+test: install-dev browser
+	$(PY) -m pytest
+
+## The browser tests need Debian's chromium (Playwright drives it; it downloads no browser).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "Installing Debian chromium for the browser tests..."; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "chromium not found: browser tests will be skipped (install Debian's chromium package)"; fi; }
+
+lint: install-dev
+	$(VENV)/bin/ruff check .
+	$(PY) manage.py check
+
+format: install-dev
+	$(VENV)/bin/ruff format .
+
+## Stop the embedded PostgreSQL server (it keeps running between commands otherwise).
+stop: install
+	$(PY) -c "from pathlib import Path; from ragsite.services import stop_embedded_database as s; print('stopped' if s(Path('var')) else 'not running')"
+
+clean: stop
+	rm -rf var

@@ -1,0 +1,62 @@
+"""Conversations and their messages; an answer keeps the chunks it cites."""
+
+from django.conf import settings
+from django.db import models
+
+from documents.models import Chunk, Collection
+
+
+class Conversation(models.Model):
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="conversations")
+    title = models.CharField(max_length=200, blank=True)
+    collection = models.ForeignKey(
+        Collection, null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+        help_text="Ask only this collection (empty: every collection the owner may read).",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-updated_at", "-id"]
+        indexes = [models.Index(fields=["owner", "-updated_at"])]
+
+    def __str__(self) -> str:
+        return self.title or f"Conversation {self.pk}"
+
+
+class Message(models.Model):
+    class Role(models.TextChoices):
+        USER = "user", "User"
+        ASSISTANT = "assistant", "Assistant"
+
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="messages")
+    role = models.CharField(max_length=20, choices=Role.choices)
+    content = models.TextField()
+    error = models.TextField(blank=True, help_text="Why the answer failed, if it did.")
+    backend = models.CharField(max_length=100, blank=True, help_text="What produced the answer.")
+    citations = models.ManyToManyField(Chunk, through="Citation", related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.role}: {self.content[:60]}"
+
+
+class Citation(models.Model):
+    """Passage [index] of an answer. The chunk may be deleted later; the citation then dangles."""
+
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="citation_set")
+    chunk = models.ForeignKey(Chunk, null=True, on_delete=models.SET_NULL, related_name="+")
+    index = models.PositiveIntegerField()
+    document_id = models.BigIntegerField()
+    title = models.CharField(max_length=300)
+    page = models.PositiveIntegerField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["message", "index"]
+        constraints = [models.UniqueConstraint(fields=["message", "index"], name="unique_citation_index")]
+
+    def __str__(self) -> str:
+        return f"[{self.index}] {self.title}"

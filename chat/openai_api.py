@@ -1,0 +1,158 @@
+"""An OpenAI-compatible API over the caller's documents: GET /v1/models, POST /v1/chat/completions.
+
+Any OpenAI client works against it unchanged (``base_url=".../v1"``, the API token as api_key);
+answers carry a top-level ``citations`` list.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Literal
+
+from asgiref.sync import sync_to_async
+from django.http import JsonResponse, StreamingHttpResponse
+from ninja import NinjaAPI, Schema
+
+from chat import retrieval, services
+from documents.models import Collection
+from ragsite.api import BearerToken
+
+DEFAULT_MODEL = "rag"
+MODEL_PREFIX = "rag-collection-"
+
+
+class ChatMessage(Schema):
+    role: Literal["system", "user", "assistant", "tool", "developer"]
+    content: str | list | None = None
+
+
+class ChatCompletionRequest(Schema):
+    model: str = DEFAULT_MODEL
+    messages: list[ChatMessage]
+    stream: bool = False
+    temperature: float | None = None
+    max_tokens: int | None = None
+
+
+api = NinjaAPI(
+    title="OpenAI-compatible chat over your documents",
+    version="1",
+    auth=BearerToken(),
+    urls_namespace="openai",
+    docs_url=None,
+)
+
+
+def _error(status: int, message: str, kind: str = "invalid_request_error") -> JsonResponse:
+    return JsonResponse({"error": {"message": message, "type": kind, "code": None}}, status=status)
+
+
+@api.exception_handler(Exception)
+def _unexpected(request, exc):  # OpenAI clients expect {"error": {...}} bodies
+    from ninja.errors import AuthenticationError, HttpError, ValidationError
+
+    if isinstance(exc, AuthenticationError):
+        return _error(401, "Invalid or missing API token.", "authentication_error")
+    if isinstance(exc, ValidationError):
+        return _error(422, f"Invalid request: {exc.errors}")
+    if isinstance(exc, HttpError):
+        return _error(exc.status_code, str(exc))
+    raise exc
+
+
+def _text(content) -> str:
+    if isinstance(content, list):  # content parts: keep the text ones
+        return " ".join(part.get("text", "") for part in content if isinstance(part, dict))
+    return content or ""
+
+
+@api.get("/models")
+def list_models(request):
+    """One model per readable collection, plus ``rag`` over all of them."""
+    created = int(time.time())
+    data = [{"id": DEFAULT_MODEL, "object": "model", "created": created, "owned_by": "rag"}]
+    for collection in Collection.objects.visible_to(request.user).select_related("owner"):
+        data.append({
+            "id": f"{MODEL_PREFIX}{collection.pk}", "object": "model",
+            "created": int(collection.created_at.timestamp()),
+            "owned_by": collection.owner.get_username(), "name": collection.name,
+        })
+    return {"object": "list", "data": data}
+
+
+def _filters_for(user, model: str) -> retrieval.Filters | None:
+    if model == DEFAULT_MODEL or not model.startswith(MODEL_PREFIX):
+        return None if model == DEFAULT_MODEL else False
+    pk = model.removeprefix(MODEL_PREFIX)
+    if not pk.isdigit() or not Collection.objects.visible_to(user).filter(pk=int(pk)).exists():
+        return False
+    return retrieval.Filters(collections=(int(pk),))
+
+
+def _citations(result: dict) -> list[dict]:
+    hits = result["hits"]
+    return [
+        {"index": i, "document_id": hits[i - 1].document_id, "title": hits[i - 1].document_title,
+         "page": hits[i - 1].page, "chunk_id": hits[i - 1].chunk_id}
+        for i in result["cited"]
+    ]
+
+
+@api.post("/chat/completions")
+async def chat_completions(request, body: ChatCompletionRequest):
+    """The last user message is the question; earlier turns are the history."""
+    user = request.auth
+    filters = await sync_to_async(_filters_for)(user, body.model)
+    if filters is False:
+        return _error(404, f"The model '{body.model}' does not exist or you do not have access to it.")
+    turns = [(m.role, _text(m.content)) for m in body.messages if m.role in ("user", "assistant")]
+    if not turns or turns[-1][0] != "user" or not turns[-1][1].strip():
+        return _error(400, "The last message must be a non-empty user message.")
+    question = turns[-1][1]
+    history = [{"role": role, "content": text} for role, text in turns[:-1]]
+    generator = services.answer(user=user, question=question, history=history, filters=filters or None)
+    completion_id = f"chatcmpl-{uuid.uuid4().hex}"
+    created = int(time.time())
+    step = sync_to_async(next, thread_sensitive=False)
+    done = object()
+
+    if not body.stream:
+        result: dict = {}
+        while (event := await step(generator, done)) is not done:
+            if event["type"] == "result":
+                result = event
+        if result["error"] and not result["content"]:
+            return _error(502, result["error"], "api_error")
+        return JsonResponse({
+            "id": completion_id, "object": "chat.completion", "created": created, "model": body.model,
+            "choices": [{"index": 0, "finish_reason": "stop",
+                         "message": {"role": "assistant", "content": result["content"]}}],
+            "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+            "citations": _citations(result),
+        })
+
+    def chunk(delta: dict, finish: str | None = None, **extra) -> str:
+        payload = {"id": completion_id, "object": "chat.completion.chunk", "created": created,
+                   "model": body.model, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra}
+        return f"data: {json.dumps(payload)}\n\n"
+
+    async def events():
+        yield chunk({"role": "assistant", "content": ""})
+        while (event := await step(generator, done)) is not done:
+            if event["type"] == "token":
+                yield chunk({"content": event["text"]})
+            else:
+                if event["error"]:
+                    yield chunk({"content": ("\n\n" if event["content"] else "") + event["error"]})
+                yield chunk({}, "stop", citations=_citations(event))
+        yield "data: [DONE]\n\n"
+
+    response = StreamingHttpResponse(events(), content_type="text/event-stream")
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"
+    return response
+
+
+__all__ = ["api"]

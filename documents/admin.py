@@ -1,0 +1,147 @@
+"""The admin: upload, follow and fix ingestion; share collections; manage API tokens."""
+
+from django import forms
+from django.contrib import admin, messages
+from django.db.models import Count
+from django.utils import timezone
+from django.utils.html import format_html
+
+from documents import ingest
+from documents.exceptions import UploadRejected
+from documents.models import ApiToken, Chunk, Collection, Document
+
+
+@admin.register(Collection)
+class CollectionAdmin(admin.ModelAdmin):
+    list_display = ("name", "owner", "document_count", "created_at")
+    search_fields = ("name", "owner__username")
+    list_filter = ("created_at",)
+    filter_horizontal = ("members",)
+    autocomplete_fields = ("owner",)
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("owner").annotate(n_documents=Count("documents"))
+
+    @admin.display(ordering="n_documents", description="documents")
+    def document_count(self, obj):
+        return obj.n_documents
+
+
+class DocumentAddForm(forms.ModelForm):
+    file = forms.FileField(help_text="PDF, Word (.docx), HTML, Markdown or plain text.")
+    title = forms.CharField(required=False, help_text="Defaults to the file name.")
+
+    class Meta:
+        model = Document
+        fields = ("collection", "file", "title", "metadata")
+
+    def clean(self):
+        cleaned = super().clean()
+        if cleaned.get("file") and cleaned.get("collection"):
+            try:
+                ingest.check_upload(file=cleaned["file"], collection=cleaned["collection"])
+            except UploadRejected as error:
+                raise forms.ValidationError(str(error)) from error
+        return cleaned
+
+
+@admin.register(Document)
+class DocumentAdmin(admin.ModelAdmin):
+    list_display = ("title", "collection", "owner", "status_badge", "progress_percent", "chunk_count",
+                    "size", "created_at")
+    list_filter = ("status", "content_type", "collection", "created_at")
+    search_fields = ("title", "original_filename", "sha256", "external_id", "error")
+    readonly_fields = ("status", "progress", "chunk_count", "error", "sha256", "size", "content_type",
+                       "original_filename", "owner", "created_at", "updated_at", "started_at", "finished_at")
+    list_select_related = ("collection", "owner")
+    actions = ("reingest", "delete_with_chunks")
+    date_hierarchy = "created_at"
+
+    def get_form(self, request, obj=None, **kwargs):
+        if obj is None:
+            kwargs["form"] = DocumentAddForm
+        return super().get_form(request, obj, **kwargs)
+
+    def get_fields(self, request, obj=None):
+        if obj is None:
+            return ("collection", "file", "title", "metadata")
+        return super().get_fields(request, obj)
+
+    def get_readonly_fields(self, request, obj=None):
+        return () if obj is None else self.readonly_fields
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            return super().save_model(request, obj, form, change)
+        upload = form.cleaned_data["file"]  # already checked by DocumentAddForm.clean
+        created = ingest.document_create(
+            owner=request.user, file=upload, collection=form.cleaned_data["collection"],
+            filename=upload.name, title=form.cleaned_data.get("title") or None,
+            metadata=form.cleaned_data.get("metadata") or {},
+        )
+        # The service built its own instance; the admin goes on with the form's, so copy it over.
+        obj.__dict__.update(created.__dict__)
+
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, obj):
+        colour = {"ready": "#1f8a4c", "failed": "#c0362c", "processing": "#2e6be6"}.get(obj.status, "#667085")
+        return format_html('<b style="color:{}">{}</b>{}', colour, obj.get_status_display(),
+                           format_html("<br><small>{}</small>", obj.error) if obj.error else "")
+
+    @admin.display(description="progress", ordering="progress")
+    def progress_percent(self, obj):
+        return f"{obj.progress:.0%}"
+
+    @admin.action(description="Re-ingest selected documents")
+    def reingest(self, request, queryset):
+        for document in queryset:
+            ingest.document_reingest(document=document)
+        self.message_user(request, f"{queryset.count()} document(s) queued again.", messages.SUCCESS)
+
+    @admin.action(description="Delete selected documents with their chunks and files")
+    def delete_with_chunks(self, request, queryset):
+        count = 0
+        for document in queryset:
+            ingest.document_delete(document=document)
+            count += 1
+        self.message_user(request, f"Deleted {count} document(s).", messages.SUCCESS)
+
+
+@admin.register(Chunk)
+class ChunkAdmin(admin.ModelAdmin):
+    list_display = ("__str__", "document", "page", "heading", "token_count", "embedding_model")
+    list_filter = ("embedding_model", "collection")
+    search_fields = ("text", "document__title")
+    list_select_related = ("document",)
+    exclude = ("embedding",)
+    readonly_fields = ("document", "collection", "ordinal", "text", "page", "heading", "char_start",
+                       "char_end", "token_count", "metadata", "embedding_model")
+
+    def has_add_permission(self, request):
+        return False
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    list_display = ("prefix", "user", "name", "created_at", "last_used_at", "revoked_at")
+    list_filter = ("revoked_at", "created_at")
+    search_fields = ("user__username", "name", "prefix")
+    fields = ("user", "name", "prefix", "created_at", "last_used_at", "revoked_at")
+    readonly_fields = ("prefix", "created_at", "last_used_at", "revoked_at")
+    autocomplete_fields = ("user",)
+    actions = ("revoke",)
+
+    def get_readonly_fields(self, request, obj=None):
+        return self.readonly_fields + (("user",) if obj else ())
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            return super().save_model(request, obj, form, change)
+        token, raw = ApiToken.issue(user=obj.user, name=obj.name)
+        obj.__dict__.update(token.__dict__)
+        self.message_user(request, f"New token (shown once, copy it now): {raw}", messages.WARNING)
+
+    @admin.action(description="Revoke selected tokens")
+    def revoke(self, request, queryset):
+        count = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+        self.message_user(request, f"Revoked {count} token(s).", messages.SUCCESS)

@@ -1,0 +1,76 @@
+"""/api/v1/documents: upload (202 at once), status, list, delete."""
+
+from django.shortcuts import get_object_or_404
+from ninja import File, Form, Router, Schema, Status
+from ninja.files import UploadedFile
+
+from documents import ingest
+from documents.exceptions import DuplicateDocument, UploadRejected
+from documents.models import Document
+
+router = Router(tags=["documents"])
+
+
+class Accepted(Schema):
+    id: int
+    status: str
+
+
+class DocumentOut(Schema):
+    id: int
+    title: str
+    status: str
+    progress: float
+    chunk_count: int
+    error: str
+    collection: str
+    created_at: str
+
+    @staticmethod
+    def resolve_collection(obj: Document) -> str:
+        return obj.collection.name
+
+    @staticmethod
+    def resolve_created_at(obj: Document) -> str:
+        return obj.created_at.isoformat()
+
+
+class Problem(Schema):
+    detail: str
+    existing_id: int | None = None
+
+
+@router.post("", response={202: Accepted, 409: Problem, 413: Problem, 400: Problem})
+def upload_document(request, file: File[UploadedFile], collection: Form[str | None] = None):
+    """Store the file and queue its ingestion; poll GET /documents/{id} for progress."""
+    target = ingest.collection_for_upload(user=request.user, name=collection)
+    try:
+        document = ingest.document_create(owner=request.user, file=file, collection=target, filename=file.name)
+    except DuplicateDocument as error:
+        return Status(409, {"detail": str(error), "existing_id": error.existing.pk})
+    except UploadRejected as error:
+        return Status(error.status_code, {"detail": str(error)})
+    return Status(202, {"id": document.pk, "status": document.status})
+
+
+@router.get("", response=list[DocumentOut])
+def list_documents(request):
+    """Documents in every collection the caller may read, newest first."""
+    return Document.objects.visible_to(request.user).select_related("collection")
+
+
+@router.get("/{document_id}", response=DocumentOut)
+def get_document(request, document_id: int):
+    return get_object_or_404(
+        Document.objects.visible_to(request.user).select_related("collection"), pk=document_id
+    )
+
+
+@router.delete("/{document_id}", response={204: None, 403: Problem})
+def delete_document(request, document_id: int):
+    """Delete a document and its chunks (its uploader or the collection's owner)."""
+    document = get_object_or_404(Document.objects.visible_to(request.user).select_related("collection"), pk=document_id)
+    if request.user.pk not in (document.owner_id, document.collection.owner_id):
+        return Status(403, {"detail": "Only the uploader or the collection's owner can delete this document."})
+    ingest.document_delete(document=document)
+    return Status(204, None)

@@ -1,0 +1,284 @@
+"""Services that write documents: create on upload, ingest (parse → chunk → embed → store)."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import mimetypes
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Callable
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+from celery.exceptions import SoftTimeLimitExceeded
+from django.conf import settings
+from django.core.files import File
+from django.db import transaction
+from django.template.defaultfilters import filesizeformat
+from django.utils import timezone
+from psycopg.types.json import Jsonb
+
+from documents import embeddings
+from documents.chunking import ChunkDraft, chunk_sections
+from documents.db import vector_cursor
+from documents.exceptions import (
+    DuplicateDocument,
+    EmptyDocument,
+    FileTooLarge,
+    IngestError,
+)
+from documents.models import Chunk, Collection, Document
+from documents.parsing import parse_file_guarded
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_COLLECTION_NAME = "My documents"
+
+
+def clean_filename(name: str) -> str:
+    """A display name from whatever the client sent: no path, no control characters, ≤ 200."""
+    name = os.path.basename(name.replace("\\", "/")) or "untitled"
+    name = re.sub(r"[\x00-\x1f\x7f]", "", name).strip() or "untitled"
+    if len(name) > 200:
+        stem, ext = os.path.splitext(name)
+        name = stem[: 200 - len(ext[:20])] + ext[:20]
+    return name
+
+
+def collection_for_upload(*, user, name: str | None = None) -> Collection:
+    """The caller's own collection of that name, created if they have none."""
+    name = (name or DEFAULT_COLLECTION_NAME).strip()[:200] or DEFAULT_COLLECTION_NAME
+    collection, _ = Collection.objects.get_or_create(owner=user, name=name)
+    return collection
+
+
+def sha256_of(file: File) -> str:
+    digest = hashlib.sha256()
+    file.seek(0)
+    for block in file.chunks():
+        digest.update(block)
+    file.seek(0)
+    return digest.hexdigest()
+
+
+def _size(count: int) -> str:
+    return filesizeformat(count).replace("\xa0", " ")
+
+
+def check_upload(*, file: File, collection: Collection) -> str:
+    """Refuse files over the size limit or already in the collection; returns the sha256."""
+    if file.size > settings.MAX_UPLOAD_BYTES:
+        raise FileTooLarge(
+            f"The file is {_size(file.size)}; the limit is {_size(settings.MAX_UPLOAD_BYTES)} (MAX_UPLOAD_MB)."
+        )
+    sha256 = sha256_of(file)
+    existing = Document.objects.filter(collection=collection, sha256=sha256).first()
+    if existing is not None:
+        raise DuplicateDocument(existing)
+    return sha256
+
+
+@transaction.atomic
+def document_create(
+    *,
+    owner,
+    file: File,
+    collection: Collection,
+    filename: str | None = None,
+    title: str | None = None,
+    metadata: dict | None = None,
+    external_id: str = "",
+    enqueue: bool = True,
+) -> Document:
+    """Store an upload and queue its ingestion once the row is committed."""
+    sha256 = check_upload(file=file, collection=collection)
+    size = file.size
+    filename = clean_filename(filename or getattr(file, "name", "") or "untitled")
+    content_type = (getattr(file, "content_type", None) or mimetypes.guess_type(filename)[0] or "")[:150]
+    document = Document(
+        owner=owner,
+        collection=collection,
+        title=(title or os.path.splitext(filename)[0] or filename)[:300],
+        original_filename=filename,
+        content_type=content_type,
+        size=size,
+        sha256=sha256,
+        external_id=external_id,
+        metadata=metadata or {},
+    )
+    if size == 0:
+        # Nothing to parse: say so at once rather than queueing work that must fail.
+        document.status = Document.Status.FAILED
+        document.error = EmptyDocument.default_message
+        document.finished_at = timezone.now()
+    document.file.save(filename, file, save=False)
+    document.save()
+    if enqueue and document.status == Document.Status.QUEUED:
+        enqueue_ingestion(document)
+    return document
+
+
+def enqueue_ingestion(document: Document) -> None:
+    """Send the ingestion task after the surrounding transaction commits (never before)."""
+    from documents.tasks import ingest_document
+
+    transaction.on_commit(lambda: ingest_document.delay(document.pk))
+
+
+def document_reingest(*, document: Document) -> None:
+    """Queue a document again; its chunks are replaced when the new run stores."""
+    Document.objects.filter(pk=document.pk).update(
+        status=Document.Status.QUEUED, progress=0.0, error="", updated_at=timezone.now()
+    )
+    enqueue_ingestion(document)
+
+
+@transaction.atomic
+def document_delete(*, document: Document) -> None:
+    """Delete a document with its chunks, and its file when no other document shares it."""
+    file_name = document.file.name
+    document.delete()
+    if file_name and not Document.objects.filter(file=file_name).exists():
+        transaction.on_commit(lambda: document.file.storage.delete(file_name))
+
+
+def _set_progress(document_id: int, progress: float) -> None:
+    Document.objects.filter(pk=document_id).update(progress=progress, updated_at=timezone.now())
+
+
+@contextmanager
+def local_copy(document: Document):
+    """A local path of the stored file (copied to a temporary file for remote storages)."""
+    try:
+        yield Path(document.file.path)
+        return
+    except NotImplementedError:
+        pass
+    suffix = Path(document.original_filename).suffix
+    with tempfile.NamedTemporaryFile(suffix=suffix) as tmp, document.file.open("rb") as source:
+        shutil.copyfileobj(source, tmp)
+        tmp.flush()
+        yield Path(tmp.name)
+
+
+def document_ingest(*, document_id: int) -> Document | None:
+    """Parse, chunk, embed and store one document; any failure ends in ``failed`` with a reason.
+
+    Safe to run twice, or concurrently: the chunks are replaced in one transaction.
+    """
+    document = Document.objects.filter(pk=document_id).select_related("collection").first()
+    if document is None:
+        logger.info("document %s no longer exists; nothing to ingest", document_id)
+        return None
+    Document.objects.filter(pk=document_id).update(
+        status=Document.Status.PROCESSING, progress=0.0, error="",
+        started_at=timezone.now(), finished_at=None, updated_at=timezone.now(),
+    )
+    try:
+        with local_copy(document) as path:
+            sections = parse_file_guarded(
+                path=path, filename=document.original_filename, content_type=document.content_type
+            )
+        _set_progress(document_id, 0.05)
+        drafts = chunk_sections(sections)
+        if not drafts:
+            raise EmptyDocument("The file contains no text to index.")
+        backend = embeddings.get_backend()
+        embeddings.check_dimension(backend)
+        total = len(drafts)
+        vectors = embeddings.embed_in_batches(
+            backend,
+            [draft.embedding_text for draft in drafts],
+            # Embedding is most of the time: it drives the progress bar from 5% to 95%.
+            on_batch=lambda done, _total: _set_progress(document_id, 0.05 + 0.9 * done / total),
+        )
+        store_chunks(document=document, drafts=drafts, vectors=vectors, model_name=backend.model_name)
+    except IngestError as error:
+        _mark_failed(document_id, str(error))
+    except SoftTimeLimitExceeded:
+        _mark_failed(document_id, "Processing took longer than the time limit and was stopped.")
+    except Exception:
+        logger.exception("ingestion of document %s failed unexpectedly", document_id)
+        _mark_failed(
+            document_id,
+            "An unexpected error stopped the processing of this document; "
+            "the administrators can see the details in the worker log.",
+        )
+    return Document.objects.get(pk=document_id)
+
+
+def _mark_failed(document_id: int, reason: str) -> None:
+    Document.objects.filter(pk=document_id).update(
+        status=Document.Status.FAILED, error=reason, progress=0.0,
+        finished_at=timezone.now(), updated_at=timezone.now(),
+    )
+
+
+COPY_COLUMNS = (
+    ("document_id", "int8"),
+    ("collection_id", "int8"),
+    ("ordinal", "int4"),
+    ("text", "text"),
+    ("page", "int4"),
+    ("heading", "text"),
+    ("char_start", "int4"),
+    ("char_end", "int4"),
+    ("token_count", "int4"),
+    ("metadata", "jsonb"),
+    ("embedding", "vector"),
+    ("embedding_model", "varchar"),
+)
+
+
+def store_chunks(
+    *,
+    document: Document,
+    drafts: list[ChunkDraft],
+    vectors: np.ndarray,
+    model_name: str,
+    on_stored: Callable[[], None] | None = None,
+) -> None:
+    """Replace the document's chunks in one transaction, writing them with binary COPY.
+
+    COPY is the fastest way into PostgreSQL (one round trip, no per-row parsing); one
+    transaction means a retried task can never leave duplicates or half a document.
+    """
+    if len(drafts) != len(vectors):
+        raise ValueError(f"{len(drafts)} chunks but {len(vectors)} vectors")
+    with transaction.atomic():
+        # Lock the row: two runs of the same document store one after the other.
+        locked = Document.objects.select_for_update().filter(pk=document.pk).first()
+        if locked is None:
+            return  # deleted while we worked
+        Chunk.objects.filter(document_id=document.pk).delete()
+        copy_chunk_rows(
+            (
+                document.pk, document.collection_id, draft.ordinal, draft.text, draft.page,
+                draft.heading, draft.char_start, draft.char_end, draft.token_count,
+                Jsonb(document.metadata or {}), vector, model_name,
+            )
+            for draft, vector in zip(drafts, np.asarray(vectors, dtype=np.float32), strict=True)
+        )
+        Document.objects.filter(pk=document.pk).update(
+            status=Document.Status.READY, progress=1.0, error="", chunk_count=len(drafts),
+            finished_at=timezone.now(), updated_at=timezone.now(),
+        )
+        if on_stored is not None:
+            on_stored()
+
+
+def copy_chunk_rows(rows) -> int:
+    """Write chunk rows (in COPY_COLUMNS order) with binary COPY on Django's connection."""
+    columns = ", ".join(name for name, _ in COPY_COLUMNS)
+    with vector_cursor() as cursor:
+        count = 0
+        with cursor.copy(f"COPY {Chunk._meta.db_table} ({columns}) FROM STDIN WITH (FORMAT BINARY)") as copy:
+            copy.set_types([pg_type for _, pg_type in COPY_COLUMNS])
+            for row in rows:
+                copy.write_row(row)
+                count += 1
+    return count

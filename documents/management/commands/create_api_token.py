@@ -1,0 +1,20 @@
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandError
+
+from documents.models import ApiToken
+
+
+class Command(BaseCommand):
+    help = "Create an API token for USERNAME and print it (on the last line). It is shown only once."
+
+    def add_arguments(self, parser):
+        parser.add_argument("username")
+        parser.add_argument("--name", default="", help="A label to tell tokens apart.")
+
+    def handle(self, *args, username, name, **options):
+        user = get_user_model().objects.filter(username=username).first()
+        if user is None:
+            raise CommandError(f"No user named {username!r}. Create one with `manage.py createsuperuser`.")
+        token, raw = ApiToken.issue(user=user, name=name)
+        self.stderr.write(f"Token {token.prefix}… created for {username}; store it now, it is not kept.")
+        self.stdout.write(raw)

@@ -1,0 +1,12 @@
+from django.urls import path
+
+from documents import views
+
+app_name = "documents"
+urlpatterns = [
+    path("", views.document_list, name="list"),
+    path("status.json", views.document_status, name="status"),
+    path("<int:pk>/", views.document_detail, name="detail"),
+    path("<int:pk>/delete/", views.document_delete, name="delete"),
+    path("<int:pk>/reingest/", views.document_reingest, name="reingest"),
+]

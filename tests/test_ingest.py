@@ -1,0 +1,228 @@
+"""documents/ingest.py: upload checks, the pipeline, the atomic COPY store."""
+
+import pytest
+from django.core.files.base import ContentFile
+from django.db import connection
+
+from documents import ingest
+from documents.exceptions import DuplicateDocument, FileTooLarge
+from documents.models import Chunk, Document
+from tests import documents_factory as factory
+
+pytestmark = pytest.mark.django_db
+
+
+def upload(user, collection, path, **kwargs):
+    return ingest.document_create(
+        owner=user, collection=collection, file=ContentFile(path.read_bytes(), name=path.name),
+        filename=path.name, **kwargs,
+    )
+
+
+def ingest_path(user, collection, path):
+    document = upload(user, collection, path)
+    return ingest.document_ingest(document_id=document.pk)
+
+
+def test_pdf_is_stored_as_chunks_with_page_numbers(user, collection, tmp_path):
+    path = factory.make_pdf(tmp_path / "guide.pdf", [
+        "Page one explains the onboarding checklist for new engineers.",
+        "Page two describes the deployment pipeline and its approvals.",
+        "Page three lists the on-call rotation and escalation contacts.",
+    ])
+    document = ingest_path(user, collection, path)
+    assert document.status == Document.Status.READY, document.error
+    assert document.progress == 1.0 and document.error == ""
+    chunks = list(document.chunks.order_by("ordinal"))
+    assert document.chunk_count == len(chunks) == 3
+    assert [c.page for c in chunks] == [1, 2, 3]
+    assert "deployment pipeline" in chunks[1].text
+    assert {c.embedding_model for c in chunks} == {"hashing-384"}
+    assert all(c.collection_id == collection.pk and c.token_count > 0 for c in chunks)
+    assert len(chunks[0].embedding) == 384
+
+
+def test_full_text_vector_is_generated_for_stored_chunks(user, collection, tmp_path):
+    path = factory.make_text(tmp_path / "notes.txt", "Escalations go to the duty manager on weekends.")
+    document = ingest_path(user, collection, path)
+    assert Chunk.objects.filter(document=document, search_vector="escalation").count() == 1
+
+
+def test_reingest_replaces_chunks_without_duplicates(user, collection, tmp_path):
+    path = factory.make_text(tmp_path / "long.txt", "A sentence about retention policies. " * 400)
+    document = ingest_path(user, collection, path)
+    first_ids = set(document.chunks.values_list("id", flat=True))
+    again = ingest.document_ingest(document_id=document.pk)
+    assert again.status == Document.Status.READY
+    ordinals = list(again.chunks.values_list("ordinal", flat=True))
+    assert len(ordinals) == len(set(ordinals)) == again.chunk_count == len(first_ids)
+    assert first_ids.isdisjoint(again.chunks.values_list("id", flat=True))
+
+
+def test_bad_file_fails_with_reason_and_leaves_other_documents_untouched(user, collection, tmp_path):
+    good = ingest_path(user, collection, factory.make_text(tmp_path / "good.txt", "Holiday policy text. " * 50))
+    chunks_before = list(good.chunks.values_list("id", "text"))
+    bad = ingest_path(user, collection, factory.make_encrypted_pdf(tmp_path / "locked.pdf"))
+    assert bad.status == Document.Status.FAILED
+    assert "password-protected" in bad.error
+    assert bad.chunks.count() == 0
+    good.refresh_from_db()
+    assert good.status == Document.Status.READY
+    assert list(good.chunks.values_list("id", "text")) == chunks_before
+
+
+def test_image_only_pdf_explains_there_is_no_text(user, collection, tmp_path):
+    document = ingest_path(user, collection, factory.make_image_only_pdf(tmp_path / "scan.pdf"))
+    assert document.status == Document.Status.FAILED
+    assert "no extractable text (scanned?)" in document.error.lower()
+
+
+def test_renamed_executable_is_refused_with_the_supported_types(user, collection, tmp_path):
+    path = tmp_path / "invoice.pdf"
+    path.write_bytes(b"\x7fELF\x02\x01\x01" + b"\x00" * 500)
+    document = ingest_path(user, collection, path)
+    assert document.status == Document.Status.FAILED
+    assert "PDF" in document.error and document.error.endswith(".")
+
+
+def test_empty_upload_fails_at_once_without_queueing(user, collection, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks() as callbacks:
+        document = ingest.document_create(
+            owner=user, collection=collection, file=ContentFile(b"", name="empty.txt"), filename="empty.txt"
+        )
+    assert callbacks == []
+    assert document.status == Document.Status.FAILED and "empty" in document.error
+
+
+def test_upload_queues_ingestion_after_commit(user, collection, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks() as callbacks:
+        ingest.document_create(
+            owner=user, collection=collection, file=ContentFile(b"hello", name="a.txt"), filename="a.txt"
+        )
+    assert len(callbacks) == 1
+
+
+def test_same_file_twice_in_a_collection_is_refused_with_its_name(user, collection):
+    ingest.document_create(owner=user, collection=collection, file=ContentFile(b"same", name="a.txt"))
+    with pytest.raises(DuplicateDocument) as caught:
+        ingest.document_create(owner=user, collection=collection, file=ContentFile(b"same", name="b.txt"))
+    assert "already in the collection" in str(caught.value) and "“a”" in str(caught.value)
+
+
+def test_same_file_in_another_collection_is_fine(user, collection):
+    other = ingest.collection_for_upload(user=user, name="Other")
+    ingest.document_create(owner=user, collection=collection, file=ContentFile(b"same", name="a.txt"))
+    ingest.document_create(owner=user, collection=other, file=ContentFile(b"same", name="a.txt"))
+    assert Document.objects.filter(sha256__isnull=False).count() == 2
+
+
+def test_oversized_upload_is_refused_with_the_limit(user, collection, settings):
+    settings.MAX_UPLOAD_BYTES = 1024
+    with pytest.raises(FileTooLarge) as caught:
+        ingest.document_create(owner=user, collection=collection, file=ContentFile(b"x" * 4096, name="big.txt"))
+    assert caught.value.status_code == 413 and "1.0 KB" in str(caught.value)
+    assert Document.objects.count() == 0
+
+
+def test_hostile_filenames_are_cleaned_and_never_reach_the_file_system(user, collection):
+    name = "../../etc/<script>alert(1)</script>" + "ü" * 300 + ".txt"
+    document = ingest.document_create(owner=user, collection=collection, file=ContentFile(b"text", name=name))
+    assert "/" not in document.original_filename and len(document.original_filename) <= 200
+    assert document.original_filename.endswith(".txt")
+    assert document.file.name == f"documents/{document.sha256[:2]}/{document.sha256}"
+
+
+def test_dimension_mismatch_fails_the_document_with_a_clear_reason(user, collection, tmp_path, settings):
+    path = factory.make_text(tmp_path / "a.txt", "Some text to embed.")
+    document = upload(user, collection, path)
+    settings.EMBEDDING_DIMENSIONS = 512  # the backend now makes 512-d vectors; the column holds 384
+    result = ingest.document_ingest(document_id=document.pk)
+    assert result.status == Document.Status.FAILED
+    assert "512" in result.error and "384" in result.error
+
+
+def test_store_is_all_or_nothing(user, collection, tmp_path):
+    document = ingest_path(user, collection, factory.make_text(tmp_path / "a.txt", "Original text. " * 80))
+    before = list(document.chunks.values_list("id", flat=True))
+    drafts = ingest.chunk_sections([ingest_section("Replacement text that must not land.")])
+    vectors = [[1.0] + [0.0] * 383]
+
+    def explode():
+        raise RuntimeError("crash after COPY, before commit")
+
+    with pytest.raises(RuntimeError):
+        ingest.store_chunks(document=document, drafts=drafts, vectors=vectors, model_name="m", on_stored=explode)
+    assert list(document.chunks.values_list("id", flat=True)) == before
+    document.refresh_from_db()
+    assert document.status == Document.Status.READY
+
+
+def test_copy_uses_binary_format(user, collection, tmp_path):
+    # The store goes through COPY: the row count rises by exactly the chunks written.
+    document = upload(user, collection, factory.make_text(tmp_path / "a.txt", "Binary copy check. " * 100))
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM documents_chunk")
+        assert cursor.fetchone()[0] == 0
+    ingest.document_ingest(document_id=document.pk)
+    document.refresh_from_db()
+    assert Chunk.objects.count() == document.chunk_count > 1
+
+
+def ingest_section(text):
+    from documents.parsing import Section
+
+    return Section(text=text)
+
+
+EXPECTED = {
+    "good-117-pages.pdf": "ready",
+    "good.docx": "ready",
+    "good-wikipedia.html": "ready",
+    "good-codeblock.md": "ready",
+    "odd-latin1.md": "ready",
+    "odd-corrupted-recoverable.pdf": "ready",
+    "bad-encrypted.pdf": "password-protected",
+    "bad-no-startxref.pdf": None,  # failed with a reason, or ready if recovered
+    "bad-cyclic-pages.pdf": "failed",
+    "bad-image-only.pdf": "no extractable text (scanned?)",
+    "bad-empty.txt": "empty",
+}
+
+
+@pytest.mark.shared
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_every_shared_fixture_ends_ready_or_failed_with_a_reason(name, user, collection, fixtures_dir):
+    document = upload(user, collection, fixtures_dir / name)
+    if document.status == Document.Status.QUEUED:
+        document = ingest.document_ingest(document_id=document.pk)
+    expected = EXPECTED[name]
+    assert document.status in (Document.Status.READY, Document.Status.FAILED)
+    if document.status == Document.Status.FAILED:
+        assert len(document.error) > 10 and document.error.endswith(".")
+    if expected == "ready":
+        assert document.status == Document.Status.READY, document.error
+        assert document.chunk_count > 0
+    elif expected == "failed":
+        assert document.status == Document.Status.FAILED
+    elif expected is not None:
+        assert document.status == Document.Status.FAILED and expected in document.error.lower()
+
+
+@pytest.mark.shared
+def test_shared_pdf_chunks_carry_page_numbers(user, collection, fixtures_dir):
+    document = ingest_path(user, collection, fixtures_dir / "good-117-pages.pdf")
+    pages = set(document.chunks.values_list("page", flat=True))
+    assert None not in pages and min(pages) == 1 and max(pages) >= 100
+
+
+@pytest.mark.shared
+def test_shared_docx_keeps_headings_as_chunk_context(user, collection, fixtures_dir):
+    document = ingest_path(user, collection, fixtures_dir / "good.docx")
+    assert document.chunks.exclude(heading="").exists()
+
+
+@pytest.mark.shared
+def test_shared_latin1_markdown_has_no_mojibake(user, collection, fixtures_dir):
+    document = ingest_path(user, collection, fixtures_dir / "odd-latin1.md")
+    text = " ".join(document.chunks.values_list("text", flat=True))
+    assert "Ã" not in text and any(ch in text for ch in "äöüÄÖÜß")

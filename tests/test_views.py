@@ -1,0 +1,139 @@
+"""The document pages: login, upload of several files, live status JSON, detail, delete; /healthz."""
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.urls import reverse
+
+from documents import ingest
+from documents.models import Document
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def signed_in(client, user):
+    client.force_login(user)
+    return client
+
+
+def make(user, collection, body=b"Quarterly plan notes.", name="plan.txt", ingest_now=True):
+    document = ingest.document_create(
+        owner=user, collection=collection, file=SimpleUploadedFile(name, body), enqueue=False
+    )
+    if ingest_now:
+        ingest.document_ingest(document_id=document.pk)
+    return document
+
+
+def test_pages_require_sign_in(client):
+    response = client.get(reverse("documents:list"))
+    assert response.status_code == 302 and response.url.startswith(reverse("login"))
+
+
+def test_empty_library_explains_what_to_do(signed_in):
+    response = signed_in.get(reverse("documents:list"))
+    assert response.status_code == 200
+    assert b"No documents yet" in response.content
+
+
+def test_uploading_several_files_queues_each(signed_in, user, django_capture_on_commit_callbacks):
+    files = [SimpleUploadedFile("a.txt", b"alpha"), SimpleUploadedFile("b.md", b"# Beta\n\nbeta")]
+    with django_capture_on_commit_callbacks() as callbacks:
+        response = signed_in.post(reverse("documents:list"), {"files": files, "collection": "Team"}, follow=True)
+    assert response.status_code == 200
+    assert Document.objects.filter(owner=user, collection__name="Team").count() == 2
+    assert len(callbacks) == 2
+    assert b"a.txt: queued for processing." in response.content
+
+
+def test_upload_errors_are_shown_per_file(signed_in, user, collection):
+    make(user, collection, body=b"dup", name="first.txt", ingest_now=False)
+    response = signed_in.post(
+        reverse("documents:list"),
+        {"files": [SimpleUploadedFile("again.txt", b"dup")], "collection": collection.name}, follow=True,
+    )
+    assert "again.txt: This file is already in the collection" in response.content.decode()
+
+
+def test_list_shows_status_progress_and_error(signed_in, user, collection):
+    make(user, collection)
+    failed = make(user, collection, body=b"\x7fELF" + b"\x00" * 100, name="tool.pdf")
+    html = signed_in.get(reverse("documents:list")).content.decode()
+    assert f'data-document-id="{failed.pk}" data-status="failed"' in html
+    assert failed.error in html or failed.error.replace("'", "&#x27;") in html
+    assert "1 chunk" in html
+
+
+def test_status_json_reports_progress_for_the_callers_documents_only(signed_in, user, other_user, collection):
+    mine = make(user, collection)
+    from documents.models import Collection
+
+    theirs = make(other_user, Collection.objects.create(name="Theirs", owner=other_user), body=b"secret")
+    data = signed_in.get(reverse("documents:status"), {"id": [mine.pk, theirs.pk]}).json()
+    assert [d["id"] for d in data["documents"]] == [mine.pk]
+    assert data["documents"][0] | {"progress": 1.0, "status": "ready"} == data["documents"][0]
+
+
+def test_detail_shows_chunks_and_highlights_the_cited_one(signed_in, user, collection):
+    document = make(user, collection)
+    chunk = document.chunks.get()
+    html = signed_in.get(reverse("documents:detail", args=[document.pk]), {"chunk": chunk.pk}).content.decode()
+    assert f'id="chunk-{chunk.pk}" class="chunk highlighted"' in html
+    assert "Quarterly plan notes." in html
+
+
+def test_other_users_get_404_for_detail_delete_and_reingest(client, user, other_user, collection):
+    document = make(user, collection)
+    client.force_login(other_user)
+    assert client.get(reverse("documents:detail", args=[document.pk])).status_code == 404
+    assert client.post(reverse("documents:delete", args=[document.pk])).status_code == 404
+    assert client.post(reverse("documents:reingest", args=[document.pk])).status_code == 404
+    assert Document.objects.filter(pk=document.pk).exists()
+
+
+def test_owner_can_delete(signed_in, user, collection):
+    document = make(user, collection)
+    signed_in.post(reverse("documents:delete", args=[document.pk]))
+    assert not Document.objects.filter(pk=document.pk).exists()
+
+
+def test_healthz_reports_each_component(client):
+    response = client.get("/healthz")
+    body = response.json()
+    assert response.status_code == 200, body
+    assert body["database"] == "ok" and body["redis"] == "ok"
+    assert body["pgvector"].startswith("0.")
+    assert isinstance(body["workers"], int)
+
+
+def test_admin_lists_documents_with_status(client, django_user_model, user, collection):
+    admin = django_user_model.objects.create_superuser("root", "root@example.com", "pw-for-tests-only")
+    failed = make(user, collection, body=b"\x7fELF" + b"\x00" * 100, name="tool.pdf")
+    client.force_login(admin)
+    html = client.get("/admin/documents/document/?status__exact=failed").content.decode()
+    assert failed.title in html and "Failed" in html
+
+
+def test_admin_upload_creates_and_queues_a_document(client, django_user_model, collection,
+                                                    django_capture_on_commit_callbacks):
+    admin = django_user_model.objects.create_superuser("root", "root@example.com", "pw-for-tests-only")
+    client.force_login(admin)
+    with django_capture_on_commit_callbacks() as callbacks:
+        response = client.post("/admin/documents/document/add/", {
+            "collection": collection.pk, "file": SimpleUploadedFile("memo.txt", b"memo text"),
+            "title": "", "metadata": "{}",
+        })
+    assert response.status_code == 302, response.content.decode()[:2000]
+    document = Document.objects.get(title="memo")
+    assert document.owner == admin and document.status == "queued" and len(callbacks) == 1
+
+
+def test_admin_reingest_action_queues_again(client, django_user_model, user, collection,
+                                            django_capture_on_commit_callbacks):
+    admin = django_user_model.objects.create_superuser("root", "root@example.com", "pw-for-tests-only")
+    document = make(user, collection)
+    client.force_login(admin)
+    with django_capture_on_commit_callbacks() as callbacks:
+        client.post("/admin/documents/document/", {"action": "reingest", "_selected_action": [document.pk]})
+    document.refresh_from_db()
+    assert document.status == "queued" and len(callbacks) == 1

@@ -9,7 +9,7 @@ COPY requirements.txt .
 RUN pip install -r requirements.txt
 
 COPY . .
-RUN useradd --create-home --uid 1000 app && mkdir -p /data/media && chown -R app /data /app
+RUN useradd --create-home --uid 1000 app && mkdir -p /data && chown -R app /data /app
 USER app
 
 EXPOSE 8000

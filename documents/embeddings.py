@@ -15,6 +15,7 @@ cosine distance, inner product and L2 rank alike.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import re
 from collections.abc import Callable, Sequence
@@ -101,6 +102,25 @@ class FastembedBackend(EmbeddingBackend):
         except ValueError as error:
             raise ImproperlyConfigured(f"fastembed cannot load {model!r}: {error}") from error
         self.dimensions = int(self._model.embedding_size)
+        self._truncate_like_sentence_transformers()
+
+    def _truncate_like_sentence_transformers(self) -> None:
+        """Cut inputs where the model was trained to (all-MiniLM-L6-v2: 256 word pieces, not 512).
+
+        Longer inputs only cost time: the model never learned to use those positions.
+        """
+        inner = getattr(self._model, "model", None)
+        model_dir = getattr(inner, "_model_dir", None)
+        tokenizer = getattr(inner, "tokenizer", None)
+        if model_dir is None or tokenizer is None:
+            return
+        config = Path(model_dir, "sentence_bert_config.json")
+        try:
+            limit = int(json.loads(config.read_text()).get("max_seq_length") or 0)
+        except (OSError, ValueError):
+            return
+        if 0 < limit < (tokenizer.truncation or {}).get("max_length", limit + 1):
+            tokenizer.enable_truncation(max_length=limit, direction=tokenizer.truncation.get("direction", "right"))
 
     def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
@@ -185,7 +205,11 @@ def backend_choice() -> str:
 
 
 @cache
-def _build(choice: str, model: str, path: str, dimensions: int, base_url: str, cache_dir: str) -> EmbeddingBackend:
+def _build(
+    choice: str, model: str, path: str, dimensions: int, base_url: str, cache_dir: str, client_options: tuple = ()
+) -> EmbeddingBackend:
+    # ``client_options`` (the OpenAI key, timeout and retries) is only part of the cache key: the
+    # OpenAI backend reads them from settings, and must be rebuilt when they change.
     if choice == "hashing":
         return HashingBackend(dimensions)
     if choice == "openai":
@@ -207,9 +231,14 @@ def _build(choice: str, model: str, path: str, dimensions: int, base_url: str, c
 
 def get_backend() -> EmbeddingBackend:
     """The configured backend, built once per process and per configuration."""
+    choice = backend_choice()
+    client_options = (
+        (settings.OPENAI_API_KEY, settings.EMBEDDING_TIMEOUT_SECONDS, settings.EMBEDDING_MAX_RETRIES)
+        if choice == "openai" else ()
+    )
     return _build(
-        backend_choice(), settings.EMBEDDING_MODEL, settings.EMBEDDING_MODEL_PATH, settings.EMBEDDING_DIMENSIONS,
-        settings.OPENAI_BASE_URL, str(settings.VAR_DIR / "models"),
+        choice, settings.EMBEDDING_MODEL, settings.EMBEDDING_MODEL_PATH, settings.EMBEDDING_DIMENSIONS,
+        settings.OPENAI_BASE_URL, str(settings.VAR_DIR / "models"), client_options,
     )
 
 

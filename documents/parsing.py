@@ -371,14 +371,18 @@ def decode_text(data: bytes) -> str:
         return data.decode("utf-8")
     except UnicodeDecodeError:
         pass
+    sample = data[: 1024 * 1024]  # a sample tells the encoding and keeps huge files fast
+    # Western text in CP-1252 (a superset of Latin-1) has mostly ASCII letters and a few accented
+    # ones; other legacy encodings read as CP-1252 turn nearly every letter into an accented one.
+    western = sample.decode("cp1252", errors="replace")
+    letters = [ch for ch in western if ch.isalpha()]
+    accented = sum(1 for ch in letters if ord(ch) > 127)
+    if letters and accented / len(letters) < 0.3 and western.count("\ufffd") <= len(western) // 1000:
+        return data.decode("cp1252", errors="replace")
     from charset_normalizer import from_bytes
 
-    # A sample is enough to tell the encoding, and keeps huge files fast.
-    best = from_bytes(data[: 1024 * 1024]).best()
-    encoding = best.encoding if best is not None else "cp1252"
-    if encoding in ("ascii", "latin_1", "iso8859_1"):
-        encoding = "cp1252"  # its superset: curly quotes and € from Windows files decode too
-    return data.decode(encoding, errors="replace")
+    best = from_bytes(sample).best()
+    return data.decode(best.encoding if best is not None else "cp1252", errors="replace")
 
 
 def _short(error: BaseException) -> str:

@@ -4,6 +4,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.template.loader import render_to_string
 from django.views.decorators.http import require_GET, require_POST
 
 from documents import ingest
@@ -53,7 +54,9 @@ def _upload(request):
             document = ingest.document_create(
                 owner=request.user, file=upload, collection=collection, filename=upload.name
             )
-            results.append({"name": upload.name, "ok": True, "document": _document_json(document)})
+            # The row as the list renders it, so that the page can insert it without reloading.
+            row = render_to_string("documents/_row.html", {"document": document}, request=request)
+            results.append({"name": upload.name, "ok": True, "document": _document_json(document), "row_html": row})
         except UploadRejected as error:
             results.append({"name": upload.name, "ok": False, "detail": str(error)})
     if wants_json:

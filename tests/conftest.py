@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
+from tests.openai_server import openai_server  # noqa: F401  (the OpenAI-protocol server fixture)
+
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 SHARED_DIR = Path(os.environ.get("RAG_SHARED_DIR", Path(__file__).resolve().parents[1].parent / "shared"))
 

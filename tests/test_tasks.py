@@ -107,3 +107,8 @@ def test_every_shared_fixture_through_the_api_and_worker(celery_worker, user, fi
     )
     after = response.json()["id"]
     assert wait_for(lambda: finished(after)).status == Document.Status.READY
+
+
+def test_healthz_counts_the_live_worker(celery_worker, client):
+    body = client.get("/healthz").json()
+    assert body["status"] == "ok" and body["workers"] >= 1

@@ -1,10 +1,16 @@
-// The library page: drag-and-drop upload and live status / progress bars.
+// The library page: drag-and-drop upload of several files and live status / progress bars.
+// Without JavaScript the form still posts and the page reloads; with it, files are sent with
+// fetch, each new row is inserted (rendered by the server) and polled until it is finished.
 (function () {
   "use strict";
   const form = document.getElementById("upload-form");
   const input = document.getElementById("file-input");
   const dropzone = document.getElementById("dropzone");
+  const button = document.getElementById("upload-button");
+  const results = document.getElementById("upload-results");
+  const table = document.getElementById("documents-table");
   const statusUrl = document.currentScript.dataset.statusUrl;
+  const prompt = dropzone.querySelector("strong").textContent;
 
   // Drag and drop: put the dropped files into the form's input and submit it.
   ["dragenter", "dragover"].forEach((type) =>
@@ -20,15 +26,68 @@
     event.preventDefault();
     if (!event.dataTransfer.files.length) return;
     input.files = event.dataTransfer.files;
+    showChosen();
     form.requestSubmit();
   });
-  input.addEventListener("change", () => {
+
+  function showChosen() {
     const names = Array.from(input.files).map((f) => f.name);
-    dropzone.querySelector("strong").textContent = names.length ? names.join(", ") : "Drop files here";
-  });
-  form.addEventListener("submit", () => {
-    document.getElementById("upload-button").disabled = true;
-    document.getElementById("upload-button").textContent = "Uploading…";
+    dropzone.querySelector("strong").textContent = names.length ? names.join(", ") : prompt;
+  }
+  input.addEventListener("change", showChosen);
+
+  function report(text, ok) {
+    const item = document.createElement("li");
+    item.className = ok ? "ok" : "error";
+    item.textContent = text;
+    results.appendChild(item);
+  }
+
+  function insertRow(html) {
+    const body = document.createElement("tbody");
+    body.innerHTML = html.trim();
+    table.tBodies[0].prepend(body.firstElementChild);
+    table.hidden = false;
+    document.getElementById("empty-state")?.remove();
+  }
+
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    results.replaceChildren();
+    if (!input.files.length) {
+      report("Choose at least one file.", false);
+      return;
+    }
+    button.disabled = true;
+    button.textContent = "Uploading…";
+    try {
+      const response = await fetch(form.action, {
+        method: "POST",
+        body: new FormData(form),
+        headers: { Accept: "application/json" },
+        credentials: "same-origin",
+      });
+      const isJson = (response.headers.get("Content-Type") || "").includes("application/json");
+      const data = isJson ? await response.json() : {};
+      if (data.detail) report(data.detail, false);
+      else if (!isJson) report("The upload failed (HTTP " + response.status + "). Please try again.", false);
+      for (const result of data.results || []) {
+        if (result.ok) {
+          insertRow(result.row_html);
+          report(result.name + ": queued for processing.", true);
+        } else {
+          report(result.name + ": " + result.detail, false);
+        }
+      }
+      input.value = "";
+      showChosen();
+      schedulePoll(0);
+    } catch (error) {
+      report("The upload failed: the server could not be reached. Please try again.", false);
+    } finally {
+      button.disabled = false;
+      button.textContent = "Upload";
+    }
   });
 
   // Poll the status of documents that are still queued or processing.
@@ -51,23 +110,33 @@
     row.querySelector(".error").textContent = doc.error || "";
   }
 
+  let timer = null;
+  function schedulePoll(delay) {
+    if (timer === null) timer = setTimeout(poll, delay);
+  }
+
   async function poll() {
+    timer = null;
     const rows = pendingRows();
-    if (!rows.length) return;
+    if (!rows.length) return; // polling starts again with the next upload
     const query = rows.map((row) => "id=" + encodeURIComponent(row.dataset.documentId)).join("&");
     try {
       const response = await fetch(statusUrl + "?" + query, { headers: { Accept: "application/json" } });
       if (response.ok) {
         const data = await response.json();
+        const seen = new Set();
         for (const doc of data.documents) {
+          seen.add(String(doc.id));
           const row = document.querySelector('tr[data-document-id="' + doc.id + '"]');
           if (row) update(row, doc);
         }
+        // A document deleted meanwhile is no longer reported: stop asking about it.
+        rows.filter((row) => !seen.has(row.dataset.documentId)).forEach((row) => (row.dataset.status = "gone"));
       }
     } catch (error) {
       // A missed poll is retried on the next tick; the page keeps working.
     }
-    setTimeout(poll, 1000);
+    schedulePoll(1000);
   }
-  poll();
+  schedulePoll(0);
 })();

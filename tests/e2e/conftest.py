@@ -1,0 +1,94 @@
+"""Browser fixtures: Playwright's sync API driving the Debian ``chromium`` against ``live_server``.
+
+No browser is downloaded: ``playwright install`` needs the internet, so the tests launch the
+system Chromium (Debian package ``chromium``). Without it they skip, naming the package —
+except in CI, where a missing browser is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import IN_CI
+
+# Playwright's sync API runs an event loop in the test thread; Django then refuses ORM calls
+# there ("You cannot call this from an async context"). The calls are synchronous and safe.
+os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+PASSWORD = "correct horse battery"  # the password of the `user` and `other_user` fixtures
+
+
+def pytest_collection_modifyitems(items):
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(item.path).parents:
+            item.add_marker(pytest.mark.e2e)
+
+
+def chromium_path() -> str | None:
+    if Path("/usr/bin/chromium").exists():
+        return "/usr/bin/chromium"
+    return shutil.which("chromium")
+
+
+@pytest.fixture(scope="session")
+def browser():
+    executable = chromium_path()
+    if executable is None:
+        message = "Chromium not found: install the Debian package `chromium` (apt-get install chromium)"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, live_server):
+    context = browser.new_context(base_url=live_server.url)
+    context.set_default_timeout(15_000)
+    page = context.new_page()
+    errors = []
+    page.on("pageerror", lambda error: errors.append(error))  # an uncaught exception in the page's JavaScript
+    yield page
+    context.close()
+    assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+@pytest.fixture
+def sign_in(page, live_server):
+    """Sign a user in through the real login form; the page ends on the documents list."""
+
+    def sign_in(user, password: str = PASSWORD):
+        from playwright.sync_api import expect
+
+        page.goto(live_server.url + "/accounts/login/")
+        page.get_by_label("Username").fill(user.get_username())
+        page.get_by_label("Password").fill(password)
+        page.get_by_role("button", name="Sign in").click()
+        expect(page.get_by_role("button", name=f"Sign out ({user.get_username()})")).to_be_visible()
+        return page
+
+    return sign_in
+
+
+@pytest.fixture
+def signed_in_page(sign_in, user):
+    """The page, signed in as ``user`` (alice)."""
+    return sign_in(user)

@@ -1,0 +1,364 @@
+"""documents/embeddings.py: the hashing, fastembed and OpenAI backends, batching, errors, dimensions.
+
+The OpenAI backend runs the real ``openai`` client against a real HTTP server on loopback
+(tests/openai_server.py) that answers, fails, rate-limits and stalls as scripted.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from django.core.files.base import ContentFile
+
+from documents import embeddings, ingest
+from documents.exceptions import DimensionMismatch, EmbeddingError
+from documents.models import Document
+from tests import documents_factory as factory
+
+# ---------------------------------------------------------------------------------------------------------------
+# hashing
+
+
+def cosine(a, b) -> float:
+    return float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def test_hashing_backend_is_deterministic():
+    texts = ["Vacation days roll over until March.", "The VPN needs two-factor authentication."]
+    first = embeddings.HashingBackend(384).embed_documents(texts)
+    second = embeddings.HashingBackend(384).embed_documents(texts)
+    assert np.array_equal(first, second)
+    assert not np.array_equal(first[0], first[1])
+
+
+@pytest.mark.parametrize("dimensions", [384, 64])
+def test_hashing_vectors_are_l2_normalised_with_the_configured_dimension(dimensions):
+    vectors = embeddings.HashingBackend(dimensions).embed_documents(["one short text", "another, longer text " * 20])
+    assert vectors.shape == (2, dimensions)
+    assert vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
+
+
+def test_hashing_texts_sharing_words_are_closer_than_unrelated_ones():
+    backend = embeddings.HashingBackend(384)
+    base, related, unrelated = backend.embed_documents([
+        "employees accrue vacation days every month",
+        "how many vacation days do employees get",
+        "the printer on floor three is out of toner",
+    ])
+    assert cosine(base, related) > cosine(base, unrelated) + 0.2
+
+
+def test_hashing_model_name_names_its_dimension(settings):
+    settings.EMBEDDING_BACKEND = "hashing"
+    backend = embeddings.get_backend()
+    assert isinstance(backend, embeddings.HashingBackend)
+    assert backend.model_name == "hashing-384"
+    assert backend.dimensions == 384
+
+
+def test_unknown_backend_name_is_refused(settings):
+    from django.core.exceptions import ImproperlyConfigured
+
+    settings.EMBEDDING_BACKEND = "word2vec"
+    with pytest.raises(ImproperlyConfigured, match="word2vec"):
+        embeddings.get_backend()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# embed_in_batches
+
+
+class RecordingBackend(embeddings.HashingBackend):
+    """Hashing embeddings that remember the size of every batch asked of them."""
+
+    def __init__(self, dimensions: int = 384, max_batch: int = embeddings.MAX_BATCH):
+        super().__init__(dimensions)
+        self.max_batch = max_batch
+        self.batches: list[int] = []
+
+    def embed_documents(self, texts):
+        self.batches.append(len(texts))
+        return super().embed_documents(texts)
+
+
+def numbered(count: int) -> list[str]:
+    return [f"text number {i} about topic {i % 7}" for i in range(count)]
+
+
+def test_embed_in_batches_sends_batches_of_batch_size_and_keeps_order():
+    backend = RecordingBackend()
+    texts = numbered(10)
+    vectors = embeddings.embed_in_batches(backend, texts, batch_size=4)
+    assert backend.batches == [4, 4, 2]
+    assert np.array_equal(vectors, embeddings.HashingBackend(384).embed_documents(texts))
+
+
+def test_embed_in_batches_defaults_to_the_embedding_batch_size_setting(settings):
+    settings.EMBEDDING_BATCH_SIZE = 3
+    backend = RecordingBackend()
+    embeddings.embed_in_batches(backend, numbered(7))
+    assert backend.batches == [3, 3, 1]
+
+
+def test_embed_in_batches_reports_progress_monotonically_up_to_the_total():
+    reports = []
+    embeddings.embed_in_batches(RecordingBackend(), numbered(10), batch_size=4, on_batch=lambda *a: reports.append(a))
+    assert reports == [(4, 10), (8, 10), (10, 10)]
+
+
+def test_embed_in_batches_of_nothing_returns_an_empty_matrix_of_the_dimension():
+    backend = RecordingBackend(dimensions=384)
+    reports = []
+    vectors = embeddings.embed_in_batches(backend, [], batch_size=4, on_batch=lambda *a: reports.append(a))
+    assert vectors.shape == (0, 384)
+    assert backend.batches == [] and reports == []
+
+
+def test_embed_in_batches_caps_the_batch_size_at_1000():
+    backend = RecordingBackend()
+    vectors = embeddings.embed_in_batches(backend, numbered(2500), batch_size=5000)
+    assert backend.batches == [1000, 1000, 500]
+    assert vectors.shape == (2500, 384)
+
+
+def test_embed_in_batches_respects_a_backends_smaller_maximum():
+    backend = RecordingBackend(max_batch=2)
+    embeddings.embed_in_batches(backend, numbered(5), batch_size=64)
+    assert backend.batches == [2, 2, 1]
+
+
+def test_embed_in_batches_refuses_an_answer_with_the_wrong_number_of_vectors():
+    class Dropping(RecordingBackend):
+        def embed_documents(self, texts):
+            return super().embed_documents(texts)[:-1]
+
+    with pytest.raises(EmbeddingError, match="malformed"):
+        embeddings.embed_in_batches(Dropping(), numbered(3))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# fastembed, on the real MiniLM model from the shared folder
+
+
+@pytest.fixture
+def minilm(settings, minilm_path):
+    settings.EMBEDDING_BACKEND = "fastembed"
+    settings.EMBEDDING_MODEL = ""
+    settings.EMBEDDING_MODEL_PATH = str(minilm_path)
+    return embeddings.get_backend()  # cached per configuration: the model loads once for these tests
+
+
+@pytest.mark.shared
+def test_fastembed_minilm_produces_384_dimensional_normalised_vectors(minilm):
+    assert isinstance(minilm, embeddings.FastembedBackend)
+    assert minilm.dimensions == 384
+    vectors = minilm.embed_documents(["The cat sits on the mat.", "Quarterly tax filing deadlines."])
+    assert vectors.shape == (2, 384)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
+
+
+@pytest.mark.shared
+def test_fastembed_close_sentences_score_closer_than_unrelated_ones(minilm):
+    cat, kitten, taxes = minilm.embed_documents([
+        "The cat sits on the mat.", "A kitten is resting on a rug.", "Quarterly tax filing deadlines.",
+    ])
+    # No shared content words between the first two: only a model of meaning brings them together.
+    assert cosine(cat, kitten) > cosine(cat, taxes) + 0.2
+
+
+@pytest.mark.shared
+def test_fastembed_query_embedding_equals_the_document_embedding_of_the_same_text(minilm):
+    text = "How many vacation days do new employees get?"
+    document = minilm.embed_documents(["Something else entirely.", text])[1]
+    np.testing.assert_allclose(minilm.embed_query(text), document, atol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# OpenAI, through the real client against the loopback server
+
+
+@pytest.fixture
+def server(openai_server, settings):
+    """The loopback server, with the settings that point the openai embedding backend at it."""
+    settings.EMBEDDING_BACKEND = "openai"
+    settings.EMBEDDING_MODEL = "text-embedding-3-small"
+    settings.OPENAI_BASE_URL = openai_server.url
+    settings.OPENAI_API_KEY = "test-key"
+    settings.EMBEDDING_MAX_RETRIES = 3
+    settings.EMBEDDING_TIMEOUT_SECONDS = 10
+    yield openai_server
+    # The next server may get this port again: do not hand a later test a client of this one.
+    embeddings._build.cache_clear()
+
+
+def embedding_requests(server):
+    return server.requests_to("/embeddings")
+
+
+def test_openai_vectors_come_back_in_input_order_and_normalised(server):
+    server.reverse_embedding_order = True  # `data` listed last-first: only `index` gives the order
+    server.normalize_embeddings = False
+    texts = ["first text", "second text", "third text"]
+    vectors = embeddings.get_backend().embed_documents(texts)
+    assert vectors.shape == (3, 384)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
+    for row, text in zip(vectors, texts, strict=True):
+        expected = np.array(server.embedding_for(text), dtype=np.float32)
+        np.testing.assert_allclose(row, expected / np.linalg.norm(expected), atol=1e-6)
+
+
+def test_openai_request_names_model_float_format_and_key(server):
+    embeddings.get_backend().embed_documents(["hello"])
+    (request,) = embedding_requests(server)
+    assert request.body["model"] == "text-embedding-3-small"
+    assert request.body["input"] == ["hello"]
+    assert request.body["encoding_format"] == "float"
+    assert request.headers["authorization"] == "Bearer test-key"
+
+
+def test_openai_asks_text_embedding_3_models_for_the_column_dimension(server):
+    server.embedding_dim = 1536  # the model's native size; it must shorten on request
+    vectors = embeddings.get_backend().embed_documents(["hello"])
+    assert embedding_requests(server)[0].body["dimensions"] == 384
+    assert vectors.shape == (1, 384)
+
+
+def test_openai_does_not_send_dimensions_to_other_models(server, settings):
+    settings.EMBEDDING_MODEL = "nomic-embed-text"  # OpenAI answers 400 to `dimensions` for such models
+    vectors = embeddings.get_backend().embed_documents(["hello"])
+    (request,) = embedding_requests(server)
+    assert "dimensions" not in request.body
+    assert request.body["model"] == "nomic-embed-text"
+    assert vectors.shape == (1, 384)
+
+
+def test_openai_rate_limit_is_retried_and_then_succeeds(server):
+    server.fail(429, retry_after_ms=10)
+    vectors = embeddings.get_backend().embed_documents(["a", "b"])
+    assert len(embedding_requests(server)) == 2
+    assert vectors.shape == (2, 384)
+
+
+def test_openai_server_errors_are_retried_until_success(server):
+    server.fail(500, times=2)
+    vectors = embeddings.get_backend().embed_documents(["a"])
+    assert len(embedding_requests(server)) == 3
+    assert server.pending == 0
+    assert vectors.shape == (1, 384)
+
+
+def test_openai_client_error_is_not_retried_and_carries_the_providers_message(server):
+    server.fail(400, message="Invalid 'input': maximum context length is 8192 tokens.", code="context_length")
+    with pytest.raises(EmbeddingError) as caught:
+        embeddings.get_backend().embed_documents(["a"])
+    assert len(embedding_requests(server)) == 1
+    assert "HTTP 400" in str(caught.value)
+    assert "maximum context length is 8192 tokens" in str(caught.value)
+
+
+def test_openai_persistent_server_error_gives_up_after_max_retries(server, settings):
+    settings.EMBEDDING_MAX_RETRIES = 2
+    server.fail(500, retry_after_ms=10, times=5)
+    with pytest.raises(EmbeddingError, match="HTTP 500"):
+        embeddings.get_backend().embed_documents(["a"])
+    assert len(embedding_requests(server)) == 3  # the first attempt and two retries
+    assert server.pending == 2
+
+
+def test_openai_slow_server_raises_an_error_about_time(server, settings):
+    settings.EMBEDDING_TIMEOUT_SECONDS = 0.5
+    settings.EMBEDDING_MAX_RETRIES = 0
+    server.delay(5)
+    started = time.monotonic()
+    with pytest.raises(EmbeddingError, match="in time"):
+        embeddings.get_backend().embed_documents(["a"])
+    assert time.monotonic() - started < 3
+    assert len(embedding_requests(server)) == 1
+
+
+def test_openai_unreachable_server_raises_an_error_naming_it(server, settings):
+    settings.EMBEDDING_MAX_RETRIES = 0
+    url = server.url
+    server.close()
+    with pytest.raises(EmbeddingError, match="could not be reached") as caught:
+        embeddings.get_backend().embed_documents(["a"])
+    assert url in str(caught.value)
+
+
+@pytest.mark.django_db
+def test_openai_model_with_a_different_dimension_raises_dimension_mismatch(server, settings):
+    settings.EMBEDDING_MODEL = "nomic-embed-text"
+    server.embedding_dim = 768
+    with pytest.raises(DimensionMismatch) as caught:
+        embeddings.embed_in_batches(embeddings.get_backend(), ["a", "b"])
+    message = str(caught.value)
+    assert "768" in message and "384" in message
+    assert "nomic-embed-text" in message
+
+
+def test_auto_backend_with_a_base_url_resolves_to_openai(server, settings):
+    settings.EMBEDDING_BACKEND = "auto"
+    settings.OPENAI_API_KEY = ""  # a local OpenAI-compatible server needs no key
+    assert embeddings.backend_choice() == "openai"
+    backend = embeddings.get_backend()
+    assert isinstance(backend, embeddings.OpenAIBackend)
+    assert backend.embed_query("hello").shape == (384,)
+    assert len(embedding_requests(server)) == 1
+
+
+def test_get_backend_follows_changes_of_the_client_settings(server, settings):
+    settings.EMBEDDING_MAX_RETRIES = 0
+    settings.EMBEDDING_TIMEOUT_SECONDS = 0.5
+    first = embeddings.get_backend()
+    assert (first.client.max_retries, first.client.timeout) == (0, 0.5)
+    settings.EMBEDDING_MAX_RETRIES = 4
+    settings.EMBEDDING_TIMEOUT_SECONDS = 30
+    second = embeddings.get_backend()
+    assert (second.client.max_retries, second.client.timeout) == (4, 30)
+    assert embeddings.get_backend() is second  # still cached per configuration
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the ingestion pipeline with OpenAI embeddings
+
+
+def ingest_text(user, collection, tmp_path, name: str, text: str) -> Document:
+    path = factory.make_text(tmp_path / name, text)
+    document = ingest.document_create(
+        owner=user, collection=collection, file=ContentFile(path.read_bytes(), name=path.name),
+        filename=path.name, enqueue=False,
+    )
+    return ingest.document_ingest(document_id=document.pk)
+
+
+@pytest.mark.django_db
+def test_ingest_with_openai_embeddings_stores_chunks_named_for_the_model(server, user, collection, tmp_path):
+    text = "\n\n".join(f"Section {i}: the travel policy covers trains, flights and hotels. " * 30 for i in range(4))
+    document = ingest_text(user, collection, tmp_path, "travel.txt", text)
+    assert document.status == Document.Status.READY, document.error
+    chunks = list(document.chunks.all())
+    assert document.chunk_count == len(chunks) > 1
+    assert {c.embedding_model for c in chunks} == {"text-embedding-3-small"}
+    embedded = sum(len(r.body["input"]) for r in embedding_requests(server))
+    assert embedded == len(chunks)
+
+
+@pytest.mark.django_db
+def test_ingest_fails_with_a_reason_when_embeddings_are_refused_and_leaves_others_alone(
+    server, user, collection, tmp_path
+):
+    good = ingest_text(user, collection, tmp_path, "good.txt", "Holiday policy text. " * 50)
+    assert good.status == Document.Status.READY, good.error
+    chunks_before = list(good.chunks.values_list("id", "text", "embedding_model"))
+    server.fail(400, message="Your organization is not allowed to use this model.", code="model_not_allowed")
+    bad = ingest_text(user, collection, tmp_path, "bad.txt", "Expense reports are due monthly. " * 50)
+    assert bad.status == Document.Status.FAILED
+    assert bad.error.startswith("The embedding service refused the request (HTTP 400")
+    assert "not allowed to use this model" in bad.error
+    assert bad.chunks.count() == 0 and bad.progress == 0.0
+    good.refresh_from_db()
+    assert good.status == Document.Status.READY
+    assert list(good.chunks.values_list("id", "text", "embedding_model")) == chunks_before

@@ -1,0 +1,122 @@
+"""`make run` end to end: ragsite.launcher on a fresh data folder, as a new user would start it.
+
+It starts its own embedded PostgreSQL under a temporary RAG_VAR_DIR, migrates, creates the first
+administrator, runs the Celery worker and uvicorn; a document uploaded through the API is
+processed; Ctrl-C (SIGINT) stops the worker, the web server and the database.
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def get_json(url, headers=None, timeout=5):
+    request = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"{}")
+
+
+def wait_for(predicate, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture
+def launched(tmp_path):
+    port = free_port()
+    env = {
+        **os.environ,
+        "RAG_VAR_DIR": str(tmp_path / "var"),
+        "PORT": str(port),
+        "REDIS_URL": "redis://127.0.0.1:6379/14",  # away from a developer's `make run` on db 0
+        "ADMIN_PASSWORD": "launcher-test-password",
+        "EMBEDDING_BACKEND": "hashing",
+        "WORKER_CONCURRENCY": "1",
+        "PYTHONUNBUFFERED": "1",
+    }
+    env.pop("DATABASE_URL", None)
+    log = (tmp_path / "launcher.log").open("w+")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ragsite.launcher"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+    try:
+        yield process, f"http://127.0.0.1:{port}", tmp_path, log
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        from ragsite.services import stop_embedded_database
+
+        stop_embedded_database(tmp_path / "var")  # only if the launcher did not
+
+
+def test_make_run_serves_processes_a_document_and_stops_cleanly(launched):
+    process, base, tmp_path, log = launched
+    health = wait_for(
+        lambda: (r := get_json(f"{base}/healthz"))[0] == 200 and r[1]["workers"] >= 1 and r[1],
+        timeout=120, what="a healthy server with a live worker",
+    )
+    assert health["database"] == "ok" and health["pgvector"].startswith("0.")
+    log.seek(0)
+    assert "Created the administrator account  admin / launcher-test-password" in log.read()
+
+    token = subprocess.run(
+        [sys.executable, "manage.py", "create_api_token", "admin"], cwd=ROOT, capture_output=True, text=True,
+        env={**os.environ, "RAG_VAR_DIR": str(tmp_path / "var"), "REDIS_URL": "redis://127.0.0.1:6379/14"},
+        check=True,
+    ).stdout.strip().splitlines()[-1]
+    boundary = "----launcher-test"
+    body = (
+        f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"notes.txt\"\r\n"
+        "Content-Type: text/plain\r\n\r\nThe launcher test document talks about lighthouses.\r\n"
+        f"--{boundary}--\r\n"
+    ).encode()
+    request = urllib.request.Request(
+        f"{base}/api/v1/documents", data=body, method="POST",
+        headers={"Authorization": f"Bearer {token}", "Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 202
+        document_id = json.loads(response.read())["id"]
+    auth = {"Authorization": f"Bearer {token}"}
+    done = wait_for(
+        lambda: (r := get_json(f"{base}/api/v1/documents/{document_id}", auth)[1])["status"] in ("ready", "failed")
+        and r,
+        timeout=60, what="the document to be processed by the launcher's worker",
+    )
+    assert done["status"] == "ready" and done["chunk_count"] == 1, done
+
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=60) == 0
+    log.seek(0)
+    assert "Stopped." in log.read()
+    assert not (tmp_path / "var" / "pgdata" / "postmaster.pid").exists()  # the database stopped too
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"{base}/healthz", timeout=2)

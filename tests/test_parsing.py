@@ -1,0 +1,220 @@
+"""documents/parsing.py: each format's text and structure, the type checks, and the guard."""
+
+import os
+import time
+import zipfile
+
+import pytest
+
+from documents import parsing
+from documents.exceptions import (
+    CorruptDocument,
+    DocumentTooLarge,
+    EmptyDocument,
+    EncryptedDocument,
+    NoExtractableText,
+    ParsingTimeout,
+    UnsupportedFileType,
+)
+from documents.parsing import Section, detect_kind, parse_file, parse_file_guarded
+from tests import documents_factory as factory
+
+
+def parse(path, **kwargs):
+    return parse_file_guarded(path=path, filename=path.name, **kwargs)
+
+
+def test_pdf_sections_carry_their_page_numbers(tmp_path):
+    path = factory.make_pdf(tmp_path / "a.pdf", ["Alpha page text.", "", "Gamma page text."])
+    sections = parse(path)
+    assert [(s.page, s.text) for s in sections] == [(1, "Alpha page text."), (3, "Gamma page text.")]
+
+
+def test_encrypted_pdf_is_reported_as_password_protected(tmp_path):
+    with pytest.raises(EncryptedDocument, match="password-protected"):
+        parse(factory.make_encrypted_pdf(tmp_path / "locked.pdf"))
+
+
+def test_image_only_pdf_has_no_extractable_text(tmp_path):
+    with pytest.raises(NoExtractableText, match=r"No extractable text \(scanned\?\)"):
+        parse(factory.make_image_only_pdf(tmp_path / "scan.pdf"))
+
+
+def test_pdf_over_the_page_limit_is_refused_with_the_limit(tmp_path):
+    path = factory.make_pdf(tmp_path / "long.pdf", [f"Page {n}" for n in range(12)])
+    with pytest.raises(DocumentTooLarge, match=r"12 pages; the limit is 10 \(PARSE_MAX_PAGES\)"):
+        parse(path, max_pages=10)
+
+
+def test_truncated_pdf_fails_as_damaged(tmp_path):
+    good = factory.make_pdf(tmp_path / "good.pdf", ["Some text that will be cut off."])
+    path = tmp_path / "cut.pdf"
+    path.write_bytes(good.read_bytes()[:200])
+    with pytest.raises((CorruptDocument, NoExtractableText)) as caught:
+        parse(path)
+    assert str(caught.value).endswith(".")
+
+
+def test_docx_keeps_headings_as_a_path_and_tables_as_rows(tmp_path):
+    path = factory.make_docx(
+        tmp_path / "handbook.docx", "Handbook",
+        [("Leave", ["Everyone has 25 days of leave."]), ("Travel", ["Book trains over flights."])],
+        table=[["Grade", "Budget"], ["Junior", "1000 EUR"]],
+    )
+    sections = parse(path)
+    by_heading = {s.heading_path: s.text for s in sections}
+    assert by_heading[("Handbook", "Leave")] == "Everyone has 25 days of leave."
+    assert "Grade | Budget\nJunior | 1000 EUR" in by_heading[("Handbook", "Travel")]
+
+
+def test_docx_zip_bomb_is_refused_before_it_expands(tmp_path, monkeypatch):
+    path = factory.make_docx(tmp_path / "bomb.docx", "Bomb", [("Part", ["text"])])
+    with zipfile.ZipFile(path, "a", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("word/padding.xml", b"\0" * (8 * 1024 * 1024))  # compresses to ~8 KB
+    assert path.stat().st_size < 100_000
+    monkeypatch.setattr(parsing, "DOCX_MAX_UNCOMPRESSED", 4 * 1024 * 1024)
+    with pytest.raises(DocumentTooLarge, match="expands to 8 MB"):
+        parse(path)
+
+
+def test_html_keeps_the_main_text_and_drops_scripts_styles_and_navigation(tmp_path):
+    sections = [("Leave", "Twenty-five days."), ("Travel", "Trains.")]
+    path = factory.make_html(tmp_path / "page.html", "Policies", sections)
+    sections = parse(path)
+    text = "\n".join(s.text for s in sections)
+    assert "Twenty-five days." in text and "Trains." in text
+    for noise in ("SCRIPT-TEXT", "NAVIGATION-HOME", "FOOTER-COPYRIGHT", "color: red"):
+        assert noise not in text
+    assert [s.heading_path for s in sections] == [("Policies", "Leave"), ("Policies", "Travel")]
+
+
+def test_deeply_nested_html_is_read_without_exhausting_the_stack(tmp_path):
+    path = tmp_path / "deep.html"
+    path.write_text("<html><body>" + "<div>" * 50_000 + "deep text" + "</div>" * 50_000 + "</body></html>")
+    try:
+        sections = parse(path)
+    except CorruptDocument as error:  # refusing is fine too, as long as it is a clear reason
+        assert str(error).endswith(".")
+    else:
+        assert "deep text" in " ".join(s.text for s in sections)
+
+
+def test_markdown_headings_become_a_path_but_not_inside_code_fences():
+    text = "# Guide\n\nIntro.\n\n## Setup\n\n```bash\n# not a heading\nmake run\n```\n\n## Use\n\nAsk."
+    sections = parsing.parse_markdown(text)
+    assert [s.heading_path for s in sections] == [("Guide",), ("Guide", "Setup"), ("Guide", "Use")]
+    assert "# not a heading" in sections[1].text
+
+
+@pytest.mark.parametrize(
+    ("text", "encoding"),
+    [("Grüße aus Köln – „Straße“ kostet 5 €.", "cp1252"), ("Äpfel, Öl und Übermut.", "latin-1"),
+     ("Ünïcödé ✓ 漢字", "utf-16"), ("Привет, мир: как дела у всех?", "cp1251")],
+)
+def test_text_in_legacy_encodings_decodes_without_mojibake(tmp_path, text, encoding):
+    path = factory.make_text(tmp_path / "note.txt", (text + "\n") * 20, encoding=encoding)
+    sections = parse(path)
+    assert sections[0].text.splitlines()[0] == text
+
+
+def test_nul_and_control_characters_are_removed(tmp_path):
+    path = factory.make_markdown(tmp_path / "x.md", "before\x00after\x07 and\ttabs\r\nnext line")
+    [section] = parse_file(path, "markdown")
+    assert section.text == "beforeafter and\ttabs\nnext line"
+
+
+def test_renamed_executable_is_refused_naming_the_supported_types(tmp_path):
+    path = tmp_path / "invoice.pdf"
+    path.write_bytes(b"\x7fELF\x02\x01\x01" + b"\x00" * 500)
+    with pytest.raises(UnsupportedFileType, match="not a PDF. Supported: PDF, Word"):
+        detect_kind(path, "invoice.pdf")
+
+
+def test_binary_with_an_unknown_name_is_unsupported(tmp_path):
+    path = tmp_path / "photo.bin"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(200))
+    with pytest.raises(UnsupportedFileType, match="Supported: PDF"):
+        detect_kind(path, "photo.bin")
+
+
+def test_kind_comes_from_content_then_name_then_declared_type(tmp_path):
+    pdf = factory.make_pdf(tmp_path / "a.pdf", ["x"])
+    renamed = tmp_path / "report.txt"
+    renamed.write_bytes(pdf.read_bytes())
+    assert detect_kind(renamed, "report.txt") == "pdf"
+    docx = factory.make_docx(tmp_path / "d.docx", "T", [])
+    assert detect_kind(docx, "upload") == "docx"
+    html = factory.make_text(tmp_path / "page", "<!DOCTYPE html><html><body>x</body></html>")
+    assert detect_kind(html, "page") == "html"
+    markdown = factory.make_text(tmp_path / "readme", "# Title")
+    assert detect_kind(markdown, "readme", "text/markdown") == "markdown"
+    assert detect_kind(markdown, "readme") == "text"
+
+
+def test_empty_and_whitespace_files_say_so(tmp_path):
+    with pytest.raises(EmptyDocument, match="empty"):
+        parse(factory.make_text(tmp_path / "empty.txt", ""))
+    with pytest.raises(EmptyDocument, match="no text"):
+        parse(factory.make_text(tmp_path / "blank.txt", " \n\t\n "))
+
+
+# The guard: a forked child with a timeout and a memory limit. The parent's module state is
+# the child's, so replacing a parser in the parent replaces it in the child.
+
+
+def test_a_parser_that_hangs_is_killed_at_the_timeout(tmp_path, monkeypatch):
+    monkeypatch.setattr(parsing, "parse_file", lambda *args, **kwargs: time.sleep(60))
+    started = time.monotonic()
+    with pytest.raises(ParsingTimeout, match="longer than 1 seconds"):
+        parse(factory.make_text(tmp_path / "a.txt", "text"), timeout=1)
+    assert time.monotonic() - started < 10
+
+
+def test_a_parser_that_eats_memory_stops_at_the_limit(tmp_path, monkeypatch):
+    def hog(*args, **kwargs):
+        blocks = []
+        while True:
+            blocks.append(bytearray(64 * 1024 * 1024))
+
+    monkeypatch.setattr(parsing, "parse_file", hog)
+    with pytest.raises(DocumentTooLarge, match="PARSE_MAX_MEMORY_MB"):
+        parse(factory.make_text(tmp_path / "a.txt", "text"), max_memory_mb=256)
+
+
+def test_a_parser_that_dies_is_reported_and_the_parent_lives(tmp_path, monkeypatch):
+    monkeypatch.setattr(parsing, "parse_file", lambda *args, **kwargs: os.kill(os.getpid(), 9))
+    with pytest.raises(DocumentTooLarge, match="crashed the reader"):
+        parse(factory.make_text(tmp_path / "a.txt", "text"))
+    monkeypatch.undo()
+    assert parse(factory.make_text(tmp_path / "b.txt", "still here")) == [Section("still here")]
+
+
+def test_an_unexpected_parser_error_becomes_a_reason(tmp_path, monkeypatch):
+    def broken(*args, **kwargs):
+        raise KeyError("/Root")
+
+    monkeypatch.setattr(parsing, "parse_file", broken)
+    with pytest.raises(CorruptDocument, match=r"could not be read \('/Root'\)\."):
+        parse(factory.make_text(tmp_path / "a.txt", "text"))
+
+
+def test_large_output_crosses_the_pipe_intact(tmp_path):
+    text = "\n\n".join(f"Paragraph {n}" + " word" * 200 for n in range(2000))  # ~2 MB
+    [section] = parse(factory.make_text(tmp_path / "big.txt", text))
+    assert section.text == text
+
+
+@pytest.mark.shared
+def test_shared_cyclic_page_tree_fails_quickly_with_a_reason(fixtures_dir):
+    started = time.monotonic()
+    with pytest.raises(CorruptDocument) as caught:
+        parse(fixtures_dir / "bad-cyclic-pages.pdf", timeout=30)
+    assert str(caught.value).endswith(".") and time.monotonic() - started < 30
+
+
+@pytest.mark.shared
+def test_shared_wikipedia_page_keeps_article_text_without_navigation(fixtures_dir):
+    sections = parse(fixtures_dir / "good-wikipedia.html")
+    text = "\n".join(s.text for s in sections)
+    assert "Microsoft" in text and "Jump to content" not in text and "var " not in text
+    assert any(path[:1] == ("History",) for path in (s.heading_path for s in sections))

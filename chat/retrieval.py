@@ -105,32 +105,62 @@ def search(
     return rows
 
 
+# The operator of each distance (matching its partial index's opclass), and its result turned into
+# a cosine similarity. Every backend's vectors are L2-normalised, so the three are comparable.
+OPERATORS = {"cosine": "<=>", "l2": "<->", "ip": "<#>"}
+SIMILARITY = {"cosine": "1 - {d}", "l2": "1 - {d} * {d} / 2", "ip": "-{d}"}
+
+
+def _distances(cursor, user, filters: Filters) -> list[str]:
+    """The distances of the collections this search covers (one, unless collections differ)."""
+    sql = (
+        "SELECT DISTINCT distance FROM documents_collection WHERE id IN (SELECT id FROM documents_collection"
+        " WHERE owner_id = %s UNION SELECT collection_id FROM documents_collection_members WHERE user_id = %s)"
+    )
+    params: list = [user.pk, user.pk]
+    if filters.collections:
+        sql += " AND id = ANY(%s)"
+        params.append(list(filters.collections))
+    cursor.execute(sql, params)
+    return sorted(row[0] for row in cursor.fetchall() if row[0] in OPERATORS)
+
+
 def _vector(cursor, user, query: str, filters: Filters, limit: int) -> list[Hit]:
     backend = embeddings.get_backend()
     vector = np.asarray(backend.embed_query(query), dtype=np.float32)
     # SET LOCAL lasts until the end of the surrounding transaction: per query, not per session.
     # Iterative scans keep walking the HNSW graph until enough rows pass the filters.
-    cursor.execute("SELECT set_config('hnsw.ef_search', %s, true)", [str(max(settings.HNSW_EF_SEARCH, limit))])
+    ef_search = min(max(settings.HNSW_EF_SEARCH, limit), 1000)
+    cursor.execute("SELECT set_config('hnsw.ef_search', %s, true)", [str(ef_search)])
     cursor.execute("SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true)")
     where, params = _where(user, filters, backend.model_name)
-    # relaxed_order may return rows slightly out of order: re-sort the materialised candidates.
-    cursor.execute(
-        f"""
-        WITH nearest AS MATERIALIZED (
-            SELECT c.id, c.document_id, c.page, c.heading, c.text, c.embedding <=> %s AS distance
-            FROM documents_chunk c
-            WHERE {where}
-            ORDER BY c.embedding <=> %s
-            LIMIT %s
+    hits: list[Hit] = []
+    distances = _distances(cursor, user, filters)
+    for distance in distances:
+        operator = OPERATORS[distance]  # from a fixed table, never from input
+        similarity = SIMILARITY[distance].format(d="n.distance")
+        # The distance literal lets the planner pick that distance's partial HNSW index.
+        # relaxed_order may return rows slightly out of order: re-sort the materialised candidates.
+        cursor.execute(
+            f"""
+            WITH nearest AS MATERIALIZED (
+                SELECT c.id, c.document_id, c.page, c.heading, c.text, c.embedding {operator} %s AS distance
+                FROM documents_chunk c
+                WHERE c.distance = '{distance}' AND {where}
+                ORDER BY c.embedding {operator} %s
+                LIMIT %s
+            )
+            SELECT n.id, n.document_id, d.title, n.page, n.heading, n.text, {similarity}
+            FROM nearest n JOIN documents_document d ON d.id = n.document_id
+            ORDER BY n.distance
+            """,
+            [vector, *params, vector, limit],
         )
-        SELECT n.id, n.document_id, d.title, n.page, n.heading, n.text, 1 - n.distance
-        FROM nearest n JOIN documents_document d ON d.id = n.document_id
-        ORDER BY n.distance
-        """,
-        [vector, *params, vector, limit],
-    )
-    threshold = settings.RETRIEVAL_MIN_SIMILARITY
-    return [Hit(*row, relevant=row[-1] >= threshold) for row in cursor.fetchall()]
+        threshold = settings.RETRIEVAL_MIN_SIMILARITY
+        hits.extend(Hit(*row, relevant=row[-1] >= threshold) for row in cursor.fetchall())
+    if len(distances) > 1:  # collections with different distances: merge on cosine similarity
+        hits = sorted(hits, key=lambda hit: (-hit.score, hit.chunk_id))[:limit]
+    return hits
 
 
 def _keyword(cursor, user, query: str, filters: Filters, limit: int) -> list[Hit]:

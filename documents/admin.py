@@ -13,9 +13,9 @@ from documents.models import ApiToken, Chunk, Collection, Document
 
 @admin.register(Collection)
 class CollectionAdmin(admin.ModelAdmin):
-    list_display = ("name", "owner", "document_count", "created_at")
+    list_display = ("name", "owner", "distance", "document_count", "created_at")
     search_fields = ("name", "owner__username")
-    list_filter = ("created_at",)
+    list_filter = ("distance", "created_at")
     filter_horizontal = ("members",)
     autocomplete_fields = ("owner",)
 
@@ -25,6 +25,12 @@ class CollectionAdmin(admin.ModelAdmin):
     @admin.display(ordering="n_documents", description="documents")
     def document_count(self, obj):
         return obj.n_documents
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        if change and "distance" in form.changed_data:
+            moved = ingest.collection_apply_distance(collection=obj)
+            self.message_user(request, f"{moved} chunk(s) are now compared by {obj.get_distance_display()}.")
 
 
 class DocumentAddForm(forms.ModelForm):

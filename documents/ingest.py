@@ -56,6 +56,13 @@ def collection_for_upload(*, user, name: str | None = None) -> Collection:
     return collection
 
 
+def collection_apply_distance(*, collection: Collection) -> int:
+    """Move a collection's chunks to the partial HNSW index of its (changed) distance."""
+    return Chunk.objects.filter(collection=collection).exclude(distance=collection.distance).update(
+        distance=collection.distance
+    )
+
+
 def sha256_of(file: File) -> str:
     digest = hashlib.sha256()
     file.seek(0)
@@ -231,6 +238,7 @@ COPY_COLUMNS = (
     ("metadata", "jsonb"),
     ("embedding", "vector"),
     ("embedding_model", "varchar"),
+    ("distance", "varchar"),
 )
 
 
@@ -255,11 +263,12 @@ def store_chunks(
         if locked is None:
             return  # deleted while we worked
         Chunk.objects.filter(document_id=document.pk).delete()
+        distance = Collection.objects.values_list("distance", flat=True).get(pk=document.collection_id)
         copy_chunk_rows(
             (
                 document.pk, document.collection_id, draft.ordinal, draft.text, draft.page,
                 draft.heading, draft.char_start, draft.char_end, draft.token_count,
-                Jsonb(document.metadata or {}), vector, model_name,
+                Jsonb(document.metadata or {}), vector, model_name, distance,
             )
             for draft, vector in zip(drafts, np.asarray(vectors, dtype=np.float32), strict=True)
         )

@@ -21,9 +21,22 @@ class CollectionQuerySet(models.QuerySet):
         return self.filter(Q(owner=user) | Q(members=user)).distinct()
 
 
+class Distance(models.TextChoices):
+    """How vectors are compared; each has its own partial HNSW index with the matching opclass."""
+
+    COSINE = "cosine", "Cosine"
+    L2 = "l2", "Euclidean (L2)"
+    INNER_PRODUCT = "ip", "Inner product"
+
+
 class Collection(models.Model):
     name = models.CharField(max_length=200)
     description = models.TextField(blank=True)
+    distance = models.CharField(
+        max_length=6, choices=Distance.choices, default=Distance.COSINE,
+        help_text="How the collection's vectors are compared. Every backend's vectors are L2-normalised, "
+        "so the three rank alike; inner product is the cheapest to compute.",
+    )
     owner = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="owned_collections"
     )
@@ -123,6 +136,8 @@ class Chunk(models.Model):
     metadata = models.JSONField(default=dict, blank=True)
     embedding = VectorField(dimensions=settings.EMBEDDING_DIMENSIONS)
     embedding_model = models.CharField(max_length=200)
+    # Denormalised from the collection: the predicate of the partial HNSW index to search.
+    distance = models.CharField(max_length=6, choices=Distance.choices, default=Distance.COSINE)
     search_vector = models.GeneratedField(
         expression=SearchVector("heading", "text", config="english"),
         output_field=SearchVectorField(),
@@ -135,12 +150,20 @@ class Chunk(models.Model):
             models.UniqueConstraint(fields=["document", "ordinal"], name="unique_chunk_ordinal")
         ]
         indexes = [
-            HnswIndex(
-                name="chunk_embedding_hnsw_cosine",
-                fields=["embedding"],
-                m=16,
-                ef_construction=64,
-                opclasses=["vector_cosine_ops"],
+            # One partial index per distance: a collection's chunks live in exactly one of them, so
+            # the three together cost what one index over the table costs.
+            *(
+                HnswIndex(
+                    name=f"chunk_embedding_hnsw_{distance}",
+                    fields=["embedding"],
+                    m=16,
+                    ef_construction=64,
+                    opclasses=[opclass],
+                    condition=Q(distance=distance),
+                )
+                for distance, opclass in (
+                    ("cosine", "vector_cosine_ops"), ("l2", "vector_l2_ops"), ("ip", "vector_ip_ops")
+                )
             ),
             GinIndex(fields=["search_vector"], name="chunk_search_vector_gin"),
             models.Index(fields=["collection", "embedding_model"], name="chunk_collection_model"),

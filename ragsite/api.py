@@ -28,9 +28,10 @@ class BearerToken(HttpBearer):
 api = NinjaAPI(
     title="RAG chat API",
     version="1",
-    description="Upload documents and follow their ingestion. Authenticate with `Authorization: Bearer <token>`"
+    description="Upload documents, follow their ingestion, and search them. Authenticate with `Authorization: Bearer <token>`"
     " (create one with `python manage.py create_api_token USERNAME`).",
     auth=BearerToken(),
     urls_namespace="api",
 )
 api.add_router("/documents", "documents.api.router")
+api.add_router("/search", "chat.api.router")

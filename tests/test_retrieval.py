@@ -7,7 +7,7 @@ from django.db import connection
 from chat import retrieval
 from chat.retrieval import Filters, search
 from documents import ingest
-from documents.models import Collection
+from documents.models import Chunk, Collection
 
 pytestmark = pytest.mark.django_db
 
@@ -98,13 +98,17 @@ def test_unrelated_question_is_not_marked_relevant(user, library):
     assert hits and not any(h.relevant for h in hits)
 
 
-def test_filtered_vector_search_uses_the_hnsw_index_with_iterative_scan(user, collection, library):
+@pytest.mark.parametrize("distance", ["cosine", "l2", "ip"])
+def test_filtered_vector_search_uses_the_distances_hnsw_index(distance, user, collection, library):
     from django.db import transaction
 
     from documents import embeddings
 
+    Collection.objects.filter(pk=collection.pk).update(distance=distance)
+    Chunk.objects.filter(collection=collection).update(distance=distance)
     backend = embeddings.get_backend()
     vector = "[" + ",".join(str(x) for x in backend.embed_query("vacation")) + "]"
+    operator = retrieval.OPERATORS[distance]
     with transaction.atomic(), connection.cursor() as cursor:
         # A tiny table: a sort of all rows is cheapest, so forbid it to see the index path the planner
         # takes on a large one (the benchmarks check the plan at 100k rows).
@@ -113,8 +117,32 @@ def test_filtered_vector_search_uses_the_hnsw_index_with_iterative_scan(user, co
         cursor.execute("SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true)")
         where, params = retrieval._where(user, Filters(collections=(collection.pk,)), backend.model_name)
         cursor.execute(
-            f"EXPLAIN SELECT c.id FROM documents_chunk c WHERE {where} ORDER BY c.embedding <=> %s::vector LIMIT 5",
+            f"EXPLAIN SELECT c.id FROM documents_chunk c WHERE c.distance = '{distance}' AND {where} "
+            f"ORDER BY c.embedding {operator} %s::vector LIMIT 5",
             [*params, vector],
         )
         plan = "\n".join(row[0] for row in cursor.fetchall())
-    assert "chunk_embedding_hnsw_cosine" in plan
+    assert f"chunk_embedding_hnsw_{distance}" in plan
+    hits = search(user=user, query="How many vacation days do employees get?", k=2, mode="vector")
+    assert hits[0].document_id == library["vacation"].pk and -1.0 <= hits[0].score <= 1.0
+
+
+def test_chunks_take_their_collections_distance(user, tmp_path):
+    l2 = Collection.objects.create(name="Euclid", owner=user, distance="l2")
+    ip = Collection.objects.create(name="Dot", owner=user, distance="ip")
+    a = add(user, l2, "a", "Submarines dive below the waves with ballast tanks.")
+    b = add(user, ip, "b", "Ballast tanks let a submarine dive and surface.")
+    assert set(Chunk.objects.filter(document=a).values_list("distance", flat=True)) == {"l2"}
+    assert set(Chunk.objects.filter(document=b).values_list("distance", flat=True)) == {"ip"}
+    hits = search(user=user, query="submarine ballast tanks", k=5, mode="vector")
+    assert {h.document_id for h in hits} == {a.pk, b.pk}
+    assert hits == sorted(hits, key=lambda h: -h.score)  # merged on one scale
+
+
+def test_changing_a_collections_distance_moves_its_chunks(user, collection, library):
+    collection.distance = "ip"
+    collection.save()
+    chunks = Chunk.objects.filter(collection=collection).count()
+    assert ingest.collection_apply_distance(collection=collection) == chunks > 0
+    assert set(Chunk.objects.filter(collection=collection).values_list("distance", flat=True)) == {"ip"}
+    assert search(user=user, query="vacation days", k=1, mode="vector")[0].document_id == library["vacation"].pk

@@ -1,0 +1,55 @@
+"""/api/v1/search: the chunks a caller may read that best match a query."""
+
+from typing import Literal
+
+from django.db.models import Q
+from ninja import Query, Router, Schema
+from ninja.errors import HttpError
+
+from chat import retrieval
+from documents.models import Collection
+
+router = Router(tags=["search"])
+
+
+class SearchParams(Schema):
+    q: str
+    k: int = 10
+    mode: Literal["vector", "keyword", "hybrid"] = "hybrid"
+    collection: str | None = None
+
+
+class Result(Schema):
+    chunk_id: int
+    document_id: int
+    document_title: str
+    page: int | None
+    heading: str
+    score: float
+    text: str
+
+
+class Results(Schema):
+    results: list[Result]
+
+
+@router.get("", response=Results)
+def search(request, params: Query[SearchParams]):
+    """Ranked passages (vector, keyword or hybrid) from the collections the caller may read.
+
+    ``collection`` is a collection's id or name; ``k`` is at most 100.
+    """
+    if not 1 <= params.k <= 100:
+        raise HttpError(422, "k must be between 1 and 100.")
+    filters = None
+    if params.collection:
+        lookup = Q(name=params.collection)
+        if params.collection.isdigit():
+            lookup |= Q(pk=int(params.collection))
+        readable = Collection.objects.visible_to(request.user).filter(lookup)
+        collection = readable.order_by("pk").first()
+        if collection is None:
+            raise HttpError(404, f"No collection {params.collection!r} that you can read.")
+        filters = retrieval.Filters(collections=(collection.pk,))
+    hits = retrieval.search(user=request.user, query=params.q, k=params.k, filters=filters, mode=params.mode)
+    return {"results": [hit.__dict__ for hit in hits]}

@@ -47,6 +47,17 @@ class OpenAIChat:
             for chunk in response:
                 if chunk.choices and chunk.choices[0].delta.content:
                     yield chunk.choices[0].delta.content
+        # The client has already retried (LLM_MAX_RETRIES) what is worth retrying: these are final.
+        except openai.RateLimitError as error:
+            raise LLMError(
+                f"The language model is over its rate limit (HTTP 429: {_provider_message(error)}). "
+                "Please try again in a moment."
+            ) from error
+        except openai.AuthenticationError as error:
+            raise LLMError(
+                f"The language model refused our API key (HTTP 401: {_provider_message(error)}). "
+                "An administrator must check OPENAI_API_KEY."
+            ) from error
         except openai.APIStatusError as error:
             raise LLMError(
                 f"The language model failed (HTTP {error.status_code}: {_provider_message(error)}). "
@@ -56,6 +67,10 @@ class OpenAIChat:
             raise LLMError("The language model did not answer in time. Please try again.") from error
         except openai.APIConnectionError as error:
             raise LLMError("The language model could not be reached. Please try again later.") from error
+        except openai.APIError as error:  # e.g. an error event in the middle of the stream
+            raise LLMError(
+                f"The language model failed while answering ({_provider_message(error)}). Please try again."
+            ) from error
 
     def complete(self, messages: list[dict]) -> str:
         return "".join(self.stream(messages))
@@ -66,8 +81,8 @@ def _provider_message(error) -> str:
     if isinstance(body, dict):
         message = body.get("message") or (body.get("error") or {}).get("message")
         if message:
-            return str(message)[:200]
-    return str(getattr(error, "message", "") or error)[:200]
+            return str(message)[:200].rstrip(".")
+    return str(getattr(error, "message", "") or error)[:200].rstrip(".")
 
 
 class Extractive:
@@ -104,7 +119,8 @@ def extract_answer(question: str, hits: list[Hit], max_sentences: int = 3) -> It
     scored.sort()
     chosen = scored[:max_sentences]
     if not chosen:
-        yield "The documents I can search do not seem to answer this question."
+        yield "The documents I can search do not seem to answer this question.\n\n"
+        yield NO_LLM_NOTE
         return
     for _, _, _, sentence, index in sorted(chosen, key=lambda item: (item[1], item[2])):
         yield f"> {sentence} [{index}]\n\n"
@@ -112,7 +128,9 @@ def extract_answer(question: str, hits: list[Hit], max_sentences: int = 3) -> It
 
 
 @cache
-def _build(backend: str, model: str, base_url: str, key_set: bool):
+def _build(backend: str, model: str, base_url: str, key_set: bool, client_options: tuple = ()):
+    # ``client_options`` (the OpenAI key, timeout and retries) is only part of the cache key: the
+    # OpenAI client reads them from settings, and must be rebuilt when they change.
     if backend == "auto":
         backend = "openai" if key_set or base_url else "extractive"
     if backend == "openai":
@@ -124,4 +142,8 @@ def _build(backend: str, model: str, base_url: str, key_set: bool):
 
 def get_llm():
     """The configured language model (cached per process and per configuration)."""
-    return _build(settings.LLM_BACKEND, settings.LLM_MODEL, settings.OPENAI_BASE_URL, bool(settings.OPENAI_API_KEY))
+    client_options = (settings.OPENAI_API_KEY, settings.LLM_TIMEOUT_SECONDS, settings.LLM_MAX_RETRIES)
+    return _build(
+        settings.LLM_BACKEND, settings.LLM_MODEL, settings.OPENAI_BASE_URL, bool(settings.OPENAI_API_KEY),
+        client_options,
+    )

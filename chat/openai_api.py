@@ -7,17 +7,22 @@ answers carry a top-level ``citations`` list.
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
 from typing import Literal
 
 from asgiref.sync import sync_to_async
-from django.http import JsonResponse, StreamingHttpResponse
+from django.db import connection
+from django.http import Http404, JsonResponse, StreamingHttpResponse
 from ninja import NinjaAPI, Schema
+from ninja.errors import AuthenticationError, HttpError, ValidationError
 
 from chat import retrieval, services
 from documents.models import Collection
 from ragsite.api import BearerToken
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "rag"
 MODEL_PREFIX = "rag-collection-"
@@ -45,21 +50,41 @@ api = NinjaAPI(
 )
 
 
-def _error(status: int, message: str, kind: str = "invalid_request_error") -> JsonResponse:
-    return JsonResponse({"error": {"message": message, "type": kind, "code": None}}, status=status)
+def _error(
+    status: int, message: str, kind: str = "invalid_request_error", *, retry: bool | None = None,
+) -> JsonResponse:
+    """An error in OpenAI's shape, which its clients turn into the matching exception."""
+    response = JsonResponse({"error": {"message": message, "type": kind, "param": None, "code": None}}, status=status)
+    if retry is not None:  # OpenAI clients obey this header over their own retry rules
+        response["x-should-retry"] = "true" if retry else "false"
+    return response
+
+
+# OpenAI clients expect {"error": {...}} bodies, not ninja's {"detail": ...}.
+@api.exception_handler(AuthenticationError)
+def _unauthorized(request, exc):
+    return _error(401, "Invalid or missing API token.", "authentication_error")
+
+
+@api.exception_handler(ValidationError)
+def _invalid(request, exc):
+    return _error(400, f"Invalid request: {exc.errors}")
+
+
+@api.exception_handler(HttpError)
+def _http_error(request, exc):
+    return _error(exc.status_code, str(exc))
+
+
+@api.exception_handler(Http404)
+def _not_found(request, exc):
+    return _error(404, "Not found.")
 
 
 @api.exception_handler(Exception)
-def _unexpected(request, exc):  # OpenAI clients expect {"error": {...}} bodies
-    from ninja.errors import AuthenticationError, HttpError, ValidationError
-
-    if isinstance(exc, AuthenticationError):
-        return _error(401, "Invalid or missing API token.", "authentication_error")
-    if isinstance(exc, ValidationError):
-        return _error(422, f"Invalid request: {exc.errors}")
-    if isinstance(exc, HttpError):
-        return _error(exc.status_code, str(exc))
-    raise exc
+def _unexpected(request, exc):
+    logger.exception("OpenAI-compatible API: unexpected error")
+    return _error(500, "The server failed to answer; the error was logged.", "server_error")
 
 
 def _text(content) -> str:
@@ -91,6 +116,18 @@ def _filters_for(user, model: str) -> retrieval.Filters | None:
     return retrieval.Filters(collections=(int(pk),))
 
 
+def _next_event(generator, done):
+    """The answer's next event, computed in a worker thread that keeps no database connection.
+
+    Worker threads are not request threads: nothing else closes the connection a step opens, so
+    it would stay open, unchecked, for the thread's life (and keep the test database busy).
+    """
+    try:
+        return next(generator, done)
+    finally:
+        connection.close()
+
+
 def _citations(result: dict) -> list[dict]:
     hits = result["hits"]
     return [
@@ -115,7 +152,7 @@ async def chat_completions(request, body: ChatCompletionRequest):
     generator = services.answer(user=user, question=question, history=history, filters=filters or None)
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())
-    step = sync_to_async(next, thread_sensitive=False)
+    step = sync_to_async(_next_event, thread_sensitive=False)
     done = object()
 
     if not body.stream:
@@ -123,8 +160,8 @@ async def chat_completions(request, body: ChatCompletionRequest):
         while (event := await step(generator, done)) is not done:
             if event["type"] == "result":
                 result = event
-        if result["error"] and not result["content"]:
-            return _error(502, result["error"], "api_error")
+        if result["error"]:  # a cut-off answer is not an answer: report the failure
+            return _error(502, result["error"], "api_error", retry=False)
         return JsonResponse({
             "id": completion_id, "object": "chat.completion", "created": created, "model": body.model,
             "choices": [{"index": 0, "finish_reason": "stop",
@@ -133,6 +170,12 @@ async def chat_completions(request, body: ChatCompletionRequest):
             "citations": _citations(result),
         })
 
+    # Wait for the first event before answering 200: a model that fails before its first token
+    # (down, over its rate limit, timed out) gets a proper HTTP error.
+    first = await step(generator, done)
+    if first is not done and first["type"] == "result" and first["error"]:
+        return _error(502, first["error"], "api_error", retry=False)
+
     def chunk(delta: dict, finish: str | None = None, **extra) -> str:
         payload = {"id": completion_id, "object": "chat.completion.chunk", "created": created,
                    "model": body.model, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra}
@@ -140,13 +183,17 @@ async def chat_completions(request, body: ChatCompletionRequest):
 
     async def events():
         yield chunk({"role": "assistant", "content": ""})
-        while (event := await step(generator, done)) is not done:
+        event = first
+        while event is not done:
             if event["type"] == "token":
                 yield chunk({"content": event["text"]})
+            elif event["error"]:
+                # Failed mid-answer: OpenAI's in-stream error event, which its clients raise as APIError.
+                yield f"data: {json.dumps({'error': {'message': event['error'], 'type': 'api_error'}})}\n\n"
+                return
             else:
-                if event["error"]:
-                    yield chunk({"content": ("\n\n" if event["content"] else "") + event["error"]})
                 yield chunk({}, "stop", citations=_citations(event))
+            event = await step(generator, done)
         yield "data: [DONE]\n\n"
 
     response = StreamingHttpResponse(events(), content_type="text/event-stream")

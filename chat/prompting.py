@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
+from dataclasses import replace
+
 from django.conf import settings
 
 from chat.retrieval import Hit
-from documents.chunking import count_tokens
+from documents.chunking import count_tokens, encoding
 
 SYSTEM_PROMPT = """You answer questions about the user's documents.
 Rules:
@@ -17,17 +20,29 @@ Rules:
 REWRITE_PROMPT = """Rewrite the user's last question as one standalone search query, using the conversation for context (resolve "it", "that", etc.). Answer with the query only."""
 
 
+# Any opening or closing passage tag, however spelt (</PASSAGES>, < /passage >): document text
+# must neither close the fence early nor open a fake passage of its own.
+FENCE_TAG = re.compile(r"<(\s*/?\s*passages?\b)", re.IGNORECASE)
+# Overhead of one passage's tags and label, in tokens, beyond its text.
+PASSAGE_OVERHEAD = 20
+
+
+def _defuse(text: str) -> str:
+    return FENCE_TAG.sub(r"&lt;\1", text)
+
+
 def passage_label(index: int, hit: Hit) -> str:
     page = f", page {hit.page}" if hit.page else ""
     return f"[{index}] {hit.document_title}{page}"
 
 
 def format_passages(hits: list[Hit]) -> str:
-    # Passages are fenced in tags and their own text cannot close the fence early.
+    """The passages fenced in tags, as quoted data whose own text cannot break out of the fence."""
     blocks = []
     for index, hit in enumerate(hits, start=1):
-        text = hit.text.replace("</passage>", "</ passage>").replace("</passages>", "</ passages>")
-        blocks.append(f'<passage index="{index}" source="{passage_label(index, hit)}">\n{text}\n</passage>')
+        # Titles are document data too: they must not end the attribute or the tag.
+        source = _defuse(passage_label(index, hit)).replace('"', "'").replace(">", "&gt;")
+        blocks.append(f'<passage index="{index}" source="{source}">\n{_defuse(hit.text)}\n</passage>')
     return "<passages>\n" + "\n".join(blocks) + "\n</passages>"
 
 
@@ -35,19 +50,27 @@ def fit_hits(hits: list[Hit], budget: int) -> list[Hit]:
     """The best-ranked passages that fit ``budget`` tokens (at least the first, truncated)."""
     kept, used = [], 0
     for hit in hits:
-        cost = count_tokens(hit.text) + 20
+        cost = count_tokens(hit.text) + PASSAGE_OVERHEAD
         if used + cost > budget:
+            if not kept and budget > PASSAGE_OVERHEAD:
+                # The best passage alone is too long: its beginning is better than no passage.
+                tokens = encoding().encode(hit.text, disallowed_special=())[: budget - PASSAGE_OVERHEAD]
+                kept.append(replace(hit, text=encoding().decode(tokens)))
             break
         kept.append(hit)
         used += cost
     return kept
 
 
+def passages_budget(budget: int | None = None) -> int:
+    """The share of the prompt's token budget that passages may take; history gets the rest."""
+    return int((budget or settings.LLM_CONTEXT_TOKENS) * 0.7)
+
+
 def build_messages(*, question: str, history: list[dict], hits: list[Hit], budget: int | None = None) -> list[dict]:
     """System rules, as much recent history as fits, then passages and the question."""
     budget = budget or settings.LLM_CONTEXT_TOKENS
-    passages_budget = int(budget * 0.7)
-    hits = fit_hits(hits, passages_budget)
+    hits = fit_hits(hits, passages_budget(budget))
     user_content = f"{format_passages(hits)}\n\nQuestion: {question}"
     used = count_tokens(SYSTEM_PROMPT) + count_tokens(user_content)
     kept_history: list[dict] = []

@@ -13,6 +13,8 @@ from django.urls import reverse
 from chat import llm as llms
 from chat import prompting, retrieval
 from chat.models import Citation, Conversation, Message
+from documents.exceptions import EmbeddingError
+from documents.models import Chunk
 
 logger = logging.getLogger(__name__)
 
@@ -20,16 +22,18 @@ NOTHING_FOUND = (
     "I could not find anything about this in the documents you can search. "
     "Try other words, another collection, or upload the document that answers it."
 )
-CITATION = re.compile(r"\[(\d{1,3})\]")
+# [1], [2][3], and the [1, 2] models also write.
+CITATION = re.compile(r"\[(\d{1,3}(?:\s*,\s*\d{1,3})*)\]")
 
 
 def cited_indexes(answer: str, available: int) -> list[int]:
     """The passage numbers an answer actually cites, in order of first use."""
     seen: list[int] = []
     for match in CITATION.finditer(answer):
-        index = int(match.group(1))
-        if 1 <= index <= available and index not in seen:
-            seen.append(index)
+        for number in match.group(1).split(","):
+            index = int(number)
+            if 1 <= index <= available and index not in seen:
+                seen.append(index)
     return seen
 
 
@@ -45,7 +49,8 @@ def standalone_query(*, model, question: str, history: list[dict]) -> str:
     if not history or not isinstance(model, llms.OpenAIChat):
         return question
     try:
-        rewritten = model.complete(prompting.build_rewrite_messages(question=question, history=history)).strip()
+        rewritten = model.complete(prompting.build_rewrite_messages(question=question, history=history))
+        rewritten = rewritten.strip().strip('"').strip()  # models like to quote the query
     except llms.LLMError:
         logger.warning("query rewriting failed; searching with the question as asked")
         return question
@@ -53,14 +58,16 @@ def standalone_query(*, model, question: str, history: list[dict]) -> str:
 
 
 def citation_json(citation: Citation) -> dict:
+    url = reverse("documents:detail", args=[citation.document_id])
+    if citation.chunk_id is not None:
+        url += f"?chunk={citation.chunk_id}#chunk-{citation.chunk_id}"
     return {
         "index": citation.index,
         "document_id": citation.document_id,
         "title": citation.title,
         "page": citation.page,
         "chunk_id": citation.chunk_id,
-        "url": reverse("documents:detail", args=[citation.document_id])
-        + f"?chunk={citation.chunk_id}#chunk-{citation.chunk_id}",
+        "url": url,
     }
 
 
@@ -74,17 +81,23 @@ def answer(
     """
     model = llms.get_llm()
     query = standalone_query(model=model, question=question, history=history)
-    hits = [
-        hit for hit in retrieval.search(user=user, query=query, k=settings.RETRIEVAL_K, filters=filters)
-        if hit.relevant
-    ]
     parts: list[str] = []
     error = ""
-    if not hits:
+    hits: list[retrieval.Hit] = []
+    try:
+        hits = [
+            hit for hit in retrieval.search(user=user, query=query, k=settings.RETRIEVAL_K, filters=filters)
+            if hit.relevant
+        ]
+    except EmbeddingError as failure:  # the query could not be embedded: say so rather than guess
+        logger.warning("retrieval failed: %s", failure)
+        error = f"The documents could not be searched: {failure}"
+    if not hits and not error:
         parts.append(NOTHING_FOUND)
         yield {"type": "token", "text": NOTHING_FOUND}
-    else:
-        hits = prompting.fit_hits(hits, int(settings.LLM_CONTEXT_TOKENS * 0.7))
+    elif hits:
+        # The passages the model sees, so that citation numbers refer to them.
+        hits = prompting.fit_hits(hits, prompting.passages_budget())
         messages = prompting.build_messages(question=question, history=history, hits=hits)
         try:
             for text in model.stream(messages, hits=hits):
@@ -122,6 +135,9 @@ def ask(
         else:
             result = event
     hits = result["hits"]
+    cited = [hits[i - 1] for i in result["cited"]]
+    # A re-ingestion may have replaced a cited chunk since it was retrieved: keep the citation, unlinked.
+    alive = set(Chunk.objects.filter(pk__in=[hit.chunk_id for hit in cited]).values_list("pk", flat=True))
     with transaction.atomic():
         message = Message.objects.create(
             conversation=conversation, role=Message.Role.ASSISTANT, content=result["content"],
@@ -129,10 +145,10 @@ def ask(
         )
         citations = Citation.objects.bulk_create(
             Citation(
-                message=message, chunk_id=hits[i - 1].chunk_id, index=i, document_id=hits[i - 1].document_id,
-                title=hits[i - 1].document_title[:300], page=hits[i - 1].page,
+                message=message, chunk_id=hit.chunk_id if hit.chunk_id in alive else None, index=index,
+                document_id=hit.document_id, title=hit.document_title[:300], page=hit.page,
             )
-            for i in result["cited"]
+            for index, hit in zip(result["cited"], cited, strict=True)
         )
     yield {
         "type": "done", "message_id": message.pk, "content": message.content, "error": message.error,

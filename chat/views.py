@@ -1,59 +1,66 @@
 """Chat pages: conversations, and the answer streamed as server-sent events."""
 
+from __future__ import annotations
+
 import json
+import logging
+from collections.abc import AsyncIterator, Iterator
+from datetime import date
 
 from asgiref.sync import sync_to_async
 from django.contrib import messages as flash
 from django.contrib.auth.decorators import login_required
+from django.core.handlers.asgi import ASGIRequest
 from django.db.models import Prefetch
-from django.http import HttpResponseBadRequest, HttpResponseNotAllowed, StreamingHttpResponse
+from django.http import HttpResponse, HttpResponseBadRequest, HttpResponseNotAllowed, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
-from chat import services
+from chat import retrieval, services
 from chat.models import Citation, Conversation
 from chat.templatetags.answers import render_markdown
-from documents.models import Collection
+from documents.models import Collection, Document
+
+logger = logging.getLogger(__name__)
+
+CONVERSATIONS_SHOWN = 50
+FILTER_DOCUMENTS_SHOWN = 200
+UNEXPECTED_FAILURE = "Something went wrong while answering. Your question is saved; please try again."
 
 
 @login_required
 @require_GET
 def chat_index(request):
-    """The chat page without a conversation open: pick one, or start one."""
-    latest = Conversation.objects.filter(owner=request.user).first()
+    """The chat page without a conversation open: the latest one, or how to start one."""
+    latest = Conversation.objects.filter(owner=request.user).only("pk").first()
     if latest is not None and "new" not in request.GET:
         return redirect("chat:detail", pk=latest.pk)
     return render(request, "chat/chat.html", _context(request, None))
 
 
-def _context(request, conversation):
-    return {
-        "conversation": conversation,
-        "conversations": Conversation.objects.filter(owner=request.user)[:50],
-        "collections": Collection.objects.visible_to(request.user),
-        "messages_list": (
-            conversation.messages.prefetch_related(
-                Prefetch("citation_set", queryset=Citation.objects.order_by("index"))
-            ) if conversation else []
-        ),
-    }
-
-
 @login_required
 @require_POST
 def chat_new(request):
-    collection_id = request.POST.get("collection") or None
+    """Start a conversation, optionally limited to one collection the user may read."""
+    collection_id = request.POST.get("collection") or ""
     collection = None
     if collection_id:
+        if not collection_id.isdigit():
+            return HttpResponseBadRequest("Unknown collection.")
         collection = get_object_or_404(Collection.objects.visible_to(request.user), pk=collection_id)
-    conversation = Conversation.objects.create(owner=request.user, collection=collection)
+    # Clicking "New conversation" twice should not leave a trail of empty ones: reuse an unused one.
+    conversation = Conversation.objects.filter(
+        owner=request.user, collection=collection, title="", messages__isnull=True
+    ).first() or Conversation.objects.create(owner=request.user, collection=collection)
     return redirect("chat:detail", pk=conversation.pk)
 
 
 @login_required
 @require_GET
 def chat_detail(request, pk: int):
-    conversation = get_object_or_404(Conversation.objects.filter(owner=request.user), pk=pk)
+    conversation = get_object_or_404(
+        Conversation.objects.filter(owner=request.user).select_related("collection"), pk=pk
+    )
     return render(request, "chat/chat.html", _context(request, conversation))
 
 
@@ -66,39 +73,104 @@ def chat_delete(request, pk: int):
     return redirect("chat:index")
 
 
+def _context(request, conversation: Conversation | None) -> dict:
+    """What the page renders, in a fixed number of queries however long the conversation."""
+    documents = Document.objects.visible_to(request.user).filter(status=Document.Status.READY)
+    if conversation is not None and conversation.collection_id:
+        documents = documents.filter(collection_id=conversation.collection_id)
+    messages_list = []
+    if conversation is not None:
+        messages_list = conversation.messages.prefetch_related(
+            Prefetch("citation_set", queryset=Citation.objects.order_by("index"))
+        )
+    return {
+        "conversation": conversation,
+        "conversations": Conversation.objects.filter(owner=request.user).only("pk", "title")[:CONVERSATIONS_SHOWN],
+        "collections": Collection.objects.visible_to(request.user).only("pk", "name").order_by("name"),
+        # For the "only this document" filter, and to tell a new user to upload something first.
+        "documents": list(documents.only("pk", "title").order_by("title")[:FILTER_DOCUMENTS_SHOWN]),
+        "messages_list": messages_list,
+    }
+
+
+def _filters(data, conversation: Conversation) -> retrieval.Filters | None:
+    """Per-question filters from the form; ``None`` lets the service use the conversation's collection."""
+    document = (data.get("document") or "").strip()
+    after = (data.get("after") or "").strip()
+    if not document and not after:
+        return None
+    if document and not document.isdigit():
+        raise ValueError("Unknown document.")
+    try:
+        created_after = date.fromisoformat(after) if after else None
+    except ValueError:
+        raise ValueError("The date must look like 2024-01-31.") from None
+    # Access control stays in retrieval's SQL: a document id the user may not read finds nothing.
+    return retrieval.Filters(
+        collections=(conversation.collection_id,) if conversation.collection_id else (),
+        documents=(int(document),) if document else (),
+        created_after=created_after,
+    )
+
+
 def _sse(event: dict) -> str:
     return f"event: {event['type']}\ndata: {json.dumps(event)}\n\n"
+
+
+def _events(answer: Iterator[dict], conversation: Conversation) -> Iterator[str]:
+    """The service's events as server-sent events; the last one (done) carries the rendered answer."""
+    try:
+        for event in answer:
+            if event["type"] == "done":
+                urls = {c["index"]: c["url"] for c in event["citations"] if c["chunk_id"]}
+                event["html"] = render_markdown(event["content"], urls)
+                event["title"] = conversation.title
+            yield _sse(event)
+    except Exception:
+        # The response has started (status 200): the failure can only be told as an event.
+        logger.exception("answering in conversation %s failed", conversation.pk)
+        yield _sse({"type": "error", "error": UNEXPECTED_FAILURE})
+    finally:
+        answer.close()
+
+
+async def _aevents(events: Iterator[str]) -> AsyncIterator[str]:
+    # thread_sensitive: every step runs in this request's one sync thread, so the database
+    # connection the answer uses is the one Django closes when the response finishes.
+    step = sync_to_async(next, thread_sensitive=True)
+    try:
+        while (chunk := await step(events, None)) is not None:
+            yield chunk
+    finally:
+        await sync_to_async(events.close, thread_sensitive=True)()
 
 
 async def chat_ask(request, pk: int):
     """POST a question; the answer streams back as server-sent events, then is saved.
 
-    Async so that an open stream does not hold a server thread: each step of the (sync)
-    answer generator runs in a worker thread.
+    Async so that under ASGI an open stream holds no server thread. Each server consumes only
+    its own kind of iterator incrementally (Django buffers the other kind whole), so the same
+    events are served as an async iterator under ASGI and as a plain one under WSGI.
     """
     if request.method != "POST":
         return HttpResponseNotAllowed(["POST"])
     user = await request.auser()
     if not user.is_authenticated:
-        return HttpResponseBadRequest("Sign in first.", status=401)
+        return HttpResponse("Your session has ended: sign in again.", status=401, content_type="text/plain")
     conversation = await sync_to_async(get_object_or_404)(
         Conversation.objects.filter(owner=user).select_related("owner"), pk=pk
     )
     question = (request.POST.get("question") or "").strip()
     if not question:
-        return HttpResponseBadRequest("Ask a question.")
-    generator = services.ask(conversation=conversation, question=question)
-    step = sync_to_async(next, thread_sensitive=False)
-
-    async def events():
-        done = object()
-        while (event := await step(generator, done)) is not done:
-            if event["type"] == "done":
-                urls = {c["index"]: c["url"] for c in event["citations"]}
-                event["html"] = render_markdown(event["content"], urls)
-            yield _sse(event)
-
-    response = StreamingHttpResponse(events(), content_type="text/event-stream")
+        return HttpResponseBadRequest("Type a question first.", content_type="text/plain")
+    try:
+        filters = _filters(request.POST, conversation)
+    except ValueError as error:
+        return HttpResponseBadRequest(str(error), content_type="text/plain")
+    events = _events(services.ask(conversation=conversation, question=question, filters=filters), conversation)
+    stream = _aevents(events) if isinstance(request, ASGIRequest) else events
+    response = StreamingHttpResponse(stream, content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"  # nginx: do not buffer the stream
     return response
+

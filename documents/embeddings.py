@@ -91,7 +91,8 @@ class FastembedBackend(EmbeddingBackend):
         from fastembed import TextEmbedding
 
         self.model_name = model
-        kwargs = {"model_name": model, "cache_dir": str(cache_dir), "lazy_load": False}
+        kwargs = {"model_name": model, "cache_dir": str(cache_dir), "lazy_load": False,
+                  "threads": settings.EMBEDDING_THREADS or None}
         if path:
             if not Path(path, "model.onnx").exists() and not Path(path, "onnx", "model.onnx").exists():
                 raise ImproperlyConfigured(f"EMBEDDING_MODEL_PATH={path} holds no model.onnx.")

@@ -28,8 +28,8 @@ class BearerToken(HttpBearer):
 api = NinjaAPI(
     title="RAG chat API",
     version="1",
-    description="Upload documents, follow their ingestion, and search them. Authenticate with `Authorization: Bearer <token>`"
-    " (create one with `python manage.py create_api_token USERNAME`).",
+    description="Upload documents, follow their ingestion, and search them. "
+    "Authenticate with `Authorization: Bearer <token>` (create one with `python manage.py create_api_token USERNAME`).",
     auth=BearerToken(),
     urls_namespace="api",
 )

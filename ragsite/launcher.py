@@ -35,13 +35,17 @@ def main() -> int:
     announce_first_user()
 
     python = sys.executable
+    concurrency = int(os.environ.get("WORKER_CONCURRENCY", "2"))
+    # Each worker process runs its own local embedding model: share the cores between them.
+    os.environ.setdefault("EMBEDDING_THREADS", str(max(1, (os.cpu_count() or 1) // concurrency)))
     worker = subprocess.Popen(
         [python, "-m", "celery", "-A", "ragsite", "worker", "--loglevel", "INFO",
-         "--concurrency", os.environ.get("WORKER_CONCURRENCY", "2")],
+         "--concurrency", str(concurrency)],
     )
     web = subprocess.Popen(
         [python, "-m", "uvicorn", "ragsite.asgi:application", "--host", host, "--port", str(port),
          "--timeout-graceful-shutdown", "5"],
+        env={"DATABASE_POOL": "true", **os.environ},
     )
     print(f"\n  RAG chat is starting on http://{host}:{port}/  (admin: /admin/, API: /api/v1/docs)\n"
           "  Press Ctrl-C to stop.\n", flush=True)

@@ -101,11 +101,21 @@ if not DATABASE_URL:
     from ragsite.services import embedded_database_url
 
     DATABASE_URL = embedded_database_url(VAR_DIR)
+# A connection pool (psycopg_pool) suits the ASGI web server, whose requests run in changing
+# threads: connections go back to the pool at the end of each request instead of lingering.
+# Celery's prefork workers keep plain persistent connections (a pool must not cross a fork).
+DATABASE_POOL = env_bool("DATABASE_POOL", False)
 DATABASES = {
     "default": dj_database_url.parse(
-        DATABASE_URL, conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 60), conn_health_checks=True
+        DATABASE_URL,
+        conn_max_age=0 if DATABASE_POOL else env_int("DATABASE_CONN_MAX_AGE", 60),
+        conn_health_checks=not DATABASE_POOL,
     )
 }
+if DATABASE_POOL:
+    DATABASES["default"]["OPTIONS"]["pool"] = {
+        "min_size": 1, "max_size": env_int("DATABASE_POOL_MAX_SIZE", 20), "timeout": 10,
+    }
 # A socket directory given as "?host=/path" (as the embedded server's URL does) is the HOST.
 if "host" in DATABASES["default"]["OPTIONS"]:
     DATABASES["default"]["HOST"] = DATABASES["default"]["OPTIONS"].pop("host")
@@ -175,6 +185,9 @@ EMBEDDING_DIMENSIONS = env_int("EMBEDDING_DIMENSIONS", 384)
 EMBEDDING_BATCH_SIZE = min(env_int("EMBEDDING_BATCH_SIZE", 64), 1000)
 EMBEDDING_MAX_RETRIES = env_int("EMBEDDING_MAX_RETRIES", 5)
 EMBEDDING_TIMEOUT_SECONDS = env_float("EMBEDDING_TIMEOUT_SECONDS", 60)
+# Threads of a local (fastembed) model per process; 0: one per core. With several worker
+# processes on one machine, cores / processes avoids threads fighting over the same cores.
+EMBEDDING_THREADS = env_int("EMBEDDING_THREADS", 0)
 
 # Retrieval
 HNSW_EF_SEARCH = env_int("HNSW_EF_SEARCH", 100)  # candidates HNSW examines per query (recall vs speed)

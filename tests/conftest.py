@@ -27,6 +27,8 @@ if (SHARED_DIR / "tiktoken").is_dir():
 def pytest_configure(config):
     # Fast, deterministic embeddings for everything except the tests that load a real model.
     settings.EMBEDDING_BACKEND = "hashing"
+    # PBKDF2 costs most of a second per user created or signed in; no test here is about it.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 def require_shared(relative: str) -> Path:

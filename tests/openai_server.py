@@ -78,6 +78,15 @@ DEFAULT_ERRORS = {
 }
 
 
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request, client_address):
+        import sys
+
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return  # a client that hung up on a kept-alive connection: not a test failure
+        super().handle_error(request, client_address)
+
+
 @dataclass(frozen=True)
 class RecordedRequest:
     method: str
@@ -142,7 +151,7 @@ class OpenAIServer:
 
     # ---- lifecycle -----------------------------------------------------------------------------------------
     def start(self) -> OpenAIServer:
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
+        self._httpd = _QuietServer(("127.0.0.1", 0), _handler_for(self))
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="openai-test-server", daemon=True

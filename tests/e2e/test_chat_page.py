@@ -1,0 +1,260 @@
+"""The chat page in a real browser: streamed answers, citations to the passage, access, no script injection."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from playwright.sync_api import expect
+
+from chat import services
+from chat.models import Conversation
+from documents import ingest
+from documents.models import Collection
+from tests.documents_factory import make_pdf
+
+READY_TIMEOUT = 60_000
+QUESTION = "Which trips go by train?"
+ANSWER = "Employees book trains for trips under four hours [1]. Longer trips may fly, with a manager's approval [1]."
+
+# Records the length of the streaming answer's text each time it changes, to tell streaming from one block.
+RECORD_STREAM = """() => {
+  window.streamLengths = [];
+  new MutationObserver(() => {
+    const answer = document.querySelector("#messages .answer.streaming");
+    if (answer) window.streamLengths.push(answer.textContent.length);
+  }).observe(document.getElementById("messages"), {childList: true, subtree: true, characterData: true});
+}"""
+
+
+
+@pytest.fixture
+def llm(settings, openai_server):
+    """The language model is the loopback OpenAI-protocol server (seen by live_server: same process)."""
+    settings.LLM_BACKEND = "openai"
+    settings.OPENAI_BASE_URL = openai_server.url
+    settings.OPENAI_API_KEY = "k"
+    return openai_server
+
+
+def add_document(owner, collection, name: str, body: bytes):
+    """A ready document, ingested in-process (the upload path through the worker is tested once, below)."""
+    document = ingest.document_create(owner=owner, collection=collection, file=SimpleUploadedFile(name, body),
+                                      enqueue=False)
+    return ingest.document_ingest(document_id=document.pk)
+
+
+def ask(page, question: str):
+    box = page.get_by_label("Question")
+    box.fill(question)
+    box.press("Enter")
+
+
+def answer_bubble(page):
+    return page.locator("#messages .bubble.assistant").last
+
+
+def test_asking_streams_the_answer_and_its_citation_opens_the_highlighted_passage(
+    signed_in_page, celery_worker, llm, tmp_path
+):
+    page = signed_in_page
+    llm.reply_text = ANSWER
+    llm.stream_delay = 0.08
+    pdf = make_pdf(tmp_path / "travel-policy.pdf", [
+        "Expense reports are due on the fifth of each month.",
+        "Employees book trains for trips under four hours. Longer trips may fly with approval.",
+    ])
+    page.set_input_files("#file-input", [str(pdf)])
+    page.get_by_role("button", name="Upload").click()
+    expect(page.locator("#documents-table tr").filter(has_text="travel-policy").locator(".badge")).to_have_text(
+        "Ready", timeout=READY_TIMEOUT
+    )
+
+    page.get_by_role("link", name="Chat", exact=True).click()
+    page.get_by_role("button", name="Start a conversation").click()
+    expect(page.get_by_role("heading", name="New conversation")).to_be_visible()
+    expect(page.locator("#chat-empty")).to_contain_text("Ask a question about your documents")
+    box = page.get_by_label("Question")
+    box.type("Which trips")
+    box.press("Shift+Enter")  # a new line, not a send
+    expect(box).to_have_value("Which trips\n")
+    expect(page.locator("#messages .bubble")).to_have_count(0)
+    page.evaluate(RECORD_STREAM)
+
+    ask(page, QUESTION)
+
+    # At once: the question, a thinking state, and the button disabled until the answer is complete.
+    expect(page.locator("#messages .bubble.user")).to_have_text(QUESTION)
+    expect(page.locator("#ask-button")).to_be_disabled()
+    # The conversation is named after the question, in the header and the list.
+    expect(page.locator("#conversation-title")).to_have_text(QUESTION)
+    expect(page.locator("#conversation-list li.current")).to_have_text(QUESTION)
+    answer = answer_bubble(page).locator(".answer")
+    expect(answer).to_contain_text("Employees book trains")
+    partial = answer.inner_text()
+    assert "approval" not in partial, "the whole answer arrived at once: it should stream"
+    expect(answer).to_contain_text("with a manager's approval [1].")
+    expect(page.locator("#ask-button")).to_be_enabled()
+    expect(page.locator("#ask-button")).to_have_text("Ask")
+    lengths = page.evaluate("window.streamLengths")
+    assert len(set(lengths)) >= 5 and lengths == sorted(lengths), lengths  # grew token by token
+    expect(answer_bubble(page).locator("ol.citations")).to_contain_text("travel-policy, page 2")
+
+    cite = answer.locator("a.cite").first
+    expect(cite).to_have_text("[1]")
+    href = cite.get_attribute("href")
+    cite.click()
+
+    expect(page).to_have_url(re.compile(r"/documents/\d+/\?chunk=(\d+)#chunk-\1$"))
+    chunk_id = re.search(r"chunk=(\d+)", href).group(1)
+    passage = page.locator(f"#chunk-{chunk_id}")
+    expect(passage).to_have_class(re.compile(r"\bhighlighted\b"))
+    expect(passage).to_contain_text("page 2")
+    expect(passage).to_contain_text("Employees book trains for trips under four hours.")
+    expect(page.locator(".chunk.highlighted")).to_have_count(1)
+
+    page.go_back()
+    page.reload()
+    expect(page.locator("#messages .bubble.user")).to_have_text(QUESTION)
+    expect(answer_bubble(page).locator(".answer")).to_contain_text("with a manager's approval")
+    expect(answer_bubble(page).locator("a.cite").first).to_have_attribute("href", href)
+    expect(answer_bubble(page).locator("ol.citations")).to_contain_text("travel-policy, page 2")
+    expect(page.locator("#conversation-list li.current")).to_have_text(QUESTION)
+
+
+def test_without_a_language_model_the_answer_quotes_passages_with_citations(signed_in_page, user, collection,
+                                                                             settings, live_server):
+    settings.LLM_BACKEND = "extractive"
+    add_document(user, collection, "travel-policy.txt",
+                 b"Employees book trains for trips under four hours. Hotels may cost at most 150 EUR per night.")
+    conversation = Conversation.objects.create(owner=user, collection=collection)
+    page = signed_in_page
+    page.goto(live_server.url + f"/chat/{conversation.pk}/")
+
+    ask(page, "How much may hotels cost per night?")
+
+    answer = answer_bubble(page).locator(".answer")
+    expect(answer.locator("blockquote").first).to_contain_text("Hotels may cost at most 150 EUR per night.")
+    expect(answer).to_contain_text("No language model is configured")
+    cite = answer.locator("a.cite").first
+    expect(cite).to_have_text("[1]")
+    cite.click()
+    expect(page.locator(".chunk.highlighted")).to_contain_text("150 EUR per night")
+
+
+def test_a_failing_model_shows_an_error_bubble_and_the_question_can_be_asked_again(
+    signed_in_page, user, collection, llm, live_server
+):
+    add_document(user, collection, "travel-policy.txt", b"Employees book trains for trips under four hours.")
+    conversation = Conversation.objects.create(owner=user)
+    llm.fail(400, message="The model is overloaded")
+    page = signed_in_page
+    page.goto(live_server.url + f"/chat/{conversation.pk}/")
+
+    ask(page, QUESTION)
+
+    error = answer_bubble(page).get_by_role("alert")
+    expect(error).to_contain_text("The model is overloaded")
+    expect(answer_bubble(page)).to_have_class(re.compile(r"\bfailed\b"))
+    expect(page.locator("#ask-button")).to_be_enabled()
+
+    llm.reply_text = "Trains, for trips under four hours [1]."
+    ask(page, QUESTION)
+    expect(answer_bubble(page).locator(".answer")).to_contain_text("Trains, for trips under four hours")
+    expect(page.locator("#messages .bubble.user")).to_have_count(2)
+
+
+def test_another_user_can_open_neither_the_conversation_nor_its_ask_endpoint_nor_the_cited_document(
+    sign_in, user, other_user, collection, settings, live_server
+):
+    settings.LLM_BACKEND = "extractive"
+    secret = add_document(user, collection, "salaries.txt", b"Alice earns 98000 EUR a year as principal engineer.")
+    alices = Conversation.objects.create(owner=user)
+    done = list(services.ask(conversation=alices, question="How much does Alice earn a year?"))[-1]
+    [citation] = done["citations"][:1]
+    mallorys = Conversation.objects.create(owner=other_user, title="Mallory's own")
+    own_document = add_document(other_user, Collection.objects.create(name="M", owner=other_user), "m.txt",
+                                b"Mallory's reading list.")
+    page = sign_in(other_user)
+
+    for pk in range(alices.pk - 3, mallorys.pk + 4):  # the real id, and guesses around it
+        if pk != mallorys.pk:
+            assert page.goto(live_server.url + f"/chat/{pk}/").status == 404
+    expect(page.locator("body")).to_contain_text("not shared with you")
+    page.goto(live_server.url + f"/chat/{mallorys.pk}/")
+    expect(page.locator("#conversation-list")).not_to_contain_text("How much does Alice earn")
+    # Posting to alice's ask endpoint from mallory's page, with a valid CSRF token: not found, nothing saved.
+    statuses = page.evaluate(
+        """async (urls) => {
+          const statuses = [];
+          for (const url of urls) {
+            const body = new FormData(document.getElementById("ask-form"));
+            body.set("question", "How much does Alice earn?");
+            statuses.push((await fetch(url, {method: "POST", body})).status);
+          }
+          return statuses;
+        }""",
+        [f"/chat/{alices.pk}/ask/", f"/chat/{alices.pk + 100}/ask/"],
+    )
+    assert statuses == [404, 404]
+    assert alices.messages.count() == 2
+    guesses = [f"/documents/{pk}/" for pk in range(secret.pk - 2, secret.pk + 3) if pk != own_document.pk]
+    for url in (citation["url"], *guesses):
+        assert page.goto(live_server.url + url).status == 404, url
+        expect(page.locator("body")).not_to_contain_text("98000")
+    # Mallory's own document with alice's chunk id highlights nothing of alice's.
+    page.goto(live_server.url + f"/documents/{own_document.pk}/?chunk={citation['chunk_id']}")
+    expect(page.locator("body")).not_to_contain_text("98000")
+    expect(page.locator(".chunk.highlighted")).to_have_count(0)
+
+
+HOSTILE = (
+    b"Security notice for the training. <script>alert(1)</script> <img src=x onerror=alert(2)> "
+    b"Read the security guide here: [click](javascript:alert(1)) before the training."
+)
+
+
+@pytest.mark.parametrize("backend", ["extractive", "openai"])
+def test_a_hostile_document_quoted_in_an_answer_runs_no_script(
+    signed_in_page, user, collection, settings, openai_server, live_server, backend
+):
+    settings.LLM_BACKEND = backend
+    settings.OPENAI_BASE_URL = openai_server.url
+    settings.OPENAI_API_KEY = "k"
+    # A model that repeats what it read, markup included.
+    openai_server.reply_text = (
+        "The notice says <script>alert(1)</script> <img src=x onerror=alert(2)> and [click](javascript:alert(1)) [1]."
+    )
+    add_document(user, collection, "notice.txt", HOSTILE)
+    conversation = Conversation.objects.create(owner=user)
+    page = signed_in_page
+    dialogs = []
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    page.goto(live_server.url + f"/chat/{conversation.pk}/")
+
+    ask(page, "What does the security notice say about the training?")
+
+    answer = answer_bubble(page).locator(".answer")
+    expect(answer.locator("a.cite").first).to_be_visible()
+    expect(answer).to_contain_text("<script>alert(1)</script>")  # shown as the text it is
+    assert page.locator("#messages script, #messages img, #messages [onerror]").count() == 0
+
+    def javascript_links():
+        return page.evaluate(
+            """() => [...document.querySelectorAll("#messages [href], #messages [src]")]
+                 .map((e) => e.getAttribute("href") || e.getAttribute("src"))
+                 .filter((url) => /^\\s*javascript:/i.test(url))"""
+        )
+
+    assert javascript_links() == []
+    for link in answer.locator("a").all():  # clicking every link in the answer runs nothing either
+        if "cite" not in (link.get_attribute("class") or ""):
+            link.click()
+    page.reload()  # the saved conversation, rendered by the server
+    expect(answer_bubble(page).locator(".answer")).to_contain_text("<script>alert(1)</script>")
+    assert javascript_links() == []
+    answer_bubble(page).locator("a.cite").first.click()  # the cited passage, in its document
+    expect(page.locator(".chunk.highlighted")).to_contain_text("<script>alert(1)</script>")
+    page.wait_for_timeout(200)
+    assert dialogs == []

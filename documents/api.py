@@ -4,7 +4,7 @@ from django.shortcuts import get_object_or_404
 from ninja import File, Form, Router, Schema, Status
 from ninja.files import UploadedFile
 
-from documents import ingest
+from documents import ingest, uploads
 from documents.exceptions import DuplicateDocument, UploadRejected
 from documents.models import Document
 
@@ -41,8 +41,12 @@ class Problem(Schema):
 
 
 @router.post("", response={202: Accepted, 409: Problem, 413: Problem, 400: Problem})
-def upload_document(request, file: File[UploadedFile], collection: Form[str | None] = None):
+def upload_document(request, file: File[UploadedFile | None] = None, collection: Form[str | None] = None):
     """Store the file and queue its ingestion; poll GET /documents/{id} for progress."""
+    if uploads.oversized(request):
+        return Status(413, {"detail": uploads.limit_message()})
+    if file is None:
+        return Status(400, {"detail": "Send the document as the multipart field `file`."})
     target = ingest.collection_for_upload(user=request.user, name=collection)
     try:
         document = ingest.document_create(owner=request.user, file=file, collection=target, filename=file.name)

@@ -72,8 +72,15 @@ class Section:
     heading_path: tuple[str, ...] = ()
 
 
+# Runs of this many characters without whitespace (base64, minified code) are broken up, so the
+# splitter never falls back to cutting character by character (slow, and meaningless chunks).
+LONGEST_WORD = 1000
+LONG_RUN = re.compile(rf"(\S{{{LONGEST_WORD}}})(?=\S)")
+
+
 def clean_text(text: str) -> str:
     text = CONTROL.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
+    text = LONG_RUN.sub(r"\1 ", text)
     return re.sub(r"\n{3,}", "\n\n", text).strip()
 
 
@@ -137,7 +144,9 @@ def _looks_binary(head: bytes) -> bool:
 # Parsers (run in the guarded child process)
 
 
-def parse_file(path: Path, kind: str, *, max_pages: int = 5000) -> list[Section]:
+def parse_file(
+    path: Path, kind: str, *, max_pages: int = 5000, max_characters: int = 10_000_000
+) -> list[Section]:
     """Sections of a file of a known kind; raises an ``IngestError`` with the reason."""
     if kind == "pdf":
         sections = parse_pdf(path, max_pages=max_pages)
@@ -153,6 +162,12 @@ def parse_file(path: Path, kind: str, *, max_pages: int = 5000) -> list[Section]
         raise UnsupportedFileType()
     sections = [Section(clean_text(s.text), s.page, s.heading_path) for s in sections]
     sections = [s for s in sections if s.text]
+    characters = sum(len(s.text) for s in sections)
+    if characters > max_characters:
+        raise DocumentTooLarge(
+            f"The document holds {characters:,} characters of text; the limit is {max_characters:,} "
+            "(PARSE_MAX_CHARACTERS). Split it into smaller files."
+        )
     if not sections:
         if kind == "pdf":
             raise NoExtractableText()
@@ -404,9 +419,10 @@ def parse_file_guarded(
     timeout = timeout if timeout is not None else settings.PARSE_TIMEOUT_SECONDS
     max_memory_mb = max_memory_mb if max_memory_mb is not None else settings.PARSE_MAX_MEMORY_MB
     max_pages = max_pages if max_pages is not None else settings.PARSE_MAX_PAGES
+    max_characters = settings.PARSE_MAX_CHARACTERS
     kind = detect_kind(path, filename, content_type)
     if not hasattr(os, "fork"):  # not POSIX: parse in-process, unguarded
-        return parse_file(path, kind, max_pages=max_pages)
+        return parse_file(path, kind, max_pages=max_pages, max_characters=max_characters)
 
     # A bare fork, not multiprocessing: the child starts in a millisecond with the parsers
     # imported, and runs none of the after-fork hooks libraries register with multiprocessing
@@ -416,7 +432,7 @@ def parse_file_guarded(
     if pid == 0:  # the child: parse, send the outcome, and leave without any cleanup
         os.close(read_end)
         try:
-            outcome = _parse_in_child(path, kind, max_pages, max_memory_mb)
+            outcome = _parse_in_child(path, kind, max_pages, max_characters, max_memory_mb)
             with os.fdopen(write_end, "wb") as pipe:
                 pickle.dump(outcome, pipe, protocol=pickle.HIGHEST_PROTOCOL)
         finally:
@@ -466,10 +482,12 @@ def _read_until_eof(fd: int, timeout: float) -> bytes | None:
             parts.append(block)
 
 
-def _parse_in_child(path: Path, kind: str, max_pages: int, max_memory_mb: int) -> tuple[str, object]:
+def _parse_in_child(
+    path: Path, kind: str, max_pages: int, max_characters: int, max_memory_mb: int
+) -> tuple[str, object]:
     try:
         _limit_memory(max_memory_mb)
-        sections = parse_file(path, kind, max_pages=max_pages)
+        sections = parse_file(path, kind, max_pages=max_pages, max_characters=max_characters)
         return "ok", [(s.text, s.page, list(s.heading_path)) for s in sections]
     except IngestError as error:
         return error.__class__.__name__, str(error)

@@ -7,7 +7,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.template.loader import render_to_string
 from django.views.decorators.http import require_GET, require_POST
 
-from documents import ingest
+from documents import ingest, uploads
 from documents.exceptions import UploadRejected
 from documents.models import Collection, Document
 
@@ -41,14 +41,15 @@ def document_list(request):
 
 def _upload(request):
     files = request.FILES.getlist("files")
+    too_large = [{"name": name, "ok": False, "detail": uploads.limit_message()} for name in uploads.oversized(request)]
     wants_json = "application/json" in request.headers.get("Accept", "")
-    if not files:
+    if not files and not too_large:
         if wants_json:
             return JsonResponse({"results": [], "detail": "Choose at least one file."}, status=400)
         messages.error(request, "Choose at least one file.")
         return redirect("documents:list")
     collection = ingest.collection_for_upload(user=request.user, name=request.POST.get("collection"))
-    results = []
+    results = list(too_large)
     for upload in files:
         try:
             document = ingest.document_create(

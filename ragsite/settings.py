@@ -66,6 +66,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "documents.uploads.UploadLimitMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -166,6 +167,11 @@ MEDIA_URL = "media/"
 # Uploads
 MAX_UPLOAD_BYTES = env_int("MAX_UPLOAD_MB", 50) * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024  # larger uploads stream to a temporary file
+FILE_UPLOAD_HANDLERS = [
+    "documents.uploads.LimitedUploadHandler",  # drops a file the moment it passes MAX_UPLOAD_BYTES
+    "django.core.files.uploadhandler.MemoryFileUploadHandler",
+    "django.core.files.uploadhandler.TemporaryFileUploadHandler",
+]
 DATA_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 
 # Ingestion
@@ -174,6 +180,7 @@ CHUNK_OVERLAP_TOKENS = env_int("CHUNK_OVERLAP_TOKENS", 50)
 PARSE_TIMEOUT_SECONDS = env_int("PARSE_TIMEOUT_SECONDS", 120)
 PARSE_MAX_MEMORY_MB = env_int("PARSE_MAX_MEMORY_MB", 2048)
 PARSE_MAX_PAGES = env_int("PARSE_MAX_PAGES", 5000)
+PARSE_MAX_CHARACTERS = env_int("PARSE_MAX_CHARACTERS", 10_000_000)  # ~2.5M tokens of text per document
 
 # Embeddings: auto | openai | fastembed | hashing. "auto" takes openai when OPENAI_API_KEY is
 # set, else the local fastembed model, else (announced loudly) the hashing fallback.

@@ -127,3 +127,28 @@ def test_create_api_token_command_prints_a_working_token_last(client, user):
     call_command("create_api_token", user.username, stdout=out, stderr=StringIO())
     raw = out.getvalue().strip().splitlines()[-1]
     assert client.get("/api/v1/documents", HTTP_AUTHORIZATION=f"Bearer {raw}").status_code == 200
+
+
+def test_oversized_upload_is_dropped_while_it_streams_in(api, settings, tmp_path):
+    """A 3 MB upload over a 1 MB limit: the handler drops it at the limit; nothing is stored."""
+    settings.MAX_UPLOAD_BYTES = 1024 * 1024
+    settings.FILE_UPLOAD_TEMP_DIR = str(tmp_path)  # a temporary file would land here
+    big = SimpleUploadedFile("big.txt", b"word " * (3 * 1024 * 1024 // 5), content_type="text/plain")
+    response = api.post("/api/v1/documents", {"file": big})
+    assert response.status_code == 413
+    assert response.json()["detail"] == "The file is larger than the limit; the limit is 1.0 MB (MAX_UPLOAD_MB)."
+    assert list(tmp_path.iterdir()) == [] and Document.objects.count() == 0
+
+
+def test_a_request_declaring_an_impossible_length_is_refused_unread(client, settings):
+    settings.MAX_UPLOAD_BYTES = 1024
+    response = client.post(
+        "/api/v1/documents", data=b"x" * 10, content_type="application/octet-stream",
+        CONTENT_LENGTH=str(10 * 1024 * 1024),
+    )
+    assert response.status_code == 413 and "MAX_UPLOAD_MB" in response.json()["detail"]
+
+
+def test_missing_file_field_is_a_clear_400(api):
+    response = api.post("/api/v1/documents", {"collection": "x"})
+    assert response.status_code == 400 and "`file`" in response.json()["detail"]

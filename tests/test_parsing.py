@@ -218,3 +218,14 @@ def test_shared_wikipedia_page_keeps_article_text_without_navigation(fixtures_di
     text = "\n".join(s.text for s in sections)
     assert "Microsoft" in text and "Jump to content" not in text and "var " not in text
     assert any(path[:1] == ("History",) for path in (s.heading_path for s in sections))
+
+
+def test_text_beyond_the_character_limit_is_refused_with_the_limit(tmp_path, settings):
+    settings.PARSE_MAX_CHARACTERS = 1000
+    with pytest.raises(DocumentTooLarge, match=r"holds 5,\d\d\d characters of text; the limit is 1,000 \(PARSE_MAX"):
+        parse(factory.make_text(tmp_path / "big.txt", "many words " * 500))
+
+
+def test_runs_without_whitespace_are_broken_up_for_the_splitter():
+    text = parsing.clean_text("start " + "A" * 2500 + " end")
+    assert [len(word) for word in text.split()] == [5, 1000, 1000, 500, 3]

@@ -1,0 +1,135 @@
+"""Every page and API endpoint that takes an id answers 404 to a user who may not read it.
+
+The table below lists each URL pattern with an id in it. A new pattern with an id that is not
+listed makes `test_every_url_with_an_id_is_in_the_table` fail: add it, with how to call it.
+Ids that travel in query strings or bodies (collection, document and chunk filters, model names)
+have their own rows too.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from django.core.files.base import ContentFile
+from django.urls import URLResolver, get_resolver
+
+from chat import services
+from chat.models import Conversation
+from documents import ingest
+from documents.models import ApiToken, Collection
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def alices(user):
+    """Alice's private things: a collection, a document with a chunk, a conversation that cites it."""
+    collection = Collection.objects.create(name="Alice's private", owner=user)
+    document = ingest.document_create(
+        owner=user, collection=collection, file=ContentFile(b"Alice's salary is confidential.", name="pay.txt"),
+        enqueue=False,
+    )
+    document = ingest.document_ingest(document_id=document.pk)
+    conversation = Conversation.objects.create(owner=user, collection=collection)
+    list(services.ask(conversation=conversation, question="What about the salary?"))
+    return {"collection": collection, "document": document, "chunk": document.chunks.get(),
+            "conversation": conversation}
+
+
+# (URL pattern as Django lists it, HTTP method, URL to call with Alice's ids, data to send)
+PAGES = [
+    ("documents/<int:pk>/", "get", "/documents/{document}/", None),
+    ("documents/<int:pk>/delete/", "post", "/documents/{document}/delete/", {}),
+    ("documents/<int:pk>/reingest/", "post", "/documents/{document}/reingest/", {}),
+    ("chat/<int:pk>/", "get", "/chat/{conversation}/", None),
+    ("chat/<int:pk>/ask/", "post", "/chat/{conversation}/ask/", {"question": "What is Alice's salary?"}),
+    ("chat/<int:pk>/delete/", "post", "/chat/{conversation}/delete/", {}),
+    # ids in forms and query strings
+    ("chat/new/", "post", "/chat/new/", {"collection": "{collection}"}),
+]
+API = [
+    ("api/v1/documents/<document_id>", "get", "/api/v1/documents/{document}", None),
+    ("api/v1/documents/<document_id>", "delete", "/api/v1/documents/{document}", None),
+    ("api/v1/search", "get", "/api/v1/search?q=salary&collection={collection}", None),
+]
+
+
+def walk(patterns, prefix=""):
+    for pattern in patterns:
+        if isinstance(pattern, URLResolver):
+            yield from walk(pattern.url_patterns, prefix + str(pattern.pattern))
+        else:
+            yield prefix + str(pattern.pattern)
+
+
+def test_every_url_with_an_id_is_in_the_table():
+    with_ids = {
+        route for route in walk(get_resolver().url_patterns)
+        if re.search(r"<(int:)?(pk|\w*_id)>", route) and not route.startswith("admin/")
+    }
+    listed = {row[0] for row in PAGES + API}
+    assert with_ids - listed == set(), "add these endpoints to the access-control table"
+
+
+def call(client, method, url, data, **headers):
+    if method == "get":
+        return client.get(url, **headers)
+    if method == "delete":
+        return client.delete(url, **headers)
+    return client.post(url, data or {}, **headers)
+
+
+def fill(template, things):
+    return template.format(**{name: thing.pk for name, thing in things.items()})
+
+
+@pytest.mark.parametrize(("pattern", "method", "url", "data"), PAGES, ids=[f"{r[1]} {r[2]}" for r in PAGES])
+def test_pages_answer_404_to_another_user(client, other_user, alices, pattern, method, url, data):
+    client.force_login(other_user)
+    data = {key: fill(value, alices) for key, value in (data or {}).items()}
+    response = call(client, method, fill(url, alices), data)
+    assert response.status_code == 404
+    assert b"salary is confidential" not in getattr(response, "content", b"")
+
+
+@pytest.mark.parametrize(("pattern", "method", "url", "data"), API, ids=[f"{r[1]} {r[2]}" for r in API])
+def test_api_answers_404_to_another_users_token(client, other_user, alices, pattern, method, url, data):
+    raw = ApiToken.issue(user=other_user)[1]
+    response = call(client, method, fill(url, alices), data, HTTP_AUTHORIZATION=f"Bearer {raw}")
+    assert response.status_code == 404
+
+
+def test_nothing_was_changed_by_the_attempts(client, other_user, alices):
+    client.force_login(other_user)
+    for _, method, url, data in PAGES:
+        call(client, method, fill(url, alices), {k: fill(v, alices) for k, v in (data or {}).items()})
+    alices["document"].refresh_from_db()
+    assert alices["document"].chunk_count == 1 and alices["document"].status == "ready"
+    assert Conversation.objects.get(pk=alices["conversation"].pk).messages.count() == 2
+
+
+def test_status_json_ignores_ids_of_others(client, other_user, alices):
+    client.force_login(other_user)
+    body = client.get(f"/documents/status.json?id={alices['document'].pk}").json()
+    assert body["documents"] == []
+
+
+def test_a_collection_model_of_another_user_is_not_found(client, other_user, alices):
+    raw = ApiToken.issue(user=other_user)[1]
+    response = client.post(
+        "/v1/chat/completions", {"model": f"rag-collection-{alices['collection'].pk}",
+                                 "messages": [{"role": "user", "content": "salary?"}]},
+        content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {raw}",
+    )
+    assert response.status_code == 404 and b"confidential" not in response.content
+
+
+def test_a_document_filter_on_another_users_document_finds_nothing(client, other_user, alices):
+    client.force_login(other_user)
+    own = Collection.objects.create(name="Mine", owner=other_user)
+    conversation = Conversation.objects.create(owner=other_user, collection=own)
+    response = client.post(f"/chat/{conversation.pk}/ask/",
+                           {"question": "salary", "document": alices["document"].pk})
+    body = b"".join(response.streaming_content) if response.streaming else response.content
+    assert b"salary is confidential" not in body

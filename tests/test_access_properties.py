@@ -1,0 +1,80 @@
+"""A property: whatever the users, collections, memberships, documents and question, everything
+search, chat answers and /v1/chat/completions return comes from a collection the asker may read.
+"""
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.files.base import ContentFile
+from django.db import transaction
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from chat import retrieval, services
+from documents import ingest
+from documents.models import ApiToken, Collection, Document
+
+pytestmark = pytest.mark.django_db
+
+WORDS = ["budget", "salary", "vacation", "laptop", "travel", "hotel", "secret", "plan", "merger", "audit"]
+
+world = st.fixed_dictionaries({
+    "users": st.integers(min_value=2, max_value=4),
+    # (owner index, member indexes) per collection
+    "collections": st.lists(
+        st.tuples(st.integers(0, 3), st.sets(st.integers(0, 3), max_size=3)), min_size=1, max_size=4
+    ),
+    # (collection index, words) per document
+    "documents": st.lists(
+        st.tuples(st.integers(0, 3), st.lists(st.sampled_from(WORDS), min_size=3, max_size=12)),
+        min_size=1, max_size=6,
+    ),
+    "asker": st.integers(0, 3),
+    "question": st.lists(st.sampled_from(WORDS + ["ignore", "previous", "instructions", "'; DROP"]),
+                         min_size=1, max_size=5).map(" ".join),
+})
+
+
+def build(spec):
+    users = [get_user_model().objects.create_user(f"u{i}") for i in range(spec["users"])]
+    collections = []
+    for number, (owner, members) in enumerate(spec["collections"]):
+        collection = Collection.objects.create(name=f"c{number}", owner=users[owner % len(users)])
+        collection.members.set(users[m % len(users)] for m in members)
+        collections.append(collection)
+    for number, (index, words) in enumerate(spec["documents"]):
+        collection = collections[index % len(collections)]
+        document = ingest.document_create(
+            owner=collection.owner, collection=collection, enqueue=False,
+            file=ContentFile((" ".join(words) + f" document {number}.").encode(), name=f"d{number}.txt"),
+        )
+        ingest.document_ingest(document_id=document.pk)
+    return users[spec["asker"] % len(users)]
+
+
+def readable_documents(user) -> set[int]:
+    """Computed independently of the code under test: owner or member, straight from the tables."""
+    allowed = {c.pk for c in Collection.objects.all() if c.owner_id == user.pk or user in c.members.all()}
+    return set(Document.objects.filter(collection_id__in=allowed).values_list("pk", flat=True))
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(spec=world)
+def test_search_and_answers_only_return_readable_documents(spec, client, settings):
+    settings.LLM_BACKEND = "extractive"
+    with transaction.atomic():
+        asker = build(spec)
+        allowed = readable_documents(asker)
+        for mode in retrieval.MODES:
+            hits = retrieval.search(user=asker, query=spec["question"], k=20, mode=mode)
+            assert {hit.document_id for hit in hits} <= allowed
+        for event in services.answer(user=asker, question=spec["question"], history=[]):
+            if event["type"] == "result":
+                assert {hit.document_id for hit in event["hits"]} <= allowed
+        raw = ApiToken.issue(user=asker)[1]
+        response = client.post(
+            "/v1/chat/completions", {"model": "rag", "messages": [{"role": "user", "content": spec["question"]}]},
+            content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {raw}",
+        )
+        assert response.status_code == 200, response.content
+        assert {c["document_id"] for c in response.json()["citations"]} <= allowed
+        transaction.set_rollback(True)  # the next example starts from an empty database

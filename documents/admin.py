@@ -6,6 +6,7 @@ from django.db.models import Count
 from django.utils import timezone
 from django.utils.html import format_html
 
+from audit import services as audit
 from documents import ingest
 from documents.exceptions import UploadRejected
 from documents.models import ApiToken, Chunk, Collection, Document
@@ -101,14 +102,14 @@ class DocumentAdmin(admin.ModelAdmin):
     @admin.action(description="Re-ingest selected documents")
     def reingest(self, request, queryset):
         for document in queryset:
-            ingest.document_reingest(document=document)
+            ingest.document_reingest(document=document, actor=request.user)
         self.message_user(request, f"{queryset.count()} document(s) queued again.", messages.SUCCESS)
 
     @admin.action(description="Delete selected documents with their chunks and files")
     def delete_with_chunks(self, request, queryset):
         count = 0
         for document in queryset:
-            ingest.document_delete(document=document)
+            ingest.document_delete(document=document, actor=request.user)
             count += 1
         self.message_user(request, f"Deleted {count} document(s).", messages.SUCCESS)
 
@@ -143,11 +144,14 @@ class ApiTokenAdmin(admin.ModelAdmin):
     def save_model(self, request, obj, form, change):
         if change:
             return super().save_model(request, obj, form, change)
-        token, raw = ApiToken.issue(user=obj.user, name=obj.name)
+        token, raw = ApiToken.issue(user=obj.user, name=obj.name, actor=request.user)
         obj.__dict__.update(token.__dict__)
         self.message_user(request, f"New token (shown once, copy it now): {raw}", messages.WARNING)
 
     @admin.action(description="Revoke selected tokens")
     def revoke(self, request, queryset):
-        count = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+        tokens = list(queryset.filter(revoked_at__isnull=True))
+        count = queryset.filter(pk__in=[t.pk for t in tokens]).update(revoked_at=timezone.now())
+        for token in tokens:
+            audit.record(action="token_revoked", actor=request.user, target=token)
         self.message_user(request, f"Revoked {count} token(s).", messages.SUCCESS)

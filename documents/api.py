@@ -76,5 +76,5 @@ def delete_document(request, document_id: int):
     document = get_object_or_404(Document.objects.visible_to(request.user).select_related("collection"), pk=document_id)
     if request.user.pk not in (document.owner_id, document.collection.owner_id):
         return Status(403, {"detail": "Only the uploader or the collection's owner can delete this document."})
-    ingest.document_delete(document=document)
+    ingest.document_delete(document=document, actor=request.user)
     return Status(204, None)

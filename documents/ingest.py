@@ -22,6 +22,7 @@ from django.template.defaultfilters import filesizeformat
 from django.utils import timezone
 from psycopg.types.json import Jsonb
 
+from audit import services as audit
 from documents import embeddings
 from documents.chunking import ChunkDraft, chunk_sections
 from documents.db import vector_cursor
@@ -126,6 +127,8 @@ def document_create(
     document.save()
     if enqueue and document.status == Document.Status.QUEUED:
         enqueue_ingestion(document)
+    audit.record(action="upload", actor=owner, target=document, size=size, collection=collection.name,
+                 filename=filename)
     return document
 
 
@@ -136,8 +139,9 @@ def enqueue_ingestion(document: Document) -> None:
     transaction.on_commit(lambda: ingest_document.delay(document.pk))
 
 
-def document_reingest(*, document: Document) -> None:
+def document_reingest(*, document: Document, actor=None) -> None:
     """Queue a document again; its chunks are replaced when the new run stores."""
+    audit.record(action="reingest", actor=actor, target=document)
     Document.objects.filter(pk=document.pk).update(
         status=Document.Status.QUEUED, progress=0.0, error="", updated_at=timezone.now()
     )
@@ -145,8 +149,10 @@ def document_reingest(*, document: Document) -> None:
 
 
 @transaction.atomic
-def document_delete(*, document: Document) -> None:
+def document_delete(*, document: Document, actor=None) -> None:
     """Delete a document with its chunks, and its file when no other document shares it."""
+    audit.record(action="delete", actor=actor, target=document, collection=document.collection.name,
+                 chunks=document.chunk_count)
     file_name = document.file.name
     document.delete()
     if file_name and not Document.objects.filter(file=file_name).exists():

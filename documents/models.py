@@ -202,8 +202,11 @@ class ApiToken(models.Model):
         return f"{self.prefix}… ({self.user})"
 
     @classmethod
-    def issue(cls, *, user, name: str = "") -> tuple[ApiToken, str]:
+    def issue(cls, *, user, name: str = "", actor=None) -> tuple[ApiToken, str]:
         """Create a token; the raw value is returned once and never stored."""
+        from audit.services import record
+
         raw = "rag_" + secrets.token_urlsafe(32)
         token = cls.objects.create(user=user, name=name, prefix=raw[:10], key_hash=hash_token(raw))
+        record(action="token_created", actor=actor or user, target=token, name=name, user=user.get_username())
         return token, raw

@@ -102,7 +102,7 @@ def document_delete(request, pk: int):
     if request.user.pk not in (document.owner_id, document.collection.owner_id):
         messages.error(request, "Only the uploader or the collection's owner can delete this document.")
     else:
-        ingest.document_delete(document=document)
+        ingest.document_delete(document=document, actor=request.user)
         messages.success(request, f"Deleted “{document.title}”.")
     return redirect("documents:list")
 
@@ -111,6 +111,6 @@ def document_delete(request, pk: int):
 @require_POST
 def document_reingest(request, pk: int):
     document = get_object_or_404(Document.objects.filter(owner=request.user), pk=pk)
-    ingest.document_reingest(document=document)
+    ingest.document_reingest(document=document, actor=request.user)
     messages.success(request, f"“{document.title}” queued again.")
     return redirect("documents:list")

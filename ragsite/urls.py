@@ -1,4 +1,5 @@
 from django.contrib import admin
+from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from django.views.generic import RedirectView
 
@@ -12,7 +13,12 @@ admin.site.site_title = "RAG chat admin"
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="documents:list", permanent=False)),
     path("healthz", healthz, name="healthz"),
-    path("accounts/", include("django.contrib.auth.urls")),
+    # Sign-in, sign-out and password change; no password reset by e-mail (no mail is configured):
+    # administrators reset passwords in the admin or with `manage.py changepassword`.
+    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("accounts/password_change/", auth_views.PasswordChangeView.as_view(), name="password_change"),
+    path("accounts/password_change/done/", auth_views.PasswordChangeDoneView.as_view(), name="password_change_done"),
     path("documents/", include("documents.urls")),
     path("chat/", include("chat.urls")),
     path("api/v1/", api.urls),

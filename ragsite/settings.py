@@ -166,6 +166,12 @@ WHITENOISE_USE_FINDERS = DEBUG
 MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(VAR_DIR / "media")))
 MEDIA_URL = "media/"
 
+# Per-user rate limits ("COUNT/PERIOD", PERIOD one of s, m, h, d; empty: no limit).
+RATE_LIMITS = {
+    "chat": env_str("RATE_LIMIT_CHAT", "30/m"),  # questions (chat page and /v1/chat/completions)
+    "upload": env_str("RATE_LIMIT_UPLOAD", "120/m"),  # files uploaded (page and API)
+}
+
 # Uploads
 MAX_UPLOAD_BYTES = env_int("MAX_UPLOAD_MB", 50) * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024  # larger uploads stream to a temporary file

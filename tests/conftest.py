@@ -9,6 +9,7 @@ Tests on files from the shared data folder find it through RAG_SHARED_DIR (defau
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,10 @@ if (SHARED_DIR / "tiktoken").is_dir():
 def pytest_configure(config):
     # Fast, deterministic embeddings for everything except the tests that load a real model.
     settings.EMBEDDING_BACKEND = "hashing"
+    # The cache (Redis) is shared with other runs: counters (rate limits) must not carry over.
+    settings.CACHES["default"]["KEY_PREFIX"] = f"test-{os.getpid()}-{time.time_ns()}"
+    # Limits are off unless a test is about them (tests ask many questions quickly).
+    settings.RATE_LIMITS = {"chat": "", "upload": ""}
     # PBKDF2 costs most of a second per user created or signed in; no test here is about it.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 

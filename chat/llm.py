@@ -26,6 +26,7 @@ class LLMError(Exception):
 
 class OpenAIChat:
     name = "openai"
+    remote = True  # answers over the network, in seconds: callers hold no database connection meanwhile
 
     def __init__(self):
         import openai
@@ -89,6 +90,7 @@ class Extractive:
     """No language model: quote the passages' sentences that best match the question."""
 
     name = "extractive"
+    remote = False
 
     def stream(self, messages: list[dict], *, hits: list[Hit] | None = None) -> Iterator[str]:
         question = messages[-1]["content"].rsplit("Question:", 1)[-1]

@@ -12,13 +12,11 @@ import time
 import uuid
 from typing import Literal
 
-from asgiref.sync import sync_to_async
-from django.db import connection
 from django.http import Http404, JsonResponse, StreamingHttpResponse
 from ninja import NinjaAPI, Schema
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 
-from chat import retrieval, services
+from chat import retrieval, services, streaming
 from documents.models import Collection
 from ragsite.api import BearerToken
 
@@ -116,18 +114,6 @@ def _filters_for(user, model: str) -> retrieval.Filters | None:
     return retrieval.Filters(collections=(int(pk),))
 
 
-def _next_event(generator, done):
-    """The answer's next event, computed in a worker thread that keeps no database connection.
-
-    Worker threads are not request threads: nothing else closes the connection a step opens, so
-    it would stay open, unchecked, for the thread's life (and keep the test database busy).
-    """
-    try:
-        return next(generator, done)
-    finally:
-        connection.close()
-
-
 def _citations(result: dict) -> list[dict]:
     hits = result["hits"]
     return [
@@ -138,10 +124,15 @@ def _citations(result: dict) -> list[dict]:
 
 
 @api.post("/chat/completions")
-async def chat_completions(request, body: ChatCompletionRequest):
-    """The last user message is the question; earlier turns are the history."""
+def chat_completions(request, body: ChatCompletionRequest):
+    """The last user message is the question; earlier turns are the history.
+
+    Sync, like the token check and the middleware: the whole answer runs in the request's thread,
+    without switching to the event loop and back before the first token. Under ASGI the stream is
+    served as an async iterator (chat.streaming), so it holds no thread while the model thinks.
+    """
     user = request.auth
-    filters = await sync_to_async(_filters_for)(user, body.model)
+    filters = _filters_for(user, body.model)
     if filters is False:
         return _error(404, f"The model '{body.model}' does not exist or you do not have access to it.")
     turns = [(m.role, _text(m.content)) for m in body.messages if m.role in ("user", "assistant")]
@@ -152,12 +143,13 @@ async def chat_completions(request, body: ChatCompletionRequest):
     generator = services.answer(user=user, question=question, history=history, filters=filters or None)
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())
-    step = sync_to_async(_next_event, thread_sensitive=False)
+    # The answer reuses the connection the token check took, and hands it back before the model
+    # answers (services.release_connection).
     done = object()
 
     if not body.stream:
         result: dict = {}
-        while (event := await step(generator, done)) is not done:
+        for event in generator:
             if event["type"] == "result":
                 result = event
         if result["error"]:  # a cut-off answer is not an answer: report the failure
@@ -172,7 +164,7 @@ async def chat_completions(request, body: ChatCompletionRequest):
 
     # Wait for the first event before answering 200: a model that fails before its first token
     # (down, over its rate limit, timed out) gets a proper HTTP error.
-    first = await step(generator, done)
+    first = next(generator, done)
     if first is not done and first["type"] == "result" and first["error"]:
         return _error(502, first["error"], "api_error", retry=False)
 
@@ -181,22 +173,25 @@ async def chat_completions(request, body: ChatCompletionRequest):
                    "model": body.model, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra}
         return f"data: {json.dumps(payload)}\n\n"
 
-    async def events():
-        yield chunk({"role": "assistant", "content": ""})
-        event = first
-        while event is not done:
-            if event["type"] == "token":
-                yield chunk({"content": event["text"]})
-            elif event["error"]:
-                # Failed mid-answer: OpenAI's in-stream error event, which its clients raise as APIError.
-                yield f"data: {json.dumps({'error': {'message': event['error'], 'type': 'api_error'}})}\n\n"
-                return
-            else:
-                yield chunk({}, "stop", citations=_citations(event))
-            event = await step(generator, done)
-        yield "data: [DONE]\n\n"
+    def events():
+        try:
+            yield chunk({"role": "assistant", "content": ""})
+            event = first
+            while event is not done:
+                if event["type"] == "token":
+                    yield chunk({"content": event["text"]})
+                elif event["error"]:
+                    # Failed mid-answer: OpenAI's in-stream error event, which its clients raise as APIError.
+                    yield f"data: {json.dumps({'error': {'message': event['error'], 'type': 'api_error'}})}\n\n"
+                    return
+                else:
+                    yield chunk({}, "stop", citations=_citations(event))
+                event = next(generator, done)
+            yield "data: [DONE]\n\n"
+        finally:  # a client that hangs up also ends the model's stream
+            generator.close()
 
-    response = StreamingHttpResponse(events(), content_type="text/event-stream")
+    response = StreamingHttpResponse(streaming.streamed(request, events()), content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"
     return response

@@ -7,7 +7,7 @@ import re
 from collections.abc import Iterator
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.urls import reverse
 
 from chat import llm as llms
@@ -37,6 +37,18 @@ def cited_indexes(answer: str, available: int) -> list[int]:
     return seen
 
 
+def release_connection() -> None:
+    """Hand this thread's database connection back while a language model answers.
+
+    An answer streams for seconds; a connection held all that time caps simultaneous chats at the
+    pool's size (``DATABASE_POOL_MAX_SIZE``) and PostgreSQL's ``max_connections``. With the pool,
+    ``close()`` returns the connection to it, and the next query takes one again (to save the
+    answer). Inside a transaction the connection must stay: then this does nothing.
+    """
+    if not connection.in_atomic_block:
+        connection.close()
+
+
 def history_of(conversation: Conversation, *, before: Message | None = None) -> list[dict]:
     messages = conversation.messages.exclude(content="")
     if before is not None:
@@ -48,6 +60,7 @@ def standalone_query(*, model, question: str, history: list[dict]) -> str:
     """Rewrite a follow-up into a standalone query with the history (only with a real LLM)."""
     if not history or not isinstance(model, llms.OpenAIChat):
         return question
+    release_connection()  # the rewrite is a model call too
     try:
         rewritten = model.complete(prompting.build_rewrite_messages(question=question, history=history))
         rewritten = rewritten.strip().strip('"').strip()  # models like to quote the query
@@ -96,6 +109,8 @@ def answer(
         parts.append(NOTHING_FOUND)
         yield {"type": "token", "text": NOTHING_FOUND}
     elif hits:
+        if model.remote:
+            release_connection()  # the database's part is done until the answer is saved
         # The passages the model sees, so that citation numbers refer to them.
         hits = prompting.fit_hits(hits, prompting.passages_budget())
         messages = prompting.build_messages(question=question, history=history, hits=hits)
@@ -122,10 +137,11 @@ def ask(
     """
     question = question.strip()[:4000]
     history = history_of(conversation)
-    Message.objects.create(conversation=conversation, role=Message.Role.USER, content=question)
-    if not conversation.title:
-        conversation.title = question[:80]
-    conversation.save(update_fields=["title", "updated_at"])
+    with transaction.atomic():  # one commit, not two, before the first token
+        Message.objects.create(conversation=conversation, role=Message.Role.USER, content=question)
+        if not conversation.title:
+            conversation.title = question[:80]
+        conversation.save(update_fields=["title", "updated_at"])
     if filters is None and conversation.collection_id:
         filters = retrieval.Filters(collections=(conversation.collection_id,))
     result: dict = {}

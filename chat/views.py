@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import date
 
-from asgiref.sync import sync_to_async
 from django.contrib import messages as flash
 from django.contrib.auth.decorators import login_required
-from django.core.handlers.asgi import ASGIRequest
 from django.db.models import Prefetch
 from django.http import HttpResponse, HttpResponseBadRequest, HttpResponseNotAllowed, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
-from chat import retrieval, services
+from chat import retrieval, services, streaming
 from chat.models import Citation, Conversation
 from chat.templatetags.answers import render_markdown
 from documents.models import Collection, Document
@@ -134,31 +132,20 @@ def _events(answer: Iterator[dict], conversation: Conversation) -> Iterator[str]
         answer.close()
 
 
-async def _aevents(events: Iterator[str]) -> AsyncIterator[str]:
-    # thread_sensitive: every step runs in this request's one sync thread, so the database
-    # connection the answer uses is the one Django closes when the response finishes.
-    step = sync_to_async(next, thread_sensitive=True)
-    try:
-        while (chunk := await step(events, None)) is not None:
-            yield chunk
-    finally:
-        await sync_to_async(events.close, thread_sensitive=True)()
-
-
-async def chat_ask(request, pk: int):
+def chat_ask(request, pk: int):
     """POST a question; the answer streams back as server-sent events, then is saved.
 
-    Async so that under ASGI an open stream holds no server thread. Each server consumes only
-    its own kind of iterator incrementally (Django buffers the other kind whole), so the same
-    events are served as an async iterator under ASGI and as a plain one under WSGI.
+    Under ASGI the events are served as an async iterator (chat.streaming), so an open stream holds
+    no server thread while the model thinks. The view itself is sync, like the middleware around
+    it: an async view costs switches between the event loop and the request's thread (to enter the
+    view, to read the session, to load the conversation), each a context switch before the first token.
     """
     if request.method != "POST":
         return HttpResponseNotAllowed(["POST"])
-    user = await request.auser()
-    if not user.is_authenticated:
+    if not request.user.is_authenticated:
         return HttpResponse("Your session has ended: sign in again.", status=401, content_type="text/plain")
-    conversation = await sync_to_async(get_object_or_404)(
-        Conversation.objects.filter(owner=user).select_related("owner"), pk=pk
+    conversation = get_object_or_404(
+        Conversation.objects.filter(owner=request.user).select_related("owner"), pk=pk
     )
     question = (request.POST.get("question") or "").strip()
     if not question:
@@ -168,8 +155,7 @@ async def chat_ask(request, pk: int):
     except ValueError as error:
         return HttpResponseBadRequest(str(error), content_type="text/plain")
     events = _events(services.ask(conversation=conversation, question=question, filters=filters), conversation)
-    stream = _aevents(events) if isinstance(request, ASGIRequest) else events
-    response = StreamingHttpResponse(stream, content_type="text/event-stream")
+    response = StreamingHttpResponse(streaming.streamed(request, events), content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"  # nginx: do not buffer the stream
     return response

@@ -31,7 +31,8 @@ def document_list(request):
     if request.method == "POST":
         return _upload(request)
     documents = Document.objects.visible_to(request.user).select_related("collection")
-    collections = Collection.objects.filter(owner=request.user)
+    # A list: the page reads it twice (the default name, then the suggestions), in one query.
+    collections = list(Collection.objects.filter(owner=request.user))
     return render(
         request, "documents/list.html",
         {"documents": documents, "collections": collections,

@@ -345,3 +345,23 @@ def test_citation_numbers_link_only_to_known_passages_and_never_inside_code():
 def test_grouped_citations_link_each_number():
     html = render_markdown("Both [1, 2].", {1: "/documents/1/?chunk=2#chunk-2", 2: "/documents/1/?chunk=3#chunk-3"})
     assert html.count('class="cite"') == 2 and ">[1]</a>" in html and ">[2]</a>" in html
+
+
+def test_the_chat_page_costs_the_same_queries_for_1_or_30_documents_and_conversations(
+    signed_in, user, collection, document, django_assert_max_num_queries
+):
+    def page(conversation) -> str:
+        response = signed_in.get(reverse("chat:detail", args=[conversation.pk]))
+        assert response.status_code == 200
+        return response.content.decode()
+
+    current = Conversation.objects.create(owner=user, title="Current")
+    with django_assert_max_num_queries(7) as one:  # session, user, conversation, documents, collections,
+        page(current)  # conversations, messages (with citations prefetched when there are any)
+    for n in range(29):
+        make_document(user, Collection.objects.create(name=f"Team {n}", owner=user), f"Notes {n}.".encode(), f"{n}.txt")
+        Conversation.objects.create(owner=user, title=f"Conversation {n}")
+    with django_assert_max_num_queries(len(one)):  # no query per document, collection or conversation
+        html = page(current)
+    assert html.count("<option value=") == 1 + 30 + 1 + 30  # collections, documents (each with "every")
+    assert "Conversation 28" in html

@@ -230,3 +230,19 @@ def test_a_question_that_cannot_be_embedded_ends_with_a_clear_error(
     assert done["error"].startswith("The documents could not be searched: The embedding service refused")
     assert "HTTP 503" in done["error"] and done["citations"] == [] and done["content"] == ""
     assert conversation.messages.filter(role="user").count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_no_database_connection_is_held_while_the_model_streams(openai_llm, user, library):
+    from django.db import connection
+
+    openai_llm.reply_text = "Twenty-five days [1]."
+    conversation = Conversation.objects.create(owner=user)
+    events = services.ask(conversation=conversation, question="How many vacation days do employees get?")
+
+    assert next(events)["type"] == "token"
+    # Handed back (to the pool, under the web server) for the seconds a model takes; saving takes one again.
+    assert connection.connection is None
+    done = list(events)[-1]
+    assert done["type"] == "done" and done["content"] == "Twenty-five days [1]." and done["citations"]
+    assert list(conversation.messages.values_list("role", flat=True)) == ["user", "assistant"]

@@ -137,3 +137,67 @@ def test_admin_reingest_action_queues_again(client, django_user_model, user, col
         client.post("/admin/documents/document/", {"action": "reingest", "_selected_action": [document.pk]})
     document.refresh_from_db()
     assert document.status == "queued" and len(callbacks) == 1
+
+
+def library_of(user, other_user, collection, count: int) -> None:
+    """``count`` documents of every kind the library shows: ready, failed, queued, and shared by someone else."""
+    from documents.models import Collection
+
+    shared = Collection.objects.get_or_create(name="Shared", owner=other_user)[0]
+    shared.members.add(user)
+    for n in range(Document.objects.count(), count):
+        owner, target = (other_user, shared) if n % 3 == 2 else (user, collection)
+        body = b"\x7fELF" + bytes(100) + bytes([n]) if n % 5 == 4 else f"Notes number {n}.".encode()
+        make(owner, target, body=body, name=f"doc-{n}.{'pdf' if n % 5 == 4 else 'txt'}", ingest_now=n % 4 != 3)
+
+
+def test_the_library_costs_the_same_queries_for_1_or_30_documents(
+    signed_in, user, other_user, collection, django_assert_max_num_queries
+):
+    def page() -> str:
+        response = signed_in.get(reverse("documents:list"))
+        assert response.status_code == 200
+        return response.content.decode()
+
+    library_of(user, other_user, collection, 1)
+    with django_assert_max_num_queries(4) as one:  # session, user, collections, documents
+        page()
+    library_of(user, other_user, collection, 30)
+    with django_assert_max_num_queries(len(one)) as thirty:  # no query per document, collection or owner
+        html = page()
+    assert html.count("data-document-id=") == 30
+    assert 'data-status="failed"' in html and 'data-status="queued"' in html and "Re-ingest" in html
+    assert len(thirty) == len(one)
+
+
+def test_status_json_costs_the_same_queries_for_1_or_30_documents(
+    signed_in, user, other_user, collection, django_assert_max_num_queries
+):
+    def status(**params) -> list[dict]:
+        response = signed_in.get(reverse("documents:status"), params)
+        assert response.status_code == 200
+        return response.json()["documents"]
+
+    library_of(user, other_user, collection, 1)
+    with django_assert_max_num_queries(3) as one:  # session, user, documents
+        status()
+    library_of(user, other_user, collection, 30)
+    ids = list(Document.objects.values_list("pk", flat=True))
+    with django_assert_max_num_queries(len(one)):
+        assert len(status()) == 30
+    with django_assert_max_num_queries(len(one)):  # the page polls with the ids it shows
+        documents = status(id=ids)
+    assert len(documents) == 30 and {d["collection"] for d in documents} == {"Handbook", "Shared"}
+
+
+def test_signed_in_users_can_change_their_password_and_no_reset_by_mail_is_offered(client, user):
+    client.force_login(user)
+    assert client.get("/accounts/password_change/").status_code == 200
+    response = client.post("/accounts/password_change/", {
+        "old_password": "correct horse battery", "new_password1": "a-new-long-passphrase-42",
+        "new_password2": "a-new-long-passphrase-42",
+    })
+    assert response.status_code == 302
+    user.refresh_from_db()
+    assert user.check_password("a-new-long-passphrase-42")
+    assert client.get("/accounts/password_reset/").status_code == 404

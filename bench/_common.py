@@ -1,0 +1,131 @@
+"""Shared by the benchmark scripts: a dedicated database, machine facts, BENCHMARKS.md tables.
+
+Each script runs Django against its own database on the same PostgreSQL the app uses
+(``DATABASE_URL``, or the embedded server under ``var/``), so benchmarks never touch the data
+of ``make run``. Shared data is found through ``RAG_SHARED_DIR`` (default ``../shared``).
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("RAG_SHARED_DIR", ROOT.parent / "shared")).resolve()
+BENCHMARKS = ROOT / "bench" / "BENCHMARKS.md"
+MINILM = SHARED / "models" / "all-MiniLM-L6-v2-int8"
+
+
+def setup_django(database: str, **environment: str) -> None:
+    """Point Django at ``database`` (created if missing) on the app's server, then set it up."""
+    sys.path.insert(0, str(ROOT))
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "ragsite.settings")
+    if (SHARED / "tiktoken").is_dir():
+        os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(SHARED / "tiktoken"))
+    for key, value in environment.items():
+        os.environ[key] = value
+    base = os.environ.get("DATABASE_URL")
+    if not base:
+        from ragsite.services import embedded_database_url
+
+        base = embedded_database_url(Path(os.environ.get("RAG_VAR_DIR", ROOT / "var")))
+    import psycopg
+
+    with psycopg.connect(base, autocommit=True) as connection:
+        exists = connection.execute("SELECT 1 FROM pg_database WHERE datname = %s", [database]).fetchone()
+        if not exists:
+            connection.execute(f'CREATE DATABASE "{database}"')
+    os.environ["DATABASE_URL"] = _with_database(base, database)
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+
+
+def _with_database(url: str, database: str) -> str:
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path="/" + database))
+
+
+def require_shared(relative: str) -> Path:
+    path = SHARED / relative
+    if not path.exists():
+        sys.exit(f"{path} not found: set RAG_SHARED_DIR to the shared data folder")
+    return path
+
+
+def machine() -> str:
+    import psutil
+
+    cpu = platform.processor() or platform.machine()
+    memory = psutil.virtual_memory().total / 2**30
+    return f"{os.cpu_count()} cores ({cpu}), {memory:.0f} GiB, {platform.system()} {platform.release()}"
+
+
+def versions() -> str:
+    from importlib.metadata import version
+
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW server_version")
+        server = cursor.fetchone()[0].split()[0]
+        cursor.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
+        pgvector = cursor.fetchone()[0]
+    return (f"PostgreSQL {server}, pgvector {pgvector}, Django {version('django')}, psycopg {version('psycopg')}, "
+            f"Python {platform.python_version()}")
+
+
+def record(title: str, settings: str, table: list[list[str]], notes: str = "") -> None:
+    """Append a dated table to BENCHMARKS.md (newest last)."""
+    header, *rows = table
+    lines = [
+        f"\n## {title} — {datetime.date.today().isoformat()}\n",
+        f"Machine: {machine()}. {versions()}.  ",
+        f"Settings: {settings}\n",
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join("---" for _ in header) + "|",
+        *("| " + " | ".join(str(cell) for cell in row) + " |" for row in rows),
+    ]
+    if notes:
+        lines += ["", notes]
+    if not BENCHMARKS.exists():
+        BENCHMARKS.write_text(
+            "# Benchmarks\n\nWritten by the scripts in `bench/` (each appends its table; newest last). "
+            "Absolute times depend on the machine; the ratios measured in one run are what to compare.\n"
+        )
+    with BENCHMARKS.open("a") as handle:
+        handle.write("\n".join(lines) + "\n")
+
+
+def peer_python() -> str:
+    """A Python with langchain-postgres, in its own venv (it pins an older pgvector than the app)."""
+    import subprocess
+
+    venv = Path(os.environ.get("RAG_VAR_DIR", ROOT / "var")) / "bench-peer-venv"
+    python = venv / "bin" / "python"
+    marker = venv / ".installed"
+    requirements = ROOT / "bench" / "requirements-peer.txt"
+    if not marker.exists() or marker.read_text() != requirements.read_text():
+        print(f"installing the peer (langchain-postgres) into {venv} ...", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "--quiet", "-r", str(requirements)], check=True)
+        marker.write_text(requirements.read_text())
+    return str(python)
+
+
+def database_url(database: str) -> str:
+    """The URL of ``database`` on the app's PostgreSQL (for peers that connect on their own)."""
+    base = os.environ.get("DATABASE_URL_BASE") or os.environ.get("DATABASE_URL", "")
+    if not base:
+        from ragsite.services import embedded_database_url
+
+        base = embedded_database_url(Path(os.environ.get("RAG_VAR_DIR", ROOT / "var")))
+    return _with_database(base, database)

@@ -1,0 +1,29 @@
+"""Serving an answer's events, produced by sync code, as a stream from either kind of server."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+from asgiref.sync import sync_to_async
+from django.core.handlers.asgi import ASGIRequest
+
+
+async def _in_request_thread(events: Iterator[str]) -> AsyncIterator[str]:
+    # thread_sensitive: every step runs in this request's one sync thread (where the view ran), so
+    # the database connection the answer uses is the one Django closes when the response finishes;
+    # between steps (while the model thinks) the stream holds no thread.
+    step = sync_to_async(next, thread_sensitive=True)
+    try:
+        while (chunk := await step(events, None)) is not None:
+            yield chunk
+    finally:  # a client that hangs up also ends the answer (and the model's stream)
+        await sync_to_async(events.close, thread_sensitive=True)()
+
+
+def streamed(request, events: Iterator[str]) -> Iterator[str] | AsyncIterator[str]:
+    """``events`` in the kind of iterator this request's server consumes incrementally.
+
+    Each server buffers the other kind whole: under ASGI an async iterator whose steps run in the
+    request's thread, under WSGI the generator itself.
+    """
+    return _in_request_thread(events) if isinstance(request, ASGIRequest) else events

@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,7 +18,7 @@ import numpy as np
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.core.files import File
-from django.db import transaction
+from django.db import connection, transaction
 from django.template.defaultfilters import filesizeformat
 from django.utils import timezone
 from psycopg.types.json import Jsonb
@@ -33,7 +34,7 @@ from documents.exceptions import (
     IngestError,
 )
 from documents.models import Chunk, Collection, Document
-from documents.parsing import parse_file_guarded
+from documents.parsing import Section, detect_kind, parse_file, parse_file_guarded
 
 logger = logging.getLogger(__name__)
 
@@ -163,6 +164,29 @@ def _set_progress(document_id: int, progress: float) -> None:
     Document.objects.filter(pk=document_id).update(progress=progress, updated_at=timezone.now())
 
 
+PROGRESS_WRITE_SECONDS = 1.0
+
+
+class _ProgressBar:
+    """Writes a document's progress for the page's bar, at most once per PROGRESS_WRITE_SECONDS.
+
+    Each write is a commit, i.e. a disk flush: for a short document, writing every step would
+    cost more than its whole store (bench/ingest_pipeline.py). The documents page polls once a
+    second, so it misses nothing it would show; the store sets 100% with the chunks.
+    """
+
+    def __init__(self, document_id: int, seconds: dict[str, float]):
+        self.document_id, self.seconds = document_id, seconds
+        self.written_at = time.monotonic()  # the status update that started processing
+
+    def show(self, progress: float) -> None:
+        if time.monotonic() - self.written_at < PROGRESS_WRITE_SECONDS:
+            return
+        with timed(self.seconds, "progress"):
+            _set_progress(self.document_id, progress)
+        self.written_at = time.monotonic()
+
+
 @contextmanager
 def local_copy(document: Document):
     """A local path of the stored file (copied to a temporary file for remote storages)."""
@@ -178,11 +202,28 @@ def local_copy(document: Document):
         yield Path(tmp.name)
 
 
+# Plain text this small is read in the worker's own process: decoding it cannot hang, nest or
+# balloon, while forking the worker (its embedding model loaded) costs ~20 ms, a hundred times
+# the parse of an abstract (bench/ingest_pipeline.py). Every other file goes to the guarded child.
+INLINE_TEXT_MAX_BYTES = 256 * 1024
+
+
+def parse_document(*, document: Document, path: Path) -> list[Section]:
+    """The file's sections: small plain text in this process, anything else in a guarded child."""
+    kind = detect_kind(path, document.original_filename, document.content_type)
+    if kind == "text" and path.stat().st_size <= INLINE_TEXT_MAX_BYTES:
+        return parse_file(path, kind, max_pages=settings.PARSE_MAX_PAGES,
+                          max_characters=settings.PARSE_MAX_CHARACTERS)
+    return parse_file_guarded(path=path, filename=document.original_filename, content_type=document.content_type)
+
+
 def document_ingest(*, document_id: int) -> Document | None:
     """Parse, chunk, embed and store one document; any failure ends in ``failed`` with a reason.
 
-    Safe to run twice, or concurrently: the chunks are replaced in one transaction.
+    Safe to run twice, or concurrently: the chunks are replaced in one transaction. Logs one line
+    per stored document with the seconds of each stage (bench/ingest_pipeline.py reads it).
     """
+    started = time.perf_counter()
     document = Document.objects.filter(pk=document_id).select_related("collection").first()
     if document is None:
         logger.info("document %s no longer exists; nothing to ingest", document_id)
@@ -191,25 +232,30 @@ def document_ingest(*, document_id: int) -> Document | None:
         status=Document.Status.PROCESSING, progress=0.0, error="",
         started_at=timezone.now(), finished_at=None, updated_at=timezone.now(),
     )
+    seconds: dict[str, float] = {}
+    progress = _ProgressBar(document_id, seconds)
     try:
-        with local_copy(document) as path:
-            sections = parse_file_guarded(
-                path=path, filename=document.original_filename, content_type=document.content_type
-            )
-        _set_progress(document_id, 0.05)
-        drafts = chunk_sections(sections)
+        with timed(seconds, "parse"), local_copy(document) as path:
+            sections = parse_document(document=document, path=path)
+        progress.show(0.05)
+        with timed(seconds, "chunk"):
+            drafts = chunk_sections(sections)
         if not drafts:
             raise EmptyDocument("The file contains no text to index.")
         backend = embeddings.get_backend()
         embeddings.check_dimension(backend)
         total = len(drafts)
-        vectors = embeddings.embed_in_batches(
-            backend,
-            [draft.embedding_text for draft in drafts],
-            # Embedding is most of the time: it drives the progress bar from 5% to 95%.
-            on_batch=lambda done, _total: _set_progress(document_id, 0.05 + 0.9 * done / total),
-        )
-        store_chunks(document=document, drafts=drafts, vectors=vectors, model_name=backend.model_name)
+        shown_before = seconds.get("progress", 0.0)
+        with timed(seconds, "embed"):
+            vectors = embeddings.embed_in_batches(
+                backend,
+                [draft.embedding_text for draft in drafts],
+                # Embedding is most of the time: it drives the progress bar from 5% to 95%.
+                on_batch=lambda done, _total: progress.show(0.05 + 0.9 * done / total),
+            )
+        seconds["embed"] -= seconds.get("progress", 0.0) - shown_before  # the model's time alone
+        with timed(seconds, "store"):
+            store_chunks(document=document, drafts=drafts, vectors=vectors, model_name=backend.model_name)
     except IngestError as error:
         _mark_failed(document_id, str(error))
     except SoftTimeLimitExceeded:
@@ -221,7 +267,22 @@ def document_ingest(*, document_id: int) -> Document | None:
             "An unexpected error stopped the processing of this document; "
             "the administrators can see the details in the worker log.",
         )
+    else:
+        logger.info(
+            "document %s stored: chunks=%d seconds=%.4f %s", document_id, total, time.perf_counter() - started,
+            " ".join(f"{stage}={value:.4f}" for stage, value in seconds.items()),
+        )
     return Document.objects.get(pk=document_id)
+
+
+@contextmanager
+def timed(seconds: dict[str, float], stage: str):
+    """Add the wall time the block takes to ``seconds[stage]`` (cheap: two clock reads)."""
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        seconds[stage] = seconds.get(stage, 0.0) + time.perf_counter() - started
 
 
 def _mark_failed(document_id: int, reason: str) -> None:
@@ -264,15 +325,31 @@ def store_chunks(
     if len(drafts) != len(vectors):
         raise ValueError(f"{len(drafts)} chunks but {len(vectors)} vectors")
     with transaction.atomic():
-        # Lock the row: two runs of the same document store one after the other.
-        locked = Document.objects.select_for_update().filter(pk=document.pk).first()
-        if locked is None:
-            return  # deleted while we worked
-        Chunk.objects.filter(document_id=document.pk).delete()
-        distance = Collection.objects.values_list("distance", flat=True).get(pk=document.collection_id)
+        # The few statements around the COPY are plain SQL: the worker runs them once per document,
+        # and compiling them with the ORM cost more than running them (bench/ingest_store.py).
+        with connection.cursor() as cursor:
+            # Lock the document's row (not its collection's): two runs of the same document store
+            # one after the other. The same statement reads the distance, i.e. which partial HNSW
+            # index the rows join.
+            cursor.execute(
+                f"SELECT d.collection_id, c.distance FROM {Document._meta.db_table} d "
+                f"JOIN {Collection._meta.db_table} c ON c.id = d.collection_id WHERE d.id = %s FOR UPDATE OF d",
+                [document.pk],
+            )
+            row = cursor.fetchone()
+            if row is None:
+                return  # deleted while we worked
+            collection_id, distance = row
+            # A separate statement, so that it sees what a run we waited for committed.
+            cursor.execute(f"SELECT EXISTS (SELECT 1 FROM {Chunk._meta.db_table} WHERE document_id = %s)",
+                           [document.pk])
+            replacing = cursor.fetchone()[0]
+        if replacing:
+            # Through the ORM, which clears the citations of the old chunks; only their ids are read.
+            Chunk.objects.filter(document_id=document.pk).only("pk").delete()
         copy_chunk_rows(
             (
-                document.pk, document.collection_id, draft.ordinal, draft.text, draft.page,
+                document.pk, collection_id, draft.ordinal, draft.text, draft.page,
                 draft.heading, draft.char_start, draft.char_end, draft.token_count,
                 Jsonb(document.metadata or {}), vector, model_name, distance,
             )

@@ -45,6 +45,9 @@ class Collection(models.Model):
         help_text="People who may read this collection's documents and ask about them.",
     )
     created_at = models.DateTimeField(auto_now_add=True)
+    # Kept by database triggers on the chunk table, for BM25: how many chunks, how long.
+    chunk_total = models.BigIntegerField(default=0, editable=False)
+    token_total = models.BigIntegerField(default=0, editable=False)
 
     objects = CollectionQuerySet.as_manager()
 
@@ -171,6 +174,24 @@ class Chunk(models.Model):
 
     def __str__(self) -> str:
         return f"{self.document_id}#{self.ordinal}"
+
+
+class TermStat(models.Model):
+    """How many chunks of a collection contain a (stemmed) word: BM25's document frequency.
+
+    Kept exact by statement-level triggers on the chunk table (see migration 0003), so every
+    path that writes chunks — COPY, cascades, the admin, raw SQL — keeps it right.
+    """
+
+    collection = models.ForeignKey(Collection, on_delete=models.CASCADE, related_name="+")
+    lexeme = models.TextField()
+    df = models.BigIntegerField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["collection", "lexeme"], name="unique_term_per_collection")]
+
+    def __str__(self) -> str:
+        return f"{self.lexeme} ({self.df})"
 
 
 def hash_token(raw: str) -> str:

@@ -4,7 +4,8 @@ Parsers are well-kept libraries (pypdf, python-docx, BeautifulSoup + lxml, chars
 Hostile files exist (page trees that point at themselves, zip bombs, endless nesting), so the
 worker never parses in its own process: ``parse_file_guarded`` runs the parser in a forked child
 with a memory limit and kills it after a timeout. Whatever happens there, the worker lives and
-the document gets a reason a person understands.
+the document gets a reason a person understands. (The one exception, decided in
+``documents.ingest.parse_document``: small plain-text files, whose decoding cannot hang or balloon.)
 """
 
 from __future__ import annotations

@@ -174,6 +174,176 @@ def ingest_section(text):
     return Section(text=text)
 
 
+def unit_vectors(drafts):
+    return [[1.0] + [0.0] * 383 for _ in drafts]
+
+
+def test_reingest_keeps_answers_and_empties_their_citations_of_replaced_chunks(user, collection, tmp_path):
+    from chat.models import Citation, Conversation, Message
+
+    document = ingest_path(user, collection, factory.make_text(tmp_path / "a.txt", "Expense policy text. " * 60))
+    old = document.chunks.order_by("ordinal").first()
+    answer = Message.objects.create(conversation=Conversation.objects.create(owner=user), role="assistant",
+                                    content="Receipts are required [1].")
+    citation = Citation.objects.create(message=answer, chunk=old, index=1, document_id=document.pk,
+                                       title=document.title)
+    again = ingest.document_ingest(document_id=document.pk)
+    assert again.status == Document.Status.READY
+    assert not Chunk.objects.filter(pk=old.pk).exists()
+    citation.refresh_from_db()
+    assert citation.chunk_id is None and Message.objects.filter(pk=answer.pk).exists()
+
+
+def test_document_ingest_logs_the_seconds_of_each_stage(user, collection, tmp_path, caplog):
+    path = factory.make_text(tmp_path / "a.txt", "Stage timing text. " * 40)
+    with caplog.at_level("INFO", logger="documents.ingest"):
+        document = ingest_path(user, collection, path)
+    [line] = [r.getMessage() for r in caplog.records if r.getMessage().startswith(f"document {document.pk} stored")]
+    fields = dict(pair.split("=") for pair in line.split(": ", 1)[1].split())
+    assert int(fields["chunks"]) == document.chunk_count
+    assert {"seconds", "parse", "chunk", "embed", "store"} <= set(fields)
+    stages = sum(float(fields[stage]) for stage in ("parse", "chunk", "embed", "store"))
+    assert 0 < stages <= float(fields["seconds"]) + 0.001  # each figure is rounded to 0.1 ms
+
+
+def test_small_plain_text_is_parsed_without_forking_the_worker(user, collection, tmp_path, monkeypatch):
+    def no_fork(**kwargs):
+        raise AssertionError("parse_file_guarded was called")
+
+    monkeypatch.setattr(ingest, "parse_file_guarded", no_fork)
+    document = ingest_path(user, collection, factory.make_text(tmp_path / "note.txt", "Travel is booked by HR. " * 40))
+    assert document.status == Document.Status.READY, document.error
+    assert "booked by HR" in document.chunks.first().text
+
+
+def test_other_kinds_and_larger_text_are_parsed_in_the_guarded_child(user, collection, tmp_path, monkeypatch):
+    guarded = []
+    original = ingest.parse_file_guarded
+
+    def spy(**kwargs):
+        guarded.append(kwargs["filename"])
+        return original(**kwargs)
+
+    monkeypatch.setattr(ingest, "parse_file_guarded", spy)
+    monkeypatch.setattr(ingest, "INLINE_TEXT_MAX_BYTES", 1000)
+    small = ingest_path(user, collection, factory.make_text(tmp_path / "small.txt", "Short. " * 20))
+    large = ingest_path(user, collection, factory.make_text(tmp_path / "large.txt", "Longer text here. " * 100))
+    markdown_path = tmp_path / "guide.md"
+    markdown_path.write_text("# Guide\n\nOn-call rotation and escalation contacts.\n")
+    markdown = ingest_path(user, collection, markdown_path)
+    assert [d.status for d in (small, large, markdown)] == [Document.Status.READY] * 3
+    assert guarded == ["large.txt", "guide.md"]
+
+
+def progress_writes(queries):
+    return [float(q["sql"].split('"progress" = ')[1].split(",")[0]) for q in queries
+            if q["sql"].startswith('UPDATE "documents_document" SET "progress" = ')]
+
+
+def test_a_short_document_reaches_ready_without_progress_writes_in_between(user, collection, tmp_path, monkeypatch):
+    from django.test.utils import CaptureQueriesContext
+
+    monkeypatch.setattr(ingest, "PROGRESS_WRITE_SECONDS", 3600)
+    document = upload(user, collection, factory.make_text(tmp_path / "a.txt", "A short note. " * 30))
+    with CaptureQueriesContext(connection) as queries:
+        document = ingest.document_ingest(document_id=document.pk)
+    assert document.status == Document.Status.READY and document.progress == 1.0
+    assert progress_writes(queries) == []
+
+
+def test_progress_is_written_after_parsing_and_each_batch_when_enough_time_passed(
+    user, collection, tmp_path, monkeypatch, settings
+):
+    from django.test.utils import CaptureQueriesContext
+
+    monkeypatch.setattr(ingest, "PROGRESS_WRITE_SECONDS", 0)
+    settings.EMBEDDING_BATCH_SIZE = 2
+    path = factory.make_text(tmp_path / "long.txt", "A sentence about retention policies. " * 400)
+    document = upload(user, collection, path)
+    with CaptureQueriesContext(connection) as queries:
+        document = ingest.document_ingest(document_id=document.pk)
+    written = progress_writes(queries)
+    batches = -(-document.chunk_count // 2)
+    assert document.chunk_count > 2 and len(written) == 1 + batches
+    assert written[0] == 0.05 and written == sorted(written) and written[-1] < 1.0 == document.progress
+
+
+@pytest.mark.django_db(transaction=True)
+def test_store_locks_the_document_row_and_never_blocks_uploads_into_its_collection(user, collection, tmp_path):
+    from django.db import OperationalError, connections
+
+    document = upload(user, collection, factory.make_text(tmp_path / "a.txt", "Lock check. " * 20))
+    drafts = ingest.chunk_sections([ingest_section("Stored while another connection tries to lock.")])
+    seen = {}
+
+    def try_locks_from_another_connection():
+        other = connections.create_connection("default")
+        try:
+            with other.cursor() as cursor:
+                # The collection's BM25 totals are updated (a no-key update), so uploads into it, which
+                # take a key-share lock, go on while a document stores.
+                for table, pk, lock in (("documents_document", document.pk, "UPDATE"),
+                                        ("documents_collection", collection.pk, "KEY SHARE")):
+                    try:
+                        cursor.execute(f"SELECT 1 FROM {table} WHERE id = %s FOR {lock} NOWAIT", [pk])
+                        seen[table] = "free"
+                    except OperationalError:
+                        seen[table] = "locked"
+        finally:
+            other.close()
+
+    ingest.store_chunks(document=document, drafts=drafts, vectors=unit_vectors(drafts), model_name="m",
+                        on_stored=try_locks_from_another_connection)
+    assert seen == {"documents_document": "locked", "documents_collection": "free"}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_store_that_waited_for_another_replaces_what_that_one_stored(user, collection, tmp_path):
+    import threading
+    import time
+
+    from django.db import connections
+
+    document = upload(user, collection, factory.make_text(tmp_path / "a.txt", "Concurrent runs. " * 20))
+    first = ingest.chunk_sections([ingest_section("The first run's text. " * 400)])
+    second = ingest.chunk_sections([ingest_section("The second run's text.")])
+    errors = []
+
+    def second_run():
+        try:
+            ingest.store_chunks(document=document, drafts=second, vectors=unit_vectors(second), model_name="second")
+        except Exception as error:  # reported by the assertion below
+            errors.append(error)
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=second_run)
+
+    def start_the_second_and_let_it_wait_for_our_lock():
+        thread.start()
+        watcher = connections.create_connection("default")
+        try:
+            with watcher.cursor() as cursor:
+                for _ in range(300):
+                    cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                                   "AND wait_event_type = 'Lock'")
+                    if cursor.fetchone()[0]:
+                        return
+                    time.sleep(0.1)
+        finally:
+            watcher.close()
+        raise AssertionError("the second run never waited for the first one's lock")
+
+    assert len(first) > 1
+    ingest.store_chunks(document=document, drafts=first, vectors=unit_vectors(first), model_name="first",
+                        on_stored=start_the_second_and_let_it_wait_for_our_lock)
+    thread.join(timeout=60)
+    assert not thread.is_alive() and errors == []
+    chunks = Chunk.objects.filter(document=document)
+    assert set(chunks.values_list("embedding_model", flat=True)) == {"second"}
+    assert chunks.count() == len(second) == Document.objects.get(pk=document.pk).chunk_count
+
+
 EXPECTED = {
     "good-117-pages.pdf": "ready",
     "good.docx": "ready",

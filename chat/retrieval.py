@@ -7,10 +7,12 @@ in Python after the fact, so no code path can forget it.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date
 
 import numpy as np
+import psycopg
 from django.conf import settings
 from django.db import transaction
 
@@ -84,9 +86,13 @@ def _where(user, filters: Filters, model_name: str | None) -> tuple[str, list]:
 
 def search(
     *, user, query: str, k: int = 10, filters: Filters | None = None, mode: str = "hybrid",
-    candidates: int | None = None,
+    candidates: int | None = None, query_vector: Sequence[float] | np.ndarray | None = None,
 ) -> list[Hit]:
-    """The ``k`` best chunks for ``query`` among those ``user`` may read."""
+    """The ``k`` best chunks for ``query`` among those ``user`` may read.
+
+    ``query_vector`` is the query's embedding when the caller already has it (it must come from the
+    configured backend's model): the vector arm then skips embedding ``query`` again.
+    """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}")
     query = (query or "").strip()[:2000]
@@ -94,15 +100,90 @@ def search(
         return []
     filters = filters or Filters()
     k = min(k, 1000)
-    pool = max(candidates or settings.RETRIEVAL_CANDIDATES, k)
-    with transaction.atomic(), vector_cursor() as cursor:
-        if mode == "vector":
-            rows = _vector(cursor, user, query, filters, k)
-        elif mode == "keyword":
-            rows = _keyword(cursor, user, query, filters, k)
-        else:
-            rows = _fuse([_vector(cursor, user, query, filters, pool), _keyword(cursor, user, query, filters, pool)], k)
-    return rows
+    limit = k if mode != "hybrid" else max(candidates or settings.RETRIEVAL_CANDIDATES, k)
+    vector = None if mode == "keyword" else _checked_vector(query_vector) if query_vector is not None else None
+    # SET LOCAL lasts until the end of the transaction: per query, not per session. Iterative scans
+    # keep walking the HNSW graph until enough rows pass the filters.
+    ef_search = min(max(settings.HNSW_EF_SEARCH, limit), 1000)
+    prelude = [f"SET LOCAL hnsw.ef_search = {int(ef_search)}", "SET LOCAL hnsw.iterative_scan = relaxed_order"]
+    statements: list[tuple[str, list]] = []
+    with vector_cursor() as cursor:
+        if mode != "keyword":
+            backend = embeddings.get_backend()
+            if vector is None:
+                vector = np.asarray(backend.embed_query(query), dtype=np.float32)
+            # Which distances the covered collections use is only known from the database; the
+            # default one is searched at once (skipped by the server unless a covered collection
+            # uses it), so that the usual search is a single round trip.
+            statements += [_distances_sql(user, filters),
+                           _vector_sql(user, filters, limit, vector, SPECULATED, backend.model_name)]
+        if mode != "vector":
+            statements.append(_keyword_sql(user, query, filters, limit))
+        results = _fetch_together(cursor, prelude if mode != "keyword" else [], statements)
+        keyword = [Hit(*row) for row in results.pop()] if mode != "vector" else []
+        nearest_rows: list[list[tuple]] = []
+        if mode != "keyword":
+            distance_rows, speculated = results
+            distances = sorted(row[0] for row in distance_rows if row[0] in OPERATORS)
+            others = [distance for distance in distances if distance != SPECULATED]
+            found = dict(zip(others, _fetch_together(
+                cursor, prelude, [_vector_sql(user, filters, limit, vector, d, backend.model_name) for d in others]
+            ), strict=True))
+            found[SPECULATED] = speculated
+            nearest_rows = [found[distance] for distance in distances]
+    threshold = settings.RETRIEVAL_MIN_SIMILARITY
+    nearest = [Hit(*row, relevant=row[-1] >= threshold) for rows in nearest_rows for row in rows]
+    if len(nearest_rows) > 1:  # collections with different distances: merge on cosine similarity
+        nearest = sorted(nearest, key=lambda hit: (-hit.score, hit.chunk_id))[:limit]
+    if mode == "vector":
+        return nearest
+    if mode == "keyword":
+        return keyword
+    return _fuse([nearest, keyword], k)
+
+
+def _checked_vector(query_vector) -> np.ndarray:
+    vector = np.asarray(query_vector, dtype=np.float32).reshape(-1)
+    if vector.shape[0] != settings.EMBEDDING_DIMENSIONS or not np.isfinite(vector).all():
+        raise ValueError(
+            f"query_vector must hold {settings.EMBEDDING_DIMENSIONS} finite numbers (EMBEDDING_DIMENSIONS)."
+        )
+    return vector
+
+
+def _fetch_together(cursor, prelude: list[str], statements: list[tuple[str, list]]) -> list[list[tuple]]:
+    """The rows of each statement, all sent to the server in one round trip.
+
+    A search used to take six round trips (BEGIN, two settings, the distances, the query, COMMIT),
+    each costing about what the HNSW scan itself does on a busy server. Django's psycopg cursors
+    bind parameters on the client (unless OPTIONS sets server_side_binding), so one simple-protocol
+    message can carry the settings and every statement. PostgreSQL runs such a message as one
+    implicit transaction: SET LOCAL lasts until its last statement (or, in a caller's transaction,
+    until that ends, as it always did). With server-side binding, they run one by one instead.
+    """
+    if not statements:
+        return []
+    if _binds_client_side(cursor):
+        cursor.execute("; ".join([*prelude, *(sql for sql, _ in statements)]),
+                       [param for _, params in statements for param in params])
+        results = []
+        while True:
+            if cursor.description is not None:  # the settings return no rows
+                results.append(cursor.fetchall())
+            if not cursor.nextset():
+                return results
+    with transaction.atomic():
+        for setting in prelude:
+            cursor.execute(setting)
+        results = []
+        for sql, params in statements:
+            cursor.execute(sql, params)
+            results.append(cursor.fetchall())
+        return results
+
+
+def _binds_client_side(cursor) -> bool:
+    return isinstance(cursor.cursor, psycopg.ClientCursor)
 
 
 # The operator of each distance (matching its partial index's opclass), and its result turned into
@@ -111,62 +192,67 @@ OPERATORS = {"cosine": "<=>", "l2": "<->", "ip": "<#>"}
 SIMILARITY = {"cosine": "1 - {d}", "l2": "1 - {d} * {d} / 2", "ip": "-{d}"}
 
 
-def _distances(cursor, user, filters: Filters) -> list[str]:
-    """The distances of the collections this search covers (one, unless collections differ)."""
+# The default distance of a collection, searched in the first round trip (see search()).
+SPECULATED = "cosine"
+
+
+def _covered(user, filters: Filters, alias: str) -> tuple[str, list]:
+    """The collections ``alias`` rows of documents_collection a search covers: readable, and filtered."""
     sql = (
-        "SELECT DISTINCT distance FROM documents_collection WHERE id IN (SELECT id FROM documents_collection"
-        " WHERE owner_id = %s UNION SELECT collection_id FROM documents_collection_members WHERE user_id = %s)"
+        f"{alias}.id IN (SELECT id FROM documents_collection WHERE owner_id = %s"
+        " UNION SELECT collection_id FROM documents_collection_members WHERE user_id = %s)"
     )
     params: list = [user.pk, user.pk]
     if filters.collections:
-        sql += " AND id = ANY(%s)"
+        sql += f" AND {alias}.id = ANY(%s)"
         params.append(list(filters.collections))
-    cursor.execute(sql, params)
-    return sorted(row[0] for row in cursor.fetchall() if row[0] in OPERATORS)
+    return sql, params
 
 
-def _vector(cursor, user, query: str, filters: Filters, limit: int) -> list[Hit]:
-    backend = embeddings.get_backend()
-    vector = np.asarray(backend.embed_query(query), dtype=np.float32)
-    # SET LOCAL lasts until the end of the surrounding transaction: per query, not per session.
-    # Iterative scans keep walking the HNSW graph until enough rows pass the filters.
-    ef_search = min(max(settings.HNSW_EF_SEARCH, limit), 1000)
-    cursor.execute("SELECT set_config('hnsw.ef_search', %s, true)", [str(ef_search)])
-    cursor.execute("SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true)")
-    where, params = _where(user, filters, backend.model_name)
-    hits: list[Hit] = []
-    distances = _distances(cursor, user, filters)
-    for distance in distances:
-        operator = OPERATORS[distance]  # from a fixed table, never from input
-        similarity = SIMILARITY[distance].format(d="n.distance")
-        # The distance literal lets the planner pick that distance's partial HNSW index.
-        # relaxed_order may return rows slightly out of order: re-sort the materialised candidates.
-        cursor.execute(
-            f"""
-            WITH nearest AS MATERIALIZED (
-                SELECT c.id, c.document_id, c.page, c.heading, c.text, c.embedding {operator} %s AS distance
-                FROM documents_chunk c
-                WHERE c.distance = '{distance}' AND {where}
-                ORDER BY c.embedding {operator} %s
-                LIMIT %s
-            )
-            SELECT n.id, n.document_id, d.title, n.page, n.heading, n.text, {similarity}
-            FROM nearest n JOIN documents_document d ON d.id = n.document_id
-            ORDER BY n.distance
-            """,
-            [vector, *params, vector, limit],
+def _distances_sql(user, filters: Filters) -> tuple[str, list]:
+    """The distances of the collections this search covers (one, unless collections differ)."""
+    covered, params = _covered(user, filters, "g")
+    return f"SELECT DISTINCT g.distance FROM documents_collection g WHERE {covered}", params
+
+
+def _vector_literal(vector: np.ndarray) -> str:
+    # Formatted from Python floats (exact for float32): ten times faster than adapting the numpy
+    # array element by element.
+    return "[" + ",".join(map(repr, vector.tolist())) + "]"
+
+
+def _vector_sql(user, filters: Filters, limit: int, vector: np.ndarray, distance: str, model_name: str):
+    where, params = _where(user, filters, model_name)
+    covered, covered_params = _covered(user, filters, "g")
+    operator = OPERATORS[distance]  # from a fixed table, never from input
+    similarity = SIMILARITY[distance].format(d="n.gap")
+    # The distance literal lets the planner pick that distance's partial HNSW index; the EXISTS is a
+    # one-time filter: without a covered collection of this distance, the index is never opened.
+    # relaxed_order may return rows out of order: re-sort the materialised candidates
+    # ("+ 0": PostgreSQL 17+ would otherwise trust the CTE's order and skip the sort, as pgvector's
+    # README warns). ORDER BY the output column sends the query vector once; the index is used the same.
+    return (
+        f"""
+        WITH nearest AS MATERIALIZED (
+            SELECT c.id, c.document_id, c.page, c.heading, c.text, c.embedding {operator} %s::vector AS gap
+            FROM documents_chunk c
+            WHERE c.distance = '{distance}' AND {where}
+              AND EXISTS (SELECT 1 FROM documents_collection g WHERE g.distance = '{distance}' AND {covered})
+            ORDER BY gap
+            LIMIT %s
         )
-        threshold = settings.RETRIEVAL_MIN_SIMILARITY
-        hits.extend(Hit(*row, relevant=row[-1] >= threshold) for row in cursor.fetchall())
-    if len(distances) > 1:  # collections with different distances: merge on cosine similarity
-        hits = sorted(hits, key=lambda hit: (-hit.score, hit.chunk_id))[:limit]
-    return hits
+        SELECT n.id, n.document_id, d.title, n.page, n.heading, n.text, {similarity}
+        FROM nearest n JOIN documents_document d ON d.id = n.document_id
+        ORDER BY n.gap + 0
+        """,
+        [_vector_literal(vector), *params, *covered_params, limit],
+    )
 
 
-def _keyword(cursor, user, query: str, filters: Filters, limit: int) -> list[Hit]:
+def _keyword_sql(user, query: str, filters: Filters, limit: int):
     where, params = _where(user, filters, None)
     # Any query term may match (OR), ranked by cover density: questions are not boolean queries.
-    cursor.execute(
+    return (
         f"""
         WITH q AS (
             SELECT replace(plainto_tsquery('english', %s)::text, '&', '|')::tsquery AS query
@@ -180,7 +266,6 @@ def _keyword(cursor, user, query: str, filters: Filters, limit: int) -> list[Hit
         """,
         [query, *params, limit],
     )
-    return [Hit(*row) for row in cursor.fetchall()]
 
 
 def _fuse(rankings: list[list[Hit]], k: int) -> list[Hit]:

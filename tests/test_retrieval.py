@@ -7,7 +7,7 @@ from django.db import connection
 from chat import retrieval
 from chat.retrieval import Filters, search
 from documents import ingest
-from documents.models import Chunk, Collection
+from documents.models import Chunk, Collection, Document
 
 pytestmark = pytest.mark.django_db
 
@@ -146,3 +146,79 @@ def test_changing_a_collections_distance_moves_its_chunks(user, collection, libr
     assert ingest.collection_apply_distance(collection=collection) == chunks > 0
     assert set(Chunk.objects.filter(collection=collection).values_list("distance", flat=True)) == {"ip"}
     assert search(user=user, query="vacation days", k=1, mode="vector")[0].document_id == library["vacation"].pk
+
+
+def test_a_precomputed_query_vector_gives_the_same_hits_as_the_query_text(user, library):
+    from documents import embeddings
+
+    question = "How many vacation days do employees get?"
+    vector = embeddings.get_backend().embed_query(question)
+    for mode in retrieval.MODES:
+        assert search(user=user, query=question, k=3, mode=mode, query_vector=vector) == search(
+            user=user, query=question, k=3, mode=mode
+        )
+
+
+def test_a_query_vector_is_used_instead_of_embedding_the_text(user, library):
+    from documents import embeddings
+
+    vector = embeddings.get_backend().embed_query("office kitchen cleaned on Friday")
+    hits = search(user=user, query="vacation days", k=1, mode="vector", query_vector=vector)
+    assert hits[0].document_id == library["kitchen"].pk
+
+
+def test_a_query_vector_of_the_wrong_size_is_refused(user, library):
+    with pytest.raises(ValueError, match="EMBEDDING_DIMENSIONS"):
+        search(user=user, query="vacation", k=1, mode="vector", query_vector=[0.1, 0.2])
+    with pytest.raises(ValueError, match="finite"):
+        search(user=user, query="vacation", k=1, mode="vector", query_vector=[float("nan")] * 384)
+
+
+@pytest.mark.parametrize("mode", retrieval.MODES)
+def test_a_search_is_one_round_trip(mode, user, library):
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as queries:
+        assert search(user=user, query="vacation days", k=3, mode=mode)
+    assert len(queries) == 1  # the settings, the distances and every query, sent at once
+
+
+def test_collections_of_other_distances_take_a_second_round_trip(user, collection, library):
+    from django.test.utils import CaptureQueriesContext
+
+    euclid = Collection.objects.create(name="Euclid", owner=user, distance="l2")
+    add(user, euclid, "contract", "Contractors receive ten vacation days per year.")
+    with CaptureQueriesContext(connection) as queries:
+        hits = search(user=user, query="vacation days", k=10, mode="hybrid")
+    assert len(queries) == 2
+    assert {library["vacation"].pk, Document.objects.get(title="contract").pk} <= {h.document_id for h in hits}
+
+
+def test_a_collection_without_the_default_distance_is_searched_in_its_own_index(user, collection, library):
+    Collection.objects.filter(pk=collection.pk).update(distance="ip")
+    Chunk.objects.filter(collection=collection).update(distance="ip")
+    hits = search(user=user, query="How many vacation days do employees get?", k=2, mode="vector")
+    assert hits[0].document_id == library["vacation"].pk
+    # The chunks still in the cosine index after a distance change are not searched (as before).
+    Chunk.objects.filter(collection=collection).update(distance="cosine")
+    assert search(user=user, query="vacation days", k=2, mode="vector") == []
+
+
+@pytest.mark.parametrize("mode", retrieval.MODES)
+def test_server_side_binding_runs_the_statements_one_by_one_with_the_same_hits(mode, user, library, monkeypatch):
+    question = "How many vacation days do employees get?"
+    expected = search(user=user, query=question, k=4, mode=mode)
+    monkeypatch.setattr(retrieval, "_binds_client_side", lambda cursor: False)
+    assert search(user=user, query=question, k=4, mode=mode) == expected
+
+
+@pytest.mark.django_db(transaction=True)
+def test_search_settings_do_not_outlive_the_search(user, collection):
+    add(user, collection, "vacation", TEXTS["vacation"])
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT current_setting('hnsw.ef_search', true)")
+        before = cursor.fetchone()[0]
+    assert search(user=user, query="vacation days", k=1, mode="vector")
+    with connection.cursor() as cursor:  # autocommit: the search ran in its own implicit transaction
+        cursor.execute("SELECT current_setting('hnsw.ef_search', true), current_setting('hnsw.iterative_scan', true)")
+        assert cursor.fetchone() == (before if before is not None else "40", "off")

@@ -1,0 +1,345 @@
+"""Data for the search benchmarks (bench/search.py, bench/filtered_search.py).
+
+- **SciFact sentences**: the abstracts of ``$RAG_SHARED_DIR/data/scifact/corpus.jsonl`` split into
+  sentences and embedded with the offline all-MiniLM-L6-v2 through the app's own fastembed
+  backend. Embedding is slow on a small CPU, so the vectors are cached under ``var/bench-cache/``
+  as a prefix: asking for more sentences later embeds only the new ones.
+- **Clustered synthetic vectors**: documents drawn around topic centres, spread in a shared
+  64-dimensional subspace plus a little isotropic noise (real sentence embeddings are neither
+  uniform nor isotropic), L2-normalised like every backend's vectors.
+- **Loading** either as ``Chunk`` rows through the app's binary COPY path, in the collections of two
+  users (one owns most of the data, the other owns some, shares some), so that the permission
+  filter in the SQL is real. The cosine HNSW index is dropped before the load and rebuilt after,
+  as a bulk load should be, and the build is timed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import sys
+import time
+from dataclasses import dataclass
+
+import _common
+import numpy as np
+
+CACHE = _common.ROOT / "var" / "bench-cache"
+# A sentence ends at . ! or ? followed by space and a capital, digit or bracket ("p = 0.016)." stays whole).
+SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(\[])")
+HNSW_INDEX = "chunk_embedding_hnsw_cosine"
+
+
+@dataclass
+class Corpus:
+    name: str
+    texts: list[str]  # one per chunk
+    titles: list[str]  # one per document
+    doc_of: np.ndarray  # chunk -> document index
+    vectors: np.ndarray  # (chunks, dim) float32, L2-normalised
+    queries: np.ndarray  # (queries, dim)
+    query_texts: list[str]
+
+
+def normalise(matrix: np.ndarray) -> np.ndarray:
+    matrix = np.asarray(matrix, dtype=np.float32)
+    return matrix / np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12)
+
+
+def scifact_sentences() -> tuple[list[str], list[str], list[int]]:
+    """Every SciFact sentence in file order, the abstracts' titles, and each sentence's abstract."""
+    texts, titles, doc_of = [], [], []
+    with _common.require_shared("data/scifact/corpus.jsonl").open() as corpus:
+        for line in corpus:
+            record = json.loads(line)
+            sentences = [s.strip() for s in SENTENCE.split(record["text"]) if s.strip()]
+            if not sentences:
+                continue
+            titles.append(record["title"])
+            texts += sentences
+            doc_of += [len(titles) - 1] * len(sentences)
+    return texts, titles, doc_of
+
+
+def scifact_claims() -> list[str]:
+    """The dev-split claims (distinct), the questions SciFact asks of its abstracts."""
+    claims: dict[str, None] = {}
+    with _common.require_shared("data/scifact/queries-dev.jsonl").open() as queries:
+        for line in queries:
+            claims.setdefault(json.loads(line)["text"].strip(), None)
+    return list(claims)
+
+
+def scifact(*, sentences: int, queries: int) -> Corpus:
+    """The first ``sentences`` SciFact sentences (0: all) embedded with MiniLM, and ``queries`` claims."""
+    texts, titles, doc_of = scifact_sentences()
+    if sentences:
+        texts, doc_of = texts[:sentences], doc_of[:sentences]
+    titles = titles[: doc_of[-1] + 1]
+    vectors = embed_cached("scifact-sentences", texts)
+    claims = scifact_claims()[:queries]
+    return Corpus(
+        name=f"SciFact sentences, MiniLM ({len(texts):,})", texts=texts, titles=titles,
+        doc_of=np.asarray(doc_of), vectors=vectors, queries=embed_cached("scifact-claims", claims),
+        query_texts=claims,
+    )
+
+
+def embed_cached(name: str, texts: list[str]) -> np.ndarray:
+    """``texts`` embedded by the configured backend, cached under var/bench-cache/.
+
+    The cache keeps a hash of each text: any request that starts with the cached texts reuses
+    them (a smaller one slices, a larger one embeds only the rest).
+    """
+    from documents import embeddings
+
+    backend = embeddings.get_backend()
+    path = CACHE / f"{name}-{re.sub(r'[^A-Za-z0-9]+', '-', backend.model_name)}.npz"
+    hashes = np.asarray([int.from_bytes(hashlib.blake2b(t.encode(), digest_size=8).digest(), "little") for t in texts],
+                        dtype=np.uint64)
+    cached = np.zeros((0, backend.dimensions), dtype=np.float32)
+    if path.exists():
+        stored = np.load(path)
+        same = min(len(stored["hashes"]), len(texts))
+        mismatch = np.flatnonzero(stored["hashes"][:same] != hashes[:same])
+        cached = stored["vectors"][: mismatch[0] if len(mismatch) else same]
+    if len(cached) == len(texts):
+        return cached
+    missing = texts[len(cached):]
+    print(f"embedding {len(missing):,} texts ({name}) with {backend.model_name}, cached in {path} ...", flush=True)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    started, parts = time.perf_counter(), [cached]
+    for start in range(0, len(missing), 1024):
+        parts.append(np.asarray(backend.embed_documents(missing[start: start + 1024]), dtype=np.float32))
+        done = min(start + 1024, len(missing))
+        vectors = np.concatenate(parts)
+        with open(path.with_suffix(".tmp"), "wb") as out:  # an interrupted run keeps its progress
+            np.savez(out, vectors=vectors, hashes=hashes[: len(vectors)])
+        path.with_suffix(".tmp").replace(path)
+        rate = done / (time.perf_counter() - started)
+        print(f"  {done:,}/{len(missing):,} ({rate:.0f}/s, {(len(missing) - done) / rate:.0f} s left)", flush=True)
+    return np.concatenate(parts)
+
+
+def clustered(*, n: int, queries: int, dim: int = 384, chunks_per_document: int = 20, seed: int = 0,
+              query_texts: list[str] | None = None) -> Corpus:
+    """``n`` synthetic chunk vectors in documents around topic centres (about 100 chunks per topic).
+
+    A document is its topic's centre moved along a shared 64-dimensional subspace; its chunks
+    spread around it in that subspace, plus a little isotropic noise. Queries are chunks of unseen
+    documents of random topics. Texts are SciFact sentences, cycled, so that rows have real widths.
+    """
+    rng = np.random.default_rng(seed)
+    topics = max(1, n // 100)
+    centres = normalise(rng.standard_normal((topics, dim)))
+    basis = rng.standard_normal((64, dim)).astype(np.float32) / 8.0  # rows ~ unit length
+
+    def chunks(doc_topics: np.ndarray, per_document: int) -> np.ndarray:
+        docs = centres[doc_topics] + 0.6 * normalise(rng.standard_normal((len(doc_topics), 64)) @ basis)
+        repeated = np.repeat(docs, per_document, axis=0)
+        spread = normalise(rng.standard_normal((len(repeated), 64)).astype(np.float32) @ basis)
+        noise = normalise(rng.standard_normal((len(repeated), dim)))
+        return normalise(repeated + 0.45 * spread + 0.25 * noise)
+
+    documents = -(-n // chunks_per_document)
+    parts = []
+    for start in range(0, documents, 5000):  # in blocks: 1M vectors would need several copies at once
+        parts.append(chunks(rng.integers(0, topics, size=min(5000, documents - start)), chunks_per_document))
+    vectors = np.concatenate(parts)[:n]
+    sentences, _, _ = scifact_sentences()
+    texts = [sentences[i % len(sentences)] for i in range(n)]
+    doc_of = np.arange(n) // chunks_per_document
+    return Corpus(
+        name=f"synthetic clustered ({n:,})", texts=texts, titles=[f"synthetic document {i}" for i in range(documents)],
+        doc_of=doc_of, vectors=vectors, queries=chunks(rng.integers(0, topics, size=queries), 1),
+        query_texts=query_texts[:queries] if query_texts else [f"synthetic query {i}" for i in range(queries)],
+    )
+
+
+@dataclass
+class Loaded:
+    chunk_ids: np.ndarray  # database id of each corpus chunk
+    collection_of: np.ndarray  # collection id of each corpus chunk
+    collections: dict  # name -> Collection
+    user: object  # who searches ("alice")
+    other: object  # the other user ("bob")
+    load_seconds: float
+
+
+def load(corpus: Corpus, *, layout: list[tuple[str, str, bool, float]], seed: int = 0) -> Loaded:
+    """Replace every chunk with ``corpus``, documents spread over ``layout`` collections.
+
+    ``layout``: (collection name, owner "alice" or "bob", shared with alice, fraction of the chunks).
+    Whole documents go to one collection, picked at random until each has its share of chunks.
+    """
+    from django.contrib.auth import get_user_model
+    from django.db import connection, transaction
+    from psycopg.types.json import Jsonb
+
+    from documents import embeddings
+    from documents.ingest import copy_chunk_rows
+    from documents.models import Chunk, Collection, Document
+
+    started = time.perf_counter()
+    users = {}
+    for name in ("alice", "bob"):
+        users[name], created = get_user_model().objects.get_or_create(username=name)
+        if created:
+            users[name].set_unusable_password()
+            users[name].save()
+    with connection.cursor() as cursor:
+        cursor.execute("TRUNCATE documents_chunk, documents_document RESTART IDENTITY CASCADE")
+        cursor.execute(f"DROP INDEX IF EXISTS {HNSW_INDEX}")
+    Collection.objects.all().delete()
+    collections = {}
+    for name, owner, shared, _ in layout:
+        collections[name] = Collection.objects.create(name=name, owner=users[owner])
+        if shared:
+            collections[name].members.add(users["alice"])
+    # Documents at random into the collections, in proportion to chunks.
+    documents = len(corpus.titles)
+    sizes = np.bincount(corpus.doc_of, minlength=documents)
+    order = np.random.default_rng(seed).permutation(documents)
+    bounds = np.cumsum([fraction for *_, fraction in layout]) * len(corpus.texts)
+    assigned = np.searchsorted(bounds, np.cumsum(sizes[order]) - sizes[order], side="right")
+    doc_collection = np.empty(documents, dtype=np.int64)
+    doc_collection[order] = [collections[layout[min(i, len(layout) - 1)][0]].pk for i in assigned]
+    owners = {c.pk: c.owner_id for c in collections.values()}
+    model_name = embeddings.get_backend().model_name
+    with transaction.atomic():
+        docs = Document.objects.bulk_create(
+            [
+                Document(owner_id=owners[int(doc_collection[i])], collection_id=int(doc_collection[i]),
+                         title=corpus.titles[i][:300], file=f"bench/{i}", sha256=f"{i:064x}",
+                         status=Document.Status.READY, progress=1.0, chunk_count=int(sizes[i]))
+                for i in range(documents)
+            ],
+            batch_size=5000,
+        )
+        doc_ids = np.asarray([d.pk for d in docs])
+        first = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        ordinals = np.arange(len(corpus.texts)) - first[corpus.doc_of]
+        empty = Jsonb({})
+        copy_chunk_rows(
+            (int(doc_ids[d]), int(doc_collection[d]), int(ordinals[i]), corpus.texts[i], None, corpus.titles[d][:300],
+             0, len(corpus.texts[i]), 0, empty, corpus.vectors[i], model_name, "cosine")
+            for i, d in enumerate(corpus.doc_of)
+        )
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT id, document_id, ordinal FROM documents_chunk")
+        rows = np.asarray(cursor.fetchall(), dtype=np.int64)
+        cursor.execute("VACUUM ANALYZE documents_chunk")  # hint bits and statistics before anything is timed
+    position = {int(d): i for i, d in enumerate(doc_ids)}
+    chunk_ids = np.empty(len(corpus.texts), dtype=np.int64)
+    for chunk_id, document_id, ordinal in rows:
+        chunk_ids[first[position[int(document_id)]] + ordinal] = chunk_id
+    assert Chunk.objects.count() == len(corpus.texts)
+    return Loaded(chunk_ids=chunk_ids, collection_of=doc_collection[corpus.doc_of], collections=collections,
+                  user=users["alice"], other=users["bob"], load_seconds=time.perf_counter() - started)
+
+
+def build_hnsw(*, maintenance_work_mem: str | None = None, workers: int | None = None) -> tuple[float, list[str]]:
+    """(Re)build the cosine HNSW index exactly as the model defines it; (seconds, server notices).
+
+    ``None`` keeps the server's setting (the embedded server: maintenance_work_mem 64MB).
+    """
+    from django.db import connection
+
+    from documents.models import Chunk
+
+    index = next(i for i in Chunk._meta.indexes if i.name == HNSW_INDEX)
+    notices: list[str] = []
+    with connection.cursor() as cursor:
+        cursor.execute(f"DROP INDEX IF EXISTS {HNSW_INDEX}")
+        cursor.execute("RESET maintenance_work_mem")
+        cursor.execute("RESET max_parallel_maintenance_workers")
+        if maintenance_work_mem:
+            cursor.execute(f"SET maintenance_work_mem = '{maintenance_work_mem}'")
+        if workers is not None:
+            cursor.execute(f"SET max_parallel_maintenance_workers = {int(workers)}")
+    handler = lambda diagnostic: notices.append(diagnostic.message_primary)  # noqa: E731
+    connection.connection.add_notice_handler(handler)
+    started = time.perf_counter()
+    with connection.schema_editor() as editor:
+        editor.add_index(Chunk, index)
+    seconds = time.perf_counter() - started
+    with connection.cursor() as cursor:
+        cursor.execute("RESET maintenance_work_mem")
+        cursor.execute("RESET max_parallel_maintenance_workers")
+        cursor.execute("ANALYZE documents_chunk")
+    connection.connection.remove_notice_handler(handler)
+    return seconds, notices
+
+
+def relation_mb(name: str) -> float:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_relation_size(%s::regclass)", [name])
+        return cursor.fetchone()[0] / 2**20
+
+
+def exact_top(vectors: np.ndarray, queries: np.ndarray, k: int, mask: np.ndarray | None = None) -> np.ndarray:
+    """Row indexes of the exact ``k`` nearest rows by cosine (vectors are normalised), per query."""
+    rows = np.arange(len(vectors)) if mask is None else np.flatnonzero(mask)
+    subset = vectors[rows]
+    result = np.empty((len(queries), k), dtype=np.int64)
+    for start in range(0, len(queries), 64):
+        scores = queries[start: start + 64] @ subset.T
+        top = np.argpartition(-scores, min(k, scores.shape[1] - 1), axis=1)[:, :k]
+        ordered = np.take_along_axis(top, np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1), axis=1)
+        result[start: start + 64] = rows[ordered]
+    return result
+
+
+def recall(found: list[list[int]], truth: np.ndarray) -> float:
+    """Mean recall@k of ``found`` (ids) against ``truth`` (ids), k = truth's width."""
+    k = truth.shape[1]
+    return float(np.mean([len(set(f[:k]) & set(t.tolist())) / k for f, t in zip(found, truth, strict=True)]))
+
+
+def percentiles(seconds: list[float]) -> tuple[float, float, float]:
+    """(p50 ms, p95 ms, queries per second for one client)."""
+    values = np.asarray(seconds)
+    return float(np.percentile(values, 50) * 1000), float(np.percentile(values, 95) * 1000), len(values) / values.sum()
+
+
+def interleaved(methods: dict, count: int, warmup: int = 5) -> dict[str, tuple[list[float], list[list[int]]]]:
+    """Run every method on each query in turn, in a random order per query; {name: (seconds, ids) per query}.
+
+    The first method to search near a query reads the index pages the next ones then find in
+    shared_buffers: a fixed (or rotating) order would favour whoever follows the same index.
+    """
+    names = list(methods)
+    for i in range(min(warmup, count)):
+        for name in names:
+            methods[name](i)
+    result = {name: ([0.0] * count, [None] * count) for name in names}
+    shuffle = np.random.default_rng(0)
+    for i in range(count):
+        for name in shuffle.permutation(names):
+            started = time.perf_counter()
+            ids = methods[name](i)
+            result[name][0][i] = time.perf_counter() - started
+            result[name][1][i] = ids
+    return result
+
+
+def progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def plan_shape(plan) -> str:
+    """An EXPLAIN (FORMAT JSON) plan as its node types (and index names), outermost first."""
+    if isinstance(plan, str):
+        plan = json.loads(plan)
+    nodes, shapes = [plan[0]["Plan"]], []
+    while nodes:
+        node = nodes.pop(0)
+        shape = node["Node Type"] + (f" using {node['Index Name']}" if "Index Name" in node else "")
+        if "Relation Name" in node and "Index Name" not in node:
+            shape += f" on {node['Relation Name']}"
+        shapes.append(shape)
+        nodes = node.get("Plans", []) + nodes
+    return " → ".join(shapes)

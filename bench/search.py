@@ -1,0 +1,450 @@
+"""Vector search at 100k+ chunks, side by side: bare SQL, our service, the HTTP API, FAISS, langchain-postgres.
+
+    python bench/search.py [--quick] [--synthetic N] [--sentences N] [--queries N] [--ef 40,100,200]
+    python bench/search.py --synthetic 1000000 --sentences 1000 --no-peer   # the longer optional run
+
+Two data sets, one after the other, in the database ``ragbench_search``:
+
+(i)  SciFact abstracts split into sentences, embedded with the offline all-MiniLM-L6-v2 (the app's
+     fastembed backend; cached under var/bench-cache/, so only the first run embeds). Default: the
+     first 10,000 sentences (of about 45k, from the first ~1,100 abstracts): on a 2-core machine the
+     int8 model embeds some tens of sentences a second, and all 45k would not fit this benchmark's 15
+     minutes; ``--sentences 0`` takes them all. Queries: SciFact dev claims, embedded alike.
+(ii) clustered synthetic vectors, 100,000 by default (bench/_data.py says how they are drawn).
+
+Each is loaded as Chunk rows through the app's COPY path: alice owns "corpus" (80% of the chunks),
+bob shares "shared" (10%) with her and keeps "private" (10%). Measured on it, in one run:
+
+- HNSW build time of the model's own index (m=16, ef_construction=64, partial on distance), with
+  maintenance_work_mem sized for the graph and parallel workers (bench/filtered_search.py compares
+  this with the server's defaults);
+- per ``hnsw.ef_search``, on the same queries, interleaved (each method goes first in turn):
+  (a) SQL: ``SELECT id FROM documents_chunk WHERE distance = 'cosine' ORDER BY embedding <=> q LIMIT 10``
+      (the bare query on our partial index: psycopg, prepared, binary vector, autocommit);
+  (a+f) the same with the service's permission + collection predicate (iterative scan on);
+  (b) ``chat.retrieval.search(mode="vector", filters=collection, query_vector=q)`` as alice;
+  (c) GET /api/v1/search?mode=vector&collection=… with a bearer token, served by uvicorn (ASGI,
+      pooled connections, as ``make run`` serves it), production settings (DEBUG=false). The
+      server looks the query vector up instead of embedding the text (bench/_search_server.py):
+      the real model's query embedding time is reported on its own line;
+  (c0) GET /api/v1/documents/{id} on the same server: the simplest authenticated read, the floor
+      under (c) (uvicorn, Django, the bearer-token lookup and one query);
+  (d) FAISS ``IndexHNSWFlat`` in process, same M / efConstruction / efSearch (the algorithmic limit);
+  (e) langchain-postgres ``PGVector.similarity_search_by_vector`` in its own venv (a subprocess,
+      bench/_langchain_peer.py), on its own table with the same HNSW index;
+  halfvec: an expression index ``(embedding::halfvec(384)) halfvec_cosine_ops`` on a copy of the table.
+- recall@10 against exact search: numpy brute force over the same float32 vectors (restricted to the
+  collection for (a+f), (b), (c)), checked against the SQL with index scans off.
+
+Appends the tables to bench/BENCHMARKS.md and ends with one line of headline figures (the synthetic set
+at the app's default ef_search). ``--synthetic 1000000`` is the long optional run (about 1.5 GB of
+vectors; the HNSW build alone takes a long time on 2 cores — see BENCHMARKS.md for the measured
+100k build to extrapolate from); it needs several GB of RAM for maintenance_work_mem.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import math
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from urllib.parse import urlencode
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common  # noqa: E402
+import _data  # noqa: E402
+
+K = 10
+LAYOUT = [("corpus", "alice", False, 0.8), ("shared", "bob", True, 0.1), ("private", "bob", False, 0.1)]
+BARE_SQL = "SELECT id FROM documents_chunk WHERE distance = 'cosine' ORDER BY embedding <=> %b LIMIT 10"
+HALFVEC_TABLE, HALFVEC_INDEX = "bench_chunk_halfvec", "bench_chunk_halfvec_hnsw"
+FLOOR = "(c0) HTTP floor: GET /api/v1/documents/{id}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes, for development (not recorded)")
+    parser.add_argument("--synthetic", type=int, default=100_000, help="synthetic vectors (1000000: long run)")
+    parser.add_argument("--sentences", type=int, default=10_000, help="SciFact sentences (0: all, about 45k)")
+    parser.add_argument("--queries", type=int, default=300)
+    parser.add_argument("--ef", default="40,100,200", help="hnsw.ef_search values")
+    parser.add_argument("--no-peer", action="store_true", help="skip langchain-postgres")
+    parser.add_argument("--label", default="", help="added to the recorded title, e.g. 'before the change'")
+    args = parser.parse_args()
+    if args.quick:
+        args.synthetic, args.sentences, args.queries = min(args.synthetic, 20_000), 3_000, 60
+    efs = [int(ef) for ef in args.ef.split(",")]
+    _common.require_shared("data/scifact/corpus.jsonl")
+    model = _common.require_shared("models/all-MiniLM-L6-v2-int8")
+    _common.setup_django(
+        "ragbench_search", EMBEDDING_BACKEND="fastembed", EMBEDDING_MODEL_PATH=str(model), LOG_LEVEL="WARNING",
+        DEBUG="false", SECRET_KEY=secrets.token_urlsafe(32), ALLOWED_HOSTS="127.0.0.1,localhost",
+    )
+    from django.conf import settings
+
+    started = time.perf_counter()
+    embed_ms = query_embedding_ms()
+    data_sets = [
+        ("scifact", _data.scifact(sentences=args.sentences, queries=args.queries)),
+        ("synthetic", _data.clustered(n=args.synthetic, queries=args.queries)),
+    ]
+    results = {}
+    for key, corpus in data_sets:
+        results[key] = run(corpus, efs, peer=not args.no_peer)
+    default_ef = settings.HNSW_EF_SEARCH if settings.HNSW_EF_SEARCH in efs else efs[len(efs) // 2]
+    record(results, data_sets, efs, embed_ms, time.perf_counter() - started, args)
+    synthetic = results["synthetic"]["ef"][default_ef]
+    scifact = results["scifact"]["ef"][default_ef]
+    sql = synthetic["(a) SQL"]["p50"]
+    headline = {
+        "recall_at_10": synthetic["(b) service"]["recall"],
+        "service_vs_sql": synthetic["(b) service"]["p50"] / sql,
+        "http_vs_sql": synthetic["(c) HTTP API"]["p50"] / sql,
+        "http_floor_vs_sql": synthetic[FLOOR]["p50"] / sql,
+        "sql_p50_ms": sql,
+        "ef_search": default_ef,
+        "chunks": len(data_sets[1][1].texts),
+        "sql_recall_at_10": synthetic["(a) SQL"]["recall"],
+        "faiss_p50_ms": synthetic["(d) FAISS HNSW"]["p50"],
+        "scifact_recall_at_10": scifact["(b) service"]["recall"],
+        "scifact_service_vs_sql": scifact["(b) service"]["p50"] / scifact["(a) SQL"]["p50"],
+        "build_s": results["synthetic"]["builds"]["sized"][0],
+        "query_embed_p50_ms": embed_ms,
+    }
+    if "(e) langchain-postgres" in synthetic:
+        headline["langchain_vs_sql"] = synthetic["(e) langchain-postgres"]["p50"] / sql
+    print(" ".join(f"{key}={value:.3f}" if isinstance(value, float) else f"{key}={value}"
+                   for key, value in headline.items()))
+
+
+def query_embedding_ms() -> float:
+    """p50 of embedding one SciFact claim with the configured MiniLM model (what (c) leaves out)."""
+    from documents import embeddings
+
+    backend = embeddings.get_backend()
+    claims = _data.scifact_claims()[:40]
+    backend.embed_query(claims[0])
+    seconds = []
+    for claim in claims:
+        started = time.perf_counter()
+        backend.embed_query(claim)
+        seconds.append(time.perf_counter() - started)
+    return float(np.percentile(seconds, 50) * 1000)
+
+
+def run(corpus: _data.Corpus, efs: list[int], *, peer: bool) -> dict:
+    """Everything measured on one data set."""
+    from django.conf import settings
+    from django.db import connection
+    from django.test import override_settings
+
+    from chat import retrieval
+    from documents.models import ApiToken, Document
+
+    _data.progress(f"== {corpus.name}: loading {len(corpus.texts):,} chunks")
+    loaded = _data.load(corpus, layout=LAYOUT)
+    n, dim = corpus.vectors.shape
+    corpus_collection = loaded.collections["corpus"]
+    mask = loaded.collection_of == corpus_collection.pk
+    memory = f"{math.ceil(n * dim * 4 * 2 / 2**20) + 128}MB"  # the vectors twice over: the graph fits
+    workers = max(1, (os.cpu_count() or 2) - 1)
+    builds = {}
+    _data.progress(f"building HNSW with maintenance_work_mem={memory}, {workers} parallel worker(s) ...")
+    builds["sized"] = (*_data.build_hnsw(maintenance_work_mem=memory, workers=workers), memory, str(workers))
+    index_mb = _data.relation_mb(_data.HNSW_INDEX)
+
+    truth_all = loaded.chunk_ids[_data.exact_top(corpus.vectors, corpus.queries, K)]
+    truth_collection = loaded.chunk_ids[_data.exact_top(corpus.vectors, corpus.queries, K, mask)]
+    sql = _raw_connection()
+    filtered = _raw_connection()
+    filtered.execute("SET hnsw.iterative_scan = relaxed_order")
+    exact_check = _check_exact(sql, corpus.queries[:3], truth_all[:3])
+
+    where, where_params = retrieval._where(loaded.user, retrieval.Filters(collections=(corpus_collection.pk,)),
+                                           _model_name())
+    filtered_sql = (f"SELECT c.id FROM documents_chunk c WHERE c.distance = 'cosine' AND {where} "
+                    f"ORDER BY c.embedding <=> %b LIMIT {K}")
+    plans = {"(a) SQL": _plan(sql, BARE_SQL, [corpus.queries[0]]),
+             "(a+f) SQL + filters": _plan(filtered, filtered_sql, [*where_params, corpus.queries[0]])}
+
+    _data.progress("building FAISS IndexHNSWFlat ...")
+    faiss_index, faiss_seconds = _faiss(corpus.vectors)
+    _data.progress("building the halfvec expression index on a copy of the table ...")
+    halfvec_seconds, halfvec_mb = _halfvec(memory, workers, dim)
+    halfvec_sql = (f"SELECT id FROM {HALFVEC_TABLE} ORDER BY embedding::halfvec({dim}) <=> %b::halfvec({dim}) "
+                   f"LIMIT {K}")
+
+    token = ApiToken.issue(user=loaded.user, name="bench")[1]
+    floor_document = Document.objects.filter(collection=corpus_collection).values_list("pk", flat=True).first()
+    vectors_file = Path(tempfile.mkdtemp(prefix="bench-search-")) / "queries.npz"
+    np.savez(vectors_file, texts=np.asarray(corpus.query_texts), vectors=corpus.queries)
+    queries, texts = corpus.queries, corpus.query_texts
+    params = [[*where_params, q] for q in queries]
+    import faiss
+
+    faiss.omp_set_num_threads(1)  # one query at a time, like the others
+    per_ef = {}
+    for ef in efs:
+        _data.progress(f"ef_search={ef}: timing {len(queries)} queries per method ...")
+        for conn in (sql, filtered):
+            conn.execute(f"SET hnsw.ef_search = {int(ef)}")
+        faiss_index.hnsw.efSearch = ef
+        server, port = _start_server(ef, vectors_file, token)
+        client = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        headers = {"Authorization": f"Bearer {token}"}
+
+        def http_search(i, client=client, headers=headers):
+            query = urlencode({"q": texts[i], "k": K, "mode": "vector", "collection": corpus_collection.pk})
+            client.request("GET", f"/api/v1/search?{query}", headers=headers)
+            response = client.getresponse()
+            body = response.read()
+            if response.status != 200:
+                raise RuntimeError(f"/api/v1/search answered {response.status}: {body[:200]!r}")
+            return [r["chunk_id"] for r in json.loads(body)["results"]]
+
+        def http_floor(i, client=client, headers=headers):
+            client.request("GET", f"/api/v1/documents/{floor_document}", headers=headers)
+            response = client.getresponse()
+            response.read()
+            if response.status != 200:
+                raise RuntimeError(f"/api/v1/documents answered {response.status}")
+            return []
+
+        def service(i):
+            hits = retrieval.search(user=loaded.user, query=texts[i], k=K, mode="vector", query_vector=queries[i],
+                                    filters=retrieval.Filters(collections=(corpus_collection.pk,)))
+            return [hit.chunk_id for hit in hits]
+
+        methods = {
+            "(a) SQL": lambda i: [r[0] for r in sql.execute(BARE_SQL, [queries[i]]).fetchall()],
+            "(a+f) SQL + filters": lambda i: [r[0] for r in filtered.execute(filtered_sql, params[i]).fetchall()],
+            "(b) service": service,
+            "(c) HTTP API": http_search,
+            FLOOR: http_floor,
+            "(d) FAISS HNSW": lambda i: loaded.chunk_ids[faiss_index.search(queries[i: i + 1], K)[1][0]].tolist(),
+            "halfvec index (SQL)": lambda i: [r[0] for r in sql.execute(halfvec_sql, [queries[i]]).fetchall()],
+        }
+        try:
+            with override_settings(HNSW_EF_SEARCH=ef):
+                timings = _data.interleaved(methods, len(queries))
+        finally:
+            client.close()
+            server.terminate()
+            server.wait(timeout=30)
+        truth = {"(a) SQL": truth_all, "(d) FAISS HNSW": truth_all, "halfvec index (SQL)": truth_all}
+        truth[FLOOR] = None
+        per_ef[ef] = {
+            name: _summary(seconds, ids, truth.get(name, truth_collection)) for name, (seconds, ids) in timings.items()
+        }
+    connection.close()
+    sql.close()
+    filtered.close()
+    peer_result = None
+    if peer:
+        peer_result = _peer(corpus, loaded, efs, memory, workers)
+        for ef in efs:
+            seconds, ids = peer_result["results"][str(ef)]["seconds"], peer_result["results"][str(ef)]["ids"]
+            per_ef[ef]["(e) langchain-postgres"] = _summary(seconds, [loaded.chunk_ids[i].tolist() for i in ids],
+                                                            truth_all)
+    with connection.cursor() as cursor:
+        cursor.execute(f"DROP TABLE IF EXISTS {HALFVEC_TABLE}")
+    return {
+        "n": n, "builds": builds, "index_mb": index_mb, "faiss_build": faiss_seconds,
+        "halfvec": (halfvec_seconds, halfvec_mb), "ef": per_ef, "plans": plans, "exact_check": exact_check,
+        "load_seconds": loaded.load_seconds, "peer": peer_result,
+        "collection_share": float(mask.mean()), "ef_default": settings.HNSW_EF_SEARCH,
+    }
+
+
+def _summary(seconds: list[float], ids: list[list[int]], truth: np.ndarray | None) -> dict:
+    p50, p95, qps = _data.percentiles(seconds)
+    if truth is None:  # not a search
+        return {"recall": float("nan"), "p50": p50, "p95": p95, "qps": qps, "returned": float("nan")}
+    return {"recall": _data.recall(ids, truth), "p50": p50, "p95": p95, "qps": qps,
+            "returned": float(np.mean([len(i) for i in ids]))}
+
+
+def _model_name() -> str:
+    from documents import embeddings
+
+    return embeddings.get_backend().model_name
+
+
+def _raw_connection():
+    """A plain psycopg connection to the benchmark's database (autocommit; vectors sent in binary)."""
+    import psycopg
+    from pgvector.psycopg import register_vector
+
+    conn = psycopg.connect(os.environ["DATABASE_URL"], autocommit=True)
+    register_vector(conn)
+    return conn
+
+
+def _check_exact(conn, queries: np.ndarray, truth: np.ndarray) -> str:
+    """The numpy ground truth against the SQL with index scans off (exact), on a few queries."""
+    agree = 0
+    with conn.transaction():
+        conn.execute("SET LOCAL enable_indexscan = off")
+        for query, expected in zip(queries, truth, strict=True):
+            ids = [r[0] for r in conn.execute(BARE_SQL, [query]).fetchall()]
+            agree += set(ids) == set(expected.tolist())
+    return f"{agree}/{len(queries)} queries: numpy exact top-10 = SQL exact top-10 (index scans off)"
+
+
+def _plan(conn, statement: str, params: list) -> str:
+    """The plan's shape: node types (and index names), outermost first, without the vector literal."""
+    return _data.plan_shape(conn.execute("EXPLAIN (FORMAT JSON) " + statement, params).fetchone()[0])
+
+
+def _faiss(vectors: np.ndarray):
+    import faiss
+
+    faiss.omp_set_num_threads(os.cpu_count() or 1)
+    index = faiss.IndexHNSWFlat(vectors.shape[1], 16, faiss.METRIC_INNER_PRODUCT)  # M=16 as pgvector's m
+    index.hnsw.efConstruction = 64
+    started = time.perf_counter()
+    index.add(vectors)
+    return index, time.perf_counter() - started
+
+
+def _halfvec(memory: str, workers: int, dim: int) -> tuple[float, float]:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(f"DROP TABLE IF EXISTS {HALFVEC_TABLE}")
+        cursor.execute(f"CREATE TABLE {HALFVEC_TABLE} AS SELECT id, embedding FROM documents_chunk "
+                       "WHERE distance = 'cosine'")
+        cursor.execute(f"VACUUM ANALYZE {HALFVEC_TABLE}")
+        cursor.execute(f"SET maintenance_work_mem = '{memory}'")
+        cursor.execute(f"SET max_parallel_maintenance_workers = {workers}")
+        started = time.perf_counter()
+        cursor.execute(f"CREATE INDEX {HALFVEC_INDEX} ON {HALFVEC_TABLE} USING hnsw "
+                       f"((embedding::halfvec({dim})) halfvec_cosine_ops) WITH (m = 16, ef_construction = 64)")
+        seconds = time.perf_counter() - started
+        cursor.execute("RESET maintenance_work_mem")
+        cursor.execute("RESET max_parallel_maintenance_workers")
+        cursor.execute(f"ANALYZE {HALFVEC_TABLE}")
+    return seconds, _data.relation_mb(HALFVEC_INDEX)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _start_server(ef: int, vectors_file: Path, token: str):
+    """uvicorn serving the app (bench/_search_server.py) as ``make run`` does, with ef_search = ``ef``."""
+    port = _free_port()
+    env = {**os.environ, "DATABASE_POOL": "true", "HNSW_EF_SEARCH": str(ef), "BENCH_QUERY_VECTORS": str(vectors_file),
+           "BENCH_MODEL_NAME": _model_name()}
+    log = open(vectors_file.parent / f"uvicorn-{ef}.log", "w")  # closed when the process ends
+    server = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "_search_server:application", "--app-dir", str(_common.ROOT / "bench"),
+         "--host", "127.0.0.1", "--port", str(port), "--timeout-graceful-shutdown", "5"],
+        cwd=_common.ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"uvicorn exited ({server.returncode}); see {log.name}")
+        try:
+            client = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            client.request("GET", "/api/v1/openapi.json", headers={"Authorization": f"Bearer {token}"})
+            if client.getresponse().status == 200:
+                client.close()
+                return server, port
+        except OSError:
+            time.sleep(0.3)
+    server.terminate()
+    raise RuntimeError(f"uvicorn did not answer within 90 s; see {log.name}")
+
+
+def _peer(corpus: _data.Corpus, loaded: _data.Loaded, efs: list[int], memory: str, workers: int) -> dict:
+    """langchain-postgres on the same vectors, in its own venv (bench/_langchain_peer.py)."""
+    python = _common.peer_python()
+    folder = Path(tempfile.mkdtemp(prefix="bench-peer-"))
+    np.save(folder / "vectors.npy", corpus.vectors)
+    np.save(folder / "queries.npy", corpus.queries)
+    (folder / "texts.json").write_text(json.dumps(corpus.texts))
+    url = _common.database_url("ragbench_search").replace("postgresql://", "postgresql+psycopg://", 1)
+    request = {"url": url, "vectors": str(folder / "vectors.npy"), "queries": str(folder / "queries.npy"),
+               "texts": str(folder / "texts.json"), "ef": efs, "k": K, "m": 16, "ef_construction": 64,
+               "maintenance_work_mem": memory, "workers": workers, "warmup": 5, "out": str(folder / "out.json")}
+    (folder / "request.json").write_text(json.dumps(request))
+    _data.progress("langchain-postgres: loading its table, building its index, timing ...")
+    subprocess.run([python, str(_common.ROOT / "bench" / "_langchain_peer.py"), str(folder / "request.json")],
+                   check=True)
+    return json.loads((folder / "out.json").read_text())
+
+
+def _figure(value: float, digits: int) -> str:
+    return "—" if math.isnan(value) else f"{value:.{digits}f}"
+
+
+def _print_table(title: str, settings: str, table: list[list[str]], notes: str = "") -> None:
+    """--quick: the table on the terminal, not in BENCHMARKS.md."""
+    print(f"\n{title} (--quick: not recorded)\n{settings}")
+    for row in table:
+        print(" | ".join(row))
+    print(notes)
+
+
+def record(results: dict, data_sets: list, efs: list[int], embed_ms: float, seconds: float, args) -> None:
+    from django.conf import settings
+
+    for key, corpus in data_sets:
+        result = results[key]
+        rows = [["ef_search", "method", "recall@10", "returned", "p50 ms", "p95 ms", "QPS (1 client)", "p50 × (a)"]]
+        for ef in efs:
+            base = result["ef"][ef]["(a) SQL"]["p50"]
+            for name, figures in result["ef"][ef].items():
+                rows.append([str(ef), name, _figure(figures["recall"], 3), _figure(figures["returned"], 1),
+                             f"{figures['p50']:.2f}", f"{figures['p95']:.2f}", f"{figures['qps']:.0f}",
+                             f"{figures['p50'] / base:.2f}"])
+        builds = "; ".join(
+            f"{name} (maintenance_work_mem={memory}, max_parallel_maintenance_workers={workers}): {build:.1f} s"
+            + (f" [{notices[0]}]" if notices else "")
+            for name, (build, notices, memory, workers) in result["builds"].items()
+        )
+        peer = result["peer"]
+        notes = [
+            f"HNSW build (m=16, ef_construction=64): {builds}; index {result['index_mb']:.0f} MB.",
+            f"halfvec expression index on a copy of the table: build {result['halfvec'][0]:.1f} s, "
+            f"{result['halfvec'][1]:.0f} MB ({result['halfvec'][1] / result['index_mb']:.2f} × the vector index).",
+            f"FAISS IndexHNSWFlat (M=16, efConstruction=64, {os.cpu_count()} threads) build "
+            f"{result['faiss_build']:.1f} s.",
+        ]
+        if peer:
+            notes.append(f"langchain-postgres 0.0.19: add_embeddings of the {result['n']:,} vectors "
+                         f"{peer['load_seconds']:.0f} s, its HNSW build {peer['build_seconds']:.1f} s "
+                         f"({peer['index_mb']:.0f} MB); its plan: {_data.plan_shape(peer['plan'])}.")
+        notes += [
+            f"Plans: (a) {result['plans']['(a) SQL']}; (a+f) {result['plans']['(a+f) SQL + filters']}.",
+            f"Exact search check: {result['exact_check']}. Load (COPY) {result['load_seconds']:.0f} s.",
+            f"(a+f), (b), (c) search alice's collection \"corpus\" ({result['collection_share']:.0%} of the chunks; "
+            "recall against exact search within it); (a), (d), (e), halfvec search every chunk. (c0) is the "
+            "simplest authenticated read of the same API (token lookup + one query), the floor under (c). (c) excludes "
+            f"embedding the query text: all-MiniLM-L6-v2 int8 takes {embed_ms:.1f} ms p50 per query on this machine.",
+        ]
+        (_print_table if args.quick else _common.record)(
+            f"Vector search side by side: {corpus.name} (bench/search.py{', ' + args.label if args.label else ''})",
+            f"{len(corpus.queries)} queries, k={K}, one client, methods interleaved per query; "
+            f"app ef_search default {settings.HNSW_EF_SEARCH}; DEBUG=false; whole run {seconds / 60:.1f} min.",
+            rows,
+            notes="\n".join(f"- {note}" for note in notes),
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -20,8 +20,6 @@ from documents import embeddings
 from documents.db import vector_cursor
 
 MODES = ("vector", "keyword", "hybrid")
-# Reciprocal rank fusion constant (Cormack et al. 2009): 60 damps the weight of the top ranks.
-RRF_K = 60
 
 
 @dataclass(frozen=True)
@@ -249,33 +247,88 @@ def _vector_sql(user, filters: Filters, limit: int, vector: np.ndarray, distance
     )
 
 
+# BM25's usual constants (Robertson & Zaragoza): term-frequency saturation and length normalisation.
+BM25_K1 = 1.2
+BM25_B = 0.75
+# Candidates are chunks holding one of the query's most telling words: the rarest few, and any
+# word in under 5% of the chunks. A question's common words ("study", "effect") then only weigh
+# in the score, instead of making PostgreSQL rank a large part of the table.
+SELECTIVE_TERMS = 3
+SELECTIVE_DF = 0.05
+
+
 def _keyword_sql(user, query: str, filters: Filters, limit: int):
+    """BM25 over the chunks' tsvectors, with document frequencies of the covered collections.
+
+    PostgreSQL's ts_rank has no inverse document frequency: on SciFact it reaches nDCG@10 0.42
+    where BM25 reaches 0.67. The frequencies come from documents_termstat (kept by triggers) and
+    are summed over the collections this search covers, so other users' documents never weigh in.
+    """
     where, params = _where(user, filters, None)
-    # Any query term may match (OR), ranked by cover density: questions are not boolean queries.
+    covered, covered_params = _covered(user, filters, "g")
+    pool = min(max(limit * 4, 300), 2000)
     return (
         f"""
-        WITH q AS (
-            SELECT replace(plainto_tsquery('english', %s)::text, '&', '|')::tsquery AS query
+        WITH scope AS (
+            SELECT g.id, g.chunk_total, g.token_total FROM documents_collection g WHERE {covered}
+        ), totals AS (
+            SELECT greatest(sum(chunk_total), 1)::float8 AS n,
+                   greatest(sum(token_total), 1)::float8 / greatest(sum(chunk_total), 1) AS avgdl
+            FROM scope
+        ), words AS (
+            SELECT DISTINCT lexeme FROM unnest(tsvector_to_array(to_tsvector('english', %s))) AS lexeme
+        ), terms AS (
+            SELECT w.lexeme, coalesce(sum(t.df), 0) AS df,
+                   ln(1 + (tot.n - coalesce(sum(t.df), 0) + 0.5) / (coalesce(sum(t.df), 0) + 0.5)) AS idf
+            FROM words w CROSS JOIN totals tot
+            LEFT JOIN documents_termstat t ON t.lexeme = w.lexeme AND t.collection_id IN (SELECT id FROM scope)
+            GROUP BY w.lexeme, tot.n
+        ), selective AS (
+            SELECT string_agg(quote_literal(lexeme), ' | ')::tsquery AS query FROM (
+                SELECT lexeme, df, row_number() OVER (ORDER BY df, lexeme) AS rarity FROM terms WHERE df > 0
+            ) ranked, totals tot
+            WHERE ranked.rarity <= {SELECTIVE_TERMS} OR ranked.df < {SELECTIVE_DF} * tot.n
+        ), candidates AS MATERIALIZED (
+            SELECT c.id, c.document_id, c.page, c.heading, c.text, c.search_vector, c.token_count
+            FROM documents_chunk c, selective q
+            WHERE c.search_vector @@ q.query AND {where}
+            ORDER BY ts_rank(c.search_vector, q.query, 1) DESC, c.id
+            LIMIT {pool}
         )
-        SELECT c.id, c.document_id, d.title, c.page, c.heading, c.text,
-               ts_rank_cd(c.search_vector, q.query, 1) AS rank
-        FROM documents_chunk c JOIN documents_document d ON d.id = c.document_id, q
-        WHERE c.search_vector @@ q.query AND {where}
-        ORDER BY rank DESC, c.id
+        SELECT c.id, c.document_id, d.title, c.page, c.heading, c.text, s.score
+        FROM candidates c JOIN documents_document d ON d.id = c.document_id, totals tot,
+        LATERAL (
+            SELECT coalesce(sum(t.idf * (array_length(u.positions, 1) * ({BM25_K1} + 1)) / (
+                array_length(u.positions, 1) + {BM25_K1} * (1 - {BM25_B} + {BM25_B} * c.token_count / tot.avgdl)
+            )), 0) AS score
+            FROM unnest(c.search_vector) u JOIN terms t ON t.lexeme = u.lexeme
+        ) s
+        ORDER BY s.score DESC, c.id
         LIMIT %s
         """,
-        [query, *params, limit],
+        [*covered_params, query, *params, limit],
     )
 
 
 def _fuse(rankings: list[list[Hit]], k: int) -> list[Hit]:
-    """Reciprocal rank fusion: robust to the incomparable scales of cosine and ts_rank."""
+    """A weighted sum of each arm's scores, min-max normalised per query.
+
+    Cosine similarity and BM25 live on different scales; scaled to 0..1 within this query's
+    candidates, they add up meaningfully. On SciFact this beats reciprocal rank fusion (0.70
+    against 0.67 nDCG@10) because it keeps how far apart the scores are, not only their order.
+    A chunk found by one arm only gets 0 from the other.
+    """
+    weights = (settings.HYBRID_VECTOR_WEIGHT, 1.0 - settings.HYBRID_VECTOR_WEIGHT)
     scores: dict[int, float] = {}
     relevant: dict[int, bool] = {}
     hits: dict[int, Hit] = {}
-    for ranking in rankings:
-        for rank, hit in enumerate(ranking, start=1):
-            scores[hit.chunk_id] = scores.get(hit.chunk_id, 0.0) + 1.0 / (RRF_K + rank)
+    for weight, ranking in zip(weights, rankings, strict=True):
+        if not ranking:
+            continue
+        low, high = min(hit.score for hit in ranking), max(hit.score for hit in ranking)
+        for hit in ranking:
+            normalised = (hit.score - low) / (high - low) if high > low else 1.0
+            scores[hit.chunk_id] = scores.get(hit.chunk_id, 0.0) + weight * normalised
             relevant[hit.chunk_id] = relevant.get(hit.chunk_id, False) or hit.relevant
             hits.setdefault(hit.chunk_id, hit)
     best = sorted(scores, key=lambda chunk_id: (-scores[chunk_id], chunk_id))[:k]

@@ -207,6 +207,7 @@ EMBEDDING_THREADS = env_int("EMBEDDING_THREADS", 0)
 # Retrieval
 HNSW_EF_SEARCH = env_int("HNSW_EF_SEARCH", 100)  # candidates HNSW examines per query (recall vs speed)
 RETRIEVAL_CANDIDATES = env_int("RETRIEVAL_CANDIDATES", 50)  # per arm, before hybrid fusion
+HYBRID_VECTOR_WEIGHT = env_float("HYBRID_VECTOR_WEIGHT", 0.5)  # the keyword (BM25) arm weighs the rest
 RETRIEVAL_MIN_SIMILARITY = env_float("RETRIEVAL_MIN_SIMILARITY", 0.25)  # below: not "relevant"
 
 # OpenAI or any OpenAI-compatible server (Ollama, vLLM, TEI, LM Studio ...)

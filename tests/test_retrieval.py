@@ -48,7 +48,7 @@ def test_keyword_mode_matches_any_term_and_stems(user, library):
 def test_hybrid_fuses_both_rankings(user, library):
     hits = search(user=user, query="disk encryption on laptops", k=4, mode="hybrid")
     assert hits[0].document_id == library["security"].pk
-    assert hits[0].score == pytest.approx(2 / 61)  # first in both arms
+    assert hits[0].score == pytest.approx(1.0)  # the best of both arms
 
 
 def test_other_users_never_see_my_chunks(user, other_user, library):

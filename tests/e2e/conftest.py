@@ -43,7 +43,10 @@ def chromium_path() -> str | None:
     return shutil.which("chromium")
 
 
-@pytest.fixture(scope="session")
+# One browser per module, not per session: Playwright's sync API keeps an event loop running in the
+# test thread while it is open, and a later non-browser test that drives Django's AsyncClient through
+# async_to_sync would find it there and fail. Closing it after each module costs a second a module.
+@pytest.fixture(scope="module")
 def browser():
     executable = chromium_path()
     if executable is None:

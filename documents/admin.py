@@ -10,6 +10,7 @@ from audit import services as audit
 from documents import ingest
 from documents.exceptions import UploadRejected
 from documents.models import ApiToken, Chunk, Collection, Document
+from ragsite import ratelimit
 
 
 @admin.register(Collection)
@@ -42,9 +43,16 @@ class DocumentAddForm(forms.ModelForm):
         model = Document
         fields = ("collection", "file", "title", "metadata")
 
+    request = None  # bound by DocumentAdmin.get_form: the upload counts against its user's limit
+    retry_after = 0  # set when that limit refused the upload (DocumentAdmin.add_view answers 429)
+
     def clean(self):
         cleaned = super().clean()
         if cleaned.get("file") and cleaned.get("collection"):
+            allowed, wait = ratelimit.hit("upload", self.request.user) if self.request else (True, 0)
+            if not allowed:
+                self.retry_after = wait
+                raise forms.ValidationError(ratelimit.message("upload", wait))
             try:
                 ingest.check_upload(file=cleaned["file"], collection=cleaned["collection"])
             except UploadRejected as error:
@@ -59,15 +67,26 @@ class DocumentAdmin(admin.ModelAdmin):
     list_filter = ("status", "content_type", "collection", "created_at")
     search_fields = ("title", "original_filename", "sha256", "external_id", "error")
     readonly_fields = ("status", "progress", "chunk_count", "error", "sha256", "size", "content_type",
-                       "original_filename", "owner", "created_at", "updated_at", "started_at", "finished_at")
+                       "original_filename", "owner", "created_at", "updated_at", "started_at", "finished_at",
+                       "attempts", "queued_at")
     list_select_related = ("collection", "owner")
-    actions = ("reingest", "delete_with_chunks")
+    actions = ("reingest", "cancel_ingestion", "delete_with_chunks")
     date_hierarchy = "created_at"
 
     def get_form(self, request, obj=None, **kwargs):
         if obj is None:
-            kwargs["form"] = DocumentAddForm
+            kwargs["form"] = type("DocumentAddForm", (DocumentAddForm,), {"request": request})
         return super().get_form(request, obj, **kwargs)
+
+    def add_view(self, request, form_url="", extra_context=None):
+        response = super().add_view(request, form_url, extra_context)
+        # The form shown again with the rate limit's message: answer 429 with Retry-After, as the API does.
+        admin_form = (getattr(response, "context_data", None) or {}).get("adminform")
+        retry_after = getattr(admin_form.form, "retry_after", 0) if admin_form is not None else 0
+        if retry_after:
+            response.status_code = 429
+            response["Retry-After"] = str(retry_after)
+        return response
 
     def get_fields(self, request, obj=None):
         if obj is None:
@@ -104,6 +123,13 @@ class DocumentAdmin(admin.ModelAdmin):
         for document in queryset:
             ingest.document_reingest(document=document, actor=request.user)
         self.message_user(request, f"{queryset.count()} document(s) queued again.", messages.SUCCESS)
+
+    @admin.action(description="Cancel ingestion of selected documents")
+    def cancel_ingestion(self, request, queryset):
+        cancelled = sum(ingest.document_cancel(document=document, actor=request.user) for document in queryset)
+        finished = queryset.count() - cancelled
+        self.message_user(request, f"Cancelled the processing of {cancelled} document(s)."
+                          + (f" {finished} had already finished." if finished else ""), messages.SUCCESS)
 
     @admin.action(description="Delete selected documents with their chunks and files")
     def delete_with_chunks(self, request, queryset):

@@ -1,5 +1,6 @@
 """/api/v1/documents: upload (202 at once), status, list, delete."""
 
+from django.http import HttpResponse
 from django.shortcuts import get_object_or_404
 from ninja import File, Form, Router, Schema, Status
 from ninja.files import UploadedFile
@@ -7,6 +8,7 @@ from ninja.files import UploadedFile
 from documents import ingest, uploads
 from documents.exceptions import DuplicateDocument, UploadRejected
 from documents.models import Document
+from ragsite import ratelimit
 
 router = Router(tags=["documents"])
 
@@ -40,13 +42,22 @@ class Problem(Schema):
     existing_id: int | None = None
 
 
-@router.post("", response={202: Accepted, 409: Problem, 413: Problem, 400: Problem})
-def upload_document(request, file: File[UploadedFile | None] = None, collection: Form[str | None] = None):
-    """Store the file and queue its ingestion; poll GET /documents/{id} for progress."""
+@router.post("", response={202: Accepted, 409: Problem, 413: Problem, 400: Problem, 429: Problem})
+def upload_document(
+    request, response: HttpResponse, file: File[UploadedFile | None] = None, collection: Form[str | None] = None,
+):
+    """Store the file and queue its ingestion; poll GET /documents/{id} for progress.
+
+    Uploads count against the caller's limit (``RATE_LIMIT_UPLOAD``): beyond it, 429 with ``Retry-After``.
+    """
     if uploads.oversized(request):
         return Status(413, {"detail": uploads.limit_message()})
     if file is None:
         return Status(400, {"detail": "Send the document as the multipart field `file`."})
+    allowed, retry_after = ratelimit.hit("upload", request.user)
+    if not allowed:
+        response["Retry-After"] = str(retry_after)
+        return Status(429, {"detail": ratelimit.message("upload", retry_after)})
     target = ingest.collection_for_upload(user=request.user, name=collection)
     try:
         document = ingest.document_create(owner=request.user, file=file, collection=target, filename=file.name)
@@ -78,3 +89,18 @@ def delete_document(request, document_id: int):
         return Status(403, {"detail": "Only the uploader or the collection's owner can delete this document."})
     ingest.document_delete(document=document, actor=request.user)
     return Status(204, None)
+
+
+@router.post("/{document_id}/cancel", response={200: DocumentOut, 403: Problem, 409: Problem})
+def cancel_document(request, document_id: int):
+    """Cancel a queued or running ingestion (its uploader or the collection's owner): status `cancelled`.
+
+    A running task stops at its next stage or embedding batch and stores nothing. 409 when the document had
+    already finished. Re-ingesting it starts again from scratch.
+    """
+    document = get_object_or_404(Document.objects.visible_to(request.user).select_related("collection"), pk=document_id)
+    if request.user.pk not in (document.owner_id, document.collection.owner_id):
+        return Status(403, {"detail": "Only the uploader or the collection's owner can cancel its processing."})
+    if not ingest.document_cancel(document=document, actor=request.user):
+        return Status(409, {"detail": f"The document had already finished ({document.status}); nothing to cancel."})
+    return Status(200, document)

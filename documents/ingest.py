@@ -12,13 +12,17 @@ import tempfile
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
+import psycopg
+import redis
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.core.files import File
-from django.db import connection, transaction
+from django.db import InterfaceError, OperationalError, connection, transaction
+from django.db.models import F
 from django.template.defaultfilters import filesizeformat
 from django.utils import timezone
 from psycopg.types.json import Jsonb
@@ -118,12 +122,13 @@ def document_create(
         sha256=sha256,
         external_id=external_id,
         metadata=metadata or {},
+        queued_at=timezone.now(),
     )
     if size == 0:
         # Nothing to parse: say so at once rather than queueing work that must fail.
         document.status = Document.Status.FAILED
         document.error = EmptyDocument.default_message
-        document.finished_at = timezone.now()
+        document.finished_at, document.queued_at = timezone.now(), None
     document.file.save(filename, file, save=False)
     document.save()
     if enqueue and document.status == Document.Status.QUEUED:
@@ -133,20 +138,86 @@ def document_create(
     return document
 
 
+QUEUE_UNREACHABLE = "The task queue cannot be reached right now; processing will start as soon as it is back."
+
+# What sending a task raises when the broker is down, after the publish retry policy
+# (CELERY_TASK_PUBLISH_RETRY_POLICY) gave up: kombu's OperationalError wraps the connection errors.
+try:
+    from kombu.exceptions import OperationalError as BrokerUnavailable
+except ImportError:  # pragma: no cover — kombu comes with celery
+    BrokerUnavailable = OSError
+BROKER_ERRORS = (BrokerUnavailable, redis.exceptions.RedisError, OSError)
+
+
 def enqueue_ingestion(document: Document) -> None:
     """Send the ingestion task after the surrounding transaction commits (never before)."""
+    transaction.on_commit(lambda: send_ingestion(document))
+
+
+def send_ingestion(document: Document) -> bool:
+    """Hand the task to the broker; when it cannot be reached, keep the document queued and say so.
+
+    The upload is already committed: it is never lost. ``queued_at`` empty marks it unsent, and the
+    sweeper (``ingestions_sweep``) sends it when the broker answers again. The bounded publish retry
+    policy keeps a request from hanging on a dead broker.
+    """
     from documents.tasks import ingest_document
 
-    transaction.on_commit(lambda: ingest_document.delay(document.pk))
+    try:
+        ingest_document.delay(document.pk)
+    except BROKER_ERRORS as error:
+        logger.warning("could not queue document %s (%s); the sweeper will send it when the broker is back",
+                       document.pk, error)
+        Document.objects.filter(pk=document.pk, status=Document.Status.QUEUED).update(
+            queued_at=None, error=QUEUE_UNREACHABLE
+        )
+        document.queued_at, document.error = None, QUEUE_UNREACHABLE
+        return False
+    return True
 
 
 def document_reingest(*, document: Document, actor=None) -> None:
-    """Queue a document again; its chunks are replaced when the new run stores."""
+    """Queue a document again, from scratch; its chunks are replaced when the new run stores."""
     audit.record(action="reingest", actor=actor, target=document)
+    now = timezone.now()
     Document.objects.filter(pk=document.pk).update(
-        status=Document.Status.QUEUED, progress=0.0, error="", updated_at=timezone.now()
+        status=Document.Status.QUEUED, progress=0.0, error="", attempts=0, queued_at=now, finished_at=None,
+        updated_at=now,
     )
+    document.status, document.progress, document.error, document.attempts = Document.Status.QUEUED, 0.0, "", 0
     enqueue_ingestion(document)
+
+
+PENDING = (Document.Status.QUEUED, Document.Status.PROCESSING)
+
+
+class IngestCancelled(Exception):
+    """This run's result is no longer wanted (cancelled, deleted or queued again meanwhile): store nothing."""
+
+
+@transaction.atomic
+def document_cancel(*, document: Document, actor=None) -> bool:
+    """Cancel a queued or running ingestion; False when it had already finished.
+
+    A running task notices between stages and embedding batches (at its next progress write) and stops;
+    the store refuses, under the document's row lock, a document cancelled meanwhile. Re-ingest starts
+    it again from scratch.
+    """
+    who = actor.get_username() if getattr(actor, "is_authenticated", False) else ""
+    reason = f"Cancelled by {who}." if who else "Cancelled."
+    now = timezone.now()
+    # Waits for a store in progress (its row lock); then the WHERE sees the stored status and cancels nothing.
+    cancelled = Document.objects.filter(pk=document.pk, status__in=PENDING).update(
+        status=Document.Status.CANCELLED, error=reason, progress=0.0, finished_at=now, updated_at=now
+    )
+    if not cancelled:
+        document.refresh_from_db(fields=["status", "error", "progress", "chunk_count", "finished_at"])
+        return False
+    audit.record(action="cancel", actor=actor, target=document, was=document.status)
+    document.status, document.error, document.progress, document.finished_at = (
+        Document.Status.CANCELLED, reason, 0.0, now
+    )
+    return True
 
 
 @transaction.atomic
@@ -161,7 +232,81 @@ def document_delete(*, document: Document, actor=None) -> None:
 
 
 def _set_progress(document_id: int, progress: float) -> None:
-    Document.objects.filter(pk=document_id).update(progress=progress, updated_at=timezone.now())
+    """Show progress; the same statement finds out whether the run is still wanted."""
+    # updated_at doubles as the run's heartbeat: the sweeper restarts runs whose progress stopped moving.
+    written = Document.objects.filter(pk=document_id, status=Document.Status.PROCESSING).update(
+        progress=progress, updated_at=timezone.now()
+    )
+    if not written:
+        raise IngestCancelled("cancelled, deleted or queued again while it was processed")
+
+
+def interrupted_reason(attempts: int) -> str:
+    return (
+        f"Processing was interrupted {attempts} time{'s' if attempts != 1 else ''} without finishing (the worker "
+        "stopped, e.g. it ran out of memory or was restarted), so it was given up. Re-ingest to try again; "
+        "if it keeps happening, the administrators can see the details in the worker log."
+    )
+
+
+def ingestions_sweep() -> dict[str, int]:
+    """Nothing stays queued or processing forever: restart dead runs, re-send lost tasks, give up on the hopeless.
+
+    - processing, but its progress has not moved for INGEST_STALE_SECONDS: its run died (worker killed,
+      out of memory, machine lost). Queued again, or failed with a reason after INGEST_MAX_ATTEMPTS runs.
+    - queued, never handed to the broker (it was down at upload): sent now.
+    - queued long ago while the broker's queue is empty: its message was lost (Redis restarted without
+      persistence): sent again. A task for a document that finished meanwhile does nothing.
+    Safe to run concurrently (beat ticks, workers starting): rows are taken with SKIP LOCKED.
+    """
+    now = timezone.now()
+    stale_before = now - timedelta(seconds=settings.INGEST_STALE_SECONDS)
+    rows = Document.objects.select_for_update(skip_locked=True)
+    with transaction.atomic():
+        stale = list(rows.filter(status=Document.Status.PROCESSING, updated_at__lt=stale_before)
+                     .values_list("pk", "attempts"))
+        exhausted = [pk for pk, attempts in stale if attempts >= settings.INGEST_MAX_ATTEMPTS]
+        for pk, attempts in stale:
+            if pk in exhausted:
+                Document.objects.filter(pk=pk).update(
+                    status=Document.Status.FAILED, error=interrupted_reason(attempts), progress=0.0,
+                    finished_at=now, updated_at=now,
+                )
+        restart = [pk for pk, _ in stale if pk not in exhausted]
+        if restart:
+            Document.objects.filter(pk__in=restart).update(
+                status=Document.Status.QUEUED, progress=0.0, queued_at=now, updated_at=now,
+                error="Its worker stopped before finishing; it was queued again and will restart from the beginning.",
+            )
+        resend = list(rows.filter(status=Document.Status.QUEUED, queued_at__isnull=True).values_list("pk", flat=True))
+        waiting = rows.filter(status=Document.Status.QUEUED, queued_at__lt=stale_before)
+        if waiting.exists() and _broker_backlog() == 0:
+            resend += list(waiting.values_list("pk", flat=True))
+        if resend:
+            Document.objects.filter(pk__in=resend).update(queued_at=now, error="")
+    sent = [send_ingestion(document) for document in Document.objects.filter(pk__in=restart + resend)]
+    counts = {"restarted": len(restart), "failed": len(exhausted), "resent": len(resend), "unsent": sent.count(False)}
+    if any(counts.values()):
+        logger.warning("ingestion sweep: %s", " ".join(f"{key}={value}" for key, value in counts.items()))
+    return counts
+
+
+def _broker_backlog() -> int | None:
+    """Messages waiting in the ingestion queue; None when the broker cannot tell."""
+    from kombu.exceptions import ChannelError
+
+    from documents.tasks import ingest_document
+
+    app = ingest_document.app
+    try:
+        with app.connection_for_write() as conn:
+            try:
+                return conn.default_channel.queue_declare(queue=app.conf.task_default_queue, passive=True).message_count
+            except ChannelError:
+                return 0  # the queue does not exist: nothing waits in it
+    except BROKER_ERRORS as error:
+        logger.warning("cannot count the ingestion queue (%s)", error)
+        return None
 
 
 PROGRESS_WRITE_SECONDS = 1.0
@@ -217,21 +362,29 @@ def parse_document(*, document: Document, path: Path) -> list[Section]:
     return parse_file_guarded(path=path, filename=document.original_filename, content_type=document.content_type)
 
 
-def document_ingest(*, document_id: int) -> Document | None:
+def document_ingest(*, document_id: int, only_pending: bool = False) -> Document | None:
     """Parse, chunk, embed and store one document; any failure ends in ``failed`` with a reason.
 
-    Safe to run twice, or concurrently: the chunks are replaced in one transaction. Logs one line
-    per stored document with the seconds of each stage (bench/ingest_pipeline.py reads it).
+    Safe to run twice, or concurrently: the chunks are replaced in one transaction. ``only_pending``
+    (the task's way) ingests only a document still queued or processing: a message delivered again
+    after the document finished or was cancelled does nothing. A lost database connection is raised,
+    not recorded, so that the task retries. Logs one line per stored document with the seconds of each
+    stage (bench/ingest_pipeline.py reads it).
     """
     started = time.perf_counter()
     document = Document.objects.filter(pk=document_id).select_related("collection").first()
     if document is None:
         logger.info("document %s no longer exists; nothing to ingest", document_id)
         return None
-    Document.objects.filter(pk=document_id).update(
-        status=Document.Status.PROCESSING, progress=0.0, error="",
+    claim = Document.objects.filter(pk=document_id)
+    if only_pending:
+        claim = claim.filter(status__in=PENDING)
+    if not claim.update(
+        status=Document.Status.PROCESSING, progress=0.0, error="", attempts=F("attempts") + 1,
         started_at=timezone.now(), finished_at=None, updated_at=timezone.now(),
-    )
+    ):
+        logger.info("document %s is %s; nothing to ingest", document_id, document.status)
+        return document
     seconds: dict[str, float] = {}
     progress = _ProgressBar(document_id, seconds)
     try:
@@ -256,10 +409,14 @@ def document_ingest(*, document_id: int) -> Document | None:
         seconds["embed"] -= seconds.get("progress", 0.0) - shown_before  # the model's time alone
         with timed(seconds, "store"):
             store_chunks(document=document, drafts=drafts, vectors=vectors, model_name=backend.model_name)
+    except IngestCancelled as why:
+        logger.info("ingestion of document %s stopped without storing: %s", document_id, why)
     except IngestError as error:
         _mark_failed(document_id, str(error))
     except SoftTimeLimitExceeded:
         _mark_failed(document_id, "Processing took longer than the time limit and was stopped.")
+    except (OperationalError, InterfaceError, psycopg.OperationalError):
+        raise  # the database went away: nothing can be recorded now; the task retries, the sweeper backs it up
     except Exception:
         logger.exception("ingestion of document %s failed unexpectedly", document_id)
         _mark_failed(
@@ -272,7 +429,7 @@ def document_ingest(*, document_id: int) -> Document | None:
             "document %s stored: chunks=%d seconds=%.4f %s", document_id, total, time.perf_counter() - started,
             " ".join(f"{stage}={value:.4f}" for stage, value in seconds.items()),
         )
-    return Document.objects.get(pk=document_id)
+    return Document.objects.filter(pk=document_id).first()
 
 
 @contextmanager
@@ -286,7 +443,8 @@ def timed(seconds: dict[str, float], stage: str):
 
 
 def _mark_failed(document_id: int, reason: str) -> None:
-    Document.objects.filter(pk=document_id).update(
+    # Never over a cancellation (or a finished concurrent run): only the run that still owns it fails it.
+    Document.objects.filter(pk=document_id, status=Document.Status.PROCESSING).update(
         status=Document.Status.FAILED, error=reason, progress=0.0,
         finished_at=timezone.now(), updated_at=timezone.now(),
     )
@@ -320,7 +478,8 @@ def store_chunks(
     """Replace the document's chunks in one transaction, writing them with binary COPY.
 
     COPY is the fastest way into PostgreSQL (one round trip, no per-row parsing); one
-    transaction means a retried task can never leave duplicates or half a document.
+    transaction means a retried task can never leave duplicates or half a document. A document
+    cancelled meanwhile is refused (``IngestCancelled``) under its row lock.
     """
     if len(drafts) != len(vectors):
         raise ValueError(f"{len(drafts)} chunks but {len(vectors)} vectors")
@@ -329,17 +488,20 @@ def store_chunks(
         # and compiling them with the ORM cost more than running them (bench/ingest_store.py).
         with connection.cursor() as cursor:
             # Lock the document's row (not its collection's): two runs of the same document store
-            # one after the other. The same statement reads the distance, i.e. which partial HNSW
-            # index the rows join.
+            # one after the other, and a cancellation either came before (and is seen here) or waits
+            # and then finds the document stored. The same statement reads the distance, i.e. which
+            # partial HNSW index the rows join.
             cursor.execute(
-                f"SELECT d.collection_id, c.distance FROM {Document._meta.db_table} d "
+                f"SELECT d.collection_id, c.distance, d.status FROM {Document._meta.db_table} d "
                 f"JOIN {Collection._meta.db_table} c ON c.id = d.collection_id WHERE d.id = %s FOR UPDATE OF d",
                 [document.pk],
             )
             row = cursor.fetchone()
             if row is None:
-                return  # deleted while we worked
-            collection_id, distance = row
+                raise IngestCancelled("deleted while it was processed")
+            collection_id, distance, status = row
+            if status == Document.Status.CANCELLED:
+                raise IngestCancelled("cancelled while it was processed")
             # A separate statement, so that it sees what a run we waited for committed.
             cursor.execute(f"SELECT EXISTS (SELECT 1 FROM {Chunk._meta.db_table} WHERE document_id = %s)",
                            [document.pk])

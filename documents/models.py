@@ -79,6 +79,7 @@ class Document(models.Model):
         PROCESSING = "processing", "Processing"
         READY = "ready", "Ready"
         FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
 
     owner = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="documents"
@@ -98,6 +99,13 @@ class Document(models.Model):
     progress = models.FloatField(default=0.0, help_text="0..1 while processing.")
     chunk_count = models.PositiveIntegerField(default=0)
     error = models.TextField(blank=True)
+    attempts = models.PositiveIntegerField(
+        default=0, help_text="Runs of this ingestion that started; it fails after INGEST_MAX_ATTEMPTS interrupted.",
+    )
+    queued_at = models.DateTimeField(
+        null=True, blank=True,
+        help_text="When the ingestion task was last handed to the queue; empty while the queue was unreachable.",
+    )
     metadata = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -121,7 +129,12 @@ class Document(models.Model):
 
     @property
     def is_finished(self) -> bool:
-        return self.status in (self.Status.READY, self.Status.FAILED)
+        return self.status in (self.Status.READY, self.Status.FAILED, self.Status.CANCELLED)
+
+    @property
+    def is_pending(self) -> bool:
+        """Queued or processing: what a user may cancel, and what the sweeper watches."""
+        return self.status in (self.Status.QUEUED, self.Status.PROCESSING)
 
 
 class Chunk(models.Model):

@@ -9,4 +9,5 @@ urlpatterns = [
     path("<int:pk>/", views.document_detail, name="detail"),
     path("<int:pk>/delete/", views.document_delete, name="delete"),
     path("<int:pk>/reingest/", views.document_reingest, name="reingest"),
+    path("<int:pk>/cancel/", views.document_cancel, name="cancel"),
 ]

@@ -10,6 +10,7 @@ from django.views.decorators.http import require_GET, require_POST
 from documents import ingest, uploads
 from documents.exceptions import UploadRejected
 from documents.models import Collection, Document
+from ragsite import ratelimit
 
 
 def _document_json(document: Document) -> dict:
@@ -51,7 +52,14 @@ def _upload(request):
         return redirect("documents:list")
     collection = ingest.collection_for_upload(user=request.user, name=request.POST.get("collection"))
     results = list(too_large)
+    retry_after = 0  # set once the user's upload limit is reached: the remaining files are refused
     for upload in files:
+        if not retry_after:
+            allowed, wait = ratelimit.hit("upload", request.user)  # counted per file
+            retry_after = 0 if allowed else wait
+        if retry_after:
+            results.append({"name": upload.name, "ok": False, "detail": ratelimit.message("upload", retry_after)})
+            continue
         try:
             document = ingest.document_create(
                 owner=request.user, file=upload, collection=collection, filename=upload.name
@@ -62,7 +70,12 @@ def _upload(request):
         except UploadRejected as error:
             results.append({"name": upload.name, "ok": False, "detail": str(error)})
     if wants_json:
-        return JsonResponse({"results": results}, status=202)
+        # 429 when the limit refused a file and none was accepted; each file's result says why.
+        refused = retry_after and not any(result["ok"] for result in results)
+        response = JsonResponse({"results": results}, status=429 if refused else 202)
+        if retry_after:
+            response["Retry-After"] = str(retry_after)
+        return response
     for result in results:
         if result["ok"]:
             messages.success(request, f"{result['name']}: queued for processing.")
@@ -114,4 +127,22 @@ def document_reingest(request, pk: int):
     document = get_object_or_404(Document.objects.filter(owner=request.user), pk=pk)
     ingest.document_reingest(document=document, actor=request.user)
     messages.success(request, f"“{document.title}” queued again.")
+    return redirect("documents:list")
+
+
+@login_required
+@require_POST
+def document_cancel(request, pk: int):
+    """Cancel a queued or running ingestion (its uploader or the collection's owner); re-ingest runs it again."""
+    document = get_object_or_404(Document.objects.visible_to(request.user).select_related("collection"), pk=pk)
+    if request.user.pk not in (document.owner_id, document.collection.owner_id):
+        status, detail = 403, "Only the uploader or the collection's owner can cancel this document's processing."
+    elif ingest.document_cancel(document=document, actor=request.user):
+        status, detail = 200, f"Cancelled the processing of “{document.title}”."
+    else:
+        status, state = 409, document.get_status_display().lower()
+        detail = f"“{document.title}” had already finished ({state}); nothing to cancel."
+    if "application/json" in request.headers.get("Accept", ""):
+        return JsonResponse({"detail": detail, "document": _document_json(document)}, status=status)
+    (messages.success if status == 200 else messages.error)(request, detail)
     return redirect("documents:list")

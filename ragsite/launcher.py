@@ -38,9 +38,11 @@ def main() -> int:
     concurrency = int(os.environ.get("WORKER_CONCURRENCY", "2"))
     # Each worker process runs its own local embedding model: share the cores between them.
     os.environ.setdefault("EMBEDDING_THREADS", str(max(1, (os.cpu_count() or 1) // concurrency)))
+    # -B: Celery beat inside the worker, for the periodic sweep that restarts ingestions a dead worker left
+    # behind and re-sends tasks the broker lost (documents.ingest.ingestions_sweep). One worker, one beat.
     worker = subprocess.Popen(
         [python, "-m", "celery", "-A", "ragsite", "worker", "--loglevel", "INFO",
-         "--concurrency", str(concurrency)],
+         "--concurrency", str(concurrency), "-B", "--schedule", str(config.VAR_DIR / "celerybeat-schedule")],
     )
     web = subprocess.Popen(
         [python, "-m", "uvicorn", "ragsite.asgi:application", "--host", host, "--port", str(port),

@@ -112,12 +112,20 @@ DATABASES = {
     "default": dj_database_url.parse(
         DATABASE_URL,
         conn_max_age=0 if DATABASE_POOL else env_int("DATABASE_CONN_MAX_AGE", 60),
-        conn_health_checks=not DATABASE_POOL,
+        # Without a pool: a reused connection is checked before a request uses it. With one, the pool
+        # checks each connection it hands out (ConnectionPool.check_connection), so after a database
+        # restart no request gets a connection the restart broke.
+        conn_health_checks=True,
     )
 }
 if DATABASE_POOL:
     DATABASES["default"]["OPTIONS"]["pool"] = {
-        "min_size": 1, "max_size": env_int("DATABASE_POOL_MAX_SIZE", 20), "timeout": 10,
+        # A request waits at most `timeout` seconds for a connection, then gets a clear 503
+        # (ragsite.middleware) instead of hanging while the database is down. The pool retries a failed
+        # connection with exponential backoff only as long as a request may wait; after that the next
+        # request tries at once, so the site works again as soon as the database is back (the default,
+        # five minutes of backoff, left it answering 503 for up to minutes after a restart).
+        "min_size": 1, "max_size": env_int("DATABASE_POOL_MAX_SIZE", 20), "timeout": 5, "reconnect_timeout": 5,
     }
 # A socket directory given as "?host=/path" (as the embedded server's URL does) is the HOST.
 if "host" in DATABASES["default"]["OPTIONS"]:
@@ -126,7 +134,13 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Redis: the Celery broker and the cache.
 REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
-CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL,
+        # A Redis that is down answers at once (connection refused); one that is unreachable must not hang requests.
+        "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 5},
+    }
+}
 
 CELERY_BROKER_URL = REDIS_URL
 CELERY_TASK_IGNORE_RESULT = True
@@ -135,7 +149,16 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # A task not acknowledged within this time is delivered to another worker (Redis transport).
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 3600)}
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 3600),
+    # Without socket timeouts a publish to a broker that vanished without closing the connection waits forever.
+    "socket_connect_timeout": 2,
+    "socket_timeout": 10,
+}
+# Sending a task (an upload's ingestion) tries three times within about a second; then the upload is kept,
+# queued, and the sweeper sends it when the broker is back (documents.ingest). A request never hangs on Redis.
+CELERY_TASK_PUBLISH_RETRY = True
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.5, "interval_max": 0.5}
 CELERY_TASK_SOFT_TIME_LIMIT = env_int("INGEST_TIME_LIMIT_SECONDS", 1800)
 CELERY_TASK_TIME_LIMIT = CELERY_TASK_SOFT_TIME_LIMIT + 60
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
@@ -203,6 +226,29 @@ EMBEDDING_TIMEOUT_SECONDS = env_float("EMBEDDING_TIMEOUT_SECONDS", 60)
 # Threads of a local (fastembed) model per process; 0: one per core. With several worker
 # processes on one machine, cores / processes avoids threads fighting over the same cores.
 EMBEDDING_THREADS = env_int("EMBEDDING_THREADS", 0)
+
+# Nothing stays queued or processing forever. A document whose progress has not moved for
+# INGEST_STALE_SECONDS is in no live run (its worker was killed, ran out of memory or lost its machine):
+# the sweeper (documents.ingest.ingestions_sweep, run by Celery beat and when a worker starts) queues it
+# again, and after INGEST_MAX_ATTEMPTS runs that never finished fails it with the reason. A live run is
+# never silent that long: it writes progress at most once a second, and its longest silent step is a parse
+# (PARSE_TIMEOUT_SECONDS) or an embedding batch with its retries; the hard time limit
+# (INGEST_TIME_LIMIT_SECONDS + 60) ends any run, so the default never exceeds it.
+INGEST_STALE_SECONDS = env_int("INGEST_STALE_SECONDS", min(
+    CELERY_TASK_TIME_LIMIT,
+    max(600, 2 * PARSE_TIMEOUT_SECONDS, int(2 * (EMBEDDING_MAX_RETRIES + 1) * EMBEDDING_TIMEOUT_SECONDS)),
+))
+if INGEST_STALE_SECONDS < 5:
+    raise ImproperlyConfigured("INGEST_STALE_SECONDS must be at least 5 (live ingestions write progress each second).")
+INGEST_MAX_ATTEMPTS = max(1, env_int("INGEST_MAX_ATTEMPTS", 3))
+INGEST_SWEEP_SECONDS = max(1.0, min(60.0, INGEST_STALE_SECONDS / 4))
+CELERY_BEAT_SCHEDULE = {
+    "sweep-stale-ingestions": {
+        "task": "documents.tasks.sweep_stale_ingestions",
+        "schedule": INGEST_SWEEP_SECONDS,
+        "options": {"expires": INGEST_SWEEP_SECONDS},  # a sweep nobody ran in time is replaced by the next
+    },
+}
 
 # Retrieval
 HNSW_EF_SEARCH = env_int("HNSW_EF_SEARCH", 100)  # candidates HNSW examines per query (recall vs speed)

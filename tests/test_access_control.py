@@ -42,6 +42,7 @@ PAGES = [
     ("documents/<int:pk>/", "get", "/documents/{document}/", None),
     ("documents/<int:pk>/delete/", "post", "/documents/{document}/delete/", {}),
     ("documents/<int:pk>/reingest/", "post", "/documents/{document}/reingest/", {}),
+    ("documents/<int:pk>/cancel/", "post", "/documents/{document}/cancel/", {}),
     ("chat/<int:pk>/", "get", "/chat/{conversation}/", None),
     ("chat/<int:pk>/ask/", "post", "/chat/{conversation}/ask/", {"question": "What is Alice's salary?"}),
     ("chat/<int:pk>/delete/", "post", "/chat/{conversation}/delete/", {}),
@@ -51,6 +52,7 @@ PAGES = [
 API = [
     ("api/v1/documents/<document_id>", "get", "/api/v1/documents/{document}", None),
     ("api/v1/documents/<document_id>", "delete", "/api/v1/documents/{document}", None),
+    ("api/v1/documents/<document_id>/cancel", "post", "/api/v1/documents/{document}/cancel", None),
     ("api/v1/search", "get", "/api/v1/search?q=salary&collection={collection}", None),
 ]
 

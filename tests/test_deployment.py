@@ -32,10 +32,11 @@ def test_every_environment_variable_is_in_the_readme():
 def test_compose_runs_db_redis_web_and_worker_with_documented_settings():
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     services = compose["services"]
-    assert set(services) == {"db", "redis", "web", "worker"}
+    assert set(services) == {"db", "redis", "web", "worker", "beat"}
     assert services["db"]["image"].startswith("pgvector/pgvector:pg17")
     assert all("healthcheck" in service for service in services.values())
     assert services["worker"]["command"][:3] == ["celery", "-A", "ragsite"]
+    assert services["beat"]["command"][:4] == ["celery", "-A", "ragsite", "beat"]  # one scheduler: the sweeper
     environment = services["web"]["environment"]
     assert environment["DATABASE_URL"].startswith("postgresql://") and environment["REDIS_URL"].startswith("redis://")
     known = variables_read_by_the_code()

@@ -74,7 +74,8 @@
       for (const result of data.results || []) {
         if (result.ok) {
           insertRow(result.row_html);
-          report(result.name + ": queued for processing.", true);
+          // The queue (Redis) may be down: the upload is kept and the row says when it will start.
+          report(result.name + ": " + (result.document.error || "queued for processing."), true);
         } else {
           report(result.name + ": " + result.detail, false);
         }
@@ -104,11 +105,41 @@
     badge.textContent = doc.status_label;
     const bar = row.querySelector("progress");
     bar.value = doc.progress;
-    bar.hidden = doc.status === "ready" || doc.status === "failed";
+    const pending = doc.status === "queued" || doc.status === "processing";
+    bar.hidden = !pending;
+    const cancel = row.querySelector(".cancel-form");
+    if (cancel) cancel.hidden = !pending;
     row.querySelector(".chunks").textContent =
       doc.status === "ready" ? doc.chunk_count + (doc.chunk_count === 1 ? " chunk" : " chunks") : "";
     row.querySelector(".error").textContent = doc.error || "";
   }
+
+  // Cancel: sent with fetch, the row shows the answer at once (without JavaScript the form posts).
+  table.addEventListener("submit", async (event) => {
+    const cancel = event.target.closest(".cancel-form");
+    if (!cancel) return;
+    event.preventDefault();
+    const row = cancel.closest("tr[data-document-id]");
+    const button = cancel.querySelector("button");
+    button.disabled = true;
+    results.replaceChildren();
+    try {
+      const response = await fetch(cancel.action, {
+        method: "POST",
+        body: new FormData(cancel),
+        headers: { Accept: "application/json" },
+        credentials: "same-origin",
+      });
+      const isJson = (response.headers.get("Content-Type") || "").includes("application/json");
+      const data = isJson ? await response.json() : {};
+      if (data.document) update(row, data.document);
+      report(data.detail || "Cancelling failed (HTTP " + response.status + "). Please try again.", response.ok);
+    } catch (error) {
+      report("Cancelling failed: the server could not be reached. Please try again.", false);
+    } finally {
+      button.disabled = false;
+    }
+  });
 
   let timer = null;
   function schedulePoll(delay) {

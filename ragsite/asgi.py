@@ -1,6 +1,10 @@
 import os
 
-from django.core.asgi import get_asgi_application
+import django
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "ragsite.settings")
-application = get_asgi_application()
+django.setup(set_prefix=False)  # as get_asgi_application() does
+
+from ragsite.middleware import SyncMiddlewareASGIHandler  # noqa: E402
+
+application = SyncMiddlewareASGIHandler()

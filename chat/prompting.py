@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import replace
+from functools import lru_cache
 
 from django.conf import settings
 
@@ -25,6 +26,11 @@ REWRITE_PROMPT = """Rewrite the user's last question as one standalone search qu
 FENCE_TAG = re.compile(r"<(\s*/?\s*passages?\b)", re.IGNORECASE)
 # Overhead of one passage's tags and label, in tokens, beyond its text.
 PASSAGE_OVERHEAD = 20
+
+
+# Token counts of passages and history turns: a question's passages are counted when they are fitted
+# to the budget and again when the prompt is built, and a conversation's turns at every question.
+_tokens = lru_cache(maxsize=2048)(count_tokens)
 
 
 def _defuse(text: str) -> str:
@@ -50,7 +56,7 @@ def fit_hits(hits: list[Hit], budget: int) -> list[Hit]:
     """The best-ranked passages that fit ``budget`` tokens (at least the first, truncated)."""
     kept, used = [], 0
     for hit in hits:
-        cost = count_tokens(hit.text) + PASSAGE_OVERHEAD
+        cost = _tokens(hit.text) + PASSAGE_OVERHEAD
         if used + cost > budget:
             if not kept and budget > PASSAGE_OVERHEAD:
                 # The best passage alone is too long: its beginning is better than no passage.
@@ -72,14 +78,15 @@ def build_messages(*, question: str, history: list[dict], hits: list[Hit], budge
     budget = budget or settings.LLM_CONTEXT_TOKENS
     hits = fit_hits(hits, passages_budget(budget))
     user_content = f"{format_passages(hits)}\n\nQuestion: {question}"
-    used = count_tokens(SYSTEM_PROMPT) + count_tokens(user_content)
     kept_history: list[dict] = []
-    for turn in reversed(history):
-        cost = count_tokens(turn["content"]) + 4
-        if used + cost > budget:
-            break
-        kept_history.insert(0, {"role": turn["role"], "content": turn["content"]})
-        used += cost
+    if history:  # what the passages and question use is only needed to fit history in the rest
+        used = _tokens(SYSTEM_PROMPT) + count_tokens(user_content)
+        for turn in reversed(history):
+            cost = _tokens(turn["content"]) + 4
+            if used + cost > budget:
+                break
+            kept_history.insert(0, {"role": turn["role"], "content": turn["content"]})
+            used += cost
     return [{"role": "system", "content": SYSTEM_PROMPT}, *kept_history, {"role": "user", "content": user_content}]
 
 

@@ -15,6 +15,7 @@ from chat import prompting, retrieval
 from chat.models import Citation, Conversation, Message
 from documents.exceptions import EmbeddingError
 from documents.models import Chunk
+from documents.parsing import CONTROL
 
 logger = logging.getLogger(__name__)
 
@@ -22,8 +23,26 @@ NOTHING_FOUND = (
     "I could not find anything about this in the documents you can search. "
     "Try other words, another collection, or upload the document that answers it."
 )
+# The chat form's maxlength; both chat endpoints refuse longer questions (question_too_long).
+QUESTION_MAX_CHARACTERS = 4000
 # [1], [2][3], and the [1, 2] models also write.
 CITATION = re.compile(r"\[(\d{1,3}(?:\s*,\s*\d{1,3})*)\]")
+
+
+def clean_question(text: str) -> str:
+    """A question without control characters (PostgreSQL text cannot hold NUL; the others are noise).
+
+    Forms send line breaks as CRLF: they count as one character, as in the form's maxlength.
+    """
+    return CONTROL.sub("", (text or "").replace("\r\n", "\n")).strip()
+
+
+def question_too_long(question: str) -> str:
+    """Why ``question`` is refused for its length, or "" when it is not."""
+    if len(question) <= QUESTION_MAX_CHARACTERS:
+        return ""
+    return (f"The question is {len(question):,} characters long; the limit is {QUESTION_MAX_CHARACTERS:,}. "
+            "Ask a shorter question, or upload the long text as a document.")
 
 
 def cited_indexes(answer: str, available: int) -> list[int]:
@@ -135,7 +154,7 @@ def ask(
     Events: ``{"type": "token", "text"}`` … then ``{"type": "done", "message_id", "content",
     "citations", "error"}``. The question is saved first, so a failing model loses nothing.
     """
-    question = question.strip()[:4000]
+    question = clean_question(question)[:QUESTION_MAX_CHARACTERS]
     history = history_of(conversation)
     with transaction.atomic():  # one commit, not two, before the first token
         Message.objects.create(conversation=conversation, role=Message.Role.USER, content=question)

@@ -18,6 +18,7 @@ from chat import retrieval, services, streaming
 from chat.models import Citation, Conversation
 from chat.templatetags.answers import render_markdown
 from documents.models import Collection, Document
+from ragsite import ratelimit
 
 logger = logging.getLogger(__name__)
 
@@ -147,13 +148,20 @@ def chat_ask(request, pk: int):
     conversation = get_object_or_404(
         Conversation.objects.filter(owner=request.user).select_related("owner"), pk=pk
     )
-    question = (request.POST.get("question") or "").strip()
+    question = services.clean_question(request.POST.get("question") or "")
     if not question:
         return HttpResponseBadRequest("Type a question first.", content_type="text/plain")
+    if too_long := services.question_too_long(question):
+        return HttpResponseBadRequest(too_long, content_type="text/plain")
     try:
         filters = _filters(request.POST, conversation)
     except ValueError as error:
         return HttpResponseBadRequest(str(error), content_type="text/plain")
+    allowed, retry_after = ratelimit.hit("chat", request.user)
+    if not allowed:  # plain text: the page's script shows it in the answer's bubble
+        response = HttpResponse(ratelimit.message("chat", retry_after), status=429, content_type="text/plain")
+        response["Retry-After"] = str(retry_after)
+        return response
     events = _events(services.ask(conversation=conversation, question=question, filters=filters), conversation)
     response = StreamingHttpResponse(streaming.streamed(request, events), content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"

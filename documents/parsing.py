@@ -234,7 +234,13 @@ def parse_docx(path: Path) -> list[Section]:
         )
     try:
         document = docx.Document(str(path))
+    except MemoryError:
+        raise  # inflating the parts hit the memory limit: the guard says so (PARSE_MAX_MEMORY_MB)
     except Exception as error:
+        from lxml import etree
+
+        if isinstance(error, etree.XMLSyntaxError) and error.code == etree.ErrorTypes.ERR_NO_MEMORY:
+            raise MemoryError() from error  # libxml2 ran out of memory: the same limit, not a damaged file
         raise CorruptDocument(f"The Word document is damaged and could not be read ({_short(error)}).") from error
 
     sections: list[Section] = []

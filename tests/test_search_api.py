@@ -63,6 +63,26 @@ def test_another_users_collection_is_404(client, user, library):
     assert get(client, user, "/api/v1/search?q=lava&collection=Mallory").status_code == 404
 
 
+def test_a_name_several_readable_collections_share_means_the_first_of_them(client, user, other_user, library):
+    shared = Collection.objects.create(name="Rocks", owner=other_user)
+    shared.members.add(user)
+    mine = Collection.objects.create(name="Rocks", owner=user)
+    add(other_user, shared, "basalt", "Basalt is a dark volcanic rock.")
+    add(user, mine, "granite", "Granite is a light plutonic rock.")
+    Collection.objects.create(name="Ice", owner=other_user)  # not readable: never chosen
+    for value, expected in (("Rocks", {"basalt"}), ("Ice", {"glacier"})):
+        results = get(client, user, f"/api/v1/search?q=rock+glaciers&collection={value}&k=10").json()["results"]
+        assert {r["document_title"] for r in results} == expected
+
+
+def test_an_unknown_collection_is_404_whatever_the_query(client, user, library):
+    for query in ("lava", "+", "%00"):
+        assert get(client, user, f"/api/v1/search?q={query}&collection=Nowhere").status_code == 404
+        assert get(client, user, f"/api/v1/search?q={query}&collection=Ice").status_code == 200
+    assert get(client, user, f"/api/v1/search?q=lava&collection={10**30}").status_code == 404
+    assert get(client, user, "/api/v1/search?q=lava&collection=Ice%00").status_code == 404
+
+
 def test_bad_parameters_are_422_and_no_token_is_401(client, user, library):
     assert get(client, user, "/api/v1/search?q=lava&k=0").status_code == 422
     assert get(client, user, "/api/v1/search?q=lava&mode=psychic").status_code == 422

@@ -70,6 +70,7 @@
   function failureMessage(status, text) {
     if (status === 401 || status === 403) return "Your session has ended: reload the page and sign in again.";
     if (status === 404) return "This conversation no longer exists.";
+    if (status === 429) return text || "Too many questions: wait a little and try again.";
     if (status >= 500) return "The server failed to answer. Please try again.";
     return text || "The question could not be sent.";
   }
@@ -109,6 +110,8 @@
       if (!response.ok || !type.startsWith("text/event-stream")) {
         const detail = type.startsWith("text/plain") ? (await response.text()).trim() : "";
         showError(answer, failureMessage(response.ok ? 500 : response.status, detail));
+        // Over the rate limit the question was not saved: put it back, to send again later.
+        if (response.status === 429 && !textarea.value) textarea.value = question;
         return;
       }
       const reader = response.body.getReader();

@@ -23,6 +23,8 @@ run, in the database ``ragbench_filtered``:
   exact filtered search (numpy, checked against the SQL); p50/p95 latency.
 - keyword and hybrid mode through the service on the same data, filtered to "rare" and over all
   that alice may read.
+- carol, a member of "rare" and of nothing else, searching everything she may read with no collection
+  filter (vector, keyword, hybrid): the same 1% of the table, but the permission subquery alone says so.
 - EXPLAIN (ANALYZE) of the filtered query: which index the planner uses at this size, and how many
   tuples the iterative scan examined.
 - the HNSW build of the 100k chunks twice: with the server's maintenance_work_mem and parallel
@@ -67,6 +69,7 @@ def main() -> None:
         DEBUG="false", SECRET_KEY=secrets.token_urlsafe(32),
     )
     from django.conf import settings
+    from django.contrib.auth import get_user_model
 
     from chat import retrieval
     from documents import embeddings
@@ -86,6 +89,9 @@ def main() -> None:
     build_seconds, build_notices = _data.build_hnsw(maintenance_work_mem=memory, workers=workers)
 
     rare, alice = loaded.collections["rare"], loaded.user
+    # A reader of the 1% collection alone: with no collection filter, only the permission check narrows her search.
+    carol, _ = get_user_model().objects.get_or_create(username="carol")
+    rare.members.add(carol)
     rare_mask = loaded.collection_of == rare.pk
     readable_mask = np.isin(loaded.collection_of, [loaded.collections["corpus"].pk, rare.pk])
     truth_rare = loaded.chunk_ids[_data.exact_top(corpus.vectors, corpus.queries, K, rare_mask)]
@@ -131,11 +137,11 @@ def main() -> None:
     planner_uses_hnsw = "chunk_embedding_hnsw" in plans["planner"]
     max_scan_tuples = connections["relaxed"].execute("SHOW hnsw.max_scan_tuples").fetchone()[0]
 
-    def service(mode: str, filtered: bool):
+    def service(mode: str, filtered: bool, user=alice):
         filters = retrieval.Filters(collections=(rare.pk,)) if filtered else None
 
         def run(i):
-            hits = retrieval.search(user=alice, query=texts[i], query_vector=queries[i], k=K, mode=mode,
+            hits = retrieval.search(user=user, query=texts[i], query_vector=queries[i], k=K, mode=mode,
                                     filters=filters)
             return [hit.chunk_id for hit in hits]
 
@@ -164,6 +170,9 @@ def main() -> None:
         "service, vector, unfiltered": service("vector", False),
         "service, keyword, unfiltered": service("keyword", False),
         "service, hybrid, unfiltered": service("hybrid", False),
+        "service, vector, 1% reader, unfiltered": service("vector", False, carol),
+        "service, keyword, 1% reader, unfiltered": service("keyword", False, carol),
+        "service, hybrid, 1% reader, unfiltered": service("hybrid", False, carol),
     }
     _data.progress(f"timing {len(queries)} queries × {len(methods)} methods (ef_search={ef}) ...")
     timings = _data.interleaved(methods, len(queries))
@@ -179,7 +188,10 @@ def main() -> None:
         recall = _data.recall(ids, truth[name]) if vector else float("nan")
         returned = float(np.mean([len(i) for i in ids]))
         figures[name] = {"recall": recall, "returned": returned, "p50": p50, "p95": p95}
-        rows.append([name, "everything alice reads (90%)" if "unfiltered" in name else "rare (1%)",
+        scope = "rare (1%)"
+        if "unfiltered" in name:
+            scope = "everything carol reads: rare (1%)" if "1% reader" in name else "everything alice reads (90%)"
+        rows.append([name, scope,
                      f"{recall:.3f}" if vector else "—", f"{returned:.2f}", f"{p50:.2f}", f"{p95:.2f}",
                      f"{p50 / exact_p50:.2f}"])
     seconds = time.perf_counter() - started
@@ -217,6 +229,8 @@ def main() -> None:
         "bare_iterative_recall_at_10": bare["recall"], "overfetch_recall_at_10": overfetch["recall"],
         "iterative_p50_ms": iterative["p50"], "plain_p50_ms": plain["p50"], "exact_p50_ms": exact_p50,
         "service_recall_at_10": service_vector["recall"], "service_returned": service_vector["returned"],
+        "reader_1pct_recall_at_10": figures["service, vector, 1% reader, unfiltered"]["recall"],
+        "reader_1pct_p50_ms": figures["service, vector, 1% reader, unfiltered"]["p50"],
         "service_p50_ms": service_vector["p50"], "planner_uses_hnsw": str(planner_uses_hnsw).lower(),
         "keyword_p50_ms": figures["service, keyword"]["p50"], "hybrid_p50_ms": figures["service, hybrid"]["p50"],
         "hybrid_unfiltered_p50_ms": figures["service, hybrid, unfiltered"]["p50"], "chunks": n, "ef_search": ef,

@@ -1,0 +1,157 @@
+"""The ASGI entry point `make run` and compose serve (ragsite.asgi.application), driven with raw ASGI messages.
+
+Django's test clients bring their own handler; these tests speak the protocol to ours, as uvicorn does: a
+request's sync work in one hop (its database connection given back before the bytes are sent), streamed
+answers cut short when the client hangs up, and bodies that cannot be a valid upload refused before they
+are stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+
+import pytest
+from django.core import signals
+
+from documents.models import ApiToken
+from ragsite.asgi import application
+from tests.test_openai_api import handbook, openai_llm  # noqa: F401  (fixtures)
+
+
+def run(scope: dict, receive, on_send=None, timeout: float = 60) -> list[dict]:
+    """Run the application for one request in a loop of its own (another thread); the messages it sent."""
+    sent: list[dict] = []
+
+    async def send(message):
+        sent.append(message)
+        if on_send is not None:
+            on_send(message)
+
+    async def main():
+        await asyncio.wait_for(application(scope, receive, send), timeout)
+
+    failure: list[BaseException] = []
+    thread = threading.Thread(target=lambda: _run_catching(main, failure))
+    thread.start()
+    thread.join()
+    if failure:
+        raise failure[0]
+    return sent
+
+
+def _run_catching(main, failure: list) -> None:
+    try:
+        asyncio.run(main())
+    except BaseException as error:  # re-raised in the test's thread
+        failure.append(error)
+
+
+def http_scope(method: str, path: str, headers: dict[str, str], query: str = "") -> dict:
+    return {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method, "scheme": "http",
+        "path": path, "raw_path": path.encode(), "query_string": query.encode(), "root_path": "",
+        "headers": [(k.lower().encode(), v.encode()) for k, v in {"host": "localhost", **headers}.items()],
+        "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 8000),
+    }
+
+
+def body_of(sent: list[dict]) -> bytes:
+    return b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+
+
+@pytest.fixture
+def trace():
+    """The order of request_started, request_finished and the messages sent, as they happened."""
+    events: list[str] = []
+
+    def started(**kwargs):
+        events.append("started")
+
+    def finished(**kwargs):
+        events.append("finished")
+
+    signals.request_started.connect(started, weak=False)
+    signals.request_finished.connect(finished, weak=False)
+    yield events
+    signals.request_started.disconnect(started)
+    signals.request_finished.disconnect(finished)
+
+
+def test_a_response_gives_its_database_connection_back_before_it_is_sent(transactional_db, user, trace):
+    token = ApiToken.issue(user=user)[1]
+    messages = iter([{"type": "http.request", "body": b"", "more_body": False}])
+
+    async def receive():
+        return next(messages)
+
+    scope = http_scope("GET", "/api/v1/documents", {"authorization": f"Bearer {token}"})
+    sent = run(scope, receive, on_send=lambda message: trace.append(message["type"]))
+    assert sent[0]["status"] == 200 and json.loads(body_of(sent)) == []
+    # request_finished (close_old_connections) ran in the request's one hop, before the first byte went out.
+    assert trace[:3] == ["started", "finished", "http.response.start"]
+
+
+def test_a_declared_oversized_upload_is_refused_before_its_body_is_read(transactional_db, user, settings):
+    settings.MAX_UPLOAD_BYTES = 1024 * 1024
+    token = ApiToken.issue(user=user)[1]
+    reads = []
+
+    async def receive():
+        reads.append(1)
+        return {"type": "http.request", "body": b"x" * 65536, "more_body": True}
+
+    scope = http_scope("POST", "/api/v1/documents", {
+        "authorization": f"Bearer {token}", "content-type": "multipart/form-data; boundary=x",
+        "content-length": str(50 * 1024 * 1024),
+    })
+    sent = run(scope, receive)
+    assert sent[0]["status"] == 413
+    assert "the limit is 1.0 MB (MAX_UPLOAD_MB)" in json.loads(body_of(sent))["detail"]
+    assert reads == []  # not one byte of it was read, let alone stored
+
+
+def test_an_undeclared_body_is_refused_once_it_passes_the_limit(transactional_db, user, settings):
+    settings.MAX_UPLOAD_BYTES = 1024 * 1024
+    chunk = b"x" * (256 * 1024)
+    reads = []
+
+    async def receive():  # chunked: no content-length, a body that never ends
+        reads.append(len(chunk))
+        return {"type": "http.request", "body": chunk, "more_body": True}
+
+    scope = http_scope("POST", "/documents/", {"content-type": "multipart/form-data; boundary=x",
+                                               "accept": "text/html"})
+    sent = run(scope, receive)
+    assert sent[0]["status"] == 413
+    assert b"the limit is 1.0 MB (MAX_UPLOAD_MB)" in body_of(sent)
+    from documents.uploads import request_limit
+
+    assert sum(reads) <= request_limit("/documents/") + len(chunk)  # reading stopped at the limit
+
+
+def test_a_client_that_hangs_up_ends_a_streamed_answer(transactional_db, user, handbook, openai_llm, trace):  # noqa: F811
+    openai_llm.reply_text = " ".join(f"word{n}" for n in range(40))
+    openai_llm.stream_delay = 0.1  # the whole answer would take about 4 s
+    token = ApiToken.issue(user=user)[1]
+    body = json.dumps({"model": "rag", "stream": True,
+                       "messages": [{"role": "user", "content": "How many vacation days?"}]}).encode()
+    first_token = threading.Event()
+    calls = []
+
+    async def receive():
+        calls.append(1)
+        if len(calls) == 1:
+            return {"type": "http.request", "body": body, "more_body": False}
+        while not first_token.is_set():  # the client hangs up once the answer has begun
+            await asyncio.sleep(0.01)
+        return {"type": "http.disconnect"}
+
+    scope = http_scope("POST", "/v1/chat/completions", {"authorization": f"Bearer {token}",
+                                                        "content-type": "application/json"})
+    sent = run(scope, receive, on_send=lambda m: b"word0" in m.get("body", b"") and first_token.set())
+    streamed = body_of(sent)
+    assert sent[0]["status"] == 200 and b"word0" in streamed
+    assert b"word39" not in streamed and b"[DONE]" not in streamed  # cut short, not streamed to the end
+    assert trace.count("finished") == 1  # and closed: its connection went back

@@ -159,13 +159,24 @@ def test_create_api_token_command_prints_a_working_token_last(client, user):
 
 
 def test_oversized_upload_is_dropped_while_it_streams_in(api, settings, tmp_path):
-    """A 3 MB upload over a 1 MB limit: the handler drops it at the limit; nothing is stored."""
+    """A 1.5 MB upload over a 1 MB limit: the upload handler drops it at the limit; nothing is stored."""
     settings.MAX_UPLOAD_BYTES = 1024 * 1024
     settings.FILE_UPLOAD_TEMP_DIR = str(tmp_path)  # a temporary file would land here
-    big = SimpleUploadedFile("big.txt", b"word " * (3 * 1024 * 1024 // 5), content_type="text/plain")
+    big = SimpleUploadedFile("big.txt", b"word " * (3 * 1024 * 1024 // 10), content_type="text/plain")
     response = api.post("/api/v1/documents", {"file": big})
     assert response.status_code == 413
     assert response.json()["detail"] == "The file is larger than the limit; the limit is 1.0 MB (MAX_UPLOAD_MB)."
+    assert list(tmp_path.iterdir()) == [] and Document.objects.count() == 0
+
+
+def test_an_upload_request_longer_than_one_file_can_be_is_refused_with_its_size(api, settings, tmp_path):
+    """The API takes one file: a 3 MB request over a 1 MB limit cannot be valid and is refused unread."""
+    settings.MAX_UPLOAD_BYTES = 1024 * 1024
+    settings.FILE_UPLOAD_TEMP_DIR = str(tmp_path)
+    big = SimpleUploadedFile("big.txt", b"word " * (3 * 1024 * 1024 // 5), content_type="text/plain")
+    response = api.post("/api/v1/documents", {"file": big})
+    assert response.status_code == 413
+    assert response.json()["detail"].startswith("The file is 3.0 MB; the limit is 1.0 MB (MAX_UPLOAD_MB).")
     assert list(tmp_path.iterdir()) == [] and Document.objects.count() == 0
 
 

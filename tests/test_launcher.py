@@ -114,9 +114,11 @@ def test_make_run_serves_processes_a_document_and_stops_cleanly(launched):
     assert done["status"] == "ready" and done["chunk_count"] == 1, done
 
     process.send_signal(signal.SIGINT)
-    assert process.wait(timeout=60) == 0
+    code = process.wait(timeout=60)
     log.seek(0)
-    assert "Stopped." in log.read()
+    output = log.read()
+    assert code == 0, output[-3000:]
+    assert "Stopped." in output
     assert not (tmp_path / "var" / "pgdata" / "postmaster.pid").exists()  # the database stopped too
     with pytest.raises(OSError):
         urllib.request.urlopen(f"{base}/healthz", timeout=2)

@@ -70,7 +70,7 @@ class DocumentAdmin(admin.ModelAdmin):
                        "original_filename", "owner", "created_at", "updated_at", "started_at", "finished_at",
                        "attempts", "queued_at")
     list_select_related = ("collection", "owner")
-    actions = ("reingest", "cancel_ingestion", "delete_with_chunks")
+    actions = ("reingest", "cancel_ingestion")
     date_hierarchy = "created_at"
 
     def get_form(self, request, obj=None, **kwargs):
@@ -131,13 +131,14 @@ class DocumentAdmin(admin.ModelAdmin):
         self.message_user(request, f"Cancelled the processing of {cancelled} document(s)."
                           + (f" {finished} had already finished." if finished else ""), messages.SUCCESS)
 
-    @admin.action(description="Delete selected documents with their chunks and files")
-    def delete_with_chunks(self, request, queryset):
-        count = 0
-        for document in queryset:
+    # Django's delete page and its "Delete selected" action go through the service too: it removes the
+    # stored file (unless another document shares it) and writes the audit trail, as every other delete does.
+    def delete_model(self, request, obj):
+        ingest.document_delete(document=obj, actor=request.user)
+
+    def delete_queryset(self, request, queryset):
+        for document in queryset.select_related("collection"):
             ingest.document_delete(document=document, actor=request.user)
-            count += 1
-        self.message_user(request, f"Deleted {count} document(s).", messages.SUCCESS)
 
 
 @admin.register(Chunk)

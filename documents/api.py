@@ -1,4 +1,4 @@
-"""/api/v1/documents: upload (202 at once), status, list, delete."""
+"""/api/v1/documents: upload (202 at once), status, list, delete, cancel, re-ingest."""
 
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404
@@ -104,3 +104,17 @@ def cancel_document(request, document_id: int):
     if not ingest.document_cancel(document=document, actor=request.user):
         return Status(409, {"detail": f"The document had already finished ({document.status}); nothing to cancel."})
     return Status(200, document)
+
+
+@router.post("/{document_id}/reingest", response={202: DocumentOut, 403: Problem})
+def reingest_document(request, document_id: int):
+    """Process a document again from scratch (its uploader or the collection's owner): status `queued`.
+
+    Retries a failed or cancelled ingestion, or re-embeds a ready document; its chunks are replaced when the
+    new run stores. Poll GET /documents/{id} for progress.
+    """
+    document = get_object_or_404(Document.objects.visible_to(request.user).select_related("collection"), pk=document_id)
+    if request.user.pk not in (document.owner_id, document.collection.owner_id):
+        return Status(403, {"detail": "Only the uploader or the collection's owner can re-ingest this document."})
+    ingest.document_reingest(document=document, actor=request.user)
+    return Status(202, document)

@@ -124,9 +124,13 @@ def document_delete(request, pk: int):
 @login_required
 @require_POST
 def document_reingest(request, pk: int):
-    document = get_object_or_404(Document.objects.filter(owner=request.user), pk=pk)
-    ingest.document_reingest(document=document, actor=request.user)
-    messages.success(request, f"“{document.title}” queued again.")
+    """Process a document again from scratch (its uploader or the collection's owner)."""
+    document = get_object_or_404(Document.objects.visible_to(request.user).select_related("collection"), pk=pk)
+    if request.user.pk not in (document.owner_id, document.collection.owner_id):
+        messages.error(request, "Only the uploader or the collection's owner can re-ingest this document.")
+    else:
+        ingest.document_reingest(document=document, actor=request.user)
+        messages.success(request, f"“{document.title}” queued again.")
     return redirect("documents:list")
 
 

@@ -66,6 +66,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "ragsite.health.HealthCheckMiddleware",  # first: /healthz answers probes whatever the Host and scheme
     "django.middleware.security.SecurityMiddleware",
     "documents.uploads.UploadLimitMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",

@@ -53,6 +53,7 @@ API = [
     ("api/v1/documents/<document_id>", "get", "/api/v1/documents/{document}", None),
     ("api/v1/documents/<document_id>", "delete", "/api/v1/documents/{document}", None),
     ("api/v1/documents/<document_id>/cancel", "post", "/api/v1/documents/{document}/cancel", None),
+    ("api/v1/documents/<document_id>/reingest", "post", "/api/v1/documents/{document}/reingest", None),
     ("api/v1/search", "get", "/api/v1/search?q=salary&collection={collection}", None),
 ]
 

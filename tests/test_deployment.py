@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -19,11 +20,21 @@ def variables_read_by_the_code() -> set[str]:
         source = path.read_text()
         names |= set(re.findall(r'env_(?:str|bool|int|float|list)\("([A-Z_]+)"', source))
         names |= set(re.findall(r'os\.environ(?:\.get)?[(\[]"([A-Z_]+)"', source))
-    return names - {"DJANGO_SETTINGS_MODULE", "CELERY_TASK_ALWAYS_EAGER"}
+    return names - {"DJANGO_SETTINGS_MODULE"}
+
+
+def variables_read_by_the_deployment() -> set[str]:
+    """``${VAR}``, ``${VAR:-default}``, ``${VAR:?message}`` in the Dockerfile and docker-compose.yml."""
+    names = set()
+    for name in ("Dockerfile", "docker-compose.yml"):
+        names |= set(re.findall(r"\$\{([A-Z][A-Z0-9_]*)", (ROOT / name).read_text()))
+    return names
 
 
 def test_every_environment_variable_is_in_the_readme():
-    names = variables_read_by_the_code()
+    deployment = variables_read_by_the_deployment()
+    assert {"WEB_WORKERS", "POSTGRES_PASSWORD", "SECRET_KEY"} <= deployment
+    names = variables_read_by_the_code() | deployment
     assert len(names) > 30
     missing = sorted(name for name in names if f"`{name}`" not in README)
     assert missing == [], f"document these in the README's configuration table: {missing}"
@@ -42,6 +53,21 @@ def test_compose_runs_db_redis_web_and_worker_with_documented_settings():
     known = variables_read_by_the_code()
     assert set(environment) <= known, set(environment) - known
     assert services["web"]["depends_on"]["db"]["condition"] == "service_healthy"
+    assert "http://127.0.0.1:8000/healthz" in " ".join(services["web"]["healthcheck"]["test"])
+
+
+@pytest.mark.django_db
+def test_the_web_healthcheck_answers_by_address_behind_a_real_domain_and_https_redirect(client, settings):
+    settings.ALLOWED_HOSTS = ["rag.example.com"]
+    settings.SECURE_SSL_REDIRECT = True
+    # What compose's probe asks: plain HTTP to the container's loopback address.
+    response = client.get("/healthz", HTTP_HOST="127.0.0.1:8000")
+    assert response.status_code == 200, response.content
+    assert response["Content-Type"] == "application/json" and response.json()["database"] == "ok"
+    # Every other URL still refuses that Host, and redirects plain HTTP to HTTPS.
+    assert client.get("/documents/", HTTP_HOST="127.0.0.1:8000").status_code == 400
+    redirect = client.get("/documents/", HTTP_HOST="rag.example.com")
+    assert redirect.status_code == 301 and redirect["Location"] == "https://rag.example.com/documents/"
 
 
 def test_docker_image_installs_only_what_production_needs():

@@ -1,5 +1,7 @@
 """documents/ingest.py: upload checks, the pipeline, the atomic COPY store."""
 
+import re
+
 import pytest
 from django.core.files.base import ContentFile
 from django.db import connection
@@ -396,3 +398,34 @@ def test_shared_latin1_markdown_has_no_mojibake(user, collection, fixtures_dir):
     document = ingest_path(user, collection, fixtures_dir / "odd-latin1.md")
     text = " ".join(document.chunks.values_list("text", flat=True))
     assert "Ã" not in text and any(ch in text for ch in "äöüÄÖÜß")
+
+
+def fenced_blocks(markdown: str) -> list[str]:
+    return re.findall(r"^```\w*\n.*?^```$", markdown, flags=re.S | re.M)
+
+
+@pytest.mark.shared
+def test_shared_markdown_code_blocks_each_stay_whole_in_one_chunk(user, collection, fixtures_dir):
+    path = fixtures_dir / "good-codeblock.md"
+    document = ingest_path(user, collection, path)
+    assert document.status == Document.Status.READY, document.error
+    texts = list(document.chunks.order_by("ordinal").values_list("text", flat=True))
+    blocks = fenced_blocks(path.read_text())
+    assert len(blocks) == 3  # one HTML block, the same XML block twice
+    for block in set(blocks):
+        assert sum(text.count(block) for text in texts) >= blocks.count(block), block
+
+
+@pytest.mark.shared
+def test_shared_markdown_code_block_longer_than_a_chunk_is_split_only_between_lines(
+    user, collection, fixtures_dir, settings,
+):
+    path = fixtures_dir / "good-codeblock.md"
+    settings.CHUNK_SIZE_TOKENS = 60  # the HTML block (~90 tokens) no longer fits in one chunk
+    document = ingest_path(user, collection, path)
+    texts = list(document.chunks.order_by("ordinal").values_list("text", flat=True))
+    html_block = fenced_blocks(path.read_text())[0]
+    assert not any(html_block in text for text in texts)  # it was split ...
+    lines = {line.strip() for line in path.read_text().splitlines()}
+    cut = [line for text in texts for line in text.splitlines() if line.strip() not in lines]
+    assert cut == [], "chunk boundaries fell inside these lines"  # ... but never inside a line

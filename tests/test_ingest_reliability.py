@@ -251,6 +251,68 @@ def test_admin_cancel_action(client, django_user_model, user, collection):
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# the re-ingest endpoints: retry after a cancel or a failure
+
+
+def bearer(user) -> dict:
+    return {"HTTP_AUTHORIZATION": f"Bearer {ApiToken.issue(user=user)[1]}"}
+
+
+def test_retry_through_the_api_after_cancel_queues_again_and_ends_ready(client, user, collection, sent):
+    document = upload(user, collection)
+    client.post(f"/api/v1/documents/{document.pk}/cancel", **bearer(user))
+    response = client.post(f"/api/v1/documents/{document.pk}/reingest", **bearer(user))
+    assert response.status_code == 202
+    assert response.json().items() >= {"id": document.pk, "status": "queued", "progress": 0.0, "error": ""}.items()
+    assert AuditEvent.objects.filter(action="reingest", actor_name="alice", object_id=str(document.pk)).exists()
+    document = ingest.document_ingest(document_id=document.pk)
+    assert document.status == Document.Status.READY and document.chunks.count() == document.chunk_count > 1
+    assert "/api/v1/documents/{document_id}/reingest" in client.get("/api/v1/openapi.json").json()["paths"]
+
+
+def test_retry_through_the_api_is_for_the_uploader_and_the_collection_owner(
+    client, django_user_model, user, other_user, collection,
+):
+    member = django_user_model.objects.create_user("bob", "bob@example.com", "correct horse battery")
+    stranger = django_user_model.objects.create_user("eve", "eve@example.com", "correct horse battery")
+    collection.members.add(other_user, member)
+    document = upload(other_user, collection)  # uploaded by a member into Alice's collection
+    ingest.document_cancel(document=document, actor=other_user)
+    url = f"/api/v1/documents/{document.pk}/reingest"
+    assert client.post(url, **bearer(stranger)).status_code == 404
+    refused = client.post(url, **bearer(member))
+    assert refused.status_code == 403 and "uploader or the collection's owner" in refused.json()["detail"]
+    assert Document.objects.get(pk=document.pk).status == Document.Status.CANCELLED
+    assert client.post(url, **bearer(user)).status_code == 202  # the collection's owner
+    assert client.post(url, **bearer(other_user)).status_code == 202  # the uploader
+    assert Document.objects.get(pk=document.pk).status == Document.Status.QUEUED
+
+
+def test_the_collection_owner_may_reingest_a_members_upload_on_the_page(client, user, other_user, collection):
+    collection.members.add(other_user)
+    document = upload(other_user, collection)
+    ingest.document_cancel(document=document, actor=other_user)
+    client.force_login(user)
+    page = client.get("/documents/").content.decode()
+    assert f'action="/documents/{document.pk}/reingest/"' in page
+    response = client.post(f"/documents/{document.pk}/reingest/", follow=True)
+    assert "“policy” queued again." in response.content.decode()
+    assert Document.objects.get(pk=document.pk).status == Document.Status.QUEUED
+
+
+def test_a_member_may_read_but_not_reingest_on_the_page(client, user, other_user, collection):
+    collection.members.add(other_user)
+    document = upload(user, collection)
+    ingest.document_cancel(document=document, actor=user)
+    client.force_login(other_user)
+    page = client.get("/documents/").content.decode()
+    assert f'data-document-id="{document.pk}"' in page and f"/documents/{document.pk}/reingest/" not in page
+    response = client.post(f"/documents/{document.pk}/reingest/", follow=True)
+    assert "Only the uploader or the collection&#x27;s owner can re-ingest" in response.content.decode()
+    assert Document.objects.get(pk=document.pk).status == Document.Status.CANCELLED
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # the broker is down when a document is uploaded
 
 

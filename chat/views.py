@@ -18,6 +18,7 @@ from chat import retrieval, services, streaming
 from chat.models import Citation, Conversation
 from chat.templatetags.answers import render_markdown
 from documents.models import Collection, Document
+from documents.parsing import CONTENT_TYPES
 from ragsite import ratelimit
 
 logger = logging.getLogger(__name__)
@@ -25,6 +26,11 @@ logger = logging.getLogger(__name__)
 CONVERSATIONS_SHOWN = 50
 FILTER_DOCUMENTS_SHOWN = 200
 UNEXPECTED_FAILURE = "Something went wrong while answering. Your question is saved; please try again."
+# The "file type" filter: each kind the parser reads, and the content types a document of that kind
+# records (its upload's declared type, or the one its name implies), from the parser's own table.
+FILE_TYPE_LABELS = {"pdf": "PDF", "docx": "Word", "html": "HTML", "markdown": "Markdown", "text": "Text"}
+FILE_TYPES = {kind: tuple(t for t, k in CONTENT_TYPES.items() if k == kind) for kind in FILE_TYPE_LABELS}
+TAG_MAX_LENGTH = 100
 
 
 @login_required
@@ -89,6 +95,8 @@ def _context(request, conversation: Conversation | None) -> dict:
         # For the "only this document" filter, and to tell a new user to upload something first.
         "documents": list(documents.only("pk", "title").order_by("title")[:FILTER_DOCUMENTS_SHOWN]),
         "messages_list": messages_list,
+        "file_types": FILE_TYPE_LABELS.items(),
+        "tag_max_length": TAG_MAX_LENGTH,
     }
 
 
@@ -96,20 +104,40 @@ def _filters(data, conversation: Conversation) -> retrieval.Filters | None:
     """Per-question filters from the form; ``None`` lets the service use the conversation's collection."""
     document = (data.get("document") or "").strip()
     after = (data.get("after") or "").strip()
-    if not document and not after:
+    before = (data.get("before") or "").strip()
+    file_type = (data.get("file_type") or "").strip()
+    tag = (data.get("tag") or "").strip()
+    if not (document or after or before or file_type or tag):
         return None
-    if document and not document.isdigit():
+    if document and not (document.isascii() and document.isdigit() and int(document) < 2**63):
         raise ValueError("Unknown document.")
-    try:
-        created_after = date.fromisoformat(after) if after else None
-    except ValueError:
-        raise ValueError("The date must look like 2024-01-31.") from None
-    # Access control stays in retrieval's SQL: a document id the user may not read finds nothing.
+    created_after, created_before = _date(after), _date(before)
+    if created_after and created_before and created_before <= created_after:
+        raise ValueError("“Added before” must be a later date than “added after”.")
+    if file_type and file_type not in FILE_TYPES:
+        raise ValueError(f"Unknown file type: choose one of {', '.join(FILE_TYPE_LABELS.values())}.")
+    if len(tag) > TAG_MAX_LENGTH:
+        raise ValueError(f"A tag is at most {TAG_MAX_LENGTH} characters.")
+    if any(ord(c) < 32 or ord(c) == 127 for c in tag):  # no tag holds them (and jsonb cannot hold NUL)
+        raise ValueError("A tag cannot contain control characters.")
+    # Access control stays in retrieval's SQL: a document id the user may not read finds nothing, and
+    # the file type, tag and dates only narrow the collections the user may read.
     return retrieval.Filters(
         collections=(conversation.collection_id,) if conversation.collection_id else (),
         documents=(int(document),) if document else (),
+        content_types=FILE_TYPES.get(file_type, ()),
+        # Tags as documents keep them: a list under "tags" in their metadata, which chunks copy.
+        metadata={"tags": [tag]} if tag else {},
         created_after=created_after,
+        created_before=created_before,
     )
+
+
+def _date(value: str) -> date | None:
+    try:
+        return date.fromisoformat(value) if value else None
+    except ValueError:
+        raise ValueError("The date must look like 2024-01-31.") from None
 
 
 def _sse(event: dict) -> str:

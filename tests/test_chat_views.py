@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 
 import pytest
 from asgiref.sync import async_to_sync
@@ -13,8 +14,9 @@ from django.urls import reverse
 
 from chat.models import Citation, Conversation, Message
 from chat.templatetags.answers import render_markdown
+from chat.views import FILE_TYPE_LABELS
 from documents import ingest
-from documents.models import Collection
+from documents.models import Collection, Document
 
 pytestmark = pytest.mark.django_db
 
@@ -22,7 +24,6 @@ POLICY = (
     b"Travel policy. Employees book trains for trips under four hours. "
     b"Hotels may cost at most 150 EUR per night. Flights need the approval of a manager."
 )
-
 
 
 @pytest.fixture
@@ -46,9 +47,12 @@ def llm(settings, openai_server):
     return openai_server
 
 
-def make_document(owner, collection, body: bytes, name: str):
-    document = ingest.document_create(owner=owner, collection=collection, file=SimpleUploadedFile(name, body),
-                                      enqueue=False)
+def make_document(owner, collection, body: bytes, name: str, *, content_type="text/plain", metadata=None,
+                  created_at=None):
+    document = ingest.document_create(owner=owner, collection=collection, metadata=metadata,
+                                      file=SimpleUploadedFile(name, body, content_type=content_type), enqueue=False)
+    if created_at is not None:
+        Document.objects.filter(pk=document.pk).update(created_at=created_at)
     return ingest.document_ingest(document_id=document.pk)
 
 
@@ -61,6 +65,31 @@ def events_of(response) -> list[dict]:
 
 def ask(client, conversation, question="Which trips go by train?", **extra):
     return client.post(reverse("chat:ask", args=[conversation.pk]), {"question": question, **extra})
+
+
+def cited(client, conversation, **filters) -> set[int]:
+    """The documents an (extractive) answer to a question about train trips cites, with these filters."""
+    done = events_of(ask(client, conversation, question="trains trips hours", **filters))[-1]
+    assert done["type"] == "done" and done["error"] == ""
+    return {c["document_id"] for c in done["citations"]}
+
+
+@pytest.fixture
+def travels(user, collection, settings):
+    """Three documents about train trips: of different file types, tags and ages."""
+    settings.LLM_BACKEND = "extractive"
+    return {
+        "policy": make_document(user, collection, POLICY, "travel-policy.txt", metadata={"tags": ["policy"]}),
+        "abroad": make_document(
+            user, collection, b"# Abroad\n\nAbroad, trains are fine for trips under six hours.", "abroad.md",
+            content_type="text/markdown", metadata={"tags": ["abroad", "policy"]},
+            created_at=datetime(2020, 6, 1, tzinfo=UTC),
+        ),
+        "history": make_document(
+            user, collection, b"In 2019 trains took trips of up to ten hours.", "history.txt",
+            created_at=datetime(2019, 3, 1, tzinfo=UTC),
+        ),
+    }
 
 
 def test_pages_require_sign_in(client, user):
@@ -281,6 +310,87 @@ def test_filters_cannot_reach_another_users_document(signed_in, user, other_user
     assert "could not find anything" in done["content"]
 
 
+def test_without_filters_the_answer_cites_every_matching_document(signed_in, user, travels):
+    conversation = Conversation.objects.create(owner=user)
+    assert cited(signed_in, conversation) == {d.pk for d in travels.values()}
+
+
+def test_the_added_before_filter_keeps_older_documents(signed_in, user, travels):
+    conversation = Conversation.objects.create(owner=user)
+    assert cited(signed_in, conversation, before="2021-01-01") == {travels["abroad"].pk, travels["history"].pk}
+
+
+def test_added_after_and_before_filter_a_date_range(signed_in, user, travels):
+    conversation = Conversation.objects.create(owner=user)
+    assert cited(signed_in, conversation, after="2020-01-01", before="2021-01-01") == {travels["abroad"].pk}
+    assert cited(signed_in, conversation, after="2019-03-01", before="2019-03-02") == {travels["history"].pk}
+
+
+def test_the_file_type_filter_keeps_documents_of_that_type(signed_in, user, travels):
+    conversation = Conversation.objects.create(owner=user)
+    assert cited(signed_in, conversation, file_type="markdown") == {travels["abroad"].pk}
+    assert cited(signed_in, conversation, file_type="text") == {travels["policy"].pk, travels["history"].pk}
+    assert cited(signed_in, conversation, file_type="pdf") == set()
+
+
+def test_the_tag_filter_keeps_documents_tagged_so(signed_in, user, travels):
+    conversation = Conversation.objects.create(owner=user)
+    assert cited(signed_in, conversation, tag="abroad") == {travels["abroad"].pk}
+    assert cited(signed_in, conversation, tag=" policy ") == {travels["policy"].pk, travels["abroad"].pk}
+    assert cited(signed_in, conversation, tag="Abroad") == set()  # tags match exactly
+
+
+def test_filters_combine_and_stay_within_the_conversations_collection(signed_in, user, travels):
+    elsewhere = make_document(user, Collection.objects.create(name="Elsewhere", owner=user),
+                              b"Abroad, trains suit trips under five hours.", "elsewhere.md",
+                              content_type="text/markdown", metadata={"tags": ["abroad"]})
+    everywhere = Conversation.objects.create(owner=user)
+    in_handbook = Conversation.objects.create(owner=user, collection=travels["policy"].collection)
+    assert cited(signed_in, everywhere, tag="abroad", file_type="markdown") == {travels["abroad"].pk, elsewhere.pk}
+    assert cited(signed_in, in_handbook, tag="abroad", file_type="markdown") == {travels["abroad"].pk}
+    assert cited(signed_in, everywhere, tag="abroad", before="2021-01-01") == {travels["abroad"].pk}
+
+
+def test_the_new_filters_never_reach_another_users_documents(signed_in, user, other_user, travels):
+    theirs = make_document(
+        other_user, Collection.objects.create(name="M", owner=other_user),
+        b"Secretly, trains are fine for trips under twenty hours.", "secret.md", content_type="text/markdown",
+        metadata={"tags": ["secret"]}, created_at=datetime(2018, 1, 1, tzinfo=UTC),
+    )
+    conversation = Conversation.objects.create(owner=user)
+    for filters in ({"tag": "secret"}, {"file_type": "markdown"}, {"before": "2019-01-01"},
+                    {"after": "2017-12-31", "before": "2018-01-02"}, {"document": theirs.pk, "tag": "secret"}):
+        done = events_of(ask(signed_in, conversation, question="trains trips hours", **filters))[-1]
+        assert theirs.pk not in {c["document_id"] for c in done["citations"]}, filters
+        assert "twenty" not in done["content"]
+
+
+@pytest.mark.parametrize(("filters", "message"), [
+    ({"before": "next friday"}, "The date must look like 2024-01-31."),
+    ({"after": "2024-02-01", "before": "2024-02-01"}, "“Added before” must be a later date than “added after”."),
+    ({"file_type": "exe"}, "Unknown file type: choose one of PDF, Word, HTML, Markdown, Text."),
+    ({"file_type": "text/plain"}, "Unknown file type: choose one of PDF, Word, HTML, Markdown, Text."),
+    ({"tag": "t" * 101}, "A tag is at most 100 characters."),
+    ({"tag": "a\x00b"}, "A tag cannot contain control characters."),
+    ({"document": "²"}, "Unknown document."),
+    ({"document": str(2**63)}, "Unknown document."),
+])
+def test_malformed_new_filters_are_refused_with_a_clear_message(filters, message, signed_in, user):
+    conversation = Conversation.objects.create(owner=user)
+    response = ask(signed_in, conversation, **filters)
+    assert (response.status_code, response.content.decode()) == (400, message)
+    assert not conversation.messages.exists()
+
+
+def test_the_filters_offer_a_date_range_file_types_and_a_tag(signed_in, user, document):
+    conversation = Conversation.objects.create(owner=user)
+    html = signed_in.get(reverse("chat:detail", args=[conversation.pk])).content.decode()
+    for field in ('name="after"', 'name="before"', 'name="file_type"', 'name="tag"'):
+        assert field in html
+    for value, label in FILE_TYPE_LABELS.items():
+        assert f'<option value="{value}">{label}</option>' in html
+
+
 def test_malformed_filters_are_refused(signed_in, user):
     conversation = Conversation.objects.create(owner=user)
     assert ask(signed_in, conversation, after="last tuesday").status_code == 400
@@ -363,5 +473,6 @@ def test_the_chat_page_costs_the_same_queries_for_1_or_30_documents_and_conversa
         Conversation.objects.create(owner=user, title=f"Conversation {n}")
     with django_assert_max_num_queries(len(one)):  # no query per document, collection or conversation
         html = page(current)
-    assert html.count("<option value=") == 1 + 30 + 1 + 30  # collections, documents (each with "every")
+    # Collections and documents (each with "every"), and the fixed file types (with "any").
+    assert html.count("<option value=") == 1 + 30 + 1 + 30 + 1 + len(FILE_TYPE_LABELS)
     assert "Conversation 28" in html

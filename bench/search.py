@@ -33,6 +33,9 @@ bob shares "shared" (10%) with her and keeps "private" (10%). Measured on it, in
   (e) langchain-postgres ``PGVector.similarity_search_by_vector`` in its own venv (a subprocess,
       bench/_langchain_peer.py), on its own table with the same HNSW index;
   halfvec: an expression index ``(embedding::halfvec(384)) halfvec_cosine_ops`` on a copy of the table.
+- then IVFFlat, the option: ``manage.py vector_index --type ivfflat``'s service builds it in place of the
+  HNSW index (lists = rows/1000, pgvector's rule) and the bare SQL and (b) are timed again, interleaved,
+  at probes = √lists/2, √lists (the app's default) and 2√lists; the HNSW index is rebuilt afterwards.
 - recall@10 against exact search: numpy brute force over the same float32 vectors (restricted to the
   collection for (a+f), (b), (c)), checked against the SQL with index scans off.
 
@@ -121,6 +124,10 @@ def main() -> None:
         "build_s": results["synthetic"]["builds"]["sized"][0],
         "query_embed_p50_ms": embed_ms,
     }
+    ivf = results["synthetic"]["ivfflat"]
+    headline["ivfflat_recall_at_10"] = ivf["results"][ivf["probes"]]["SQL"]["recall"]
+    headline["ivfflat_sql_p50_ms"] = ivf["results"][ivf["probes"]]["SQL"]["p50"]
+    headline["ivfflat_build_s"] = ivf["build"]
     if "(e) langchain-postgres" in synthetic:
         headline["langchain_vs_sql"] = synthetic["(e) langchain-postgres"]["p50"] / sql
     print(" ".join(f"{key}={value:.3f}" if isinstance(value, float) else f"{key}={value}"
@@ -246,6 +253,7 @@ def run(corpus: _data.Corpus, efs: list[int], *, peer: bool) -> dict:
         per_ef[ef] = {
             name: _summary(seconds, ids, truth.get(name, truth_collection)) for name, (seconds, ids) in timings.items()
         }
+    ivfflat = _ivfflat(loaded, queries, texts, truth_all, truth_collection, corpus_collection.pk, memory, workers)
     connection.close()
     sql.close()
     filtered.close()
@@ -262,8 +270,48 @@ def run(corpus: _data.Corpus, efs: list[int], *, peer: bool) -> dict:
         "n": n, "builds": builds, "index_mb": index_mb, "faiss_build": faiss_seconds,
         "halfvec": (halfvec_seconds, halfvec_mb), "ef": per_ef, "plans": plans, "exact_check": exact_check,
         "load_seconds": loaded.load_seconds, "peer": peer_result,
-        "collection_share": float(mask.mean()), "ef_default": settings.HNSW_EF_SEARCH,
+        "collection_share": float(mask.mean()), "ef_default": settings.HNSW_EF_SEARCH, "ivfflat": ivfflat,
     }
+
+
+def _ivfflat(loaded, queries, texts, truth_all, truth_collection, collection_id: int, memory: str,
+             workers: int) -> dict:
+    """The IVFFlat option, built as the product builds it, timed as HNSW was; then HNSW is put back."""
+    from django.test import override_settings
+
+    from chat import retrieval
+    from documents import indexes
+
+    _data.progress("building IVFFlat in place of HNSW (manage.py vector_index --type ivfflat) ...")
+    built = indexes.vector_index_build(kind="ivfflat", distance="cosine", maintenance_work_mem=memory,
+                                       workers=workers)
+    sql = _raw_connection()
+    filters = retrieval.Filters(collections=(collection_id,))
+    results = {}
+    for probes in sorted({max(1, built.probes // 2), built.probes, 2 * built.probes}):
+        _data.progress(f"IVFFlat probes={probes}: timing {len(queries)} queries ...")
+        sql.execute(f"SET ivfflat.probes = {int(probes)}")
+
+        def service(i):
+            hits = retrieval.search(user=loaded.user, query=texts[i], k=K, mode="vector", query_vector=queries[i],
+                                    filters=filters)
+            return [hit.chunk_id for hit in hits]
+
+        with override_settings(IVFFLAT_PROBES=probes):
+            timings = _data.interleaved({
+                "SQL": lambda i: [r[0] for r in sql.execute(BARE_SQL, [queries[i]]).fetchall()],
+                "service": service,
+            }, len(queries))
+        results[probes] = {
+            name: _summary(seconds, ids, truth_all if name == "SQL" else truth_collection)
+            for name, (seconds, ids) in timings.items()
+        }
+    plan = _plan(sql, BARE_SQL, [queries[0]])
+    sql.close()
+    _data.progress("rebuilding the HNSW index ...")
+    indexes.vector_index_build(kind="hnsw", distance="cosine", maintenance_work_mem=memory, workers=workers)
+    return {"lists": built.lists, "probes": built.probes, "build": built.seconds, "mb": built.megabytes,
+            "results": results, "plan": plan}
 
 
 def _summary(seconds: list[float], ids: list[list[int]], truth: np.ndarray | None) -> dict:
@@ -429,6 +477,17 @@ def record(results: dict, data_sets: list, efs: list[int], embed_ms: float, seco
             notes.append(f"langchain-postgres 0.0.19: add_embeddings of the {result['n']:,} vectors "
                          f"{peer['load_seconds']:.0f} s, its HNSW build {peer['build_seconds']:.1f} s "
                          f"({peer['index_mb']:.0f} MB); its plan: {_data.plan_shape(peer['plan'])}.")
+        ivf = result["ivfflat"]
+        notes.append(
+            f"IVFFlat, the option (`manage.py vector_index --type ivfflat`: lists = {ivf['lists']}, built in "
+            f"{ivf['build']:.1f} s, {ivf['mb']:.0f} MB, in place of HNSW; plan: {ivf['plan']}): "
+            + "; ".join(
+                f"probes {probes}{' (√lists, the default)' if probes == ivf['probes'] else ''}: SQL recall@10 "
+                f"{figures['SQL']['recall']:.3f}, p50 {figures['SQL']['p50']:.2f} ms; (b) service recall@10 "
+                f"{figures['service']['recall']:.3f}, p50 {figures['service']['p50']:.2f} ms"
+                for probes, figures in ivf["results"].items()
+            ) + "."
+        )
         notes += [
             f"Plans: (a) {result['plans']['(a) SQL']}; (a+f) {result['plans']['(a+f) SQL + filters']}.",
             f"Exact search check: {result['exact_check']}. Load (COPY) {result['load_seconds']:.0f} s.",

@@ -258,6 +258,8 @@ def _scope_sql(user, filters: Filters, ef_search: int | None) -> tuple[str, list
     hnsw = "" if ef_search is None else (
         f"set_config('hnsw.ef_search', '{int(ef_search)}', true), "
         "set_config('hnsw.iterative_scan', 'relaxed_order', true), "
+        f"set_config('ivfflat.probes', {_probes_sql()}, true), "
+        "set_config('ivfflat.iterative_scan', 'relaxed_order', true), "
     )
     return (
         f"SELECT {hnsw}set_config('rag.collections', coalesce(array_agg(g.id)::text, '{{}}'), true), "
@@ -265,6 +267,18 @@ def _scope_sql(user, filters: Filters, ef_search: int | None) -> tuple[str, list
         "count(*), coalesce(array_agg(DISTINCT g.distance), '{}') "
         f"FROM documents_collection g WHERE {covered}",
         params,
+    )
+
+
+def _probes_sql() -> str:
+    """IVFFLAT_PROBES, or √lists of the IVFFlat index a distance has (documents.indexes): read from the
+    catalog in the same statement (one index lookup), so a rebuilt index with other lists is used at once."""
+    if settings.IVFFLAT_PROBES > 0:
+        return f"'{int(settings.IVFFLAT_PROBES)}'"
+    names = ",".join(f"chunk_embedding_ivfflat_{distance}" for distance in OPERATORS)
+    return (
+        "coalesce((SELECT greatest(1, round(sqrt(max(substring(o FROM '^lists=(\\d+)$')::int))))::int::text "
+        f"FROM pg_class r, unnest(r.reloptions) o WHERE r.relname = ANY('{{{names}}}') AND o LIKE 'lists=%%'), '1')"
     )
 
 

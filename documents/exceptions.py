@@ -71,3 +71,7 @@ class DuplicateDocument(UploadRejected):
         super().__init__(
             f"This file is already in the collection “{existing.collection}” as “{existing.title}”."
         )
+
+
+class IndexBuildRefused(ValueError):
+    """A vector index cannot be built as asked (documents.indexes); the message says why and what to do."""

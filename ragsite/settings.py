@@ -253,6 +253,8 @@ CELERY_BEAT_SCHEDULE = {
 
 # Retrieval
 HNSW_EF_SEARCH = env_int("HNSW_EF_SEARCH", 100)  # candidates HNSW examines per query (recall vs speed)
+# Lists an IVFFlat index (manage.py vector_index --type ivfflat) searches per query; 0: √lists, as pgvector advises.
+IVFFLAT_PROBES = env_int("IVFFLAT_PROBES", 0)
 RETRIEVAL_CANDIDATES = env_int("RETRIEVAL_CANDIDATES", 50)  # per arm, before hybrid fusion
 HYBRID_VECTOR_WEIGHT = env_float("HYBRID_VECTOR_WEIGHT", 0.5)  # the keyword (BM25) arm weighs the rest
 RETRIEVAL_MIN_SIMILARITY = env_float("RETRIEVAL_MIN_SIMILARITY", 0.25)  # below: not "relevant"

@@ -1,0 +1,130 @@
+"""The vector index of each distance: HNSW (the default, from the migrations) or IVFFlat, (re)built sized.
+
+HNSW answers best at every size and needs no data to be built, so the migrations create it (one partial
+index per distance, see ``Chunk.Meta.indexes``). IVFFlat builds faster and smaller, but its lists are
+k-means centroids of the rows that exist when it is built: pgvector's README says to create it once the
+table holds data, with ``lists`` = rows / 1000 up to a million rows and √rows beyond, and to search
+``probes`` = √lists of them (``IVFFLAT_PROBES``, which retrieval applies per query). A distance has one of
+the two at a time, so the planner never has to choose between them.
+
+Index builds are sized here rather than by the server's defaults: with PostgreSQL's 64 MB of
+``maintenance_work_mem`` the HNSW graph of 100k 384-d vectors no longer fits after 28k rows and the build
+takes 3-4 times longer (bench/filtered_search.py); the build also gets the machine's cores as parallel
+maintenance workers.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass
+
+from django.db import connection
+
+from documents.exceptions import IndexBuildRefused
+from documents.models import Chunk, Distance
+
+KINDS = ("hnsw", "ivfflat")
+OPCLASSES = {"cosine": "vector_cosine_ops", "l2": "vector_l2_ops", "ip": "vector_ip_ops"}
+# Below this many rows of a distance IVFFlat's k-means has too little to learn from; HNSW is better anyway.
+IVFFLAT_MIN_ROWS = 1000
+
+
+@dataclass(frozen=True)
+class Built:
+    name: str
+    kind: str
+    distance: str
+    rows: int
+    seconds: float
+    megabytes: float
+    lists: int | None = None
+    maintenance_work_mem: str = ""
+    workers: int = 0
+
+    @property
+    def probes(self) -> int | None:
+        return ivfflat_probes(self.lists) if self.lists else None
+
+
+def index_name(kind: str, distance: str) -> str:
+    return f"chunk_embedding_{kind}_{distance}"
+
+
+def ivfflat_lists(rows: int) -> int:
+    """pgvector's rule: rows / 1000 up to a million rows, √rows beyond (at least 1)."""
+    return max(1, rows // 1000 if rows <= 1_000_000 else round(math.sqrt(rows)))
+
+
+def ivfflat_probes(lists: int) -> int:
+    """pgvector's starting point for the lists searched per query: √lists."""
+    return max(1, round(math.sqrt(lists)))
+
+
+def sized_memory(rows: int, dimensions: int) -> str:
+    """Enough maintenance_work_mem for the whole HNSW graph (the vectors twice over, plus room), in MB."""
+    return f"{math.ceil(rows * dimensions * 4 * 2 / 2**20) + 128}MB"
+
+
+def current(distance: str) -> dict[str, str]:
+    """The vector indexes of ``distance`` that exist now: name → kind."""
+    names = {index_name(kind, distance): kind for kind in KINDS}
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT relname FROM pg_class WHERE relkind = 'i' AND relname = ANY(%s)", [list(names)])
+        return {row[0]: names[row[0]] for row in cursor.fetchall()}
+
+
+def vector_index_build(
+    *, kind: str, distance: str, lists: int | None = None, maintenance_work_mem: str | None = None,
+    workers: int | None = None,
+) -> Built:
+    """Build ``kind``'s index for ``distance`` (sized), then drop the other kind's; reads keep working meanwhile.
+
+    The new index is built before the old one is dropped, so searches always have an index; the build
+    takes a SHARE lock (writes to the chunk table wait, reads do not).
+    """
+    if kind not in KINDS:
+        raise IndexBuildRefused(f"Unknown index type {kind!r}: choose hnsw or ivfflat.")
+    if distance not in Distance.values:
+        raise IndexBuildRefused(f"Unknown distance {distance!r}: choose one of {', '.join(Distance.values)}.")
+    rows = Chunk.objects.filter(distance=distance).count()
+    if kind == "ivfflat" and rows < IVFFLAT_MIN_ROWS and not lists:
+        raise IndexBuildRefused(
+            f"IVFFlat learns its lists from the rows that exist when it is built, and there are {rows:,} "
+            f"{distance} chunks (at least {IVFFLAT_MIN_ROWS:,} are needed; pass --lists to build anyway). "
+            "Keep HNSW, or ingest your documents first."
+        )
+    from django.conf import settings
+
+    memory = maintenance_work_mem or sized_memory(rows, settings.EMBEDDING_DIMENSIONS)
+    workers = max(0, (os.cpu_count() or 2) - 1) if workers is None else workers
+    name = index_name(kind, distance)
+    started = time.perf_counter()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT set_config('maintenance_work_mem', %s, false), "
+                       "set_config('max_parallel_maintenance_workers', %s, false)", [memory, str(workers)])
+        try:
+            cursor.execute(f'DROP INDEX IF EXISTS "{name}"')
+            if kind == "hnsw":
+                index = next(i for i in Chunk._meta.indexes if i.name == name)  # as the migrations define it
+                with connection.schema_editor() as editor:
+                    editor.add_index(Chunk, index)
+            else:
+                lists = lists or ivfflat_lists(rows)
+                cursor.execute(
+                    f'CREATE INDEX "{name}" ON {Chunk._meta.db_table} USING ivfflat (embedding '
+                    f"{OPCLASSES[distance]}) WITH (lists = {int(lists)}) WHERE distance = %s",
+                    [distance],
+                )
+            seconds = time.perf_counter() - started
+            other = index_name("ivfflat" if kind == "hnsw" else "hnsw", distance)
+            cursor.execute(f'DROP INDEX IF EXISTS "{other}"')
+            cursor.execute(f"ANALYZE {Chunk._meta.db_table}")
+            cursor.execute("SELECT pg_relation_size(%s::regclass)", [name])
+            megabytes = cursor.fetchone()[0] / 2**20
+        finally:
+            cursor.execute("RESET maintenance_work_mem")
+            cursor.execute("RESET max_parallel_maintenance_workers")
+    return Built(name=name, kind=kind, distance=distance, rows=rows, seconds=seconds, megabytes=megabytes,
+                 lists=lists if kind == "ivfflat" else None, maintenance_work_mem=memory, workers=workers)

@@ -1,0 +1,39 @@
+from django.core.management.base import BaseCommand, CommandError
+
+from documents import indexes
+from documents.exceptions import IndexBuildRefused
+from documents.models import Distance
+
+
+class Command(BaseCommand):
+    help = (
+        "(Re)build the vector index of a distance, sized for the data: HNSW (the default) or IVFFlat "
+        "(after the documents are in: its lists are learnt from the rows). One kind per distance."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--type", dest="kind", choices=indexes.KINDS, default="hnsw")
+        parser.add_argument("--distance", choices=[*Distance.values, "all"], default="cosine")
+        parser.add_argument("--lists", type=int, help="IVFFlat lists (default: rows/1000, √rows above 1M rows)")
+        parser.add_argument("--maintenance-work-mem", help="e.g. 4GB (default: enough for the data)")
+        parser.add_argument("--workers", type=int, help="parallel maintenance workers (default: cores - 1)")
+
+    def handle(self, *args, kind, distance, lists, maintenance_work_mem, workers, **options):
+        distances = Distance.values if distance == "all" else [distance]
+        for each in distances:
+            try:
+                built = indexes.vector_index_build(kind=kind, distance=each, lists=lists,
+                                                   maintenance_work_mem=maintenance_work_mem, workers=workers)
+            except IndexBuildRefused as error:
+                raise CommandError(str(error)) from None
+            detail = f", lists={built.lists}" if built.lists else ""
+            self.stdout.write(
+                f"{built.name}: {built.kind} over {built.rows:,} {each} chunks{detail} in {built.seconds:.1f} s, "
+                f"{built.megabytes:.0f} MB (maintenance_work_mem={built.maintenance_work_mem}, "
+                f"{built.workers} parallel worker(s))"
+            )
+            if built.lists:
+                self.stdout.write(
+                    f"Searches probe √lists = {built.probes} lists by default (IVFFLAT_PROBES=0); raise "
+                    "IVFFLAT_PROBES for recall, lower it for speed. Rebuild after the data grows a lot."
+                )

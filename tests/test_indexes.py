@@ -1,0 +1,103 @@
+"""documents/indexes.py and `manage.py vector_index`: HNSW or IVFFlat per distance, and search on either."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from django.core.files.base import ContentFile
+from django.core.management import CommandError, call_command
+from django.db import connection
+
+from chat import retrieval
+from documents import embeddings, indexes, ingest
+from documents.chunking import ChunkDraft
+from documents.models import Document
+
+pytestmark = pytest.mark.django_db(transaction=True)  # CREATE/DROP INDEX, as the command runs them
+
+ROWS = 1200  # enough for IVFFlat's k-means (documents.indexes.IVFFLAT_MIN_ROWS)
+
+
+def stored_vectors(user, collection, rows: int, seed: int = 0) -> tuple[np.ndarray, list[int]]:
+    """``rows`` chunks of random unit vectors in one document; (vectors, their chunk ids in order)."""
+    rng = np.random.default_rng(seed)
+    vectors = rng.normal(size=(rows, 384)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    document = ingest.document_create(owner=user, collection=collection, enqueue=False, filename="v.txt",
+                                      file=ContentFile(b"vectors", name="v.txt"))
+    drafts = [ChunkDraft(ordinal=i, text=f"chunk {i}", page=None, heading="", char_start=0, char_end=7,
+                         token_count=2) for i in range(rows)]
+    ingest.store_chunks(document=document, drafts=drafts, vectors=vectors,
+                        model_name=embeddings.get_backend().model_name)
+    Document.objects.filter(pk=document.pk).update(status=Document.Status.READY)
+    ids = list(document.chunks.order_by("ordinal").values_list("pk", flat=True))
+    return vectors, ids
+
+
+def exact_top(vectors: np.ndarray, ids: list[int], query: np.ndarray, k: int) -> list[int]:
+    return [ids[i] for i in np.argsort(-(vectors @ query))[:k]]
+
+
+def test_ivfflat_is_refused_before_there_are_rows_to_learn_its_lists_from(user, collection):
+    stored_vectors(user, collection, 50)
+    with pytest.raises(CommandError, match=r"there are 50 cosine chunks \(at least 1,000"):
+        call_command("vector_index", "--type", "ivfflat")
+    assert indexes.current("cosine") == {"chunk_embedding_hnsw_cosine": "hnsw"}  # left as it was
+
+
+def test_ivfflat_replaces_hnsw_and_searches_probe_the_square_root_of_its_lists(user, collection, capsys):
+    vectors, ids = stored_vectors(user, collection, ROWS)
+    call_command("vector_index", "--type", "ivfflat", "--lists", "16")
+    out = capsys.readouterr().out
+    assert "chunk_embedding_ivfflat_cosine: ivfflat over 1,200 cosine chunks, lists=16" in out
+    assert "probe √lists = 4 lists" in out
+    assert indexes.current("cosine") == {"chunk_embedding_ivfflat_cosine": "ivfflat"}
+
+    # The search's own first statement sets the probes, read from the index (√16), for the statements after it.
+    statements = [retrieval._scope_sql(user, retrieval.Filters(), 100),
+                  ("SELECT current_setting('ivfflat.probes'), current_setting('ivfflat.iterative_scan')", [])]
+    with connection.cursor() as cursor:
+        _, settings_seen = retrieval._fetch_together(cursor, statements)
+    assert settings_seen == [("4", "relaxed_order")]
+
+    # The statement search() sends is served by the IVFFlat index.
+    query = vectors[7]
+    hits = retrieval.search(user=user, query="q", k=10, mode="vector", query_vector=query)
+    assert hits[0].chunk_id == ids[7]  # its own vector is nearest
+    with connection.cursor() as cursor:
+        cursor.execute("SET enable_seqscan = off")  # 1,200 rows: the planner would rather read them all
+        vector_sql, params = retrieval._vector_sql(retrieval.Filters(), 10, query, "cosine",
+                                                   embeddings.get_backend().model_name)
+        plan = retrieval._fetch_together(cursor, [retrieval._scope_sql(user, retrieval.Filters(), 100),
+                                                  ("EXPLAIN " + vector_sql, params)])[1]
+        cursor.execute("RESET enable_seqscan")
+    assert any("Index Scan using chunk_embedding_ivfflat_cosine" in row[0] for row in plan), plan
+
+
+def test_with_every_list_probed_ivfflat_finds_the_exact_neighbours(user, collection, settings):
+    vectors, ids = stored_vectors(user, collection, ROWS, seed=1)
+    call_command("vector_index", "--type", "ivfflat", "--lists", "8")
+    settings.IVFFLAT_PROBES = 8
+    rng = np.random.default_rng(2)
+    for query in rng.normal(size=(5, 384)).astype(np.float32):
+        query /= np.linalg.norm(query)
+        hits = retrieval.search(user=user, query="q", k=10, mode="vector", query_vector=query)
+        assert [hit.chunk_id for hit in hits] == exact_top(vectors, ids, query, 10)
+
+
+def test_hnsw_comes_back_as_the_migrations_define_it(user, collection, capsys):
+    stored_vectors(user, collection, ROWS)
+    call_command("vector_index", "--type", "ivfflat")
+    call_command("vector_index", "--type", "hnsw", "--maintenance-work-mem", "64MB", "--workers", "0")
+    assert "chunk_embedding_hnsw_cosine: hnsw over 1,200 cosine chunks" in capsys.readouterr().out
+    assert indexes.current("cosine") == {"chunk_embedding_hnsw_cosine": "hnsw"}
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT indexdef FROM pg_indexes WHERE indexname = 'chunk_embedding_hnsw_cosine'")
+        definition = cursor.fetchone()[0]
+    assert "USING hnsw (embedding vector_cosine_ops) WITH (m='16', ef_construction='64')" in definition
+    assert "WHERE ((distance)::text = 'cosine'::text)" in definition
+
+
+def test_lists_follow_pgvectors_rule():
+    assert [indexes.ivfflat_lists(n) for n in (500, 100_000, 1_000_000, 4_000_000)] == [1, 100, 1000, 2000]
+    assert [indexes.ivfflat_probes(n) for n in (1, 100, 1000)] == [1, 10, 32]

@@ -85,3 +85,17 @@ def test_evaluate_retrieval_names_a_missing_collection(db, beir):
     _, queries, qrels = beir
     with pytest.raises(CommandError, match="No collection named 'nope'"):
         run("evaluate_retrieval", "--collection", "nope", "--queries", str(queries), "--qrels", str(qrels))
+
+
+def test_evaluate_retrieval_can_search_as_the_chat_does_with_fewer_candidates(user, beir, tmp_path):
+    corpus, queries, _ = beir
+    qrels = tmp_path / "two-relevant.tsv"  # q1 has a second, less similar relevant document
+    qrels.write_text("query-id\tcorpus-id\tscore\nq1\td2\t1\nq1\td1\t1\nq2\td3\t1\n")
+    run("import_beir", str(corpus), "--collection", "bench", "--owner", user.username, "--mode", "inline")
+    common = ("evaluate_retrieval", "--collection", "bench", "--queries", str(queries), "--qrels", str(qrels),
+              "--mode", "vector")
+    everything = run(*common)
+    one = run(*common, "--candidates", "1")
+    assert "candidates=300" in everything and everything.strip().endswith("recall@100=1.0000")
+    # One passage per query: q1 reaches one of its two documents, q2 its one.
+    assert "candidates=1" in one and one.strip().endswith("recall@100=0.7500")

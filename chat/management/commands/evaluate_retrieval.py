@@ -18,8 +18,13 @@ class Command(BaseCommand):
         parser.add_argument("--k", type=int, default=10, help="Cut-off of nDCG (default 10).")
         parser.add_argument("--depth", type=int, default=100, help="Documents ranked per query (recall@depth).")
         parser.add_argument("--limit", type=int, default=0, help="Evaluate only the first N judged queries.")
+        parser.add_argument(
+            "--candidates", type=int, default=0,
+            help="Candidates per arm, and passages asked for (default 3 × depth). The chat's own search is "
+            "RETRIEVAL_CANDIDATES per arm; with fewer passages than depth × 3, recall@depth counts what they reach.",
+        )
 
-    def handle(self, *args, collection, queries, qrels, mode, k, depth, limit, **options):
+    def handle(self, *args, collection, queries, qrels, mode, k, depth, limit, candidates, **options):
         target = Collection.objects.filter(name=collection).first()
         if target is None and collection.isdigit():
             target = Collection.objects.filter(pk=int(collection)).first()
@@ -38,8 +43,9 @@ class Command(BaseCommand):
         started = time.perf_counter()
         for qid in ids:
             # Several chunks may come from one document: ask for enough to rank `depth` documents.
-            hits = retrieval.search(user=target.owner, query=texts[qid], k=depth * 3, filters=filters, mode=mode,
-                                    candidates=depth * 3)
+            asked = candidates or depth * 3
+            hits = retrieval.search(user=target.owner, query=texts[qid], k=asked, filters=filters, mode=mode,
+                                    candidates=asked)
             ranked = evaluation.documents_by_best_chunk([external.get(h.document_id, "") for h in hits])
             relevant = judgments[qid]
             ndcg += evaluation.ndcg_at(ranked, relevant, k)
@@ -48,6 +54,7 @@ class Command(BaseCommand):
         n = len(ids)
         elapsed = time.perf_counter() - started
         self.stdout.write(f"collection={target.name} mode={mode} queries={n} documents={len(external)} "
-                          f"seconds={elapsed:.1f} ms_per_query={1000 * elapsed / n:.1f}")
+                          f"candidates={candidates or depth * 3} seconds={elapsed:.1f} "
+                          f"ms_per_query={1000 * elapsed / n:.1f}")
         self.stdout.write(f"MRR@{depth}={mrr / n:.4f}")
         self.stdout.write(f"nDCG@{k}={ndcg / n:.4f} recall@{depth}={recall / n:.4f}")

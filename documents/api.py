@@ -85,7 +85,7 @@ def get_document(request, document_id: int):
 def delete_document(request, document_id: int):
     """Delete a document and its chunks (its uploader or the collection's owner)."""
     document = get_object_or_404(Document.objects.visible_to(request.user).select_related("collection"), pk=document_id)
-    if request.user.pk not in (document.owner_id, document.collection.owner_id):
+    if not document.is_managed_by(request.user):
         return Status(403, {"detail": "Only the uploader or the collection's owner can delete this document."})
     ingest.document_delete(document=document, actor=request.user)
     return Status(204, None)
@@ -99,7 +99,7 @@ def cancel_document(request, document_id: int):
     already finished. Re-ingesting it starts again from scratch.
     """
     document = get_object_or_404(Document.objects.visible_to(request.user).select_related("collection"), pk=document_id)
-    if request.user.pk not in (document.owner_id, document.collection.owner_id):
+    if not document.is_managed_by(request.user):
         return Status(403, {"detail": "Only the uploader or the collection's owner can cancel its processing."})
     if not ingest.document_cancel(document=document, actor=request.user):
         return Status(409, {"detail": f"The document had already finished ({document.status}); nothing to cancel."})
@@ -114,7 +114,7 @@ def reingest_document(request, document_id: int):
     new run stores. Poll GET /documents/{id} for progress.
     """
     document = get_object_or_404(Document.objects.visible_to(request.user).select_related("collection"), pk=document_id)
-    if request.user.pk not in (document.owner_id, document.collection.owner_id):
+    if not document.is_managed_by(request.user):
         return Status(403, {"detail": "Only the uploader or the collection's owner can re-ingest this document."})
     ingest.document_reingest(document=document, actor=request.user)
     return Status(202, document)

@@ -136,6 +136,10 @@ class Document(models.Model):
         """Queued or processing: what a user may cancel, and what the sweeper watches."""
         return self.status in (self.Status.QUEUED, self.Status.PROCESSING)
 
+    def is_managed_by(self, user) -> bool:
+        """Its uploader and its collection's owner may delete, cancel and re-ingest it; members only read."""
+        return user.pk in (self.owner_id, self.collection.owner_id)
+
 
 class Chunk(models.Model):
     document = models.ForeignKey(Document, on_delete=models.CASCADE, related_name="chunks")

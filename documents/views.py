@@ -113,7 +113,7 @@ def document_detail(request, pk: int):
 @require_POST
 def document_delete(request, pk: int):
     document = get_object_or_404(Document.objects.visible_to(request.user).select_related("collection"), pk=pk)
-    if request.user.pk not in (document.owner_id, document.collection.owner_id):
+    if not document.is_managed_by(request.user):
         messages.error(request, "Only the uploader or the collection's owner can delete this document.")
     else:
         ingest.document_delete(document=document, actor=request.user)
@@ -126,7 +126,7 @@ def document_delete(request, pk: int):
 def document_reingest(request, pk: int):
     """Process a document again from scratch (its uploader or the collection's owner)."""
     document = get_object_or_404(Document.objects.visible_to(request.user).select_related("collection"), pk=pk)
-    if request.user.pk not in (document.owner_id, document.collection.owner_id):
+    if not document.is_managed_by(request.user):
         messages.error(request, "Only the uploader or the collection's owner can re-ingest this document.")
     else:
         ingest.document_reingest(document=document, actor=request.user)
@@ -139,7 +139,7 @@ def document_reingest(request, pk: int):
 def document_cancel(request, pk: int):
     """Cancel a queued or running ingestion (its uploader or the collection's owner); re-ingest runs it again."""
     document = get_object_or_404(Document.objects.visible_to(request.user).select_related("collection"), pk=pk)
-    if request.user.pk not in (document.owner_id, document.collection.owner_id):
+    if not document.is_managed_by(request.user):
         status, detail = 403, "Only the uploader or the collection's owner can cancel this document's processing."
     elif ingest.document_cancel(document=document, actor=request.user):
         status, detail = 200, f"Cancelled the processing of “{document.title}”."

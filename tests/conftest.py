@@ -83,6 +83,24 @@ def redis_service():
     return settings.REDIS_URL
 
 
+def wait_until_a_connection_waits_for_a_lock(what: str = "a connection") -> None:
+    """Return once some session of this database waits for a lock (seen from a connection of its own)."""
+    from django.db import connections
+
+    watcher = connections.create_connection("default")
+    try:
+        with watcher.cursor() as cursor:
+            for _ in range(300):
+                cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                               "AND wait_event_type = 'Lock'")
+                if cursor.fetchone()[0]:
+                    return
+                time.sleep(0.1)
+    finally:
+        watcher.close()
+    raise AssertionError(f"{what} never waited for the lock")
+
+
 @pytest.fixture
 def user(django_user_model):
     return django_user_model.objects.create_user("alice", "alice@example.com", "correct horse battery")

@@ -10,6 +10,7 @@ from documents import ingest
 from documents.exceptions import DuplicateDocument, FileTooLarge
 from documents.models import Chunk, Document
 from tests import documents_factory as factory
+from tests.conftest import wait_until_a_connection_waits_for_a_lock
 
 pytestmark = pytest.mark.django_db
 
@@ -302,7 +303,6 @@ def test_store_locks_the_document_row_and_never_blocks_uploads_into_its_collecti
 @pytest.mark.django_db(transaction=True)
 def test_a_store_that_waited_for_another_replaces_what_that_one_stored(user, collection, tmp_path):
     import threading
-    import time
 
     from django.db import connections
 
@@ -323,18 +323,7 @@ def test_a_store_that_waited_for_another_replaces_what_that_one_stored(user, col
 
     def start_the_second_and_let_it_wait_for_our_lock():
         thread.start()
-        watcher = connections.create_connection("default")
-        try:
-            with watcher.cursor() as cursor:
-                for _ in range(300):
-                    cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                                   "AND wait_event_type = 'Lock'")
-                    if cursor.fetchone()[0]:
-                        return
-                    time.sleep(0.1)
-        finally:
-            watcher.close()
-        raise AssertionError("the second run never waited for the first one's lock")
+        wait_until_a_connection_waits_for_a_lock("the second run")
 
     assert len(first) > 1
     ingest.store_chunks(document=document, drafts=first, vectors=unit_vectors(first), model_name="first",

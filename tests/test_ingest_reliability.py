@@ -6,7 +6,6 @@ The same behaviour with real processes really killed (workers, Redis, PostgreSQL
 from __future__ import annotations
 
 import threading
-import time
 from datetime import timedelta
 
 import numpy as np
@@ -21,6 +20,7 @@ from audit.models import AuditEvent
 from documents import embeddings, ingest
 from documents.models import ApiToken, Chunk, Document
 from documents.tasks import ingest_document
+from tests.conftest import wait_until_a_connection_waits_for_a_lock
 
 pytestmark = pytest.mark.django_db
 
@@ -129,21 +129,6 @@ def test_the_store_refuses_under_its_row_lock_a_document_cancelled_meanwhile(use
     assert Chunk.objects.count() == 0
 
 
-def wait_until_a_connection_waits_for_a_lock():
-    watcher = connections.create_connection("default")
-    try:
-        with watcher.cursor() as cursor:
-            for _ in range(300):
-                cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                               "AND wait_event_type = 'Lock'")
-                if cursor.fetchone()[0]:
-                    return
-                time.sleep(0.1)
-    finally:
-        watcher.close()
-    raise AssertionError("the cancel never waited for the store's lock")
-
-
 @pytest.mark.django_db(transaction=True)
 def test_a_cancel_that_arrives_during_the_store_waits_and_then_finds_it_ready(user, collection):
     document = upload(user, collection, enqueue=False)
@@ -160,7 +145,7 @@ def test_a_cancel_that_arrives_during_the_store_waits_and_then_finds_it_ready(us
 
     def start_the_cancel_and_let_it_wait_for_our_lock():
         canceller.start()
-        wait_until_a_connection_waits_for_a_lock()
+        wait_until_a_connection_waits_for_a_lock("the cancel")
 
     ingest.store_chunks(document=document, drafts=drafts, vectors=[[1.0] + [0.0] * 383 for _ in drafts],
                         model_name="m", on_stored=start_the_cancel_and_let_it_wait_for_our_lock)

@@ -49,7 +49,8 @@ def wait_for(predicate, timeout, what):
 
 
 @pytest.fixture
-def launched(tmp_path):
+def launch(tmp_path):
+    """Start `make run`'s launcher on ``tmp_path``'s data folder; each call starts it again on the same data."""
     port = free_port()
     env = {
         **os.environ,
@@ -62,23 +63,44 @@ def launched(tmp_path):
         "PYTHONUNBUFFERED": "1",
     }
     env.pop("DATABASE_URL", None)
-    log = (tmp_path / "launcher.log").open("w+")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "ragsite.launcher"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
-    )
+    processes = []
+
+    def start(name: str = "launcher"):
+        log = (tmp_path / f"{name}.log").open("w+")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "ragsite.launcher"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+        processes.append(process)
+        return process, f"http://127.0.0.1:{port}", tmp_path, log
+
     try:
-        yield process, f"http://127.0.0.1:{port}", tmp_path, log
+        yield start
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
         from ragsite.services import stop_embedded_database
 
         stop_embedded_database(tmp_path / "var")  # only if the launcher did not
 
 
-def test_make_run_serves_processes_a_document_and_stops_cleanly(launched):
-    process, base, tmp_path, log = launched
+def stop_with_ctrl_c(process, base: str, tmp_path: Path, log) -> str:
+    """Ctrl-C: the launcher stops the worker, the web server and the database, and exits 0; its output."""
+    process.send_signal(signal.SIGINT)
+    code = process.wait(timeout=60)
+    log.seek(0)
+    output = log.read()
+    assert code == 0, output[-3000:]
+    assert "Stopped." in output
+    assert not (tmp_path / "var" / "pgdata" / "postmaster.pid").exists()  # the database stopped too
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"{base}/healthz", timeout=2)
+    return output
+
+
+def test_make_run_serves_processes_a_document_and_stops_cleanly_and_a_second_run_reuses_the_data(launch):
+    process, base, tmp_path, log = launch()
     health = wait_for(
         lambda: (r := get_json(f"{base}/healthz"))[0] == 200 and r[1]["workers"] >= 1 and r[1],
         timeout=120, what="a healthy server with a live worker",
@@ -113,12 +135,13 @@ def test_make_run_serves_processes_a_document_and_stops_cleanly(launched):
     )
     assert done["status"] == "ready" and done["chunk_count"] == 1, done
 
-    process.send_signal(signal.SIGINT)
-    code = process.wait(timeout=60)
-    log.seek(0)
-    output = log.read()
-    assert code == 0, output[-3000:]
-    assert "Stopped." in output
-    assert not (tmp_path / "var" / "pgdata" / "postmaster.pid").exists()  # the database stopped too
-    with pytest.raises(OSError):
-        urllib.request.urlopen(f"{base}/healthz", timeout=2)
+    stop_with_ctrl_c(process, base, tmp_path, log)
+
+    # A second `make run` on the same folder: the same database, documents and administrator.
+    process, base, tmp_path, log = launch("second")
+    wait_for(lambda: (r := get_json(f"{base}/healthz"))[0] == 200 and r[1]["workers"] >= 1,
+             timeout=120, what="the second run to be healthy")
+    again = get_json(f"{base}/api/v1/documents/{document_id}", auth)[1]
+    assert again["status"] == "ready" and again["chunk_count"] == 1, again
+    output = stop_with_ctrl_c(process, base, tmp_path, log)
+    assert "Created the administrator account" not in output  # no second administrator on existing data

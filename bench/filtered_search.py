@@ -36,7 +36,6 @@ Appends the table to bench/BENCHMARKS.md and ends with one line of headline figu
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import secrets
 import sys
@@ -72,14 +71,14 @@ def main() -> None:
     from django.contrib.auth import get_user_model
 
     from chat import retrieval
-    from documents import embeddings
+    from documents import embeddings, indexes
 
     started = time.perf_counter()
     corpus = _data.clustered(n=args.chunks, queries=args.queries, seed=1, query_texts=_data.scifact_claims())
     _data.progress(f"== {corpus.name}: loading {len(corpus.texts):,} chunks")
     loaded = _data.load(corpus, layout=LAYOUT, seed=1)
     n, dim = corpus.vectors.shape
-    memory = f"{math.ceil(n * dim * 4 * 2 / 2**20) + 128}MB"
+    memory = indexes.sized_memory(n, dim)  # what `manage.py vector_index` gives a build
     workers = max(1, (os.cpu_count() or 2) - 1)
     _data.progress("building HNSW with the server's settings ...")
     default_memory, default_workers = _server_setting("maintenance_work_mem"), _server_setting(

@@ -156,6 +156,7 @@ def run(corpus: _data.Corpus, efs: list[int], *, peer: bool) -> dict:
     from django.test import override_settings
 
     from chat import retrieval
+    from documents import indexes
     from documents.models import ApiToken, Document
 
     _data.progress(f"== {corpus.name}: loading {len(corpus.texts):,} chunks")
@@ -163,7 +164,7 @@ def run(corpus: _data.Corpus, efs: list[int], *, peer: bool) -> dict:
     n, dim = corpus.vectors.shape
     corpus_collection = loaded.collections["corpus"]
     mask = loaded.collection_of == corpus_collection.pk
-    memory = f"{math.ceil(n * dim * 4 * 2 / 2**20) + 128}MB"  # the vectors twice over: the graph fits
+    memory = indexes.sized_memory(n, dim)  # what `manage.py vector_index` gives a build
     workers = max(1, (os.cpu_count() or 2) - 1)
     builds = {}
     _data.progress(f"building HNSW with maintenance_work_mem={memory}, {workers} parallel worker(s) ...")

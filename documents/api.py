@@ -76,15 +76,18 @@ def list_documents(request):
 
 @router.get("/{document_id}", response=DocumentOut)
 def get_document(request, document_id: int):
-    return get_object_or_404(
-        Document.objects.visible_to(request.user).select_related("collection"), pk=document_id
-    )
+    return _readable(request, document_id)
+
+
+def _readable(request, document_id: int) -> Document:
+    """The caller's readable document with its collection, or 404 (others' ids are not found, not forbidden)."""
+    return get_object_or_404(Document.objects.visible_to(request.user).select_related("collection"), pk=document_id)
 
 
 @router.delete("/{document_id}", response={204: None, 403: Problem})
 def delete_document(request, document_id: int):
     """Delete a document and its chunks (its uploader or the collection's owner)."""
-    document = get_object_or_404(Document.objects.visible_to(request.user).select_related("collection"), pk=document_id)
+    document = _readable(request, document_id)
     if not document.is_managed_by(request.user):
         return Status(403, {"detail": "Only the uploader or the collection's owner can delete this document."})
     ingest.document_delete(document=document, actor=request.user)
@@ -98,7 +101,7 @@ def cancel_document(request, document_id: int):
     A running task stops at its next stage or embedding batch and stores nothing. 409 when the document had
     already finished. Re-ingesting it starts again from scratch.
     """
-    document = get_object_or_404(Document.objects.visible_to(request.user).select_related("collection"), pk=document_id)
+    document = _readable(request, document_id)
     if not document.is_managed_by(request.user):
         return Status(403, {"detail": "Only the uploader or the collection's owner can cancel its processing."})
     if not ingest.document_cancel(document=document, actor=request.user):
@@ -113,7 +116,7 @@ def reingest_document(request, document_id: int):
     Retries a failed or cancelled ingestion, or re-embeds a ready document; its chunks are replaced when the
     new run stores. Poll GET /documents/{id} for progress.
     """
-    document = get_object_or_404(Document.objects.visible_to(request.user).select_related("collection"), pk=document_id)
+    document = _readable(request, document_id)
     if not document.is_managed_by(request.user):
         return Status(403, {"detail": "Only the uploader or the collection's owner can re-ingest this document."})
     ingest.document_reingest(document=document, actor=request.user)

@@ -67,14 +67,6 @@ def sized_memory(rows: int, dimensions: int) -> str:
     return f"{math.ceil(rows * dimensions * 4 * 2 / 2**20) + 128}MB"
 
 
-def current(distance: str) -> dict[str, str]:
-    """The vector indexes of ``distance`` that exist now: name → kind."""
-    names = {index_name(kind, distance): kind for kind in KINDS}
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT relname FROM pg_class WHERE relkind = 'i' AND relname = ANY(%s)", [list(names)])
-        return {row[0]: names[row[0]] for row in cursor.fetchall()}
-
-
 def vector_index_build(
     *, kind: str, distance: str, lists: int | None = None, maintenance_work_mem: str | None = None,
     workers: int | None = None,

@@ -13,6 +13,11 @@ from documents.models import Collection, Document
 from ragsite import ratelimit
 
 
+def _readable(request, pk: int) -> Document:
+    """The user's readable document with its collection, or 404 (others' ids are not found, not forbidden)."""
+    return get_object_or_404(Document.objects.visible_to(request.user).select_related("collection"), pk=pk)
+
+
 def _document_json(document: Document) -> dict:
     return {
         "id": document.pk,
@@ -99,7 +104,7 @@ def document_status(request):
 @require_GET
 def document_detail(request, pk: int):
     """A document with its chunks; ``?chunk=`` highlights the one a citation points to."""
-    document = get_object_or_404(Document.objects.visible_to(request.user).select_related("collection"), pk=pk)
+    document = _readable(request, pk)
     chunks = document.chunks.only("id", "ordinal", "text", "page", "heading").order_by("ordinal")
     highlighted = request.GET.get("chunk", "")
     return render(
@@ -112,7 +117,7 @@ def document_detail(request, pk: int):
 @login_required
 @require_POST
 def document_delete(request, pk: int):
-    document = get_object_or_404(Document.objects.visible_to(request.user).select_related("collection"), pk=pk)
+    document = _readable(request, pk)
     if not document.is_managed_by(request.user):
         messages.error(request, "Only the uploader or the collection's owner can delete this document.")
     else:
@@ -125,7 +130,7 @@ def document_delete(request, pk: int):
 @require_POST
 def document_reingest(request, pk: int):
     """Process a document again from scratch (its uploader or the collection's owner)."""
-    document = get_object_or_404(Document.objects.visible_to(request.user).select_related("collection"), pk=pk)
+    document = _readable(request, pk)
     if not document.is_managed_by(request.user):
         messages.error(request, "Only the uploader or the collection's owner can re-ingest this document.")
     else:
@@ -138,7 +143,7 @@ def document_reingest(request, pk: int):
 @require_POST
 def document_cancel(request, pk: int):
     """Cancel a queued or running ingestion (its uploader or the collection's owner); re-ingest runs it again."""
-    document = get_object_or_404(Document.objects.visible_to(request.user).select_related("collection"), pk=pk)
+    document = _readable(request, pk)
     if not document.is_managed_by(request.user):
         status, detail = 403, "Only the uploader or the collection's owner can cancel this document's processing."
     elif ingest.document_cancel(document=document, actor=request.user):

@@ -24,6 +24,8 @@ from django.http.response import HttpResponseBase
 from django.template.loader import render_to_string
 from django.urls import set_script_prefix
 
+from documents import uploads
+
 DATABASE_ERRORS = (OperationalError, InterfaceError, psycopg.OperationalError, psycopg.InterfaceError)
 REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 DATABASE_MESSAGE = "The database is not reachable right now. Please try again in a moment."
@@ -117,8 +119,6 @@ class SyncMiddlewareASGIHandler(ASGIHandler):
         a request declaring too many bytes is refused before one is read, and one that passes the limit
         without declaring its length is refused as it does: never more than the limit lands on disk.
         """
-        from documents import uploads
-
         headers = dict(scope.get("headers") or [])
         path, accept = scope.get("path", ""), headers.get(b"accept", b"").decode("latin-1")
         limit = uploads.request_limit(path)

@@ -19,6 +19,7 @@ from chat import retrieval
 from chat.models import Conversation
 from documents import embeddings, ingest
 from documents.models import ApiToken, Chunk, Collection, Document, TermStat
+from tests.term_statistics import assert_statistics_exact
 
 pytestmark = pytest.mark.django_db
 
@@ -111,20 +112,6 @@ EVERYWHERE = {"search": True, "chat page": True, "chat completions": True, "prom
 NOWHERE = dict.fromkeys(EVERYWHERE, False)
 
 
-def statistics_are_exact() -> None:
-    """The term statistics and collection totals equal a recomputation from the chunks, for every collection."""
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT c.collection_id, u.lexeme, count(*) FROM documents_chunk c, "
-                       "unnest(c.search_vector) u GROUP BY 1, 2")
-        words = {(collection, lexeme): df for collection, lexeme, df in cursor.fetchall()}
-        cursor.execute("SELECT g.id, count(c.id), coalesce(sum(c.token_count), 0) FROM documents_collection g "
-                       "LEFT JOIN documents_chunk c ON c.collection_id = g.id GROUP BY 1")
-        totals = {collection: (n, tokens) for collection, n, tokens in cursor.fetchall()}
-    kept = {(s.collection_id, s.lexeme): s.df for s in TermStat.objects.exclude(df=0)}
-    assert kept == words
-    assert {c.pk: (c.chunk_total, c.token_total) for c in Collection.objects.all()} == totals
-
-
 def chunks_match_their_documents() -> None:
     assert not Chunk.objects.exclude(collection_id=F("document__collection_id")).exists()
     for chunk in Chunk.objects.select_related("document__collection"):
@@ -146,7 +133,7 @@ def test_an_admin_move_to_a_private_collection_hides_the_document_from_the_old_m
     hits = retrieval.search(user=people["carol"], query="Initech merger", k=5, mode="vector")
     assert hits and hits[0].document_id == memo.pk  # found in B's own (L2) index
     chunks_match_their_documents()
-    statistics_are_exact()
+    assert_statistics_exact()
 
 
 def test_an_admin_metadata_edit_moves_the_tag_filters(client, admin_client, people, shared, memo, settings):
@@ -192,13 +179,13 @@ def test_every_write_path_moves_the_chunks_and_the_statistics(move, people, shar
         owner=people["alice"], collection=shared, enqueue=False,
         file=ContentFile(b"The merger party is on Friday. " * 40, name="party.txt"),
     ).pk)
-    statistics_are_exact()
+    assert_statistics_exact()
     before = {c.pk: c.chunk_total for c in Collection.objects.all()}
     move(memo, private, {"tags": ["board"]})
     assert set(Chunk.objects.filter(document=memo).values_list("collection_id", flat=True)) == {private.pk}
     assert set(Chunk.objects.filter(document=other).values_list("collection_id", flat=True)) == {shared.pk}
     chunks_match_their_documents()
-    statistics_are_exact()
+    assert_statistics_exact()
     shared.refresh_from_db()
     private.refresh_from_db()
     assert shared.chunk_total == before[shared.pk] - memo.chunk_count
@@ -208,7 +195,7 @@ def test_every_write_path_moves_the_chunks_and_the_statistics(move, people, shar
     # And back again.
     move(memo, shared, {})
     chunks_match_their_documents()
-    statistics_are_exact()
+    assert_statistics_exact()
 
 
 def test_a_bulk_move_of_many_documents_keeps_the_statistics_exact(people, shared, private, memo):
@@ -222,7 +209,7 @@ def test_a_bulk_move_of_many_documents_keeps_the_statistics_exact(people, shared
         cursor.execute("UPDATE documents_document SET collection_id = CASE collection_id WHEN %s THEN %s ELSE %s END",
                        [shared.pk, private.pk, shared.pk])
     chunks_match_their_documents()
-    statistics_are_exact()
+    assert_statistics_exact()
 
 
 def test_a_store_after_a_metadata_edit_copies_the_new_metadata(people, shared, memo):

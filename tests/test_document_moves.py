@@ -221,3 +221,40 @@ def test_a_store_after_a_metadata_edit_copies_the_new_metadata(people, shared, m
     vectors = backend.embed_documents([draft.embedding_text for draft in drafts])
     ingest.store_chunks(document=stale, drafts=drafts, vectors=vectors, model_name=backend.model_name)
     assert {tuple(chunk.metadata["tags"]) for chunk in memo.chunks.all()} == {("edited",)}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_move_during_a_store_waits_for_it_and_then_moves_what_it_stored(people, shared, private, memo):
+    import threading
+
+    from django.db import connections
+
+    from tests.conftest import wait_until_a_connection_waits_for_a_lock
+
+    drafts = ingest.chunk_sections([ingest.Section(text=SECRET + " Stored again. " * 200)])
+    backend = embeddings.get_backend()
+    vectors = backend.embed_documents([draft.embedding_text for draft in drafts])
+    errors = []
+
+    def admin_moves_it():
+        try:
+            Document.objects.filter(pk=memo.pk).update(collection=private)
+        except Exception as error:  # reported by the assertion below
+            errors.append(error)
+        finally:
+            connections.close_all()
+
+    mover = threading.Thread(target=admin_moves_it)
+
+    def while_the_store_holds_the_row():
+        mover.start()
+        wait_until_a_connection_waits_for_a_lock("the move")
+
+    ingest.store_chunks(document=memo, drafts=drafts, vectors=vectors, model_name=backend.model_name,
+                        on_stored=while_the_store_holds_the_row)
+    mover.join(timeout=60)
+    assert not errors
+    stored = list(Chunk.objects.filter(document=memo).values_list("collection_id", flat=True))
+    assert len(drafts) > 1 and stored == [private.pk] * len(drafts)
+    chunks_match_their_documents()
+    assert_statistics_exact()

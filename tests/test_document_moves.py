@@ -258,3 +258,16 @@ def test_a_move_during_a_store_waits_for_it_and_then_moves_what_it_stored(people
     assert len(drafts) > 1 and stored == [private.pk] * len(drafts)
     chunks_match_their_documents()
     assert_statistics_exact()
+
+
+def test_a_move_into_a_collection_holding_the_same_file_is_refused_with_a_message(admin_client, people, private, memo):
+    twin = ingest.document_create(owner=people["carol"], collection=private, enqueue=False,
+                                  file=ContentFile(SECRET.encode(), name="copy.txt"))
+    response = admin_client.post(reverse("admin:documents_document_change", args=[memo.pk]), {
+        "collection": private.pk, "title": memo.title, "external_id": "", "metadata": "{}",
+    })
+    assert response.status_code == 200
+    assert f"This file is already in the collection “Board” as “{twin.title}”." in response.content.decode()
+    memo.refresh_from_db()
+    assert memo.collection_id != private.pk
+    chunks_match_their_documents()

@@ -271,3 +271,18 @@ def test_a_move_into_a_collection_holding_the_same_file_is_refused_with_a_messag
     memo.refresh_from_db()
     assert memo.collection_id != private.pk
     chunks_match_their_documents()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_migration_mends_chunks_left_behind_before_it(people, shared, private, memo):
+    from django.core.management import call_command
+
+    call_command("migrate", "documents", "0004", verbosity=0)  # the triggers of 0005 are gone
+    try:
+        Document.objects.filter(pk=memo.pk).update(collection=private, metadata={"tags": ["moved"]})
+        assert set(memo.chunks.values_list("collection_id", flat=True)) == {shared.pk}  # the leak, as it was
+    finally:
+        call_command("migrate", "documents", verbosity=0)
+    assert set(memo.chunks.values_list("collection_id", flat=True)) == {private.pk}
+    chunks_match_their_documents()
+    assert_statistics_exact()

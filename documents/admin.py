@@ -8,7 +8,7 @@ from django.utils.html import format_html
 
 from audit import services as audit
 from documents import ingest
-from documents.exceptions import UploadRejected
+from documents.exceptions import DuplicateDocument, UploadRejected
 from documents.models import ApiToken, Chunk, Collection, Document
 from ragsite import ratelimit
 
@@ -60,6 +60,19 @@ class DocumentAddForm(forms.ModelForm):
         return cleaned
 
 
+class DocumentChangeForm(forms.ModelForm):
+    """Moving a document (its chunks follow it: migration 0005) into a collection that holds the same file
+    is refused with the message an upload gets, not left to the unique constraint (a 500)."""
+
+    def clean_collection(self):
+        collection = self.cleaned_data["collection"]
+        same_file = Document.objects.filter(collection=collection, sha256=self.instance.sha256)
+        existing = same_file.exclude(pk=self.instance.pk).select_related("collection").first()
+        if existing is not None:
+            raise forms.ValidationError(str(DuplicateDocument(existing)))
+        return collection
+
+
 @admin.register(Document)
 class DocumentAdmin(admin.ModelAdmin):
     list_display = ("title", "collection", "owner", "status_badge", "progress_percent", "chunk_count",
@@ -72,6 +85,8 @@ class DocumentAdmin(admin.ModelAdmin):
     list_select_related = ("collection", "owner")
     actions = ("reingest", "cancel_ingestion")
     date_hierarchy = "created_at"
+
+    form = DocumentChangeForm
 
     def get_form(self, request, obj=None, **kwargs):
         if obj is None:

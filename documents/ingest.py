@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import mimetypes
 import os
@@ -490,16 +491,18 @@ def store_chunks(
             # Lock the document's row (not its collection's): two runs of the same document store
             # one after the other, and a cancellation either came before (and is seen here) or waits
             # and then finds the document stored. The same statement reads the distance, i.e. which
-            # partial HNSW index the rows join.
+            # partial HNSW index the rows join, and the collection and metadata the chunks copy as they
+            # are now: an edit during the run (which moves stored chunks, migration 0005) is not undone.
             cursor.execute(
-                f"SELECT d.collection_id, c.distance, d.status FROM {Document._meta.db_table} d "
+                f"SELECT d.collection_id, c.distance, d.status, d.metadata::text FROM {Document._meta.db_table} d "
                 f"JOIN {Collection._meta.db_table} c ON c.id = d.collection_id WHERE d.id = %s FOR UPDATE OF d",
                 [document.pk],
             )
             row = cursor.fetchone()
             if row is None:
                 raise IngestCancelled("deleted while it was processed")
-            collection_id, distance, status = row
+            collection_id, distance, status, metadata = row
+            metadata = Jsonb(json.loads(metadata) if metadata else {})
             if status == Document.Status.CANCELLED:
                 raise IngestCancelled("cancelled while it was processed")
             # A separate statement, so that it sees what a run we waited for committed.
@@ -513,7 +516,7 @@ def store_chunks(
             (
                 document.pk, collection_id, draft.ordinal, draft.text, draft.page,
                 draft.heading, draft.char_start, draft.char_end, draft.token_count,
-                Jsonb(document.metadata or {}), vector, model_name, distance,
+                metadata, vector, model_name, distance,
             )
             for draft, vector in zip(drafts, np.asarray(vectors, dtype=np.float32), strict=True)
         )

@@ -3,7 +3,8 @@
 The table below lists each URL pattern with an id in it. A new pattern with an id that is not
 listed makes `test_every_url_with_an_id_is_in_the_table` fail: add it, with how to call it.
 Ids that travel in query strings or bodies (collection, document and chunk filters, model names)
-have their own rows too.
+have their own rows too. Every row runs twice: with Alice's document uploaded into her private
+collection, and with it moved there by the Django admin from a collection she shares with Mallory.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import re
 
 import pytest
 from django.core.files.base import ContentFile
-from django.urls import URLResolver, get_resolver
+from django.urls import URLResolver, get_resolver, reverse
 
 from chat import services
 from chat.models import Conversation
@@ -22,15 +23,30 @@ from documents.models import ApiToken, Collection
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def alices(user):
-    """Alice's private things: a collection, a document with a chunk, a conversation that cites it."""
+@pytest.fixture(params=["uploaded there", "moved there by the admin"])
+def alices(request, user, other_user):
+    """Alice's private things: a collection, a document with a chunk, a conversation that cites it.
+
+    The document is uploaded into the private collection, or uploaded into a collection Alice shares
+    with Mallory and then moved into the private one with the Django admin's change form.
+    """
     collection = Collection.objects.create(name="Alice's private", owner=user)
+    home = collection
+    if request.param == "moved there by the admin":
+        home = Collection.objects.create(name="Alice and Mallory", owner=user)
+        home.members.add(other_user)
     document = ingest.document_create(
-        owner=user, collection=collection, file=ContentFile(b"Alice's salary is confidential.", name="pay.txt"),
+        owner=user, collection=home, file=ContentFile(b"Alice's salary is confidential.", name="pay.txt"),
         enqueue=False,
     )
     document = ingest.document_ingest(document_id=document.pk)
+    if home != collection:
+        response = request.getfixturevalue("admin_client").post(
+            reverse("admin:documents_document_change", args=[document.pk]),
+            {"collection": collection.pk, "title": document.title, "external_id": "", "metadata": "{}"},
+        )
+        assert response.status_code == 302
+        document.refresh_from_db()
     conversation = Conversation.objects.create(owner=user, collection=collection)
     list(services.ask(conversation=conversation, question="What about the salary?"))
     return {"collection": collection, "document": document, "chunk": document.chunks.get(),
@@ -136,3 +152,21 @@ def test_a_document_filter_on_another_users_document_finds_nothing(client, other
                            {"question": "salary", "document": alices["document"].pk})
     body = b"".join(response.streaming_content) if response.streaming else response.content
     assert b"salary is confidential" not in body
+
+
+def test_no_search_or_answer_gives_another_user_the_passage(client, other_user, alices, openai_server, settings):
+    """Unscoped (everything Mallory may read): the search API, the chat page, /v1/chat/completions, the prompt."""
+    settings.LLM_BACKEND, settings.OPENAI_BASE_URL, settings.OPENAI_API_KEY = "openai", openai_server.url, "k"
+    openai_server.chat_messages.clear()
+    bearer = {"HTTP_AUTHORIZATION": f"Bearer {ApiToken.issue(user=other_user)[1]}"}
+    question = "What is Alice's salary?"
+    response = client.get("/api/v1/search", {"q": question}, **bearer)
+    assert response.status_code == 200 and b"salary is confidential" not in response.content
+    body = {"model": "rag", "messages": [{"role": "user", "content": question}]}
+    response = client.post("/v1/chat/completions", body, content_type="application/json", **bearer)
+    assert response.status_code == 200 and b"salary is confidential" not in response.content
+    client.force_login(other_user)
+    conversation = Conversation.objects.create(owner=other_user)
+    response = client.post(f"/chat/{conversation.pk}/ask/", {"question": question})
+    assert b"salary is confidential" not in b"".join(response.streaming_content)
+    assert "salary is confidential" not in str(openai_server.chat_messages)

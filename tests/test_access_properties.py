@@ -1,17 +1,21 @@
-"""A property: whatever the users, collections, memberships, documents and question, everything
-search, chat answers and /v1/chat/completions return comes from a collection the asker may read.
+"""A property: whatever the users, collections, memberships, documents, moves of documents between
+collections and question, everything search, chat answers and /v1/chat/completions return comes from a
+collection the asker may read, and the BM25 statistics stay those of a recomputation from scratch.
 """
+
+import json
 
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.files.base import ContentFile
-from django.db import transaction
+from django.db import connection, transaction
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from chat import retrieval, services
 from documents import ingest
 from documents.models import ApiToken, Collection, Document
+from tests.term_statistics import assert_statistics_exact
 
 pytestmark = pytest.mark.django_db
 
@@ -21,12 +25,18 @@ world = st.fixed_dictionaries({
     "users": st.integers(min_value=2, max_value=4),
     # (owner index, member indexes) per collection
     "collections": st.lists(
-        st.tuples(st.integers(0, 3), st.sets(st.integers(0, 3), max_size=3)), min_size=1, max_size=4
+        st.tuples(st.integers(0, 3), st.sets(st.integers(0, 3), max_size=3)), min_size=2, max_size=4
     ),
     # (collection index, words) per document
     "documents": st.lists(
         st.tuples(st.integers(0, 3), st.lists(st.sampled_from(WORDS), min_size=3, max_size=12)),
         min_size=1, max_size=6,
+    ),
+    # (document index, collection index, write path, tag) per move, after every document is stored
+    "moves": st.lists(
+        st.tuples(st.integers(0, 5), st.integers(0, 3), st.sampled_from(["save", "update", "sql"]),
+                  st.sampled_from(["", "hr", "legal"])),
+        min_size=1, max_size=4,
     ),
     "asker": st.integers(0, 3),
     "question": st.lists(st.sampled_from(WORDS + ["ignore", "previous", "instructions", "'; DROP"]),
@@ -48,7 +58,25 @@ def build(spec):
             file=ContentFile((" ".join(words) + f" document {number}.").encode(), name=f"d{number}.txt"),
         )
         ingest.document_ingest(document_id=document.pk)
+    documents = list(Document.objects.order_by("pk"))
+    for index, to, path, tag in spec["moves"]:
+        move(documents[index % len(documents)], collections[to % len(collections)], path,
+             {"tags": [tag]} if tag else {})
     return users[spec["asker"] % len(users)]
+
+
+def move(document: Document, collection: Collection, path: str, metadata: dict) -> None:
+    """Change a document's collection and metadata as the admin form (save), a bulk update or raw SQL does."""
+    if path == "save":
+        document.refresh_from_db()
+        document.collection, document.metadata = collection, metadata
+        document.save()
+    elif path == "update":
+        Document.objects.filter(pk=document.pk).update(collection=collection, metadata=metadata)
+    else:
+        with connection.cursor() as cursor:
+            cursor.execute("UPDATE documents_document SET collection_id = %s, metadata = %s::jsonb WHERE id = %s",
+                           [collection.pk, json.dumps(metadata), document.pk])
 
 
 def readable_documents(user) -> set[int]:
@@ -64,6 +92,7 @@ def test_search_and_answers_only_return_readable_documents(spec, client, setting
     with transaction.atomic():
         asker = build(spec)
         allowed = readable_documents(asker)
+        assert_statistics_exact()
         for mode in retrieval.MODES:
             hits = retrieval.search(user=asker, query=spec["question"], k=20, mode=mode)
             assert {hit.document_id for hit in hits} <= allowed

@@ -6,6 +6,7 @@ from django.db import connection
 
 from documents import ingest
 from documents.models import Chunk, Collection, TermStat
+from tests.term_statistics import assert_statistics_exact
 
 pytestmark = pytest.mark.django_db
 
@@ -61,3 +62,15 @@ def test_collections_are_counted_apart_and_deleting_one_takes_its_statistics(use
     assert df(collection, "bee") == 1 and df(other, "bee") == 1
     other.delete()
     assert not TermStat.objects.filter(collection_id=other.pk).exists() and df(collection, "bee") == 1
+
+
+def test_updating_chunks_moves_their_statistics(user, collection):
+    other = Collection.objects.create(name="Other", owner=user)
+    a = add(user, collection, "a", "Owls hunt at night.")
+    add(user, collection, "b", "Owls sleep by day.")
+    Chunk.objects.filter(document=a).update(text="Foxes hunt at dusk.")  # search_vector is recomputed
+    assert df(collection, "owl") == 1 and df(collection, "fox") == 1
+    Chunk.objects.filter(document=a).update(collection=other)
+    assert df(collection, "fox") == 0 and df(other, "fox") == 1
+    Chunk.objects.filter(document=a).update(distance="l2")  # counts nothing: the statistics stay
+    assert_statistics_exact()

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import secrets
 import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import requests
 from django.conf import settings
 from django.core.files.base import ContentFile
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.test import Client
 
 from documents import ingest
@@ -107,25 +108,42 @@ def test_concurrent_page_uploads_of_one_file_store_it_once(live_server, user):
         assert len(stored_files()) == trial + 1, stored_files()
 
 
-FAIL_AUDIT = """
-CREATE FUNCTION refuse_upload_audit() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN RAISE EXCEPTION 'audit store unavailable'; END $$;
-CREATE TRIGGER refuse_upload_audit BEFORE INSERT ON audit_auditevent
-FOR EACH ROW WHEN (NEW.action = 'upload') EXECUTE FUNCTION refuse_upload_audit();
-"""
+@contextmanager
+def audit_refuses(action: str):
+    """PostgreSQL refuses the audit events of ``action`` (a trigger): the transaction writing one fails."""
+    with connection.cursor() as cursor:
+        cursor.execute(f"""
+            CREATE FUNCTION refuse_audit() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN RAISE EXCEPTION 'audit store unavailable'; END $$;
+            CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_auditevent
+            FOR EACH ROW WHEN (NEW.action = '{action}') EXECUTE FUNCTION refuse_audit();
+        """)
+    try:
+        yield
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("DROP TRIGGER refuse_audit ON audit_auditevent; DROP FUNCTION refuse_audit()")
 
 
 @pytest.mark.django_db(transaction=True)
 def test_an_upload_whose_transaction_fails_after_storing_the_file_leaves_no_file(user, collection):
-    with connection.cursor() as cursor:
-        cursor.execute(FAIL_AUDIT)  # the last write of the upload fails, after its file was stored
-    try:
-        with pytest.raises(Exception, match="audit store unavailable"):
-            ingest.document_create(owner=user, collection=collection, file=ContentFile(b"kept?", name="a.txt"),
-                                   enqueue=False)
-    finally:
-        with connection.cursor() as cursor:
-            cursor.execute("DROP TRIGGER refuse_upload_audit ON audit_auditevent; DROP FUNCTION refuse_upload_audit()")
+    with audit_refuses("upload"), pytest.raises(DatabaseError, match="audit store unavailable"):
+        # Its last write fails, after its file was stored.
+        ingest.document_create(owner=user, collection=collection, file=ContentFile(b"kept?", name="a.txt"),
+                               enqueue=False)
+    assert Document.objects.count() == 0
+    assert stored_files() == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_admin_upload_whose_page_fails_after_the_upload_leaves_no_file(client, admin_user, collection):
+    client.raise_request_exception = False
+    client.force_login(admin_user)
+    with audit_refuses("admin_add"):  # the admin's own log entry, written after the upload, in its transaction
+        response = client.post("/admin/documents/document/add/", {
+            "collection": collection.pk, "file": ContentFile(b"memo text", name="memo.txt"), "metadata": "{}",
+        })
+    assert response.status_code == 500
     assert Document.objects.count() == 0
     assert stored_files() == []
 

@@ -11,6 +11,7 @@ import re
 import shutil
 import tempfile
 import time
+import weakref
 from collections.abc import Callable
 from contextlib import contextmanager
 from datetime import timedelta
@@ -22,7 +23,7 @@ import redis
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.core.files import File
-from django.db import InterfaceError, OperationalError, connection, transaction
+from django.db import IntegrityError, InterfaceError, OperationalError, connection, transaction
 from django.db.models import F
 from django.template.defaultfilters import filesizeformat
 from django.utils import timezone
@@ -108,7 +109,13 @@ def document_create(
     external_id: str = "",
     enqueue: bool = True,
 ) -> Document:
-    """Store an upload and queue its ingestion once the row is committed."""
+    """Store an upload and queue its ingestion once the row is committed.
+
+    The row is inserted before the file is stored: of concurrent uploads of one file into one collection,
+    the unique constraint lets one through and refuses the others (``DuplicateDocument``) before they
+    write anything. The stored file lives exactly as long as the transaction that inserted its row: it
+    is deleted when that transaction (or the caller's around it) rolls back, for whatever reason.
+    """
     sha256 = check_upload(file=file, collection=collection)
     size = file.size
     filename = clean_filename(filename or getattr(file, "name", "") or "untitled")
@@ -130,13 +137,72 @@ def document_create(
         document.status = Document.Status.FAILED
         document.error = EmptyDocument.default_message
         document.finished_at, document.queued_at = timezone.now(), None
+    _insert_unless_duplicate(document)
     document.file.save(filename, file, save=False)
-    document.save()
-    if enqueue and document.status == Document.Status.QUEUED:
-        enqueue_ingestion(document)
+    queue = enqueue and document.status == Document.Status.QUEUED
+    transaction.on_commit(_UploadCommitted(document, queue=queue))
+    Document.objects.filter(pk=document.pk).update(file=document.file.name)
     audit.record(action="upload", actor=owner, target=document, size=size, collection=collection.name,
                  filename=filename)
     return document
+
+
+UNIQUE_FILE_PER_COLLECTION = "unique_file_per_collection"
+
+
+def _insert_unless_duplicate(document: Document) -> None:
+    """Insert the row, or raise ``DuplicateDocument`` when its file is already in the collection.
+
+    A concurrent upload of the same file waits on the unique index until the first one commits (then
+    this insert is refused and the committed row is read) or rolls back (then this one goes in).
+    """
+    for attempt in range(3):
+        try:
+            with transaction.atomic():
+                document.save(force_insert=True)
+            return
+        except IntegrityError as error:
+            if getattr(getattr(error.__cause__, "diag", None), "constraint_name", None) != UNIQUE_FILE_PER_COLLECTION:
+                raise
+            existing = Document.objects.filter(collection=document.collection, sha256=document.sha256).first()
+            if existing is not None:
+                raise DuplicateDocument(existing) from None
+            if attempt == 2:
+                raise
+            # The row in the way was deleted before it could be read: try again.
+
+
+class _UploadCommitted:
+    """An upload's on_commit callback: keep its stored file, then queue its ingestion.
+
+    Django has no rollback hook, but it drops the pending on_commit callbacks of a transaction or
+    savepoint that rolls back. This callback is then freed without having run, and its finalizer
+    deletes the file, at once: nothing else refers to it (CPython frees it when Django lets go of its
+    list). A process that dies mid-transaction can still leave a file. Django also skips the callbacks
+    after one that raises: a caller's own on_commit callback, registered before the upload in the same
+    transaction, should be ``robust=True``.
+    """
+
+    def __init__(self, document: Document, *, queue: bool):
+        self.document, self.queue = document, queue
+        self.committed: list[bool] = []  # shared with the finalizer, which must not refer to self
+        finalizer = weakref.finalize(self, _delete_uncommitted, document.file.storage, document.file.name,
+                                     self.committed)
+        finalizer.atexit = False  # at exit the transaction's fate is unknown: keep the file
+
+    def __call__(self) -> None:
+        self.committed.append(True)
+        if self.queue:
+            send_ingestion(self.document)
+
+
+def _delete_uncommitted(storage, name: str, committed: list[bool]) -> None:
+    if committed:
+        return
+    try:
+        storage.delete(name)
+    except OSError:  # a finalizer cannot raise: say so, and leave it
+        logger.exception("could not delete %s, stored by an upload that was rolled back", name)
 
 
 QUEUE_UNREACHABLE = "The task queue cannot be reached right now; processing will start as soon as it is back."

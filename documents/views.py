@@ -8,7 +8,7 @@ from django.template.loader import render_to_string
 from django.views.decorators.http import require_GET, require_POST
 
 from documents import ingest, uploads
-from documents.exceptions import UploadRejected
+from documents.exceptions import DuplicateDocument, UploadRejected
 from documents.models import Collection, Document
 from ragsite import ratelimit
 
@@ -56,14 +56,15 @@ def _upload(request):
         messages.error(request, "Choose at least one file.")
         return redirect("documents:list")
     collection = ingest.collection_for_upload(user=request.user, name=request.POST.get("collection"))
-    results = list(too_large)
+    results = [{**result, "status": 413} for result in too_large]
     retry_after = 0  # set once the user's upload limit is reached: the remaining files are refused
     for upload in files:
         if not retry_after:
             allowed, wait = ratelimit.hit("upload", request.user)  # counted per file
             retry_after = 0 if allowed else wait
         if retry_after:
-            results.append({"name": upload.name, "ok": False, "detail": ratelimit.message("upload", retry_after)})
+            results.append({"name": upload.name, "ok": False, "status": 429,
+                            "detail": ratelimit.message("upload", retry_after)})
             continue
         try:
             document = ingest.document_create(
@@ -71,22 +72,44 @@ def _upload(request):
             )
             # The row as the list renders it, so that the page can insert it without reloading.
             row = render_to_string("documents/_row.html", {"document": document}, request=request)
-            results.append({"name": upload.name, "ok": True, "document": _document_json(document), "row_html": row})
+            results.append({"name": upload.name, "ok": True, "status": 202, "document": _document_json(document),
+                            "row_html": row})
         except UploadRejected as error:
-            results.append({"name": upload.name, "ok": False, "detail": str(error)})
+            result = {"name": upload.name, "ok": False, "status": error.status_code, "detail": str(error)}
+            if isinstance(error, DuplicateDocument):
+                result["existing_id"] = error.existing.pk
+            results.append(result)
     if wants_json:
-        # 429 when the limit refused a file and none was accepted; each file's result says why.
-        refused = retry_after and not any(result["ok"] for result in results)
-        response = JsonResponse({"results": results}, status=429 if refused else 202)
-        if retry_after:
-            response["Retry-After"] = str(retry_after)
-        return response
+        return _upload_answer(results, retry_after)
     for result in results:
         if result["ok"]:
             messages.success(request, f"{result['name']}: queued for processing.")
         else:
             messages.error(request, f"{result['name']}: {result['detail']}")
     return redirect("documents:list")
+
+
+def _upload_answer(results: list[dict], retry_after: int) -> JsonResponse:
+    """202 when a file was accepted (each file's result says what became of it); otherwise the API's error.
+
+    Every file refused: the status the API gives that refusal (413 too large, 409 already there with
+    ``existing_id``), 429 when the upload limit refused one, else 400 for different reasons; ``detail``
+    has every file's reason.
+    """
+    statuses = {result["status"] for result in results}
+    if 202 in statuses:
+        status = 202
+    elif 429 in statuses:
+        status = 429  # trying again later may get them all in
+    else:
+        status = statuses.pop() if len(statuses) == 1 else 400
+    body: dict = {"results": results}
+    if status != 202:
+        body["detail"] = " ".join(f"{result['name']}: {result['detail']}" for result in results)
+    response = JsonResponse(body, status=status)
+    if retry_after:
+        response["Retry-After"] = str(retry_after)
+    return response
 
 
 @login_required

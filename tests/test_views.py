@@ -55,6 +55,54 @@ def test_upload_errors_are_shown_per_file(signed_in, user, collection):
     assert "again.txt: This file is already in the collection" in response.content.decode()
 
 
+def post_files(client, *files, collection="Handbook"):
+    return client.post(reverse("documents:list"), {"files": list(files), "collection": collection},
+                       HTTP_ACCEPT="application/json")
+
+
+def test_the_page_answers_409_when_its_only_file_is_already_there(signed_in, user, collection):
+    first = make(user, collection, body=b"dup", name="first.txt", ingest_now=False)
+    response = post_files(signed_in, SimpleUploadedFile("again.txt", b"dup"))
+    assert response.status_code == 409  # as the API answers; not 202 with nothing accepted
+    body = response.json()
+    assert body["detail"].startswith("again.txt: This file is already in the collection “Handbook”")
+    (result,) = body["results"]
+    assert result == {"name": "again.txt", "ok": False, "status": 409, "detail": result["detail"],
+                      "existing_id": first.pk}
+
+
+def test_the_page_answers_413_when_every_file_is_too_large(signed_in, user, settings):
+    settings.MAX_UPLOAD_BYTES = 10
+    response = post_files(signed_in, SimpleUploadedFile("a.txt", b"x" * 20), SimpleUploadedFile("b.txt", b"y" * 30))
+    assert response.status_code == 413
+    assert [result["status"] for result in response.json()["results"]] == [413, 413]
+    assert "a.txt: The file is larger than the limit; the limit is 10 bytes" in response.json()["detail"]
+    assert "b.txt: " in response.json()["detail"]
+    assert Document.objects.count() == 0
+
+
+def test_the_page_answers_400_with_each_reason_when_every_file_is_refused_differently(
+    signed_in, user, collection, settings
+):
+    make(user, collection, body=b"dup", name="first.txt", ingest_now=False)
+    settings.MAX_UPLOAD_BYTES = 10
+    response = post_files(signed_in, SimpleUploadedFile("big.txt", b"x" * 20), SimpleUploadedFile("again.txt", b"dup"))
+    assert response.status_code == 400
+    detail = response.json()["detail"]
+    assert "big.txt: The file is larger than the limit" in detail and "again.txt: This file is already in" in detail
+    assert sorted(result["status"] for result in response.json()["results"]) == [409, 413]
+
+
+def test_the_page_answers_202_with_each_files_result_when_some_were_accepted(signed_in, user, collection):
+    make(user, collection, body=b"dup", name="first.txt", ingest_now=False)
+    response = post_files(signed_in, SimpleUploadedFile("new.txt", b"new"), SimpleUploadedFile("again.txt", b"dup"))
+    assert response.status_code == 202
+    new, again = response.json()["results"]
+    assert new["ok"] and new["status"] == 202 and new["document"]["title"] == "new"
+    assert not again["ok"] and again["status"] == 409 and "already in the collection" in again["detail"]
+    assert "detail" not in response.json()  # the page shows each file's line, not a summary besides
+
+
 def test_list_shows_status_progress_and_error(signed_in, user, collection):
     make(user, collection)
     failed = make(user, collection, body=b"\x7fELF" + b"\x00" * 100, name="tool.pdf")

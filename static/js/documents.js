@@ -69,9 +69,11 @@
       });
       const isJson = (response.headers.get("Content-Type") || "").includes("application/json");
       const data = isJson ? await response.json() : {};
-      if (data.detail) report(data.detail, false);
+      const perFile = data.results || [];
+      // Each file's line says what became of it; the summary only when there is none (e.g. a 413 for the request).
+      if (data.detail && !perFile.length) report(data.detail, false);
       else if (!isJson) report("The upload failed (HTTP " + response.status + "). Please try again.", false);
-      for (const result of data.results || []) {
+      for (const result of perFile) {
         if (result.ok) {
           insertRow(result.row_html);
           // The queue (Redis) may be down: the upload is kept and the row says when it will start.

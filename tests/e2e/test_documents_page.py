@@ -144,5 +144,28 @@ def test_a_file_already_in_the_collection_is_refused_with_a_reason(signed_in_pag
     upload(page, pdf)
 
     expect(page.locator("#upload-results li.error")).to_contain_text("handbook.pdf: This file is already in")
+    expect(page.locator("#upload-results li")).to_have_count(1)  # the file's reason, once (the answer is a 409)
     expect(row(page, "handbook")).to_have_count(1)
     expect(page.get_by_role("button", name="Upload")).to_be_enabled()
+
+
+def test_files_all_refused_each_show_their_reason_once(signed_in_page, settings, tmp_path):
+    page = signed_in_page
+    settings.MAX_UPLOAD_BYTES = 100
+    big = tmp_path / "big.txt"
+    big.write_text("x" * 200)
+    bigger = tmp_path / "bigger.txt"
+    bigger.write_text("y" * 300)
+
+    with page.expect_response(lambda response: response.request.method == "POST") as answer:
+        upload(page, big, bigger)
+
+    assert answer.value.status == 413
+    lines = page.locator("#upload-results li.error")
+    expect(lines).to_have_count(2)
+    reason = "The file is larger than the limit; the limit is 100 bytes (MAX_UPLOAD_MB)."
+    expect(lines.nth(0)).to_have_text(f"big.txt: {reason}")
+    expect(lines.nth(1)).to_have_text(f"bigger.txt: {reason}")
+    expect(page.locator("#upload-results li")).to_have_count(2)
+    expect(page.locator("#empty-state")).to_be_visible()
+    assert Document.objects.count() == 0

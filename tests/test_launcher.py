@@ -260,3 +260,15 @@ def _group(pid: int) -> int | None:
         return os.getpgid(pid)
     except ProcessLookupError:
         return None
+
+
+def test_a_launcher_killed_with_sigkill_takes_its_worker_and_web_server_with_it(launch):
+    process, base, tmp_path, log = launch("killed")
+    wait_for(lambda: (r := get_json(f"{base}/healthz"))[0] == 200 and r[1]["workers"] >= 1,
+             timeout=120, what="a healthy server with a live worker")
+    everything = psutil.Process(process.pid).children(recursive=True)
+    assert len(everything) >= 4, everything  # the web server, the worker, its pool and its beat
+    process.kill()  # no chance to clean up: the children are told by the kernel (PR_SET_PDEATHSIG)
+    process.wait()
+    _, alive = psutil.wait_procs(everything, timeout=60)
+    assert alive == [], [(p.pid, p.cmdline()) for p in alive]

@@ -141,10 +141,10 @@ class Supervised:
                 self.start()
                 say(f"Restarted the {self.name} (pid {self.process.pid}).")
             return True
-        returncode = self.process.poll()
-        if returncode is None:
+        if not self._exited():
             return True
         self._kill_group()  # what it leaves behind: the worker's pool and beat processes
+        returncode = self.process.wait()
         self.process = None
         self.failures = self.failures + 1 if now - self.started_at < STABLE_SECONDS else 1
         if self.failures > MAX_QUICK_FAILURES:
@@ -158,25 +158,28 @@ class Supervised:
 
     def terminate(self) -> None:
         """Ask the child to stop (SIGTERM): it stops its own processes."""
-        if self.process is not None and self.process.poll() is None:
+        if self.process is not None and not self._exited():
             self.process.terminate()
 
     def stop(self) -> None:
         """Wait for the child to stop, SIGKILL to its whole group after a grace time or once it is gone."""
-        process = self.process
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=STOP_TIMEOUT_SECONDS)
-            except subprocess.TimeoutExpired:
-                pass
-        self._kill_group()
-        if process is not None and process.poll() is None:
-            process.wait()
-
-    def _kill_group(self) -> None:
         if self.process is None:
             return
+        self.terminate()
+        deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
+        while not self._exited() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        self._kill_group()
+        self.process.wait()
+
+    def _exited(self) -> bool:
+        """Whether the child has exited, left unreaped: its group id cannot be reused before _kill_group."""
+        try:
+            return os.waitid(os.P_PID, self.process.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+        except ChildProcessError:  # already reaped
+            return True
+
+    def _kill_group(self) -> None:
         try:
             os.killpg(self.process.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):

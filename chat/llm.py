@@ -14,10 +14,10 @@ from chat.retrieval import Hit
 
 logger = logging.getLogger(__name__)
 
-NO_LLM_NOTE = (
-    "*No language model is configured, so this answer quotes the most relevant passages. "
-    "Set `OPENAI_API_KEY` or `OPENAI_BASE_URL` for written answers.*"
-)
+# Every user reads this: it labels the answer as extractive and gives no configuration advice (that is the
+# administrators' business: /healthz and the documents page tell them what is in use).
+NO_LLM_NOTE = "*No language model is configured, so this answer quotes the most relevant passages.*"
+EXTRACTIVE = "none: extractive answers"
 
 
 class LLMError(Exception):
@@ -149,3 +149,9 @@ def get_llm():
         settings.LLM_BACKEND, settings.LLM_MODEL, settings.OPENAI_BASE_URL, bool(settings.OPENAI_API_KEY),
         client_options,
     )
+
+
+def active_llm_info() -> str:
+    """The language model answers come from, for the health report: its name, or that there is none."""
+    llm = get_llm()
+    return llm.model if isinstance(llm, OpenAIChat) else EXTRACTIVE

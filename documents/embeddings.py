@@ -18,9 +18,11 @@ import hashlib
 import json
 import logging
 import re
+import time
 from collections.abc import Callable, Sequence
 from functools import cache
 from pathlib import Path
+from typing import TypedDict
 
 import numpy as np
 from django.conf import settings
@@ -240,6 +242,46 @@ def get_backend() -> EmbeddingBackend:
     return _build(
         choice, settings.EMBEDDING_MODEL, settings.EMBEDDING_MODEL_PATH, settings.EMBEDDING_DIMENSIONS,
         settings.OPENAI_BASE_URL, str(settings.VAR_DIR / "models"), client_options,
+    )
+
+
+class BackendInfo(TypedDict):
+    """What the health report and the administrators' banner say about the embeddings in use."""
+
+    backend: str  # openai | fastembed | hashing: the one actually embedding
+    model: str
+    dimensions: int
+    fallback: bool  # auto asked for a real model, none could load: hashing instead
+    error: str | None  # why the configured backend cannot load (it embeds nothing then)
+
+
+# A backend that cannot load is tried again at most this often: the health check runs every few seconds,
+# and a failing load can be slow (a model looked for on disk, a download attempted).
+RETRY_FAILED_LOAD_SECONDS = 60.0
+_failed_loads: dict[tuple, tuple[float, str]] = {}
+
+
+def active_backend_info() -> BackendInfo:
+    """The embedding backend this process uses, built if need be; a load failure is reported, not raised."""
+    configured = (settings.EMBEDDING_BACKEND, settings.EMBEDDING_MODEL, settings.EMBEDDING_MODEL_PATH,
+                  settings.OPENAI_BASE_URL, bool(settings.OPENAI_API_KEY))
+    failed = _failed_loads.get(configured)
+    if failed is None or time.monotonic() - failed[0] >= RETRY_FAILED_LOAD_SECONDS:
+        try:
+            choice, backend = backend_choice(), get_backend()
+        except Exception as error:  # any failure to load is the answer here
+            failed = _failed_loads[configured] = (time.monotonic(), str(error) or error.__class__.__name__)
+        else:
+            _failed_loads.pop(configured, None)
+            hashing = isinstance(backend, HashingBackend)
+            return BackendInfo(
+                backend="hashing" if hashing else choice, model=backend.model_name, dimensions=backend.dimensions,
+                # Chosen explicitly (tests, a deliberate setting), hashing is no fallback.
+                fallback=hashing and choice != "hashing", error=None,
+            )
+    return BackendInfo(
+        backend=settings.EMBEDDING_BACKEND, model=settings.EMBEDDING_MODEL, dimensions=settings.EMBEDDING_DIMENSIONS,
+        fallback=False, error=failed[1],
     )
 
 

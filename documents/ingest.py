@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 import time
 import weakref
 from collections.abc import Callable
@@ -23,7 +24,7 @@ import redis
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.core.files import File
-from django.db import IntegrityError, InterfaceError, OperationalError, connection, transaction
+from django.db import DatabaseError, IntegrityError, InterfaceError, OperationalError, connection, connections, transaction
 from django.db.models import F
 from django.template.defaultfilters import filesizeformat
 from django.utils import timezone
@@ -300,12 +301,46 @@ def document_delete(*, document: Document, actor=None) -> None:
 
 def _set_progress(document_id: int, progress: float) -> None:
     """Show progress; the same statement finds out whether the run is still wanted."""
-    # updated_at doubles as the run's heartbeat: the sweeper restarts runs whose progress stopped moving.
+    # updated_at is also the run's heartbeat (see Heartbeat).
     written = Document.objects.filter(pk=document_id, status=Document.Status.PROCESSING).update(
         progress=progress, updated_at=timezone.now()
     )
     if not written:
         raise IngestCancelled("cancelled, deleted or queued again while it was processed")
+
+
+class Heartbeat:
+    """A thread that refreshes a running ingestion's heartbeat (``updated_at``) every INGEST_HEARTBEAT_SECONDS.
+
+    The main thread may be silent for minutes (a parse in its guarded child, an embedding call and its
+    retries); the heartbeat goes on all the same and stops only with the run or its process. So the sweeper
+    tells a dead run (its worker killed) from a live one within INGEST_STALE_SECONDS, a minute by default,
+    instead of waiting for the longest silent step, and long before the broker would redeliver the task of
+    a worker killed whole (CELERY_VISIBILITY_TIMEOUT, an hour; Celery requeues at once only when a pool
+    process dies under a living main process: CELERY_TASK_REJECT_ON_WORKER_LOST).
+    """
+
+    def __init__(self, document_id: int):
+        self.document_id = document_id
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"ingest-heartbeat-{document_id}", daemon=True)
+        self._thread.start()
+
+    def _beat(self) -> None:
+        try:
+            while not self._stopped.wait(settings.INGEST_HEARTBEAT_SECONDS):
+                try:
+                    Document.objects.filter(pk=self.document_id, status=Document.Status.PROCESSING).update(
+                        updated_at=timezone.now()
+                    )
+                except DatabaseError as error:  # the database is away: the next beat tries again
+                    logger.warning("heartbeat of document %s not written (%s)", self.document_id, error)
+        finally:
+            connections.close_all()  # this thread's own connection
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._thread.join()
 
 
 def interrupted_reason(attempts: int) -> str:
@@ -319,8 +354,9 @@ def interrupted_reason(attempts: int) -> str:
 def ingestions_sweep() -> dict[str, int]:
     """Nothing stays queued or processing forever: restart dead runs, re-send lost tasks, give up on the hopeless.
 
-    - processing, but its progress has not moved for INGEST_STALE_SECONDS: its run died (worker killed,
-      out of memory, machine lost). Queued again, or failed with a reason after INGEST_MAX_ATTEMPTS runs.
+    - processing, but its heartbeat (``Heartbeat``) has stopped for INGEST_STALE_SECONDS: its run died
+      (worker killed, out of memory, machine lost). Queued again, or failed with a reason after
+      INGEST_MAX_ATTEMPTS runs.
     - queued, never handed to the broker (it was down at upload): sent now.
     - queued long ago while the broker's queue is empty: its message was lost (Redis restarted without
       persistence): sent again. A task for a document that finished meanwhile does nothing.
@@ -454,6 +490,7 @@ def document_ingest(*, document_id: int, only_pending: bool = False) -> Document
         return document
     seconds: dict[str, float] = {}
     progress = _ProgressBar(document_id, seconds)
+    beating = Heartbeat(document_id)
     try:
         with timed(seconds, "parse"), local_copy(document) as path:
             sections = parse_document(document=document, path=path)
@@ -496,6 +533,8 @@ def document_ingest(*, document_id: int, only_pending: bool = False) -> Document
             "document %s stored: chunks=%d seconds=%.4f %s", document_id, total, time.perf_counter() - started,
             " ".join(f"{stage}={value:.4f}" for stage, value in seconds.items()),
         )
+    finally:
+        beating.stop()
     return Document.objects.filter(pk=document_id).first()
 
 

@@ -7,7 +7,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.template.loader import render_to_string
 from django.views.decorators.http import require_GET, require_POST
 
-from documents import ingest, uploads
+from documents import embeddings, ingest, uploads
 from documents.exceptions import DuplicateDocument, UploadRejected
 from documents.models import Collection, Document
 from ragsite import ratelimit
@@ -39,10 +39,12 @@ def document_list(request):
     documents = Document.objects.visible_to(request.user).select_related("collection")
     # A list: the page reads it twice (the default name, then the suggestions), in one query.
     collections = list(Collection.objects.filter(owner=request.user))
+    # Configuration advice is for administrators only; ordinary users never see it.
+    embedding_info = embeddings.active_backend_info() if request.user.is_staff else None
     return render(
         request, "documents/list.html",
         {"documents": documents, "collections": collections,
-         "default_collection": ingest.DEFAULT_COLLECTION_NAME},
+         "default_collection": ingest.DEFAULT_COLLECTION_NAME, "embedding_info": embedding_info},
     )
 
 

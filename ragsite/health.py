@@ -1,4 +1,4 @@
-"""/healthz answers whatever the Host header and the scheme.
+"""/healthz and /readyz answer whatever the Host header and the scheme.
 
 Probes call it by address over plain HTTP: docker compose's web healthcheck asks
 ``http://127.0.0.1:8000/healthz`` inside the container, load balancers ask the container's IP. Through the
@@ -9,9 +9,10 @@ a response builds from the Host; the health report builds none and says nothing 
 so this middleware, first in the chain, answers it before either check.
 """
 
-from ragsite.views import healthz
+from ragsite.views import healthz, readyz
 
 HEALTH_PATH = "/healthz"
+READY_PATH = "/readyz"
 
 
 class HealthCheckMiddleware:
@@ -21,4 +22,6 @@ class HealthCheckMiddleware:
     def __call__(self, request):
         if request.path_info == HEALTH_PATH:
             return healthz(request)
+        if request.path_info == READY_PATH:
+            return readyz(request)
         return self.get_response(request)

@@ -1,18 +1,21 @@
-"""`make run`: start what is missing, migrate, then run the Celery worker and the web server.
+"""`make run`: start what is missing, migrate, then run and supervise the Celery worker and the web server.
 
 With nothing configured it uses the embedded PostgreSQL under var/ and a local Redis (started
-when none answers at REDIS_URL). Ctrl-C stops the worker, the web server and whatever this
-launcher started. A second run reuses the same data.
+when none answers at REDIS_URL). A worker or web server that dies is started again, with backoff, and
+the launcher says so; the other keeps running. Ctrl-C stops the worker, the web server and whatever this
+launcher started, and leaves no process behind. A second run reuses the same data.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import secrets
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 
 
 def main() -> int:
@@ -40,15 +43,16 @@ def main() -> int:
     os.environ.setdefault("EMBEDDING_THREADS", str(max(1, (os.cpu_count() or 1) // concurrency)))
     # -B: Celery beat inside the worker, for the periodic sweep that restarts ingestions a dead worker left
     # behind and re-sends tasks the broker lost (documents.ingest.ingestions_sweep). One worker, one beat.
-    worker = subprocess.Popen(
-        [python, "-m", "celery", "-A", "ragsite", "worker", "--loglevel", "INFO",
-         "--concurrency", str(concurrency), "-B", "--schedule", str(config.VAR_DIR / "celerybeat-schedule")],
-    )
-    web = subprocess.Popen(
-        [python, "-m", "uvicorn", "ragsite.asgi:application", "--host", host, "--port", str(port),
-         "--timeout-graceful-shutdown", "5"],
-        env={"DATABASE_POOL": "true", **os.environ},
-    )
+    children = [
+        Supervised("worker", [python, "-m", "celery", "-A", "ragsite", "worker", "--loglevel", "INFO",
+                              "--concurrency", str(concurrency), "-B",
+                              "--schedule", str(config.VAR_DIR / "celerybeat-schedule")]),
+        Supervised("web server", [python, "-m", "uvicorn", "ragsite.asgi:application", "--host", host,
+                                  "--port", str(port), "--timeout-graceful-shutdown", "5"],
+                   env={"DATABASE_POOL": "true", **os.environ}),
+    ]
+    for child in children:
+        child.start()
     print(f"\n  RAG chat is starting on http://{host}:{port}/  (admin: /admin/, API: /api/v1/docs)\n"
           "  Press Ctrl-C to stop.\n", flush=True)
 
@@ -61,22 +65,17 @@ def main() -> int:
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
     code = 0
-    while not stopping:
-        for name, proc in (("worker", worker), ("web server", web)):
-            if proc.poll() is not None:
-                print(f"The {name} exited with code {proc.returncode}; stopping.", file=sys.stderr)
-                code = proc.returncode or 1
-                stopping = True
-        time.sleep(0.5)
-
-    for proc in (web, worker):
-        if proc.poll() is None:
-            proc.terminate()
-    for proc in (web, worker):
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    try:
+        while not stopping:
+            for child in children:
+                if not child.tend(say=lambda line: print(line, file=sys.stderr, flush=True)):
+                    code, stopping = 1, True
+            time.sleep(0.5)
+    finally:
+        for child in reversed(children):  # the web server first: no new work while the worker finishes
+            child.terminate()
+        for child in reversed(children):
+            child.stop()
     if started_redis:
         stop_redis(config.REDIS_URL)
     if embedded:
@@ -86,6 +85,114 @@ def main() -> int:
         stop_embedded_database(config.VAR_DIR)
     print("Stopped.", flush=True)
     return code
+
+
+# Restarts: after 1, 2, 4 ... seconds, at most MAX_BACKOFF_SECONDS. A process that ran STABLE_SECONDS
+# before dying starts the count again; one that dies quickly MAX_QUICK_FAILURES times in a row is broken
+# (a port in use, a bad setting), and the launcher stops with its output rather than loop.
+MAX_BACKOFF_SECONDS = 30.0
+STABLE_SECONDS = 60.0
+MAX_QUICK_FAILURES = 5
+STOP_TIMEOUT_SECONDS = 20.0
+
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with(launcher: int) -> Callable[[], None]:
+    """For the child, before exec: be sent SIGTERM when the launcher dies, even by SIGKILL (Linux)."""
+
+    def arrange() -> None:
+        if not sys.platform.startswith("linux"):
+            return
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != launcher:  # it died before the request took effect
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return arrange
+
+
+class Supervised:
+    """A child the launcher restarts when it dies: in a process group of its own, so that it is stopped whole.
+
+    The Celery worker forks pool processes and a beat process; killed alone (``kill -9``, the OOM killer),
+    its main process leaves them running, and the orphaned beat keeps sending tasks. Its group is
+    killed with it, before a new worker starts. A group of its own also keeps the terminal's Ctrl-C for
+    the launcher, which stops each child in order. If the launcher itself is killed, each child is sent
+    SIGTERM (PR_SET_PDEATHSIG) and stops its own processes.
+    """
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str] | None = None):
+        self.name, self.argv, self.env = name, argv, env
+        self.process: subprocess.Popen | None = None
+        self.started_at = 0.0
+        self.failures = 0  # in a row, the last ones soon after starting
+        self.restart_at: float | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(self.argv, env=self.env, start_new_session=True,
+                                        preexec_fn=_die_with(os.getpid()))
+        self.started_at, self.restart_at = time.monotonic(), None
+
+    def tend(self, *, say: Callable[[str], None]) -> bool:
+        """Restart the child when it is due; False when it keeps dying and the launcher should stop."""
+        now = time.monotonic()
+        if self.process is None:
+            if self.restart_at is not None and now >= self.restart_at:
+                self.start()
+                say(f"Restarted the {self.name} (pid {self.process.pid}).")
+            return True
+        if not self._exited():
+            return True
+        self._kill_group()  # what it leaves behind: the worker's pool and beat processes
+        returncode = self.process.wait()
+        self.process = None
+        self.failures = self.failures + 1 if now - self.started_at < STABLE_SECONDS else 1
+        if self.failures > MAX_QUICK_FAILURES:
+            say(f"The {self.name} exited ({describe(returncode)}) {MAX_QUICK_FAILURES + 1} times in a row soon "
+                "after starting; stopping. Its output above says why.")
+            return False
+        delay = min(MAX_BACKOFF_SECONDS, 2.0 ** (self.failures - 1))
+        say(f"The {self.name} exited ({describe(returncode)}); restarting it in {delay:g} s.")
+        self.restart_at = now + delay
+        return True
+
+    def terminate(self) -> None:
+        """Ask the child to stop (SIGTERM): it stops its own processes."""
+        if self.process is not None and not self._exited():
+            self.process.terminate()
+
+    def stop(self) -> None:
+        """Wait for the child to stop, SIGKILL to its whole group after a grace time or once it is gone."""
+        if self.process is None:
+            return
+        self.terminate()
+        deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
+        while not self._exited() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        self._kill_group()
+        self.process.wait()
+
+    def _exited(self) -> bool:
+        """Whether the child has exited, left unreaped: its group id cannot be reused before _kill_group."""
+        try:
+            return os.waitid(os.P_PID, self.process.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+        except ChildProcessError:  # already reaped
+            return True
+
+    def _kill_group(self) -> None:
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass  # nothing left in it
+
+
+def describe(returncode: int) -> str:
+    if returncode < 0:
+        try:
+            return f"killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    return f"code {returncode}"
 
 
 def announce_first_user() -> None:

@@ -30,7 +30,7 @@ DATABASE_ERRORS = (OperationalError, InterfaceError, psycopg.OperationalError, p
 REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 DATABASE_MESSAGE = "The database is not reachable right now. Please try again in a moment."
 REDIS_MESSAGE = "The cache and task queue (Redis) are not reachable right now. Please try again in a moment."
-JSON_PREFIXES = ("/api/", "/v1/", "/healthz")
+JSON_PREFIXES = ("/api/", "/v1/", "/healthz", "/readyz")
 
 
 def unavailable_response(request, exception) -> HttpResponse | None:

@@ -228,19 +228,18 @@ EMBEDDING_TIMEOUT_SECONDS = env_float("EMBEDDING_TIMEOUT_SECONDS", 60)
 # processes on one machine, cores / processes avoids threads fighting over the same cores.
 EMBEDDING_THREADS = env_int("EMBEDDING_THREADS", 0)
 
-# Nothing stays queued or processing forever. A document whose progress has not moved for
-# INGEST_STALE_SECONDS is in no live run (its worker was killed, ran out of memory or lost its machine):
-# the sweeper (documents.ingest.ingestions_sweep, run by Celery beat and when a worker starts) queues it
-# again, and after INGEST_MAX_ATTEMPTS runs that never finished fails it with the reason. A live run is
-# never silent that long: it writes progress at most once a second, and its longest silent step is a parse
-# (PARSE_TIMEOUT_SECONDS) or an embedding batch with its retries; the hard time limit
-# (INGEST_TIME_LIMIT_SECONDS + 60) ends any run, so the default never exceeds it.
-INGEST_STALE_SECONDS = env_int("INGEST_STALE_SECONDS", min(
-    CELERY_TASK_TIME_LIMIT,
-    max(600, 2 * PARSE_TIMEOUT_SECONDS, int(2 * (EMBEDDING_MAX_RETRIES + 1) * EMBEDDING_TIMEOUT_SECONDS)),
-))
+# Nothing stays queued or processing forever. A running ingestion writes a heartbeat (its row's updated_at)
+# every INGEST_HEARTBEAT_SECONDS from a thread of its own, whatever its main thread is doing (a parse, an
+# embedding call and its retries). A processing document whose heartbeat has stopped for INGEST_STALE_SECONDS
+# is in no live run (its worker was killed, ran out of memory or lost its machine): the sweeper
+# (documents.ingest.ingestions_sweep, run by Celery beat and when a worker starts) queues it again, and after
+# INGEST_MAX_ATTEMPTS runs that never finished fails it with the reason. A queued document waiting that long
+# while the broker's queue is empty lost its message: it is sent again. Six heartbeats per threshold: a
+# busy database or machine may delay a few without a live run being taken for dead.
+INGEST_STALE_SECONDS = env_int("INGEST_STALE_SECONDS", 60)
 if INGEST_STALE_SECONDS < 5:
-    raise ImproperlyConfigured("INGEST_STALE_SECONDS must be at least 5 (live ingestions write progress each second).")
+    raise ImproperlyConfigured("INGEST_STALE_SECONDS must be at least 5 (live ingestions write a heartbeat).")
+INGEST_HEARTBEAT_SECONDS = max(1.0, INGEST_STALE_SECONDS / 6)
 INGEST_MAX_ATTEMPTS = max(1, env_int("INGEST_MAX_ATTEMPTS", 3))
 INGEST_SWEEP_SECONDS = max(1.0, min(60.0, INGEST_STALE_SECONDS / 4))
 CELERY_BEAT_SCHEDULE = {

@@ -5,7 +5,7 @@ from django.views.generic import RedirectView
 
 from chat.openai_api import api as openai_api
 from ragsite.api import api
-from ragsite.views import healthz
+from ragsite.views import healthz, readyz
 
 admin.site.site_header = "RAG chat administration"
 admin.site.site_title = "RAG chat admin"
@@ -13,6 +13,7 @@ admin.site.site_title = "RAG chat admin"
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="documents:list", permanent=False)),
     path("healthz", healthz, name="healthz"),
+    path("readyz", readyz, name="readyz"),
     # Sign-in, sign-out and password change; no password reset by e-mail (no mail is configured):
     # administrators reset passwords in the admin or with `manage.py changepassword`.
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),

@@ -287,6 +287,7 @@ def test_extractive_answers_quote_passages_with_the_no_model_note(signed_in, use
     assert "<blockquote>" in done["html"] and "150 EUR" in done["html"]
     assert 'class="cite"' in done["html"]
     assert "No language model is configured" in done["html"]
+    assert "OPENAI_API_KEY" not in done["html"]  # configuration advice is for administrators, not in answers
 
 
 def test_the_document_filter_limits_the_answer_to_that_document(signed_in, user, collection, document, settings):

@@ -6,6 +6,7 @@ The same behaviour with real processes really killed (workers, Redis, PostgreSQL
 from __future__ import annotations
 
 import threading
+import time
 from datetime import timedelta
 
 import numpy as np
@@ -423,8 +424,49 @@ def test_finished_and_cancelled_documents_are_never_swept(user, collection, sett
     assert sent == []
 
 
-def test_the_stale_threshold_is_far_above_the_progress_write_interval(settings):
-    assert settings.INGEST_STALE_SECONDS >= 600 and ingest.PROGRESS_WRITE_SECONDS == 1.0
-    assert settings.INGEST_STALE_SECONDS >= 2 * settings.PARSE_TIMEOUT_SECONDS
-    assert settings.INGEST_STALE_SECONDS <= settings.CELERY_TASK_TIME_LIMIT
+def test_a_dead_run_is_found_within_a_minute_or_two_and_a_live_one_has_heartbeats_to_spare(settings):
+    # A minute by default (not the longest silent step of a run, which was 12 minutes): the heartbeat
+    # makes every live run write several times within the threshold.
+    assert settings.INGEST_STALE_SECONDS <= 120
+    assert settings.INGEST_STALE_SECONDS >= 5 * settings.INGEST_HEARTBEAT_SECONDS
+    assert settings.INGEST_SWEEP_SECONDS <= settings.INGEST_STALE_SECONDS / 4
     assert settings.CELERY_BEAT_SCHEDULE["sweep-stale-ingestions"]["task"] == "documents.tasks.sweep_stale_ingestions"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_live_run_silent_for_longer_than_the_stale_threshold_keeps_beating_and_is_not_restarted(
+    user, collection, settings, sent, openai_server
+):
+    settings.INGEST_STALE_SECONDS, settings.INGEST_HEARTBEAT_SECONDS = 5, 0.5
+    settings.EMBEDDING_BACKEND, settings.EMBEDDING_MODEL = "openai", "text-embedding-3-small"
+    settings.OPENAI_BASE_URL, settings.OPENAI_API_KEY = openai_server.url, "test-key"
+    settings.EMBEDDING_MAX_RETRIES, settings.EMBEDDING_TIMEOUT_SECONDS = 0, 60
+    settings.EMBEDDING_BATCH_SIZE = 1000  # one embedding call: the run's one long silent step
+    openai_server.delay(9.0)  # it answers after longer than INGEST_STALE_SECONDS
+    document = upload(user, collection, enqueue=False)
+
+    def run():
+        try:
+            ingest.document_ingest(document_id=document.pk)
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    try:
+        while not openai_server.requests_to("/embeddings"):  # the run is inside its silent step
+            time.sleep(0.05)
+        started = Document.objects.get(pk=document.pk).started_at
+        while timezone.now() - started < timedelta(seconds=settings.INGEST_STALE_SECONDS + 1):
+            time.sleep(0.1)
+        assert Document.objects.get(pk=document.pk).status == Document.Status.PROCESSING
+        assert ingest.ingestions_sweep()["restarted"] == 0  # its heartbeat says it is alive
+        assert sent == []
+    finally:
+        thread.join()
+    document.refresh_from_db()
+    assert (document.status, document.attempts) == (Document.Status.READY, 1)
+    # Once the run is over, its heartbeat stops with it.
+    beat = document.updated_at
+    time.sleep(3 * settings.INGEST_HEARTBEAT_SECONDS)
+    assert Document.objects.get(pk=document.pk).updated_at == beat

@@ -1,7 +1,7 @@
 """Rate limits, counted in the cache (Redis): a fixed window per action and user (or any key).
 
     allowed, retry_after = ratelimit.hit("chat", user)
-    allowed, retry_after = ratelimit.peek("login_ip", address)  # without counting; count() counts
+    usage = ratelimit.count("login_ip", address)  # any key; uncount() takes one back
 
 Limits come from settings as "COUNT/PERIOD" (PERIOD: s, m, h, d, optionally with a number: "20/m",
 "10/15m"); an empty limit turns the check off. Views answer 429 with ``message(...)`` and a
@@ -81,22 +81,6 @@ def uncount(action: str, key: str) -> None:
             cache.decr(current[1])
         except ValueError:  # the window ended meanwhile: nothing to take back
             pass
-
-
-def peek(action: str, key: str) -> tuple[bool, int]:
-    """Whether one more ``action`` under ``key`` is allowed, without counting it; (allowed, seconds to wait)."""
-    current = _window(action, key)
-    if current is None:
-        return True, 0
-    limit, cache_key, retry_after = current
-    return (cache.get(cache_key) or 0) < limit, retry_after
-
-
-def clear(action: str, key: str) -> None:
-    """Forget what ``key`` used in the current window."""
-    current = _window(action, key)
-    if current is not None:
-        cache.delete(current[1])
 
 
 def hit(action: str, user) -> tuple[bool, int]:

@@ -41,7 +41,7 @@ browser:
 
 lint: install-dev
 	$(VENV)/bin/ruff check .
-	$(PY) manage.py check
+	DEBUG=$${DEBUG:-true} $(PY) manage.py check
 
 format: install-dev
 	$(VENV)/bin/ruff format .

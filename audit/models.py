@@ -17,6 +17,7 @@ class AuditEvent(models.Model):
         ADMIN_DELETE = "admin_delete", "Admin: deleted"
         SIGN_IN = "sign_in", "Signed in"
         SIGN_IN_FAILED = "sign_in_failed", "Sign-in failed"
+        SIGN_IN_THROTTLED = "sign_in_throttled", "Sign-in refused: too many failures"
 
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     actor = models.ForeignKey(

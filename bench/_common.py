@@ -23,6 +23,7 @@ def setup_django(database: str, **environment: str) -> None:
     """Point Django at ``database`` (created if missing) on the app's server, then set it up."""
     sys.path.insert(0, str(ROOT))
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "ragsite.settings")
+    os.environ.setdefault("DEBUG", "true")  # in-process settings as they were before DEBUG defaulted to false
     if (SHARED / "tiktoken").is_dir():
         os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(SHARED / "tiktoken"))
     for key, value in environment.items():

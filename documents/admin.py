@@ -3,6 +3,7 @@
 from django import forms
 from django.contrib import admin, messages
 from django.db.models import Count
+from django.template.response import TemplateResponse
 from django.utils import timezone
 from django.utils.html import format_html
 
@@ -188,7 +189,17 @@ class ApiTokenAdmin(admin.ModelAdmin):
             return super().save_model(request, obj, form, change)
         token, raw = ApiToken.issue(user=obj.user, name=obj.name, actor=request.user)
         obj.__dict__.update(token.__dict__)
-        self.message_user(request, f"New token (shown once, copy it now): {raw}", messages.WARNING)
+        obj.raw_token = raw  # for response_add only; never stored, never in a message (a cookie) or the session
+
+    def response_add(self, request, obj, post_url_continue=None):
+        """The new token in this response's body, once: not in a message, which travels in a signed but readable
+        cookie. The admin's views send Cache-Control: no-store, so no cache keeps the page either."""
+        raw = getattr(obj, "raw_token", None)
+        if raw is None:
+            return super().response_add(request, obj, post_url_continue)
+        context = {**self.admin_site.each_context(request), "opts": self.opts, "token": obj, "raw_token": raw,
+                   "title": "New API token"}
+        return TemplateResponse(request, "admin/documents/apitoken/created.html", context)
 
     @admin.action(description="Revoke selected tokens")
     def revoke(self, request, queryset):

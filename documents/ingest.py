@@ -24,7 +24,15 @@ import redis
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.core.files import File
-from django.db import DatabaseError, IntegrityError, InterfaceError, OperationalError, connection, connections, transaction
+from django.db import (
+    DatabaseError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    connection,
+    connections,
+    transaction,
+)
 from django.db.models import F
 from django.template.defaultfilters import filesizeformat
 from django.utils import timezone

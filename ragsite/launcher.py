@@ -9,6 +9,7 @@ launcher started, and leaves no process behind. A second run reuses the same dat
 from __future__ import annotations
 
 import ctypes
+import ipaddress
 import os
 import secrets
 import signal
@@ -16,10 +17,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 
 def main() -> int:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "ragsite.settings")
+    ensure_secret_key(Path(os.environ.get("RAG_VAR_DIR", "").strip() or Path(__file__).resolve().parents[1] / "var"))
+    plain_http_cookies(os.environ.get("HOST", "127.0.0.1"))
     from ragsite import settings as config  # noqa: I001 — only the env-derived values, before Django
     from ragsite.services import ensure_redis, stop_embedded_database, stop_redis
 
@@ -207,6 +211,39 @@ def announce_first_user() -> None:
     users.create_superuser(username, "", password)
     print(f"\n  Created the administrator account  {username} / {password}\n"
           "  (change it with: .venv/bin/python manage.py changepassword admin)\n", flush=True)
+
+
+def ensure_secret_key(var_dir: Path) -> None:
+    """With no SECRET_KEY configured, make a random one on the first run in var/secret_key (mode 600), which
+    the settings read: sessions survive a restart and no key is shared with anyone else's installation."""
+    if os.environ.get("SECRET_KEY", "").strip() or os.environ.get("SECRET_KEY_FILE", "").strip():
+        return
+    path = var_dir / "secret_key"
+    var_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # never readable by others
+    except FileExistsError:
+        os.chmod(path, 0o600)
+        return
+    with os.fdopen(descriptor, "w") as file:
+        file.write(secrets.token_urlsafe(50))
+
+
+def plain_http_cookies(host: str) -> None:
+    """`make run` serves plain HTTP. On a loopback address nobody can listen in, so the session and CSRF
+    cookies need not be Secure (a browser would not send them back over http://127.0.0.1, and signing in
+    would fail); anywhere else they stay Secure unless the operator says otherwise, and we say why."""
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        loopback = False
+    if loopback:
+        os.environ.setdefault("SESSION_COOKIE_SECURE", "false")
+        os.environ.setdefault("CSRF_COOKIE_SECURE", "false")
+    elif "SESSION_COOKIE_SECURE" not in os.environ:
+        print(f"  Serving plain HTTP on {host}: sign-in cookies are Secure, so browsers send them over HTTPS\n"
+              "  only. Put an HTTPS proxy in front (and set ALLOWED_HOSTS), or, on a trusted network only, set\n"
+              "  SESSION_COOKIE_SECURE=false CSRF_COOKIE_SECURE=false.", file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

@@ -1,56 +1,111 @@
-"""Per-user rate limits, counted in the cache (Redis): a fixed window per user and action.
+"""Rate limits, counted in the cache (Redis): a fixed window per action and user (or any key).
 
     allowed, retry_after = ratelimit.hit("chat", user)
+    usage = ratelimit.count("login_ip", address)  # any key; uncount() takes one back
 
-Limits come from settings as "COUNT/PERIOD" (PERIOD: s, m, h, d; e.g. "20/m"); an empty limit
-turns the check off. Views answer 429 with ``message(...)`` and a Retry-After header.
+Limits come from settings as "COUNT/PERIOD" (PERIOD: s, m, h, d, optionally with a number: "20/m",
+"10/15m"); an empty limit turns the check off. Views answer 429 with ``message(...)`` and a
+Retry-After header.
 """
 
 from __future__ import annotations
 
+import hashlib
+import re
 import time
+from typing import NamedTuple
 
 from django.conf import settings
 from django.core.cache import cache
 from django.core.exceptions import ImproperlyConfigured
 
 PERIODS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+UNITS = {1: "second", 60: "minute", 3600: "hour", 86400: "day"}
+PERIOD = re.compile(r"(?P<times>[0-9]*)(?P<unit>[smhd])[a-z]*")
 
 
 def parse(rate: str) -> tuple[int, int] | None:
+    """``"10/15m"`` -> (10, 900): the count and the window in seconds; None for no limit."""
     if not rate:
         return None
-    try:
-        count, period = rate.split("/")
-        return int(count), PERIODS[period.strip().lower()[:1]]
-    except (ValueError, KeyError) as error:
-        raise ImproperlyConfigured(f"A rate limit looks like '20/m' (per s, m, h or d), not {rate!r}.") from error
+    count, _, period = rate.partition("/")
+    match = PERIOD.fullmatch(period.strip().lower())
+    if not count.strip().isascii() or not count.strip().isdigit() or not match or int(match["times"] or 1) == 0:
+        raise ImproperlyConfigured(f"A rate limit looks like '20/m' or '10/15m' (per s, m, h or d), not {rate!r}.")
+    return int(count), int(match["times"] or 1) * PERIODS[match["unit"]]
 
 
 def limit_for(action: str) -> tuple[int, int] | None:
     return parse(settings.RATE_LIMITS.get(action, ""))
 
 
-def hit(action: str, user) -> tuple[bool, int]:
-    """Count one ``action`` by ``user``; (allowed, seconds until the window resets)."""
+def _window(action: str, key: str) -> tuple[int, str, int] | None:
+    """(the limit's count, the cache key of the current window, seconds until it ends); None: no limit."""
     limit = limit_for(action)
-    if limit is None or not getattr(user, "is_authenticated", False):
-        return True, 0
+    if limit is None:
+        return None
     count, window = limit
     now = int(time.time())
     start = now - now % window
-    key = f"ratelimit:{action}:{user.pk}:{start}"
-    cache.add(key, 0, timeout=window + 1)
+    digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:32]  # any text, a short safe key
+    return count, f"ratelimit:{action}:{digest}:{start}", start + window - now
+
+
+class Usage(NamedTuple):
+    allowed: bool
+    retry_after: int  # seconds until the window ends
+    used: int  # counted in this window, this one included (0: no limit)
+    limit: int
+
+
+def count(action: str, key: str) -> Usage:
+    """Count one ``action`` under ``key`` (atomically: parallel requests cannot all slip under the limit)."""
+    current = _window(action, key)
+    if current is None:
+        return Usage(True, 0, 0, 0)
+    limit, cache_key, retry_after = current
+    cache.add(cache_key, 0, timeout=retry_after + 1)
     try:
-        used = cache.incr(key)
+        used = cache.incr(cache_key)
     except ValueError:  # expired between add and incr
-        cache.set(key, 1, timeout=window + 1)
+        cache.set(cache_key, 1, timeout=retry_after + 1)
         used = 1
-    return used <= count, start + window - now
+    return Usage(used <= limit, retry_after, used, limit)
+
+
+def uncount(action: str, key: str) -> None:
+    """Take back one ``action`` counted under ``key`` in the current window (it turned out not to count)."""
+    current = _window(action, key)
+    if current is not None:
+        try:
+            cache.decr(current[1])
+        except ValueError:  # the window ended meanwhile: nothing to take back
+            pass
+
+
+def hit(action: str, user) -> tuple[bool, int]:
+    """Count one ``action`` by ``user``; (allowed, seconds until the window resets)."""
+    if not getattr(user, "is_authenticated", False):
+        return True, 0
+    usage = count(action, f"user:{user.pk}")
+    return usage.allowed, usage.retry_after
 
 
 def message(action: str, retry_after: int) -> str:
-    count, window = limit_for(action)
-    unit = {1: "second", 60: "minute", 3600: "hour", 86400: "day"}.get(window, f"{window} seconds")
-    what = {"chat": "questions", "upload": "uploads"}.get(action, "requests")
-    return f"Too many {what}: the limit is {count} per {unit}. Try again in {retry_after} seconds."
+    limit, window = limit_for(action)
+    what = {"chat": "questions", "upload": "uploads", "login_account": "failed sign-ins for this account",
+            "login_ip": "failed sign-ins from your address"}.get(action, "requests")
+    return f"Too many {what}: the limit is {limit} per {duration(window, exact=True)}. Try again in " \
+           f"{duration(retry_after)}."
+
+
+def duration(seconds: int, *, exact: bool = False) -> str:
+    """``60`` -> "minute" (exact, one unit), ``900`` -> "15 minutes"; a wait over two minutes in whole minutes."""
+    if exact:
+        for size, unit in sorted(UNITS.items(), reverse=True):
+            if seconds % size == 0:
+                times = seconds // size
+                return unit if times == 1 else f"{times} {unit}s"
+    if seconds > 120:
+        return f"{-(-seconds // 60)} minutes"
+    return f"{seconds} seconds"

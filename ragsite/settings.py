@@ -1,7 +1,8 @@
-"""Settings, all from environment variables, with safe defaults for local use.
+"""Settings, all from environment variables, production-safe by default (``DEBUG=false``).
 
-Every variable is listed in the README. Production mode (``DEBUG=false``) refuses to start
-without a ``SECRET_KEY``.
+Every variable is listed in the README. Production mode refuses to start without a secret key:
+``SECRET_KEY``, ``SECRET_KEY_FILE`` (Docker secrets) or the ``var/secret_key`` that ``make run``
+makes on its first run (ragsite.launcher.ensure_secret_key). Importing settings writes nothing.
 """
 
 import os
@@ -17,11 +18,17 @@ def env_str(name: str, default: str = "") -> str:
     return os.environ.get(name, default).strip()
 
 
+BOOLEANS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
+
+
 def env_bool(name: str, default: bool) -> bool:
-    value = os.environ.get(name)
-    if value is None or not value.strip():
+    """A typo (``ture``) must fail loudly, never quietly turn a security setting off."""
+    value = os.environ.get(name, "").strip().lower()
+    if not value:
         return default
-    return value.strip().lower() in ("1", "true", "yes", "on")
+    if value not in BOOLEANS:
+        raise ImproperlyConfigured(f"{name} must be one of {', '.join(BOOLEANS)}, not {value!r}.")
+    return BOOLEANS[value]
 
 
 def env_int(name: str, default: int) -> int:
@@ -38,18 +45,36 @@ def env_list(name: str, default: str) -> list[str]:
     return [item.strip() for item in env_str(name, default).split(",") if item.strip()]
 
 
-DEBUG = env_bool("DEBUG", True)
-SECRET_KEY = env_str("SECRET_KEY")
+def env_secret(name: str) -> str:
+    """``NAME``, else the contents of the file named by ``NAME_FILE`` (Docker secrets)."""
+    value = env_str(name)
+    path = env_str(f"{name}_FILE")
+    if value or not path:
+        return value
+    try:
+        return Path(path).read_text().strip()
+    except OSError as error:
+        raise ImproperlyConfigured(f"{name}_FILE names {path}, which cannot be read: {error.strerror}.") from error
+
+
+DEBUG = env_bool("DEBUG", False)
+
+# Where local state lives: the embedded PostgreSQL, uploaded files, a local Redis's log, make run's secret key.
+VAR_DIR = Path(env_str("RAG_VAR_DIR", str(BASE_DIR / "var")))
+
+SECRET_KEY = env_secret("SECRET_KEY")
+if not SECRET_KEY and (VAR_DIR / "secret_key").is_file():
+    SECRET_KEY = (VAR_DIR / "secret_key").read_text().strip()
 if not SECRET_KEY:
     if not DEBUG:
-        raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is false.")
+        raise ImproperlyConfigured(
+            "SECRET_KEY must be set when DEBUG is false: set SECRET_KEY or SECRET_KEY_FILE "
+            f"(`make run` makes one in {VAR_DIR / 'secret_key'} on its first run)."
+        )
     SECRET_KEY = "django-insecure-local-development-key-do-not-use-in-production"
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")
-
-# Where local state lives: the embedded PostgreSQL, uploaded files, a local Redis's log.
-VAR_DIR = Path(env_str("RAG_VAR_DIR", str(BASE_DIR / "var")))
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -78,6 +103,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "ragsite.middleware.DatabaseUnavailableMiddleware",
+    "ragsite.debug.DebugNotFoundForStaffOnlyMiddleware",  # after auth (staff only) and CommonMiddleware (slashes)
 ]
 
 ROOT_URLCONF = "ragsite.urls"
@@ -99,19 +125,20 @@ TEMPLATES = [
     },
 ]
 
-# Database: DATABASE_URL, or the embedded PostgreSQL 18 + pgvector under var/.
-DATABASE_URL = env_str("DATABASE_URL")
-if not DATABASE_URL:
+# Database: DATABASE_URL, or the embedded PostgreSQL 18 + pgvector under var/. Lower case, so not a setting:
+# the URL carries the password, and Django's error pages mask only settings named like KEY, PASS, TOKEN...
+database_url = env_str("DATABASE_URL")
+if not database_url:
     from ragsite.services import embedded_database_url
 
-    DATABASE_URL = embedded_database_url(VAR_DIR)
+    database_url = embedded_database_url(VAR_DIR)
 # A connection pool (psycopg_pool) suits the ASGI web server, whose requests run in changing
 # threads: connections go back to the pool at the end of each request instead of lingering.
 # Celery's prefork workers keep plain persistent connections (a pool must not cross a fork).
 DATABASE_POOL = env_bool("DATABASE_POOL", False)
 DATABASES = {
     "default": dj_database_url.parse(
-        DATABASE_URL,
+        database_url,
         conn_max_age=0 if DATABASE_POOL else env_int("DATABASE_CONN_MAX_AGE", 60),
         # Without a pool: a reused connection is checked before a request uses it. With one, the pool
         # checks each connection it hands out (ConnectionPool.check_connection), so after a database
@@ -119,6 +146,7 @@ DATABASES = {
         conn_health_checks=True,
     )
 }
+DATABASES["default"].setdefault("OPTIONS", {})  # dj-database-url leaves it out for a URL without a query
 if DATABASE_POOL:
     DATABASES["default"]["OPTIONS"]["pool"] = {
         # A request waits at most `timeout` seconds for a connection, then gets a clear 503
@@ -190,10 +218,14 @@ WHITENOISE_USE_FINDERS = DEBUG
 MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(VAR_DIR / "media")))
 MEDIA_URL = "media/"
 
-# Per-user rate limits ("COUNT/PERIOD", PERIOD one of s, m, h, d; empty: no limit).
+# Rate limits ("COUNT/PERIOD", PERIOD one of s, m, h, d, optionally with a number: 15m; empty: no limit).
 RATE_LIMITS = {
-    "chat": env_str("RATE_LIMIT_CHAT", "30/m"),  # questions (chat page and /v1/chat/completions)
-    "upload": env_str("RATE_LIMIT_UPLOAD", "120/m"),  # files uploaded (page and API)
+    "chat": env_str("RATE_LIMIT_CHAT", "30/m"),  # questions per user (chat page and /v1/chat/completions)
+    "upload": env_str("RATE_LIMIT_UPLOAD", "120/m"),  # files uploaded per user (page and API)
+    # Failed sign-ins (/accounts/login/, /admin/login/) per account and per client address; beyond either,
+    # even the right password waits until the window ends (ragsite.signin).
+    "login_account": env_str("RATE_LIMIT_LOGIN_ACCOUNT", "10/15m"),
+    "login_ip": env_str("RATE_LIMIT_LOGIN_IP", "50/15m"),
 }
 
 # Uploads
@@ -279,6 +311,9 @@ if not DEBUG:
     SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
     SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+# Error reports (the DEBUG page, mails to admins) also hide the password inside any URL (REDIS_URL, brokers).
+DEFAULT_EXCEPTION_REPORTER_FILTER = "ragsite.debug.UrlPasswordReporterFilter"
 
 LOGGING = {
     "version": 1,

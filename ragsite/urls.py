@@ -4,6 +4,7 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 
 from chat.openai_api import api as openai_api
+from ragsite import signin
 from ragsite.api import api
 from ragsite.views import healthz, readyz
 
@@ -16,7 +17,8 @@ urlpatterns = [
     path("readyz", readyz, name="readyz"),
     # Sign-in, sign-out and password change; no password reset by e-mail (no mail is configured):
     # administrators reset passwords in the admin or with `manage.py changepassword`.
-    path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
+    # Both sign-in forms count failures per account and per address (ragsite.signin).
+    path("accounts/login/", signin.throttled(auth_views.LoginView.as_view()), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("accounts/password_change/", auth_views.PasswordChangeView.as_view(), name="password_change"),
     path("accounts/password_change/done/", auth_views.PasswordChangeDoneView.as_view(), name="password_change_done"),
@@ -24,5 +26,6 @@ urlpatterns = [
     path("chat/", include("chat.urls")),
     path("api/v1/", api.urls),
     path("v1/", openai_api.urls),
+    path("admin/login/", signin.throttled(admin.site.login)),  # before the admin's own, which it shadows
     path("admin/", admin.site.urls),
 ]

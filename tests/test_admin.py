@@ -3,12 +3,14 @@
 ``admin_client`` is pytest-django's: a client signed in as the superuser ``admin``.
 """
 
+import re
+
 import pytest
 from django.core.files.base import ContentFile
 
 from audit.models import AuditEvent
 from documents import ingest
-from documents.models import Chunk, Document
+from documents.models import ApiToken, Chunk, Document, hash_token
 
 pytestmark = pytest.mark.django_db
 
@@ -52,3 +54,17 @@ def test_the_delete_page_removes_the_file_chunks_and_records_who(
     assert not Document.objects.filter(pk=document.pk).exists() and not Chunk.objects.exists()
     assert not storage.exists(name)
     assert deleted_by_the_admin(document)
+
+
+def test_a_token_created_in_the_admin_is_shown_in_the_page_only_never_in_a_cookie_or_the_session(admin_client, user):
+    response = admin_client.post("/admin/documents/apitoken/add/", {"user": user.pk, "name": "ci"})
+    assert response.status_code == 200
+    raw = re.search(r'value="([^"]+)"[^>]*id="raw-token"', response.content.decode()).group(1)
+    token = ApiToken.objects.get(name="ci")
+    assert token.key_hash == hash_token(raw) and token.user == user
+    assert "no-store" in response["Cache-Control"]
+    assert all(raw not in morsel.value for morsel in response.cookies.values())  # no "messages" cookie holds it
+    assert all(raw not in str(value) for value in admin_client.session.values())
+    later = admin_client.get("/admin/documents/apitoken/")
+    assert raw not in later.content.decode()  # shown once
+    assert admin_client.get("/api/v1/documents", HTTP_AUTHORIZATION=f"Bearer {raw}").status_code == 200

@@ -56,7 +56,7 @@ import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlencode, urlunsplit
 
 import pytest
 from django.core.files.uploadhandler import TemporaryFileUploadHandler
@@ -179,7 +179,10 @@ def worker_process(celery_app, django_db_setup, redis_service, tmp_path_factory)
 
     folder = tmp_path_factory.mktemp("hostile-worker")
     queue, name = f"rag-hostile-{os.getpid()}", f"hostile-{os.getpid()}@test"
-    database_url = urlunsplit(urlsplit(settings.DATABASE_URL)._replace(path="/" + connection.settings_dict["NAME"]))
+    database = connection.settings_dict  # the test database (the settings keep no URL: it holds a password)
+    where = urlencode({"host": database["HOST"], "port": database["PORT"] or 5432})
+    database_url = urlunsplit(("postgresql", f"{quote(database['USER'])}:{quote(database['PASSWORD'])}@",
+                               "/" + database["NAME"], where, ""))
     env = {
         **os.environ, "DJANGO_SETTINGS_MODULE": "ragsite.settings", "DATABASE_URL": database_url,
         "DATABASE_POOL": "false", "REDIS_URL": settings.REDIS_URL, "MEDIA_ROOT": str(folder / "media"),

@@ -5,15 +5,20 @@ administrator, runs the Celery worker and uvicorn; a document uploaded through t
 processed; Ctrl-C (SIGINT) stops the worker, the web server and the database. A worker killed with
 SIGKILL is replaced while the site keeps answering, the document it was processing resumes, and no
 process of the launcher survives it.
+processed; Ctrl-C (SIGINT) stops the worker, the web server and the database. It runs as a user gets it:
+production settings (DEBUG off) with its own secret key, and a browser can sign in over plain HTTP.
 """
 
+import http.cookiejar
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -68,7 +73,8 @@ def launch(tmp_path):
         "WORKER_CONCURRENCY": "1",
         "PYTHONUNBUFFERED": "1",
     }
-    env.pop("DATABASE_URL", None)
+    for name in ("DATABASE_URL", "DEBUG", "SECRET_KEY", "SECRET_KEY_FILE"):  # the defaults, as `make run` has them
+        env.pop(name, None)
     processes = []
 
     def start(name: str = "launcher", **extra_env: str):
@@ -108,6 +114,33 @@ def stop_with_ctrl_c(process, base: str, tmp_path: Path, log) -> str:
     return output
 
 
+def sign_in_over_http(base: str, username: str, password: str):
+    """Sign in as a browser does (a cookie jar that, like a browser, never sends a Secure cookie over http://)."""
+    jar = http.cookiejar.CookieJar()
+    browser = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+    with browser.open(f"{base}/accounts/login/", timeout=10) as response:
+        page = response.read().decode()
+    assert "createsuperuser" not in page  # no advice for operators on the users' page
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
+    form = urllib.parse.urlencode({"username": username, "password": password, "csrfmiddlewaretoken": token})
+    with browser.open(f"{base}/accounts/login/", data=form.encode(), timeout=10) as response:
+        assert response.url == f"{base}/documents/", response.read().decode()[-2000:]  # signed in, redirected
+    return browser, jar
+
+
+def assert_production_pages(base: str, browser) -> None:
+    """Static files served without DEBUG; the friendly 404 page, no list of URL patterns."""
+    with browser.open(f"{base}/documents/", timeout=10) as response:
+        stylesheet = re.search(r'href="(/static/[^"]+\.css)"', response.read().decode()).group(1)
+    with browser.open(f"{base}{stylesheet}", timeout=10) as response:
+        assert response.status == 200 and response.headers["Content-Type"].startswith("text/css")
+    with pytest.raises(urllib.error.HTTPError) as missing:
+        browser.open(f"{base}/no-such-page/", timeout=10)
+    assert missing.value.code == 404
+    page = missing.value.read().decode()
+    assert "This page does not exist" in page and "URLconf" not in page
+
+
 def test_make_run_serves_processes_a_document_and_stops_cleanly_and_a_second_run_reuses_the_data(launch):
     process, base, tmp_path, log = launch()
     health = wait_for(
@@ -117,6 +150,11 @@ def test_make_run_serves_processes_a_document_and_stops_cleanly_and_a_second_run
     assert health["database"] == "ok" and health["pgvector"].startswith("0.")
     log.seek(0)
     assert "Created the administrator account  admin / launcher-test-password" in log.read()
+    key_file = tmp_path / "var" / "secret_key"
+    assert key_file.stat().st_mode & 0o777 == 0o600 and len(key_file.read_text()) >= 50
+    browser, jar = sign_in_over_http(base, "admin", "launcher-test-password")
+    assert {cookie.name for cookie in jar} >= {"sessionid", "csrftoken"}
+    assert_production_pages(base, browser)
 
     token = api_token(tmp_path, launch.redis_url)
     boundary = "----launcher-test"
@@ -148,6 +186,9 @@ def test_make_run_serves_processes_a_document_and_stops_cleanly_and_a_second_run
              timeout=120, what="the second run to be healthy")
     again = get_json(f"{base}/api/v1/documents/{document_id}", auth)[1]
     assert again["status"] == "ready" and again["chunk_count"] == 1, again
+    # The same secret key: the session of the first run is still signed in.
+    with browser.open(f"{base}/documents/", timeout=10) as response:
+        assert response.url == f"{base}/documents/"
     output = stop_with_ctrl_c(process, base, tmp_path, log)
     assert "Created the administrator account" not in output  # no second administrator on existing data
 

@@ -27,3 +27,19 @@ def test_an_empty_limit_is_off_and_a_bad_one_is_refused(user, settings):
     settings.RATE_LIMITS = {"chat": "lots"}
     with pytest.raises(ImproperlyConfigured, match="20/m"):
         ratelimit.hit("chat", user)
+
+
+def test_a_window_of_several_units_and_counting_by_any_key(settings):
+    assert ratelimit.parse("10/15m") == (10, 900) and ratelimit.parse("5/2h") == (5, 7200)
+    for bad in ("10/0m", "10/15", "²/m", "10/15x"):
+        with pytest.raises(ImproperlyConfigured):
+            ratelimit.parse(bad)
+    settings.RATE_LIMITS = {"login_ip": "2/15m"}
+    usages = [ratelimit.count("login_ip", "192.0.2.1") for _ in range(3)]
+    assert [u.allowed for u in usages] == [True, True, False] and [u.used for u in usages] == [1, 2, 3]
+    assert 0 < usages[-1].retry_after <= 900
+    ratelimit.uncount("login_ip", "192.0.2.1")
+    assert ratelimit.count("login_ip", "192.0.2.1").used == 3
+    assert ratelimit.count("login_ip", "192.0.2.2").allowed  # counted per key
+    text = ratelimit.message("login_ip", 840)
+    assert text == "Too many failed sign-ins from your address: the limit is 2 per 15 minutes. Try again in 14 minutes."

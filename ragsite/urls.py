@@ -7,6 +7,8 @@ from chat.openai_api import api as openai_api
 from ragsite.api import api
 from ragsite.views import healthz
 
+handler400 = "ragsite.errors.bad_request"  # RequestDataTooBig: 413 with the limit
+
 admin.site.site_header = "RAG chat administration"
 admin.site.site_title = "RAG chat admin"
 

@@ -653,6 +653,29 @@ def test_no_odd_id_anywhere_makes_the_server_fail(site, client, odd_things, llm)
     assert failures == {}
 
 
+@pytest.mark.django_db
+def test_no_odd_value_in_the_admin_makes_it_fail(client, django_user_model, handbook):
+    """Django's admin checks its change lists' parameters itself, but its autocomplete view (the owner and user
+    pickers) passed a NUL on to PostgreSQL."""
+    client.force_login(django_user_model.objects.create_superuser("root", "root@example.com", "pw"))
+    failures = {}
+    for odd in ODD_IDS:
+        for url, query in [
+            ("/admin/documents/document/", {"q": odd}),
+            ("/admin/documents/document/", {"collection__id__exact": odd}),
+            (f"/admin/documents/document/{quote(odd, safe='')}/change/", {}),
+            ("/admin/auth/user/", {"q": odd}),
+            ("/admin/autocomplete/", {"app_label": "documents", "model_name": "collection", "field_name": "owner",
+                                      "term": odd}),
+            ("/admin/autocomplete/", {"app_label": "documents", "model_name": "apitoken", "field_name": "user",
+                                      "term": f"ro{odd}"}),
+        ]:
+            response = client.get(url, query)
+            if response.status_code >= 500:
+                failures[(url, odd)] = response.status_code
+    assert failures == {}
+
+
 def unicode_digits(number: int, zero: str) -> str:
     """``number`` written with the digits that start at ``zero`` (e.g. "٠", Arabic-Indic; "０", fullwidth)."""
     return "".join(chr(ord(zero) + int(digit)) for digit in str(number))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 from pathlib import Path
 
 
@@ -18,7 +19,7 @@ def load_qrels(path: Path) -> dict[str, set[str]]:
     qrels: dict[str, set[str]] = {}
     with path.open(encoding="utf-8") as handle:
         for row in csv.reader(handle, delimiter="\t"):
-            if len(row) < 3 or not row[2].strip().lstrip("-").isdigit():
+            if len(row) < 3 or not re.fullmatch(r"-?[0-9]+", row[2].strip()):
                 continue
             if int(row[2]) > 0:
                 qrels.setdefault(row[0], set()).add(row[1])

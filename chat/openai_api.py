@@ -12,14 +12,16 @@ import time
 import uuid
 from typing import Literal
 
+from django.core.exceptions import RequestDataTooBig
 from django.http import Http404, JsonResponse, StreamingHttpResponse
 from ninja import NinjaAPI, Schema
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 
 from chat import retrieval, services, streaming
 from documents.models import Collection
-from ragsite import ratelimit
+from ragsite import errors, ratelimit
 from ragsite.api import BearerToken
+from ragsite.inputs import parse_id
 
 logger = logging.getLogger(__name__)
 
@@ -51,10 +53,10 @@ api = NinjaAPI(
 
 def _error(
     status: int, message: str, kind: str = "invalid_request_error", *, retry: bool | None = None,
-    code: str | None = None,
+    code: str | None = None, param: str | None = None,
 ) -> JsonResponse:
     """An error in OpenAI's shape, which its clients turn into the matching exception."""
-    response = JsonResponse({"error": {"message": message, "type": kind, "param": None, "code": code}}, status=status)
+    response = JsonResponse({"error": {"message": message, "type": kind, "param": param, "code": code}}, status=status)
     if retry is not None:  # OpenAI clients obey this header over their own retry rules
         response["x-should-retry"] = "true" if retry else "false"
     return response
@@ -81,15 +83,35 @@ def _not_found(request, exc):
     return _error(404, "Not found.")
 
 
+@api.exception_handler(RequestDataTooBig)
+def _too_big(request, exc):
+    return _error(413, errors.too_big_message(), code="request_too_large")
+
+
 @api.exception_handler(Exception)
 def _unexpected(request, exc):
     logger.exception("OpenAI-compatible API: unexpected error")
     return _error(500, "The server failed to answer; the error was logged.", "server_error")
 
 
+def _is_text(part: dict) -> bool:
+    return part.get("type", "text") == "text"
+
+
+def _invalid_part(messages: list[ChatMessage]) -> tuple[str, str] | None:
+    """The first content part that is not an object, or a text part whose text is not a string: (param, why)."""
+    for i, message in enumerate(messages):
+        for j, part in enumerate(message.content if isinstance(message.content, list) else []):
+            if not isinstance(part, dict):
+                return f"messages[{i}].content[{j}]", 'expected an object such as {"type": "text", "text": "..."}'
+            if _is_text(part) and not isinstance(part.get("text"), str):
+                return f"messages[{i}].content[{j}]", "a text part needs its text as a string"
+    return None
+
+
 def _text(content) -> str:
-    if isinstance(content, list):  # content parts: keep the text ones
-        return " ".join(part.get("text", "") for part in content if isinstance(part, dict))
+    if isinstance(content, list):  # content parts (checked by _invalid_part): keep the text ones
+        return " ".join(part["text"] for part in content if _is_text(part))
     return content or ""
 
 
@@ -110,10 +132,10 @@ def list_models(request):
 def _filters_for(user, model: str) -> retrieval.Filters | None:
     if model == DEFAULT_MODEL or not model.startswith(MODEL_PREFIX):
         return None if model == DEFAULT_MODEL else False
-    pk = model.removeprefix(MODEL_PREFIX)
-    if not pk.isdigit() or not Collection.objects.visible_to(user).filter(pk=int(pk)).exists():
+    pk = parse_id(model.removeprefix(MODEL_PREFIX))
+    if pk is None or not Collection.objects.visible_to(user).filter(pk=pk).exists():
         return False
-    return retrieval.Filters(collections=(int(pk),))
+    return retrieval.Filters(collections=(pk,))
 
 
 def _citations(result: dict) -> list[dict]:
@@ -137,6 +159,9 @@ def chat_completions(request, body: ChatCompletionRequest):
     filters = _filters_for(user, body.model)
     if filters is False:
         return _error(404, f"The model '{body.model}' does not exist or you do not have access to it.")
+    if invalid := _invalid_part(body.messages):
+        param, why = invalid
+        return _error(400, f"Invalid content part '{param}': {why}.", param=param)
     turns = [(m.role, services.clean_question(_text(m.content)))
              for m in body.messages if m.role in ("user", "assistant")]
     if not turns or turns[-1][0] != "user" or not turns[-1][1]:

@@ -19,6 +19,7 @@ from django.db import transaction
 
 from documents import embeddings
 from documents.db import vector_cursor
+from ragsite.inputs import parse_id, without_surrogates
 
 MODES = ("vector", "keyword", "hybrid")
 
@@ -109,7 +110,8 @@ def search(
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}")
-    query = (query or "").replace("\x00", "").strip()[:2000]  # PostgreSQL text cannot hold NUL
+    # PostgreSQL text cannot hold NUL, nor UTF-8 a lone surrogate ("\ud800" in a JSON body)
+    query = without_surrogates((query or "").replace("\x00", "")).strip()[:2000]
     filters = filters or Filters()
     if not query or not user.is_authenticated or k <= 0:
         if filters.collection and user.is_authenticated:
@@ -239,9 +241,9 @@ def _covered(user, filters: Filters, alias: str) -> tuple[str, list]:
             " UNION SELECT collection_id FROM documents_collection_members WHERE user_id = %s))"
         )
         reference = filters.collection
-        as_id = int(reference) if reference.isdigit() and int(reference) < 2**63 else None
-        name = reference if "\x00" not in reference else None  # text cannot hold NUL: no such name
-        params += [name, as_id, user.pk, user.pk]
+        storable = "\x00" not in reference and without_surrogates(reference) == reference
+        name = reference if storable else None  # text cannot hold NUL or a lone surrogate: no such name
+        params += [name, parse_id(reference), user.pk, user.pk]
     return sql, params
 
 

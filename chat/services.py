@@ -16,6 +16,7 @@ from chat.models import Citation, Conversation, Message
 from documents.exceptions import EmbeddingError
 from documents.models import Chunk
 from documents.parsing import CONTROL
+from ragsite.inputs import without_surrogates
 
 logger = logging.getLogger(__name__)
 
@@ -26,15 +27,16 @@ NOTHING_FOUND = (
 # The chat form's maxlength; both chat endpoints refuse longer questions (question_too_long).
 QUESTION_MAX_CHARACTERS = 4000
 # [1], [2][3], and the [1, 2] models also write.
-CITATION = re.compile(r"\[(\d{1,3}(?:\s*,\s*\d{1,3})*)\]")
+CITATION = re.compile(r"\[([0-9]{1,3}(?:\s*,\s*[0-9]{1,3})*)\]")
 
 
 def clean_question(text: str) -> str:
-    """A question without control characters (PostgreSQL text cannot hold NUL; the others are noise).
+    """A question without control characters (PostgreSQL text cannot hold NUL; the others are noise)
+    and without lone surrogates (``"\\ud800"`` in a JSON body: UTF-8 cannot encode them).
 
     Forms send line breaks as CRLF: they count as one character, as in the form's maxlength.
     """
-    return CONTROL.sub("", (text or "").replace("\r\n", "\n")).strip()
+    return without_surrogates(CONTROL.sub("", (text or "").replace("\r\n", "\n"))).strip()
 
 
 def question_too_long(question: str) -> str:

@@ -20,6 +20,7 @@ from chat.templatetags.answers import render_markdown
 from documents.models import Collection, Document
 from documents.parsing import CONTENT_TYPES
 from ragsite import ratelimit
+from ragsite.inputs import parse_id
 
 logger = logging.getLogger(__name__)
 
@@ -47,10 +48,10 @@ def chat_index(request):
 @require_POST
 def chat_new(request):
     """Start a conversation, optionally limited to one collection the user may read."""
-    collection_id = request.POST.get("collection") or ""
+    reference = request.POST.get("collection") or ""
     collection = None
-    if collection_id:
-        if not collection_id.isdigit():
+    if reference:
+        if (collection_id := parse_id(reference)) is None:
             return HttpResponseBadRequest("Unknown collection.")
         collection = get_object_or_404(Collection.objects.visible_to(request.user), pk=collection_id)
     # Clicking "New conversation" twice should not leave a trail of empty ones: reuse an unused one.
@@ -109,7 +110,8 @@ def _filters(data, conversation: Conversation) -> retrieval.Filters | None:
     tag = (data.get("tag") or "").strip()
     if not (document or after or before or file_type or tag):
         return None
-    if document and not (document.isascii() and document.isdigit() and int(document) < 2**63):
+    document_id = parse_id(document)
+    if document and document_id is None:
         raise ValueError("Unknown document.")
     created_after, created_before = _date(after), _date(before)
     if created_after and created_before and created_before <= created_after:
@@ -124,7 +126,7 @@ def _filters(data, conversation: Conversation) -> retrieval.Filters | None:
     # the file type, tag and dates only narrow the collections the user may read.
     return retrieval.Filters(
         collections=(conversation.collection_id,) if conversation.collection_id else (),
-        documents=(int(document),) if document else (),
+        documents=(document_id,) if document_id is not None else (),
         content_types=FILE_TYPES.get(file_type, ()),
         # Tags as documents keep them: a list under "tags" in their metadata, which chunks copy.
         metadata={"tags": [tag]} if tag else {},

@@ -2,6 +2,8 @@
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.auth import admin as auth_admin
+from django.contrib.auth import get_user_model
 from django.db.models import Count
 from django.template.response import TemplateResponse
 from django.utils import timezone
@@ -208,3 +210,14 @@ class ApiTokenAdmin(admin.ModelAdmin):
         for token in tokens:
             audit.record(action="token_revoked", actor=request.user, target=token)
         self.message_user(request, f"Revoked {count} token(s).", messages.SUCCESS)
+
+
+class UserAdmin(auth_admin.UserAdmin):
+    def get_search_results(self, request, queryset, search_term):
+        # The owner and user pickers above search here through Django's autocomplete view, which passes its
+        # term unchecked (the change lists' own search refuses NUL): PostgreSQL text cannot hold NUL.
+        return super().get_search_results(request, queryset, search_term.replace("\x00", ""))
+
+
+admin.site.unregister(get_user_model())
+admin.site.register(get_user_model(), UserAdmin)

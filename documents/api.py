@@ -58,8 +58,8 @@ def upload_document(
     if not allowed:
         response["Retry-After"] = str(retry_after)
         return Status(429, {"detail": ratelimit.message("upload", retry_after)})
-    target = ingest.collection_for_upload(user=request.user, name=collection)
     try:
+        target = ingest.collection_for_upload(user=request.user, name=collection)
         document = ingest.document_create(owner=request.user, file=file, collection=target, filename=file.name)
     except DuplicateDocument as error:
         return Status(409, {"detail": str(error), "existing_id": error.existing.pk})

@@ -63,6 +63,10 @@ class FileTooLarge(UploadRejected):
     default_message = "The file is too large."
 
 
+class InvalidCollectionName(UploadRejected):
+    default_message = "A collection name cannot contain control characters."
+
+
 class DuplicateDocument(UploadRejected):
     status_code = 409
 

@@ -47,6 +47,7 @@ from documents.exceptions import (
     EmptyDocument,
     FileTooLarge,
     IngestError,
+    InvalidCollectionName,
 )
 from documents.models import Chunk, Collection, Document
 from documents.parsing import Section, detect_kind, parse_file, parse_file_guarded
@@ -69,6 +70,8 @@ def clean_filename(name: str) -> str:
 def collection_for_upload(*, user, name: str | None = None) -> Collection:
     """The caller's own collection of that name, created if they have none."""
     name = (name or DEFAULT_COLLECTION_NAME).strip()[:200] or DEFAULT_COLLECTION_NAME
+    if re.search(r"[\x00-\x1f\x7f]", name):  # text cannot hold NUL; no name needs the others
+        raise InvalidCollectionName()
     collection, _ = Collection.objects.get_or_create(owner=user, name=name)
     return collection
 

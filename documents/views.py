@@ -11,6 +11,7 @@ from documents import embeddings, ingest, uploads
 from documents.exceptions import DuplicateDocument, UploadRejected
 from documents.models import Collection, Document
 from ragsite import ratelimit
+from ragsite.inputs import parse_id
 
 
 def _readable(request, pk: int) -> Document:
@@ -57,7 +58,13 @@ def _upload(request):
             return JsonResponse({"results": [], "detail": "Choose at least one file."}, status=400)
         messages.error(request, "Choose at least one file.")
         return redirect("documents:list")
-    collection = ingest.collection_for_upload(user=request.user, name=request.POST.get("collection"))
+    try:
+        collection = ingest.collection_for_upload(user=request.user, name=request.POST.get("collection"))
+    except UploadRejected as error:  # a name no collection can have: no file is stored
+        if wants_json:
+            return JsonResponse({"results": [], "detail": str(error)}, status=error.status_code)
+        messages.error(request, str(error))
+        return redirect("documents:list")
     results = [{**result, "status": 413} for result in too_large]
     retry_after = 0  # set once the user's upload limit is reached: the remaining files are refused
     for upload in files:
@@ -118,9 +125,9 @@ def _upload_answer(results: list[dict], retry_after: int) -> JsonResponse:
 @require_GET
 def document_status(request):
     """Status of the caller's readable documents, polled by the library page's progress bars."""
-    ids = [int(i) for i in request.GET.getlist("id") if i.isdigit()]
+    ids = [i for i in map(parse_id, request.GET.getlist("id")) if i is not None]
     documents = Document.objects.visible_to(request.user).select_related("collection")
-    if ids:
+    if "id" in request.GET:  # ids that are none: nothing, not everything
         documents = documents.filter(pk__in=ids)
     return JsonResponse({"documents": [_document_json(d) for d in documents[:500]]})
 
@@ -135,7 +142,7 @@ def document_detail(request, pk: int):
     return render(
         request, "documents/detail.html",
         {"document": document, "chunks": chunks,
-         "highlighted": int(highlighted) if highlighted.isdigit() else None},
+         "highlighted": parse_id(highlighted)},
     )
 
 

@@ -4,12 +4,14 @@ from datetime import timedelta
 from functools import cache
 
 from django.contrib.auth import get_user_model
+from django.core.exceptions import RequestDataTooBig
 from django.db import connection
 from django.utils import timezone
 from ninja import NinjaAPI
 from ninja.security import HttpBearer
 
 from documents.models import ApiToken, hash_token
+from ragsite import errors
 from ragsite.middleware import DATABASE_ERRORS, REDIS_ERRORS, unavailable_response
 
 
@@ -67,3 +69,4 @@ api.add_router("/search", "chat.api.router")
 # itself, before ragsite.middleware would see them when DEBUG is on).
 for _error in (*DATABASE_ERRORS, *REDIS_ERRORS):
     api.add_exception_handler(_error, unavailable_response)
+api.add_exception_handler(RequestDataTooBig, errors.too_big_response)

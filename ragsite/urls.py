@@ -8,6 +8,8 @@ from ragsite import signin
 from ragsite.api import api
 from ragsite.views import healthz, readyz
 
+handler400 = "ragsite.errors.bad_request"  # RequestDataTooBig: 413 with the limit
+
 admin.site.site_header = "RAG chat administration"
 admin.site.site_title = "RAG chat admin"
 

@@ -131,6 +131,22 @@ def test_an_undeclared_body_is_refused_once_it_passes_the_limit(transactional_db
     assert sum(reads) <= request_limit("/documents/") + len(chunk)  # reading stopped at the limit
 
 
+def test_a_json_body_past_the_memory_limit_is_a_413_with_the_limit(transactional_db, user):
+    token = ApiToken.issue(user=user)[1]
+    body = json.dumps({"model": "rag", "messages": [{"role": "user", "content": "x" * (3 * 1024 * 1024)}]}).encode()
+    messages = iter([{"type": "http.request", "body": body, "more_body": False}])
+
+    async def receive():
+        return next(messages)
+
+    scope = http_scope("POST", "/v1/chat/completions", {
+        "authorization": f"Bearer {token}", "content-type": "application/json", "content-length": str(len(body)),
+    })
+    sent = run(scope, receive)
+    assert sent[0]["status"] == 413
+    assert "larger than the limit of 2.0 MB" in json.loads(body_of(sent))["error"]["message"]
+
+
 def test_a_client_that_hangs_up_ends_a_streamed_answer(transactional_db, user, handbook, openai_llm, trace):  # noqa: F811
     openai_llm.reply_text = " ".join(f"word{n}" for n in range(40))
     openai_llm.stream_delay = 0.1  # the whole answer would take about 4 s

@@ -8,6 +8,11 @@ Each ends ready, or failed with a sentence ending in "."; the worker lives (a no
 at the end); and memory stays bounded: the peak resident memory of every process of the worker (the main
 process, its pool process and the forked parser children) stays under 1.5 GB.
 
+Then odd requests (no worker needed): every place a request carries an id, walked with values that are not
+ids (Unicode digits such as "²", "٣", "３", signs, NUL, past a bigint); content parts whose text is not a
+string; lone surrogates in questions; bodies past Django's in-memory limit; control characters in a
+collection's name. None may answer 5xx, and each gets its clear 4xx.
+
 Memory is read two ways. Per case: the largest ``VmHWM`` (peak RSS) of any process of the worker's tree
 while the case ran, read from /proc every 20 ms (peaks are reset with ``/proc/PID/clear_refs`` first); a
 parser child's last 20 ms can escape it. Overall, exactly: ``getrusage(RUSAGE_CHILDREN).ru_maxrss`` taken
@@ -53,10 +58,11 @@ import time
 import uuid
 import zipfile
 import zlib
+from collections import defaultdict
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote, urlencode, urlunsplit
+from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
 import pytest
 from django.core.files.uploadhandler import TemporaryFileUploadHandler
@@ -66,6 +72,7 @@ from chat.models import Conversation, Message
 from documents import ingest
 from documents.models import ApiToken, Chunk, Document
 from tests import documents_factory as factory
+from tests.test_access_control import API, PAGES
 
 RSS_BOUND_MB = 1536
 WORKER_PARSE_MAX_MEMORY_MB = 1024
@@ -578,3 +585,259 @@ def test_chat_completions_answer_or_refuse_hostile_questions_in_openais_shape(na
         text, citations = body["choices"][0]["message"]["content"], body["citations"]
     assert text == "Twenty-five days a year [1]." and citations[0]["document_id"] == handbook.pk
     assert "\x00" not in llm.last_messages[-1]["content"]
+
+
+# ---- odd ids and odd bodies ------------------------------------------------------------------------------------------
+# Values that are not ids, each a way a parser of ids has failed: Unicode digits (``"²".isdigit()`` is true but
+# ``int("²")`` raises; ``int("٣")`` is 3), signs, spaces, NUL, numbers past a bigint, and no value at all.
+ODD_IDS = ["²", "1²", "٣", "１２", "３", "-1", "0", "9223372036854775808", "1" * 40, " 7", "7\n", "1\x00", "\x00", "",
+           "1e3", "0x1f", "1.0", "🙂", "%", "%00"]
+
+
+def _odd_id_sites():
+    """Every place a request carries an id: the URL patterns of the access-control table, and the ids in query
+    strings, forms, JSON bodies and model names (a new one belongs here too)."""
+    def path(method, url, data, api):
+        def send(client, things, odd):
+            filled = url.format_map(defaultdict(lambda: quote(odd, safe="")))  # every {id} in the URL
+            return things["call"](client, method, filled, {key: odd for key in (data or {})}, api=api)
+        return send
+
+    sites = {f"{method} {url}": path(method, url, data, route.startswith(("api/", "v1/")))
+             for route, method, url, data in PAGES + API}
+    sites.update({
+        "page ?chunk=": lambda c, t, odd: c.get(f"/documents/{t['document'].pk}/", {"chunk": odd}),
+        "page status.json?id=": lambda c, t, odd: c.get("/documents/status.json", {"id": [odd, t["document"].pk]}),
+        "page new conversation's collection": lambda c, t, odd: c.post("/chat/new/", {"collection": odd}),
+        "page question's document filter": lambda c, t, odd: c.post(
+            f"/chat/{t['conversation'].pk}/ask/", {"question": "vacation days", "document": odd}),
+        "page upload's collection": lambda c, t, odd: c.post(
+            "/documents/", {"collection": odd, "files": factory_file(b"Odd ids find nothing.")},
+            HTTP_ACCEPT="application/json"),
+        "api search's collection": lambda c, t, odd: c.get(
+            "/api/v1/search", {"q": "vacation", "collection": odd}, **t["auth"]),
+        "api upload's collection": lambda c, t, odd: c.post(
+            "/api/v1/documents", {"collection": odd, "file": factory_file(b"Odd ids find nothing.")}, **t["auth"]),
+        "openai model rag-collection-": lambda c, t, odd: c.post(
+            "/v1/chat/completions", {"model": f"rag-collection-{odd}", "messages": [{"role": "user", "content": "x"}]},
+            content_type="application/json", **t["auth"]),
+    })
+    return sites
+
+
+ODD_ID_SITES = _odd_id_sites()
+
+
+@pytest.fixture
+def odd_things(client, user, handbook):
+    client.force_login(user)
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {ApiToken.issue(user=user)[1]}"}
+
+    def call(client, method, url, data, *, api):
+        headers = auth if api else {}
+        if method == "get":
+            return client.get(url, **headers)
+        if method == "delete":
+            return client.delete(url, **headers)
+        return client.post(url, data or {}, **headers)
+
+    conversation = Conversation.objects.create(owner=user, collection=handbook.collection)
+    return {"document": handbook, "conversation": conversation, "auth": auth, "call": call}
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("site", ODD_ID_SITES)
+def test_no_odd_id_anywhere_makes_the_server_fail(site, client, odd_things, llm):
+    failures = {}
+    for odd in ODD_IDS:
+        response = ODD_ID_SITES[site](client, odd_things, odd)
+        if response.status_code >= 500:
+            failures[odd] = (response.status_code, getattr(response, "content", b"")[:200])
+    assert failures == {}
+
+
+@pytest.mark.django_db
+def test_no_odd_value_in_the_admin_makes_it_fail(client, django_user_model, handbook):
+    """Django's admin checks its change lists' parameters itself, but its autocomplete view (the owner and user
+    pickers) passed a NUL on to PostgreSQL."""
+    client.force_login(django_user_model.objects.create_superuser("root", "root@example.com", "pw"))
+    failures = {}
+    for odd in ODD_IDS:
+        for url, query in [
+            ("/admin/documents/document/", {"q": odd}),
+            ("/admin/documents/document/", {"collection__id__exact": odd}),
+            (f"/admin/documents/document/{quote(odd, safe='')}/change/", {}),
+            ("/admin/auth/user/", {"q": odd}),
+            ("/admin/autocomplete/", {"app_label": "documents", "model_name": "collection", "field_name": "owner",
+                                      "term": odd}),
+            ("/admin/autocomplete/", {"app_label": "documents", "model_name": "apitoken", "field_name": "user",
+                                      "term": f"ro{odd}"}),
+        ]:
+            response = client.get(url, query)
+            if response.status_code >= 500:
+                failures[(url, odd)] = response.status_code
+    assert failures == {}
+
+
+def unicode_digits(number: int, zero: str) -> str:
+    """``number`` written with the digits that start at ``zero`` (e.g. "٠", Arabic-Indic; "０", fullwidth)."""
+    return "".join(chr(ord(zero) + int(digit)) for digit in str(number))
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("zero", ["٠", "０"], ids=["arabic-indic", "fullwidth"])
+def test_an_id_in_other_digits_is_not_an_alias_of_the_id(zero, client, user, handbook):
+    """Only ASCII digits spell an id: ``rag-collection-٣`` is not collection 3."""
+    spelled = unicode_digits(handbook.collection_id, zero)
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {ApiToken.issue(user=user)[1]}"}
+    model = client.post("/v1/chat/completions", {"model": f"rag-collection-{spelled}",
+                                                 "messages": [{"role": "user", "content": "vacation"}]},
+                        content_type="application/json", **auth)
+    assert model.status_code == 404 and model.json()["error"]["type"] == "invalid_request_error"
+    search = client.get("/api/v1/search", {"q": "vacation", "collection": spelled}, **auth)
+    assert search.status_code == 404, search.content
+    client.force_login(user)
+    new = client.post("/chat/new/", {"collection": spelled})
+    assert new.status_code == 400 and not Conversation.objects.exists()
+    status = client.get("/documents/status.json", {"id": unicode_digits(handbook.pk, zero)})
+    assert status.json()["documents"] == []  # asked for ids, none of them one: nothing, not everything
+
+
+def test_ids_are_parsed_in_one_place():
+    """No code outside ragsite.inputs.parse_id tells digits with str.isdigit/isdecimal/isnumeric (all accept "²")."""
+    root = Path(__file__).resolve().parent.parent
+    offenders = [
+        f"{path.relative_to(root)}:{number}"
+        for app in ("audit", "chat", "documents", "ragsite")
+        for path in sorted((root / app).rglob("*.py"))
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if re.search(r"\.is(digit|decimal|numeric)\(", line) and path.name != "inputs.py"
+    ]
+    assert offenders == [], "parse ids with ragsite.inputs.parse_id"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("part", [{"type": "text", "text": 5}, {"type": "text", "text": None},
+                                  {"type": "text", "text": ["vacation"]}, {"type": "text", "text": {"a": 1}},
+                                  {"type": "text"}, "vacation", 5, None],
+                         ids=["int", "null", "list", "object", "missing", "bare-string", "bare-int", "bare-null"])
+def test_a_content_part_without_string_text_is_a_clear_400(part, client, user, handbook):
+    raw = ApiToken.issue(user=user)[1]
+    response = client.post(
+        "/v1/chat/completions",
+        {"model": "rag", "messages": [{"role": "user", "content": [{"type": "text", "text": "vacation"}, part]}]},
+        content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {raw}",
+    )
+    assert response.status_code == 400, response.content
+    error = response.json()["error"]
+    assert error["type"] == "invalid_request_error" and error["param"] == "messages[0].content[1]"
+    assert error["message"].startswith("Invalid content part 'messages[0].content[1]': ")
+
+
+@pytest.mark.django_db
+def test_text_and_image_parts_are_still_read(client, user, handbook):
+    raw = ApiToken.issue(user=user)[1]
+    content = [{"type": "text", "text": "How many vacation days"}, {"type": "image_url", "image_url": {"url": "x"}},
+               {"type": "text", "text": "per year?"}]
+    response = client.post("/v1/chat/completions", {"model": "rag", "messages": [{"role": "user", "content": content}]},
+                           content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {raw}")
+    assert response.status_code == 200 and response.json()["citations"][0]["document_id"] == handbook.pk
+
+
+LONE_SURROGATE = "vacation \ud800 days"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+def test_a_lone_surrogate_in_an_api_question_is_dropped(stream, client, user, handbook, llm):
+    import json
+
+    raw = ApiToken.issue(user=user)[1]
+    body = {"model": "rag", "stream": stream, "messages": [
+        {"role": "user", "content": "earlier \udfff"}, {"role": "assistant", "content": "reply \ud800"},
+        {"role": "user", "content": [{"type": "text", "text": LONE_SURROGATE}]}]}
+    response = client.post("/v1/chat/completions", json.dumps(body), content_type="application/json",
+                           HTTP_AUTHORIZATION=f"Bearer {raw}")
+    assert response.status_code == 200, response.content
+    sent = json.dumps(llm.last_messages, ensure_ascii=False)
+    assert not re.search("[\ud800-\udfff]", sent) and "vacation  days" in llm.last_messages[-1]["content"]
+
+
+@pytest.mark.django_db
+def test_a_lone_surrogate_in_a_page_question_or_a_search_is_no_failure(client, user, handbook, llm):
+    from chat import retrieval
+
+    client.force_login(user)
+    conversation = Conversation.objects.create(owner=user)
+    # Forms and query strings decode invalid UTF-8 (an encoded surrogate) to U+FFFD; the services drop a
+    # surrogate whoever calls them.
+    response = client.post(reverse("chat:ask", args=[conversation.pk]), "question=vacation+%ED%A0%80+days",
+                           content_type="application/x-www-form-urlencoded")
+    assert response.status_code == 200 and events_of(response)[-1]["error"] == ""
+    raw = ApiToken.issue(user=user)[1]
+    search = client.get("/api/v1/search?q=vacation+%ED%A0%80", HTTP_AUTHORIZATION=f"Bearer {raw}")
+    assert search.status_code == 200 and search.json()["results"][0]["document_id"] == handbook.pk
+    for mode in ("hybrid", "keyword", "vector"):
+        hits = retrieval.search(user=user, query=LONE_SURROGATE, mode=mode)
+        assert hits and hits[0].document_id == handbook.pk
+    with pytest.raises(retrieval.UnknownCollection):  # no collection has that name: not an encoding error
+        retrieval.search(user=user, query="vacation", filters=retrieval.Filters(collection="Handbook \ud800"))
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("name", ["HR\x00", "\x00", "H\x01R"], ids=["nul-after", "nul", "control"])
+def test_a_control_character_in_an_upload_collection_is_a_clear_400(name, client, user, media_root):
+    expected = "A collection name cannot contain control characters."
+    raw = ApiToken.issue(user=user)[1]
+    api = client.post("/api/v1/documents", {"collection": name, "file": factory_file(b"Nothing stored.")},
+                      HTTP_AUTHORIZATION=f"Bearer {raw}")
+    assert api.status_code == 400 and api.json()["detail"] == expected
+    client.force_login(user)
+    page = client.post("/documents/", {"collection": name, "files": factory_file(b"Nothing stored.")},
+                       HTTP_ACCEPT="application/json")
+    assert page.status_code == 400 and page.json()["detail"] == expected
+    form = client.post("/documents/", {"collection": name, "files": factory_file(b"Nothing stored.")}, follow=True)
+    assert form.status_code == 200 and expected in form.content.decode()
+    assert Document.objects.count() == 0 and not any(Path(media_root).rglob("*.*"))
+
+
+TOO_BIG = ("The form fields or JSON body of the request are larger than the limit of 2.0 MB. "
+           "Upload documents as files, and keep questions shorter.")
+
+
+@pytest.mark.django_db
+def test_a_json_body_over_the_memory_limit_is_a_413_with_the_limit(client, user):
+    import json
+
+    raw = ApiToken.issue(user=user)[1]
+    body = json.dumps({"model": "rag", "messages": [{"role": "user", "content": "x" * (3 * 1024 * 1024)}]})
+    response = client.post("/v1/chat/completions", body, content_type="application/json",
+                           HTTP_AUTHORIZATION=f"Bearer {raw}")
+    assert response.status_code == 413, response.content[:300]
+    assert response.json()["error"] == {"message": TOO_BIG, "type": "invalid_request_error", "param": None,
+                                        "code": "request_too_large"}
+
+
+@pytest.mark.django_db
+def test_a_form_field_over_the_memory_limit_is_a_413_with_the_limit(client, user):
+    huge = "x" * (3 * 1024 * 1024)
+    raw = ApiToken.issue(user=user)[1]
+    api = client.post("/api/v1/documents", {"collection": huge, "file": factory_file(b"Nothing stored.")},
+                      HTTP_AUTHORIZATION=f"Bearer {raw}")
+    assert api.status_code == 413 and api.json() == {"detail": TOO_BIG}
+    client.force_login(user)
+    upload = client.post("/documents/", {"collection": huge, "files": factory_file(b"Nothing stored.")},
+                         HTTP_ACCEPT="application/json")
+    assert upload.status_code == 413 and upload.json() == {"detail": TOO_BIG}
+    conversation = Conversation.objects.create(owner=user)
+    question = client.post(reverse("chat:ask", args=[conversation.pk]), {"question": huge})
+    assert question.status_code == 413 and TOO_BIG in question.content.decode()
+    assert "<h1>Too large</h1>" in question.content.decode()
+    from django.test import Client
+
+    browser = Client(enforce_csrf_checks=True)  # the CSRF check is the first to read a page's form
+    browser.force_login(user)
+    browser.get(reverse("chat:detail", args=[conversation.pk]))  # the CSRF cookie
+    checked = browser.post(reverse("chat:ask", args=[conversation.pk]), {"question": huge})
+    assert checked.status_code == 413 and TOO_BIG in checked.content.decode()
+    assert Document.objects.count() == 0 and not Message.objects.exists()

@@ -14,7 +14,7 @@ register = template.Library()
 ALLOWED_TAGS = {"p", "br", "strong", "em", "code", "pre", "blockquote", "ul", "ol", "li", "h3", "h4",
                 "table", "thead", "tbody", "tr", "th", "td", "a", "hr", "del"}
 # [1], and the [1, 2] models also write (as chat.services counts them).
-CITATION = r"\[(\d{1,3}(?:\s*,\s*\d{1,3})*)\]"
+CITATION = r"\[([0-9]{1,3}(?:\s*,\s*[0-9]{1,3})*)\]"
 
 
 class _CitationLinks(InlineProcessor):

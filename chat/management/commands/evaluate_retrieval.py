@@ -5,6 +5,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from chat import evaluation, retrieval
 from documents.models import Collection, Document
+from ragsite.inputs import parse_id
 
 
 class Command(BaseCommand):
@@ -26,8 +27,8 @@ class Command(BaseCommand):
 
     def handle(self, *args, collection, queries, qrels, mode, k, depth, limit, candidates, **options):
         target = Collection.objects.filter(name=collection).first()
-        if target is None and collection.isdigit():
-            target = Collection.objects.filter(pk=int(collection)).first()
+        if target is None and (collection_id := parse_id(collection)) is not None:
+            target = Collection.objects.filter(pk=collection_id).first()
         if target is None:
             raise CommandError(f"No collection named {collection!r}.")
         texts = evaluation.load_queries(queries)

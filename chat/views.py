@@ -91,7 +91,8 @@ def _context(request, conversation: Conversation | None) -> dict:
     return {
         "conversation": conversation,
         "conversations": Conversation.objects.filter(owner=request.user).only("pk", "title")[:CONVERSATIONS_SHOWN],
-        "collections": Collection.objects.visible_to(request.user).only("pk", "name").order_by("name"),
+        "collections": Collection.objects.visible_to(request.user)
+        .select_related("owner").only("pk", "name", "owner__username").order_by("name"),
         # For the "only this document" filter, and to tell a new user to upload something first.
         "documents": list(documents.only("pk", "title").order_by("title")[:FILTER_DOCUMENTS_SHOWN]),
         "messages_list": messages_list,

@@ -64,7 +64,7 @@ def chat_new(request):
 @require_GET
 def chat_detail(request, pk: int):
     conversation = get_object_or_404(
-        Conversation.objects.filter(owner=request.user).select_related("collection"), pk=pk
+        Conversation.objects.filter(owner=request.user).select_related("collection__owner"), pk=pk
     )
     return render(request, "chat/chat.html", _context(request, conversation))
 

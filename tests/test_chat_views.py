@@ -464,6 +464,9 @@ def test_ask_in_names_the_owner_of_a_collection_shared_with_the_user(signed_in, 
     html = signed_in.get(reverse("chat:index") + "?new=1").content.decode()
     assert f'<option value="{collection.pk}">Handbook</option>' in html  # the user's own: its name alone
     assert f'<option value="{shared.pk}">Handbook — mallory</option>' in html
+    conversation = Conversation.objects.create(owner=user, collection=shared)
+    html = signed_in.get(reverse("chat:detail", args=[conversation.pk])).content.decode()
+    assert '<span class="meta">in Handbook — mallory</span>' in html
 
 
 def test_the_chat_page_costs_the_same_queries_for_1_or_30_documents_and_conversations(

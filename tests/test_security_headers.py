@@ -103,3 +103,4 @@ def test_the_api_docs_load_swagger_ui_from_our_static_files(client):
     html = client.get("/api/v1/docs").content.decode()
     assert "/static/ninja/swagger-ui-bundle.js" in html and "/static/ninja/swagger-ui-init.js" in html
     assert not re.search(r"""(src|href)=["']https?://""", html)  # nothing from a CDN
+    assert '"validatorUrl": null' in html  # no badge image from validator.swagger.io

@@ -1,8 +1,8 @@
 """Every page under the Content-Security-Policy in a real browser: it works, and nothing is blocked.
 
 The browser reports each thing the policy blocks as a `securitypolicyviolation` event and a console
-error; both are collected across navigations and must stay empty. The API docs must also render with
-no network but the site's own (Swagger UI's files come from our static files, not a CDN).
+error; the `page` fixture collects both across navigations, for every browser test, and fails the test on
+any. The API docs must also render with no network but the site's (Swagger UI from our static files).
 """
 
 from __future__ import annotations
@@ -18,22 +18,8 @@ from chat.models import Conversation
 from documents import ingest
 from documents.models import Document
 
-REPORT_VIOLATIONS = """() => document.addEventListener("securitypolicyviolation", (event) =>
-  window.reportCspViolation(`${event.violatedDirective} blocked ${event.blockedURI || "inline"} `
-                            + `on ${location.pathname} (${event.sourceFile}:${event.lineNumber})`))"""
 ANSWER = ("Your session may have expired: [sign in again](https://evil.example/login) to read the "
           "policy. Employees book trains for trips under four hours [1].")
-
-
-@pytest.fixture
-def violations(page):
-    """What the policy blocked, on any page this test opens (a console error counts too)."""
-    found: list[str] = []
-    page.expose_function("reportCspViolation", lambda text: found.append(text))
-    page.add_init_script(f"({REPORT_VIOLATIONS})()")
-    page.on("console", lambda message: found.append(message.text)
-            if "Content Security Policy" in message.text else None)
-    return found
 
 
 @pytest.fixture
@@ -59,7 +45,7 @@ def add_document(owner, collection, name: str, body: bytes) -> Document:
     return ingest.document_ingest(document_id=document.pk)
 
 
-def test_every_page_works_under_the_policy_with_nothing_blocked(violations, sign_in, admin_user, collection,
+def test_every_page_works_under_the_policy_with_nothing_blocked(csp_violations, sign_in, admin_user, collection,
                                                                  llm, live_server):
     long_text = "\n\n".join(f"Section {n}. " + "Trains are booked for trips under four hours. " * 40
                             for n in range(12))
@@ -125,10 +111,10 @@ def test_every_page_works_under_the_policy_with_nothing_blocked(violations, sign
     page.goto(live_server.url + "/api/v1/docs")
     expect(page.locator(".opblock").first).to_be_visible()
 
-    assert violations == []
+    assert csp_violations == []
 
 
-def test_the_api_docs_render_with_no_network_but_the_site(page, violations, live_server):
+def test_the_api_docs_render_with_no_network_but_the_site(page, csp_violations, live_server):
     site = urlsplit(live_server.url).netloc
     elsewhere: list[str] = []
 
@@ -144,5 +130,5 @@ def test_the_api_docs_render_with_no_network_but_the_site(page, violations, live
     expect(page.locator(".opblock").first).to_be_visible()
     expect(page.locator(".opblock-summary-path").filter(has_text=re.compile("/api/v1/search"))).not_to_have_count(0)
     assert elsewhere == [], f"the docs asked another site for {elsewhere}"
-    assert violations == []
+    assert csp_violations == []
 

@@ -104,6 +104,9 @@ def test_every_page_works_under_the_policy_with_nothing_blocked(csp_violations, 
     expect(page.locator("#document_form")).to_be_visible()
     page.goto(live_server.url + "/admin/documents/collection/add/")
     expect(page.locator("#id_members_from")).to_be_visible()  # made by SelectFilter2.js
+    page.locator("#id_owner + .select2 .select2-selection").click()  # the owner's autocomplete (select2)
+    page.locator(".select2-search__field").fill("ali")
+    expect(page.locator(".select2-results__option")).to_have_text([admin_user.get_username()])
     page.goto(live_server.url + "/admin/documents/apitoken/add/")
     expect(page.locator("#apitoken_form")).to_be_visible()
 

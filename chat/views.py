@@ -65,7 +65,7 @@ def chat_new(request):
 @require_GET
 def chat_detail(request, pk: int):
     conversation = get_object_or_404(
-        Conversation.objects.filter(owner=request.user).select_related("collection"), pk=pk
+        Conversation.objects.filter(owner=request.user).select_related("collection__owner"), pk=pk
     )
     return render(request, "chat/chat.html", _context(request, conversation))
 
@@ -92,7 +92,8 @@ def _context(request, conversation: Conversation | None) -> dict:
     return {
         "conversation": conversation,
         "conversations": Conversation.objects.filter(owner=request.user).only("pk", "title")[:CONVERSATIONS_SHOWN],
-        "collections": Collection.objects.visible_to(request.user).only("pk", "name").order_by("name"),
+        "collections": Collection.objects.visible_to(request.user)
+        .select_related("owner").only("pk", "name", "owner__username").order_by("name"),
         # For the "only this document" filter, and to tell a new user to upload something first.
         "documents": list(documents.only("pk", "title").order_by("title")[:FILTER_DOCUMENTS_SHOWN]),
         "messages_list": messages_list,

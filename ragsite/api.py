@@ -7,7 +7,7 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import RequestDataTooBig
 from django.db import connection
 from django.utils import timezone
-from ninja import NinjaAPI
+from ninja import NinjaAPI, Swagger
 from ninja.security import HttpBearer
 
 from documents.models import ApiToken, hash_token
@@ -61,6 +61,9 @@ api = NinjaAPI(
     "Authenticate with `Authorization: Bearer <token>` (create one with `python manage.py create_api_token USERNAME`).",
     auth=BearerToken(),
     urls_namespace="api",
+    # Swagger UI from ninja's own static files ("ninja" in INSTALLED_APPS), without its online validator's
+    # badge (an image from validator.swagger.io): the docs work offline and under the CSP.
+    docs=Swagger(settings={"validatorUrl": None}),
 )
 api.add_router("/documents", "documents.api.router")
 api.add_router("/search", "chat.api.router")

@@ -85,6 +85,7 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "django.contrib.postgres",
+    "ninja",  # serves Swagger UI's files itself (the API docs work offline, under the CSP), not from a CDN
     "documents",
     "chat",
     "audit",
@@ -102,6 +103,8 @@ MIDDLEWARE = [
     "audit.services.AuditContextMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
+    "ragsite.headers.NoStoreWhenSignedInMiddleware",
     "ragsite.middleware.DatabaseUnavailableMiddleware",
     "ragsite.debug.DebugNotFoundForStaffOnlyMiddleware",  # after auth (staff only) and CommonMiddleware (slashes)
 ]
@@ -301,6 +304,24 @@ LLM_TIMEOUT_SECONDS = env_float("LLM_TIMEOUT_SECONDS", 60)
 LLM_MAX_RETRIES = env_int("LLM_MAX_RETRIES", 2)
 LLM_CONTEXT_TOKENS = env_int("LLM_CONTEXT_TOKENS", 6000)  # prompt budget: passages + history
 RETRIEVAL_K = env_int("RETRIEVAL_K", 6)  # passages given to the model per question
+
+# Content Security Policy (django-csp), on every page: scripts and styles only from our own static files,
+# never inline (every template keeps its JavaScript in static/js), so injected markup cannot run.
+# Swagger UI (/api/v1/docs) and the admin work under it; data: images are the icons in their CSS.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "font-src": ["'self'"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    },
+}
 
 # Production hardening, on whenever DEBUG is off.
 if not DEBUG:

@@ -183,7 +183,7 @@ def test_ask_streams_token_events_then_done_with_citations_and_html(signed_in, u
 
     assert response.status_code == 200
     assert response["Content-Type"] == "text/event-stream"
-    assert response["Cache-Control"] == "no-cache"
+    assert {"no-cache", "no-store"} <= {part.strip() for part in response["Cache-Control"].split(",")}
     events = events_of(response)
     tokens = [e for e in events if e["type"] == "token"]
     assert len(tokens) > 3  # streamed word by word, not in one piece
@@ -456,6 +456,18 @@ def test_citation_numbers_link_only_to_known_passages_and_never_inside_code():
 def test_grouped_citations_link_each_number():
     html = render_markdown("Both [1, 2].", {1: "/documents/1/?chunk=2#chunk-2", 2: "/documents/1/?chunk=3#chunk-3"})
     assert html.count('class="cite"') == 2 and ">[1]</a>" in html and ">[2]</a>" in html
+
+
+def test_ask_in_names_the_owner_of_a_collection_shared_with_the_user(signed_in, user, other_user, collection,
+                                                                     document):
+    shared = Collection.objects.create(name=collection.name, owner=other_user)  # the same name: "Handbook"
+    shared.members.add(user)
+    html = signed_in.get(reverse("chat:index") + "?new=1").content.decode()
+    assert f'<option value="{collection.pk}">Handbook</option>' in html  # the user's own: its name alone
+    assert f'<option value="{shared.pk}">Handbook — mallory</option>' in html
+    conversation = Conversation.objects.create(owner=user, collection=shared)
+    html = signed_in.get(reverse("chat:detail", args=[conversation.pk])).content.decode()
+    assert '<span class="meta">in Handbook — mallory</span>' in html
 
 
 def test_the_chat_page_costs_the_same_queries_for_1_or_30_documents_and_conversations(

@@ -62,16 +62,33 @@ def browser():
         browser.close()
 
 
+# Each thing the Content-Security-Policy blocks fires a `securitypolicyviolation` event in the page.
+REPORT_CSP_VIOLATIONS = """document.addEventListener("securitypolicyviolation", (event) =>
+  window.reportCspViolation(`${event.violatedDirective} blocked ${event.blockedURI || "inline"} `
+                            + `on ${location.pathname} (${event.sourceFile}:${event.lineNumber})`));"""
+
+
 @pytest.fixture
-def page(browser, live_server):
+def csp_violations() -> list[str]:
+    """What the Content-Security-Policy blocked on any page of the test (also a console error saying so)."""
+    return []
+
+
+@pytest.fixture
+def page(browser, live_server, csp_violations):
     context = browser.new_context(base_url=live_server.url)
     context.set_default_timeout(15_000)
     page = context.new_page()
     errors = []
     page.on("pageerror", lambda error: errors.append(error))  # an uncaught exception in the page's JavaScript
+    page.expose_function("reportCspViolation", lambda text: csp_violations.append(text))
+    page.add_init_script(REPORT_CSP_VIOLATIONS)
+    page.on("console", lambda message: csp_violations.append(message.text)
+            if "Content Security Policy" in message.text else None)
     yield page
     context.close()
     assert not errors, f"JavaScript errors on the page: {errors}"
+    assert not csp_violations, f"The Content-Security-Policy blocked: {csp_violations}"
 
 
 @pytest.fixture

@@ -17,10 +17,12 @@ cosine distance, inner product and L2 rank alike.
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import importlib.util
 import json
 import logging
+import os
 import re
 from collections.abc import Callable, Sequence
 from functools import cache
@@ -154,6 +156,38 @@ def local_tokenizer():
     return tokenizer
 
 
+def session_options(*, threads: int):
+    """onnxruntime's options for the local model, chosen for a worker's memory (bench/embedding_memory.py)."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    # The arena would keep the largest batch's peak for the life of the process.
+    options.enable_cpu_mem_arena = False
+    # The full graph optimisations fold the int8 weights into float copies (+125 MB per process)
+    # for no measured speed on this model.
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.intra_op_num_threads = max(0, threads)  # 0: one per core
+    options.inter_op_num_threads = 1
+    return options
+
+
+def return_large_buffers_to_the_system() -> None:
+    """Keep glibc from recycling the model's large, short-lived buffers through its heap.
+
+    glibc raises its mmap threshold after a large buffer is freed, so the next batch's buffers come
+    from the heap, which fragments and only grows: a worker's peak doubled (bench/embedding_memory.py).
+    A fixed threshold (the default 128 KiB) keeps them mapped and returned when freed. Process-wide,
+    once; nothing on other C libraries.
+    """
+    try:
+        if not os.confstr("CS_GNU_LIBC_VERSION"):
+            return
+    except (AttributeError, ValueError, OSError):  # not glibc
+        return
+    M_MMAP_THRESHOLD = -3
+    ctypes.CDLL(None).mallopt(M_MMAP_THRESHOLD, 128 * 1024)
+
+
 class LocalModelBackend(EmbeddingBackend):
     """all-MiniLM-L6-v2 (int8 ONNX) on onnxruntime: mean pooling over the attention mask, L2-normalised.
 
@@ -165,7 +199,8 @@ class LocalModelBackend(EmbeddingBackend):
 
     max_batch = 256
 
-    def __init__(self, *, dimensions: int, batch_tokens: int, threads: int, files: dict[str, Path] | None = None):
+    def __init__(self, *, dimensions: int, batch_tokens: int, threads: int, files: dict[str, Path] | None = None,
+                 options=None):
         import onnxruntime
         from tokenizers import Tokenizer
 
@@ -174,10 +209,8 @@ class LocalModelBackend(EmbeddingBackend):
         self.tokenizer = Tokenizer.from_str(read_verified("tokenizer.json", files["tokenizer.json"]).decode())
         self.tokenizer.no_padding()
         self.tokenizer.enable_truncation(max_length=LOCAL_MODEL_MAX_TOKENS)
-        options = onnxruntime.SessionOptions()
-        options.enable_cpu_mem_arena = False
-        options.intra_op_num_threads = max(0, threads)  # 0: one per core
-        options.inter_op_num_threads = 1
+        return_large_buffers_to_the_system()
+        options = options or session_options(threads=threads)
         self.session = onnxruntime.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
         self.model_name = LOCAL_MODEL_NAME
         self.dimensions = int(self.session.get_outputs()[0].shape[-1])

@@ -225,7 +225,7 @@ EMBEDDING_DIMENSIONS = env_int("EMBEDDING_DIMENSIONS", 384)
 EMBEDDING_BATCH_SIZE = min(env_int("EMBEDDING_BATCH_SIZE", 64), 1000)
 # The local model's largest batch in padded tokens (rows x longest row): its memory follows this, not
 # the count (bench/embedding_memory.py).
-EMBEDDING_BATCH_TOKENS = env_int("EMBEDDING_BATCH_TOKENS", 4096)
+EMBEDDING_BATCH_TOKENS = env_int("EMBEDDING_BATCH_TOKENS", 2048)
 EMBEDDING_MAX_RETRIES = env_int("EMBEDDING_MAX_RETRIES", 5)
 EMBEDDING_TIMEOUT_SECONDS = env_float("EMBEDDING_TIMEOUT_SECONDS", 60)
 # Threads of a local model per process; 0: one per core. With several worker

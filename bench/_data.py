@@ -1,7 +1,7 @@
 """Data for the search benchmarks (bench/search.py, bench/filtered_search.py).
 
 - **SciFact sentences**: the abstracts of ``$RAG_SHARED_DIR/data/scifact/corpus.jsonl`` split into
-  sentences and embedded with the offline all-MiniLM-L6-v2 through the app's own fastembed
+  sentences and embedded with the offline all-MiniLM-L6-v2 through the app's own local
   backend. Embedding is slow on a small CPU, so the vectors are cached under ``var/bench-cache/``
   as a prefix: asking for more sentences later embeds only the new ones.
 - **Clustered synthetic vectors**: documents drawn around topic centres, spread in a shared

@@ -62,9 +62,8 @@ def main() -> None:
     if args.quick:
         args.chunks, args.queries = min(args.chunks, 20_000), 60
     _common.require_shared("data/scifact/corpus.jsonl")
-    model = _common.require_shared("models/all-MiniLM-L6-v2-int8")
     _common.setup_django(
-        "ragbench_filtered", EMBEDDING_BACKEND="fastembed", EMBEDDING_MODEL_PATH=str(model), LOG_LEVEL="WARNING",
+        "ragbench_filtered", EMBEDDING_BACKEND="local", LOG_LEVEL="WARNING",
         DEBUG="false", SECRET_KEY=secrets.token_urlsafe(32),
     )
     from django.conf import settings

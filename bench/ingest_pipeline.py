@@ -3,7 +3,7 @@
     python bench/ingest_pipeline.py [--docs 600 | --all] [--quick]
 
 SciFact abstracts (title + text, one ``.txt`` upload each, as ``import_beir`` stores them) go
-through parse → chunk → embed (the offline all-MiniLM-L6-v2 int8 model, fastembed) → store in
+through parse → chunk → embed (the offline all-MiniLM-L6-v2 int8 model, local backend) → store in
 ``celery -A ragsite worker`` processes started here, against the benchmark's own database
 (``ragbench_ingest_pipeline``) and its own queue on a dedicated Redis database, so that no other
 worker takes its tasks. Two configurations on the same documents, one after the other:
@@ -214,10 +214,9 @@ def main() -> None:
     parser.add_argument("--per-file", type=int, default=1, help="abstracts per uploaded document (default 1)")
     args = parser.parse_args()
     corpus = _common.require_shared("data/scifact/corpus.jsonl")
-    model = _common.require_shared("models/all-MiniLM-L6-v2-int8")
     media = Path(tempfile.mkdtemp(prefix="ingest-pipeline-media-"))
     environment = {
-        "EMBEDDING_BACKEND": "fastembed", "EMBEDDING_MODEL_PATH": str(model), "REDIS_URL": REDIS_URL,
+        "EMBEDDING_BACKEND": "local", "REDIS_URL": REDIS_URL,
         "MEDIA_ROOT": str(media), "LOG_LEVEL": "WARNING",
         # What a production worker runs with: no query log kept per statement.
         "DEBUG": "false", "SECRET_KEY": "benchmark-only-not-a-secret",
@@ -292,7 +291,7 @@ def report(args, results: list[dict], settings) -> None:
             f"{count:,} documents of {per_file} SciFact abstracts each ({results[0]['chunks'] / count:.1f} chunks)")
     settings_line = (
         f"{what} ({'all' if count * per_file >= 5183 else 'an evenly spread sample'}), one .txt upload "
-        f"each; all-MiniLM-L6-v2 int8 through fastembed (offline), EMBEDDING_BATCH_SIZE="
+        f"each; all-MiniLM-L6-v2 int8, local backend (offline), EMBEDDING_BATCH_SIZE="
         f"{settings.EMBEDDING_BATCH_SIZE}, chunks of {settings.CHUNK_SIZE_TOKENS} tokens; "
         "`celery -A ragsite worker --pool prefork` on its own queue, "
         "warmed up (model loaded in every process) before the clock starts; DEBUG=false."

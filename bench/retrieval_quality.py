@@ -25,10 +25,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--limit", type=int, default=0, help="evaluate only the first N judged queries")
     args = parser.parse_args()
-    model = _common.require_shared("models/all-MiniLM-L6-v2-int8")
     scifact = _common.require_shared("data/scifact")
     _common.setup_django(
-        "ragbench_scifact", EMBEDDING_BACKEND="fastembed", EMBEDDING_MODEL_PATH=str(model),
+        "ragbench_scifact", EMBEDDING_BACKEND="local",
         LOG_LEVEL="WARNING",
     )
     from django.contrib.auth import get_user_model

@@ -6,7 +6,7 @@
 Two data sets, one after the other, in the database ``ragbench_search``:
 
 (i)  SciFact abstracts split into sentences, embedded with the offline all-MiniLM-L6-v2 (the app's
-     fastembed backend; cached under var/bench-cache/, so only the first run embeds). Default: the
+     local backend; cached under var/bench-cache/, so only the first run embeds). Default: the
      first 10,000 sentences (of about 45k, from the first ~1,100 abstracts): on a 2-core machine the
      int8 model embeds some tens of sentences a second, and all 45k would not fit this benchmark's 15
      minutes; ``--sentences 0`` takes them all. Queries: SciFact dev claims, embedded alike.
@@ -88,9 +88,8 @@ def main() -> None:
         args.synthetic, args.sentences, args.queries = min(args.synthetic, 20_000), 3_000, 60
     efs = [int(ef) for ef in args.ef.split(",")]
     _common.require_shared("data/scifact/corpus.jsonl")
-    model = _common.require_shared("models/all-MiniLM-L6-v2-int8")
     _common.setup_django(
-        "ragbench_search", EMBEDDING_BACKEND="fastembed", EMBEDDING_MODEL_PATH=str(model), LOG_LEVEL="WARNING",
+        "ragbench_search", EMBEDDING_BACKEND="local", LOG_LEVEL="WARNING",
         DEBUG="false", SECRET_KEY=secrets.token_urlsafe(32), ALLOWED_HOSTS="127.0.0.1,localhost",
     )
     from django.conf import settings

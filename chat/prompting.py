@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import hashlib
+import math
+import os
 import re
+import tempfile
 from dataclasses import replace
-from functools import lru_cache
+from functools import cache, lru_cache
+from pathlib import Path
 
+import tiktoken
 from django.conf import settings
 
 from chat.retrieval import Hit
-from documents.chunking import count_tokens, encoding
+from documents.chunking import count_tokens as model_tokens
 
 SYSTEM_PROMPT = """You answer questions about the user's documents.
 Rules:
@@ -26,6 +32,61 @@ REWRITE_PROMPT = """Rewrite the user's last question as one standalone search qu
 FENCE_TAG = re.compile(r"<(\s*/?\s*passages?\b)", re.IGNORECASE)
 # Overhead of one passage's tags and label, in tokens, beyond its text.
 PASSAGE_OVERHEAD = 20
+
+
+# Prompt budgets are counted with tiktoken's cl100k_base (the tokenizer of OpenAI's chat models) when
+# its file is already in tiktoken's cache (TIKTOKEN_CACHE_DIR, else DATA_GYM_CACHE_DIR, else
+# <tmp>/data-gym-cache) with the right sha256 — then tiktoken reads it and never downloads. Otherwise
+# an estimate that needs nothing: the larger of the embedding model's word pieces and UTF-8 bytes / 4.
+# Against cl100k it is 1.05x on SciFact abstracts (0.89x at worst), over it for Russian, German and
+# code, equal for Chinese and numbers; only emoji-heavy text is under-counted (about 2x).
+CL100K_URL = "https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken"
+CL100K_SHA256 = "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7"
+
+
+def _tiktoken_cache_file() -> Path | None:
+    """Where tiktoken looks for cl100k_base before it downloads it (tiktoken.load.read_file_cached)."""
+    directory = os.environ.get("TIKTOKEN_CACHE_DIR", os.environ.get("DATA_GYM_CACHE_DIR"))
+    if directory is None:
+        directory = os.path.join(tempfile.gettempdir(), "data-gym-cache")
+    if not directory:  # "" turns tiktoken's cache off: it would download every time
+        return None
+    return Path(directory, hashlib.sha1(CL100K_URL.encode()).hexdigest())
+
+
+@cache
+def llm_encoding() -> tiktoken.Encoding | None:
+    """cl100k_base if tiktoken can load it from its cache; None (estimate) rather than a download."""
+    path = _tiktoken_cache_file()
+    try:
+        if path is None or hashlib.sha256(path.read_bytes()).hexdigest() != CL100K_SHA256:
+            return None  # absent, or a copy tiktoken would delete and fetch again
+    except OSError:
+        return None
+    return tiktoken.get_encoding("cl100k_base")
+
+
+def count_tokens(text: str) -> int:
+    """Tokens of ``text`` for the language model: exact with cl100k_base, else the estimate above."""
+    encoding = llm_encoding()
+    if encoding is not None:
+        return len(encoding.encode(text, disallowed_special=()))
+    return max(model_tokens(text), math.ceil(len(text.encode("utf-8", "surrogatepass")) / 4))
+
+
+def truncate_tokens(text: str, limit: int) -> str:
+    """The beginning of ``text`` that holds at most ``limit`` tokens."""
+    encoding = llm_encoding()
+    if encoding is not None:
+        return encoding.decode(encoding.encode(text, disallowed_special=())[:limit])
+    low, high = 0, min(len(text), 4 * limit)  # the estimate counts at least a token per 4 bytes
+    while low < high:  # the longest prefix the estimate fits in the limit
+        middle = (low + high + 1) // 2
+        if count_tokens(text[:middle]) <= limit:
+            low = middle
+        else:
+            high = middle - 1
+    return text[:low]
 
 
 # Token counts of passages and history turns: a question's passages are counted when they are fitted
@@ -60,8 +121,7 @@ def fit_hits(hits: list[Hit], budget: int) -> list[Hit]:
         if used + cost > budget:
             if not kept and budget > PASSAGE_OVERHEAD:
                 # The best passage alone is too long: its beginning is better than no passage.
-                tokens = encoding().encode(hit.text, disallowed_special=())[: budget - PASSAGE_OVERHEAD]
-                kept.append(replace(hit, text=encoding().decode(tokens)))
+                kept.append(replace(hit, text=truncate_tokens(hit.text, budget - PASSAGE_OVERHEAD)))
             break
         kept.append(hit)
         used += cost

@@ -1,20 +1,25 @@
-"""Split parsed sections into token-sized chunks with langchain-text-splitters."""
+"""Split parsed sections into chunks sized in the embedding model's own tokens (langchain-text-splitters).
+
+Sizes are counted in the word pieces of the local model's tokenizer (all-MiniLM-L6-v2's tokenizer.json,
+through the ``tokenizers`` library; kept in this repository, so nothing downloads). A chunk never holds
+more than the model reads: 256 word pieces with [CLS] and [SEP], the heading path included when it fits.
+For OpenAI's embedding models (8191 tokens) the same counts are a safe over-estimate of their tokens.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from functools import cache
+from functools import lru_cache
 
-import tiktoken
 from django.conf import settings
 from langchain_text_splitters import Language, RecursiveCharacterTextSplitter
 
+from documents import embeddings
 from documents.parsing import Section
 
-# cl100k_base is the tokenizer of OpenAI's embedding models; for local models it is a close,
-# fast proxy of the sizes that matter (model context, prompt budget).
-ENCODING = "cl100k_base"
+SPECIAL_TOKENS = 2  # [CLS] and [SEP], added to every text the model reads
+OPENAI_MAX_TOKENS = 8191
 
 
 @dataclass(frozen=True)
@@ -33,41 +38,65 @@ class ChunkDraft:
         return f"{self.heading}\n{self.text}" if self.heading else self.text
 
 
-@cache
-def encoding() -> tiktoken.Encoding:
-    return tiktoken.get_encoding(ENCODING)
-
-
 def count_tokens(text: str) -> int:
-    return len(encoding().encode(text, disallowed_special=()))
+    """Word pieces of the embedding model's tokenizer, without [CLS] and [SEP]."""
+    return len(embeddings.local_tokenizer().encode(embeddings.tokenizable(text), add_special_tokens=False).ids)
 
 
-@cache
+def max_chunk_tokens() -> int:
+    """The most tokens a chunk's embedded text may have: what the embedding model reads."""
+    limit = OPENAI_MAX_TOKENS if embeddings.backend_choice() == "openai" else embeddings.LOCAL_MODEL_MAX_TOKENS
+    return limit - SPECIAL_TOKENS
+
+
+@lru_cache(maxsize=64)
 def splitter(chunk_size: int, chunk_overlap: int) -> RecursiveCharacterTextSplitter:
     # Markdown separators first try fences, headings and paragraphs, so a code block is only
     # split mid-line when it alone is larger than a chunk.
-    return RecursiveCharacterTextSplitter.from_tiktoken_encoder(
-        encoding_name=ENCODING,
+    return RecursiveCharacterTextSplitter(
+        length_function=count_tokens,
         chunk_size=chunk_size,
-        chunk_overlap=chunk_overlap,
+        chunk_overlap=min(chunk_overlap, chunk_size // 2),
         separators=RecursiveCharacterTextSplitter.get_separators_for_language(Language.MARKDOWN),
+        keep_separator=True,
         strip_whitespace=True,
     )
+
+
+def _within(piece: str, budget: int) -> list[str]:
+    """``piece``, cut at token boundaries if it is over ``budget`` (the splitter sums the counts of its
+    parts, which can differ from the count of the joined text by a word piece or two)."""
+    encoding = embeddings.local_tokenizer().encode(embeddings.tokenizable(piece), add_special_tokens=False)
+    if len(encoding.ids) <= budget:
+        return [piece]
+    offsets = encoding.offsets
+    parts = []
+    for first in range(0, len(offsets), budget):
+        last = min(first + budget, len(offsets)) - 1
+        parts.append(piece[offsets[first][0] : offsets[last][1]].strip())
+    return [part for part in parts if part]
 
 
 def chunk_sections(
     sections: Iterable[Section], *, chunk_size: int | None = None, chunk_overlap: int | None = None
 ) -> list[ChunkDraft]:
-    """Chunks in document order; offsets index the sections joined by blank lines."""
-    size = chunk_size or settings.CHUNK_SIZE_TOKENS
-    overlap = min(chunk_overlap if chunk_overlap is not None else settings.CHUNK_OVERLAP_TOKENS, size // 2)
-    text_splitter = splitter(size, overlap)
+    """Chunks in document order; offsets index the sections joined by blank lines.
+
+    A chunk's text and heading path together fit what the embedding model reads; a heading path so
+    long that it would leave less than half a chunk for the text is left to the model's truncation.
+    """
+    limit = max_chunk_tokens()
+    size = min(chunk_size or settings.CHUNK_SIZE_TOKENS, limit)
+    overlap = chunk_overlap if chunk_overlap is not None else settings.CHUNK_OVERLAP_TOKENS
     drafts: list[ChunkDraft] = []
     base = 0
     for section in sections:
         heading = " > ".join(section.heading_path)
+        budget = min(size, max(limit - count_tokens(heading), size // 2)) if heading else size
         cursor = 0
-        for piece in text_splitter.split_text(section.text):
+        pieces = splitter(budget, overlap).split_text(section.text)
+        pieces = [part for piece in pieces for part in _within(piece, budget)]
+        for piece in pieces:
             # Where the piece sits in the section: the first occurrence after the previous
             # piece's start (overlapping pieces begin before the previous one ends).
             found = section.text.find(piece, cursor)

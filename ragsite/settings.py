@@ -242,24 +242,29 @@ FILE_UPLOAD_HANDLERS = [
 DATA_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 
 # Ingestion
-CHUNK_SIZE_TOKENS = env_int("CHUNK_SIZE_TOKENS", 350)
-CHUNK_OVERLAP_TOKENS = env_int("CHUNK_OVERLAP_TOKENS", 50)
+# In the embedding model's word pieces; 254 + [CLS], [SEP] is what all-MiniLM-L6-v2 reads (bench/chunk_size.py).
+CHUNK_SIZE_TOKENS = env_int("CHUNK_SIZE_TOKENS", 254)
+CHUNK_OVERLAP_TOKENS = env_int("CHUNK_OVERLAP_TOKENS", 38)
 PARSE_TIMEOUT_SECONDS = env_int("PARSE_TIMEOUT_SECONDS", 120)
 PARSE_MAX_MEMORY_MB = env_int("PARSE_MAX_MEMORY_MB", 2048)
 PARSE_MAX_PAGES = env_int("PARSE_MAX_PAGES", 5000)
 PARSE_MAX_CHARACTERS = env_int("PARSE_MAX_CHARACTERS", 10_000_000)  # ~2.5M tokens of text per document
 
-# Embeddings: auto | openai | fastembed | hashing. "auto" takes openai when OPENAI_API_KEY is
-# set, else the local fastembed model, else (announced loudly) the hashing fallback.
+# Embeddings: auto | openai | local | fastembed | hashing. "auto" takes openai when OPENAI_API_KEY is
+# set, else a fastembed model named by EMBEDDING_MODEL(_PATH), else the installed local model, else
+# (announced loudly) the hashing fallback.
 EMBEDDING_BACKEND = env_str("EMBEDDING_BACKEND", "auto").lower()
 EMBEDDING_MODEL = env_str("EMBEDDING_MODEL")
 EMBEDDING_MODEL_PATH = env_str("EMBEDDING_MODEL_PATH")
 # The vector column's dimension: one per installation; every backend must produce it.
 EMBEDDING_DIMENSIONS = env_int("EMBEDDING_DIMENSIONS", 384)
 EMBEDDING_BATCH_SIZE = min(env_int("EMBEDDING_BATCH_SIZE", 64), 1000)
+# The local model's largest batch in padded tokens (rows x longest row): its memory follows this, not
+# the count (bench/embedding_memory.py).
+EMBEDDING_BATCH_TOKENS = env_int("EMBEDDING_BATCH_TOKENS", 2048)
 EMBEDDING_MAX_RETRIES = env_int("EMBEDDING_MAX_RETRIES", 5)
 EMBEDDING_TIMEOUT_SECONDS = env_float("EMBEDDING_TIMEOUT_SECONDS", 60)
-# Threads of a local (fastembed) model per process; 0: one per core. With several worker
+# Threads of a local model per process; 0: one per core. With several worker
 # processes on one machine, cores / processes avoids threads fighting over the same cores.
 EMBEDDING_THREADS = env_int("EMBEDDING_THREADS", 0)
 

@@ -20,10 +20,6 @@ from tests.openai_server import openai_server  # noqa: F401  (the OpenAI-protoco
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 SHARED_DIR = Path(os.environ.get("RAG_SHARED_DIR", Path(__file__).resolve().parents[1].parent / "shared"))
 
-# tiktoken downloads its encodings on first use unless they are in its cache directory.
-if (SHARED_DIR / "tiktoken").is_dir():
-    os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(SHARED_DIR / "tiktoken"))
-
 
 def pytest_configure(config):
     # Fast, deterministic embeddings for everything except the tests that load a real model.

@@ -1,5 +1,15 @@
-from documents.chunking import chunk_sections, count_tokens
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
+
+from documents import embeddings
+from documents.chunking import chunk_sections, count_tokens, max_chunk_tokens
 from documents.parsing import Section
+
+
+def model_reads(text: str) -> int:
+    """Word pieces the embedding model is given for ``text``, with [CLS] and [SEP]."""
+    return len(embeddings.local_tokenizer().encode(text).ids)
 
 
 def test_chunks_respect_the_token_budget_and_keep_page_and_heading():
@@ -39,5 +49,38 @@ def test_code_fence_is_not_split_when_it_fits():
     assert len(holding) == 1 and "value_11" in holding[0].text
 
 
-def test_count_tokens_uses_the_openai_tokenizer():
+def test_count_tokens_counts_the_embedding_models_word_pieces():
     assert count_tokens("hello world") == 2
+    assert count_tokens("unbelievably") == len(embeddings.local_tokenizer().encode("unbelievably").ids) - 2
+    assert count_tokens("数据库") == 3
+
+
+def test_a_chunk_size_larger_than_the_model_reads_is_held_to_the_model(settings):
+    settings.CHUNK_SIZE_TOKENS = 1000
+    settings.CHUNK_OVERLAP_TOKENS = 50
+    text = "Vectors are stored next to the rows they describe, in PostgreSQL. " * 200
+    drafts = chunk_sections([Section(text=text, heading_path=("Manual", "Storage engine"))])
+    assert max(model_reads(draft.embedding_text) for draft in drafts) <= embeddings.LOCAL_MODEL_MAX_TOKENS
+    assert max(draft.token_count for draft in drafts) > 200  # held to the model, not far below it
+
+
+TEXT = st.lists(
+    st.one_of(
+        st.sampled_from(["the", "vector", "PostgreSQL", "naïve", "数据库", "ünïcödé", "3.14159", "e-mail",
+                         "https://example.com/a/very/long/path?with=query&and=more", "\n\n", "\n", "#", "```"]),
+        st.text(alphabet=st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=30),
+        st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789", min_size=50, max_size=400),  # no separator inside
+    ),
+    min_size=1, max_size=400,
+).map(" ".join)
+
+
+@hypothesis_settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(text=TEXT, heading=st.text(max_size=60), size=st.sampled_from([32, 128, 256, 400]))
+def test_no_chunk_ever_holds_more_than_the_model_reads(text, heading, size):
+    drafts = chunk_sections([Section(text=text, heading_path=(heading,) if heading else ())],
+                            chunk_size=size, chunk_overlap=size // 5)
+    limit = max_chunk_tokens()
+    for draft in drafts:
+        assert draft.token_count == count_tokens(draft.text) <= min(size, limit)
+        assert model_reads(draft.embedding_text) <= embeddings.LOCAL_MODEL_MAX_TOKENS

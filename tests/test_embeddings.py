@@ -1,4 +1,4 @@
-"""documents/embeddings.py: the hashing, fastembed and OpenAI backends, batching, errors, dimensions.
+"""documents/embeddings.py: the hashing, local, fastembed and OpenAI backends, batching, errors, dimensions.
 
 The OpenAI backend runs the real ``openai`` client against a real HTTP server on loopback
 (tests/openai_server.py) that answers, fails, rate-limits and stalls as scripted.
@@ -6,7 +6,12 @@ The OpenAI backend runs the real ``openai`` client against a real HTTP server on
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -137,6 +142,151 @@ def test_embed_in_batches_refuses_an_answer_with_the_wrong_number_of_vectors():
 
     with pytest.raises(EmbeddingError, match="malformed"):
         embeddings.embed_in_batches(Dropping(), numbered(3))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The local model, as `make install` installs it (no path, no download)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Run in a child process with none of the test variables, the Hugging Face hub offline and every
+# connection that leaves the machine refused: what a user's machine without internet offers.
+DEFAULT_PATH_SCRIPT = """
+import json, os, socket
+real_connect = socket.socket.connect
+def loopback_only(self, address):
+    if self.family in (socket.AF_INET, socket.AF_INET6) and address[0] not in ("127.0.0.1", "::1", "localhost"):
+        raise OSError(f"network refused in this test: {address}")
+    return real_connect(self, address)
+socket.socket.connect = loopback_only
+import django
+django.setup()
+from documents import chunking, embeddings
+from documents.parsing import Section
+from chat import prompting
+backend = embeddings.get_backend()
+vectors = backend.embed_documents(["The cat sits on the mat.", "A kitten is resting on a rug.", "Tax deadlines."])
+drafts = chunking.chunk_sections([Section(text="Vectors live next to their rows. " * 300)])
+print(json.dumps({
+    "backend": type(backend).__name__, "model": backend.model_name, "dimensions": backend.dimensions,
+    "cat_kitten": float(vectors[0] @ vectors[1]), "cat_tax": float(vectors[0] @ vectors[2]),
+    "chunks": len(drafts), "prompt_tokens": prompting.count_tokens("hello world"),
+    "tiktoken": prompting.llm_encoding() is not None,
+}))
+"""
+
+
+def test_the_default_local_model_loads_offline_without_any_path_or_shared_folder(tmp_path):
+    env = {key: value for key, value in os.environ.items() if key not in (
+        "TIKTOKEN_CACHE_DIR", "DATA_GYM_CACHE_DIR", "EMBEDDING_MODEL_PATH", "EMBEDDING_MODEL", "EMBEDDING_BACKEND",
+        "RAG_SHARED_DIR", "OPENAI_API_KEY", "OPENAI_BASE_URL",
+    )}
+    # An empty temporary directory: tiktoken's default cache (<tmp>/data-gym-cache) is absent there.
+    env.update(DJANGO_SETTINGS_MODULE="ragsite.settings", HF_HUB_OFFLINE="1", TMPDIR=str(tmp_path),
+               HOME=str(tmp_path), FASTEMBED_CACHE_PATH=str(tmp_path / "fastembed"))
+    result = subprocess.run([sys.executable, "-c", DEFAULT_PATH_SCRIPT], cwd=ROOT, env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["backend"] == "LocalModelBackend", result.stderr[-3000:]
+    assert report["model"] == "sentence-transformers/all-MiniLM-L6-v2" and report["dimensions"] == 384
+    assert report["cat_kitten"] > report["cat_tax"] + 0.2  # a model of meaning, not the hashing fallback
+    assert report["chunks"] > 5 and report["prompt_tokens"] == 3 and report["tiktoken"] is False
+    assert "NO EMBEDDING MODEL" not in result.stderr
+
+
+@pytest.fixture
+def tampered_files(tmp_path):
+    files = embeddings.local_model_files()
+    copy = tmp_path / "model.onnx"
+    data = bytearray(files["model.onnx"].read_bytes())
+    data[len(data) // 2] ^= 0x01  # one bit
+    copy.write_bytes(bytes(data))
+    return {**files, "model.onnx": copy}
+
+
+def test_a_tampered_model_file_is_refused_with_a_clear_error(tampered_files):
+    with pytest.raises(embeddings.ModelVerificationError, match="failed verification.*will not be loaded"):
+        embeddings.LocalModelBackend(dimensions=384, batch_tokens=4096, threads=1, files=tampered_files)
+
+
+def test_a_tampered_tokenizer_is_refused(tmp_path):
+    files = embeddings.local_model_files()
+    copy = tmp_path / "tokenizer.json"
+    copy.write_text(files["tokenizer.json"].read_text().replace('"[UNK]"', '"[UNK ]"', 1))
+    with pytest.raises(embeddings.ModelVerificationError, match="tokenizer.json failed verification"):
+        embeddings.LocalModelBackend(dimensions=384, batch_tokens=4096, threads=1,
+                                     files={**files, "tokenizer.json": copy})
+
+
+def test_auto_never_falls_back_silently_from_a_tampered_model(settings, monkeypatch, tampered_files):
+    settings.EMBEDDING_BACKEND = "auto"
+    settings.EMBEDDING_MODEL = settings.EMBEDDING_MODEL_PATH = settings.OPENAI_API_KEY = settings.OPENAI_BASE_URL = ""
+    monkeypatch.setattr(embeddings, "local_model_files", lambda: tampered_files)
+    embeddings._build.cache_clear()
+    try:
+        with pytest.raises(embeddings.ModelVerificationError):
+            embeddings.get_backend()
+    finally:
+        embeddings._build.cache_clear()
+
+
+def test_auto_without_the_model_package_falls_back_to_hashing_loudly(settings, monkeypatch, caplog):
+    settings.EMBEDDING_BACKEND = "auto"
+    settings.EMBEDDING_MODEL = settings.EMBEDDING_MODEL_PATH = settings.OPENAI_API_KEY = settings.OPENAI_BASE_URL = ""
+    monkeypatch.setattr(embeddings, "LOCAL_MODEL_PACKAGE", "no_such_model_package")
+    embeddings._build.cache_clear()
+    try:
+        assert isinstance(embeddings.get_backend(), embeddings.HashingBackend)
+    finally:
+        embeddings._build.cache_clear()
+    assert "NO EMBEDDING MODEL COULD BE LOADED" in caplog.text and "make install" in caplog.text
+
+
+@pytest.fixture(scope="module")
+def local_model():
+    return embeddings.LocalModelBackend(dimensions=384, batch_tokens=4096, threads=1)
+
+
+def test_local_model_batches_are_bounded_by_padded_tokens_and_keep_the_input_order(local_model, monkeypatch):
+    texts = [("word " * length).strip() for length in (300, 3, 120, 40, 7, 250, 1, 90) * 4]
+    whole = local_model.embed_documents(texts)
+    shapes = []
+    run = local_model.session.run
+
+    def recording(outputs, feeds):
+        shapes.append(feeds["input_ids"].shape)
+        return run(outputs, feeds)
+
+    small = embeddings.LocalModelBackend.__new__(embeddings.LocalModelBackend)
+    small.__dict__.update(local_model.__dict__, batch_tokens=600)
+    monkeypatch.setattr(local_model.session, "run", recording, raising=False)
+    try:
+        bounded = small.embed_documents(texts)
+    finally:
+        monkeypatch.undo()
+    assert len(shapes) > 3 and all(rows * width <= 600 for rows, width in shapes)
+    assert max(width for _, width in shapes) == embeddings.LOCAL_MODEL_MAX_TOKENS  # 300 words are cut at 256
+    np.testing.assert_allclose(bounded, whole, atol=1e-5)
+    single = np.stack([local_model.embed_query(text) for text in texts[:8]])
+    np.testing.assert_allclose(whole[:8], single, atol=1e-5)
+
+
+def test_local_model_embeds_a_lone_surrogate_and_an_empty_text(local_model):
+    vectors = local_model.embed_documents(["a question \ud800 with a lone surrogate", ""])
+    assert vectors.shape == (2, 384) and np.isfinite(vectors).all()
+
+
+@pytest.mark.shared
+def test_the_local_model_makes_the_vectors_fastembed_made_of_the_same_model(local_model, settings, minilm_path):
+    settings.EMBEDDING_BACKEND = "fastembed"
+    settings.EMBEDDING_MODEL = ""
+    settings.EMBEDDING_MODEL_PATH = str(minilm_path)
+    texts = ["The cat sits on the mat.", "Quarterly tax filing deadlines. " * 80, "x"]
+    theirs = embeddings.get_backend().embed_documents(texts)
+    ours = local_model.embed_documents(texts)
+    assert local_model.model_name == embeddings.get_backend().model_name  # one embedding space
+    np.testing.assert_allclose((ours * theirs).sum(axis=1), 1.0, atol=1e-4)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -2,8 +2,30 @@
 
 import re
 
-from chat.prompting import SYSTEM_PROMPT, build_messages, fit_hits
+import pytest
+import tiktoken.load
+
+from chat import prompting
+from chat.prompting import SYSTEM_PROMPT, build_messages, count_tokens, fit_hits
 from chat.retrieval import Hit
+from tests.conftest import require_shared
+
+
+def no_download(*args, **kwargs):
+    raise AssertionError("tiktoken was asked to download")
+
+
+@pytest.fixture(params=["tiktoken", "estimate"])
+def token_counter(request, monkeypatch, tmp_path):
+    """Prompt budgets counted by tiktoken's cl100k_base (the shared copy) or, without it, estimated."""
+    directory = require_shared("tiktoken") if request.param == "tiktoken" else tmp_path
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(directory))
+    monkeypatch.setattr(tiktoken.load, "read_file", no_download)
+    prompting.llm_encoding.cache_clear()
+    prompting._tokens.cache_clear()
+    yield request.param
+    prompting.llm_encoding.cache_clear()
+    prompting._tokens.cache_clear()
 
 
 def hit(i, text="Passage text.", page=None, title=None):
@@ -72,18 +94,14 @@ def test_a_document_title_cannot_break_out_of_the_passage_tag():
     assert content.count("</passages>") == 1 and content.count("</passage>") == 1
 
 
-def test_a_passage_longer_than_the_whole_budget_is_truncated_not_dropped():
-    from documents.chunking import count_tokens
-
+def test_a_passage_longer_than_the_whole_budget_is_truncated_not_dropped(token_counter):
     long = hit(1, text="vacation policy details " * 400)
     [kept] = fit_hits([long, hit(2)], budget=200)
     assert kept.chunk_id == 1 and kept.text != long.text and long.text.startswith(kept.text)
     assert count_tokens(kept.text) <= 200
 
 
-def test_the_whole_prompt_stays_within_the_token_budget():
-    from documents.chunking import count_tokens
-
+def test_the_whole_prompt_stays_within_the_token_budget(token_counter):
     history = [{"role": "user", "content": "earlier question " * 100}] * 10
     hits = [hit(i, text="lorem ipsum dolor sit amet " * 60) for i in range(1, 11)]
     messages = build_messages(question="Now?", history=history, hits=hits, budget=2000)
@@ -99,3 +117,30 @@ def test_rewrite_prompt_carries_recent_history_and_the_last_question():
     assert system == {"role": "system", "content": REWRITE_PROMPT}
     assert "turn 9" in user["content"] and "turn 3" not in user["content"]  # the last six turns
     assert user["content"].endswith("Last question: And that one?")
+
+
+@pytest.mark.parametrize("token_counter", ["tiktoken"], indirect=True)
+def test_prompt_tokens_are_counted_by_tiktoken_when_its_encoding_is_cached(token_counter):
+    assert prompting.llm_encoding() is not None
+    assert count_tokens("hello world") == 2
+
+
+@pytest.mark.parametrize("token_counter", ["estimate"], indirect=True)
+def test_without_a_cached_encoding_prompt_tokens_are_estimated_without_a_download(token_counter):
+    assert prompting.llm_encoding() is None  # read_file raises if tiktoken were asked to fetch it
+    assert count_tokens("hello world") == 3  # 11 UTF-8 bytes / 4, rounded up, over 2 word pieces
+    assert count_tokens("数据库将向量存储") == 8  # a word piece per character
+
+
+def test_a_damaged_cached_encoding_is_not_used_and_not_fetched_again(monkeypatch, tmp_path):
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(tiktoken.load, "read_file", no_download)
+    cached = prompting._tiktoken_cache_file()
+    cached.write_bytes(b"not the encoding")
+    prompting.llm_encoding.cache_clear()
+    try:
+        assert prompting.llm_encoding() is None
+        assert count_tokens("a lone surrogate \ud800 is counted too") > 0
+    finally:
+        prompting.llm_encoding.cache_clear()
+    assert cached.read_bytes() == b"not the encoding"

@@ -126,6 +126,10 @@ class UnsupportedFileType(UploadRejected):
         f"plain text. Supported formats: {SUPPORTED_FORMATS}."
     )
     KIND = "This file is {what}, which cannot be read here; {advice}. Supported formats: " + SUPPORTED_FORMATS + "."
+    PROTECTED = (
+        "This Office document is password-protected; open it, remove the password, save it and upload that "
+        "copy. Supported formats: " + SUPPORTED_FORMATS + "."
+    )
     MISNAMED = (
         "The file is named .{extension} but is not {what}; check that you chose the right file. "
         "Supported formats: " + SUPPORTED_FORMATS + "."

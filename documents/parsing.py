@@ -1,6 +1,8 @@
 """Turn an uploaded file into text sections: PDF (pages), DOCX, HTML, Markdown, plain text.
 
-Parsers are well-kept libraries (pypdf, python-docx, BeautifulSoup + lxml, charset-normalizer).
+Parsers are well-kept libraries (PDFium through pypdfium2, with pypdf when PDFium cannot read a PDF;
+python-docx, BeautifulSoup + lxml, charset-normalizer). What they say when they fail is kept as the
+error's ``detail`` for the operators; the owner gets the sentence from documents/exceptions.py.
 Hostile files exist (page trees that point at themselves, zip bombs, endless nesting), so the
 worker never parses in its own process: ``parse_file_guarded`` runs the parser in a forked child
 with a memory limit and kills it after a timeout. Whatever happens there, the worker lives and
@@ -158,6 +160,9 @@ def check_supported(*, name: str, head: bytes) -> None:
     for magic, like in MAGIC:
         # Magic made of letters ("MZ", "BM", "ID3") also starts plain words: those need binary bytes too.
         if head.startswith(magic) and (not magic.isalnum() or not _is_text(head)):
+            if like == "office" and extension in (".docx", ".docm", ".xlsx", ".xlsm", ".pptx"):
+                # A password-protected .docx (.xlsx, .pptx) is stored encrypted inside this older container.
+                raise UnsupportedFileType(UnsupportedFileType.PROTECTED)
             # The content says what it is; the name may only say which Office file.
             office = like == "office" and REFUSED_EXTENSIONS.get(extension, ("", ""))[1] == OFFICE_ADVICE
             raise _refuse(extension if office else like)

@@ -33,6 +33,7 @@ def zipped(*names: str) -> bytes:
 REFUSED = {
     "legacy Word": ("minutes.doc", OLE2, "an older Word document (.doc)"),
     "legacy Office, renamed": ("minutes.txt", OLE2, "an older Microsoft Office file"),
+    "password-protected .docx": ("contract.docx", OLE2, "password-protected; open it, remove the password"),
     "spreadsheet": ("budget.xlsx", zipped("[Content_Types].xml", "xl/workbook.xml"), "a spreadsheet"),
     "spreadsheet, no name": ("budget", zipped("[Content_Types].xml", "xl/workbook.xml"), "a spreadsheet"),
     "presentation": ("deck.pptx", zipped("[Content_Types].xml", "ppt/presentation.xml"), "a presentation"),

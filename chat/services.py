@@ -124,7 +124,7 @@ def answer(
             if hit.relevant
         ]
     except EmbeddingError as failure:  # the query could not be embedded: say so rather than guess
-        logger.warning("retrieval failed: %s", failure)
+        logger.warning("retrieval failed: %s (%s)", failure, failure.detail)
         error = f"The documents could not be searched: {failure}"
     if not hits and not error:
         parts.append(NOTHING_FOUND)

@@ -11,7 +11,7 @@ from django.utils.html import format_html
 
 from audit import services as audit
 from documents import ingest
-from documents.exceptions import DuplicateDocument, UploadRejected
+from documents.exceptions import SUPPORTED_FORMATS, DuplicateDocument, UploadRejected
 from documents.models import ApiToken, Chunk, Collection, Document
 from ragsite import ratelimit
 
@@ -39,7 +39,7 @@ class CollectionAdmin(admin.ModelAdmin):
 
 
 class DocumentAddForm(forms.ModelForm):
-    file = forms.FileField(help_text="PDF, Word (.docx), HTML, Markdown or plain text.")
+    file = forms.FileField(help_text=f"{SUPPORTED_FORMATS}.")
     title = forms.CharField(required=False, help_text="Defaults to the file name.")
 
     class Meta:
@@ -81,8 +81,8 @@ class DocumentAdmin(admin.ModelAdmin):
     list_display = ("title", "collection", "owner", "status_badge", "progress_percent", "chunk_count",
                     "size", "created_at")
     list_filter = ("status", "content_type", "collection", "created_at")
-    search_fields = ("title", "original_filename", "sha256", "external_id", "error")
-    readonly_fields = ("status", "progress", "chunk_count", "error", "sha256", "size", "content_type",
+    search_fields = ("title", "original_filename", "sha256", "external_id", "error", "error_detail")
+    readonly_fields = ("status", "progress", "chunk_count", "error", "error_detail", "sha256", "size", "content_type",
                        "original_filename", "owner", "created_at", "updated_at", "started_at", "finished_at",
                        "attempts", "queued_at")
     list_select_related = ("collection", "owner")

@@ -42,13 +42,15 @@ class Problem(Schema):
     existing_id: int | None = None
 
 
-@router.post("", response={202: Accepted, 409: Problem, 413: Problem, 400: Problem, 429: Problem})
+@router.post("", response={202: Accepted, 409: Problem, 413: Problem, 415: Problem, 400: Problem, 429: Problem})
 def upload_document(
     request, response: HttpResponse, file: File[UploadedFile | None] = None, collection: Form[str | None] = None,
 ):
     """Store the file and queue its ingestion; poll GET /documents/{id} for progress.
 
     Uploads count against the caller's limit (``RATE_LIMIT_UPLOAD``): beyond it, 429 with ``Retry-After``.
+    A file of a type that cannot be read (a legacy .doc, a spreadsheet, an image …) is refused at once:
+    415, with the supported formats.
     """
     if uploads.oversized(request):
         return Status(413, {"detail": uploads.limit_message()})

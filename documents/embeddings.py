@@ -333,18 +333,18 @@ class OpenAIBackend(EmbeddingBackend):
                 model=self.model_name, input=list(texts), encoding_format="float", **extra
             )
         except openai.APIStatusError as error:
-            raise EmbeddingError(
+            raise EmbeddingError(detail=(
                 f"The embedding service refused the request (HTTP {error.status_code}: {_provider_message(error)})."
-            ) from error
+            )) from error
         except openai.APITimeoutError as error:
-            raise EmbeddingError("The embedding service did not answer in time; try again later.") from error
+            raise EmbeddingError(detail="The embedding service did not answer in time.") from error
         except openai.APIConnectionError as error:
             raise EmbeddingError(
-                f"The embedding service at {self.client.base_url} could not be reached; try again later."
+                detail=f"The embedding service at {self.client.base_url} could not be reached."
             ) from error
         data = sorted(response.data, key=lambda item: item.index)
         if len(data) != len(texts):
-            raise EmbeddingError(f"The embedding service returned {len(data)} vectors for {len(texts)} texts.")
+            raise EmbeddingError(detail=f"The embedding service returned {len(data)} vectors for {len(texts)} texts.")
         return _normalise(np.array([item.embedding for item in data], dtype=np.float32))
 
 
@@ -472,7 +472,7 @@ def check_dimension(backend: EmbeddingBackend, produced: int | None = None) -> N
     produced = produced if produced is not None else backend.dimensions
     expected = column_dimensions()
     if produced != expected:
-        raise DimensionMismatch(
+        raise DimensionMismatch(detail=
             f"The embedding model “{backend.model_name}” produces {produced}-dimensional vectors, but this "
             f"installation stores {expected}-dimensional ones. Use a model with {expected} dimensions, or set "
             f"EMBEDDING_DIMENSIONS={produced} on a new database and re-ingest the documents."
@@ -493,7 +493,7 @@ def embed_in_batches(
     for start in range(0, total, size):
         vectors = backend.embed_documents(texts[start : start + size])
         if vectors.ndim != 2 or vectors.shape[0] != len(texts[start : start + size]):
-            raise EmbeddingError("The embedding service returned a malformed answer.")
+            raise EmbeddingError(detail="The embedding service returned a malformed answer.")
         if vectors.shape[1] != backend.dimensions:
             check_dimension(backend, produced=vectors.shape[1])
         parts.append(vectors)

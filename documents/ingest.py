@@ -48,9 +48,11 @@ from documents.exceptions import (
     FileTooLarge,
     IngestError,
     InvalidCollectionName,
+    ProcessingTimeLimit,
+    UnexpectedFailure,
 )
 from documents.models import Chunk, Collection, Document
-from documents.parsing import Section, detect_kind, parse_file, parse_file_guarded
+from documents.parsing import Section, check_supported_upload, detect_kind, parse_file, parse_file_guarded
 
 logger = logging.getLogger(__name__)
 
@@ -97,11 +99,10 @@ def _size(count: int) -> str:
 
 
 def check_upload(*, file: File, collection: Collection) -> str:
-    """Refuse files over the size limit or already in the collection; returns the sha256."""
+    """Refuse files over the size limit, of a type no parser reads, or already in the collection; returns the sha256."""
     if file.size > settings.MAX_UPLOAD_BYTES:
-        raise FileTooLarge(
-            f"The file is {_size(file.size)}; the limit is {_size(settings.MAX_UPLOAD_BYTES)} (MAX_UPLOAD_MB)."
-        )
+        raise FileTooLarge(FileTooLarge.SIZE.format(size=_size(file.size), limit=_size(settings.MAX_UPLOAD_BYTES)))
+    check_supported_upload(file)
     sha256 = sha256_of(file)
     existing = Document.objects.filter(collection=collection, sha256=sha256).first()
     if existing is not None:
@@ -260,8 +261,8 @@ def document_reingest(*, document: Document, actor=None) -> None:
     audit.record(action="reingest", actor=actor, target=document)
     now = timezone.now()
     Document.objects.filter(pk=document.pk).update(
-        status=Document.Status.QUEUED, progress=0.0, error="", attempts=0, queued_at=now, finished_at=None,
-        updated_at=now,
+        status=Document.Status.QUEUED, progress=0.0, error="", error_detail="", attempts=0, queued_at=now,
+        finished_at=None, updated_at=now,
     )
     document.status, document.progress, document.error, document.attempts = Document.Status.QUEUED, 0.0, "", 0
     enqueue_ingestion(document)
@@ -356,9 +357,9 @@ class Heartbeat:
 
 def interrupted_reason(attempts: int) -> str:
     return (
-        f"Processing was interrupted {attempts} time{'s' if attempts != 1 else ''} without finishing (the worker "
-        "stopped, e.g. it ran out of memory or was restarted), so it was given up. Re-ingest to try again; "
-        "if it keeps happening, the administrators can see the details in the worker log."
+        f"Processing was interrupted {attempts} time{'s' if attempts != 1 else ''} without finishing (the server "
+        "stopped or ran out of memory), so it was given up. Re-ingest to try again; if it keeps happening, "
+        "ask an administrator, who can see the details."
     )
 
 
@@ -494,7 +495,7 @@ def document_ingest(*, document_id: int, only_pending: bool = False) -> Document
     if only_pending:
         claim = claim.filter(status__in=PENDING)
     if not claim.update(
-        status=Document.Status.PROCESSING, progress=0.0, error="", attempts=F("attempts") + 1,
+        status=Document.Status.PROCESSING, progress=0.0, error="", error_detail="", attempts=F("attempts") + 1,
         started_at=timezone.now(), finished_at=None, updated_at=timezone.now(),
     ):
         logger.info("document %s is %s; nothing to ingest", document_id, document.status)
@@ -509,7 +510,7 @@ def document_ingest(*, document_id: int, only_pending: bool = False) -> Document
         with timed(seconds, "chunk"):
             drafts = chunk_sections(sections)
         if not drafts:
-            raise EmptyDocument("The file contains no text to index.")
+            raise EmptyDocument(EmptyDocument.NO_TEXT)
         backend = embeddings.get_backend()
         embeddings.check_dimension(backend)
         total = len(drafts)
@@ -527,18 +528,16 @@ def document_ingest(*, document_id: int, only_pending: bool = False) -> Document
     except IngestCancelled as why:
         logger.info("ingestion of document %s stopped without storing: %s", document_id, why)
     except IngestError as error:
-        _mark_failed(document_id, str(error))
+        logger.info("ingestion of document %s failed: %s (%s)", document_id, error, error.detail or "no detail")
+        _mark_failed(document_id, str(error), detail=error.detail)
     except SoftTimeLimitExceeded:
-        _mark_failed(document_id, "Processing took longer than the time limit and was stopped.")
+        _mark_failed(document_id, ProcessingTimeLimit.default_message, detail="Celery's soft time limit")
     except (OperationalError, InterfaceError, psycopg.OperationalError):
         raise  # the database went away: nothing can be recorded now; the task retries, the sweeper backs it up
-    except Exception:
+    except Exception as error:
         logger.exception("ingestion of document %s failed unexpectedly", document_id)
-        _mark_failed(
-            document_id,
-            "An unexpected error stopped the processing of this document; "
-            "the administrators can see the details in the worker log.",
-        )
+        _mark_failed(document_id, UnexpectedFailure.default_message,
+                     detail=f"{error.__class__.__name__}: {error} (the traceback is in the worker log)")
     else:
         logger.info(
             "document %s stored: chunks=%d seconds=%.4f %s", document_id, total, time.perf_counter() - started,
@@ -559,10 +558,10 @@ def timed(seconds: dict[str, float], stage: str):
         seconds[stage] = seconds.get(stage, 0.0) + time.perf_counter() - started
 
 
-def _mark_failed(document_id: int, reason: str) -> None:
+def _mark_failed(document_id: int, reason: str, *, detail: str = "") -> None:
     # Never over a cancellation (or a finished concurrent run): only the run that still owns it fails it.
     Document.objects.filter(pk=document_id, status=Document.Status.PROCESSING).update(
-        status=Document.Status.FAILED, error=reason, progress=0.0,
+        status=Document.Status.FAILED, error=reason, error_detail=detail[:10_000], progress=0.0,
         finished_at=timezone.now(), updated_at=timezone.now(),
     )
 

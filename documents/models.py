@@ -99,6 +99,9 @@ class Document(models.Model):
     progress = models.FloatField(default=0.0, help_text="0..1 while processing.")
     chunk_count = models.PositiveIntegerField(default=0)
     error = models.TextField(blank=True)
+    error_detail = models.TextField(
+        blank=True, help_text="What the failing library said, for the operators; never shown to the owner.",
+    )
     attempts = models.PositiveIntegerField(
         default=0, help_text="Runs of this ingestion that started; it fails after INGEST_MAX_ATTEMPTS interrupted.",
     )

@@ -23,8 +23,7 @@ def limit_message(size: int | None = None) -> str:
     from documents.ingest import _size
 
     limit = _size(settings.MAX_UPLOAD_BYTES)
-    prefix = f"The file is {_size(size)}" if size else "The file is larger than the limit"
-    return f"{prefix}; the limit is {limit} (MAX_UPLOAD_MB)."
+    return FileTooLarge.SIZE.format(size=_size(size), limit=limit) if size else FileTooLarge.OVER.format(limit=limit)
 
 
 class LimitedUploadHandler(FileUploadHandler):

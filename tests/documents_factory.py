@@ -18,14 +18,15 @@ def make_pdf(path: Path, pages: list[str]) -> Path:
     return path
 
 
-def make_encrypted_pdf(path: Path, password: str = "s3cret") -> Path:
-    """A PDF that opens only with a password."""
+def make_encrypted_pdf(path: Path, password: str = "s3cret", algorithm: str = "AES-256") -> Path:
+    """A PDF encrypted as current software does (AES-256); with ``password=""`` anyone may open it
+    (only permissions are set), otherwise it opens only with the password."""
     from pypdf import PdfReader, PdfWriter
 
     plain = io.BytesIO()
     make_pdf_bytes(plain, ["Confidential salary bands for every team."])
     writer = PdfWriter(clone_from=PdfReader(plain))
-    writer.encrypt(user_password=password, owner_password=password + "-owner", algorithm="RC4-128")
+    writer.encrypt(user_password=password, owner_password=password + "-owner", algorithm=algorithm)
     with open(path, "wb") as handle:
         writer.write(handle)
     return path
@@ -41,6 +42,17 @@ def make_pdf_bytes(target: io.BytesIO, pages: list[str]) -> None:
         pdf.multi_cell(0, 8, text)
     target.write(pdf.output())
     target.seek(0)
+
+
+def make_blank_pdf(path: Path, pages: int = 2) -> Path:
+    """A PDF of empty pages: no text and no pictures."""
+    from fpdf import FPDF
+
+    pdf = FPDF()
+    for _ in range(pages):
+        pdf.add_page()
+    pdf.output(str(path))
+    return path
 
 
 def make_image_only_pdf(path: Path, pages: int = 2) -> Path:
@@ -77,6 +89,31 @@ def make_docx(
         for r, row in enumerate(table):
             for c, value in enumerate(row):
                 grid.cell(r, c).text = value
+    document.save(str(path))
+    return path
+
+
+def make_docx_with_malformed_table(path: Path) -> Path:
+    """A Word document whose table grid is inconsistent, as some converters write them: the first row
+    lacks its second cell while the row below continues (``vMerge``) a cell there. Word shows it;
+    python-docx raises "no `tc` element at grid_offset=1" when it lays the table out."""
+    import docx
+    from docx.oxml import OxmlElement
+    from docx.oxml.ns import qn
+
+    document = docx.Document()
+    document.add_heading("Travel policy", level=1)
+    document.add_paragraph("Budgets per grade are in the table below.")
+    table = document.add_table(rows=3, cols=2)
+    for r, row in enumerate([["Grade", "Budget"], ["Junior", "1000 EUR"], ["Senior", "2000 EUR"]]):
+        for c, value in enumerate(row):
+            table.cell(r, c).text = value
+    rows = table._tbl.findall(qn("w:tr"))
+    rows[0].remove(rows[0].findall(qn("w:tc"))[1])
+    merge = OxmlElement("w:vMerge")
+    merge.set(qn("w:val"), "continue")
+    rows[1].findall(qn("w:tc"))[1].get_or_add_tcPr().append(merge)
+    document.add_paragraph("Book trains over flights.")
     document.save(str(path))
     return path
 

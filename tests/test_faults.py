@@ -36,6 +36,7 @@ from django.core.files.base import ContentFile
 from django.db import connection
 
 from documents import ingest
+from documents.exceptions import EmbeddingError
 from documents.models import Document
 from ragsite.services import embedded_database_url, ensure_redis, redis_answers, stop_embedded_database, stop_redis
 from tests.openai_server import running_openai_server
@@ -222,9 +223,10 @@ def test_an_embedding_provider_failing_ends_each_document_failed_with_its_reason
     finally:
         stop(worker)
     assert limited.status == broken.status == silent.status == Document.Status.FAILED
-    assert limited.error.startswith("The embedding service refused the request (HTTP 429: Rate limit reached")
-    assert broken.error.startswith("The embedding service refused the request (HTTP 500: The server had an error")
-    assert silent.error == "The embedding service did not answer in time; try again later."
+    assert limited.error == broken.error == silent.error == EmbeddingError.default_message
+    assert limited.error_detail.startswith("The embedding service refused the request (HTTP 429: Rate limit reached")
+    assert broken.error_detail.startswith("The embedding service refused the request (HTTP 500: The server had an")
+    assert silent.error_detail == "The embedding service did not answer in time."
     assert fine.status == Document.Status.READY and fine.chunk_count == 1  # the worker went on
     assert len(openai_server.requests_to("/embeddings")) == 2 + 2 + 2 + 1  # retries are bounded
     assert all(d.chunks.count() == 0 for d in (limited, broken, silent))

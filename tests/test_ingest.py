@@ -7,7 +7,7 @@ from django.core.files.base import ContentFile
 from django.db import connection
 
 from documents import ingest
-from documents.exceptions import DuplicateDocument, FileTooLarge
+from documents.exceptions import DimensionMismatch, DuplicateDocument, FileTooLarge, UnsupportedFileType
 from documents.models import Chunk, Document
 from tests import documents_factory as factory
 from tests.conftest import wait_until_a_connection_waits_for_a_lock
@@ -77,15 +77,15 @@ def test_bad_file_fails_with_reason_and_leaves_other_documents_untouched(user, c
 def test_image_only_pdf_explains_there_is_no_text(user, collection, tmp_path):
     document = ingest_path(user, collection, factory.make_image_only_pdf(tmp_path / "scan.pdf"))
     assert document.status == Document.Status.FAILED
-    assert "no extractable text (scanned?)" in document.error.lower()
+    assert "scanned images" in document.error and "OCR" in document.error
 
 
 def test_renamed_executable_is_refused_with_the_supported_types(user, collection, tmp_path):
     path = tmp_path / "invoice.pdf"
     path.write_bytes(b"\x7fELF\x02\x01\x01" + b"\x00" * 500)
-    document = ingest_path(user, collection, path)
-    assert document.status == Document.Status.FAILED
-    assert "PDF" in document.error and document.error.endswith(".")
+    with pytest.raises(UnsupportedFileType, match="Supported formats: PDF"):
+        upload(user, collection, path)
+    assert Document.objects.count() == 0  # refused at upload, not stored and failed later
 
 
 def test_empty_upload_fails_at_once_without_queueing(user, collection, django_capture_on_commit_callbacks):
@@ -141,7 +141,8 @@ def test_dimension_mismatch_fails_the_document_with_a_clear_reason(user, collect
     settings.EMBEDDING_DIMENSIONS = 512  # the backend now makes 512-d vectors; the column holds 384
     result = ingest.document_ingest(document_id=document.pk)
     assert result.status == Document.Status.FAILED
-    assert "512" in result.error and "384" in result.error
+    assert result.error == DimensionMismatch.default_message  # the owner is told to ask an administrator
+    assert "512" in result.error_detail and "384" in result.error_detail  # who sees what to change
 
 
 def test_store_is_all_or_nothing(user, collection, tmp_path):
@@ -344,8 +345,8 @@ EXPECTED = {
     "odd-corrupted-recoverable.pdf": "ready",
     "bad-encrypted.pdf": "password-protected",
     "bad-no-startxref.pdf": None,  # failed with a reason, or ready if recovered
-    "bad-cyclic-pages.pdf": "failed",
-    "bad-image-only.pdf": "no extractable text (scanned?)",
+    "bad-cyclic-pages.pdf": "ready",  # pypdf refuses it; PDFium reads the page that is there
+    "bad-image-only.pdf": "scanned images",
     "bad-empty.txt": "empty",
 }
 

@@ -105,7 +105,7 @@ def test_the_page_answers_202_with_each_files_result_when_some_were_accepted(sig
 
 def test_list_shows_status_progress_and_error(signed_in, user, collection):
     make(user, collection)
-    failed = make(user, collection, body=b"\x7fELF" + b"\x00" * 100, name="tool.pdf")
+    failed = make(user, collection, body=b"%PDF-1.4\n" + b"\x00" * 100, name="tool.pdf")  # damaged
     html = signed_in.get(reverse("documents:list")).content.decode()
     assert f'data-document-id="{failed.pk}" data-status="failed"' in html
     assert failed.error in html or failed.error.replace("'", "&#x27;") in html
@@ -156,7 +156,7 @@ def test_healthz_reports_each_component(client):
 
 def test_admin_lists_documents_with_status(client, django_user_model, user, collection):
     admin = django_user_model.objects.create_superuser("root", "root@example.com", "pw-for-tests-only")
-    failed = make(user, collection, body=b"\x7fELF" + b"\x00" * 100, name="tool.pdf")
+    failed = make(user, collection, body=b"%PDF-1.4\n" + b"\x00" * 100, name="tool.pdf")  # damaged
     client.force_login(admin)
     html = client.get("/admin/documents/document/?status__exact=failed").content.decode()
     assert failed.title in html and "Failed" in html
@@ -195,7 +195,7 @@ def library_of(user, other_user, collection, count: int) -> None:
     shared.members.add(user)
     for n in range(Document.objects.count(), count):
         owner, target = (other_user, shared) if n % 3 == 2 else (user, collection)
-        body = b"\x7fELF" + bytes(100) + bytes([n]) if n % 5 == 4 else f"Notes number {n}.".encode()
+        body = b"%PDF-1.4\n" + bytes(100) + bytes([n]) if n % 5 == 4 else f"Notes number {n}.".encode()
         make(owner, target, body=body, name=f"doc-{n}.{'pdf' if n % 5 == 4 else 'txt'}", ingest_now=n % 4 != 3)
 
 

@@ -76,7 +76,7 @@ def test_uploading_two_files_shows_each_reaching_ready_with_live_progress(signed
     ("make_bad_file", "reason"),
     [
         (lambda folder: make_encrypted_pdf(folder / "salaries.pdf"), "password-protected"),
-        (lambda folder: make_image_only_pdf(folder / "salaries.pdf"), "scanned?"),
+        (lambda folder: make_image_only_pdf(folder / "salaries.pdf"), "scanned images"),
     ],
     ids=["encrypted", "image-only"],
 )

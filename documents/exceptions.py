@@ -144,7 +144,7 @@ class FileTooLarge(UploadRejected):
 
 
 class InvalidCollectionName(UploadRejected):
-    default_message = "A collection name cannot contain control characters."
+    default_message = "A collection name cannot contain control characters; use letters, digits and spaces."
 
 
 class DuplicateDocument(UploadRejected):

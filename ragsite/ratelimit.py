@@ -30,7 +30,7 @@ def parse(rate: str) -> tuple[int, int] | None:
         return None
     count, _, period = rate.partition("/")
     match = PERIOD.fullmatch(period.strip().lower())
-    if not count.strip().isascii() or not count.strip().isdigit() or not match or int(match["times"] or 1) == 0:
+    if not re.fullmatch(r"[0-9]+", count.strip()) or not match or int(match["times"] or 1) == 0:
         raise ImproperlyConfigured(f"A rate limit looks like '20/m' or '10/15m' (per s, m, h or d), not {rate!r}.")
     return int(count), int(match["times"] or 1) * PERIODS[match["unit"]]
 

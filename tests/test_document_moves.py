@@ -267,7 +267,7 @@ def test_a_move_into_a_collection_holding_the_same_file_is_refused_with_a_messag
         "collection": private.pk, "title": memo.title, "external_id": "", "metadata": "{}",
     })
     assert response.status_code == 200
-    assert f"This file is already in the collection “Board” as “{twin.title}”." in response.content.decode()
+    assert f"This file is already in the collection “Board” as “{twin.title}”;" in response.content.decode()
     memo.refresh_from_db()
     assert memo.collection_id != private.pk
     chunks_match_their_documents()

@@ -793,7 +793,7 @@ def test_a_lone_surrogate_in_a_page_question_or_a_search_is_no_failure(client, u
 @pytest.mark.django_db
 @pytest.mark.parametrize("name", ["HR\x00", "\x00", "H\x01R"], ids=["nul-after", "nul", "control"])
 def test_a_control_character_in_an_upload_collection_is_a_clear_400(name, client, user, media_root):
-    expected = "A collection name cannot contain control characters."
+    expected = "A collection name cannot contain control characters; use letters, digits and spaces."
     raw = ApiToken.issue(user=user)[1]
     api = client.post("/api/v1/documents", {"collection": name, "file": factory_file(b"Nothing stored.")},
                       HTTP_AUTHORIZATION=f"Bearer {raw}")

@@ -76,7 +76,7 @@ def test_the_page_answers_413_when_every_file_is_too_large(signed_in, user, sett
     response = post_files(signed_in, SimpleUploadedFile("a.txt", b"x" * 20), SimpleUploadedFile("b.txt", b"y" * 30))
     assert response.status_code == 413
     assert [result["status"] for result in response.json()["results"]] == [413, 413]
-    assert "a.txt: The file is larger than the limit; the limit is 10 bytes" in response.json()["detail"]
+    assert "a.txt: The file is larger than the limit of 10 bytes" in response.json()["detail"]
     assert "b.txt: " in response.json()["detail"]
     assert Document.objects.count() == 0
 

@@ -163,7 +163,7 @@ def test_files_all_refused_each_show_their_reason_once(signed_in_page, settings,
     assert answer.value.status == 413
     lines = page.locator("#upload-results li.error")
     expect(lines).to_have_count(2)
-    reason = "The file is larger than the limit; the limit is 100 bytes (MAX_UPLOAD_MB)."
+    reason = "The file is larger than the limit of 100 bytes; split it into smaller files and upload those."
     expect(lines.nth(0)).to_have_text(f"big.txt: {reason}")
     expect(lines.nth(1)).to_have_text(f"bigger.txt: {reason}")
     expect(page.locator("#upload-results li")).to_have_count(2)

@@ -120,15 +120,22 @@ def media_root(tmp_path, settings):
     return settings.MEDIA_ROOT
 
 
-@pytest.fixture(scope="session")
-def celery_app():
+@pytest.fixture(scope="session", autouse=True)
+def celery_app(redis_service):
+    """The project's Celery app on a queue of this run's own, dropped at the end.
+
+    Autouse: a test that uploads without a worker must not send its task to the default queue, where a
+    developer's `make run` worker on the same Redis would take it.
+    """
+    import redis
+
     from ragsite.celery import app
 
-    # Our own queue: a developer's `make run` worker on the same Redis never takes test tasks.
     queue = f"rag-test-{os.getpid()}"
     app.conf.task_default_queue = queue
     app.conf.task_always_eager = False
-    return app
+    yield app
+    redis.Redis.from_url(app.conf.broker_url).delete(queue)
 
 
 @pytest.fixture(scope="session")
@@ -144,6 +151,29 @@ def celery_worker_session(celery_app, redis_service, django_db_setup, django_db_
             yield worker
 
 
+def wait_until_the_worker_is_idle(celery_app, timeout: float = 120.0) -> None:
+    """Return once the test queue is empty and the worker holds no task (twice in a row).
+
+    A task still running when a transactional test ends would hold locks while the database is flushed,
+    and the flush fails (or the task writes into the next test's data).
+    """
+    import redis
+    from celery.worker import state
+
+    broker = redis.Redis.from_url(celery_app.conf.broker_url)
+    queue = celery_app.conf.task_default_queue
+    quiet = 0
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        busy = broker.llen(queue) or state.active_requests or state.reserved_requests
+        quiet = 0 if busy else quiet + 1
+        if quiet >= 2:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"the Celery worker was still busy {timeout:.0f} s after the test")
+
+
 @pytest.fixture
-def celery_worker(celery_worker_session, transactional_db):
-    return celery_worker_session
+def celery_worker(celery_app, celery_worker_session, transactional_db):
+    yield celery_worker_session
+    wait_until_the_worker_is_idle(celery_app)

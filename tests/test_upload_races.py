@@ -58,7 +58,7 @@ def assert_one_accepted_and_the_rest_refused(answers, existing_id) -> None:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_concurrent_api_uploads_of_one_file_store_it_once(live_server, user):
+def test_concurrent_api_uploads_of_one_file_store_it_once(celery_worker, live_server, user):
     token = ApiToken.issue(user=user)[1]
     for trial in range(TRIALS):
         body = f"Trial {trial}: the same small file, sent eight times at once.".encode()
@@ -80,7 +80,7 @@ def test_concurrent_api_uploads_of_one_file_store_it_once(live_server, user):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_concurrent_page_uploads_of_one_file_store_it_once(live_server, user):
+def test_concurrent_page_uploads_of_one_file_store_it_once(celery_worker, live_server, user):
     browser = Client()
     browser.force_login(user)
     csrf = secrets.token_hex(16)  # a cookie and the same value in the header: what the page's fetch sends

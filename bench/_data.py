@@ -178,8 +178,8 @@ def load(corpus: Corpus, *, layout: list[tuple[str, str, bool, float]], seed: in
     from psycopg.types.json import Jsonb
 
     from documents import embeddings
-    from documents.ingest import copy_chunk_rows
     from documents.models import Chunk, Collection, Document
+    from documents.store import copy_chunk_rows
 
     started = time.perf_counter()
     users = {}

@@ -63,7 +63,7 @@ def child(config: dict, texts_file: str, threads: int) -> None:
     django.setup()
     from django.conf import settings
 
-    import documents.ingest  # noqa: F401  (what a worker process has imported)
+    import documents.pipeline  # noqa: F401  (what a worker process has imported)
     from documents import embeddings
 
     texts = json.loads(Path(texts_file).read_text())

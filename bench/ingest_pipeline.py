@@ -14,7 +14,7 @@ worker takes its tasks. Two configurations on the same documents, one after the 
 
 Each worker is warmed up first (every process loads the model on its first task), then all the
 documents are queued at once; the clock runs from the first task queued to the last document
-finished. Per-stage seconds come from the line ``documents.ingest`` logs for every stored
+finished. Per-stage seconds come from the line ``documents.pipeline`` logs for every stored
 document; what the stages do not cover (Celery's dispatch, the status and progress writes,
 idle time at the end) is the task overhead: worker processes × elapsed − the stages.
 
@@ -72,13 +72,13 @@ def create_documents(rows: list[dict], owner, collection) -> list[int]:
     """The uploads, as import_beir makes them (not timed)."""
     from django.core.files.base import ContentFile
 
-    from documents import ingest
+    from documents import services
 
     ids = []
     for row in rows:
         title = (row.get("title") or "").strip()
         body = f"{title}\n\n{row.get('text', '')}".strip() + "\n"
-        document = ingest.document_create(
+        document = services.document_create(
             owner=owner, collection=collection, file=ContentFile(body.encode("utf-8")),
             filename=f"{row['_id']}.txt", title=title or str(row["_id"]), external_id=str(row["_id"]),
             metadata={"source": "scifact/corpus.jsonl"}, enqueue=False,
@@ -225,8 +225,8 @@ def main() -> None:
     from django.conf import settings
     from django.contrib.auth import get_user_model
 
-    from documents.ingest import collection_for_upload
     from documents.models import Document
+    from documents.services import collection_for_upload
     from ragsite.celery import app
     from ragsite.services import redis_answers
 
@@ -298,7 +298,7 @@ def report(args, results: list[dict], settings) -> None:
     )
     inside = ", ".join(f"{100 * r['overhead_in_tasks'] / r['process_seconds']:.1f}%" for r in results)
     notes = (
-        "Stage shares are of the worker processes' time (processes × elapsed), from the line `documents.ingest` logs "
+        "Stage shares are of the worker processes' time (processes × elapsed), from the line `documents.pipeline` logs "
         "per stored document: *parse* (small plain text in the worker's process, anything else in a forked child "
         "with its limits), *chunk*, *embed* (the model alone), *store* "
         "(one transaction). *Task overhead* is the rest: loading the document, the status and progress writes, "

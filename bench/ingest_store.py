@@ -7,7 +7,7 @@ L2-normalised 384-d float32 vectors; per-document JSON metadata) are stored in s
 the benchmark's own database (``ragbench_ingest_store``):
 
 1. Into empty tables without an HNSW index (what storing itself costs):
-   - **ours**: ``documents.ingest.store_chunks``, the exact function the worker calls, once per
+   - **ours**: ``documents.store.store_chunks``, the exact function the worker calls, once per
      document (``--per-document`` chunks, 50 by default: a report of ~35 pages), so each document
      is one transaction with its row lock and status update, into the app's ``documents_chunk``;
    - **raw COPY**: one binary ``COPY`` of all the rows in one transaction into a table made with
@@ -218,8 +218,8 @@ def create_documents(documents_data, owner, collection, *, first: int = 0):
 
 def run_ours(documents, drafts, vectors, per_document: int) -> float:
     """The worker's store, one call (one transaction) per document."""
-    from documents.ingest import store_chunks
     from documents.models import Chunk
+    from documents.store import store_chunks
 
     before = Chunk.objects.count()
     started = time.perf_counter()
@@ -238,7 +238,7 @@ def run_raw(table: str, documents, drafts, vectors, per_document: int, *, per_do
     from psycopg.types.json import Jsonb
 
     from documents.db import vector_cursor
-    from documents.ingest import COPY_COLUMNS
+    from documents.store import COPY_COLUMNS
 
     copy_sql = f"COPY {table} ({', '.join(name for name, _ in COPY_COLUMNS)}) FROM STDIN WITH (FORMAT BINARY)"
     collection_id = documents[0].collection_id

@@ -10,7 +10,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from audit import services as audit
-from documents import ingest
+from documents import services
 from documents.exceptions import SUPPORTED_FORMATS, DuplicateDocument, UploadRejected
 from documents.models import ApiToken, Chunk, Collection, Document
 from ragsite import ratelimit
@@ -34,7 +34,7 @@ class CollectionAdmin(admin.ModelAdmin):
     def save_model(self, request, obj, form, change):
         super().save_model(request, obj, form, change)
         if change and "distance" in form.changed_data:
-            moved = ingest.collection_apply_distance(collection=obj)
+            moved = services.collection_apply_distance(collection=obj)
             self.message_user(request, f"{moved} chunk(s) are now compared by {obj.get_distance_display()}.")
 
 
@@ -57,7 +57,7 @@ class DocumentAddForm(forms.ModelForm):
                 self.retry_after = wait
                 raise forms.ValidationError(ratelimit.message("upload", wait))
             try:
-                ingest.check_upload(file=cleaned["file"], collection=cleaned["collection"])
+                services.check_upload(file=cleaned["file"], collection=cleaned["collection"])
             except UploadRejected as error:
                 raise forms.ValidationError(str(error)) from error
         return cleaned
@@ -121,7 +121,7 @@ class DocumentAdmin(admin.ModelAdmin):
         if change:
             return super().save_model(request, obj, form, change)
         upload = form.cleaned_data["file"]  # already checked by DocumentAddForm.clean
-        created = ingest.document_create(
+        created = services.document_create(
             owner=request.user, file=upload, collection=form.cleaned_data["collection"],
             filename=upload.name, title=form.cleaned_data.get("title") or None,
             metadata=form.cleaned_data.get("metadata") or {},
@@ -142,12 +142,12 @@ class DocumentAdmin(admin.ModelAdmin):
     @admin.action(description="Re-ingest selected documents")
     def reingest(self, request, queryset):
         for document in queryset:
-            ingest.document_reingest(document=document, actor=request.user)
+            services.document_reingest(document=document, actor=request.user)
         self.message_user(request, f"{queryset.count()} document(s) queued again.", messages.SUCCESS)
 
     @admin.action(description="Cancel ingestion of selected documents")
     def cancel_ingestion(self, request, queryset):
-        cancelled = sum(ingest.document_cancel(document=document, actor=request.user) for document in queryset)
+        cancelled = sum(services.document_cancel(document=document, actor=request.user) for document in queryset)
         finished = queryset.count() - cancelled
         self.message_user(request, f"Cancelled the processing of {cancelled} document(s)."
                           + (f" {finished} had already finished." if finished else ""), messages.SUCCESS)
@@ -155,11 +155,11 @@ class DocumentAdmin(admin.ModelAdmin):
     # Django's delete page and its "Delete selected" action go through the service too: it removes the
     # stored file (unless another document shares it) and writes the audit trail, as every other delete does.
     def delete_model(self, request, obj):
-        ingest.document_delete(document=obj, actor=request.user)
+        services.document_delete(document=obj, actor=request.user)
 
     def delete_queryset(self, request, queryset):
         for document in queryset.select_related("collection"):
-            ingest.document_delete(document=document, actor=request.user)
+            services.document_delete(document=document, actor=request.user)
 
 
 @admin.register(Chunk)

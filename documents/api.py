@@ -5,7 +5,7 @@ from django.shortcuts import get_object_or_404
 from ninja import File, Form, Router, Schema, Status
 from ninja.files import UploadedFile
 
-from documents import ingest, uploads
+from documents import services, uploads
 from documents.exceptions import DuplicateDocument, UploadRejected
 from documents.models import Document
 from ragsite import ratelimit
@@ -61,8 +61,8 @@ def upload_document(
         response["Retry-After"] = str(retry_after)
         return Status(429, {"detail": ratelimit.message("upload", retry_after)})
     try:
-        target = ingest.collection_for_upload(user=request.user, name=collection)
-        document = ingest.document_create(owner=request.user, file=file, collection=target, filename=file.name)
+        target = services.collection_for_upload(user=request.user, name=collection)
+        document = services.document_create(owner=request.user, file=file, collection=target, filename=file.name)
     except DuplicateDocument as error:
         return Status(409, {"detail": str(error), "existing_id": error.existing.pk})
     except UploadRejected as error:
@@ -92,7 +92,7 @@ def delete_document(request, document_id: int):
     document = _readable(request, document_id)
     if not document.is_managed_by(request.user):
         return Status(403, {"detail": "Only the uploader or the collection's owner can delete this document."})
-    ingest.document_delete(document=document, actor=request.user)
+    services.document_delete(document=document, actor=request.user)
     return Status(204, None)
 
 
@@ -106,7 +106,7 @@ def cancel_document(request, document_id: int):
     document = _readable(request, document_id)
     if not document.is_managed_by(request.user):
         return Status(403, {"detail": "Only the uploader or the collection's owner can cancel its processing."})
-    if not ingest.document_cancel(document=document, actor=request.user):
+    if not services.document_cancel(document=document, actor=request.user):
         return Status(409, {"detail": f"The document had already finished ({document.status}); nothing to cancel."})
     return Status(200, document)
 
@@ -121,5 +121,5 @@ def reingest_document(request, document_id: int):
     document = _readable(request, document_id)
     if not document.is_managed_by(request.user):
         return Status(403, {"detail": "Only the uploader or the collection's owner can re-ingest this document."})
-    ingest.document_reingest(document=document, actor=request.user)
+    services.document_reingest(document=document, actor=request.user)
     return Status(202, document)

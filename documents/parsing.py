@@ -7,7 +7,7 @@ Hostile files exist (page trees that point at themselves, zip bombs, endless nes
 worker never parses in its own process: ``parse_file_guarded`` runs the parser in a forked child
 with a memory limit and kills it after a timeout. Whatever happens there, the worker lives and
 the document gets a reason a person understands. (The one exception, decided in
-``documents.ingest.parse_document``: small plain-text files, whose decoding cannot hang or balloon.)
+``documents.pipeline.parse_document``: small plain-text files, whose decoding cannot hang or balloon.)
 """
 
 from __future__ import annotations
@@ -136,7 +136,7 @@ def _refuse(extension: str) -> UnsupportedFileType:
 def check_supported(*, name: str, head: bytes) -> None:
     """Refuse a file no parser here reads, from its name and first bytes (``HEAD_BYTES``).
 
-    Called on upload (``documents.ingest.check_upload``: refused at once, with the list of what is
+    Called on upload (``documents.services.check_upload``: refused at once, with the list of what is
     supported) and again before parsing. Content decides before the name: a PDF named .txt is read
     as a PDF, an executable named .pdf is refused. An empty file passes (it fails as empty).
     """

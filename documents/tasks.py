@@ -1,4 +1,7 @@
-"""Celery tasks: thin, idempotent, taking ids. The services decide everything."""
+"""Celery tasks: thin, idempotent, taking ids. The pipeline and the queue decide everything.
+
+Nothing imports this module but Celery (autodiscovery): the queue sends these tasks by name.
+"""
 
 import logging
 
@@ -6,7 +9,7 @@ import psycopg
 from celery import shared_task
 from django.db import InterfaceError, OperationalError
 
-from documents import ingest
+from documents import pipeline, queue
 
 logger = logging.getLogger(__name__)
 
@@ -21,7 +24,7 @@ logger = logging.getLogger(__name__)
 )
 def ingest_document(document_id: int) -> str | None:
     """Ingest one document if it is still queued or processing; running it twice leaves one copy of its chunks."""
-    document = ingest.document_ingest(document_id=document_id, only_pending=True)
+    document = pipeline.document_ingest(document_id=document_id, only_pending=True)
     return document.status if document else None
 
 
@@ -29,7 +32,7 @@ def ingest_document(document_id: int) -> str | None:
 def sweep_stale_ingestions() -> dict[str, int] | None:
     """Restart ingestions whose worker died, re-send tasks the broker lost (Celery beat runs it)."""
     try:
-        return ingest.ingestions_sweep()
+        return queue.ingestions_sweep()
     except (OperationalError, InterfaceError, psycopg.OperationalError) as error:
         # The database is down: nothing to sweep now; the next beat tick tries again.
         logger.warning("ingestion sweep skipped: the database is not reachable (%s)", str(error).splitlines()[0])

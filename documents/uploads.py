@@ -20,7 +20,7 @@ MAX_FILES_PER_REQUEST = 20
 
 
 def limit_message(size: int | None = None) -> str:
-    from documents.ingest import _size
+    from documents.services import _size
 
     limit = _size(settings.MAX_UPLOAD_BYTES)
     return FileTooLarge.SIZE.format(size=_size(size), limit=limit) if size else FileTooLarge.OVER.format(limit=limit)

@@ -7,7 +7,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.template.loader import render_to_string
 from django.views.decorators.http import require_GET, require_POST
 
-from documents import embeddings, ingest, uploads
+from documents import embeddings, services, uploads
 from documents.exceptions import DuplicateDocument, UploadRejected
 from documents.models import Collection, Document
 from ragsite import ratelimit
@@ -45,7 +45,7 @@ def document_list(request):
     return render(
         request, "documents/list.html",
         {"documents": documents, "collections": collections,
-         "default_collection": ingest.DEFAULT_COLLECTION_NAME, "embedding_info": embedding_info},
+         "default_collection": services.DEFAULT_COLLECTION_NAME, "embedding_info": embedding_info},
     )
 
 
@@ -59,7 +59,7 @@ def _upload(request):
         messages.error(request, "Choose at least one file.")
         return redirect("documents:list")
     try:
-        collection = ingest.collection_for_upload(user=request.user, name=request.POST.get("collection"))
+        collection = services.collection_for_upload(user=request.user, name=request.POST.get("collection"))
     except UploadRejected as error:  # a name no collection can have: no file is stored
         if wants_json:
             return JsonResponse({"results": [], "detail": str(error)}, status=error.status_code)
@@ -76,7 +76,7 @@ def _upload(request):
                             "detail": ratelimit.message("upload", retry_after)})
             continue
         try:
-            document = ingest.document_create(
+            document = services.document_create(
                 owner=request.user, file=upload, collection=collection, filename=upload.name
             )
             # The row as the list renders it, so that the page can insert it without reloading.
@@ -153,7 +153,7 @@ def document_delete(request, pk: int):
     if not document.is_managed_by(request.user):
         messages.error(request, "Only the uploader or the collection's owner can delete this document.")
     else:
-        ingest.document_delete(document=document, actor=request.user)
+        services.document_delete(document=document, actor=request.user)
         messages.success(request, f"Deleted “{document.title}”.")
     return redirect("documents:list")
 
@@ -166,7 +166,7 @@ def document_reingest(request, pk: int):
     if not document.is_managed_by(request.user):
         messages.error(request, "Only the uploader or the collection's owner can re-ingest this document.")
     else:
-        ingest.document_reingest(document=document, actor=request.user)
+        services.document_reingest(document=document, actor=request.user)
         messages.success(request, f"“{document.title}” queued again.")
     return redirect("documents:list")
 
@@ -178,7 +178,7 @@ def document_cancel(request, pk: int):
     document = _readable(request, pk)
     if not document.is_managed_by(request.user):
         status, detail = 403, "Only the uploader or the collection's owner can cancel this document's processing."
-    elif ingest.document_cancel(document=document, actor=request.user):
+    elif services.document_cancel(document=document, actor=request.user):
         status, detail = 200, f"Cancelled the processing of “{document.title}”."
     else:
         status, state = 409, document.get_status_display().lower()

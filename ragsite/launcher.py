@@ -46,7 +46,7 @@ def main() -> int:
     # Each worker process runs its own local embedding model: share the cores between them.
     os.environ.setdefault("EMBEDDING_THREADS", str(max(1, (os.cpu_count() or 1) // concurrency)))
     # -B: Celery beat inside the worker, for the periodic sweep that restarts ingestions a dead worker left
-    # behind and re-sends tasks the broker lost (documents.ingest.ingestions_sweep). One worker, one beat.
+    # behind and re-sends tasks the broker lost (documents.queue.ingestions_sweep). One worker, one beat.
     children = [
         Supervised("worker", [python, "-m", "celery", "-A", "ragsite", "worker", "--loglevel", "INFO",
                               "--concurrency", str(concurrency), "-B",

@@ -188,7 +188,7 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "socket_timeout": 10,
 }
 # Sending a task (an upload's ingestion) tries three times within about a second; then the upload is kept,
-# queued, and the sweeper sends it when the broker is back (documents.ingest). A request never hangs on Redis.
+# queued, and the sweeper sends it when the broker is back (documents.queue). A request never hangs on Redis.
 CELERY_TASK_PUBLISH_RETRY = True
 CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.5, "interval_max": 0.5}
 CELERY_TASK_SOFT_TIME_LIMIT = env_int("INGEST_TIME_LIMIT_SECONDS", 1800)
@@ -272,7 +272,7 @@ EMBEDDING_THREADS = env_int("EMBEDDING_THREADS", 0)
 # every INGEST_HEARTBEAT_SECONDS from a thread of its own, whatever its main thread is doing (a parse, an
 # embedding call and its retries). A processing document whose heartbeat has stopped for INGEST_STALE_SECONDS
 # is in no live run (its worker was killed, ran out of memory or lost its machine): the sweeper
-# (documents.ingest.ingestions_sweep, run by Celery beat and when a worker starts) queues it again, and after
+# (documents.queue.ingestions_sweep, run by Celery beat and when a worker starts) queues it again, and after
 # INGEST_MAX_ATTEMPTS runs that never finished fails it with the reason. A queued document waiting that long
 # while the broker's queue is empty lost its message: it is sent again. Six heartbeats per threshold: a
 # busy database or machine may delay a few without a live run being taken for dead.

@@ -17,7 +17,8 @@ from django.urls import URLResolver, get_resolver, reverse
 
 from chat import services
 from chat.models import Conversation
-from documents import ingest
+from documents import pipeline
+from documents import services as document_services
 from documents.models import ApiToken, Collection
 
 pytestmark = pytest.mark.django_db
@@ -35,11 +36,11 @@ def alices(request, user, other_user):
     if request.param == "moved there by the admin":
         home = Collection.objects.create(name="Alice and Mallory", owner=user)
         home.members.add(other_user)
-    document = ingest.document_create(
+    document = document_services.document_create(
         owner=user, collection=home, file=ContentFile(b"Alice's salary is confidential.", name="pay.txt"),
         enqueue=False,
     )
-    document = ingest.document_ingest(document_id=document.pk)
+    document = pipeline.document_ingest(document_id=document.pk)
     if home != collection:
         response = request.getfixturevalue("admin_client").post(
             reverse("admin:documents_document_change", args=[document.pk]),

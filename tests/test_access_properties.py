@@ -13,7 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from chat import retrieval, services
-from documents import ingest
+from documents import pipeline
+from documents import services as document_services
 from documents.models import ApiToken, Collection, Document
 from tests.term_statistics import assert_statistics_exact
 
@@ -53,11 +54,11 @@ def build(spec):
         collections.append(collection)
     for number, (index, words) in enumerate(spec["documents"]):
         collection = collections[index % len(collections)]
-        document = ingest.document_create(
+        document = document_services.document_create(
             owner=collection.owner, collection=collection, enqueue=False,
             file=ContentFile((" ".join(words) + f" document {number}.").encode(), name=f"d{number}.txt"),
         )
-        ingest.document_ingest(document_id=document.pk)
+        pipeline.document_ingest(document_id=document.pk)
     documents = list(Document.objects.order_by("pk"))
     for index, to, path, tag in spec["moves"]:
         move(documents[index % len(documents)], collections[to % len(collections)], path,

@@ -1,4 +1,4 @@
-"""documents/admin.py: deleting in the admin goes through ingest.document_delete (file, chunks, audit trail).
+"""documents/admin.py: deleting in the admin goes through services.document_delete (file, chunks, audit trail).
 
 ``admin_client`` is pytest-django's: a client signed in as the superuser ``admin``.
 """
@@ -9,16 +9,16 @@ import pytest
 from django.core.files.base import ContentFile
 
 from audit.models import AuditEvent
-from documents import ingest
+from documents import pipeline, services
 from documents.models import ApiToken, Chunk, Document, hash_token
 
 pytestmark = pytest.mark.django_db
 
 
 def ready_document(user, collection, name="memo.txt", body=b"The memo about archives and backups."):
-    document = ingest.document_create(owner=user, collection=collection, file=ContentFile(body, name=name),
+    document = services.document_create(owner=user, collection=collection, file=ContentFile(body, name=name),
                                       filename=name, enqueue=False)
-    return ingest.document_ingest(document_id=document.pk)
+    return pipeline.document_ingest(document_id=document.pk)
 
 
 def deleted_by_the_admin(document) -> bool:

@@ -3,7 +3,7 @@
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
-from documents import ingest
+from documents import pipeline, services
 from documents.models import ApiToken, Chunk, Document
 
 pytestmark = pytest.mark.django_db
@@ -92,7 +92,7 @@ def test_upload_answers_202_with_id_and_status(api, user, django_capture_on_comm
 
 def test_upload_without_collection_goes_to_the_default_one(api):
     body = api.post("/api/v1/documents", {"file": text_file()}).json()
-    assert Document.objects.get(pk=body["id"]).collection.name == ingest.DEFAULT_COLLECTION_NAME
+    assert Document.objects.get(pk=body["id"]).collection.name == services.DEFAULT_COLLECTION_NAME
 
 
 def test_duplicate_upload_is_409_with_the_existing_id(api):
@@ -109,10 +109,10 @@ def test_too_large_upload_is_413_with_the_limit(api, settings):
 
 
 def test_status_list_and_delete(api, user, collection):
-    document = ingest.document_create(
+    document = services.document_create(
         owner=user, collection=collection, file=text_file(), enqueue=False
     )
-    ingest.document_ingest(document_id=document.pk)
+    pipeline.document_ingest(document_id=document.pk)
     body = api.get(f"/api/v1/documents/{document.pk}").json()
     assert body["status"] == "ready" and body["chunk_count"] == 1 and body["progress"] == 1.0
     assert {"id", "title", "status", "progress", "chunk_count", "error"} <= set(body)
@@ -124,7 +124,7 @@ def test_status_list_and_delete(api, user, collection):
 
 
 def test_another_user_gets_404_for_my_document(client, user, other_user, collection):
-    document = ingest.document_create(owner=user, collection=collection, file=text_file(), enqueue=False)
+    document = services.document_create(owner=user, collection=collection, file=text_file(), enqueue=False)
     raw = ApiToken.issue(user=other_user)[1]
     headers = {"HTTP_AUTHORIZATION": f"Bearer {raw}"}
     assert client.get(f"/api/v1/documents/{document.pk}", **headers).status_code == 404
@@ -135,7 +135,7 @@ def test_another_user_gets_404_for_my_document(client, user, other_user, collect
 
 def test_a_member_can_read_but_not_delete(client, user, other_user, collection):
     collection.members.add(other_user)
-    document = ingest.document_create(owner=user, collection=collection, file=text_file(), enqueue=False)
+    document = services.document_create(owner=user, collection=collection, file=text_file(), enqueue=False)
     headers = {"HTTP_AUTHORIZATION": f"Bearer {ApiToken.issue(user=other_user)[1]}"}
     assert client.get(f"/api/v1/documents/{document.pk}", **headers).status_code == 200
     assert client.delete(f"/api/v1/documents/{document.pk}", **headers).status_code == 403

@@ -13,7 +13,7 @@ from django.core.wsgi import get_wsgi_application
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from documents import ingest
+from documents import pipeline, services
 from documents.models import ApiToken, Collection, Document
 
 app = get_wsgi_application()
@@ -40,11 +40,11 @@ def keep_the_test_transaction():
 def token(db, user, settings):
     settings.LLM_BACKEND = "extractive"
     collection = Collection.objects.create(name="Fuzzed", owner=user)
-    document = ingest.document_create(
+    document = services.document_create(
         owner=user, collection=collection, enqueue=False,
         file=ContentFile(b"Lighthouses guide ships past rocks at night.", name="lights.txt"),
     )
-    ingest.document_ingest(document_id=document.pk)
+    pipeline.document_ingest(document_id=document.pk)
     return ApiToken.issue(user=user)[1]
 
 

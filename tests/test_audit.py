@@ -5,7 +5,7 @@ from django.core.files.base import ContentFile
 from django.core.management import call_command
 
 from audit.models import AuditEvent
-from documents import ingest
+from documents import services
 from documents.models import ApiToken, Document
 
 pytestmark = pytest.mark.django_db
@@ -32,7 +32,7 @@ def test_upload_reingest_and_delete_are_recorded_with_who_and_what(client, user,
 def test_api_deletion_and_token_creation_are_recorded(client, user, collection):
     call_command("create_api_token", user.username, stdout=None)
     raw = ApiToken.issue(user=user)[1]
-    document = ingest.document_create(owner=user, collection=collection, file=ContentFile(b"x", name="a.txt"),
+    document = services.document_create(owner=user, collection=collection, file=ContentFile(b"x", name="a.txt"),
                                       enqueue=False)
     client.delete(f"/api/v1/documents/{document.pk}", HTTP_AUTHORIZATION=f"Bearer {raw}")
     assert [a for a, _, _ in actions()] == ["token_created", "token_created", "upload", "delete"]

@@ -15,7 +15,7 @@ from django.urls import reverse
 from chat.models import Citation, Conversation, Message
 from chat.templatetags.answers import render_markdown
 from chat.views import FILE_TYPE_LABELS
-from documents import ingest
+from documents import pipeline, services
 from documents.models import Collection, Document
 
 pytestmark = pytest.mark.django_db
@@ -49,11 +49,11 @@ def llm(settings, openai_server):
 
 def make_document(owner, collection, body: bytes, name: str, *, content_type="text/plain", metadata=None,
                   created_at=None):
-    document = ingest.document_create(owner=owner, collection=collection, metadata=metadata,
+    document = services.document_create(owner=owner, collection=collection, metadata=metadata,
                                       file=SimpleUploadedFile(name, body, content_type=content_type), enqueue=False)
     if created_at is not None:
         Document.objects.filter(pk=document.pk).update(created_at=created_at)
-    return ingest.document_ingest(document_id=document.pk)
+    return pipeline.document_ingest(document_id=document.pk)
 
 
 def events_of(response) -> list[dict]:

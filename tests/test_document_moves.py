@@ -17,7 +17,7 @@ from django.urls import reverse
 
 from chat import retrieval
 from chat.models import Conversation
-from documents import embeddings, ingest
+from documents import chunking, embeddings, parsing, pipeline, services, store
 from documents.models import ApiToken, Chunk, Collection, Document, TermStat
 from tests.term_statistics import assert_statistics_exact
 
@@ -47,11 +47,11 @@ def private(people):
 
 @pytest.fixture
 def memo(people, shared):
-    document = ingest.document_create(
+    document = services.document_create(
         owner=people["alice"], collection=shared, enqueue=False, metadata={"tags": ["deal"]},
         file=ContentFile(SECRET.encode(), name="merger.txt"),
     )
-    return ingest.document_ingest(document_id=document.pk)
+    return pipeline.document_ingest(document_id=document.pk)
 
 
 @pytest.fixture
@@ -175,7 +175,7 @@ def move_by_raw_sql(document, collection, metadata):
 
 @pytest.mark.parametrize("move", [move_by_save, move_by_queryset_update, move_by_raw_sql])
 def test_every_write_path_moves_the_chunks_and_the_statistics(move, people, shared, private, memo):
-    other = ingest.document_ingest(document_id=ingest.document_create(
+    other = pipeline.document_ingest(document_id=services.document_create(
         owner=people["alice"], collection=shared, enqueue=False,
         file=ContentFile(b"The merger party is on Friday. " * 40, name="party.txt"),
     ).pk)
@@ -200,7 +200,7 @@ def test_every_write_path_moves_the_chunks_and_the_statistics(move, people, shar
 
 def test_a_bulk_move_of_many_documents_keeps_the_statistics_exact(people, shared, private, memo):
     for number in range(5):
-        ingest.document_ingest(document_id=ingest.document_create(
+        pipeline.document_ingest(document_id=services.document_create(
             owner=people["alice"], collection=shared if number % 2 else private, enqueue=False,
             file=ContentFile(f"Memo {number} about budgets and the merger.".encode(), name=f"m{number}.txt"),
         ).pk)
@@ -216,10 +216,10 @@ def test_a_store_after_a_metadata_edit_copies_the_new_metadata(people, shared, m
     """The worker read the document before the edit; the chunks it stores still carry the edited metadata."""
     stale = Document.objects.get(pk=memo.pk)
     Document.objects.filter(pk=memo.pk).update(metadata={"tags": ["edited"]})
-    drafts = ingest.chunk_sections([ingest.Section(text=SECRET)])
+    drafts = chunking.chunk_sections([parsing.Section(text=SECRET)])
     backend = embeddings.get_backend()
     vectors = backend.embed_documents([draft.embedding_text for draft in drafts])
-    ingest.store_chunks(document=stale, drafts=drafts, vectors=vectors, model_name=backend.model_name)
+    store.store_chunks(document=stale, drafts=drafts, vectors=vectors, model_name=backend.model_name)
     assert {tuple(chunk.metadata["tags"]) for chunk in memo.chunks.all()} == {("edited",)}
 
 
@@ -231,7 +231,7 @@ def test_a_move_during_a_store_waits_for_it_and_then_moves_what_it_stored(people
 
     from tests.conftest import wait_until_a_connection_waits_for_a_lock
 
-    drafts = ingest.chunk_sections([ingest.Section(text=SECRET + " Stored again. " * 200)])
+    drafts = chunking.chunk_sections([parsing.Section(text=SECRET + " Stored again. " * 200)])
     backend = embeddings.get_backend()
     vectors = backend.embed_documents([draft.embedding_text for draft in drafts])
     errors = []
@@ -250,7 +250,7 @@ def test_a_move_during_a_store_waits_for_it_and_then_moves_what_it_stored(people
         mover.start()
         wait_until_a_connection_waits_for_a_lock("the move")
 
-    ingest.store_chunks(document=memo, drafts=drafts, vectors=vectors, model_name=backend.model_name,
+    store.store_chunks(document=memo, drafts=drafts, vectors=vectors, model_name=backend.model_name,
                         on_stored=while_the_store_holds_the_row)
     mover.join(timeout=60)
     assert not errors
@@ -261,7 +261,7 @@ def test_a_move_during_a_store_waits_for_it_and_then_moves_what_it_stored(people
 
 
 def test_a_move_into_a_collection_holding_the_same_file_is_refused_with_a_message(admin_client, people, private, memo):
-    twin = ingest.document_create(owner=people["carol"], collection=private, enqueue=False,
+    twin = services.document_create(owner=people["carol"], collection=private, enqueue=False,
                                   file=ContentFile(SECRET.encode(), name="copy.txt"))
     response = admin_client.post(reverse("admin:documents_document_change", args=[memo.pk]), {
         "collection": private.pk, "title": memo.title, "external_id": "", "metadata": "{}",

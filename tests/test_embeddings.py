@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from django.core.files.base import ContentFile
 
-from documents import embeddings, ingest
+from documents import embeddings, pipeline, services
 from documents.exceptions import DimensionMismatch, EmbeddingError
 from documents.models import Document
 from tests import documents_factory as factory
@@ -483,11 +483,11 @@ def test_get_backend_follows_changes_of_the_client_settings(server, settings):
 
 def ingest_text(user, collection, tmp_path, name: str, text: str) -> Document:
     path = factory.make_text(tmp_path / name, text)
-    document = ingest.document_create(
+    document = services.document_create(
         owner=user, collection=collection, file=ContentFile(path.read_bytes(), name=path.name),
         filename=path.name, enqueue=False,
     )
-    return ingest.document_ingest(document_id=document.pk)
+    return pipeline.document_ingest(document_id=document.pk)
 
 
 @pytest.mark.django_db

@@ -17,7 +17,7 @@ import pytest
 from django.core.files.base import ContentFile
 from django.urls import reverse
 
-from documents import exceptions, ingest, uploads
+from documents import exceptions, pipeline, queue, services, uploads
 from documents.models import Document
 from tests import documents_factory as factory
 
@@ -69,8 +69,8 @@ def catalogue() -> dict[str, str]:
             if isinstance(value, str) and (name == "default_message" or name.isupper()):
                 fields = {field for _, field, _, _ in string.Formatter().parse(value) if field}
                 reasons[f"{cls.__name__}.{name}"] = value.format(**{f: SAMPLES[f] for f in fields})
-    reasons["ingest.interrupted_reason(1)"] = ingest.interrupted_reason(1)
-    reasons["ingest.interrupted_reason(3)"] = ingest.interrupted_reason(3)
+    reasons["queue.interrupted_reason(1)"] = queue.interrupted_reason(1)
+    reasons["queue.interrupted_reason(3)"] = queue.interrupted_reason(3)
     return reasons
 
 
@@ -156,9 +156,9 @@ def _cut(source: Path, target: Path) -> Path:
 def test_a_bad_file_fails_with_a_plain_reason_and_the_detail_for_operators(name, user, collection, tmp_path):
     build, reason, detail_word = BAD_FILES[name]
     path = build(tmp_path)
-    document = ingest.document_create(owner=user, collection=collection, enqueue=False, filename=name,
+    document = services.document_create(owner=user, collection=collection, enqueue=False, filename=name,
                                       file=ContentFile(path.read_bytes(), name=name))
-    document = ingest.document_ingest(document_id=document.pk)
+    document = pipeline.document_ingest(document_id=document.pk)
     assert document.status == Document.Status.FAILED
     assert document.error == reason
     assert_plain(document.error)
@@ -170,10 +170,10 @@ def test_an_unexpected_error_keeps_its_words_for_the_admin_only(user, collection
     def broken(**kwargs):
         raise ValueError("no `tc` element at grid_offset=1")
 
-    monkeypatch.setattr(ingest, "parse_document", broken)
-    document = ingest.document_create(owner=user, collection=collection, enqueue=False, filename="a.txt",
+    monkeypatch.setattr(pipeline, "parse_document", broken)
+    document = services.document_create(owner=user, collection=collection, enqueue=False, filename="a.txt",
                                       file=ContentFile(b"words", name="a.txt"))
-    document = ingest.document_ingest(document_id=document.pk)
+    document = pipeline.document_ingest(document_id=document.pk)
     assert document.error == exceptions.UnexpectedFailure.default_message
     assert document.error_detail.startswith("ValueError: no `tc` element at grid_offset=1")
     page = admin_client.get(reverse("admin:documents_document_change", args=[document.pk])).content.decode()
@@ -182,10 +182,10 @@ def test_an_unexpected_error_keeps_its_words_for_the_admin_only(user, collection
 
 @pytest.mark.django_db
 def test_re_ingest_clears_the_detail_with_the_reason(user, collection):
-    document = ingest.document_create(owner=user, collection=collection, enqueue=False, filename="a.txt",
+    document = services.document_create(owner=user, collection=collection, enqueue=False, filename="a.txt",
                                       file=ContentFile(b"words", name="a.txt"))
     Document.objects.filter(pk=document.pk).update(status=Document.Status.FAILED, error="A reason; upload it.",
                                                    error_detail="an old reader's words")
-    ingest.document_reingest(document=document)
+    services.document_reingest(document=document)
     document.refresh_from_db()
     assert document.error == "" and document.error_detail == ""

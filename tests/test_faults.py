@@ -35,7 +35,7 @@ from celery import Celery
 from django.core.files.base import ContentFile
 from django.db import connection
 
-from documents import ingest
+from documents import chunking, pipeline, services
 from documents.exceptions import EmbeddingError
 from documents.models import Document
 from ragsite.services import embedded_database_url, ensure_redis, redis_answers, stop_embedded_database, stop_redis
@@ -161,10 +161,10 @@ def test_a_worker_killed_mid_document_is_replaced_and_the_document_ends_with_one
 ):
     redis_url = f"{own_redis[0]}/{1 if visibility_timeout == '5' else 2}"
     openai_server.delay(0.2, times=10_000)  # every embedding batch takes 0.2 s: the run lasts seconds
-    document = ingest.document_create(owner=user, collection=collection, filename="contracts.txt", enqueue=False,
+    document = services.document_create(owner=user, collection=collection, filename="contracts.txt", enqueue=False,
                                       file=ContentFile(LONG_TEXT.encode(), name="contracts.txt"))
-    with ingest.local_copy(document) as path:
-        expected = len(ingest.chunk_sections(ingest.parse_document(document=document, path=path)))
+    with pipeline.local_copy(document) as path:
+        expected = len(chunking.chunk_sections(pipeline.parse_document(document=document, path=path)))
     assert expected >= 30
     env = worker_env(redis_url, openai_server, settings, CELERY_VISIBILITY_TIMEOUT=visibility_timeout)
     first = start_worker("doomed", env, tmp_path / "worker-1.log", "-B", "--schedule", str(tmp_path / "beat-1"))
@@ -208,7 +208,7 @@ def test_an_embedding_provider_failing_ends_each_document_failed_with_its_reason
     openai_server.fail(500, times=2)
     openai_server.delay(3, times=2)  # longer than EMBEDDING_TIMEOUT_SECONDS
     documents = [
-        ingest.document_create(owner=user, collection=collection, filename=f"{name}.txt", enqueue=False,
+        services.document_create(owner=user, collection=collection, filename=f"{name}.txt", enqueue=False,
                                file=ContentFile(f"The {name} document about travel costs.".encode(), name=name))
         for name in ("rate-limited", "server-error", "silent", "fine")
     ]

@@ -69,7 +69,7 @@ from django.core.files.uploadhandler import TemporaryFileUploadHandler
 from django.urls import reverse
 
 from chat.models import Conversation, Message
-from documents import ingest
+from documents import pipeline, services
 from documents.models import ApiToken, Chunk, Document
 from tests import documents_factory as factory
 from tests.test_access_control import API, PAGES
@@ -496,11 +496,11 @@ QUERIES = {
 
 @pytest.fixture
 def handbook(user, collection):
-    document = ingest.document_create(
+    document = services.document_create(
         owner=user, collection=collection, filename="vacation.txt", enqueue=False,
         file=factory_file(b"Employees receive twenty-five vacation days per year. Unused days expire in March."),
     )
-    return ingest.document_ingest(document_id=document.pk)
+    return pipeline.document_ingest(document_id=document.pk)
 
 
 def factory_file(data: bytes):

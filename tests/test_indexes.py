@@ -9,7 +9,7 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 
 from chat import retrieval
-from documents import embeddings, indexes, ingest
+from documents import embeddings, indexes, services, store
 from documents.chunking import ChunkDraft
 from documents.models import Document
 
@@ -23,11 +23,11 @@ def stored_vectors(user, collection, rows: int, seed: int = 0) -> tuple[np.ndarr
     rng = np.random.default_rng(seed)
     vectors = rng.normal(size=(rows, 384)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    document = ingest.document_create(owner=user, collection=collection, enqueue=False, filename="v.txt",
+    document = services.document_create(owner=user, collection=collection, enqueue=False, filename="v.txt",
                                       file=ContentFile(b"vectors", name="v.txt"))
     drafts = [ChunkDraft(ordinal=i, text=f"chunk {i}", page=None, heading="", char_start=0, char_end=7,
                          token_count=2) for i in range(rows)]
-    ingest.store_chunks(document=document, drafts=drafts, vectors=vectors,
+    store.store_chunks(document=document, drafts=drafts, vectors=vectors,
                         model_name=embeddings.get_backend().model_name)
     Document.objects.filter(pk=document.pk).update(status=Document.Status.READY)
     ids = list(document.chunks.order_by("ordinal").values_list("pk", flat=True))

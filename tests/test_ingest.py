@@ -1,4 +1,4 @@
-"""documents/ingest.py: upload checks, the pipeline, the atomic COPY store."""
+"""documents/services.py, pipeline.py and store.py: upload checks, the pipeline, the atomic COPY store."""
 
 import re
 
@@ -6,7 +6,7 @@ import pytest
 from django.core.files.base import ContentFile
 from django.db import connection
 
-from documents import ingest
+from documents import chunking, pipeline, services, store
 from documents.exceptions import DimensionMismatch, DuplicateDocument, FileTooLarge, UnsupportedFileType
 from documents.models import Chunk, Document
 from tests import documents_factory as factory
@@ -16,7 +16,7 @@ pytestmark = pytest.mark.django_db
 
 
 def upload(user, collection, path, **kwargs):
-    return ingest.document_create(
+    return services.document_create(
         owner=user, collection=collection, file=ContentFile(path.read_bytes(), name=path.name),
         filename=path.name, **kwargs,
     )
@@ -24,7 +24,7 @@ def upload(user, collection, path, **kwargs):
 
 def ingest_path(user, collection, path):
     document = upload(user, collection, path)
-    return ingest.document_ingest(document_id=document.pk)
+    return pipeline.document_ingest(document_id=document.pk)
 
 
 def test_pdf_is_stored_as_chunks_with_page_numbers(user, collection, tmp_path):
@@ -55,7 +55,7 @@ def test_reingest_replaces_chunks_without_duplicates(user, collection, tmp_path)
     path = factory.make_text(tmp_path / "long.txt", "A sentence about retention policies. " * 400)
     document = ingest_path(user, collection, path)
     first_ids = set(document.chunks.values_list("id", flat=True))
-    again = ingest.document_ingest(document_id=document.pk)
+    again = pipeline.document_ingest(document_id=document.pk)
     assert again.status == Document.Status.READY
     ordinals = list(again.chunks.values_list("ordinal", flat=True))
     assert len(ordinals) == len(set(ordinals)) == again.chunk_count == len(first_ids)
@@ -90,7 +90,7 @@ def test_renamed_executable_is_refused_with_the_supported_types(user, collection
 
 def test_empty_upload_fails_at_once_without_queueing(user, collection, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks() as callbacks:
-        document = ingest.document_create(
+        document = services.document_create(
             owner=user, collection=collection, file=ContentFile(b"", name="empty.txt"), filename="empty.txt"
         )
     assert [callback.queue for callback in callbacks] == [False]  # its one callback keeps the file, queues nothing
@@ -99,37 +99,37 @@ def test_empty_upload_fails_at_once_without_queueing(user, collection, django_ca
 
 def test_upload_queues_ingestion_after_commit(user, collection, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks() as callbacks:
-        ingest.document_create(
+        services.document_create(
             owner=user, collection=collection, file=ContentFile(b"hello", name="a.txt"), filename="a.txt"
         )
     assert len(callbacks) == 1
 
 
 def test_same_file_twice_in_a_collection_is_refused_with_its_name(user, collection):
-    ingest.document_create(owner=user, collection=collection, file=ContentFile(b"same", name="a.txt"))
+    services.document_create(owner=user, collection=collection, file=ContentFile(b"same", name="a.txt"))
     with pytest.raises(DuplicateDocument) as caught:
-        ingest.document_create(owner=user, collection=collection, file=ContentFile(b"same", name="b.txt"))
+        services.document_create(owner=user, collection=collection, file=ContentFile(b"same", name="b.txt"))
     assert "already in the collection" in str(caught.value) and "“a”" in str(caught.value)
 
 
 def test_same_file_in_another_collection_is_fine(user, collection):
-    other = ingest.collection_for_upload(user=user, name="Other")
-    ingest.document_create(owner=user, collection=collection, file=ContentFile(b"same", name="a.txt"))
-    ingest.document_create(owner=user, collection=other, file=ContentFile(b"same", name="a.txt"))
+    other = services.collection_for_upload(user=user, name="Other")
+    services.document_create(owner=user, collection=collection, file=ContentFile(b"same", name="a.txt"))
+    services.document_create(owner=user, collection=other, file=ContentFile(b"same", name="a.txt"))
     assert Document.objects.filter(sha256__isnull=False).count() == 2
 
 
 def test_oversized_upload_is_refused_with_the_limit(user, collection, settings):
     settings.MAX_UPLOAD_BYTES = 1024
     with pytest.raises(FileTooLarge) as caught:
-        ingest.document_create(owner=user, collection=collection, file=ContentFile(b"x" * 4096, name="big.txt"))
+        services.document_create(owner=user, collection=collection, file=ContentFile(b"x" * 4096, name="big.txt"))
     assert caught.value.status_code == 413 and "1.0 KB" in str(caught.value)
     assert Document.objects.count() == 0
 
 
 def test_hostile_filenames_are_cleaned_and_never_reach_the_file_system(user, collection):
     name = "../../etc/<script>alert(1)</script>" + "ü" * 300 + ".txt"
-    document = ingest.document_create(owner=user, collection=collection, file=ContentFile(b"text", name=name))
+    document = services.document_create(owner=user, collection=collection, file=ContentFile(b"text", name=name))
     assert "/" not in document.original_filename and len(document.original_filename) <= 200
     assert document.original_filename.endswith(".txt")
     assert document.file.name == f"documents/{document.sha256[:2]}/{document.sha256}"
@@ -139,7 +139,7 @@ def test_dimension_mismatch_fails_the_document_with_a_clear_reason(user, collect
     path = factory.make_text(tmp_path / "a.txt", "Some text to embed.")
     document = upload(user, collection, path)
     settings.EMBEDDING_DIMENSIONS = 512  # the backend now makes 512-d vectors; the column holds 384
-    result = ingest.document_ingest(document_id=document.pk)
+    result = pipeline.document_ingest(document_id=document.pk)
     assert result.status == Document.Status.FAILED
     assert result.error == DimensionMismatch.default_message  # the owner is told to ask an administrator
     assert "512" in result.error_detail and "384" in result.error_detail  # who sees what to change
@@ -148,14 +148,14 @@ def test_dimension_mismatch_fails_the_document_with_a_clear_reason(user, collect
 def test_store_is_all_or_nothing(user, collection, tmp_path):
     document = ingest_path(user, collection, factory.make_text(tmp_path / "a.txt", "Original text. " * 80))
     before = list(document.chunks.values_list("id", flat=True))
-    drafts = ingest.chunk_sections([ingest_section("Replacement text that must not land.")])
+    drafts = chunking.chunk_sections([ingest_section("Replacement text that must not land.")])
     vectors = [[1.0] + [0.0] * 383]
 
     def explode():
         raise RuntimeError("crash after COPY, before commit")
 
     with pytest.raises(RuntimeError):
-        ingest.store_chunks(document=document, drafts=drafts, vectors=vectors, model_name="m", on_stored=explode)
+        store.store_chunks(document=document, drafts=drafts, vectors=vectors, model_name="m", on_stored=explode)
     assert list(document.chunks.values_list("id", flat=True)) == before
     document.refresh_from_db()
     assert document.status == Document.Status.READY
@@ -167,7 +167,7 @@ def test_copy_uses_binary_format(user, collection, tmp_path):
     with connection.cursor() as cursor:
         cursor.execute("SELECT count(*) FROM documents_chunk")
         assert cursor.fetchone()[0] == 0
-    ingest.document_ingest(document_id=document.pk)
+    pipeline.document_ingest(document_id=document.pk)
     document.refresh_from_db()
     assert Chunk.objects.count() == document.chunk_count > 1
 
@@ -191,7 +191,7 @@ def test_reingest_keeps_answers_and_empties_their_citations_of_replaced_chunks(u
                                     content="Receipts are required [1].")
     citation = Citation.objects.create(message=answer, chunk=old, index=1, document_id=document.pk,
                                        title=document.title)
-    again = ingest.document_ingest(document_id=document.pk)
+    again = pipeline.document_ingest(document_id=document.pk)
     assert again.status == Document.Status.READY
     assert not Chunk.objects.filter(pk=old.pk).exists()
     citation.refresh_from_db()
@@ -200,7 +200,7 @@ def test_reingest_keeps_answers_and_empties_their_citations_of_replaced_chunks(u
 
 def test_document_ingest_logs_the_seconds_of_each_stage(user, collection, tmp_path, caplog):
     path = factory.make_text(tmp_path / "a.txt", "Stage timing text. " * 40)
-    with caplog.at_level("INFO", logger="documents.ingest"):
+    with caplog.at_level("INFO", logger="documents.pipeline"):
         document = ingest_path(user, collection, path)
     [line] = [r.getMessage() for r in caplog.records if r.getMessage().startswith(f"document {document.pk} stored")]
     fields = dict(pair.split("=") for pair in line.split(": ", 1)[1].split())
@@ -214,7 +214,7 @@ def test_small_plain_text_is_parsed_without_forking_the_worker(user, collection,
     def no_fork(**kwargs):
         raise AssertionError("parse_file_guarded was called")
 
-    monkeypatch.setattr(ingest, "parse_file_guarded", no_fork)
+    monkeypatch.setattr(pipeline, "parse_file_guarded", no_fork)
     document = ingest_path(user, collection, factory.make_text(tmp_path / "note.txt", "Travel is booked by HR. " * 40))
     assert document.status == Document.Status.READY, document.error
     assert "booked by HR" in document.chunks.first().text
@@ -222,14 +222,14 @@ def test_small_plain_text_is_parsed_without_forking_the_worker(user, collection,
 
 def test_other_kinds_and_larger_text_are_parsed_in_the_guarded_child(user, collection, tmp_path, monkeypatch):
     guarded = []
-    original = ingest.parse_file_guarded
+    original = pipeline.parse_file_guarded
 
     def spy(**kwargs):
         guarded.append(kwargs["filename"])
         return original(**kwargs)
 
-    monkeypatch.setattr(ingest, "parse_file_guarded", spy)
-    monkeypatch.setattr(ingest, "INLINE_TEXT_MAX_BYTES", 1000)
+    monkeypatch.setattr(pipeline, "parse_file_guarded", spy)
+    monkeypatch.setattr(pipeline, "INLINE_TEXT_MAX_BYTES", 1000)
     small = ingest_path(user, collection, factory.make_text(tmp_path / "small.txt", "Short. " * 20))
     large = ingest_path(user, collection, factory.make_text(tmp_path / "large.txt", "Longer text here. " * 100))
     markdown_path = tmp_path / "guide.md"
@@ -247,10 +247,10 @@ def progress_writes(queries):
 def test_a_short_document_reaches_ready_without_progress_writes_in_between(user, collection, tmp_path, monkeypatch):
     from django.test.utils import CaptureQueriesContext
 
-    monkeypatch.setattr(ingest, "PROGRESS_WRITE_SECONDS", 3600)
+    monkeypatch.setattr(pipeline, "PROGRESS_WRITE_SECONDS", 3600)
     document = upload(user, collection, factory.make_text(tmp_path / "a.txt", "A short note. " * 30))
     with CaptureQueriesContext(connection) as queries:
-        document = ingest.document_ingest(document_id=document.pk)
+        document = pipeline.document_ingest(document_id=document.pk)
     assert document.status == Document.Status.READY and document.progress == 1.0
     assert progress_writes(queries) == []
 
@@ -260,12 +260,12 @@ def test_progress_is_written_after_parsing_and_each_batch_when_enough_time_passe
 ):
     from django.test.utils import CaptureQueriesContext
 
-    monkeypatch.setattr(ingest, "PROGRESS_WRITE_SECONDS", 0)
+    monkeypatch.setattr(pipeline, "PROGRESS_WRITE_SECONDS", 0)
     settings.EMBEDDING_BATCH_SIZE = 2
     path = factory.make_text(tmp_path / "long.txt", "A sentence about retention policies. " * 400)
     document = upload(user, collection, path)
     with CaptureQueriesContext(connection) as queries:
-        document = ingest.document_ingest(document_id=document.pk)
+        document = pipeline.document_ingest(document_id=document.pk)
     written = progress_writes(queries)
     batches = -(-document.chunk_count // 2)
     assert document.chunk_count > 2 and len(written) == 1 + batches
@@ -277,7 +277,7 @@ def test_store_locks_the_document_row_and_never_blocks_uploads_into_its_collecti
     from django.db import OperationalError, connections
 
     document = upload(user, collection, factory.make_text(tmp_path / "a.txt", "Lock check. " * 20))
-    drafts = ingest.chunk_sections([ingest_section("Stored while another connection tries to lock.")])
+    drafts = chunking.chunk_sections([ingest_section("Stored while another connection tries to lock.")])
     seen = {}
 
     def try_locks_from_another_connection():
@@ -296,7 +296,7 @@ def test_store_locks_the_document_row_and_never_blocks_uploads_into_its_collecti
         finally:
             other.close()
 
-    ingest.store_chunks(document=document, drafts=drafts, vectors=unit_vectors(drafts), model_name="m",
+    store.store_chunks(document=document, drafts=drafts, vectors=unit_vectors(drafts), model_name="m",
                         on_stored=try_locks_from_another_connection)
     assert seen == {"documents_document": "locked", "documents_collection": "free"}
 
@@ -308,13 +308,13 @@ def test_a_store_that_waited_for_another_replaces_what_that_one_stored(user, col
     from django.db import connections
 
     document = upload(user, collection, factory.make_text(tmp_path / "a.txt", "Concurrent runs. " * 20))
-    first = ingest.chunk_sections([ingest_section("The first run's text. " * 400)])
-    second = ingest.chunk_sections([ingest_section("The second run's text.")])
+    first = chunking.chunk_sections([ingest_section("The first run's text. " * 400)])
+    second = chunking.chunk_sections([ingest_section("The second run's text.")])
     errors = []
 
     def second_run():
         try:
-            ingest.store_chunks(document=document, drafts=second, vectors=unit_vectors(second), model_name="second")
+            store.store_chunks(document=document, drafts=second, vectors=unit_vectors(second), model_name="second")
         except Exception as error:  # reported by the assertion below
             errors.append(error)
         finally:
@@ -327,7 +327,7 @@ def test_a_store_that_waited_for_another_replaces_what_that_one_stored(user, col
         wait_until_a_connection_waits_for_a_lock("the second run")
 
     assert len(first) > 1
-    ingest.store_chunks(document=document, drafts=first, vectors=unit_vectors(first), model_name="first",
+    store.store_chunks(document=document, drafts=first, vectors=unit_vectors(first), model_name="first",
                         on_stored=start_the_second_and_let_it_wait_for_our_lock)
     thread.join(timeout=60)
     assert not thread.is_alive() and errors == []
@@ -356,7 +356,7 @@ EXPECTED = {
 def test_every_shared_fixture_ends_ready_or_failed_with_a_reason(name, user, collection, fixtures_dir):
     document = upload(user, collection, fixtures_dir / name)
     if document.status == Document.Status.QUEUED:
-        document = ingest.document_ingest(document_id=document.pk)
+        document = pipeline.document_ingest(document_id=document.pk)
     expected = EXPECTED[name]
     assert document.status in (Document.Status.READY, Document.Status.FAILED)
     if document.status == Document.Status.FAILED:

@@ -18,7 +18,7 @@ from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerUnavailable
 
 from audit.models import AuditEvent
-from documents import embeddings, ingest
+from documents import chunking, embeddings, parsing, pipeline, queue, services, store
 from documents.models import ApiToken, Chunk, Document
 from documents.tasks import ingest_document
 from tests.conftest import wait_until_a_connection_waits_for_a_lock
@@ -30,7 +30,7 @@ LONG_TEXT = "\n\n".join(f"Paragraph {i} of the retention policy explains archive
 
 
 def upload(user, collection, text=LONG_TEXT, name="policy.txt", **kwargs):
-    return ingest.document_create(owner=user, collection=collection, file=ContentFile(text.encode(), name=name),
+    return services.document_create(owner=user, collection=collection, file=ContentFile(text.encode(), name=name),
                                   filename=name, **kwargs)
 
 
@@ -43,16 +43,16 @@ class Broker:
     def __init__(self):
         self.up, self.sent = True, []
 
-    def delay(self, document_id):
+    def send_task(self, name, args=(), **options):
         if not self.up:
             raise BrokerUnavailable("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
-        self.sent.append(document_id)
+        self.sent.append(args[0])
 
 
 @pytest.fixture
-def broker(monkeypatch):
+def broker(monkeypatch, celery_app):
     fake = Broker()
-    monkeypatch.setattr(ingest_document, "delay", fake.delay)
+    monkeypatch.setattr(celery_app, "send_task", fake.send_task)  # the queue sends the task by name
     return fake
 
 
@@ -78,7 +78,7 @@ class CancelDuringBatch:
     def embed_documents(self, texts) -> np.ndarray:
         self.batches += 1
         if self.batches == self.at:
-            assert ingest.document_cancel(document=Document.objects.get(pk=self.document.pk), actor=self.actor)
+            assert services.document_cancel(document=Document.objects.get(pk=self.document.pk), actor=self.actor)
         return self.inner.embed_documents(texts)
 
 
@@ -88,7 +88,7 @@ class CancelDuringBatch:
 
 def test_cancelling_a_queued_document_records_who_and_a_late_task_does_nothing(user, collection):
     document = upload(user, collection)
-    assert ingest.document_cancel(document=document, actor=user) is True
+    assert services.document_cancel(document=document, actor=user) is True
     document.refresh_from_db()
     assert document.status == Document.Status.CANCELLED and document.error == "Cancelled by alice."
     assert document.is_finished and not document.is_pending
@@ -101,31 +101,31 @@ def test_cancelling_a_queued_document_records_who_and_a_late_task_does_nothing(u
 
 
 def test_a_finished_document_cannot_be_cancelled(user, collection):
-    document = ingest.document_ingest(document_id=upload(user, collection).pk)
-    assert ingest.document_cancel(document=document, actor=user) is False
+    document = pipeline.document_ingest(document_id=upload(user, collection).pk)
+    assert services.document_cancel(document=document, actor=user) is False
     document.refresh_from_db()
     assert document.status == Document.Status.READY and document.chunk_count == document.chunks.count() > 0
     assert not AuditEvent.objects.filter(action="cancel").exists()
 
 
 def test_a_running_ingestion_stops_at_the_next_batch_without_storing(user, collection, monkeypatch, settings):
-    monkeypatch.setattr(ingest, "PROGRESS_WRITE_SECONDS", 0)  # every batch checks
+    monkeypatch.setattr(pipeline, "PROGRESS_WRITE_SECONDS", 0)  # every batch checks
     settings.EMBEDDING_BATCH_SIZE = 2
     document = upload(user, collection)
     backend = CancelDuringBatch(document, user, at=2)
     monkeypatch.setattr(embeddings, "get_backend", lambda: backend)
-    result = ingest.document_ingest(document_id=document.pk, only_pending=True)
+    result = pipeline.document_ingest(document_id=document.pk, only_pending=True)
     assert result.status == Document.Status.CANCELLED and result.error == "Cancelled by alice."
     assert result.chunks.count() == 0 and result.chunk_count == 0
     assert backend.batches == 2  # it stopped right after the batch during which it was cancelled
 
 
 def test_the_store_refuses_under_its_row_lock_a_document_cancelled_meanwhile(user, collection, monkeypatch):
-    monkeypatch.setattr(ingest, "PROGRESS_WRITE_SECONDS", 3600)  # no progress write notices anything
+    monkeypatch.setattr(pipeline, "PROGRESS_WRITE_SECONDS", 3600)  # no progress write notices anything
     document = upload(user, collection)
     backend = CancelDuringBatch(document, user, at=1)  # the only batch: the next step is the store
     monkeypatch.setattr(embeddings, "get_backend", lambda: backend)
-    result = ingest.document_ingest(document_id=document.pk)
+    result = pipeline.document_ingest(document_id=document.pk)
     assert result.status == Document.Status.CANCELLED and result.chunks.count() == 0
     assert Chunk.objects.count() == 0
 
@@ -133,12 +133,12 @@ def test_the_store_refuses_under_its_row_lock_a_document_cancelled_meanwhile(use
 @pytest.mark.django_db(transaction=True)
 def test_a_cancel_that_arrives_during_the_store_waits_and_then_finds_it_ready(user, collection):
     document = upload(user, collection, enqueue=False)
-    drafts = ingest.chunk_sections([ingest.Section(text="Stored while someone presses Cancel. " * 40)])
+    drafts = chunking.chunk_sections([parsing.Section(text="Stored while someone presses Cancel. " * 40)])
     answers = []
 
     def cancel_from_another_connection():
         try:
-            answers.append(ingest.document_cancel(document=Document.objects.get(pk=document.pk), actor=user))
+            answers.append(services.document_cancel(document=Document.objects.get(pk=document.pk), actor=user))
         finally:
             connections.close_all()
 
@@ -148,7 +148,7 @@ def test_a_cancel_that_arrives_during_the_store_waits_and_then_finds_it_ready(us
         canceller.start()
         wait_until_a_connection_waits_for_a_lock("the cancel")
 
-    ingest.store_chunks(document=document, drafts=drafts, vectors=[[1.0] + [0.0] * 383 for _ in drafts],
+    store.store_chunks(document=document, drafts=drafts, vectors=[[1.0] + [0.0] * 383 for _ in drafts],
                         model_name="m", on_stored=start_the_cancel_and_let_it_wait_for_our_lock)
     canceller.join(timeout=30)
     assert answers == [False]
@@ -158,9 +158,9 @@ def test_a_cancel_that_arrives_during_the_store_waits_and_then_finds_it_ready(us
 
 def test_reingest_after_cancel_runs_again_from_scratch(user, collection, sent):
     document = upload(user, collection)
-    ingest.document_cancel(document=document, actor=user)
+    services.document_cancel(document=document, actor=user)
     Document.objects.filter(pk=document.pk).update(attempts=2)
-    ingest.document_reingest(document=Document.objects.get(pk=document.pk), actor=user)
+    services.document_reingest(document=Document.objects.get(pk=document.pk), actor=user)
     document.refresh_from_db()
     assert (document.status, document.error, document.attempts) == (Document.Status.QUEUED, "", 0)
     assert ingest_document.apply(args=[document.pk]).get() == Document.Status.READY
@@ -180,7 +180,7 @@ def signed_in(client, user):
 
 def test_cancel_button_on_the_documents_page(signed_in, user, collection):
     queued, ready = upload(user, collection), upload(user, collection, text="Short note.", name="note.txt")
-    ingest.document_ingest(document_id=ready.pk)
+    pipeline.document_ingest(document_id=ready.pk)
     page = signed_in.get("/documents/").content.decode()
     assert page.count('class="inline cancel-form"') == 2  # one per row the user may cancel ...
     assert page.count('class="inline cancel-form" hidden') == 1  # ... shown only while it is pending
@@ -226,7 +226,7 @@ def test_cancel_through_the_api(client, user, other_user, collection):
 def test_admin_cancel_action(client, django_user_model, user, collection):
     admin = django_user_model.objects.create_superuser("root", "root@example.com", "pw")
     queued, ready = upload(user, collection), upload(user, collection, text="Short note.", name="note.txt")
-    ingest.document_ingest(document_id=ready.pk)
+    pipeline.document_ingest(document_id=ready.pk)
     client.force_login(admin)
     response = client.post("/admin/documents/document/", {
         "action": "cancel_ingestion", "_selected_action": [queued.pk, ready.pk],
@@ -251,7 +251,7 @@ def test_retry_through_the_api_after_cancel_queues_again_and_ends_ready(client, 
     assert response.status_code == 202
     assert response.json().items() >= {"id": document.pk, "status": "queued", "progress": 0.0, "error": ""}.items()
     assert AuditEvent.objects.filter(action="reingest", actor_name="alice", object_id=str(document.pk)).exists()
-    document = ingest.document_ingest(document_id=document.pk)
+    document = pipeline.document_ingest(document_id=document.pk)
     assert document.status == Document.Status.READY and document.chunks.count() == document.chunk_count > 1
     assert "/api/v1/documents/{document_id}/reingest" in client.get("/api/v1/openapi.json").json()["paths"]
 
@@ -263,7 +263,7 @@ def test_retry_through_the_api_is_for_the_uploader_and_the_collection_owner(
     stranger = django_user_model.objects.create_user("eve", "eve@example.com", "correct horse battery")
     collection.members.add(other_user, member)
     document = upload(other_user, collection)  # uploaded by a member into Alice's collection
-    ingest.document_cancel(document=document, actor=other_user)
+    services.document_cancel(document=document, actor=other_user)
     url = f"/api/v1/documents/{document.pk}/reingest"
     assert client.post(url, **bearer(stranger)).status_code == 404
     refused = client.post(url, **bearer(member))
@@ -277,7 +277,7 @@ def test_retry_through_the_api_is_for_the_uploader_and_the_collection_owner(
 def test_the_collection_owner_may_reingest_a_members_upload_on_the_page(client, user, other_user, collection):
     collection.members.add(other_user)
     document = upload(other_user, collection)
-    ingest.document_cancel(document=document, actor=other_user)
+    services.document_cancel(document=document, actor=other_user)
     client.force_login(user)
     page = client.get("/documents/").content.decode()
     assert f'action="/documents/{document.pk}/reingest/"' in page
@@ -289,7 +289,7 @@ def test_the_collection_owner_may_reingest_a_members_upload_on_the_page(client, 
 def test_a_member_may_read_but_not_reingest_on_the_page(client, user, other_user, collection):
     collection.members.add(other_user)
     document = upload(user, collection)
-    ingest.document_cancel(document=document, actor=user)
+    services.document_cancel(document=document, actor=user)
     client.force_login(other_user)
     page = client.get("/documents/").content.decode()
     assert f'data-document-id="{document.pk}"' in page and f"/documents/{document.pk}/reingest/" not in page
@@ -306,9 +306,9 @@ def test_a_member_may_read_but_not_reingest_on_the_page(client, user, other_user
 def test_an_upload_while_the_broker_is_down_is_kept_queued_and_says_so(user, collection, broker_down):
     document = upload(user, collection)
     assert document.status == Document.Status.QUEUED and document.queued_at is None
-    assert document.error == ingest.QUEUE_UNREACHABLE
+    assert document.error == queue.QUEUE_UNREACHABLE
     stored = Document.objects.get(pk=document.pk)
-    assert (stored.status, stored.queued_at, stored.error) == (Document.Status.QUEUED, None, ingest.QUEUE_UNREACHABLE)
+    assert (stored.status, stored.queued_at, stored.error) == (Document.Status.QUEUED, None, queue.QUEUE_UNREACHABLE)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -318,7 +318,7 @@ def test_the_upload_page_and_api_say_when_it_will_start(signed_in, client, user,
     assert response.status_code == 202
     (result,) = response.json()["results"]
     assert result["ok"] and result["document"]["status"] == "queued"
-    assert result["document"]["error"] == ingest.QUEUE_UNREACHABLE and ingest.QUEUE_UNREACHABLE in result["row_html"]
+    assert result["document"]["error"] == queue.QUEUE_UNREACHABLE and queue.QUEUE_UNREACHABLE in result["row_html"]
     auth = {"HTTP_AUTHORIZATION": f"Bearer {ApiToken.issue(user=user)[1]}"}
     body = client.get(f"/api/v1/documents/{result['document']['id']}", **auth).json()
     assert body["status"] == "queued" and "will start as soon as it is back" in body["error"]
@@ -337,7 +337,7 @@ def test_the_sweeper_restarts_a_run_whose_progress_stopped(user, collection, set
     live = upload(user, collection, text="Still moving.", name="live.txt", enqueue=False)
     age(document, settings.INGEST_STALE_SECONDS + 1, status=Document.Status.PROCESSING, attempts=1, progress=0.4)
     age(live, settings.INGEST_STALE_SECONDS - 60, status=Document.Status.PROCESSING, attempts=1)
-    assert ingest.ingestions_sweep() == {"restarted": 1, "failed": 0, "resent": 0, "unsent": 0}
+    assert queue.ingestions_sweep() == {"restarted": 1, "failed": 0, "resent": 0, "unsent": 0}
     assert sent == [document.pk]
     document.refresh_from_db()
     assert (document.status, document.progress, document.attempts) == (Document.Status.QUEUED, 0.0, 1)
@@ -347,14 +347,14 @@ def test_the_sweeper_restarts_a_run_whose_progress_stopped(user, collection, set
     assert ingest_document.apply(args=[document.pk]).get() == Document.Status.READY
     document.refresh_from_db()
     assert (document.attempts, document.error) == (2, "") and document.chunks.count() == document.chunk_count
-    assert ingest.ingestions_sweep() == {"restarted": 0, "failed": 0, "resent": 0, "unsent": 0}
+    assert queue.ingestions_sweep() == {"restarted": 0, "failed": 0, "resent": 0, "unsent": 0}
 
 
 def test_the_sweeper_fails_a_document_whose_runs_keep_dying(user, collection, settings, sent):
     settings.INGEST_MAX_ATTEMPTS = 3
     document = upload(user, collection, enqueue=False)
     age(document, settings.INGEST_STALE_SECONDS + 1, status=Document.Status.PROCESSING, attempts=3)
-    assert ingest.ingestions_sweep()["failed"] == 1
+    assert queue.ingestions_sweep()["failed"] == 1
     assert sent == []
     document.refresh_from_db()
     assert document.status == Document.Status.FAILED and document.finished_at is not None
@@ -369,7 +369,7 @@ def test_the_sweeper_sends_what_the_broker_never_got(user, collection, broker,
     assert Document.objects.get(pk=document.pk).queued_at is None
     broker.up = True
     sent = broker.sent
-    assert ingest.ingestions_sweep() == {"restarted": 0, "failed": 0, "resent": 1, "unsent": 0}
+    assert queue.ingestions_sweep() == {"restarted": 0, "failed": 0, "resent": 1, "unsent": 0}
     assert sent == [document.pk]
     document.refresh_from_db()
     assert document.queued_at is not None and document.error == "" and document.status == Document.Status.QUEUED
@@ -379,9 +379,9 @@ def test_the_sweeper_keeps_a_document_unsent_while_the_broker_is_still_down(user
                                                                          django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=True):
         document = upload(user, collection)
-    assert ingest.ingestions_sweep() == {"restarted": 0, "failed": 0, "resent": 1, "unsent": 1}
+    assert queue.ingestions_sweep() == {"restarted": 0, "failed": 0, "resent": 1, "unsent": 1}
     document.refresh_from_db()
-    assert document.queued_at is None and document.error == ingest.QUEUE_UNREACHABLE
+    assert document.queued_at is None and document.error == queue.QUEUE_UNREACHABLE
 
 
 @pytest.mark.parametrize(("backlog", "resent"), [(0, 1), (5, 0), (None, 0)])
@@ -390,11 +390,11 @@ def test_the_sweeper_resends_a_long_queued_document_only_when_the_queue_is_empty
 ):
     # An empty queue while the document waits: its message was lost (Redis restarted without persistence).
     # A backlog (or a broker that cannot say): it is still waiting its turn.
-    monkeypatch.setattr(ingest, "_broker_backlog", lambda: backlog)
+    monkeypatch.setattr(queue, "_broker_backlog", lambda: backlog)
     document = upload(user, collection, enqueue=False)
     Document.objects.filter(pk=document.pk).update(
         queued_at=timezone.now() - timedelta(seconds=settings.INGEST_STALE_SECONDS + 1))
-    assert ingest.ingestions_sweep()["resent"] == resent
+    assert queue.ingestions_sweep()["resent"] == resent
     assert sent == [document.pk] * resent
 
 
@@ -403,16 +403,16 @@ def test_the_broker_backlog_counts_the_ingestion_queue(celery_app, redis_service
 
     import redis
 
-    queue = f"rag-test-backlog-{os.getpid()}"  # not the test worker's queue: it would take these messages
+    name = f"rag-test-backlog-{os.getpid()}"  # not the test worker's queue: it would take these messages
     broker = redis.Redis.from_url(redis_service)
-    default_queue, celery_app.conf.task_default_queue = celery_app.conf.task_default_queue, queue
+    default_queue, celery_app.conf.task_default_queue = celery_app.conf.task_default_queue, name
     try:
-        assert ingest._broker_backlog() == 0
-        broker.lpush(queue, b"{}", b"{}")
-        assert ingest._broker_backlog() == 2
+        assert queue._broker_backlog() == 0
+        broker.lpush(name, b"{}", b"{}")
+        assert queue._broker_backlog() == 2
     finally:
         celery_app.conf.task_default_queue = default_queue
-        broker.delete(queue)
+        broker.delete(name)
 
 
 def test_finished_and_cancelled_documents_are_never_swept(user, collection, settings, sent):
@@ -420,7 +420,7 @@ def test_finished_and_cancelled_documents_are_never_swept(user, collection, sett
     for status in (Document.Status.READY, Document.Status.FAILED, Document.Status.CANCELLED):
         document = upload(user, collection, text=status, name=f"{status}.txt", enqueue=False)
         Document.objects.filter(pk=document.pk).update(status=status, updated_at=old, queued_at=None)
-    assert ingest.ingestions_sweep() == {"restarted": 0, "failed": 0, "resent": 0, "unsent": 0}
+    assert queue.ingestions_sweep() == {"restarted": 0, "failed": 0, "resent": 0, "unsent": 0}
     assert sent == []
 
 
@@ -447,7 +447,7 @@ def test_a_live_run_silent_for_longer_than_the_stale_threshold_keeps_beating_and
 
     def run():
         try:
-            ingest.document_ingest(document_id=document.pk)
+            pipeline.document_ingest(document_id=document.pk)
         finally:
             connections.close_all()
 
@@ -460,7 +460,7 @@ def test_a_live_run_silent_for_longer_than_the_stale_threshold_keeps_beating_and
         while timezone.now() - started < timedelta(seconds=settings.INGEST_STALE_SECONDS + 1):
             time.sleep(0.1)
         assert Document.objects.get(pk=document.pk).status == Document.Status.PROCESSING
-        assert ingest.ingestions_sweep()["restarted"] == 0  # its heartbeat says it is alive
+        assert queue.ingestions_sweep()["restarted"] == 0  # its heartbeat says it is alive
         assert sent == []
     finally:
         thread.join()

@@ -5,7 +5,7 @@ import pytest
 from django.core.files.base import ContentFile
 
 from chat import llm
-from documents import ingest
+from documents import pipeline, services
 from documents.models import ApiToken, Chunk, Collection, Document
 from tests.documents_factory import make_pdf
 
@@ -15,11 +15,11 @@ from tests.documents_factory import make_pdf
 
 
 def add(user, collection, name, text):
-    document = ingest.document_create(
+    document = services.document_create(
         owner=user, collection=collection, file=ContentFile(text.encode(), name=f"{name}.txt"),
         filename=f"{name}.txt", enqueue=False,
     )
-    ingest.document_ingest(document_id=document.pk)
+    pipeline.document_ingest(document_id=document.pk)
     return document
 
 
@@ -51,11 +51,11 @@ def handbook(user, collection, tmp_path):
     """A two-page PDF: the vacation rules are on page 2."""
     path = make_pdf(tmp_path / "handbook.pdf", ["Welcome to the company.", TEXT_VACATION])
     with path.open("rb") as handle:
-        document = ingest.document_create(
+        document = services.document_create(
             owner=user, collection=collection, file=ContentFile(handle.read(), name="handbook.pdf"),
             filename="handbook.pdf", enqueue=False,
         )
-    ingest.document_ingest(document_id=document.pk)
+    pipeline.document_ingest(document_id=document.pk)
     return document
 
 

@@ -8,7 +8,7 @@ from django.db import connection
 
 from chat import retrieval
 from chat.retrieval import Filters, search
-from documents import ingest
+from documents import pipeline, services
 from documents.db import vector_cursor
 from documents.models import Chunk, Collection, Document
 
@@ -23,11 +23,11 @@ TEXTS = {
 
 
 def add(user, collection, name, text, metadata=None):
-    document = ingest.document_create(
+    document = services.document_create(
         owner=user, collection=collection, file=ContentFile(text.encode(), name=f"{name}.txt"),
         filename=f"{name}.txt", metadata=metadata or {}, enqueue=False,
     )
-    ingest.document_ingest(document_id=document.pk)
+    pipeline.document_ingest(document_id=document.pk)
     return document
 
 
@@ -178,7 +178,7 @@ def test_changing_a_collections_distance_moves_its_chunks(user, collection, libr
     collection.distance = "ip"
     collection.save()
     chunks = Chunk.objects.filter(collection=collection).count()
-    assert ingest.collection_apply_distance(collection=collection) == chunks > 0
+    assert services.collection_apply_distance(collection=collection) == chunks > 0
     assert set(Chunk.objects.filter(collection=collection).values_list("distance", flat=True)) == {"ip"}
     assert search(user=user, query="vacation days", k=1, mode="vector")[0].document_id == library["vacation"].pk
 

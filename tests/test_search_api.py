@@ -3,17 +3,17 @@
 import pytest
 from django.core.files.base import ContentFile
 
-from documents import ingest
+from documents import pipeline, services
 from documents.models import ApiToken, Collection
 
 pytestmark = pytest.mark.django_db
 
 
 def add(user, collection, name, text):
-    document = ingest.document_create(
+    document = services.document_create(
         owner=user, collection=collection, file=ContentFile(text.encode(), name=f"{name}.txt"), enqueue=False
     )
-    return ingest.document_ingest(document_id=document.pk)
+    return pipeline.document_ingest(document_id=document.pk)
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
 from chat.models import Conversation
-from documents import ingest
+from documents import pipeline, services
 from documents.models import ApiToken
 
 pytestmark = pytest.mark.django_db
@@ -34,9 +34,9 @@ def admin_client(client, user):
 @pytest.fixture
 def pages(user, collection):
     """Every kind of page, with content: a ready document (one passage highlighted) and a conversation."""
-    document = ingest.document_create(owner=user, collection=collection, enqueue=False,
+    document = services.document_create(owner=user, collection=collection, enqueue=False,
                                       file=SimpleUploadedFile("plan.txt", b"Quarterly plan notes."))
-    ingest.document_ingest(document_id=document.pk)
+    pipeline.document_ingest(document_id=document.pk)
     chunk = document.chunks.first()
     conversation = Conversation.objects.create(owner=user, collection=collection, title="Plans")
     return [

@@ -5,7 +5,8 @@ from django.core.files.base import ContentFile
 
 from chat import llm, prompting, retrieval, services
 from chat.models import Conversation, Message
-from documents import ingest
+from documents import pipeline
+from documents import services as document_services
 from documents.exceptions import EmbeddingError
 from documents.models import Collection
 
@@ -19,11 +20,11 @@ TEXTS = {
 
 
 def add(user, collection, name, text):
-    document = ingest.document_create(
+    document = document_services.document_create(
         owner=user, collection=collection, file=ContentFile(text.encode(), name=f"{name}.txt"),
         filename=f"{name}.txt", enqueue=False,
     )
-    ingest.document_ingest(document_id=document.pk)
+    pipeline.document_ingest(document_id=document.pk)
     return document
 
 

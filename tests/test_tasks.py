@@ -7,7 +7,7 @@ import redis
 from django.conf import settings
 from django.core.files.base import ContentFile
 
-from documents import ingest
+from documents import services
 from documents.models import Document
 from documents.tasks import ingest_document
 from tests import documents_factory as factory
@@ -29,7 +29,7 @@ def finished(document_id):
 
 
 def upload(user, collection, path):
-    return ingest.document_create(
+    return services.document_create(
         owner=user, collection=collection, file=ContentFile(path.read_bytes(), name=path.name), filename=path.name
     )
 
@@ -53,7 +53,7 @@ def test_bad_files_end_failed_with_reasons_and_the_worker_keeps_going(celery_wor
 
 def test_a_task_run_twice_leaves_one_copy_of_the_chunks(celery_worker, celery_app, user, collection, tmp_path):
     path = factory.make_text(tmp_path / "long.txt", "Repeated ingestion must not duplicate. " * 300)
-    document = ingest.document_create(
+    document = services.document_create(
         owner=user, collection=collection, file=ContentFile(path.read_bytes(), name="long.txt"), enqueue=False
     )
     ingest_document.delay(document.pk)
@@ -69,7 +69,7 @@ def test_a_task_run_twice_leaves_one_copy_of_the_chunks(celery_worker, celery_ap
 
 
 def test_a_task_for_a_deleted_document_is_harmless(celery_worker, user, collection):
-    document = ingest.document_create(
+    document = services.document_create(
         owner=user, collection=collection, file=ContentFile(b"bye", name="a.txt"), enqueue=False
     )
     document_id = document.pk

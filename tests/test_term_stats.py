@@ -4,7 +4,7 @@ import pytest
 from django.core.files.base import ContentFile
 from django.db import connection
 
-from documents import ingest
+from documents import pipeline, services
 from documents.models import Chunk, Collection, TermStat
 from tests.term_statistics import assert_statistics_exact
 
@@ -12,9 +12,9 @@ pytestmark = pytest.mark.django_db
 
 
 def add(user, collection, name, text):
-    document = ingest.document_create(owner=user, collection=collection, enqueue=False,
+    document = services.document_create(owner=user, collection=collection, enqueue=False,
                                       file=ContentFile(text.encode(), name=f"{name}.txt"))
-    return ingest.document_ingest(document_id=document.pk)
+    return pipeline.document_ingest(document_id=document.pk)
 
 
 def df(collection, lexeme):
@@ -46,10 +46,10 @@ def test_storing_counts_each_word_once_per_chunk_and_the_totals(user, collection
 def test_reingest_and_delete_keep_the_statistics_exact(user, collection):
     a = add(user, collection, "a", "Volcanoes erupt lava. " * 200)
     b = add(user, collection, "b", "Glaciers carve valleys; volcanoes sleep.")
-    ingest.document_ingest(document_id=a.pk)  # replaces its chunks
+    pipeline.document_ingest(document_id=a.pk)  # replaces its chunks
     stats = {s.lexeme: s.df for s in TermStat.objects.filter(collection=collection) if s.df}
     assert stats == recomputed(collection)
-    ingest.document_delete(document=a)
+    services.document_delete(document=a)
     stats = {s.lexeme: s.df for s in TermStat.objects.filter(collection=collection) if s.df}
     assert stats == recomputed(collection) and df(collection, "lava") == 0
     assert totals(collection) == (b.chunk_count, b.chunks.get().token_count)

@@ -19,7 +19,7 @@ from django.core.files.base import ContentFile
 from django.db import DatabaseError, connection, transaction
 from django.test import Client
 
-from documents import ingest
+from documents import services
 from documents.models import ApiToken, Collection, Document
 
 UPLOADS = 8
@@ -70,7 +70,7 @@ def test_concurrent_api_uploads_of_one_file_store_it_once(celery_worker, live_se
 
         assert_one_accepted_and_the_rest_refused(answers, lambda problem: problem.get("existing_id"))
         (winner,) = Document.objects.filter(collection__name="Race", original_filename="same.txt",
-                                            size=len(body), sha256=ingest.sha256_of(ContentFile(body)))
+                                            size=len(body), sha256=services.sha256_of(ContentFile(body)))
         refused = [answer.json() for answer in answers if answer.status_code == 409]
         assert {problem["existing_id"] for problem in refused} == {winner.pk}
         assert all("already in the collection" in problem["detail"] for problem in refused)
@@ -96,7 +96,7 @@ def test_concurrent_page_uploads_of_one_file_store_it_once(celery_worker, live_s
         ))
 
         assert_one_accepted_and_the_rest_refused(answers, lambda data: data["results"][0].get("existing_id"))
-        (winner,) = Document.objects.filter(collection__name="Race", sha256=ingest.sha256_of(ContentFile(body)))
+        (winner,) = Document.objects.filter(collection__name="Race", sha256=services.sha256_of(ContentFile(body)))
         for answer in answers:
             (result,) = answer.json()["results"]
             if answer.status_code == 202:
@@ -129,7 +129,7 @@ def audit_refuses(action: str):
 def test_an_upload_whose_transaction_fails_after_storing_the_file_leaves_no_file(user, collection):
     with audit_refuses("upload"), pytest.raises(DatabaseError, match="audit store unavailable"):
         # Its last write fails, after its file was stored.
-        ingest.document_create(owner=user, collection=collection, file=ContentFile(b"kept?", name="a.txt"),
+        services.document_create(owner=user, collection=collection, file=ContentFile(b"kept?", name="a.txt"),
                                enqueue=False)
     assert Document.objects.count() == 0
     assert stored_files() == []
@@ -154,7 +154,7 @@ def test_an_upload_inside_a_transaction_the_caller_rolls_back_leaves_no_file(use
         pass
 
     with pytest.raises(CallerChangedItsMind), transaction.atomic():
-        document = ingest.document_create(owner=user, collection=collection, enqueue=False,
+        document = services.document_create(owner=user, collection=collection, enqueue=False,
                                           file=ContentFile(b"rolled back", name="a.txt"))
         assert Path(document.file.path).read_bytes() == b"rolled back"  # stored while the transaction is open
         raise CallerChangedItsMind
@@ -163,7 +163,7 @@ def test_an_upload_inside_a_transaction_the_caller_rolls_back_leaves_no_file(use
     assert stored_files() == []
     # The same caller committing keeps both the row and its file.
     with transaction.atomic():
-        document = ingest.document_create(owner=user, collection=collection, enqueue=False,
+        document = services.document_create(owner=user, collection=collection, enqueue=False,
                                           file=ContentFile(b"committed", name="b.txt"))
     assert Path(Document.objects.get().file.path).read_bytes() == b"committed"
     assert stored_files() == [Path(document.file.path)]
@@ -172,10 +172,10 @@ def test_an_upload_inside_a_transaction_the_caller_rolls_back_leaves_no_file(use
 @pytest.mark.django_db(transaction=True)
 def test_an_upload_in_a_rolled_back_savepoint_leaves_no_file_while_the_outer_transaction_commits(user, collection):
     with transaction.atomic():
-        kept = ingest.document_create(owner=user, collection=collection, enqueue=False,
+        kept = services.document_create(owner=user, collection=collection, enqueue=False,
                                       file=ContentFile(b"kept", name="kept.txt"))
         with pytest.raises(ZeroDivisionError), transaction.atomic():
-            ingest.document_create(owner=user, collection=collection, enqueue=False,
+            services.document_create(owner=user, collection=collection, enqueue=False,
                                    file=ContentFile(b"dropped", name="dropped.txt"))
             1 / 0  # noqa: B018
     assert list(Document.objects.values_list("pk", flat=True)) == [kept.pk]
@@ -185,9 +185,9 @@ def test_an_upload_in_a_rolled_back_savepoint_leaves_no_file_while_the_outer_tra
 @pytest.mark.django_db
 def test_the_same_file_in_two_collections_is_stored_for_each(user, collection):
     other = Collection.objects.create(name="Other", owner=user)
-    first = ingest.document_create(owner=user, collection=collection, enqueue=False,
+    first = services.document_create(owner=user, collection=collection, enqueue=False,
                                    file=ContentFile(b"same", name="a.txt"))
-    second = ingest.document_create(owner=user, collection=other, enqueue=False,
+    second = services.document_create(owner=user, collection=other, enqueue=False,
                                     file=ContentFile(b"same", name="a.txt"))
     assert first.file.name != second.file.name
     assert Path(first.file.path).read_bytes() == Path(second.file.path).read_bytes() == b"same"

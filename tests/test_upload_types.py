@@ -1,6 +1,6 @@
 """Unsupported file types are refused at upload (page, API, admin) with what is supported, never stored.
 
-The rule is ``documents.parsing.check_supported`` (name and first bytes); ``documents.ingest.check_upload``
+The rule is ``documents.parsing.check_supported`` (name and first bytes); ``documents.services.check_upload``
 calls it for every entry point.
 """
 

@@ -4,7 +4,7 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
-from documents import ingest
+from documents import pipeline, services
 from documents.models import Document
 
 pytestmark = pytest.mark.django_db
@@ -17,11 +17,11 @@ def signed_in(client, user):
 
 
 def make(user, collection, body=b"Quarterly plan notes.", name="plan.txt", ingest_now=True):
-    document = ingest.document_create(
+    document = services.document_create(
         owner=user, collection=collection, file=SimpleUploadedFile(name, body), enqueue=False
     )
     if ingest_now:
-        ingest.document_ingest(document_id=document.pk)
+        pipeline.document_ingest(document_id=document.pk)
     return document
 
 

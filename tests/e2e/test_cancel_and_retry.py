@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.core.files.uploadedfile import SimpleUploadedFile
 from playwright.sync_api import expect
 
-from documents import ingest
+from documents import services
 from documents.models import Document
 
 READY_TIMEOUT = 60_000
@@ -21,7 +21,7 @@ def test_a_queued_document_is_cancelled_with_its_reason_then_re_ingested_to_read
     signed_in_page, user, collection, live_server, celery_worker
 ):
     # Queued, its task not sent: it waits (as behind a long queue) until alice cancels it.
-    document = ingest.document_create(
+    document = services.document_create(
         owner=user, collection=collection, enqueue=False,
         file=SimpleUploadedFile("itinerary.txt", b"Trains to Lyon leave at nine; the hotel is by the river."),
     )

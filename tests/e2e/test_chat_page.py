@@ -10,7 +10,8 @@ from playwright.sync_api import expect
 
 from chat import services
 from chat.models import Conversation
-from documents import ingest
+from documents import pipeline
+from documents import services as document_services
 from documents.models import Collection
 from tests.documents_factory import make_pdf
 
@@ -40,9 +41,9 @@ def llm(settings, openai_server):
 
 def add_document(owner, collection, name: str, body: bytes):
     """A ready document, ingested in-process (the upload path through the worker is tested once, below)."""
-    document = ingest.document_create(owner=owner, collection=collection, file=SimpleUploadedFile(name, body),
-                                      enqueue=False)
-    return ingest.document_ingest(document_id=document.pk)
+    document = document_services.document_create(owner=owner, collection=collection,
+                                                  file=SimpleUploadedFile(name, body), enqueue=False)
+    return pipeline.document_ingest(document_id=document.pk)
 
 
 def ask(page, question: str):

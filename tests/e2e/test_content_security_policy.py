@@ -15,7 +15,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from playwright.sync_api import expect
 
 from chat.models import Conversation
-from documents import ingest
+from documents import pipeline, services
 from documents.models import Document
 
 ANSWER = ("Your session may have expired: [sign in again](https://evil.example/login) to read the "
@@ -40,9 +40,9 @@ def llm(settings, openai_server):
 
 
 def add_document(owner, collection, name: str, body: bytes) -> Document:
-    document = ingest.document_create(owner=owner, collection=collection, file=SimpleUploadedFile(name, body),
+    document = services.document_create(owner=owner, collection=collection, file=SimpleUploadedFile(name, body),
                                       enqueue=False)
-    return ingest.document_ingest(document_id=document.pk)
+    return pipeline.document_ingest(document_id=document.pk)
 
 
 def test_every_page_works_under_the_policy_with_nothing_blocked(csp_violations, sign_in, admin_user, collection,

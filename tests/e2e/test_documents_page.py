@@ -8,7 +8,7 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from playwright.sync_api import expect
 
-from documents import ingest
+from documents import pipeline, services
 from documents.models import Collection, Document
 from tests.documents_factory import make_docx, make_encrypted_pdf, make_image_only_pdf, make_pdf
 
@@ -96,10 +96,10 @@ def test_a_bad_file_ends_failed_with_its_reason_shown(signed_in_page, celery_wor
 def test_another_user_neither_lists_nor_opens_alices_documents(sign_in, user, other_user, live_server):
     def add(owner, name, body):
         collection = Collection.objects.create(name=f"{owner.username}'s notes", owner=owner)
-        document = ingest.document_create(
+        document = services.document_create(
             owner=owner, collection=collection, file=SimpleUploadedFile(name, body), enqueue=False
         )
-        ingest.document_ingest(document_id=document.pk)
+        pipeline.document_ingest(document_id=document.pk)
         return document
 
     alices = add(user, "alice-secrets.txt", b"Alice's private salary notes.")

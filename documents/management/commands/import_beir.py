@@ -7,7 +7,7 @@ from django.core.files.base import ContentFile
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from documents import ingest
+from documents import pipeline, services
 from documents.exceptions import DuplicateDocument
 from documents.models import Document
 
@@ -33,7 +33,7 @@ class Command(BaseCommand):
         if not corpus.exists():
             raise CommandError(f"{corpus} does not exist.")
         user = self._owner(owner)
-        target = ingest.collection_for_upload(user=user, name=collection)
+        target = services.collection_for_upload(user=user, name=collection)
         if mode == "auto":
             from ragsite.celery import app
 
@@ -52,7 +52,7 @@ class Command(BaseCommand):
             title = (row.get("title") or "").strip()
             body = f"{title}\n\n{row.get('text', '')}".strip() + "\n"
             try:
-                document = ingest.document_create(
+                document = services.document_create(
                     owner=user, collection=target, file=ContentFile(body.encode("utf-8")),
                     filename=f"{external_id}.txt", title=title or external_id, external_id=external_id,
                     metadata={"source": corpus.name}, enqueue=(mode == "worker"),
@@ -62,7 +62,7 @@ class Command(BaseCommand):
                 continue
             created += 1
             if mode == "inline":
-                ingest.document_ingest(document_id=document.pk)
+                pipeline.document_ingest(document_id=document.pk)
             else:
                 queued_ids.append(document.pk)
         if queued_ids:

@@ -1,0 +1,132 @@
+"""The broker's side of ingestion: send a document's task (never losing it when the broker is down) and
+the sweeper, which restarts dead runs and re-sends lost tasks.
+
+The task is sent by name: tasks import this module (the sweep task), never the other way round.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+import redis
+from celery import current_app
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+from kombu.exceptions import ChannelError
+from kombu.exceptions import OperationalError as BrokerUnavailable
+
+from documents.models import Document
+
+logger = logging.getLogger(__name__)
+
+INGEST_TASK = "documents.tasks.ingest_document"
+
+QUEUE_UNREACHABLE = "The task queue cannot be reached right now; processing will start as soon as it is back."
+
+# What sending a task raises when the broker is down, after the publish retry policy
+# (CELERY_TASK_PUBLISH_RETRY_POLICY) gave up: kombu's OperationalError wraps the connection errors.
+BROKER_ERRORS = (BrokerUnavailable, redis.exceptions.RedisError, OSError)
+
+
+def enqueue_ingestion(document: Document) -> None:
+    """Send the ingestion task after the surrounding transaction commits (never before)."""
+    transaction.on_commit(lambda: send_ingestion(document))
+
+
+def publish_ingestion(document_id: int) -> None:
+    """Send the ingestion task by name: the services side never imports the task module."""
+    app = current_app
+    if app.conf.task_always_eager:
+        # CELERY_TASK_ALWAYS_EAGER (debugging): run it here, as the task's own .delay() would; send_task
+        # ignores that setting. Celery's autodiscovery registers the task in this process.
+        app.loader.import_default_modules()
+        app.tasks[INGEST_TASK].delay(document_id)
+        return
+    app.send_task(INGEST_TASK, args=[document_id])
+
+
+def send_ingestion(document: Document) -> bool:
+    """Hand the task to the broker; when it cannot be reached, keep the document queued and say so.
+
+    The upload is already committed: it is never lost. ``queued_at`` empty marks it unsent, and the
+    sweeper (``ingestions_sweep``) sends it when the broker answers again. The bounded publish retry
+    policy keeps a request from hanging on a dead broker.
+    """
+    try:
+        publish_ingestion(document.pk)
+    except BROKER_ERRORS as error:
+        logger.warning("could not queue document %s (%s); the sweeper will send it when the broker is back",
+                       document.pk, error)
+        Document.objects.filter(pk=document.pk, status=Document.Status.QUEUED).update(
+            queued_at=None, error=QUEUE_UNREACHABLE
+        )
+        document.queued_at, document.error = None, QUEUE_UNREACHABLE
+        return False
+    return True
+
+
+def interrupted_reason(attempts: int) -> str:
+    return (
+        f"Processing was interrupted {attempts} time{'s' if attempts != 1 else ''} without finishing (the server "
+        "stopped or ran out of memory), so it was given up. Re-ingest to try again; if it keeps happening, "
+        "ask an administrator, who can see the details."
+    )
+
+
+def ingestions_sweep() -> dict[str, int]:
+    """Nothing stays queued or processing forever: restart dead runs, re-send lost tasks, give up on the hopeless.
+
+    - processing, but its heartbeat (``Heartbeat``) has stopped for INGEST_STALE_SECONDS: its run died
+      (worker killed, out of memory, machine lost). Queued again, or failed with a reason after
+      INGEST_MAX_ATTEMPTS runs.
+    - queued, never handed to the broker (it was down at upload): sent now.
+    - queued long ago while the broker's queue is empty: its message was lost (Redis restarted without
+      persistence): sent again. A task for a document that finished meanwhile does nothing.
+    Safe to run concurrently (beat ticks, workers starting): rows are taken with SKIP LOCKED.
+    """
+    now = timezone.now()
+    stale_before = now - timedelta(seconds=settings.INGEST_STALE_SECONDS)
+    rows = Document.objects.select_for_update(skip_locked=True)
+    with transaction.atomic():
+        stale = list(rows.filter(status=Document.Status.PROCESSING, updated_at__lt=stale_before)
+                     .values_list("pk", "attempts"))
+        exhausted = [pk for pk, attempts in stale if attempts >= settings.INGEST_MAX_ATTEMPTS]
+        for pk, attempts in stale:
+            if pk in exhausted:
+                Document.objects.filter(pk=pk).update(
+                    status=Document.Status.FAILED, error=interrupted_reason(attempts), progress=0.0,
+                    finished_at=now, updated_at=now,
+                )
+        restart = [pk for pk, _ in stale if pk not in exhausted]
+        if restart:
+            Document.objects.filter(pk__in=restart).update(
+                status=Document.Status.QUEUED, progress=0.0, queued_at=now, updated_at=now,
+                error="Its worker stopped before finishing; it was queued again and will restart from the beginning.",
+            )
+        resend = list(rows.filter(status=Document.Status.QUEUED, queued_at__isnull=True).values_list("pk", flat=True))
+        waiting = rows.filter(status=Document.Status.QUEUED, queued_at__lt=stale_before)
+        if waiting.exists() and _broker_backlog() == 0:
+            resend += list(waiting.values_list("pk", flat=True))
+        if resend:
+            Document.objects.filter(pk__in=resend).update(queued_at=now, error="")
+    sent = [send_ingestion(document) for document in Document.objects.filter(pk__in=restart + resend)]
+    counts = {"restarted": len(restart), "failed": len(exhausted), "resent": len(resend), "unsent": sent.count(False)}
+    if any(counts.values()):
+        logger.warning("ingestion sweep: %s", " ".join(f"{key}={value}" for key, value in counts.items()))
+    return counts
+
+
+def _broker_backlog() -> int | None:
+    """Messages waiting in the ingestion queue; None when the broker cannot tell."""
+    app = current_app
+    try:
+        with app.connection_for_write() as conn:
+            try:
+                return conn.default_channel.queue_declare(queue=app.conf.task_default_queue, passive=True).message_count
+            except ChannelError:
+                return 0  # the queue does not exist: nothing waits in it
+    except BROKER_ERRORS as error:
+        logger.warning("cannot count the ingestion queue (%s)", error)
+        return None

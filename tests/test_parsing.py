@@ -1,4 +1,4 @@
-"""documents/parsing.py: each format's text and structure, the type checks, and the guard."""
+"""documents/parsing/: each format's text and structure, the type checks, and the guard."""
 
 import os
 import re
@@ -131,7 +131,7 @@ def test_docx_zip_bomb_is_refused_before_it_expands(tmp_path, monkeypatch):
     with zipfile.ZipFile(path, "a", compression=zipfile.ZIP_DEFLATED) as archive:
         archive.writestr("word/padding.xml", b"\0" * (8 * 1024 * 1024))  # compresses to ~8 KB
     assert path.stat().st_size < 100_000
-    monkeypatch.setattr(parsing, "DOCX_MAX_UNCOMPRESSED", 4 * 1024 * 1024)
+    monkeypatch.setattr(parsing.limits, "DOCX_MAX_UNCOMPRESSED", 4 * 1024 * 1024)
     with pytest.raises(DocumentTooLarge, match="expands to 8 MB"):
         parse(path)
 
@@ -228,7 +228,7 @@ def test_empty_and_whitespace_files_say_so(tmp_path):
 
 
 def test_a_parser_that_hangs_is_killed_at_the_timeout(tmp_path, monkeypatch):
-    monkeypatch.setattr(parsing, "parse_file", lambda *args, **kwargs: time.sleep(60))
+    monkeypatch.setattr(parsing.guard, "parse_file", lambda *args, **kwargs: time.sleep(60))
     started = time.monotonic()
     with pytest.raises(ParsingTimeout, match="took too long") as caught:
         parse(factory.make_text(tmp_path / "a.txt", "text"), timeout=1)
@@ -242,14 +242,14 @@ def test_a_parser_that_eats_memory_stops_at_the_limit(tmp_path, monkeypatch):
         while True:
             blocks.append(bytearray(64 * 1024 * 1024))
 
-    monkeypatch.setattr(parsing, "parse_file", hog)
+    monkeypatch.setattr(parsing.guard, "parse_file", hog)
     with pytest.raises(DocumentTooLarge, match="more memory than this server allows") as caught:
         parse(factory.make_text(tmp_path / "a.txt", "text"), max_memory_mb=256)
     assert "PARSE_MAX_MEMORY_MB=256" in caught.value.detail
 
 
 def test_a_parser_that_dies_is_reported_and_the_parent_lives(tmp_path, monkeypatch):
-    monkeypatch.setattr(parsing, "parse_file", lambda *args, **kwargs: os.kill(os.getpid(), 9))
+    monkeypatch.setattr(parsing.guard, "parse_file", lambda *args, **kwargs: os.kill(os.getpid(), 9))
     with pytest.raises(DocumentTooLarge, match="more memory than this server allows") as caught:
         parse(factory.make_text(tmp_path / "a.txt", "text"))
     assert "crashed" in caught.value.detail
@@ -261,7 +261,7 @@ def test_an_unexpected_parser_error_becomes_a_reason(tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         raise KeyError("/Root")
 
-    monkeypatch.setattr(parsing, "parse_file", broken)
+    monkeypatch.setattr(parsing.guard, "parse_file", broken)
     with pytest.raises(CorruptDocument) as caught:
         parse(factory.make_text(tmp_path / "a.txt", "text"))
     assert str(caught.value) == CorruptDocument.default_message and caught.value.detail == "KeyError: '/Root'"

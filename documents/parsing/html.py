@@ -1,0 +1,77 @@
+"""HTML: the main text without scripts, styles and navigation; headings become the heading path."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from documents.parsing.base import Section
+from documents.parsing.text import decode_text
+
+HTML_HEADINGS = ("h1", "h2", "h3", "h4", "h5", "h6")
+HTML_NOISE = ("script", "style", "noscript", "template", "nav", "header", "footer", "aside", "form",
+              "iframe", "svg", "canvas", "button", "select", "head", "title", "meta", "link")
+HTML_NOISE_SELECTORS = ('[role="navigation"]', '[role="banner"]', '[role="contentinfo"]',
+                        '[aria-hidden="true"]', ".navbox", ".mw-jump-link", ".mw-editsection",
+                        "#mw-navigation", "#mw-panel", "#footer", ".catlinks", ".printfooter", "#toc", ".toc")
+HTML_BLOCKS = frozenset(("p", "div", "li", "ul", "ol", "pre", "blockquote", "table", "tr", "section",
+                         "article", "main", "dd", "dt", "dl", "br", "figure", "figcaption", "hr") + HTML_HEADINGS)
+
+
+def parse_html(html: str) -> list[Section]:
+    """Main text without scripts, styles and navigation; headings become the heading path."""
+    from bs4 import BeautifulSoup, Comment, Doctype, NavigableString, Tag
+
+    soup = BeautifulSoup(html, "lxml")
+    for tag in soup.find_all(HTML_NOISE):
+        tag.decompose()
+    for selector in HTML_NOISE_SELECTORS:
+        for tag in soup.select(selector):
+            tag.decompose()
+    root = (
+        soup.find("main") or soup.find(attrs={"role": "main"}) or soup.find("article")
+        or soup.find(id="content") or soup.body or soup
+    )
+    sections: list[Section] = []
+    headings: list[tuple[int, str]] = []
+    parts: list[str] = []
+
+    def flush():
+        text = "".join(parts)
+        if text.strip():
+            sections.append(Section(text=text, heading_path=tuple(t for _, t in headings)))
+        parts.clear()
+
+    skip_inside = None  # the heading whose strings were already taken as its title
+    for node in root.descendants:  # an iterative walk: deep nesting cannot overflow the stack
+        if isinstance(node, Tag):
+            if node.name in HTML_HEADINGS:
+                title = " ".join(node.get_text(" ").split())
+                if title:
+                    flush()
+                    level = int(node.name[1])
+                    headings[:] = [(lvl, t) for lvl, t in headings if lvl < level] + [(level, title)]
+                skip_inside = node
+            elif node.name in HTML_BLOCKS:
+                parts.append("\n\n" if node.name in ("p", "div", "pre", "table", "blockquote") else "\n")
+            elif node.name in ("td", "th"):
+                parts.append(" | ")
+        elif isinstance(node, NavigableString) and not isinstance(node, Comment | Doctype):
+            if skip_inside is not None and skip_inside in node.parents:
+                continue
+            parts.append(re.sub(r"[ \t\r\f\v]+", " ", str(node)) if node.parent.name != "pre" else str(node))
+    flush()
+    return [Section(text=_tidy_html_text(s.text), heading_path=s.heading_path) for s in sections]
+
+
+def _tidy_html_text(text: str) -> str:
+    lines = []
+    for line in text.split("\n"):
+        line = line.strip().strip("|").strip()
+        if line or (lines and lines[-1]):
+            lines.append(line)
+    return "\n".join(lines)
+
+
+def parse_path(path: Path, *, max_pages: int) -> list[Section]:
+    return parse_html(decode_text(path.read_bytes()))

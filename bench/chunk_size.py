@@ -3,7 +3,7 @@
     python bench/chunk_size.py [--sizes 128,192,254] [--queries 300] [--docs 1500] [--quick]
 
 The same documents are chunked (documents/chunking.py) at each size, with an overlap of 15 %, and
-embedded by the local model (documents/embeddings.py, its defaults, ``EMBEDDING_THREADS`` = all
+embedded by the local model (documents/embeddings/local.py, its defaults, ``EMBEDDING_THREADS`` = all
 cores) in one process; the judged queries are embedded once. Each document is ranked by its best
 chunk (as ``evaluate_retrieval`` does) by cosine over all chunks of the sample, and nDCG@10 and
 recall@100 are computed with ``chat.evaluation``. Vector search only: the keyword arm does not

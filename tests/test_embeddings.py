@@ -1,4 +1,4 @@
-"""documents/embeddings.py: the hashing, local, fastembed and OpenAI backends, batching, errors, dimensions.
+"""documents/embeddings/: the hashing, local, fastembed and OpenAI backends, batching, errors, dimensions.
 
 The OpenAI backend runs the real ``openai`` client against a real HTTP server on loopback
 (tests/openai_server.py) that answers, fails, rate-limits and stalls as scripted.
@@ -223,24 +223,24 @@ def test_a_tampered_tokenizer_is_refused(tmp_path):
 def test_auto_never_falls_back_silently_from_a_tampered_model(settings, monkeypatch, tampered_files):
     settings.EMBEDDING_BACKEND = "auto"
     settings.EMBEDDING_MODEL = settings.EMBEDDING_MODEL_PATH = settings.OPENAI_API_KEY = settings.OPENAI_BASE_URL = ""
-    monkeypatch.setattr(embeddings, "local_model_files", lambda: tampered_files)
-    embeddings._build.cache_clear()
+    monkeypatch.setattr(embeddings.local, "local_model_files", lambda: tampered_files)
+    embeddings.registry._build.cache_clear()
     try:
         with pytest.raises(embeddings.ModelVerificationError):
             embeddings.get_backend()
     finally:
-        embeddings._build.cache_clear()
+        embeddings.registry._build.cache_clear()
 
 
 def test_auto_without_the_model_package_falls_back_to_hashing_loudly(settings, monkeypatch, caplog):
     settings.EMBEDDING_BACKEND = "auto"
     settings.EMBEDDING_MODEL = settings.EMBEDDING_MODEL_PATH = settings.OPENAI_API_KEY = settings.OPENAI_BASE_URL = ""
-    monkeypatch.setattr(embeddings, "LOCAL_MODEL_PACKAGE", "no_such_model_package")
-    embeddings._build.cache_clear()
+    monkeypatch.setattr(embeddings.local, "LOCAL_MODEL_PACKAGE", "no_such_model_package")
+    embeddings.registry._build.cache_clear()
     try:
         assert isinstance(embeddings.get_backend(), embeddings.HashingBackend)
     finally:
-        embeddings._build.cache_clear()
+        embeddings.registry._build.cache_clear()
     assert "NO EMBEDDING MODEL COULD BE LOADED" in caplog.text and "make install" in caplog.text
 
 
@@ -342,7 +342,7 @@ def server(openai_server, settings):
     settings.EMBEDDING_TIMEOUT_SECONDS = 10
     yield openai_server
     # The next server may get this port again: do not hand a later test a client of this one.
-    embeddings._build.cache_clear()
+    embeddings.registry._build.cache_clear()
 
 
 def embedding_requests(server):

@@ -19,6 +19,7 @@ from chat.models import Citation, Conversation
 from chat.templatetags.answers import render_markdown
 from documents.models import Collection, Document
 from documents.parsing import CONTENT_TYPES
+from documents.selectors import collection_for_user
 from ragsite import ratelimit
 from ragsite.inputs import parse_id
 
@@ -53,7 +54,7 @@ def chat_new(request):
     if reference:
         if (collection_id := parse_id(reference)) is None:
             return HttpResponseBadRequest("Unknown collection.")
-        collection = get_object_or_404(Collection.objects.visible_to(request.user), pk=collection_id)
+        collection, _ = collection_for_user(request.user, collection_id)
     # Clicking "New conversation" twice should not leave a trail of empty ones: reuse an unused one.
     conversation = Conversation.objects.filter(
         owner=request.user, collection=collection, title="", messages__isnull=True

@@ -1,13 +1,13 @@
 """/api/v1/documents: upload (202 at once), status, list, delete, cancel, re-ingest."""
 
 from django.http import HttpResponse
-from django.shortcuts import get_object_or_404
 from ninja import File, Form, Router, Schema, Status
 from ninja.files import UploadedFile
 
 from documents import services, uploads
 from documents.exceptions import DuplicateDocument, UploadRejected
 from documents.models import Document
+from documents.selectors import document_for_user, documents_for_user, managers_only
 from ragsite import ratelimit
 
 router = Router(tags=["documents"])
@@ -73,25 +73,21 @@ def upload_document(
 @router.get("", response=list[DocumentOut])
 def list_documents(request):
     """Documents in every collection the caller may read, newest first."""
-    return Document.objects.visible_to(request.user).select_related("collection")
+    return documents_for_user(user=request.user)
 
 
 @router.get("/{document_id}", response=DocumentOut)
 def get_document(request, document_id: int):
-    return _readable(request, document_id)
-
-
-def _readable(request, document_id: int) -> Document:
-    """The caller's readable document with its collection, or 404 (others' ids are not found, not forbidden)."""
-    return get_object_or_404(Document.objects.visible_to(request.user).select_related("collection"), pk=document_id)
+    document, _ = document_for_user(request.user, document_id)
+    return document
 
 
 @router.delete("/{document_id}", response={204: None, 403: Problem})
 def delete_document(request, document_id: int):
     """Delete a document and its chunks (its uploader or the collection's owner)."""
-    document = _readable(request, document_id)
-    if not document.is_managed_by(request.user):
-        return Status(403, {"detail": "Only the uploader or the collection's owner can delete this document."})
+    document, can_manage = document_for_user(request.user, document_id)
+    if not can_manage:
+        return Status(403, {"detail": managers_only("delete")})
     services.document_delete(document=document, actor=request.user)
     return Status(204, None)
 
@@ -103,9 +99,9 @@ def cancel_document(request, document_id: int):
     A running task stops at its next stage or embedding batch and stores nothing. 409 when the document had
     already finished. Re-ingesting it starts again from scratch.
     """
-    document = _readable(request, document_id)
-    if not document.is_managed_by(request.user):
-        return Status(403, {"detail": "Only the uploader or the collection's owner can cancel its processing."})
+    document, can_manage = document_for_user(request.user, document_id)
+    if not can_manage:
+        return Status(403, {"detail": managers_only("cancel the processing of")})
     if not services.document_cancel(document=document, actor=request.user):
         return Status(409, {"detail": f"The document had already finished ({document.status}); nothing to cancel."})
     return Status(200, document)
@@ -118,8 +114,8 @@ def reingest_document(request, document_id: int):
     Retries a failed or cancelled ingestion, or re-embeds a ready document; its chunks are replaced when the
     new run stores. Poll GET /documents/{id} for progress.
     """
-    document = _readable(request, document_id)
-    if not document.is_managed_by(request.user):
-        return Status(403, {"detail": "Only the uploader or the collection's owner can re-ingest this document."})
+    document, can_manage = document_for_user(request.user, document_id)
+    if not can_manage:
+        return Status(403, {"detail": managers_only("re-ingest")})
     services.document_reingest(document=document, actor=request.user)
     return Status(202, document)

@@ -3,20 +3,16 @@
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import JsonResponse
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
 from django.views.decorators.http import require_GET, require_POST
 
 from documents import embeddings, services, uploads
 from documents.exceptions import DuplicateDocument, UploadRejected
 from documents.models import Collection, Document
+from documents.selectors import document_for_user, documents_for_user, managers_only
 from ragsite import ratelimit
 from ragsite.inputs import parse_id
-
-
-def _readable(request, pk: int) -> Document:
-    """The user's readable document with its collection, or 404 (others' ids are not found, not forbidden)."""
-    return get_object_or_404(Document.objects.visible_to(request.user).select_related("collection"), pk=pk)
 
 
 def _document_json(document: Document) -> dict:
@@ -37,7 +33,7 @@ def document_list(request):
     """The library: upload form (drag and drop, several files) and every readable document."""
     if request.method == "POST":
         return _upload(request)
-    documents = Document.objects.visible_to(request.user).select_related("collection")
+    documents = documents_for_user(user=request.user)
     # A list: the page reads it twice (the default name, then the suggestions), in one query.
     collections = list(Collection.objects.filter(owner=request.user))
     # Configuration advice is for administrators only; ordinary users never see it.
@@ -126,7 +122,7 @@ def _upload_answer(results: list[dict], retry_after: int) -> JsonResponse:
 def document_status(request):
     """Status of the caller's readable documents, polled by the library page's progress bars."""
     ids = [i for i in map(parse_id, request.GET.getlist("id")) if i is not None]
-    documents = Document.objects.visible_to(request.user).select_related("collection")
+    documents = documents_for_user(user=request.user)
     if "id" in request.GET:  # ids that are none: nothing, not everything
         documents = documents.filter(pk__in=ids)
     return JsonResponse({"documents": [_document_json(d) for d in documents[:500]]})
@@ -136,7 +132,7 @@ def document_status(request):
 @require_GET
 def document_detail(request, pk: int):
     """A document with its chunks; ``?chunk=`` highlights the one a citation points to."""
-    document = _readable(request, pk)
+    document, _ = document_for_user(request.user, pk)
     chunks = document.chunks.only("id", "ordinal", "text", "page", "heading").order_by("ordinal")
     highlighted = request.GET.get("chunk", "")
     return render(
@@ -149,9 +145,9 @@ def document_detail(request, pk: int):
 @login_required
 @require_POST
 def document_delete(request, pk: int):
-    document = _readable(request, pk)
-    if not document.is_managed_by(request.user):
-        messages.error(request, "Only the uploader or the collection's owner can delete this document.")
+    document, can_manage = document_for_user(request.user, pk)
+    if not can_manage:
+        messages.error(request, managers_only("delete"))
     else:
         services.document_delete(document=document, actor=request.user)
         messages.success(request, f"Deleted “{document.title}”.")
@@ -162,9 +158,9 @@ def document_delete(request, pk: int):
 @require_POST
 def document_reingest(request, pk: int):
     """Process a document again from scratch (its uploader or the collection's owner)."""
-    document = _readable(request, pk)
-    if not document.is_managed_by(request.user):
-        messages.error(request, "Only the uploader or the collection's owner can re-ingest this document.")
+    document, can_manage = document_for_user(request.user, pk)
+    if not can_manage:
+        messages.error(request, managers_only("re-ingest"))
     else:
         services.document_reingest(document=document, actor=request.user)
         messages.success(request, f"“{document.title}” queued again.")
@@ -175,9 +171,9 @@ def document_reingest(request, pk: int):
 @require_POST
 def document_cancel(request, pk: int):
     """Cancel a queued or running ingestion (its uploader or the collection's owner); re-ingest runs it again."""
-    document = _readable(request, pk)
-    if not document.is_managed_by(request.user):
-        status, detail = 403, "Only the uploader or the collection's owner can cancel this document's processing."
+    document, can_manage = document_for_user(request.user, pk)
+    if not can_manage:
+        status, detail = 403, managers_only("cancel the processing of")
     elif services.document_cancel(document=document, actor=request.user):
         status, detail = 200, f"Cancelled the processing of “{document.title}”."
     else:

@@ -7,6 +7,8 @@ forbidden, so that ids say nothing about what others have.
 
 from __future__ import annotations
 
+from typing import TypedDict
+
 from django.shortcuts import get_object_or_404
 
 from documents.models import Collection, Document, DocumentQuerySet
@@ -18,6 +20,44 @@ PENDING = (Document.Status.QUEUED, Document.Status.PROCESSING)
 def documents_for_user(*, user) -> DocumentQuerySet:
     """Every document ``user`` may read, with its collection."""
     return Document.objects.visible_to(user).select_related("collection")
+
+
+class DocumentProgress(TypedDict):
+    """A document's state as the library page's progress bars read it."""
+
+    id: int
+    title: str
+    collection: str
+    status: str
+    status_label: str
+    progress: float
+    chunk_count: int
+    error: str
+
+
+def progress_of(document: Document) -> DocumentProgress:
+    return DocumentProgress(
+        id=document.pk,
+        title=document.title,
+        collection=document.collection.name,
+        status=document.status,
+        status_label=document.get_status_display(),
+        progress=round(document.progress, 3),
+        chunk_count=document.chunk_count,
+        error=document.error,
+    )
+
+
+# The most documents one status poll reports.
+PROGRESS_MAX_DOCUMENTS = 500
+
+
+def documents_progress(*, user, ids: list[int] | None = None) -> list[DocumentProgress]:
+    """The progress of the documents ``user`` may read: those of ``ids`` (none for an empty list), or all."""
+    documents = documents_for_user(user=user)
+    if ids is not None:
+        documents = documents.filter(pk__in=ids)
+    return [progress_of(document) for document in documents[:PROGRESS_MAX_DOCUMENTS]]
 
 
 def document_for_user(user, pk: int) -> tuple[Document, bool]:

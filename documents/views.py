@@ -9,23 +9,16 @@ from django.views.decorators.http import require_GET, require_POST
 
 from documents import embeddings, services, uploads
 from documents.exceptions import DuplicateDocument, UploadRejected
-from documents.models import Collection, Document
-from documents.selectors import document_for_user, documents_for_user, managers_only
+from documents.models import Collection
+from documents.selectors import (
+    document_for_user,
+    documents_for_user,
+    documents_progress,
+    managers_only,
+    progress_of,
+)
 from ragsite import ratelimit
 from ragsite.inputs import parse_id
-
-
-def _document_json(document: Document) -> dict:
-    return {
-        "id": document.pk,
-        "title": document.title,
-        "collection": document.collection.name,
-        "status": document.status,
-        "status_label": document.get_status_display(),
-        "progress": round(document.progress, 3),
-        "chunk_count": document.chunk_count,
-        "error": document.error,
-    }
 
 
 @login_required
@@ -77,7 +70,7 @@ def _upload(request):
             )
             # The row as the list renders it, so that the page can insert it without reloading.
             row = render_to_string("documents/_row.html", {"document": document}, request=request)
-            results.append({"name": upload.name, "ok": True, "status": 202, "document": _document_json(document),
+            results.append({"name": upload.name, "ok": True, "status": 202, "document": progress_of(document),
                             "row_html": row})
         except UploadRejected as error:
             result = {"name": upload.name, "ok": False, "status": error.status_code, "detail": str(error)}
@@ -122,10 +115,8 @@ def _upload_answer(results: list[dict], retry_after: int) -> JsonResponse:
 def document_status(request):
     """Status of the caller's readable documents, polled by the library page's progress bars."""
     ids = [i for i in map(parse_id, request.GET.getlist("id")) if i is not None]
-    documents = documents_for_user(user=request.user)
-    if "id" in request.GET:  # ids that are none: nothing, not everything
-        documents = documents.filter(pk__in=ids)
-    return JsonResponse({"documents": [_document_json(d) for d in documents[:500]]})
+    wanted = ids if "id" in request.GET else None  # ids that are none: nothing, not everything
+    return JsonResponse({"documents": documents_progress(user=request.user, ids=wanted)})
 
 
 @login_required
@@ -180,6 +171,6 @@ def document_cancel(request, pk: int):
         status, state = 409, document.get_status_display().lower()
         detail = f"“{document.title}” had already finished ({state}); nothing to cancel."
     if "application/json" in request.headers.get("Accept", ""):
-        return JsonResponse({"detail": detail, "document": _document_json(document)}, status=status)
+        return JsonResponse({"detail": detail, "document": progress_of(document)}, status=status)
     (messages.success if status == 200 else messages.error)(request, detail)
     return redirect("documents:list")

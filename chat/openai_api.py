@@ -17,8 +17,9 @@ from django.http import Http404, JsonResponse, StreamingHttpResponse
 from ninja import NinjaAPI, Schema
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 
-from chat import retrieval, services, streaming
+from chat import services, streaming
 from documents.models import Collection
+from documents.search import Filters
 from ragsite import errors, ratelimit
 from ragsite.api import BearerToken
 from ragsite.inputs import parse_id
@@ -129,13 +130,13 @@ def list_models(request):
     return {"object": "list", "data": data}
 
 
-def _filters_for(user, model: str) -> retrieval.Filters | None:
+def _filters_for(user, model: str) -> Filters | None:
     if model == DEFAULT_MODEL or not model.startswith(MODEL_PREFIX):
         return None if model == DEFAULT_MODEL else False
     pk = parse_id(model.removeprefix(MODEL_PREFIX))
     if pk is None or not Collection.objects.visible_to(user).filter(pk=pk).exists():
         return False
-    return retrieval.Filters(collections=(pk,))
+    return Filters(collections=(pk,))
 
 
 def _citations(result: dict) -> list[dict]:

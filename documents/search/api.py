@@ -5,7 +5,7 @@ from typing import Literal
 from ninja import Query, Router, Schema
 from ninja.errors import HttpError
 
-from chat import retrieval
+from documents.search import query as retrieval
 
 router = Router(tags=["search"])
 

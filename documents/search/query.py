@@ -273,7 +273,7 @@ def _scope_sql(user, filters: Filters, ef_search: int | None) -> tuple[str, list
 
 
 def _probes_sql() -> str:
-    """IVFFLAT_PROBES, or √lists of the IVFFlat index a distance has (documents.indexes): read from the
+    """IVFFLAT_PROBES, or √lists of the IVFFlat index a distance has (documents.search.indexes): read from the
     catalog in the same statement (one index lookup), so a rebuilt index with other lists is used at once."""
     if settings.IVFFLAT_PROBES > 0:
         return f"'{int(settings.IVFFLAT_PROBES)}'"

@@ -5,7 +5,7 @@ from typing import Literal
 from ninja import Query, Router, Schema
 from ninja.errors import HttpError
 
-from documents.search import query as retrieval
+from documents import search as retrieval
 
 router = Router(tags=["search"])
 

@@ -70,8 +70,8 @@ def main() -> None:
     from django.contrib.auth import get_user_model
 
     from documents import embeddings
+    from documents import search as retrieval
     from documents.search import indexes
-    from documents.search import query as retrieval
 
     started = time.perf_counter()
     corpus = _data.clustered(n=args.chunks, queries=args.queries, seed=1, query_texts=_data.scifact_claims())
@@ -97,7 +97,7 @@ def main() -> None:
     truth_readable = loaded.chunk_ids[_data.exact_top(corpus.vectors, corpus.queries, K, readable_mask)]
     ef = settings.HNSW_EF_SEARCH
     model_name = embeddings.get_backend().model_name
-    where, where_params = retrieval._where(alice, retrieval.Filters(collections=(rare.pk,)), model_name)
+    where, where_params = retrieval.chunk_predicate(alice, retrieval.Filters(collections=(rare.pk,)), model_name)
     # pgvector's documented query, with the service's predicate: the k first rows the scan returns.
     sql = (f"SELECT c.id FROM documents_chunk c WHERE c.distance = 'cosine' AND {where} "
            f"ORDER BY c.embedding <=> %b LIMIT {K}")

@@ -6,6 +6,7 @@ BM25 and hybrid), ``indexes`` (HNSW or IVFFlat per distance), ``evaluation`` (nD
 queries) and ``api`` (``/api/v1/search``).
 """
 
-from documents.search.query import MODES, Filters, Hit, UnknownCollection, search
+from documents.search.filters import Filters, UnknownCollection, chunk_predicate
+from documents.search.query import MODES, Hit, search
 
-__all__ = ["MODES", "Filters", "Hit", "UnknownCollection", "search"]
+__all__ = ["MODES", "Filters", "Hit", "UnknownCollection", "chunk_predicate", "search"]

@@ -33,7 +33,7 @@ class UnknownCollection(LookupError):
     """``Filters.collection`` names no collection that the user can read."""
 
 
-def chunk_predicate(user: Any, filters: Filters, model_name: str | None) -> tuple[str, list[object]]:
+def chunk_predicate(user: Any, filters: Filters, model_name: str | None) -> tuple[str, list[Any]]:
     """The predicate on chunks (alias ``c``) that ``user`` may read and ``filters`` keeps, with its parameters.
 
     On its own, for a statement of your own over the chunk table (the benches compare pgvector's plain
@@ -45,12 +45,12 @@ def chunk_predicate(user: Any, filters: Filters, model_name: str | None) -> tupl
     return _predicate(f"c.collection_id IN ({readable})", params, filters, model_name, collections=True)
 
 
-def scoped_predicate(filters: Filters, model_name: str | None) -> tuple[str, list[object]]:
+def scoped_predicate(filters: Filters, model_name: str | None) -> tuple[str, list[Any]]:
     """The chunks' predicate after sql.scope_statement(): in the covered collections (SCOPE), and filtered."""
     return _predicate(f"c.collection_id = ANY({SCOPE})", [], filters, model_name)
 
 
-def covered_collections(user: Any, filters: Filters, alias: str) -> tuple[str, list[object]]:
+def covered_collections(user: Any, filters: Filters, alias: str) -> tuple[str, list[Any]]:
     """The predicate on collections (alias ``alias``) a search covers: readable by ``user``, and asked for."""
     readable, readable_params = readable_collections(user.pk)
     sql, params = f"{alias}.id IN ({readable})", list(readable_params)
@@ -70,8 +70,8 @@ def covered_collections(user: Any, filters: Filters, alias: str) -> tuple[str, l
 
 
 def _predicate(
-    scope: str, params: list[object], filters: Filters, model_name: str | None, *, collections: bool = False,
-) -> tuple[str, list[object]]:
+    scope: str, params: list[Any], filters: Filters, model_name: str | None, *, collections: bool = False,
+) -> tuple[str, list[Any]]:
     clauses = [scope]
     params = list(params)
     if model_name is not None:

@@ -15,6 +15,7 @@ import numpy as np
 import psycopg
 from django.conf import settings
 from django.db import transaction
+from django.db.backends.utils import CursorWrapper
 
 from documents import embeddings
 from documents.db import vector_cursor
@@ -25,7 +26,8 @@ from ragsite.inputs import without_surrogates
 
 __all__ = ["MODES", "Filters", "Hit", "UnknownCollection", "search"]
 
-Statement = tuple[str, list[object]]
+Statement = tuple[str, list[Any]]
+Row = tuple[Any, ...]
 
 MODES = ("vector", "keyword", "hybrid")
 
@@ -46,7 +48,7 @@ class Hit:
 
 
 def search(
-    *, user, query: str, k: int = 10, filters: Filters | None = None, mode: str = "hybrid",
+    *, user: Any, query: str, k: int = 10, filters: Filters | None = None, mode: str = "hybrid",
     candidates: int | None = None, query_vector: Sequence[float] | np.ndarray | None = None,
 ) -> list[Hit]:
     """The ``k`` best chunks for ``query`` among those ``user`` may read.
@@ -85,13 +87,14 @@ def search(
             statements.append(_keyword_sql(query, filters, limit))
         scope, *results = _fetch_together(cursor, statements)
         _check_covered(filters, scope)
-        keyword = [Hit(*row) for row in results.pop()] if mode != "vector" else []
-        nearest_rows: list[list[tuple]] = []
+        keyword = [_hit(row) for row in results.pop()] if mode != "vector" else []
+        nearest_rows: list[list[Row]] = []
         if mode != "keyword":
             distances = sorted(distance for distance in scope[0][-1] if distance in OPERATORS)
             others = [distance for distance in distances if distance != SPECULATED]
             found = {SPECULATED: results[0]}
             if others:
+                assert vector is not None  # embedded for the first round trip
                 _, *rows = _fetch_together(cursor, [
                     _scope_sql(user, filters, ef_search),
                     *(_vector_sql(filters, limit, vector, distance, backend.model_name) for distance in others),
@@ -99,7 +102,7 @@ def search(
                 found.update(zip(others, rows, strict=True))
             nearest_rows = [found[distance] for distance in distances]
     threshold = settings.RETRIEVAL_MIN_SIMILARITY
-    nearest = [Hit(*row, relevant=row[-1] >= threshold) for rows in nearest_rows for row in rows]
+    nearest = [_hit(row, relevant=row[-1] >= threshold) for rows in nearest_rows for row in rows]
     if len(nearest_rows) > 1:  # collections with different distances: merge on cosine similarity
         nearest = sorted(nearest, key=lambda hit: (-hit.score, hit.chunk_id))[:limit]
     if mode == "vector":
@@ -109,12 +112,17 @@ def search(
     return _fuse([nearest, keyword], k)
 
 
-def _check_covered(filters: Filters, scope: list[tuple]) -> None:
+def _hit(row: Row, relevant: bool = True) -> Hit:
+    chunk_id, document_id, document_title, page, heading, text, score = row
+    return Hit(chunk_id, document_id, document_title, page, heading, text, score, relevant)
+
+
+def _check_covered(filters: Filters, scope: list[Row]) -> None:
     if filters.collection and not scope[0][-2]:  # _scope_sql's count of covered collections
         raise UnknownCollection(filters.collection)
 
 
-def _checked_vector(query_vector) -> np.ndarray:
+def _checked_vector(query_vector: Sequence[float] | np.ndarray) -> np.ndarray:
     vector = np.asarray(query_vector, dtype=np.float32).reshape(-1)
     if vector.shape[0] != settings.EMBEDDING_DIMENSIONS or not np.isfinite(vector).all():
         raise ValueError(
@@ -123,7 +131,7 @@ def _checked_vector(query_vector) -> np.ndarray:
     return vector
 
 
-def _fetch_together(cursor, statements: list[tuple[str, list]]) -> list[list[tuple]]:
+def _fetch_together(cursor: CursorWrapper, statements: list[Statement]) -> list[list[Row]]:
     """The rows of each statement, all sent to the server in one round trip.
 
     A search used to take six round trips (BEGIN, two settings, the distances, the query, COMMIT),
@@ -150,7 +158,7 @@ def _fetch_together(cursor, statements: list[tuple[str, list]]) -> list[list[tup
         return results
 
 
-def _binds_client_side(cursor) -> bool:
+def _binds_client_side(cursor: CursorWrapper) -> bool:
     return isinstance(cursor.cursor, psycopg.ClientCursor)
 
 

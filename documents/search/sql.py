@@ -8,6 +8,7 @@ literals. The statements are built here and run by ``query``; the predicates the
 from __future__ import annotations
 
 from functools import cache
+from typing import Any
 
 import numpy as np
 from django.conf import settings
@@ -29,7 +30,7 @@ CHUNK = _table(Chunk)
 TERMSTAT = _table(TermStat)
 
 
-def readable_collections(user_id: int | None) -> tuple[str, list[object]]:
+def readable_collections(user_id: int | None) -> tuple[str, list[Any]]:
     """The ids of the collections the user ``user_id`` may read, as a subquery: owned, or shared as a member.
 
     The security boundary, written once: every search statement decides access with it, from the user's
@@ -58,7 +59,7 @@ SPECULATED = "cosine"
 SCOPE = "current_setting('rag.collections')::bigint[]"
 
 
-def scope_statement(covered: str, params: list[object], ef_search: int | None) -> tuple[str, list[object]]:
+def scope_statement(covered: str, params: list[Any], ef_search: int | None) -> tuple[str, list[Any]]:
     """The first statement of a search: the collections it covers, their distances, and its settings.
 
     ``covered`` is the predicate on the collections (alias ``g``) the search covers (filters.covered_collections:
@@ -106,8 +107,8 @@ def vector_literal(vector: np.ndarray) -> str:
 
 
 def vector_statement(
-    where: str, params: list[object], limit: int, vector: np.ndarray, distance: str,
-) -> tuple[str, list[object]]:
+    where: str, params: list[Any], limit: int, vector: np.ndarray, distance: str,
+) -> tuple[str, list[Any]]:
     """The ``limit`` chunks nearest to ``vector`` among the ``where`` ones of ``distance``'s index."""
     operator = OPERATORS[distance]  # from a fixed table, never from input
     similarity = SIMILARITY[distance].format(d="n.gap")
@@ -144,7 +145,7 @@ SELECTIVE_TERMS = 3
 SELECTIVE_DF = 0.05
 
 
-def keyword_statement(query: str, where: str, params: list[object], limit: int) -> tuple[str, list[object]]:
+def keyword_statement(query: str, where: str, params: list[Any], limit: int) -> tuple[str, list[Any]]:
     """BM25 over the ``where`` chunks' tsvectors, with document frequencies of the covered collections.
 
     PostgreSQL's ts_rank has no inverse document frequency: on SciFact it reaches nDCG@10 0.42

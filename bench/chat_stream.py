@@ -186,7 +186,7 @@ def prepare_corpus(user) -> tuple[list[str], str]:
 
     from django.core.management import call_command
 
-    from chat import retrieval
+    from documents import search as retrieval
     from documents.models import Document
 
     with tempfile.TemporaryDirectory() as folder:
@@ -362,8 +362,9 @@ def stage_times(user, questions: list[str], count: int) -> dict[str, list[float]
     """Where the app's time to first token goes, step by step, in this process (no HTTP, one at a time)."""
     from django.conf import settings
 
-    from chat import llm, prompting, retrieval
+    from chat import llm, prompting
     from documents import embeddings
+    from documents import search as retrieval
 
     model, backend = llm.get_llm(), embeddings.get_backend()
     candidates = settings.RETRIEVAL_CANDIDATES

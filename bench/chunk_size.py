@@ -6,7 +6,7 @@ The same documents are chunked (documents/chunking.py) at each size, with an ove
 embedded by the local model (documents/embeddings/local.py, its defaults, ``EMBEDDING_THREADS`` = all
 cores) in one process; the judged queries are embedded once. Each document is ranked by its best
 chunk (as ``evaluate_retrieval`` does) by cosine over all chunks of the sample, and nDCG@10 and
-recall@100 are computed with ``chat.evaluation``. Vector search only: the keyword arm does not
+recall@100 are computed with ``documents.search.evaluation``. Vector search only: the keyword arm does not
 depend on where chunks end, and embedding the whole corpus once per size through the pipeline takes
 hours on a shared 2-core machine. The sample: every document judged relevant to the evaluated
 queries, then an evenly spread sample of the others up to ``--docs``; the figures compare sizes,
@@ -41,10 +41,10 @@ def main() -> None:
     import numpy as np
     from django.conf import settings
 
-    from chat import evaluation
     from documents import embeddings
     from documents.chunking import chunk_sections
     from documents.parsing import Section
+    from documents.search import evaluation
 
     queries = evaluation.load_queries(scifact / "queries-dev.jsonl")
     judgments = evaluation.load_qrels(scifact / "qrels-dev.tsv")

@@ -18,7 +18,7 @@ run, in the database ``ragbench_filtered``:
   index forced, with ``hnsw.iterative_scan`` off (plain), relaxed_order (what the service sets) and
   strict_order, and relaxed_order at 2× and 4× ef_search; the service's query shape (the candidates
   materialised and re-sorted) with HNSW forced and as the planner chooses, and the same fetching 20
-  to keep 10; ``chat.retrieval.search(
+  to keep 10; ``documents.search.search(
   mode="vector")`` itself; exact search (index scans off). Recall@10 and rows returned against
   exact filtered search (numpy, checked against the SQL); p50/p95 latency.
 - keyword and hybrid mode through the service on the same data, filtered to "rare" and over all
@@ -69,8 +69,9 @@ def main() -> None:
     from django.conf import settings
     from django.contrib.auth import get_user_model
 
-    from chat import retrieval
-    from documents import embeddings, indexes
+    from documents import embeddings
+    from documents import search as retrieval
+    from documents.search import indexes
 
     started = time.perf_counter()
     corpus = _data.clustered(n=args.chunks, queries=args.queries, seed=1, query_texts=_data.scifact_claims())
@@ -96,7 +97,7 @@ def main() -> None:
     truth_readable = loaded.chunk_ids[_data.exact_top(corpus.vectors, corpus.queries, K, readable_mask)]
     ef = settings.HNSW_EF_SEARCH
     model_name = embeddings.get_backend().model_name
-    where, where_params = retrieval._where(alice, retrieval.Filters(collections=(rare.pk,)), model_name)
+    where, where_params = retrieval.chunk_predicate(alice, retrieval.Filters(collections=(rare.pk,)), model_name)
     # pgvector's documented query, with the service's predicate: the k first rows the scan returns.
     sql = (f"SELECT c.id FROM documents_chunk c WHERE c.distance = 'cosine' AND {where} "
            f"ORDER BY c.embedding <=> %b LIMIT {K}")

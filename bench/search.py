@@ -22,7 +22,7 @@ bob shares "shared" (10%) with her and keeps "private" (10%). Measured on it, in
   (a) SQL: ``SELECT id FROM documents_chunk WHERE distance = 'cosine' ORDER BY embedding <=> q LIMIT 10``
       (the bare query on our partial index: psycopg, prepared, binary vector, autocommit);
   (a+f) the same with the service's permission + collection predicate (iterative scan on);
-  (b) ``chat.retrieval.search(mode="vector", filters=collection, query_vector=q)`` as alice;
+  (b) ``documents.search.search(mode="vector", filters=collection, query_vector=q)`` as alice;
   (c) GET /api/v1/search?mode=vector&collection=… with a bearer token, served by uvicorn (ASGI,
       pooled connections, as ``make run`` serves it), production settings (DEBUG=false). The
       server looks the query vector up instead of embedding the text (bench/_search_server.py):
@@ -154,9 +154,9 @@ def run(corpus: _data.Corpus, efs: list[int], *, peer: bool) -> dict:
     from django.db import connection
     from django.test import override_settings
 
-    from chat import retrieval
-    from documents import indexes
+    from documents import search as retrieval
     from documents.models import ApiToken, Document
+    from documents.search import indexes
 
     _data.progress(f"== {corpus.name}: loading {len(corpus.texts):,} chunks")
     loaded = _data.load(corpus, layout=LAYOUT)
@@ -177,8 +177,8 @@ def run(corpus: _data.Corpus, efs: list[int], *, peer: bool) -> dict:
     filtered.execute("SET hnsw.iterative_scan = relaxed_order")
     exact_check = _check_exact(sql, corpus.queries[:3], truth_all[:3])
 
-    where, where_params = retrieval._where(loaded.user, retrieval.Filters(collections=(corpus_collection.pk,)),
-                                           _model_name())
+    where, where_params = retrieval.chunk_predicate(
+        loaded.user, retrieval.Filters(collections=(corpus_collection.pk,)), _model_name())
     filtered_sql = (f"SELECT c.id FROM documents_chunk c WHERE c.distance = 'cosine' AND {where} "
                     f"ORDER BY c.embedding <=> %b LIMIT {K}")
     plans = {"(a) SQL": _plan(sql, BARE_SQL, [corpus.queries[0]]),
@@ -279,8 +279,8 @@ def _ivfflat(loaded, queries, texts, truth_all, truth_collection, collection_id:
     """The IVFFlat option, built as the product builds it, timed as HNSW was; then HNSW is put back."""
     from django.test import override_settings
 
-    from chat import retrieval
-    from documents import indexes
+    from documents import search as retrieval
+    from documents.search import indexes
 
     _data.progress("building IVFFlat in place of HNSW (manage.py vector_index --type ivfflat) ...")
     built = indexes.vector_index_build(kind="ivfflat", distance="cosine", maintenance_work_mem=memory,

@@ -10,7 +10,7 @@ from functools import cache
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
-from chat.retrieval import Hit
+from documents.search import Hit
 
 logger = logging.getLogger(__name__)
 

@@ -17,8 +17,9 @@ from django.http import Http404, JsonResponse, StreamingHttpResponse
 from ninja import NinjaAPI, Schema
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 
-from chat import retrieval, services, streaming
+from chat import services, streaming
 from documents.models import Collection
+from documents.search import Filters, UnknownCollection
 from ragsite import errors, ratelimit
 from ragsite.api import BearerToken
 from ragsite.inputs import parse_id
@@ -129,13 +130,17 @@ def list_models(request):
     return {"object": "list", "data": data}
 
 
-def _filters_for(user, model: str) -> retrieval.Filters | None:
-    if model == DEFAULT_MODEL or not model.startswith(MODEL_PREFIX):
-        return None if model == DEFAULT_MODEL else False
-    pk = parse_id(model.removeprefix(MODEL_PREFIX))
+def _filters_for(user, model: str) -> Filters | None:
+    """A model's search filters: None for ``rag`` (all the user may read), or one readable collection.
+
+    Raises UnknownCollection for any other name, or a collection the user may not read.
+    """
+    if model == DEFAULT_MODEL:
+        return None
+    pk = parse_id(model.removeprefix(MODEL_PREFIX)) if model.startswith(MODEL_PREFIX) else None
     if pk is None or not Collection.objects.visible_to(user).filter(pk=pk).exists():
-        return False
-    return retrieval.Filters(collections=(pk,))
+        raise UnknownCollection(model)
+    return Filters(collections=(pk,))
 
 
 def _citations(result: dict) -> list[dict]:
@@ -156,8 +161,9 @@ def chat_completions(request, body: ChatCompletionRequest):
     served as an async iterator (chat.streaming), so it holds no thread while the model thinks.
     """
     user = request.auth
-    filters = _filters_for(user, body.model)
-    if filters is False:
+    try:
+        filters = _filters_for(user, body.model)
+    except UnknownCollection:
         return _error(404, f"The model '{body.model}' does not exist or you do not have access to it.")
     if invalid := _invalid_part(body.messages):
         param, why = invalid
@@ -175,7 +181,7 @@ def chat_completions(request, body: ChatCompletionRequest):
         return response
     question = turns[-1][1]
     history = [{"role": role, "content": text} for role, text in turns[:-1]]
-    generator = services.answer(user=user, question=question, history=history, filters=filters or None)
+    generator = services.answer(user=user, question=question, history=history, filters=filters)
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())
     # The answer reuses the connection the token check took, and hands it back before the model

@@ -14,8 +14,8 @@ from pathlib import Path
 import tiktoken
 from django.conf import settings
 
-from chat.retrieval import Hit
 from documents.chunking import count_tokens as model_tokens
+from documents.search import Hit
 
 SYSTEM_PROMPT = """You answer questions about the user's documents.
 Rules:

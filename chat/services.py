@@ -11,8 +11,9 @@ from django.db import connection, transaction
 from django.urls import reverse
 
 from chat import llm as llms
-from chat import prompting, retrieval
+from chat import prompting
 from chat.models import Citation, Conversation, Message
+from documents import search as retrieval
 from documents.exceptions import EmbeddingError
 from documents.models import Chunk
 from documents.parsing import CONTROL

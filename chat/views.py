@@ -14,11 +14,12 @@ from django.http import HttpResponse, HttpResponseBadRequest, HttpResponseNotAll
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
-from chat import retrieval, services, streaming
+from chat import services, streaming
 from chat.models import Citation, Conversation
 from chat.templatetags.answers import render_markdown
 from documents.models import Collection, Document
 from documents.parsing import CONTENT_TYPES
+from documents.search import Filters
 from documents.selectors import collection_for_user
 from ragsite import ratelimit
 from ragsite.inputs import parse_id
@@ -103,7 +104,7 @@ def _context(request, conversation: Conversation | None) -> dict:
     }
 
 
-def _filters(data, conversation: Conversation) -> retrieval.Filters | None:
+def _filters(data, conversation: Conversation) -> Filters | None:
     """Per-question filters from the form; ``None`` lets the service use the conversation's collection."""
     document = (data.get("document") or "").strip()
     after = (data.get("after") or "").strip()
@@ -126,7 +127,7 @@ def _filters(data, conversation: Conversation) -> retrieval.Filters | None:
         raise ValueError("A tag cannot contain control characters.")
     # Access control stays in retrieval's SQL: a document id the user may not read finds nothing, and
     # the file type, tag and dates only narrow the collections the user may read.
-    return retrieval.Filters(
+    return Filters(
         collections=(conversation.collection_id,) if conversation.collection_id else (),
         documents=(document_id,) if document_id is not None else (),
         content_types=FILE_TYPES.get(file_type, ()),

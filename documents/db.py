@@ -1,10 +1,11 @@
 """Database helpers shared by the code that reads and writes vectors with raw SQL."""
 
 from django.db import connection
+from django.db.backends.utils import CursorWrapper
 from pgvector.psycopg import register_vector
 
 
-def vector_cursor():
+def vector_cursor() -> CursorWrapper:
     """A cursor on Django's connection that sends numpy arrays as pgvector values.
 
     psycopg copies its type adapters into each cursor when the cursor is created, so the

@@ -160,4 +160,4 @@ class DuplicateDocument(UploadRejected):
 
 
 class IndexBuildRefused(ValueError):
-    """A vector index cannot be built as asked (documents.indexes); the message says why and what to do."""
+    """A vector index cannot be built as asked (documents.search.indexes); the message says why and what to do."""

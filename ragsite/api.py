@@ -66,7 +66,7 @@ api = NinjaAPI(
     docs=Swagger(settings={"validatorUrl": None}),
 )
 api.add_router("/documents", "documents.api.router")
-api.add_router("/search", "chat.api.router")
+api.add_router("/search", "documents.search.api.router")
 
 # An outage of the database or Redis is a clear 503 here too (django-ninja handles the API's exceptions
 # itself, before ragsite.middleware would see them when DEBUG is on).

@@ -12,8 +12,9 @@ from django.db import connection, transaction
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from chat import retrieval, services
+from chat import services
 from documents import pipeline
+from documents import search as retrieval
 from documents import services as document_services
 from documents.models import ApiToken, Collection, Document
 from tests.term_statistics import assert_statistics_exact

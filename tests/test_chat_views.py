@@ -268,7 +268,7 @@ def test_an_unexpected_failure_becomes_an_error_event(signed_in, user, document,
     def broken(**kwargs):
         raise RuntimeError("index corrupted")
 
-    monkeypatch.setattr("chat.retrieval.search", broken)
+    monkeypatch.setattr("documents.search.search", broken)
     conversation = Conversation.objects.create(owner=user)
 
     events = events_of(ask(signed_in, conversation))

@@ -15,9 +15,9 @@ from django.db import connection
 from django.db.models import F
 from django.urls import reverse
 
-from chat import retrieval
 from chat.models import Conversation
 from documents import chunking, embeddings, parsing, pipeline, services, store
+from documents import search as retrieval
 from documents.models import ApiToken, Chunk, Collection, Document, TermStat
 from tests.term_statistics import assert_statistics_exact
 

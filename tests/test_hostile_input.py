@@ -771,7 +771,7 @@ def test_a_lone_surrogate_in_an_api_question_is_dropped(stream, client, user, ha
 
 @pytest.mark.django_db
 def test_a_lone_surrogate_in_a_page_question_or_a_search_is_no_failure(client, user, handbook, llm):
-    from chat import retrieval
+    from documents import search as retrieval
 
     client.force_login(user)
     conversation = Conversation.objects.create(owner=user)

@@ -1,4 +1,4 @@
-"""documents/indexes.py and `manage.py vector_index`: HNSW or IVFFlat per distance, and search on either."""
+"""documents/search/indexes.py and `manage.py vector_index`: HNSW or IVFFlat per distance, and search on either."""
 
 from __future__ import annotations
 
@@ -8,14 +8,15 @@ from django.core.files.base import ContentFile
 from django.core.management import CommandError, call_command
 from django.db import connection
 
-from chat import retrieval
-from documents import embeddings, indexes, services, store
+from documents import embeddings, services, store
 from documents.chunking import ChunkDraft
 from documents.models import Document
+from documents.search import indexes
+from documents.search import query as retrieval
 
 pytestmark = pytest.mark.django_db(transaction=True)  # CREATE/DROP INDEX, as the command runs them
 
-ROWS = 1200  # enough for IVFFlat's k-means (documents.indexes.IVFFLAT_MIN_ROWS)
+ROWS = 1200  # enough for IVFFlat's k-means (documents.search.indexes.IVFFLAT_MIN_ROWS)
 
 
 def stored_vectors(user, collection, rows: int, seed: int = 0) -> tuple[np.ndarray, list[int]]:

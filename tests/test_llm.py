@@ -4,7 +4,7 @@ import pytest
 from django.core.exceptions import ImproperlyConfigured
 
 from chat import llm
-from chat.retrieval import Hit
+from documents.search import Hit
 
 MESSAGES = [{"role": "system", "content": "Rules."}, {"role": "user", "content": "Question: vacation days?"}]
 

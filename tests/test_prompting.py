@@ -7,7 +7,7 @@ import tiktoken.load
 
 from chat import prompting
 from chat.prompting import SYSTEM_PROMPT, build_messages, count_tokens, fit_hits
-from chat.retrieval import Hit
+from documents.search import Hit
 from tests.conftest import require_shared
 
 

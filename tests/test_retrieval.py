@@ -1,4 +1,4 @@
-"""chat/retrieval.py: vector, keyword and hybrid search, with access control inside the SQL."""
+"""documents/search: vector, keyword and hybrid search, with access control inside the SQL."""
 
 from datetime import date
 
@@ -6,11 +6,11 @@ import pytest
 from django.core.files.base import ContentFile
 from django.db import connection
 
-from chat import retrieval
-from chat.retrieval import Filters, search
 from documents import pipeline, services
 from documents.db import vector_cursor
 from documents.models import Chunk, Collection, Document
+from documents.search import Filters, search
+from documents.search import query as retrieval
 
 pytestmark = pytest.mark.django_db
 

@@ -3,9 +3,10 @@
 import pytest
 from django.core.files.base import ContentFile
 
-from chat import llm, prompting, retrieval, services
+from chat import llm, prompting, services
 from chat.models import Conversation, Message
 from documents import pipeline
+from documents import search as retrieval
 from documents import services as document_services
 from documents.exceptions import EmbeddingError
 from documents.models import Collection

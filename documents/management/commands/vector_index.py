@@ -1,8 +1,8 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from documents import indexes
 from documents.exceptions import IndexBuildRefused
 from documents.models import Distance
+from documents.search import indexes
 
 
 class Command(BaseCommand):

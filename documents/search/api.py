@@ -1,11 +1,12 @@
 """/api/v1/search: the chunks a caller may read that best match a query."""
 
-from typing import Literal
+from typing import Any, Literal
 
+from django.http import HttpRequest
 from ninja import Query, Router, Schema
 from ninja.errors import HttpError
 
-from chat import retrieval
+from documents import search as retrieval
 
 router = Router(tags=["search"])
 
@@ -32,7 +33,7 @@ class Results(Schema):
 
 
 @router.get("", response=Results)
-def search(request, params: Query[SearchParams]):
+def search(request: HttpRequest, params: Query[SearchParams]) -> dict[str, list[dict[str, Any]]]:
     """Ranked passages (vector, keyword or hybrid) from the collections the caller may read.
 
     ``collection`` is a collection's id or name; ``k`` is at most 100.

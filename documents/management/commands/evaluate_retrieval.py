@@ -3,8 +3,9 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from chat import evaluation, retrieval
+from documents import search as retrieval
 from documents.models import Collection, Document
+from documents.search import evaluation
 from ragsite.inputs import parse_id
 
 

@@ -133,7 +133,8 @@ def prepare(args) -> tuple[list[ChatUser], str, list[str], str]:
     from django.db import connection
 
     from chat.models import Conversation
-    from documents.models import ApiToken, Collection, Document
+    from core.models import ApiToken
+    from documents.models import Collection, Document
 
     users = get_user_model().objects
     owner, _ = users.get_or_create(username=OWNER)

@@ -155,8 +155,9 @@ def run(corpus: _data.Corpus, efs: list[int], *, peer: bool) -> dict:
     from django.test import override_settings
 
     from chat import retrieval
+    from core.models import ApiToken
     from documents import indexes
-    from documents.models import ApiToken, Document
+    from documents.models import Document
 
     _data.progress(f"== {corpus.name}: loading {len(corpus.texts):,} chunks")
     loaded = _data.load(corpus, layout=LAYOUT)

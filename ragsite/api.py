@@ -10,7 +10,7 @@ from django.utils import timezone
 from ninja import NinjaAPI, Swagger
 from ninja.security import HttpBearer
 
-from documents.models import ApiToken, hash_token
+from core.models import ApiToken, hash_token
 from ragsite import errors
 from ragsite.middleware import DATABASE_ERRORS, REDIS_ERRORS, unavailable_response
 

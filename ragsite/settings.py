@@ -88,6 +88,7 @@ INSTALLED_APPS = [
     "ninja",  # serves Swagger UI's files itself (the API docs work offline, under the CSP), not from a CDN
     "documents",
     "chat",
+    "core",  # API tokens, bearer auth, rate limits, HTTP answers, upload limits, health
     "audit",
 ]
 

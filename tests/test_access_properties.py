@@ -13,8 +13,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from chat import retrieval, services
+from core.models import ApiToken
 from documents import ingest
-from documents.models import ApiToken, Collection, Document
+from documents.models import Collection, Document
 from tests.term_statistics import assert_statistics_exact
 
 pytestmark = pytest.mark.django_db

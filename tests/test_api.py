@@ -3,8 +3,9 @@
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
+from core.models import ApiToken
 from documents import ingest
-from documents.models import ApiToken, Chunk, Document
+from documents.models import Chunk, Document
 
 pytestmark = pytest.mark.django_db
 

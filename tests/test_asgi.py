@@ -15,7 +15,7 @@ import threading
 import pytest
 from django.core import signals
 
-from documents.models import ApiToken
+from core.models import ApiToken
 from ragsite.asgi import application
 from tests.test_openai_api import handbook, openai_llm  # noqa: F401  (fixtures)
 

@@ -17,8 +17,9 @@ from django.urls import reverse
 
 from chat import retrieval
 from chat.models import Conversation
+from core.models import ApiToken
 from documents import embeddings, ingest
-from documents.models import ApiToken, Chunk, Collection, Document, TermStat
+from documents.models import Chunk, Collection, Document, TermStat
 from tests.term_statistics import assert_statistics_exact
 
 pytestmark = pytest.mark.django_db

@@ -69,8 +69,9 @@ from django.core.files.uploadhandler import TemporaryFileUploadHandler
 from django.urls import reverse
 
 from chat.models import Conversation, Message
+from core.models import ApiToken
 from documents import ingest
-from documents.models import ApiToken, Chunk, Document
+from documents.models import Chunk, Document
 from tests import documents_factory as factory
 from tests.test_access_control import API, PAGES
 
@@ -676,7 +677,7 @@ def test_no_odd_value_in_the_admin_makes_it_fail(client, django_user_model, hand
             ("/admin/auth/user/", {"q": odd}),
             ("/admin/autocomplete/", {"app_label": "documents", "model_name": "collection", "field_name": "owner",
                                       "term": odd}),
-            ("/admin/autocomplete/", {"app_label": "documents", "model_name": "apitoken", "field_name": "user",
+            ("/admin/autocomplete/", {"app_label": "core", "model_name": "apitoken", "field_name": "user",
                                       "term": f"ro{odd}"}),
         ]:
             response = client.get(url, query)

@@ -5,8 +5,9 @@ import pytest
 from django.core.files.base import ContentFile
 
 from chat import llm
+from core.models import ApiToken
 from documents import ingest
-from documents.models import ApiToken, Chunk, Collection, Document
+from documents.models import Chunk, Collection, Document
 from tests.documents_factory import make_pdf
 
 # live_server is a WSGI server: the answer streams to it as a plain iterator (uvicorn, in production,

@@ -402,7 +402,7 @@ def main() -> None:
     from django.db import connection
 
     from ragsite.celery import app as celery_app
-    from ragsite.services import redis_answers
+    from ragsite.devservices import redis_answers
 
     if not redis_answers(REDIS_URL):
         sys.exit(f"Redis does not answer at {REDIS_URL} (set BENCH_REDIS_URL)")

@@ -17,9 +17,10 @@ import psycopg
 from django.conf import settings
 from django.db import transaction
 
+from core.http import parse_id
+from core.text import without_surrogates
 from documents import embeddings
 from documents.db import vector_cursor
-from ragsite.inputs import parse_id, without_surrogates
 
 MODES = ("vector", "keyword", "hybrid")
 

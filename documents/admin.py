@@ -5,10 +5,10 @@ from django.contrib import admin, messages
 from django.db.models import Count
 from django.utils.html import format_html
 
+from core import ratelimit
 from documents import ingest
 from documents.exceptions import SUPPORTED_FORMATS, DuplicateDocument, UploadRejected
 from documents.models import Chunk, Collection, Document
-from ragsite import ratelimit
 
 
 @admin.register(Collection)
@@ -100,8 +100,7 @@ class DocumentAdmin(admin.ModelAdmin):
         admin_form = (getattr(response, "context_data", None) or {}).get("adminform")
         retry_after = getattr(admin_form.form, "retry_after", 0) if admin_form is not None else 0
         if retry_after:
-            response.status_code = 429
-            response["Retry-After"] = str(retry_after)
+            return ratelimit.refused(request, "upload", retry_after, response=response)
         return response
 
     def get_fields(self, request, obj=None):

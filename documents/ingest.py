@@ -34,11 +34,11 @@ from django.db import (
     transaction,
 )
 from django.db.models import F
-from django.template.defaultfilters import filesizeformat
 from django.utils import timezone
 from psycopg.types.json import Jsonb
 
 from audit import services as audit
+from core import uploads
 from documents import embeddings
 from documents.chunking import ChunkDraft, chunk_sections
 from documents.db import vector_cursor
@@ -94,14 +94,10 @@ def sha256_of(file: File) -> str:
     return digest.hexdigest()
 
 
-def _size(count: int) -> str:
-    return filesizeformat(count).replace("\xa0", " ")
-
-
 def check_upload(*, file: File, collection: Collection) -> str:
     """Refuse files over the size limit, of a type no parser reads, or already in the collection; returns the sha256."""
     if file.size > settings.MAX_UPLOAD_BYTES:
-        raise FileTooLarge(FileTooLarge.SIZE.format(size=_size(file.size), limit=_size(settings.MAX_UPLOAD_BYTES)))
+        raise FileTooLarge(uploads.limit_message())
     check_supported_upload(file)
     sha256 = sha256_of(file)
     existing = Document.objects.filter(collection=collection, sha256=sha256).first()

@@ -93,9 +93,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    "ragsite.health.HealthCheckMiddleware",  # first: /healthz answers probes whatever the Host and scheme
+    "core.health.HealthCheckMiddleware",  # first: /healthz answers probes whatever the Host and scheme
     "django.middleware.security.SecurityMiddleware",
-    "documents.uploads.UploadLimitMiddleware",
+    "core.uploads.UploadLimitMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -105,9 +105,9 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
-    "ragsite.headers.NoStoreWhenSignedInMiddleware",
-    "ragsite.middleware.DatabaseUnavailableMiddleware",
-    "ragsite.debug.DebugNotFoundForStaffOnlyMiddleware",  # after auth (staff only) and CommonMiddleware (slashes)
+    "core.http.NoStoreWhenSignedInMiddleware",
+    "core.http.DatabaseUnavailableMiddleware",
+    "core.debug.DebugNotFoundForStaffOnlyMiddleware",  # after auth (staff only) and CommonMiddleware (slashes)
 ]
 
 ROOT_URLCONF = "ragsite.urls"
@@ -133,7 +133,7 @@ TEMPLATES = [
 # the URL carries the password, and Django's error pages mask only settings named like KEY, PASS, TOKEN...
 database_url = env_str("DATABASE_URL")
 if not database_url:
-    from ragsite.services import embedded_database_url
+    from ragsite.devservices import embedded_database_url
 
     database_url = embedded_database_url(VAR_DIR)
 # A connection pool (psycopg_pool) suits the ASGI web server, whose requests run in changing
@@ -154,7 +154,7 @@ DATABASES["default"].setdefault("OPTIONS", {})  # dj-database-url leaves it out 
 if DATABASE_POOL:
     DATABASES["default"]["OPTIONS"]["pool"] = {
         # A request waits at most `timeout` seconds for a connection, then gets a clear 503
-        # (ragsite.middleware) instead of hanging while the database is down. The pool retries a failed
+        # (core.http) instead of hanging while the database is down. The pool retries a failed
         # connection with exponential backoff only as long as a request may wait; after that the next
         # request tries at once, so the site works again as soon as the database is back (the default,
         # five minutes of backoff, left it answering 503 for up to minutes after a restart).
@@ -227,7 +227,7 @@ RATE_LIMITS = {
     "chat": env_str("RATE_LIMIT_CHAT", "30/m"),  # questions per user (chat page and /v1/chat/completions)
     "upload": env_str("RATE_LIMIT_UPLOAD", "120/m"),  # files uploaded per user (page and API)
     # Failed sign-ins (/accounts/login/, /admin/login/) per account and per client address; beyond either,
-    # even the right password waits until the window ends (ragsite.signin).
+    # even the right password waits until the window ends (core.signin).
     "login_account": env_str("RATE_LIMIT_LOGIN_ACCOUNT", "10/15m"),
     "login_ip": env_str("RATE_LIMIT_LOGIN_IP", "50/15m"),
 }
@@ -236,7 +236,7 @@ RATE_LIMITS = {
 MAX_UPLOAD_BYTES = env_int("MAX_UPLOAD_MB", 50) * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024  # larger uploads stream to a temporary file
 FILE_UPLOAD_HANDLERS = [
-    "documents.uploads.LimitedUploadHandler",  # drops a file the moment it passes MAX_UPLOAD_BYTES
+    "core.uploads.LimitedUploadHandler",  # drops a file the moment it passes MAX_UPLOAD_BYTES
     "django.core.files.uploadhandler.MemoryFileUploadHandler",
     "django.core.files.uploadhandler.TemporaryFileUploadHandler",
 ]
@@ -340,7 +340,7 @@ if not DEBUG:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
 # Error reports (the DEBUG page, mails to admins) also hide the password inside any URL (REDIS_URL, brokers).
-DEFAULT_EXCEPTION_REPORTER_FILTER = "ragsite.debug.UrlPasswordReporterFilter"
+DEFAULT_EXCEPTION_REPORTER_FILTER = "core.debug.UrlPasswordReporterFilter"
 
 LOGGING = {
     "version": 1,

@@ -108,7 +108,7 @@ def test_a_declared_oversized_upload_is_refused_before_its_body_is_read(transact
     })
     sent = run(scope, receive)
     assert sent[0]["status"] == 413
-    assert "the limit is 1.0 MB" in json.loads(body_of(sent))["detail"]
+    assert "larger than the limit of 1.0 MB" in json.loads(body_of(sent))["detail"]
     assert reads == []  # not one byte of it was read, let alone stored
 
 
@@ -126,7 +126,7 @@ def test_an_undeclared_body_is_refused_once_it_passes_the_limit(transactional_db
     sent = run(scope, receive)
     assert sent[0]["status"] == 413
     assert b"the limit of 1.0 MB" in body_of(sent)
-    from documents.uploads import request_limit
+    from core.uploads import request_limit
 
     assert sum(reads) <= request_limit("/documents/") + len(chunk)  # reading stopped at the limit
 

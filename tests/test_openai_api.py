@@ -11,7 +11,7 @@ from documents.models import Chunk, Collection, Document
 from tests.documents_factory import make_pdf
 
 # live_server is a WSGI server: the answer streams to it as a plain iterator (uvicorn, in production,
-# gets an async one, chat.streaming). The stream's content and framing are the same.
+# gets an async one, core.streaming). The stream's content and framing are the same.
 
 
 

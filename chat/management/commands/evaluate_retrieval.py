@@ -4,8 +4,8 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 
 from chat import evaluation, retrieval
+from core.http import parse_id
 from documents.models import Collection, Document
-from ragsite.inputs import parse_id
 
 
 class Command(BaseCommand):

@@ -2,10 +2,12 @@
 
 Every variable is listed in the README. Production mode refuses to start without a secret key:
 ``SECRET_KEY``, ``SECRET_KEY_FILE`` (Docker secrets) or the ``var/secret_key`` that ``make run``
-makes on its first run (ragsite.launcher.ensure_secret_key). Importing settings writes nothing.
+makes on its first run (ragsite.launcher.ensure_secret_key). Importing settings writes and starts nothing:
+without ``DATABASE_URL`` the embedded PostgreSQL starts with the first connection (ragsite/devservices).
 """
 
 import os
+import re
 from pathlib import Path
 
 import dj_database_url
@@ -32,13 +34,23 @@ def env_bool(name: str, default: bool) -> bool:
 
 
 def env_int(name: str, default: int) -> int:
+    """A whole number in ASCII digits, optionally signed; anything else (``50MB``, ``1.5``) fails naming ``name``."""
     value = os.environ.get(name, "").strip()
-    return int(value) if value else default
+    if not value:
+        return default
+    if not re.fullmatch(r"[+-]?[0-9]+", value):
+        raise ImproperlyConfigured(f"{name} must be a whole number (like {default}), not {value!r}.")
+    return int(value)
 
 
 def env_float(name: str, default: float) -> float:
+    """A decimal number (``0.5``, ``60``); anything else (``60s``, ``nan``) fails naming ``name``."""
     value = os.environ.get(name, "").strip()
-    return float(value) if value else default
+    if not value:
+        return default
+    if not re.fullmatch(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)", value):
+        raise ImproperlyConfigured(f"{name} must be a number (like {default:g}), not {value!r}.")
+    return float(value)
 
 
 def env_list(name: str, default: str) -> list[str]:
@@ -132,24 +144,22 @@ TEMPLATES = [
 # Database: DATABASE_URL, or the embedded PostgreSQL 18 + pgvector under var/. Lower case, so not a setting:
 # the URL carries the password, and Django's error pages mask only settings named like KEY, PASS, TOKEN...
 database_url = env_str("DATABASE_URL")
-if not database_url:
-    from ragsite.devservices import embedded_database_url
-
-    database_url = embedded_database_url(VAR_DIR)
 # A connection pool (psycopg_pool) suits the ASGI web server, whose requests run in changing
 # threads: connections go back to the pool at the end of each request instead of lingering.
 # Celery's prefork workers keep plain persistent connections (a pool must not cross a fork).
 DATABASE_POOL = env_bool("DATABASE_POOL", False)
-DATABASES = {
-    "default": dj_database_url.parse(
-        database_url,
-        conn_max_age=0 if DATABASE_POOL else env_int("DATABASE_CONN_MAX_AGE", 60),
-        # Without a pool: a reused connection is checked before a request uses it. With one, the pool
-        # checks each connection it hands out (ConnectionPool.check_connection), so after a database
-        # restart no request gets a connection the restart broke.
-        conn_health_checks=True,
-    )
-}
+# Without a pool: a reused connection is checked before a request uses it. With one, the pool
+# checks each connection it hands out (ConnectionPool.check_connection), so after a database
+# restart no request gets a connection the restart broke.
+connection_lifetime = {"conn_max_age": 0 if DATABASE_POOL else env_int("DATABASE_CONN_MAX_AGE", 60),
+                       "conn_health_checks": True}
+if database_url:
+    DATABASES = {"default": dj_database_url.parse(database_url, **connection_lifetime)}
+else:
+    # Nothing configured (make run, make test): the embedded server, started (or attached to) by the first
+    # connection a process makes, not by importing these settings (ragsite/devservices/postgresql).
+    DATABASES = {"default": dj_database_url.parse("postgresql:///ragchat", **connection_lifetime)}
+    DATABASES["default"]["ENGINE"] = "ragsite.devservices.postgresql"
 DATABASES["default"].setdefault("OPTIONS", {})  # dj-database-url leaves it out for a URL without a query
 if DATABASE_POOL:
     DATABASES["default"]["OPTIONS"]["pool"] = {

@@ -1,4 +1,9 @@
-"""Django's ASGI handler, doing a request's sync work in one hop to its thread (see bench/asgi_handler.py)."""
+"""The peer of bench/asgi_handler.py: the project's former ASGI handler, kept here only to be measured.
+
+A subclass of Django's ASGIHandler that re-implemented ``handle`` to run a request's sync work in one hop to
+its thread, and refused a body past core.uploads.request_limit before reading it. The product now serves
+Django's stock handler wrapped in core.uploads.BodyLimitMiddleware (ragsite/asgi.py).
+"""
 
 from __future__ import annotations
 

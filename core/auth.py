@@ -47,7 +47,7 @@ def active_token_sql(raw: str):
 
 
 def active_token_orm(raw: str):
-    """(token id, last used, user) of the active token ``raw``, or None: the ORM's query."""
+    """(token id, last used, user) of the active token ``raw``, or None: the ORM's query (what the SQL must equal)."""
     try:
         token = ApiToken.objects.active().select_related("user").get(key_hash=hash_token(raw))
     except ApiToken.DoesNotExist:
@@ -55,6 +55,7 @@ def active_token_orm(raw: str):
     return token.pk, token.last_used_at, token.user
 
 
+# The raw SQL: a lookup at p50 1.3 ms against 7.7 ms for the ORM's, every API request (bench/token_lookup.py).
 active_token = active_token_sql
 
 

@@ -49,7 +49,7 @@ format: install-dev
 
 ## Stop the embedded PostgreSQL server (it keeps running between commands otherwise).
 stop: install
-	$(PY) -c "from pathlib import Path; from ragsite.services import stop_embedded_database as s; print('stopped' if s(Path('var')) else 'not running')"
+	$(PY) -c "from pathlib import Path; from ragsite.devservices import stop_embedded_database as s; print('stopped' if s(Path('var')) else 'not running')"
 
 clean: stop
 	rm -rf var

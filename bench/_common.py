@@ -30,7 +30,7 @@ def setup_django(database: str, **environment: str) -> None:
         os.environ[key] = value
     base = os.environ.get("DATABASE_URL")
     if not base:
-        from ragsite.services import embedded_database_url
+        from ragsite.devservices import embedded_database_url
 
         base = embedded_database_url(Path(os.environ.get("RAG_VAR_DIR", ROOT / "var")))
     import psycopg
@@ -126,7 +126,7 @@ def database_url(database: str) -> str:
     """The URL of ``database`` on the app's PostgreSQL (for peers that connect on their own)."""
     base = os.environ.get("DATABASE_URL_BASE") or os.environ.get("DATABASE_URL", "")
     if not base:
-        from ragsite.services import embedded_database_url
+        from ragsite.devservices import embedded_database_url
 
         base = embedded_database_url(Path(os.environ.get("RAG_VAR_DIR", ROOT / "var")))
     return _with_database(base, database)

@@ -523,7 +523,7 @@ def main() -> None:
     from django.contrib.auth import get_user_model
     from django.db import connection
 
-    from documents.models import ApiToken
+    from core.models import ApiToken
 
     user, _ = get_user_model().objects.get_or_create(username=USERNAME)
     password = secrets.token_urlsafe(16)

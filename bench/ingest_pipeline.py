@@ -228,7 +228,7 @@ def main() -> None:
     from documents.models import Document
     from documents.services import collection_for_upload
     from ragsite.celery import app
-    from ragsite.services import redis_answers
+    from ragsite.devservices import redis_answers
 
     if not redis_answers(REDIS_URL):
         sys.exit(f"Redis does not answer at {REDIS_URL} (set BENCH_REDIS_URL)")

@@ -133,7 +133,8 @@ def prepare(args) -> tuple[list[ChatUser], str, list[str], str]:
     from django.db import connection
 
     from chat.models import Conversation
-    from documents.models import ApiToken, Collection, Document
+    from core.models import ApiToken
+    from documents.models import Collection, Document
 
     users = get_user_model().objects
     owner, _ = users.get_or_create(username=OWNER)
@@ -401,7 +402,7 @@ def main() -> None:
     from django.db import connection
 
     from ragsite.celery import app as celery_app
-    from ragsite.services import redis_answers
+    from ragsite.devservices import redis_answers
 
     if not redis_answers(REDIS_URL):
         sys.exit(f"Redis does not answer at {REDIS_URL} (set BENCH_REDIS_URL)")

@@ -154,8 +154,9 @@ def run(corpus: _data.Corpus, efs: list[int], *, peer: bool) -> dict:
     from django.db import connection
     from django.test import override_settings
 
+    from core.models import ApiToken
     from documents import search as retrieval
-    from documents.models import ApiToken, Document
+    from documents.models import Document
     from documents.search import indexes
 
     _data.progress(f"== {corpus.name}: loading {len(corpus.texts):,} chunks")

@@ -10,6 +10,7 @@ from functools import cache
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
+from core.text import provider_message
 from documents.search import Hit
 
 logger = logging.getLogger(__name__)
@@ -51,17 +52,17 @@ class OpenAIChat:
         # The client has already retried (LLM_MAX_RETRIES) what is worth retrying: these are final.
         except openai.RateLimitError as error:
             raise LLMError(
-                f"The language model is over its rate limit (HTTP 429: {_provider_message(error)}). "
+                f"The language model is over its rate limit (HTTP 429: {provider_message(error)}). "
                 "Please try again in a moment."
             ) from error
         except openai.AuthenticationError as error:
             raise LLMError(
-                f"The language model refused our API key (HTTP 401: {_provider_message(error)}). "
+                f"The language model refused our API key (HTTP 401: {provider_message(error)}). "
                 "An administrator must check OPENAI_API_KEY."
             ) from error
         except openai.APIStatusError as error:
             raise LLMError(
-                f"The language model failed (HTTP {error.status_code}: {_provider_message(error)}). "
+                f"The language model failed (HTTP {error.status_code}: {provider_message(error)}). "
                 "Please try again."
             ) from error
         except openai.APITimeoutError as error:
@@ -70,20 +71,11 @@ class OpenAIChat:
             raise LLMError("The language model could not be reached. Please try again later.") from error
         except openai.APIError as error:  # e.g. an error event in the middle of the stream
             raise LLMError(
-                f"The language model failed while answering ({_provider_message(error)}). Please try again."
+                f"The language model failed while answering ({provider_message(error)}). Please try again."
             ) from error
 
     def complete(self, messages: list[dict]) -> str:
         return "".join(self.stream(messages))
-
-
-def _provider_message(error) -> str:
-    body = getattr(error, "body", None)
-    if isinstance(body, dict):
-        message = body.get("message") or (body.get("error") or {}).get("message")
-        if message:
-            return str(message)[:200].rstrip(".")
-    return str(getattr(error, "message", "") or error)[:200].rstrip(".")
 
 
 class Extractive:

@@ -13,16 +13,17 @@ import uuid
 from typing import Literal
 
 from django.core.exceptions import RequestDataTooBig
-from django.http import Http404, JsonResponse, StreamingHttpResponse
+from django.http import Http404, JsonResponse
 from ninja import NinjaAPI, Schema
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 
-from chat import services, streaming
+from chat import services
+from core import http, ratelimit
+from core.auth import BearerToken
+from core.http import parse_id
+from core.streaming import sse_response
 from documents.models import Collection
 from documents.search import Filters, UnknownCollection
-from ragsite import errors, ratelimit
-from ragsite.api import BearerToken
-from ragsite.inputs import parse_id
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +87,7 @@ def _not_found(request, exc):
 
 @api.exception_handler(RequestDataTooBig)
 def _too_big(request, exc):
-    return _error(413, errors.too_big_message(), code="request_too_large")
+    return _error(413, http.too_big_message(), code="request_too_large")
 
 
 @api.exception_handler(Exception)
@@ -158,7 +159,7 @@ def chat_completions(request, body: ChatCompletionRequest):
 
     Sync, like the token check and the middleware: the whole answer runs in the request's thread,
     without switching to the event loop and back before the first token. Under ASGI the stream is
-    served as an async iterator (chat.streaming), so it holds no thread while the model thinks.
+    served as an async iterator (core.streaming), so it holds no thread while the model thinks.
     """
     user = request.auth
     try:
@@ -176,9 +177,8 @@ def chat_completions(request, body: ChatCompletionRequest):
         return _error(400, too_long)
     allowed, retry_after = ratelimit.hit("chat", user)
     if not allowed:  # OpenAI's own shape and header: its clients wait Retry-After and try again
-        response = _error(429, ratelimit.message("chat", retry_after), "requests", code="rate_limit_exceeded")
-        response["Retry-After"] = str(retry_after)
-        return response
+        return ratelimit.refused(request, "chat", retry_after, response=_error(
+            429, ratelimit.message("chat", retry_after), "requests", code="rate_limit_exceeded"))
     question = turns[-1][1]
     history = [{"role": role, "content": text} for role, text in turns[:-1]]
     generator = services.answer(user=user, question=question, history=history, filters=filters)
@@ -232,10 +232,7 @@ def chat_completions(request, body: ChatCompletionRequest):
         finally:  # a client that hangs up also ends the model's stream
             generator.close()
 
-    response = StreamingHttpResponse(streaming.streamed(request, events()), content_type="text/event-stream")
-    response["Cache-Control"] = "no-cache"
-    response["X-Accel-Buffering"] = "no"
-    return response
+    return sse_response(request, events())
 
 
 __all__ = ["api"]

@@ -13,11 +13,11 @@ from django.urls import reverse
 from chat import llm as llms
 from chat import prompting
 from chat.models import Citation, Conversation, Message
+from core.text import without_surrogates
 from documents import search as retrieval
 from documents.exceptions import EmbeddingError
 from documents.models import Chunk
 from documents.parsing import CONTROL
-from ragsite.inputs import without_surrogates
 
 logger = logging.getLogger(__name__)
 

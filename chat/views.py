@@ -10,19 +10,20 @@ from datetime import date
 from django.contrib import messages as flash
 from django.contrib.auth.decorators import login_required
 from django.db.models import Prefetch
-from django.http import HttpResponse, HttpResponseBadRequest, HttpResponseNotAllowed, StreamingHttpResponse
+from django.http import HttpResponse, HttpResponseBadRequest, HttpResponseNotAllowed
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
-from chat import services, streaming
+from chat import services
 from chat.models import Citation, Conversation
 from chat.templatetags.answers import render_markdown
+from core import ratelimit
+from core.http import parse_id
+from core.streaming import sse_response
 from documents.models import Collection, Document
 from documents.parsing import CONTENT_TYPES
 from documents.search import Filters
 from documents.selectors import collection_for_user
-from ragsite import ratelimit
-from ragsite.inputs import parse_id
 
 logger = logging.getLogger(__name__)
 
@@ -169,7 +170,7 @@ def _events(answer: Iterator[dict], conversation: Conversation) -> Iterator[str]
 def chat_ask(request, pk: int):
     """POST a question; the answer streams back as server-sent events, then is saved.
 
-    Under ASGI the events are served as an async iterator (chat.streaming), so an open stream holds
+    Under ASGI the events are served as an async iterator (core.streaming), so an open stream holds
     no server thread while the model thinks. The view itself is sync, like the middleware around
     it: an async view costs switches between the event loop and the request's thread (to enter the
     view, to read the session, to load the conversation), each a context switch before the first token.
@@ -192,12 +193,8 @@ def chat_ask(request, pk: int):
         return HttpResponseBadRequest(str(error), content_type="text/plain")
     allowed, retry_after = ratelimit.hit("chat", request.user)
     if not allowed:  # plain text: the page's script shows it in the answer's bubble
-        response = HttpResponse(ratelimit.message("chat", retry_after), status=429, content_type="text/plain")
-        response["Retry-After"] = str(retry_after)
-        return response
+        return ratelimit.refused(request, "chat", retry_after, response=HttpResponse(
+            ratelimit.message("chat", retry_after), content_type="text/plain"))
     events = _events(services.ask(conversation=conversation, question=question, filters=filters), conversation)
-    response = StreamingHttpResponse(streaming.streamed(request, events), content_type="text/event-stream")
-    response["Cache-Control"] = "no-cache"
-    response["X-Accel-Buffering"] = "no"  # nginx: do not buffer the stream
-    return response
+    return sse_response(request, events)
 

@@ -1,14 +1,13 @@
 """/api/v1/documents: upload (202 at once), status, list, delete, cancel, re-ingest."""
 
-from django.http import HttpResponse
 from ninja import File, Form, Router, Schema, Status
 from ninja.files import UploadedFile
 
-from documents import services, uploads
+from core import ratelimit, uploads
+from documents import services
 from documents.exceptions import DuplicateDocument, UploadRejected
 from documents.models import Document
 from documents.selectors import document_for_user, documents_for_user, managers_only
-from ragsite import ratelimit
 
 router = Router(tags=["documents"])
 
@@ -44,7 +43,7 @@ class Problem(Schema):
 
 @router.post("", response={202: Accepted, 409: Problem, 413: Problem, 415: Problem, 400: Problem, 429: Problem})
 def upload_document(
-    request, response: HttpResponse, file: File[UploadedFile | None] = None, collection: Form[str | None] = None,
+    request, file: File[UploadedFile | None] = None, collection: Form[str | None] = None,
 ):
     """Store the file and queue its ingestion; poll GET /documents/{id} for progress.
 
@@ -58,8 +57,7 @@ def upload_document(
         return Status(400, {"detail": "Send the document as the multipart field `file`."})
     allowed, retry_after = ratelimit.hit("upload", request.user)
     if not allowed:
-        response["Retry-After"] = str(retry_after)
-        return Status(429, {"detail": ratelimit.message("upload", retry_after)})
+        return ratelimit.refused(request, "upload", retry_after)
     try:
         target = services.collection_for_upload(user=request.user, name=collection)
         document = services.document_create(owner=request.user, file=file, collection=target, filename=file.name)

@@ -1,6 +1,23 @@
 from django.apps import AppConfig
 
 
+def embeddings_health() -> tuple[object, list[str]]:
+    """The embedding backend in use, for the health report (core.health); a fallback or a load failure degrades."""
+    from documents.embeddings import active_backend_info
+
+    embeddings = active_backend_info()
+    if embeddings["error"]:
+        return embeddings, [f"the embedding model cannot be loaded: {embeddings['error']}"]
+    if embeddings["fallback"]:
+        return embeddings, ["no embedding model could be loaded: search uses the hashing fallback (shared words only)"]
+    return embeddings, []
+
+
 class DocumentsConfig(AppConfig):
     name = "documents"
     verbose_name = "Documents"
+
+    def ready(self):
+        from core import health
+
+        health.register("embeddings", embeddings_health)

@@ -8,6 +8,8 @@ for the operators (shown in the admin only). Every message lives here, as a clas
 read them all.
 """
 
+from core import uploads
+
 SUPPORTED_FORMATS = "PDF, Word (.docx), HTML, Markdown and plain text"
 
 
@@ -139,8 +141,7 @@ class UnsupportedFileType(UploadRejected):
 class FileTooLarge(UploadRejected):
     status_code = 413
     default_message = "The file is too large; split it into smaller files and upload those."
-    SIZE = "The file is {size}; the limit is {limit}. Split it into smaller files and upload those."
-    OVER = "The file is larger than the limit of {limit}; split it into smaller files and upload those."
+    OVER = uploads.TOO_LARGE  # the one wording of the limit, wherever it is enforced
 
 
 class InvalidCollectionName(UploadRejected):

@@ -12,10 +12,10 @@ import weakref
 from django.conf import settings
 from django.core.files import File
 from django.db import IntegrityError, transaction
-from django.template.defaultfilters import filesizeformat
 from django.utils import timezone
 
 from audit import services as audit
+from core import uploads
 from documents.exceptions import DuplicateDocument, EmptyDocument, FileTooLarge, InvalidCollectionName
 from documents.models import Chunk, Collection, Document
 from documents.parsing import check_supported_upload
@@ -62,14 +62,10 @@ def sha256_of(file: File) -> str:
     return digest.hexdigest()
 
 
-def _size(count: int) -> str:
-    return filesizeformat(count).replace("\xa0", " ")
-
-
 def check_upload(*, file: File, collection: Collection) -> str:
     """Refuse files over the size limit, of a type no parser reads, or already in the collection; returns the sha256."""
     if file.size > settings.MAX_UPLOAD_BYTES:
-        raise FileTooLarge(FileTooLarge.SIZE.format(size=_size(file.size), limit=_size(settings.MAX_UPLOAD_BYTES)))
+        raise FileTooLarge(uploads.limit_message())
     check_supported_upload(file)
     sha256 = sha256_of(file)
     existing = Document.objects.filter(collection=collection, sha256=sha256).first()

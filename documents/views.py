@@ -2,12 +2,14 @@
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import JsonResponse
+from django.http import HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
 from django.views.decorators.http import require_GET, require_POST
 
-from documents import embeddings, services, uploads
+from core import http, ratelimit, uploads
+from core.http import parse_id
+from documents import embeddings, services
 from documents.exceptions import DuplicateDocument, UploadRejected
 from documents.models import Collection
 from documents.selectors import (
@@ -17,8 +19,6 @@ from documents.selectors import (
     managers_only,
     progress_of,
 )
-from ragsite import ratelimit
-from ragsite.inputs import parse_id
 
 
 @login_required
@@ -41,7 +41,7 @@ def document_list(request):
 def _upload(request):
     files = request.FILES.getlist("files")
     too_large = [{"name": name, "ok": False, "detail": uploads.limit_message()} for name in uploads.oversized(request)]
-    wants_json = "application/json" in request.headers.get("Accept", "")
+    wants_json = http.wants_json(request)
     if not files and not too_large:
         if wants_json:
             return JsonResponse({"results": [], "detail": "Choose at least one file."}, status=400)
@@ -78,7 +78,7 @@ def _upload(request):
                 result["existing_id"] = error.existing.pk
             results.append(result)
     if wants_json:
-        return _upload_answer(results, retry_after)
+        return _upload_answer(request, results, retry_after)
     for result in results:
         if result["ok"]:
             messages.success(request, f"{result['name']}: queued for processing.")
@@ -87,7 +87,7 @@ def _upload(request):
     return redirect("documents:list")
 
 
-def _upload_answer(results: list[dict], retry_after: int) -> JsonResponse:
+def _upload_answer(request, results: list[dict], retry_after: int) -> HttpResponse:
     """202 when a file was accepted (each file's result says what became of it); otherwise the API's error.
 
     Every file refused: the status the API gives that refusal (413 too large, 409 already there with
@@ -105,9 +105,9 @@ def _upload_answer(results: list[dict], retry_after: int) -> JsonResponse:
     if status != 202:
         body["detail"] = " ".join(f"{result['name']}: {result['detail']}" for result in results)
     response = JsonResponse(body, status=status)
-    if retry_after:
-        response["Retry-After"] = str(retry_after)
-    return response
+    if status == 429:
+        return ratelimit.refused(request, "upload", retry_after, response=response)
+    return ratelimit.with_retry_after(response, retry_after) if retry_after else response
 
 
 @login_required
@@ -170,7 +170,7 @@ def document_cancel(request, pk: int):
     else:
         status, state = 409, document.get_status_display().lower()
         detail = f"“{document.title}” had already finished ({state}); nothing to cancel."
-    if "application/json" in request.headers.get("Accept", ""):
+    if http.wants_json(request):
         return JsonResponse({"detail": detail, "document": progress_of(document)}, status=status)
     (messages.success if status == 200 else messages.error)(request, detail)
     return redirect("documents:list")

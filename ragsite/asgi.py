@@ -1,10 +1,12 @@
 import os
 
-import django
+from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "ragsite.settings")
-django.setup(set_prefix=False)  # as get_asgi_application() does
+django_application = get_asgi_application()
 
-from ragsite.middleware import SyncMiddlewareASGIHandler  # noqa: E402
+# Imported once Django is set up (core.uploads reads its settings when called, its models never).
+from core.uploads import BodyLimitMiddleware  # noqa: E402
 
-application = SyncMiddlewareASGIHandler()
+# Django's own handler; a body past the upload limit is refused before Django reads (and spools) it.
+application = BodyLimitMiddleware(django_application)

@@ -25,7 +25,7 @@ def main() -> int:
     ensure_secret_key(Path(os.environ.get("RAG_VAR_DIR", "").strip() or Path(__file__).resolve().parents[1] / "var"))
     plain_http_cookies(os.environ.get("HOST", "127.0.0.1"))
     from ragsite import settings as config  # noqa: I001 — only the env-derived values, before Django
-    from ragsite.services import ensure_redis, stop_embedded_database, stop_redis
+    from ragsite.devservices import ensure_redis, stop_embedded_database, stop_redis
 
     port = int(os.environ.get("PORT", "8000"))
     host = os.environ.get("HOST", "127.0.0.1")

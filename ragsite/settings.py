@@ -2,10 +2,12 @@
 
 Every variable is listed in the README. Production mode refuses to start without a secret key:
 ``SECRET_KEY``, ``SECRET_KEY_FILE`` (Docker secrets) or the ``var/secret_key`` that ``make run``
-makes on its first run (ragsite.launcher.ensure_secret_key). Importing settings writes nothing.
+makes on its first run (ragsite.launcher.ensure_secret_key). Importing settings writes and starts nothing:
+without ``DATABASE_URL`` the embedded PostgreSQL starts with the first connection (ragsite/devservices).
 """
 
 import os
+import re
 from pathlib import Path
 
 import dj_database_url
@@ -32,13 +34,23 @@ def env_bool(name: str, default: bool) -> bool:
 
 
 def env_int(name: str, default: int) -> int:
+    """A whole number in ASCII digits, optionally signed; anything else (``50MB``, ``1.5``) fails naming ``name``."""
     value = os.environ.get(name, "").strip()
-    return int(value) if value else default
+    if not value:
+        return default
+    if not re.fullmatch(r"[+-]?[0-9]+", value):
+        raise ImproperlyConfigured(f"{name} must be a whole number (like {default}), not {value!r}.")
+    return int(value)
 
 
 def env_float(name: str, default: float) -> float:
+    """A decimal number (``0.5``, ``60``); anything else (``60s``, ``nan``) fails naming ``name``."""
     value = os.environ.get(name, "").strip()
-    return float(value) if value else default
+    if not value:
+        return default
+    if not re.fullmatch(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)", value):
+        raise ImproperlyConfigured(f"{name} must be a number (like {default:g}), not {value!r}.")
+    return float(value)
 
 
 def env_list(name: str, default: str) -> list[str]:
@@ -88,13 +100,14 @@ INSTALLED_APPS = [
     "ninja",  # serves Swagger UI's files itself (the API docs work offline, under the CSP), not from a CDN
     "documents",
     "chat",
+    "core",  # API tokens, bearer auth, rate limits, HTTP answers, upload limits, health
     "audit",
 ]
 
 MIDDLEWARE = [
-    "ragsite.health.HealthCheckMiddleware",  # first: /healthz answers probes whatever the Host and scheme
+    "core.health.HealthCheckMiddleware",  # first: /healthz answers probes whatever the Host and scheme
     "django.middleware.security.SecurityMiddleware",
-    "documents.uploads.UploadLimitMiddleware",
+    "core.uploads.UploadLimitMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -104,9 +117,9 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
-    "ragsite.headers.NoStoreWhenSignedInMiddleware",
-    "ragsite.middleware.DatabaseUnavailableMiddleware",
-    "ragsite.debug.DebugNotFoundForStaffOnlyMiddleware",  # after auth (staff only) and CommonMiddleware (slashes)
+    "core.http.NoStoreWhenSignedInMiddleware",
+    "core.http.DatabaseUnavailableMiddleware",
+    "core.debug.DebugNotFoundForStaffOnlyMiddleware",  # after auth (staff only) and CommonMiddleware (slashes)
 ]
 
 ROOT_URLCONF = "ragsite.urls"
@@ -131,29 +144,27 @@ TEMPLATES = [
 # Database: DATABASE_URL, or the embedded PostgreSQL 18 + pgvector under var/. Lower case, so not a setting:
 # the URL carries the password, and Django's error pages mask only settings named like KEY, PASS, TOKEN...
 database_url = env_str("DATABASE_URL")
-if not database_url:
-    from ragsite.services import embedded_database_url
-
-    database_url = embedded_database_url(VAR_DIR)
 # A connection pool (psycopg_pool) suits the ASGI web server, whose requests run in changing
 # threads: connections go back to the pool at the end of each request instead of lingering.
 # Celery's prefork workers keep plain persistent connections (a pool must not cross a fork).
 DATABASE_POOL = env_bool("DATABASE_POOL", False)
-DATABASES = {
-    "default": dj_database_url.parse(
-        database_url,
-        conn_max_age=0 if DATABASE_POOL else env_int("DATABASE_CONN_MAX_AGE", 60),
-        # Without a pool: a reused connection is checked before a request uses it. With one, the pool
-        # checks each connection it hands out (ConnectionPool.check_connection), so after a database
-        # restart no request gets a connection the restart broke.
-        conn_health_checks=True,
-    )
-}
+# Without a pool: a reused connection is checked before a request uses it. With one, the pool
+# checks each connection it hands out (ConnectionPool.check_connection), so after a database
+# restart no request gets a connection the restart broke.
+connection_lifetime = {"conn_max_age": 0 if DATABASE_POOL else env_int("DATABASE_CONN_MAX_AGE", 60),
+                       "conn_health_checks": True}
+if database_url:
+    DATABASES = {"default": dj_database_url.parse(database_url, **connection_lifetime)}
+else:
+    # Nothing configured (make run, make test): the embedded server, started (or attached to) by the first
+    # connection a process makes, not by importing these settings (ragsite/devservices/postgresql).
+    DATABASES = {"default": dj_database_url.parse("postgresql:///ragchat", **connection_lifetime)}
+    DATABASES["default"]["ENGINE"] = "ragsite.devservices.postgresql"
 DATABASES["default"].setdefault("OPTIONS", {})  # dj-database-url leaves it out for a URL without a query
 if DATABASE_POOL:
     DATABASES["default"]["OPTIONS"]["pool"] = {
         # A request waits at most `timeout` seconds for a connection, then gets a clear 503
-        # (ragsite.middleware) instead of hanging while the database is down. The pool retries a failed
+        # (core.http) instead of hanging while the database is down. The pool retries a failed
         # connection with exponential backoff only as long as a request may wait; after that the next
         # request tries at once, so the site works again as soon as the database is back (the default,
         # five minutes of backoff, left it answering 503 for up to minutes after a restart).
@@ -226,7 +237,7 @@ RATE_LIMITS = {
     "chat": env_str("RATE_LIMIT_CHAT", "30/m"),  # questions per user (chat page and /v1/chat/completions)
     "upload": env_str("RATE_LIMIT_UPLOAD", "120/m"),  # files uploaded per user (page and API)
     # Failed sign-ins (/accounts/login/, /admin/login/) per account and per client address; beyond either,
-    # even the right password waits until the window ends (ragsite.signin).
+    # even the right password waits until the window ends (core.signin).
     "login_account": env_str("RATE_LIMIT_LOGIN_ACCOUNT", "10/15m"),
     "login_ip": env_str("RATE_LIMIT_LOGIN_IP", "50/15m"),
 }
@@ -235,7 +246,7 @@ RATE_LIMITS = {
 MAX_UPLOAD_BYTES = env_int("MAX_UPLOAD_MB", 50) * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024  # larger uploads stream to a temporary file
 FILE_UPLOAD_HANDLERS = [
-    "documents.uploads.LimitedUploadHandler",  # drops a file the moment it passes MAX_UPLOAD_BYTES
+    "core.uploads.LimitedUploadHandler",  # drops a file the moment it passes MAX_UPLOAD_BYTES
     "django.core.files.uploadhandler.MemoryFileUploadHandler",
     "django.core.files.uploadhandler.TemporaryFileUploadHandler",
 ]
@@ -339,7 +350,7 @@ if not DEBUG:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
 # Error reports (the DEBUG page, mails to admins) also hide the password inside any URL (REDIS_URL, brokers).
-DEFAULT_EXCEPTION_REPORTER_FILTER = "ragsite.debug.UrlPasswordReporterFilter"
+DEFAULT_EXCEPTION_REPORTER_FILTER = "core.debug.UrlPasswordReporterFilter"
 
 LOGGING = {
     "version": 1,

@@ -1,17 +1,39 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
+from django.core.exceptions import RequestDataTooBig
 from django.urls import include, path
 from django.views.generic import RedirectView
+from ninja import NinjaAPI, Swagger
 
 from chat.openai_api import api as openai_api
-from ragsite import signin
-from ragsite.api import api
-from ragsite.views import healthz, readyz
+from core import http, signin
+from core.auth import BearerToken
+from core.health import healthz, readyz
 
-handler400 = "ragsite.errors.bad_request"  # RequestDataTooBig: 413 with the limit
+handler400 = "core.http.bad_request"  # RequestDataTooBig: 413 with the limit
 
 admin.site.site_header = "RAG chat administration"
 admin.site.site_title = "RAG chat admin"
+
+# The JSON API (django-ninja), authenticated with bearer tokens; OpenAPI at /api/v1/openapi.json.
+api = NinjaAPI(
+    title="RAG chat API",
+    version="1",
+    description="Upload documents, follow their ingestion, and search them. "
+    "Authenticate with `Authorization: Bearer <token>` (create one with `python manage.py create_api_token USERNAME`).",
+    auth=BearerToken(),
+    urls_namespace="api",
+    # Swagger UI from ninja's own static files ("ninja" in INSTALLED_APPS), without its online validator's
+    # badge (an image from validator.swagger.io): the docs work offline and under the CSP.
+    docs=Swagger(settings={"validatorUrl": None}),
+)
+api.add_router("/documents", "documents.api.router")
+api.add_router("/search", "documents.search.api.router")
+# An outage of the database or Redis is a clear 503 here too (django-ninja handles the API's exceptions
+# itself, before core.http.DatabaseUnavailableMiddleware would see them when DEBUG is on).
+for _error in (*http.DATABASE_ERRORS, *http.REDIS_ERRORS):
+    api.add_exception_handler(_error, http.unavailable_response)
+api.add_exception_handler(RequestDataTooBig, http.too_big_response)
 
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="documents:list", permanent=False)),
@@ -19,7 +41,7 @@ urlpatterns = [
     path("readyz", readyz, name="readyz"),
     # Sign-in, sign-out and password change; no password reset by e-mail (no mail is configured):
     # administrators reset passwords in the admin or with `manage.py changepassword`.
-    # Both sign-in forms count failures per account and per address (ragsite.signin).
+    # Both sign-in forms count failures per account and per address (core.signin).
     path("accounts/login/", signin.throttled(auth_views.LoginView.as_view()), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("accounts/password_change/", auth_views.PasswordChangeView.as_view(), name="password_change"),

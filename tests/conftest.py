@@ -70,7 +70,7 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
 @pytest.fixture(scope="session", autouse=True)
 def redis_service():
     """Real Redis at REDIS_URL; started on loopback when nothing answers (fails in CI)."""
-    from ragsite.services import ensure_redis, redis_answers
+    from ragsite.devservices import ensure_redis, redis_answers
 
     if not redis_answers(settings.REDIS_URL):
         if IN_CI:

@@ -17,9 +17,10 @@ from django.urls import URLResolver, get_resolver, reverse
 
 from chat import services
 from chat.models import Conversation
+from core.models import ApiToken
 from documents import pipeline
 from documents import services as document_services
-from documents.models import ApiToken, Collection
+from documents.models import Collection
 
 pytestmark = pytest.mark.django_db
 

@@ -13,10 +13,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from chat import services
+from core.models import ApiToken
 from documents import pipeline
 from documents import search as retrieval
 from documents import services as document_services
-from documents.models import ApiToken, Collection, Document
+from documents.models import Collection, Document
 from tests.term_statistics import assert_statistics_exact
 
 pytestmark = pytest.mark.django_db

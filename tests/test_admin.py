@@ -9,8 +9,9 @@ import pytest
 from django.core.files.base import ContentFile
 
 from audit.models import AuditEvent
+from core.models import ApiToken, hash_token
 from documents import pipeline, services
-from documents.models import ApiToken, Chunk, Document, hash_token
+from documents.models import Chunk, Document
 
 pytestmark = pytest.mark.django_db
 
@@ -57,7 +58,7 @@ def test_the_delete_page_removes_the_file_chunks_and_records_who(
 
 
 def test_a_token_created_in_the_admin_is_shown_in_the_page_only_never_in_a_cookie_or_the_session(admin_client, user):
-    response = admin_client.post("/admin/documents/apitoken/add/", {"user": user.pk, "name": "ci"})
+    response = admin_client.post("/admin/core/apitoken/add/", {"user": user.pk, "name": "ci"})
     assert response.status_code == 200
     raw = re.search(r'value="([^"]+)"[^>]*id="raw-token"', response.content.decode()).group(1)
     token = ApiToken.objects.get(name="ci")
@@ -65,6 +66,6 @@ def test_a_token_created_in_the_admin_is_shown_in_the_page_only_never_in_a_cooki
     assert "no-store" in response["Cache-Control"]
     assert all(raw not in morsel.value for morsel in response.cookies.values())  # no "messages" cookie holds it
     assert all(raw not in str(value) for value in admin_client.session.values())
-    later = admin_client.get("/admin/documents/apitoken/")
+    later = admin_client.get("/admin/core/apitoken/")
     assert raw not in later.content.decode()  # shown once
     assert admin_client.get("/api/v1/documents", HTTP_AUTHORIZATION=f"Bearer {raw}").status_code == 200

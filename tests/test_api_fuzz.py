@@ -13,8 +13,9 @@ from django.core.wsgi import get_wsgi_application
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from core.models import ApiToken
 from documents import pipeline, services
-from documents.models import ApiToken, Collection, Document
+from documents.models import Collection, Document
 
 app = get_wsgi_application()
 documents_api = schemathesis.openapi.from_wsgi("/api/v1/openapi.json", app)

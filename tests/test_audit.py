@@ -5,8 +5,9 @@ from django.core.files.base import ContentFile
 from django.core.management import call_command
 
 from audit.models import AuditEvent
+from core.models import ApiToken
 from documents import services
-from documents.models import ApiToken, Document
+from documents.models import Document
 
 pytestmark = pytest.mark.django_db
 
@@ -43,10 +44,10 @@ def test_admin_actions_and_sign_ins_land_in_the_trail_which_is_read_only(client,
     assert not client.login(username="root", password="wrong")
     assert client.login(username="root", password="admin-password-123")
     client.post("/admin/documents/collection/add/", {"name": "Board", "owner": user.pk, "distance": "cosine"})
-    response = client.post("/admin/documents/apitoken/add/", {"user": user.pk, "name": "ci"})
+    response = client.post("/admin/core/apitoken/add/", {"user": user.pk, "name": "ci"})
     assert response.status_code == 200  # the page that shows the new token once
     token = ApiToken.objects.get(name="ci")
-    client.post("/admin/documents/apitoken/", {"action": "revoke", "_selected_action": [token.pk]})
+    client.post("/admin/core/apitoken/", {"action": "revoke", "_selected_action": [token.pk]})
     recorded = actions()
     assert ("sign_in_failed", "", "root") in recorded and ("sign_in", "root", "root") in recorded
     assert ("admin_add", "root", "Board") in recorded

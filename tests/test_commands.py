@@ -6,7 +6,8 @@ from io import StringIO
 import pytest
 from django.core.management import CommandError, call_command
 
-from documents.models import ApiToken, Document, hash_token
+from core.models import ApiToken, hash_token
+from documents.models import Document
 
 pytestmark = pytest.mark.django_db
 

@@ -1,4 +1,4 @@
-"""What Django's DEBUG pages may show (ragsite/debug.py): no password of any URL on the 500 page, no list of
+"""What Django's DEBUG pages may show (core/debug.py): no password of any URL on the 500 page, no list of
 URL patterns on a 404 for anyone but staff."""
 
 import pytest
@@ -6,7 +6,7 @@ from django.conf import settings as django_settings
 from django.test import Client
 from django.urls import include, path
 
-from ragsite.debug import UrlPasswordReporterFilter
+from core.debug import UrlPasswordReporterFilter
 
 pytestmark = pytest.mark.django_db
 

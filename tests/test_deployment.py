@@ -16,7 +16,8 @@ README = (ROOT / "README.md").read_text()
 
 def variables_read_by_the_code() -> set[str]:
     names = set()
-    for path in [*ROOT.glob("ragsite/*.py"), *ROOT.glob("documents/**/*.py"), *ROOT.glob("chat/**/*.py")]:
+    for path in [*ROOT.glob("ragsite/*.py"), *ROOT.glob("core/**/*.py"), *ROOT.glob("documents/**/*.py"),
+                 *ROOT.glob("chat/**/*.py")]:
         source = path.read_text()
         names |= set(re.findall(r'env_(?:str|bool|int|float|list|secret)\("([A-Z_]+)"', source))
         names |= set(re.findall(r'os\.environ(?:\.get)?[(\[]"([A-Z_]+)"', source))

@@ -16,9 +16,10 @@ from django.db.models import F
 from django.urls import reverse
 
 from chat.models import Conversation
+from core.models import ApiToken
 from documents import chunking, embeddings, parsing, pipeline, services, store
 from documents import search as retrieval
-from documents.models import ApiToken, Chunk, Collection, Document, TermStat
+from documents.models import Chunk, Collection, Document, TermStat
 from tests.term_statistics import assert_statistics_exact
 
 pytestmark = pytest.mark.django_db

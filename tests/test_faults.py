@@ -38,7 +38,7 @@ from django.db import connection
 from documents import chunking, pipeline, services
 from documents.exceptions import EmbeddingError
 from documents.models import Document
-from ragsite.services import embedded_database_url, ensure_redis, redis_answers, stop_embedded_database, stop_redis
+from ragsite.devservices import embedded_database_url, ensure_redis, redis_answers, stop_embedded_database, stop_redis
 from tests.openai_server import running_openai_server
 
 ROOT = Path(__file__).resolve().parents[1]

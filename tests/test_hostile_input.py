@@ -69,8 +69,9 @@ from django.core.files.uploadhandler import TemporaryFileUploadHandler
 from django.urls import reverse
 
 from chat.models import Conversation, Message
+from core.models import ApiToken
 from documents import pipeline, services
-from documents.models import ApiToken, Chunk, Document
+from documents.models import Chunk, Document
 from tests import documents_factory as factory
 from tests.test_access_control import API, PAGES
 
@@ -676,7 +677,7 @@ def test_no_odd_value_in_the_admin_makes_it_fail(client, django_user_model, hand
             ("/admin/auth/user/", {"q": odd}),
             ("/admin/autocomplete/", {"app_label": "documents", "model_name": "collection", "field_name": "owner",
                                       "term": odd}),
-            ("/admin/autocomplete/", {"app_label": "documents", "model_name": "apitoken", "field_name": "user",
+            ("/admin/autocomplete/", {"app_label": "core", "model_name": "apitoken", "field_name": "user",
                                       "term": f"ro{odd}"}),
         ]:
             response = client.get(url, query)
@@ -710,16 +711,16 @@ def test_an_id_in_other_digits_is_not_an_alias_of_the_id(zero, client, user, han
 
 
 def test_ids_are_parsed_in_one_place():
-    """No code outside ragsite.inputs.parse_id tells digits with str.isdigit/isdecimal/isnumeric (all accept "²")."""
+    """No code outside core.http.parse_id tells digits with str.isdigit/isdecimal/isnumeric (all accept "²")."""
     root = Path(__file__).resolve().parent.parent
     offenders = [
         f"{path.relative_to(root)}:{number}"
-        for app in ("audit", "chat", "documents", "ragsite")
+        for app in ("audit", "chat", "core", "documents", "ragsite")
         for path in sorted((root / app).rglob("*.py"))
         for number, line in enumerate(path.read_text().splitlines(), 1)
-        if re.search(r"\.is(digit|decimal|numeric)\(", line) and path.name != "inputs.py"
+        if re.search(r"\.is(digit|decimal|numeric)\(", line)
     ]
-    assert offenders == [], "parse ids with ragsite.inputs.parse_id"
+    assert offenders == [], "parse ids with core.http.parse_id"
 
 
 @pytest.mark.django_db

@@ -18,8 +18,9 @@ from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerUnavailable
 
 from audit.models import AuditEvent
+from core.models import ApiToken
 from documents import chunking, embeddings, parsing, pipeline, queue, services, store
-from documents.models import ApiToken, Chunk, Document
+from documents.models import Chunk, Document
 from documents.tasks import ingest_document
 from tests.conftest import wait_until_a_connection_waits_for_a_lock
 

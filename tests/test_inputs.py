@@ -1,10 +1,11 @@
-"""ragsite/inputs.py: the one parser of ids from requests, and text UTF-8 can encode."""
+"""core.http.parse_id, the one parser of ids from requests; core.text.without_surrogates, text UTF-8 can encode."""
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ragsite.inputs import MAX_ID, parse_id, without_surrogates
+from core.http import MAX_ID, parse_id
+from core.text import without_surrogates
 
 
 @given(st.integers(min_value=0, max_value=MAX_ID))

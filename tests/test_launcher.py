@@ -94,7 +94,7 @@ def launch(tmp_path):
             if process.poll() is None:
                 process.kill()
                 process.wait()
-        from ragsite.services import stop_embedded_database, stop_redis
+        from ragsite.devservices import stop_embedded_database, stop_redis
 
         stop_embedded_database(tmp_path / "var")  # only if the launcher did not
         stop_redis(redis_url)

@@ -1,6 +1,7 @@
 import pytest
 
-from documents.models import ApiToken, Collection, Document, hash_token
+from core.models import ApiToken, hash_token
+from documents.models import Collection, Document
 
 pytestmark = pytest.mark.django_db
 

@@ -5,12 +5,13 @@ import pytest
 from django.core.files.base import ContentFile
 
 from chat import llm
+from core.models import ApiToken
 from documents import pipeline, services
-from documents.models import ApiToken, Chunk, Collection, Document
+from documents.models import Chunk, Collection, Document
 from tests.documents_factory import make_pdf
 
 # live_server is a WSGI server: the answer streams to it as a plain iterator (uvicorn, in production,
-# gets an async one, chat.streaming). The stream's content and framing are the same.
+# gets an async one, core.streaming). The stream's content and framing are the same.
 
 
 

@@ -15,7 +15,8 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
 from chat.models import Conversation, Message
-from documents.models import ApiToken, Document
+from core.models import ApiToken
+from documents.models import Document
 
 pytestmark = pytest.mark.django_db
 

@@ -1,9 +1,9 @@
-"""ragsite/ratelimit.py: fixed windows per user and action, counted in the real Redis cache."""
+"""core/ratelimit.py: fixed windows per user and action, counted in the real Redis cache."""
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from ragsite import ratelimit
+from core import ratelimit
 
 pytestmark = pytest.mark.django_db
 

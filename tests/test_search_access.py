@@ -12,11 +12,11 @@ from django.db import connection, transaction
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from core.http import parse_id
 from documents.models import Collection
 from documents.search import Filters
 from documents.search.filters import covered_collections
 from documents.search.sql import COLLECTION, readable_collections
-from ragsite.inputs import parse_id
 
 pytestmark = pytest.mark.django_db
 

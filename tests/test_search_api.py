@@ -3,8 +3,9 @@
 import pytest
 from django.core.files.base import ContentFile
 
+from core.models import ApiToken
 from documents import pipeline, services
-from documents.models import ApiToken, Collection
+from documents.models import Collection
 
 pytestmark = pytest.mark.django_db
 

@@ -10,8 +10,8 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
 from chat.models import Conversation
+from core.models import ApiToken
 from documents import pipeline, services
-from documents.models import ApiToken
 
 pytestmark = pytest.mark.django_db
 

@@ -1,5 +1,6 @@
 """ragsite/settings.py: production by default, a secret key from SECRET_KEY, SECRET_KEY_FILE or make run's
-var/secret_key, and booleans parsed strictly (a typo fails loudly instead of turning security off).
+var/secret_key, booleans and numbers parsed strictly (a typo fails loudly instead of turning security off), and
+no side effect when imported (no database server starts).
 
 The settings are imported in a fresh process each time, as `make run`, manage.py and the worker import them.
 """
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from ragsite.settings import env_bool
+from ragsite.settings import env_bool, env_float, env_int
 
 ROOT = Path(__file__).resolve().parents[1]
 SHOW = ("import django; django.setup(); from django.conf import settings as s; "
@@ -69,3 +70,42 @@ def test_the_secret_key_comes_from_secret_key_file_then_make_runs_var_file(tmp_p
 def test_development_still_runs_without_any_key(tmp_path):
     code, output = settings_of(tmp_path, DEBUG="true")
     assert code == 0 and output.startswith("True django-insecure-")
+
+
+@pytest.mark.parametrize("typo", ["50MB", "1.5", "", "٣", "fifty"])
+def test_env_int_refuses_anything_but_a_whole_number(monkeypatch, typo):
+    monkeypatch.setenv("SOME_NUMBER", typo)
+    if not typo:
+        assert env_int("SOME_NUMBER", 7) == 7  # unset or empty: the default
+        return
+    with pytest.raises(ImproperlyConfigured, match=r"SOME_NUMBER must be a whole number \(like 7\), not "):
+        env_int("SOME_NUMBER", 7)
+
+
+def test_env_float_takes_decimals_and_refuses_units(monkeypatch):
+    monkeypatch.setenv("SOME_SECONDS", " 2.5 ")
+    assert env_float("SOME_SECONDS", 60) == 2.5
+    monkeypatch.setenv("SOME_SECONDS", "60s")
+    with pytest.raises(ImproperlyConfigured, match=r"SOME_SECONDS must be a number \(like 60\), not '60s'"):
+        env_float("SOME_SECONDS", 60)
+
+
+def test_a_misspelt_number_stops_the_start(tmp_path):
+    code, output = settings_of(tmp_path, DEBUG="true", MAX_UPLOAD_MB="50MB")
+    assert code != 0 and "MAX_UPLOAD_MB must be a whole number" in output and "'50MB'" in output
+
+
+def test_importing_the_settings_starts_no_database(tmp_path):
+    """Without DATABASE_URL the embedded PostgreSQL starts with the first connection, not with the settings:
+    setting Django up and running a command that needs no database leave no server and no data folder."""
+    import psutil
+
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    env.update(DEBUG="true", RAG_VAR_DIR=str(tmp_path / "var"))
+    show = subprocess.run([sys.executable, "-c", SHOW], cwd=ROOT, env=env, capture_output=True, text=True)
+    check = subprocess.run([sys.executable, "manage.py", "check"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert show.returncode == 0 and check.returncode == 0, show.stderr + check.stderr
+    assert not (tmp_path / "var" / "pgdata").exists()
+    servers = [p.info["cmdline"] for p in psutil.process_iter(["cmdline"]) if str(tmp_path) in " ".join(
+        p.info["cmdline"] or [])]
+    assert servers == []

@@ -79,7 +79,7 @@ def test_a_task_for_a_deleted_document_is_harmless(celery_worker, user, collecti
 
 @pytest.mark.shared
 def test_every_shared_fixture_through_the_api_and_worker(celery_worker, user, fixtures_dir, client):
-    from documents.models import ApiToken
+    from core.models import ApiToken
 
     _, raw = ApiToken.issue(user=user)
     auth = {"HTTP_AUTHORIZATION": f"Bearer {raw}"}

@@ -19,8 +19,9 @@ from django.core.files.base import ContentFile
 from django.db import DatabaseError, connection, transaction
 from django.test import Client
 
+from core.models import ApiToken
 from documents import services
-from documents.models import ApiToken, Collection, Document
+from documents.models import Collection, Document
 
 UPLOADS = 8
 TRIALS = 3

@@ -13,8 +13,9 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
+from core.models import ApiToken
 from documents.exceptions import SUPPORTED_FORMATS, UnsupportedFileType
-from documents.models import ApiToken, Document
+from documents.models import Document
 from documents.parsing import check_supported
 from tests import documents_factory as factory
 

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 from django.conf import settings
 
+from core.text import provider_message
 from documents.embeddings.base import EmbeddingBackend, _normalise
 from documents.exceptions import EmbeddingError
 
@@ -47,7 +48,7 @@ class OpenAIBackend(EmbeddingBackend):
             )
         except openai.APIStatusError as error:
             raise EmbeddingError(detail=(
-                f"The embedding service refused the request (HTTP {error.status_code}: {_provider_message(error)})."
+                f"The embedding service refused the request (HTTP {error.status_code}: {provider_message(error)})."
             )) from error
         except openai.APITimeoutError as error:
             raise EmbeddingError(detail="The embedding service did not answer in time.") from error
@@ -60,11 +61,3 @@ class OpenAIBackend(EmbeddingBackend):
             raise EmbeddingError(detail=f"The embedding service returned {len(data)} vectors for {len(texts)} texts.")
         return _normalise(np.array([item.embedding for item in data], dtype=np.float32))
 
-
-def _provider_message(error) -> str:
-    body = getattr(error, "body", None)
-    if isinstance(body, dict):
-        message = body.get("message") or (body.get("error") or {}).get("message")
-        if message:
-            return str(message)[:200].rstrip(".")
-    return (str(getattr(error, "message", "")) or error.__class__.__name__)[:200].rstrip(".")

@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
+from core.http import parse_id
+from core.text import without_surrogates
 from documents.search.sql import COLLECTION, DOCUMENT, SCOPE, readable_collections
-from ragsite.inputs import parse_id, without_surrogates
 
 
 @dataclass(frozen=True)

@@ -17,12 +17,12 @@ from django.conf import settings
 from django.db import transaction
 from django.db.backends.utils import CursorWrapper
 
+from core.text import without_surrogates
 from documents import embeddings
 from documents.db import vector_cursor
 from documents.search import sql
 from documents.search.filters import Filters, UnknownCollection, covered_collections, scoped_predicate
 from documents.search.sql import OPERATORS, SPECULATED
-from ragsite.inputs import without_surrogates
 
 __all__ = ["MODES", "Filters", "Hit", "UnknownCollection", "search"]
 

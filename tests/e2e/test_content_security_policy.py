@@ -107,7 +107,7 @@ def test_every_page_works_under_the_policy_with_nothing_blocked(csp_violations, 
     page.locator("#id_owner + .select2 .select2-selection").click()  # the owner's autocomplete (select2)
     page.locator(".select2-search__field").fill("ali")
     expect(page.locator(".select2-results__option")).to_have_text([admin_user.get_username()])
-    page.goto(live_server.url + "/admin/documents/apitoken/add/")
+    page.goto(live_server.url + "/admin/core/apitoken/add/")
     expect(page.locator("#apitoken_form")).to_be_visible()
 
     # The API docs: Swagger UI lists the operations.

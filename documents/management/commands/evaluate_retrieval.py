@@ -3,10 +3,10 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
+from core.http import parse_id
 from documents import search as retrieval
 from documents.models import Collection, Document
 from documents.search import evaluation
-from ragsite.inputs import parse_id
 
 
 class Command(BaseCommand):

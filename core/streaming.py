@@ -1,4 +1,4 @@
-"""Serving an answer's events, produced by sync code, as a stream from either kind of server."""
+"""Server-sent events: an answer's events, produced by sync code, streamed from either kind of server."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Iterator
 
 from asgiref.sync import sync_to_async
 from django.core.handlers.asgi import ASGIRequest
+from django.http import StreamingHttpResponse
 
 
 async def _in_request_thread(events: Iterator[str]) -> AsyncIterator[str]:
@@ -27,3 +28,11 @@ def streamed(request, events: Iterator[str]) -> Iterator[str] | AsyncIterator[st
     request's thread, under WSGI the generator itself.
     """
     return _in_request_thread(events) if isinstance(request, ASGIRequest) else events
+
+
+def sse_response(request, events: Iterator[str]) -> StreamingHttpResponse:
+    """``events`` (already framed as ``data: ...\\n\\n``) as a ``text/event-stream`` no cache or proxy holds back."""
+    response = StreamingHttpResponse(streamed(request, events), content_type="text/event-stream")
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"  # nginx: do not buffer the stream
+    return response

@@ -4,8 +4,8 @@
     usage = ratelimit.count("login_ip", address)  # any key; uncount() takes one back
 
 Limits come from settings as "COUNT/PERIOD" (PERIOD: s, m, h, d, optionally with a number: "20/m",
-"10/15m"); an empty limit turns the check off. Views answer 429 with ``message(...)`` and a
-Retry-After header.
+"10/15m"); an empty limit turns the check off. Every refusal is answered by ``refused``: 429, the
+message saying the limit and when to try again, and ``Retry-After``.
 """
 
 from __future__ import annotations
@@ -18,6 +18,9 @@ from typing import NamedTuple
 from django.conf import settings
 from django.core.cache import cache
 from django.core.exceptions import ImproperlyConfigured
+from django.http import HttpRequest, HttpResponse
+
+from core.http import error_response, wants_json
 
 PERIODS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 UNITS = {1: "second", 60: "minute", 3600: "hour", 86400: "day"}
@@ -89,6 +92,26 @@ def hit(action: str, user) -> tuple[bool, int]:
         return True, 0
     usage = count(action, f"user:{user.pk}")
     return usage.allowed, usage.retry_after
+
+
+def refused(request: HttpRequest, action: str, retry_after: int, *,
+            response: HttpResponse | None = None) -> HttpResponse:
+    """The 429 of ``action``'s limit, to try again in ``retry_after`` seconds.
+
+    ``{"detail": message}`` or the 429 page (core.http.error_response), unless the caller answers in a shape of
+    its own (``response``: OpenAI's error, the chat page's plain text, the admin's form shown again, a batch of
+    uploads' results), which is given the status and the header.
+    """
+    if response is None:
+        response = error_response(429, message(action, retry_after), json=wants_json(request), request=request)
+    response.status_code = 429
+    return with_retry_after(response, retry_after)
+
+
+def with_retry_after(response: HttpResponse, retry_after: int) -> HttpResponse:
+    """``Retry-After``: the seconds until the limit's window ends (clients, OpenAI's among them, wait that long)."""
+    response["Retry-After"] = str(retry_after)
+    return response
 
 
 def message(action: str, retry_after: int) -> str:

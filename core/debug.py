@@ -38,7 +38,7 @@ class DebugNotFoundForStaffOnlyMiddleware:
                 resolve(request.path_info, getattr(request, "urlconf", None))
             except Resolver404 as error:  # raised before any view runs, so process_exception never sees it
                 # Who asks is read only now: a request that resolves never reads the session or the user here
-                # (with the database down, its view answers the clear 503 of ragsite.middleware).
+                # (with the database down, its view answers the clear 503 of core.http).
                 if not is_staff(request):
                     return page_not_found(request, error)
         return self.get_response(request)

@@ -1,9 +1,8 @@
-"""Turn a lost database (or Redis) into a clear 503 instead of a stack trace.
+"""The peer of bench/asgi_handler.py: the project's former ASGI handler, kept here only to be measured.
 
-Covers Django's wrapped errors (``OperationalError``, ``InterfaceError``: connection refused, server
-restarting, a connection a restart broke), psycopg's own (a COPY on a dead connection) and the
-connection pool's ``PoolTimeout`` (no connection within the pool's timeout while the server is down),
-which is a psycopg ``OperationalError``. The JSON APIs answer ``{"detail": ...}``; pages render 503.html.
+A subclass of Django's ASGIHandler that re-implemented ``handle`` to run a request's sync work in one hop to
+its thread, and refused a body past core.uploads.request_limit before reading it. The product now serves
+Django's stock handler wrapped in core.uploads.BodyLimitMiddleware (ragsite/asgi.py).
 """
 
 from __future__ import annotations
@@ -11,53 +10,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-import psycopg
-import redis
 from asgiref.sync import sync_to_async
 from django.core import signals
 from django.core.exceptions import RequestAborted
 from django.core.handlers.asgi import ASGIHandler, get_script_prefix
 from django.core.handlers.base import BaseHandler
-from django.db import InterfaceError, OperationalError
-from django.http import FileResponse, HttpResponse, JsonResponse
+from django.http import FileResponse, HttpResponse
 from django.http.response import HttpResponseBase
-from django.template.loader import render_to_string
 from django.urls import set_script_prefix
 
-from documents import uploads
-
-DATABASE_ERRORS = (OperationalError, InterfaceError, psycopg.OperationalError, psycopg.InterfaceError)
-REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
-DATABASE_MESSAGE = "The database is not reachable right now. Please try again in a moment."
-REDIS_MESSAGE = "The cache and task queue (Redis) are not reachable right now. Please try again in a moment."
-JSON_PREFIXES = ("/api/", "/v1/", "/healthz", "/readyz")
-
-
-def unavailable_response(request, exception) -> HttpResponse | None:
-    """The 503 for an outage of the database or Redis; None for any other exception."""
-    if isinstance(exception, DATABASE_ERRORS):
-        message = DATABASE_MESSAGE
-    elif isinstance(exception, REDIS_ERRORS):
-        message = REDIS_MESSAGE
-    else:
-        return None
-    headers = {"Retry-After": "5"}
-    if request.path.startswith(JSON_PREFIXES) or "application/json" in request.headers.get("Accept", ""):
-        return JsonResponse({"detail": message}, status=503, headers=headers)
-    # Rendered without the request: its context processors would read the session and the user,
-    # i.e. the database that just failed.
-    return HttpResponse(render_to_string("503.html", {"message": message}), status=503, headers=headers)
-
-
-class DatabaseUnavailableMiddleware:
-    def __init__(self, get_response):
-        self.get_response = get_response
-
-    def __call__(self, request):
-        return self.get_response(request)
-
-    def process_exception(self, request, exception):
-        return unavailable_response(request, exception)
+from core import uploads
 
 
 class _TooLarge(Exception):
@@ -113,7 +75,7 @@ class SyncMiddlewareASGIHandler(ASGIHandler):
             body_file.close()
 
     async def read_body_within_limit(self, scope, receive):
-        """The body, as Django reads it, unless it cannot be a valid upload (documents.uploads.request_limit).
+        """The body, as Django reads it, unless it cannot be a valid upload (core.uploads.request_limit).
 
         Django's handler spools the whole body to a temporary file before any upload handler sees it, so
         a request declaring too many bytes is refused before one is read, and one that passes the limit
@@ -127,7 +89,7 @@ class SyncMiddlewareASGIHandler(ASGIHandler):
         except ValueError:
             declared = 0
         if declared > limit:
-            raise _TooLarge(await sync_to_async(uploads.too_large_response)(path, accept, declared))
+            raise _TooLarge(await sync_to_async(uploads.too_large_response)(path, accept))
         received = 0
 
         async def counting_receive():
@@ -135,7 +97,7 @@ class SyncMiddlewareASGIHandler(ASGIHandler):
             message = await receive()
             received += len(message.get("body", b""))
             if received > limit:
-                raise _TooLarge(await sync_to_async(uploads.too_large_response)(path, accept, None))
+                raise _TooLarge(await sync_to_async(uploads.too_large_response)(path, accept))
             return message
 
         return await self.read_body(counting_receive)

@@ -1,12 +1,47 @@
-"""Site-wide views: liveness (/healthz) and readiness (/readyz)."""
+"""Liveness (/healthz) and readiness (/readyz): each real component, and what the product really uses.
 
+The database, Redis and the workers are checked here; the apps add their own components (the embedding
+model, the language model) with ``register`` in their AppConfig.ready, so this module imports no app.
+
+/healthz and /readyz answer whatever the Host header and the scheme. Probes call them by address over plain
+HTTP: docker compose's web healthcheck asks ``http://127.0.0.1:8000/healthz`` inside the container, load
+balancers ask the container's IP. Through the normal middleware such a request is refused with 400 when
+``ALLOWED_HOSTS`` names the real domain (``CommonMiddleware`` validates the Host) and redirected to HTTPS when
+``SECURE_SSL_REDIRECT`` is on (``SecurityMiddleware``), so a healthy site would look dead. Host validation
+protects the absolute URLs a response builds from the Host; the health report builds none and says nothing a
+public page would not, so ``HealthCheckMiddleware``, first in the chain, answers it before either check.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import redis
+from celery import current_app
 from django.conf import settings
 from django.db import connection
 from django.http import JsonResponse
 from django.views.decorators.http import require_GET
 
-from chat.llm import active_llm_info
-from documents.embeddings import active_backend_info
+HEALTH_PATH = "/healthz"
+READY_PATH = "/readyz"
+
+# name -> a check returning (what the report shows under that name, problems in words)
+Check = Callable[[], tuple[object, list[str]]]
+COMPONENTS: dict[str, Check] = {}
+
+
+def register(name: str, check: Check) -> None:
+    """Add ``name`` to the report: a component that degrades the product when it has problems."""
+    COMPONENTS[name] = check
+
+
+def redis_answers(url: str, timeout: float = 1.0) -> bool:
+    """True when a Redis server answers PING at ``url``."""
+    try:
+        return bool(redis.Redis.from_url(url, socket_timeout=timeout).ping())
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError):
+        return False
 
 
 def health_report() -> dict:
@@ -32,33 +67,21 @@ def health_report() -> dict:
         report["database"] = f"error: {error.__class__.__name__}"
         failing = True
         problems.append("the database is not reachable")
-    from ragsite.services import redis_answers
-
     if not redis_answers(settings.REDIS_URL, timeout=0.5):
         report["redis"] = "error: not answering"
         failing = True
         problems.append("Redis is not reachable")
     else:
-        from ragsite.celery import app
-
         try:
-            replies = app.control.ping(timeout=1.0) or []
+            replies = current_app.control.ping(timeout=1.0) or []
         except Exception:
             replies = []
         report["workers"] = len(replies)  # a stopped (SIGSTOP) or hung worker does not answer either
         if not replies:
             problems.append("no worker answers: uploaded documents are not processed")
-    embeddings = active_backend_info()
-    report["embeddings"] = embeddings
-    if embeddings["error"]:
-        problems.append(f"the embedding model cannot be loaded: {embeddings['error']}")
-    elif embeddings["fallback"]:
-        problems.append("no embedding model could be loaded: search uses the hashing fallback (shared words only)")
-    try:
-        report["language_model"] = active_llm_info()
-    except Exception as error:
-        report["language_model"] = f"error: {error}"
-        problems.append("the language model is misconfigured")
+    for name, check in COMPONENTS.items():
+        report[name], found = check()
+        problems.extend(found)
     report["status"] = "error" if failing else "degraded" if problems else "ok"
     report["problems"] = problems
     return report
@@ -80,3 +103,15 @@ def readyz(request):
     """Readiness, for deploy gates and monitoring: 200 only when everything works (``"status": "ok"``)."""
     report = health_report()
     return JsonResponse(report, status=200 if report["status"] == "ok" else 503)
+
+
+class HealthCheckMiddleware:
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        if request.path_info == HEALTH_PATH:
+            return healthz(request)
+        if request.path_info == READY_PATH:
+            return readyz(request)
+        return self.get_response(request)

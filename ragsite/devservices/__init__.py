@@ -20,6 +20,8 @@ import warnings
 from pathlib import Path
 from urllib.parse import urlparse
 
+from core.health import redis_answers
+
 logger = logging.getLogger(__name__)
 
 EMBEDDED_DB_NAME = "ragchat"
@@ -62,15 +64,6 @@ def stop_embedded_database(var_dir: Path) -> bool:
     pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user)
     return True
 
-
-def redis_answers(url: str, timeout: float = 1.0) -> bool:
-    """True when a Redis server answers PING at ``url``."""
-    import redis
-
-    try:
-        return bool(redis.Redis.from_url(url, socket_timeout=timeout).ping())
-    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError):
-        return False
 
 
 def redis_server_binary() -> str | None:

@@ -12,11 +12,10 @@ import functools
 import ipaddress
 
 from django.http import HttpRequest, HttpResponse
-from django.template.response import TemplateResponse
 
 from audit.models import AuditEvent
 from audit.services import record
-from ragsite import ratelimit
+from core import ratelimit
 
 SIGNED_IN = (301, 302, 303)  # LoginView redirects only when the credentials were right
 
@@ -68,7 +67,4 @@ def refused(request: HttpRequest, *, action: str, usage: ratelimit.Usage) -> Htt
     if usage.used == usage.limit + 1:  # the first refusal of this window: one audit event, not one per attempt
         record(action=AuditEvent.Action.SIGN_IN_THROTTLED, object_type="auth.user",
                object_repr=account_key(request), limit=action, retry_after=usage.retry_after)
-    message = ratelimit.message(action, usage.retry_after)
-    response = TemplateResponse(request, "429.html", {"message": message}, status=429)
-    response["Retry-After"] = str(usage.retry_after)
-    return response
+    return ratelimit.refused(request, action, usage.retry_after)

@@ -1,0 +1,60 @@
+"""The admin for API tokens (issued once, shown once, revoked in bulk) and the users' search."""
+
+from django.contrib import admin, messages
+from django.contrib.auth import admin as auth_admin
+from django.contrib.auth import get_user_model
+from django.template.response import TemplateResponse
+from django.utils import timezone
+
+from audit import services as audit
+from core.models import ApiToken
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    list_display = ("prefix", "user", "name", "created_at", "last_used_at", "revoked_at")
+    list_filter = ("revoked_at", "created_at")
+    search_fields = ("user__username", "name", "prefix")
+    fields = ("user", "name", "prefix", "created_at", "last_used_at", "revoked_at")
+    readonly_fields = ("prefix", "created_at", "last_used_at", "revoked_at")
+    autocomplete_fields = ("user",)
+    actions = ("revoke",)
+
+    def get_readonly_fields(self, request, obj=None):
+        return self.readonly_fields + (("user",) if obj else ())
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            return super().save_model(request, obj, form, change)
+        token, raw = ApiToken.issue(user=obj.user, name=obj.name, actor=request.user)
+        obj.__dict__.update(token.__dict__)
+        obj.raw_token = raw  # for response_add only; never stored, never in a message (a cookie) or the session
+
+    def response_add(self, request, obj, post_url_continue=None):
+        """The new token in this response's body, once: not in a message, which travels in a signed but readable
+        cookie. The admin's views send Cache-Control: no-store, so no cache keeps the page either."""
+        raw = getattr(obj, "raw_token", None)
+        if raw is None:
+            return super().response_add(request, obj, post_url_continue)
+        context = {**self.admin_site.each_context(request), "opts": self.opts, "token": obj, "raw_token": raw,
+                   "title": "New API token"}
+        return TemplateResponse(request, "admin/core/apitoken/created.html", context)
+
+    @admin.action(description="Revoke selected tokens")
+    def revoke(self, request, queryset):
+        tokens = list(queryset.filter(revoked_at__isnull=True))
+        count = queryset.filter(pk__in=[t.pk for t in tokens]).update(revoked_at=timezone.now())
+        for token in tokens:
+            audit.record(action="token_revoked", actor=request.user, target=token)
+        self.message_user(request, f"Revoked {count} token(s).", messages.SUCCESS)
+
+
+class UserAdmin(auth_admin.UserAdmin):
+    def get_search_results(self, request, queryset, search_term):
+        # The owner and user pickers above search here through Django's autocomplete view, which passes its
+        # term unchecked (the change lists' own search refuses NUL): PostgreSQL text cannot hold NUL.
+        return super().get_search_results(request, queryset, search_term.replace("\x00", ""))
+
+
+admin.site.unregister(get_user_model())
+admin.site.register(get_user_model(), UserAdmin)

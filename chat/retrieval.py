@@ -54,6 +54,10 @@ class Hit:
     # RETRIEVAL_MIN_SIMILARITY, or a full-text match. Nearest neighbours always exist; this
     # is what lets the chat say "nothing relevant" instead of answering from noise.
     relevant: bool = True
+    # The passage's cosine similarity to the query from the vector arm (None: found by keywords only).
+    # Unlike ``score`` (normalised per query in hybrid mode), it compares across queries: the answer's
+    # relevance gate (chat.extractive) reads it.
+    similarity: float | None = None
 
 
 def _where(user, filters: Filters, model_name: str | None) -> tuple[str, list]:
@@ -153,7 +157,7 @@ def search(
                 found.update(zip(others, rows, strict=True))
             nearest_rows = [found[distance] for distance in distances]
     threshold = settings.RETRIEVAL_MIN_SIMILARITY
-    nearest = [Hit(*row, relevant=row[-1] >= threshold) for rows in nearest_rows for row in rows]
+    nearest = [Hit(*row, relevant=row[-1] >= threshold, similarity=row[-1]) for rows in nearest_rows for row in rows]
     if len(nearest_rows) > 1:  # collections with different distances: merge on cosine similarity
         nearest = sorted(nearest, key=lambda hit: (-hit.score, hit.chunk_id))[:limit]
     if mode == "vector":

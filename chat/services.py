@@ -10,8 +10,8 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.urls import reverse
 
+from chat import extractive, prompting, retrieval
 from chat import llm as llms
-from chat import prompting, retrieval
 from chat.models import Citation, Conversation, Message
 from documents.exceptions import EmbeddingError
 from documents.models import Chunk
@@ -20,9 +20,10 @@ from ragsite.inputs import without_surrogates
 
 logger = logging.getLogger(__name__)
 
+# One sentence, no citations, no note about quoting: nothing is quoted (chat.extractive.is_relevant).
 NOTHING_FOUND = (
-    "I could not find anything about this in the documents you can search. "
-    "Try other words, another collection, or upload the document that answers it."
+    "I could not find anything about this in the documents you can search: try other words, another "
+    "collection, or upload the document that answers it."
 )
 # The chat form's maxlength; both chat endpoints refuse longer questions (question_too_long).
 QUESTION_MAX_CHARACTERS = 4000
@@ -110,6 +111,9 @@ def answer(
 ) -> Iterator[dict]:
     """Retrieve, prompt and stream, saving nothing.
 
+    When the passages found are not about the question (chat.extractive.is_relevant), the answer is
+    NOTHING_FOUND, without passages and without asking the model.
+
     Yields ``{"type": "token", "text"}`` events, then one ``{"type": "result", "content",
     "error", "hits", "cited", "backend"}`` with the passages the answer cites.
     """
@@ -119,13 +123,13 @@ def answer(
     error = ""
     hits: list[retrieval.Hit] = []
     try:
-        hits = [
-            hit for hit in retrieval.search(user=user, query=query, k=settings.RETRIEVAL_K, filters=filters)
-            if hit.relevant
-        ]
+        hits = retrieval.search(user=user, query=query, k=settings.RETRIEVAL_K, filters=filters)
     except EmbeddingError as failure:  # the query could not be embedded: say so rather than guess
         logger.warning("retrieval failed: %s (%s)", failure, failure.detail)
         error = f"The documents could not be searched: {failure}"
+    found = extractive.is_relevant(query, hits)
+    # Past the gate, the passages a signal marks as about the query (at least the best one).
+    hits = ([hit for hit in hits if hit.relevant] or hits[:1]) if found else []
     if not hits and not error:
         parts.append(NOTHING_FOUND)
         yield {"type": "token", "text": NOTHING_FOUND}

@@ -156,7 +156,7 @@ def split(text: str, passage: int) -> list[Sentence]:
             prose.append(line)
         index += 1
     flush()
-    sentences = []
+    sentences: list[Sentence] = []
     for kind, unit in units:
         if kind == "text":
             unit = statement(unit)

@@ -2,9 +2,11 @@
 
 The answer leads with the one to three sentences of the retrieved passages that best answer the
 question, each cited, then points to the other passages ("More in the sources"). A sentence's score
-is its embedding's cosine similarity to the question (the configured embedding backend, all sentences
-in one call) plus the share of the question's rare words it holds. Fragments that state nothing
-(page numbers, headings, list markers, boilerplate) are never quoted, nor the same sentence twice.
+is the share of the question's rare words it holds plus its passage's cosine similarity to the
+question (the embedding model's, from retrieval); ``EMBED_CANDIDATES`` > 0 also embeds the best
+candidates with the configured backend (in one call) and scores them by their own similarity.
+Fragments that state nothing (page numbers, headings, list markers, boilerplate) are never quoted,
+nor the same sentence twice.
 Deterministic: ties go to the better-ranked passage, then to the earlier sentence.
 
 The gate (``is_relevant``) decides from signals that compare across questions and collections: the
@@ -20,6 +22,7 @@ import math
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -47,10 +50,10 @@ class Gate:
 # Calibrated per embedding model on bench/data/gate_questions.json (bench/relevance_gate.py): cosine
 # similarities of different models live on different scales.
 GATES = {
-    "sentence-transformers/all-MiniLM-L6-v2": Gate(similarity=0.50, min_similarity=0.20, coverage=0.60),
+    "sentence-transformers/all-MiniLM-L6-v2": Gate(similarity=0.55, min_similarity=0.25, coverage=0.30),
 }
 # Other models (not calibrated): the question's words alone decide.
-WORDS_ONLY = Gate(similarity=math.inf, min_similarity=-math.inf, coverage=0.60)
+WORDS_ONLY = Gate(similarity=math.inf, min_similarity=-math.inf, coverage=0.30)
 
 
 MAX_SENTENCES = 3
@@ -60,6 +63,12 @@ RUNNER_UP_SHARE = 0.8
 DUPLICATE_SIMILARITY = 0.9
 # Weight of the rare-word overlap (0..1) beside the cosine similarity (about 0..1).
 LEXICAL_WEIGHT = 0.5
+# Before embedding: weight of the passage's similarity beside a sentence's rare-word overlap.
+PASSAGE_WEIGHT = 0.5
+# Statements embedded per answer, the best by words and passage (see rank()). None by default: on this
+# machine one call to the local model costs more than the 50 ms an answer may add, and the answers'
+# first sentences were no better with it (bench/extractive_answer.py, bench/relevance_gate.py).
+EMBED_CANDIDATES = 0
 # Maximal marginal relevance: relevance against novelty when the second and third sentences are chosen.
 MMR_LAMBDA = 0.7
 # Longer sentences are cut to this many characters when shown (a whole paragraph without full stops).
@@ -108,6 +117,7 @@ def terms(text: str) -> list[str]:
     return [stem(word) for word in WORD.findall(text.lower()) if word not in STOPWORDS and len(word) > 1]
 
 
+@lru_cache(maxsize=65536)
 def stem(word: str) -> str:
     """A light English stem, enough to match "vacations" with "vacation" and "expired" with "expires"."""
     for suffix, replacement in (("ies", "y"), ("ing", ""), ("ed", ""), ("es", ""), ("s", "")):
@@ -187,14 +197,13 @@ def statement(text: str) -> str:
     return text
 
 
-def rarity(question_terms: Sequence[str], texts: Sequence[str]) -> dict[str, float]:
-    """Each question word's weight: BM25's inverse document frequency over ``texts``.
+def rarity(question_terms: Sequence[str], bags: Sequence[frozenset[str] | set[str]]) -> dict[str, float]:
+    """Each question word's weight: BM25's inverse document frequency over texts' words (``bags``).
 
     A word in few of the texts weighs most: it is what the question is about. A word in none counts
     as if it were in one, so that a common word the texts happen to lack ("go") does not outweigh
     the rest, while a rare one ("Mongolia") still weighs like the rarest found.
     """
-    bags = [set(terms(text)) for text in texts]
     total = len(bags)
     weights = {}
     for term in dict.fromkeys(question_terms):
@@ -217,10 +226,9 @@ class Signals:
 
 def signals(question: str, hits: Sequence[Hit]) -> Signals:
     similarity = max((hit.similarity for hit in hits if hit.similarity is not None), default=0.0)
-    question_terms = terms(question)
-    weights = rarity(question_terms, [hit.text for hit in hits])
-    found = set().union(*(set(terms(f"{hit.heading} {hit.text}")) for hit in hits)) if hits else set()
-    return Signals(similarity=float(similarity), coverage=coverage(weights, found))
+    bags = [set(terms(f"{hit.heading} {hit.text}")) for hit in hits]
+    weights = rarity(terms(question), bags)
+    return Signals(similarity=float(similarity), coverage=coverage(weights, set().union(*bags)))
 
 
 def gate_for(model_name: str) -> Gate:
@@ -242,56 +250,88 @@ def is_relevant(question: str, hits: Sequence[Hit], gate: Gate | None = None) ->
 class Scored:
     sentence: Sentence
     score: float
+    words: frozenset[str]
+    vector: np.ndarray | None = None
 
 
-def rank(question: str, hits: Sequence[Hit]) -> tuple[list[Scored], np.ndarray]:
-    """Every statement of the passages with its score, best first, and their embeddings in that order."""
+def statements(hits: Sequence[Hit]) -> list[Sentence]:
+    """The passages' statements in order, each once (the same sentence in two passages is quoted once)."""
     sentences: list[Sentence] = []
     seen: set[str] = set()
     for index, hit in enumerate(hits, start=1):
         for sentence in split(hit.text, index):
             key = " ".join(WORD.findall(sentence.text.lower()))
-            if key and key not in seen:  # the same sentence in two passages is scored (and quoted) once
+            if key and key not in seen:
                 seen.add(key)
                 sentences.append(sentence)
+    return sentences
+
+
+def rank(question: str, hits: Sequence[Hit], candidates: int = EMBED_CANDIDATES) -> list[Scored]:
+    """The passages' statements that may answer ``question``, best first.
+
+    Every statement is scored by the share of the question's rare words it holds, plus its passage's
+    similarity to the question; the ``candidates`` best are then embedded (with the question, in one
+    call) and scored by their own similarity instead. Embedding every sentence of six passages costs
+    the local model about a second on this machine (bench/extractive_answer.py); a few candidates fit
+    the latency budget. ``candidates=0``: no embedding.
+    """
+    sentences = statements(hits)
     if not sentences:
-        return [], np.zeros((0, 0), dtype=np.float32)
-    # The question and every sentence in one call (every backend's vectors are L2-normalised).
-    vectors = embeddings.get_backend().embed_documents([question] + [s.text for s in sentences])
-    vectors = np.asarray(vectors, dtype=np.float32)
-    similarities = vectors[1:] @ vectors[0]
-    question_terms = terms(question)
-    weights = rarity(question_terms, [s.text for s in sentences])
-    scores = [
-        float(similarity) + LEXICAL_WEIGHT * coverage(weights, set(terms(sentence.text)))
-        for similarity, sentence in zip(similarities, sentences, strict=True)
+        return []
+    words = [frozenset(terms(s.text)) for s in sentences]
+    weights = rarity(terms(question), words)
+    lexical = [coverage(weights, set(bag)) for bag in words]
+    passage = [hits[s.passage - 1].similarity or 0.0 for s in sentences]
+    prior = [lexical[i] + PASSAGE_WEIGHT * passage[i] for i in range(len(sentences))]
+    order = sorted(range(len(sentences)), key=lambda i: (-prior[i], sentences[i].passage, sentences[i].position))
+    if candidates <= 0:
+        return [Scored(sentences[i], prior[i], words[i]) for i in order]
+    chosen = order[:candidates]
+    # Every backend's vectors are L2-normalised: a dot product is the cosine similarity.
+    vectors = np.asarray(
+        embeddings.get_backend().embed_documents([question] + [sentences[i].text for i in chosen]), dtype=np.float32,
+    )
+    scored = [
+        Scored(sentences[i], float(vectors[n + 1] @ vectors[0]) + LEXICAL_WEIGHT * lexical[i], words[i], vectors[n + 1])
+        for n, i in enumerate(chosen)
     ]
-    order = sorted(range(len(sentences)), key=lambda i: (-scores[i], sentences[i].passage, sentences[i].position))
-    return [Scored(sentences[i], scores[i]) for i in order], vectors[1:][order]
+    return sorted(scored, key=lambda s: (-s.score, s.sentence.passage, s.sentence.position))
 
 
-def best_sentences(question: str, hits: Sequence[Hit], limit: int = MAX_SENTENCES) -> list[Scored]:
+def likeness(a: Scored, b: Scored) -> float:
+    """How much two statements say the same: their cosine similarity, or the overlap of their words."""
+    overlap = len(a.words & b.words) / len(a.words | b.words) if a.words | b.words else 0.0
+    if a.vector is not None and b.vector is not None:
+        return max(overlap, float(a.vector @ b.vector))
+    return overlap
+
+
+def best_sentences(
+    question: str, hits: Sequence[Hit], limit: int = MAX_SENTENCES, candidates: int = EMBED_CANDIDATES,
+) -> list[Scored]:
     """The one to ``limit`` statements that best answer ``question``, best first, none saying the same."""
-    ranked, vectors = rank(question, hits)
+    ranked = rank(question, hits, candidates)
     if not ranked or ranked[0].score <= 0:
         return []
-    chosen = [0]
+    chosen = [ranked[0]]
     floor = RUNNER_UP_SHARE * ranked[0].score
     while len(chosen) < limit:
-        best, best_value = -1, -math.inf
-        for i, candidate in enumerate(ranked):
-            if i in chosen or candidate.score < floor:
+        best: Scored | None = None
+        best_value = -math.inf
+        for candidate in ranked:
+            if candidate.score < floor or any(candidate is c for c in chosen):
                 continue
-            closest = max(float(vectors[i] @ vectors[j]) for j in chosen)
+            closest = max(likeness(candidate, c) for c in chosen)
             if closest >= DUPLICATE_SIMILARITY:
                 continue
             value = MMR_LAMBDA * candidate.score - (1 - MMR_LAMBDA) * closest
             if value > best_value:
-                best, best_value = i, value
-        if best < 0:
+                best, best_value = candidate, value
+        if best is None:
             break
         chosen.append(best)
-    return [ranked[i] for i in chosen]
+    return chosen
 
 
 def quote(scored: Scored) -> str:
@@ -304,9 +344,9 @@ def quote(scored: Scored) -> str:
     return f"> {sentence.text} [{sentence.passage}]\n\n"
 
 
-def answer(question: str, hits: Sequence[Hit]) -> Iterator[str]:
+def answer(question: str, hits: Sequence[Hit], candidates: int = EMBED_CANDIDATES) -> Iterator[str]:
     """The extractive answer, in parts as it is streamed: best sentences, the other sources, the note."""
-    chosen = best_sentences(question, hits)
+    chosen = best_sentences(question, hits, candidates=candidates)
     for scored in chosen:
         yield quote(scored)
     quoted = {scored.sentence.passage for scored in chosen}

@@ -98,6 +98,17 @@ def test_a_repeated_sentence_is_quoted_once():
     assert first_line(answer) == f"> {repeated} [1]"
 
 
+def test_with_embedded_candidates_the_answering_sentence_still_leads_and_paraphrases_are_quoted_once():
+    hits = [
+        hit(1, "ACME CORPORATION\n\n17\n\nThe company was founded in 1990 by two engineers in Lyon."),
+        hit(2, "The warehouse closes at noon on Fridays. The warehouse closes at noon on Fridays, always."),
+        hit(3, REPORT_PAGE),
+    ]
+    answer = answer_of_embedded = "".join(extractive.answer("When does the warehouse close on Fridays?", hits, 8))
+    assert first_line(answer_of_embedded) == "> The warehouse closes at noon on Fridays. [2]"
+    assert answer.count("closes at noon") == 1  # the near-duplicates (same words, cosine >= 0.9) are left out
+
+
 def test_the_answer_is_deterministic():
     hits = [hit(i, f"Employees in office {i} receive {20 + i} vacation days per year.") for i in range(1, 7)]
     answers = {answer_of("How many vacation days do employees receive?", hits) for _ in range(3)}

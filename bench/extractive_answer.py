@@ -26,7 +26,9 @@ import _common  # noqa: E402
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="10 questions, 2 rounds")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--questions", type=int, default=30)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--all-sentences", action="store_true", help="also embed every sentence (slow here)")
     args = parser.parse_args()
     user, questions = _answers.setup(claims=10 if args.quick else None, distractors=60 if args.quick else 150)
     from django.conf import settings
@@ -34,7 +36,7 @@ def main() -> None:
     from chat import extractive, retrieval
     from documents import embeddings
 
-    answerable = [q for q in questions if q.answerable][: 10 if args.quick else None]
+    answerable = [q for q in questions if q.answerable][: 10 if args.quick else args.questions]
     rounds = 2 if args.quick else args.rounds
     passages = [retrieval.search(user=user, query=q.text, k=settings.RETRIEVAL_K) for q in answerable]
     embeddings.get_backend().embed_documents(["warm-up"])
@@ -47,7 +49,7 @@ def main() -> None:
         "after: chat.extractive, every sentence embedded":
             lambda q, hits: "".join(extractive.answer(q, hits, candidates=10_000)),
     }
-    if args.quick:
+    if not args.all_sentences:
         methods.pop("after: chat.extractive, every sentence embedded")
     load = os.getloadavg()[0]
     times: dict[str, list[float]] = {name: [] for name in methods}

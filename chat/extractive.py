@@ -50,10 +50,10 @@ class Gate:
 # Calibrated per embedding model on bench/data/gate_questions.json (bench/relevance_gate.py): cosine
 # similarities of different models live on different scales.
 GATES = {
-    "sentence-transformers/all-MiniLM-L6-v2": Gate(similarity=0.55, min_similarity=0.25, coverage=0.30),
+    "sentence-transformers/all-MiniLM-L6-v2": Gate(similarity=0.40, min_similarity=0.25, coverage=0.40),
 }
 # Other models (not calibrated): the question's words alone decide.
-WORDS_ONLY = Gate(similarity=math.inf, min_similarity=-math.inf, coverage=0.30)
+WORDS_ONLY = Gate(similarity=math.inf, min_similarity=-math.inf, coverage=0.35)
 
 
 MAX_SENTENCES = 3

@@ -119,14 +119,14 @@ def main() -> None:
     from django.core.files.base import ContentFile
 
     from core.models import ApiToken
-    from documents import ingest
+    from documents import services
     from documents.models import Document
 
     user, _ = get_user_model().objects.get_or_create(username="asgi-bench")
     token = ApiToken.issue(user=user, name="asgi bench")[1]
-    document = Document.objects.filter(owner=user).first() or ingest.document_create(
+    document = Document.objects.filter(owner=user).first() or services.document_create(
         owner=user, file=ContentFile(b"A small document.", name="small.txt"),
-        collection=ingest.collection_for_upload(user=user, name=None), filename="small.txt")
+        collection=services.collection_for_upload(user=user, name=None), filename="small.txt")
     headers = {"Authorization": f"Bearer {token}"}
     folder = Path(tempfile.mkdtemp(prefix="bench-asgi-"))
     env = {**os.environ, "DATABASE_POOL": "true", "DEBUG": args.debug, "SECRET_KEY": secret,

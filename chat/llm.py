@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Iterator
 from functools import cache
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
+from chat import extractive
+from chat.extractive import NO_LLM_NOTE  # noqa: F401  (where the health tests and callers read it)
 from core.text import provider_message
 from documents.search import Hit
 
 logger = logging.getLogger(__name__)
 
-# Every user reads this: it labels the answer as extractive and gives no configuration advice (that is the
-# administrators' business: /healthz and the documents page tell them what is in use).
-NO_LLM_NOTE = "*No language model is configured, so this answer quotes the most relevant passages.*"
 EXTRACTIVE = "none: extractive answers"
 
 
@@ -29,7 +27,7 @@ class OpenAIChat:
     name = "openai"
     remote = True  # answers over the network, in seconds: callers hold no database connection meanwhile
 
-    def __init__(self):
+    def __init__(self) -> None:
         import openai
 
         self.model = settings.LLM_MODEL
@@ -79,50 +77,23 @@ class OpenAIChat:
 
 
 class Extractive:
-    """No language model: quote the passages' sentences that best match the question."""
+    """No language model: the passages' sentences that best answer the question (chat.extractive)."""
 
     name = "extractive"
     remote = False
 
     def stream(self, messages: list[dict], *, hits: list[Hit] | None = None) -> Iterator[str]:
         question = messages[-1]["content"].rsplit("Question:", 1)[-1]
-        yield from extract_answer(question, hits or [])
+        yield from extractive.answer(question.strip(), hits or [])
 
     def complete(self, messages: list[dict]) -> str:
         raise LLMError("No language model is configured.")
 
 
-WORD = re.compile(r"\w+", re.UNICODE)
-SENTENCE = re.compile(r"(?<=[.!?])\s+")
-STOPWORDS = frozenset(
-    "a an the of to in on for and or is are was were be been what which who whom how why when where "
-    "does do did it its this that these those with by from as at about can could should would i you".split()
-)
-
-
-def extract_answer(question: str, hits: list[Hit], max_sentences: int = 3) -> Iterator[str]:
-    terms = {w for w in WORD.findall(question.lower()) if w not in STOPWORDS}
-    scored = []
-    for index, hit in enumerate(hits, start=1):
-        for position, sentence in enumerate(SENTENCE.split(hit.text)):
-            words = set(WORD.findall(sentence.lower()))
-            overlap = len(terms & words)
-            if overlap and 20 <= len(sentence) <= 600:
-                # Earlier passages rank better; ties go to earlier sentences.
-                scored.append((-overlap, index, position, sentence.strip(), index))
-    scored.sort()
-    chosen = scored[:max_sentences]
-    if not chosen:
-        yield "The documents I can search do not seem to answer this question.\n\n"
-        yield NO_LLM_NOTE
-        return
-    for _, _, _, sentence, index in sorted(chosen, key=lambda item: (item[1], item[2])):
-        yield f"> {sentence} [{index}]\n\n"
-    yield NO_LLM_NOTE
-
-
 @cache
-def _build(backend: str, model: str, base_url: str, key_set: bool, client_options: tuple = ()):
+def _build(
+    backend: str, model: str, base_url: str, key_set: bool, client_options: tuple[object, ...] = (),
+) -> OpenAIChat | Extractive:
     # ``client_options`` (the OpenAI key, timeout and retries) is only part of the cache key: the
     # OpenAI client reads them from settings, and must be rebuilt when they change.
     if backend == "auto":
@@ -134,7 +105,7 @@ def _build(backend: str, model: str, base_url: str, key_set: bool, client_option
     raise ImproperlyConfigured(f"LLM_BACKEND must be auto, openai or extractive, not {backend!r}.")
 
 
-def get_llm():
+def get_llm() -> OpenAIChat | Extractive:
     """The configured language model (cached per process and per configuration)."""
     client_options = (settings.OPENAI_API_KEY, settings.LLM_TIMEOUT_SECONDS, settings.LLM_MAX_RETRIES)
     return _build(

@@ -7,9 +7,11 @@ import math
 import os
 import re
 import tempfile
+from collections.abc import Sequence
 from dataclasses import replace
 from functools import cache, lru_cache
 from pathlib import Path
+from typing import TypedDict
 
 import tiktoken
 from django.conf import settings
@@ -25,6 +27,13 @@ Rules:
 - Be concise. Use Markdown for lists and emphasis when it helps."""
 
 REWRITE_PROMPT = """Rewrite the user's last question as one standalone search query, using the conversation for context (resolve "it", "that", etc.). Answer with the query only."""
+
+
+class Turn(TypedDict):
+    """A message of the conversation so far."""
+
+    role: str
+    content: str
 
 
 # Any opening or closing passage tag, however spelt (</PASSAGES>, < /passage >): document text
@@ -133,7 +142,9 @@ def passages_budget(budget: int | None = None) -> int:
     return int((budget or settings.LLM_CONTEXT_TOKENS) * 0.7)
 
 
-def build_messages(*, question: str, history: list[dict], hits: list[Hit], budget: int | None = None) -> list[dict]:
+def build_messages(
+    *, question: str, history: Sequence[Turn], hits: list[Hit], budget: int | None = None,
+) -> list[dict]:
     """System rules, as much recent history as fits, then passages and the question."""
     budget = budget or settings.LLM_CONTEXT_TOKENS
     hits = fit_hits(hits, passages_budget(budget))
@@ -150,7 +161,7 @@ def build_messages(*, question: str, history: list[dict], hits: list[Hit], budge
     return [{"role": "system", "content": SYSTEM_PROMPT}, *kept_history, {"role": "user", "content": user_content}]
 
 
-def build_rewrite_messages(*, question: str, history: list[dict]) -> list[dict]:
+def build_rewrite_messages(*, question: str, history: Sequence[Turn]) -> list[dict]:
     recent = history[-6:]
     transcript = "\n".join(f"{turn['role']}: {turn['content'][:1000]}" for turn in recent)
     return [

@@ -5,14 +5,16 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterator
+from typing import Any, Literal, NotRequired, TypedDict
 
 from django.conf import settings
 from django.db import connection, transaction
 from django.urls import reverse
 
+from chat import extractive, prompting
 from chat import llm as llms
-from chat import prompting
 from chat.models import Citation, Conversation, Message
+from chat.prompting import Turn
 from core.text import without_surrogates
 from documents import search as retrieval
 from documents.exceptions import EmbeddingError
@@ -21,14 +23,62 @@ from documents.parsing import CONTROL
 
 logger = logging.getLogger(__name__)
 
+# One sentence, no citations, no note about quoting: nothing is quoted (chat.extractive.is_relevant).
 NOTHING_FOUND = (
-    "I could not find anything about this in the documents you can search. "
-    "Try other words, another collection, or upload the document that answers it."
+    "I could not find anything about this in the documents you can search: try other words, another "
+    "collection, or upload the document that answers it."
 )
 # The chat form's maxlength; both chat endpoints refuse longer questions (question_too_long).
 QUESTION_MAX_CHARACTERS = 4000
 # [1], [2][3], and the [1, 2] models also write.
 CITATION = re.compile(r"\[([0-9]{1,3}(?:\s*,\s*[0-9]{1,3})*)\]")
+
+
+class CitationData(TypedDict):
+    """A saved citation as the page's script and the JSON API read it."""
+
+    index: int
+    document_id: int
+    title: str
+    page: int | None
+    chunk_id: int | None
+    url: str
+
+
+class Token(TypedDict):
+    """A piece of the answer's text, as it streams."""
+
+    type: Literal["token"]
+    text: str
+
+
+class Result(TypedDict):
+    """The end of ``answer()``: the whole text and the passages it was given and cites (1-based)."""
+
+    type: Literal["result"]
+    content: str
+    error: str
+    hits: list[retrieval.Hit]
+    cited: list[int]
+    backend: str
+    # False when the relevance gate found nothing relevant: then ``content`` is NOTHING_FOUND, no passage.
+    found: bool
+
+
+class Done(TypedDict):
+    """The end of ``ask()``: the saved answer and its citations (``html``/``title``: added by the page)."""
+
+    type: Literal["done"]
+    message_id: int
+    content: str
+    error: str
+    citations: list[CitationData]
+    html: NotRequired[str]
+    title: NotRequired[str]
+
+
+AnswerEvent = Token | Result
+AskEvent = Token | Done
 
 
 def clean_question(text: str) -> str:
@@ -71,14 +121,14 @@ def release_connection() -> None:
         connection.close()
 
 
-def history_of(conversation: Conversation, *, before: Message | None = None) -> list[dict]:
+def history_of(conversation: Conversation, *, before: Message | None = None) -> list[Turn]:
     messages = conversation.messages.exclude(content="")
     if before is not None:
         messages = messages.filter(id__lt=before.pk)
     return [{"role": m.role, "content": m.content} for m in messages.only("role", "content")]
 
 
-def standalone_query(*, model, question: str, history: list[dict]) -> str:
+def standalone_query(*, model: llms.OpenAIChat | llms.Extractive, question: str, history: list[Turn]) -> str:
     """Rewrite a follow-up into a standalone query with the history (only with a real LLM)."""
     if not history or not isinstance(model, llms.OpenAIChat):
         return question
@@ -92,7 +142,7 @@ def standalone_query(*, model, question: str, history: list[dict]) -> str:
     return rewritten[:500] or question
 
 
-def citation_json(citation: Citation) -> dict:
+def citation_json(citation: Citation) -> CitationData:
     url = reverse("documents:detail", args=[citation.document_id])
     if citation.chunk_id is not None:
         url += f"?chunk={citation.chunk_id}#chunk-{citation.chunk_id}"
@@ -107,12 +157,12 @@ def citation_json(citation: Citation) -> dict:
 
 
 def answer(
-    *, user, question: str, history: list[dict], filters: retrieval.Filters | None = None,
-) -> Iterator[dict]:
-    """Retrieve, prompt and stream, saving nothing.
+    *, user: Any, question: str, history: list[Turn], filters: retrieval.Filters | None = None,
+) -> Iterator[AnswerEvent]:
+    """Retrieve, prompt and stream, saving nothing: ``Token`` events, then one ``Result``.
 
-    Yields ``{"type": "token", "text"}`` events, then one ``{"type": "result", "content",
-    "error", "hits", "cited", "backend"}`` with the passages the answer cites.
+    When the passages found are not about the question (chat.extractive.is_relevant), the answer is
+    NOTHING_FOUND, without passages and without asking the model.
     """
     model = llms.get_llm()
     query = standalone_query(model=model, question=question, history=history)
@@ -120,16 +170,16 @@ def answer(
     error = ""
     hits: list[retrieval.Hit] = []
     try:
-        hits = [
-            hit for hit in retrieval.search(user=user, query=query, k=settings.RETRIEVAL_K, filters=filters)
-            if hit.relevant
-        ]
+        hits = retrieval.search(user=user, query=query, k=settings.RETRIEVAL_K, filters=filters)
     except EmbeddingError as failure:  # the query could not be embedded: say so rather than guess
         logger.warning("retrieval failed: %s (%s)", failure, failure.detail)
         error = f"The documents could not be searched: {failure}"
+    found = extractive.is_relevant(query, hits)
+    # Past the gate, the passages a signal marks as about the query (at least the best one).
+    hits = ([hit for hit in hits if hit.relevant] or hits[:1]) if found else []
     if not hits and not error:
         parts.append(NOTHING_FOUND)
-        yield {"type": "token", "text": NOTHING_FOUND}
+        yield Token(type="token", text=NOTHING_FOUND)
     elif hits:
         if model.remote:
             release_connection()  # the database's part is done until the answer is saved
@@ -139,23 +189,22 @@ def answer(
         try:
             for text in model.stream(messages, hits=hits):
                 parts.append(text)
-                yield {"type": "token", "text": text}
+                yield Token(type="token", text=text)
         except llms.LLMError as failure:
             error = str(failure)
     content = "".join(parts)
-    yield {
-        "type": "result", "content": content, "error": error, "hits": hits, "backend": model.name,
-        "cited": cited_indexes(content, len(hits)),
-    }
+    yield Result(
+        type="result", content=content, error=error, hits=hits, backend=model.name,
+        cited=cited_indexes(content, len(hits)), found=bool(hits),
+    )
 
 
 def ask(
     *, conversation: Conversation, question: str, filters: retrieval.Filters | None = None,
-) -> Iterator[dict]:
-    """Answer ``question`` in ``conversation``, yielding events as the answer streams.
+) -> Iterator[AskEvent]:
+    """Answer ``question`` in ``conversation``: ``Token`` events as the answer streams, then ``Done``.
 
-    Events: ``{"type": "token", "text"}`` … then ``{"type": "done", "message_id", "content",
-    "citations", "error"}``. The question is saved first, so a failing model loses nothing.
+    The question is saved first, so a failing model loses nothing.
     """
     question = clean_question(question)[:QUESTION_MAX_CHARACTERS]
     history = history_of(conversation)
@@ -166,12 +215,13 @@ def ask(
         conversation.save(update_fields=["title", "updated_at"])
     if filters is None and conversation.collection_id:
         filters = retrieval.Filters(collections=(conversation.collection_id,))
-    result: dict = {}
+    result: Result | None = None
     for event in answer(user=conversation.owner, question=question, history=history, filters=filters):
         if event["type"] == "token":
             yield event
         else:
             result = event
+    assert result is not None  # answer() always ends with its result
     hits = result["hits"]
     cited = [hits[i - 1] for i in result["cited"]]
     # A re-ingestion may have replaced a cited chunk since it was retrieved: keep the citation, unlinked.
@@ -188,7 +238,7 @@ def ask(
             )
             for index, hit in zip(result["cited"], cited, strict=True)
         )
-    yield {
-        "type": "done", "message_id": message.pk, "content": message.content, "error": message.error,
-        "citations": [citation_json(c) for c in citations],
-    }
+    yield Done(
+        type="done", message_id=message.pk, content=message.content, error=message.error,
+        citations=[citation_json(c) for c in citations],
+    )

@@ -487,8 +487,10 @@ def test_the_worker_survived_and_its_memory_stayed_bounded(worker, api):
 
 # ---- questions and queries -------------------------------------------------------------------------------------------
 QUERIES = {
-    "sql": "'; DROP TABLE documents_chunk; -- vacation",
-    "unicode": "ünïcödé ✓ 漢字 🔥 \u202eevil vacation \U0001f600",
+    # Hostile, and still questions about the handbook (the relevance gate answers "nothing found" to a
+    # question whose words mostly occur nowhere: tests/test_extractive.py).
+    "sql": "'; DROP TABLE documents_chunk; -- how many vacation days do employees receive per year",
+    "unicode": "ünïcödé ✓ 漢字 🔥 \u202eevil: how many vacation days do employees receive per year? \U0001f600",
     "control": "vac\x00ation\x01\x1b[31m days\x7f\x08",
     "huge": " ".join(["vacation"] * 11_112),  # 100,007 characters
     "empty": "",

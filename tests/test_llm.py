@@ -116,8 +116,3 @@ def test_extractive_answer_quotes_matching_sentences_with_their_passage_numbers(
     assert "> Unused vacation days expire in March. [2]" in answer
     assert "kitchen" not in answer
     assert answer.endswith(llm.NO_LLM_NOTE) and "No language model is configured" in llm.NO_LLM_NOTE
-
-
-def test_extractive_answer_without_a_matching_sentence_still_says_no_model_is_configured():
-    answer = "".join(llm.extract_answer("submarine ballast", [hit(1, "The kitchen is cleaned every Friday.")]))
-    assert "do not seem to answer" in answer and answer.endswith(llm.NO_LLM_NOTE)

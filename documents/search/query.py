@@ -45,6 +45,10 @@ class Hit:
     # RETRIEVAL_MIN_SIMILARITY, or a full-text match. Nearest neighbours always exist; this
     # is what lets the chat say "nothing relevant" instead of answering from noise.
     relevant: bool = True
+    # The passage's cosine similarity to the query from the vector arm (None: found by keywords only).
+    # Unlike ``score`` (normalised per query in hybrid mode), it compares across queries: the answer's
+    # relevance gate (chat.extractive) reads it.
+    similarity: float | None = None
 
 
 def search(
@@ -102,7 +106,7 @@ def search(
                 found.update(zip(others, rows, strict=True))
             nearest_rows = [found[distance] for distance in distances]
     threshold = settings.RETRIEVAL_MIN_SIMILARITY
-    nearest = [_hit(row, relevant=row[-1] >= threshold) for rows in nearest_rows for row in rows]
+    nearest = [_hit(row, relevant=row[-1] >= threshold, similarity=row[-1]) for rows in nearest_rows for row in rows]
     if len(nearest_rows) > 1:  # collections with different distances: merge on cosine similarity
         nearest = sorted(nearest, key=lambda hit: (-hit.score, hit.chunk_id))[:limit]
     if mode == "vector":
@@ -112,9 +116,9 @@ def search(
     return _fuse([nearest, keyword], k)
 
 
-def _hit(row: Row, relevant: bool = True) -> Hit:
+def _hit(row: Row, relevant: bool = True, similarity: float | None = None) -> Hit:
     chunk_id, document_id, document_title, page, heading, text, score = row
-    return Hit(chunk_id, document_id, document_title, page, heading, text, score, relevant)
+    return Hit(chunk_id, document_id, document_title, page, heading, text, score, relevant, similarity)
 
 
 def _check_covered(filters: Filters, scope: list[Row]) -> None:

@@ -109,7 +109,7 @@ def main() -> None:
 
     resorted, overfetched = resorted_sql(K), resorted_sql(2 * K)
     # The planner picks its own path (at 1% it may prefer the B-tree on collection_id and an exact sort);
-    # "HNSW" rows forbid the sort, as tests/test_retrieval.py does, to measure the HNSW scan itself.
+    # "HNSW" rows forbid the sort, as tests/documents/search/test_retrieval.py does, to measure the HNSW scan itself.
     connections = {}
     for name, scan, forced, ef_search in (
         ("plain", "off", True, ef), ("relaxed", "relaxed_order", True, ef), ("strict", "strict_order", True, ef),

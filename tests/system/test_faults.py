@@ -41,7 +41,7 @@ from documents.models import Document
 from ragsite.services import embedded_database_url, ensure_redis, redis_answers, stop_embedded_database, stop_redis
 from tests.openai_server import running_openai_server
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 STALE_SECONDS = "6"  # INGEST_STALE_SECONDS of the processes started here: the sweeper acts within seconds
 LONG_TEXT = "\n\n".join(f"Section {i}. The archive keeps every signed contract for ten years. " * 25
                         for i in range(16))

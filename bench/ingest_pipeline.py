@@ -259,7 +259,7 @@ def main() -> None:
                 print(f"  {result['documents'] / result['elapsed']:.2f} docs/s ({result['elapsed']:.0f} s)",
                       flush=True)
         finally:
-            app.connection().default_channel.client.delete(QUEUE)
+            app.connection().default_channel.client.delete(QUEUE)  # type: ignore[attr-defined]  # kombu's Redis channel
             Document.objects.all().delete()  # and their files, with the media folder below
             subprocess.run(["rm", "-rf", str(media)], check=False)
     report(args, results, settings)

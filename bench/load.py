@@ -44,6 +44,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
@@ -406,7 +407,7 @@ def main() -> None:
     if not redis_answers(REDIS_URL):
         sys.exit(f"Redis does not answer at {REDIS_URL} (set BENCH_REDIS_URL)")
     queue = celery_app.conf.task_default_queue  # the app's and the worker's, alone on this Redis database
-    broker = celery_app.connection().default_channel.client
+    broker = celery_app.connection().default_channel.client  # type: ignore[attr-defined]  # kombu's Redis channel
     broker.delete(queue)  # tasks an interrupted run left behind
     users, upload_token, questions, corpus = prepare(args)
     print(f"  {corpus}, {len(questions)} questions; generating {args.documents} uploads ...", flush=True)
@@ -441,7 +442,7 @@ def main() -> None:
             print(f"  {kind}: {found.count(error)} × {error}", flush=True)
     elapsed = outcome["chat_elapsed"]
     labels = {"page": "POST /chat/<id>/ask/ (page, SSE)", "api": "POST /v1/chat/completions (stream)"}
-    rows = [["endpoint", "users", "answers", "answers/s", "errors", "TTFT p50 ms", "TTFT p95 ms",
+    rows: list[list[Any]] = [["endpoint", "users", "answers", "answers/s", "errors", "TTFT p50 ms", "TTFT p95 ms",
              "answer p50 ms", "answer p95 ms"]]
     every_ttft, every_total = [], []
     for kind in ("page", "api"):
@@ -455,7 +456,8 @@ def main() -> None:
                  errors["page"] + errors["api"], ms(percentile(every_ttft, 50)), ms(percentile(every_ttft, 95)),
                  ms(percentile(every_total, 50)), ms(percentile(every_total, 95))])
     ready = ingest["ready"]
-    ingest_rows = [["documents uploaded", "ready", "not ready", "upload errors", "upload (→ 202) p50 / p95 ms",
+    ingest_rows: list[list[Any]] = [
+                   ["documents uploaded", "ready", "not ready", "upload errors", "upload (→ 202) p50 / p95 ms",
                     "upload → ready p50 s", "upload → ready p95 s", "upload → ready max s", "status polls (errors)"],
                    [len(results.sent), len(ready), len(ingest["not_ready"]), errors["upload"],
                     f"{ms(percentile(results.upload_seconds, 50))} / {ms(percentile(results.upload_seconds, 95))}",

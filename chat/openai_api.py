@@ -129,7 +129,8 @@ def list_models(request):
     return {"object": "list", "data": data}
 
 
-def _filters_for(user, model: str) -> retrieval.Filters | None:
+def _filters_for(user, model: str) -> retrieval.Filters | Literal[False] | None:
+    """The filters of ``model``: None for all readable collections, False for a model the user may not use."""
     if model == DEFAULT_MODEL or not model.startswith(MODEL_PREFIX):
         return None if model == DEFAULT_MODEL else False
     pk = parse_id(model.removeprefix(MODEL_PREFIX))

@@ -115,7 +115,8 @@ def format_passages(hits: list[Hit]) -> str:
 
 def fit_hits(hits: list[Hit], budget: int) -> list[Hit]:
     """The best-ranked passages that fit ``budget`` tokens (at least the first, truncated)."""
-    kept, used = [], 0
+    kept: list[Hit] = []
+    used = 0
     for hit in hits:
         cost = _tokens(hit.text) + PASSAGE_OVERHEAD
         if used + cost > budget:
@@ -133,12 +134,13 @@ def passages_budget(budget: int | None = None) -> int:
     return int((budget or settings.LLM_CONTEXT_TOKENS) * 0.7)
 
 
-def build_messages(*, question: str, history: list[dict], hits: list[Hit], budget: int | None = None) -> list[dict]:
+def build_messages(*, question: str, history: list[dict[str, str]], hits: list[Hit],
+                   budget: int | None = None) -> list[dict[str, str]]:
     """System rules, as much recent history as fits, then passages and the question."""
     budget = budget or settings.LLM_CONTEXT_TOKENS
     hits = fit_hits(hits, passages_budget(budget))
     user_content = f"{format_passages(hits)}\n\nQuestion: {question}"
-    kept_history: list[dict] = []
+    kept_history: list[dict[str, str]] = []
     if history:  # what the passages and question use is only needed to fit history in the rest
         used = _tokens(SYSTEM_PROMPT) + count_tokens(user_content)
         for turn in reversed(history):
@@ -150,7 +152,7 @@ def build_messages(*, question: str, history: list[dict], hits: list[Hit], budge
     return [{"role": "system", "content": SYSTEM_PROMPT}, *kept_history, {"role": "user", "content": user_content}]
 
 
-def build_rewrite_messages(*, question: str, history: list[dict]) -> list[dict]:
+def build_rewrite_messages(*, question: str, history: list[dict[str, str]]) -> list[dict[str, str]]:
     recent = history[-6:]
     transcript = "\n".join(f"{turn['role']}: {turn['content'][:1000]}" for turn in recent)
     return [

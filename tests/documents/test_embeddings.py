@@ -487,7 +487,9 @@ def ingest_text(user, collection, tmp_path, name: str, text: str) -> Document:
         owner=user, collection=collection, file=ContentFile(path.read_bytes(), name=path.name),
         filename=path.name, enqueue=False,
     )
-    return ingest.document_ingest(document_id=document.pk)
+    ingested = ingest.document_ingest(document_id=document.pk)
+    assert ingested is not None
+    return ingested
 
 
 @pytest.mark.django_db

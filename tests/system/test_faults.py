@@ -239,6 +239,8 @@ def test_an_embedding_provider_failing_ends_each_document_failed_with_its_reason
 class Site:
     """The launched site over HTTP: an API token and a signed-in browser session."""
 
+    database_url: str  # set once the launcher's embedded server is up
+
     def __init__(self, base: str, var_dir: Path, redis_url: str, redis_dir: Path, server, log: Path):
         self.base, self.var_dir, self.redis_url, self.redis_dir, self.server, self.log = (
             base, var_dir, redis_url, redis_dir, server, log)

@@ -40,9 +40,12 @@ browser:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	  else echo "chromium not found: browser tests will be skipped (install Debian's chromium package)"; fi; }
 
+## ruff, Django's checks and mypy (with django-stubs; the config is in pyproject.toml). The mypy plugin imports
+## the settings: a DATABASE_URL that is never connected to keeps it from starting the embedded PostgreSQL.
 lint: install-dev
 	$(VENV)/bin/ruff check .
 	DEBUG=$${DEBUG:-true} $(PY) manage.py check
+	DEBUG=true DATABASE_URL=postgres://mypy@127.0.0.1:1/mypy $(VENV)/bin/mypy
 
 format: install-dev
 	$(VENV)/bin/ruff format .

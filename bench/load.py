@@ -139,7 +139,7 @@ def prepare(args) -> tuple[list[ChatUser], str, list[str], str]:
     users = get_user_model().objects
     owner, _ = users.get_or_create(username=OWNER)
     print("preparing the chat collection (first run: imports it) ...", flush=True)
-    questions, corpus = chat_stream.prepare_corpus(owner)
+    questions, corpus = chat_stream.prepare_corpus(owner, 50 if args.quick else chat_stream.DOCUMENTS)
     collection = Collection.objects.get(owner=owner, name=chat_stream.COLLECTION)
     with connection.cursor() as cursor:  # the bench database is ours: start without old chats and uploads
         cursor.execute("TRUNCATE chat_citation, chat_message, chat_conversation")
@@ -370,7 +370,7 @@ def ingest_figures(results: Results) -> dict:
 # ---- the report -------------------------------------------------------------------------------------------------
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="10 users, 20 s, 20 documents (not recorded)")
+    parser.add_argument("--quick", action="store_true", help="4 users, 5 s, 5 documents (not recorded; CI)")
     parser.add_argument("--users", type=int, default=50)
     parser.add_argument("--duration", type=float, default=120, help="seconds of chatting")
     parser.add_argument("--documents", type=int, default=200)
@@ -385,7 +385,7 @@ def main() -> None:
     parser.add_argument("--label", default="", help="a note for the table's title")
     args = parser.parse_args()
     if args.quick:
-        args.users, args.duration, args.documents = 10, 20, 20
+        args.users, args.duration, args.documents = 4, 5, 5
     record = (not args.quick) if args.record is None else args.record
 
     load = os.getloadavg()[0]
@@ -402,10 +402,8 @@ def main() -> None:
     from django.db import connection
 
     from ragsite.celery import app as celery_app
-    from ragsite.services import redis_answers
 
-    if not redis_answers(REDIS_URL):
-        sys.exit(f"Redis does not answer at {REDIS_URL} (set BENCH_REDIS_URL)")
+    _common.ensure_redis(REDIS_URL)  # set BENCH_REDIS_URL for another server
     queue = celery_app.conf.task_default_queue  # the app's and the worker's, alone on this Redis database
     broker = celery_app.connection().default_channel.client  # type: ignore[attr-defined]  # kombu's Redis channel
     broker.delete(queue)  # tasks an interrupted run left behind

@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PORT ?= 8000
 export PORT
 
-.PHONY: install install-dev run test browser lint format stop clean
+.PHONY: install install-dev install-bench run test bench-quick browser lint format stop clean
 
 install: $(VENV)/.installed
 
@@ -31,6 +31,22 @@ run: install
 ## worker, Debian chromium for the browser tests).
 test: install-dev browser
 	$(PY) -m pytest
+
+install-bench: $(VENV)/.installed-bench
+
+$(VENV)/.installed-bench: $(VENV)/.installed-dev requirements-bench.txt
+	$(PY) -m pip install --quiet -r requirements-bench.txt
+	@touch $@
+
+## Every benchmark in bench/ at tiny sizes (--quick), as CI runs them: each still runs the code it measures and
+## prints its comparison (not recorded), so a change cannot silently break a bench. They start the embedded
+## PostgreSQL and a local Redis themselves when none is configured; the langchain-postgres peer (a venv of its
+## own, installed on first use) is left to full runs.
+bench-quick: install-bench
+	@set -e; for script in $(sort $(filter-out bench/_% bench/peer_%,$(wildcard bench/*.py))); do \
+	  case $$script in bench/search.py|bench/ingest_store.py) extra=--no-peer;; *) extra=;; esac; \
+	  echo "== $$script --quick $$extra"; start=$$(date +%s); \
+	  $(PY) $$script --quick $$extra; echo "== $$script: $$(( $$(date +%s) - start )) s"; done
 
 ## The browser tests need Debian's chromium (Playwright drives it; it downloads no browser).
 browser:

@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PORT ?= 8000
 export PORT
 
-.PHONY: install install-dev run test browser lint format stop clean
+.PHONY: install install-dev install-bench run test bench-quick browser lint format stop clean
 
 install: $(VENV)/.installed
 
@@ -32,6 +32,22 @@ run: install
 test: install-dev browser
 	$(PY) -m pytest
 
+install-bench: $(VENV)/.installed-bench
+
+$(VENV)/.installed-bench: $(VENV)/.installed-dev requirements-bench.txt
+	$(PY) -m pip install --quiet -r requirements-bench.txt
+	@touch $@
+
+## Every benchmark in bench/ at tiny sizes (--quick), as CI runs them: each still runs the code it measures and
+## prints its comparison (not recorded), so a change cannot silently break a bench. They start the embedded
+## PostgreSQL and a local Redis themselves when none is configured; the langchain-postgres peer (a venv of its
+## own, installed on first use) is left to full runs.
+bench-quick: install-bench
+	@set -e; for script in $(sort $(filter-out bench/_% bench/peer_%,$(wildcard bench/*.py))); do \
+	  case $$script in bench/search.py|bench/ingest_store.py) extra=--no-peer;; *) extra=;; esac; \
+	  echo "== $$script --quick $$extra"; start=$$(date +%s); \
+	  $(PY) $$script --quick $$extra; echo "== $$script: $$(( $$(date +%s) - start )) s"; done
+
 ## The browser tests need Debian's chromium (Playwright drives it; it downloads no browser).
 browser:
 	@command -v chromium >/dev/null 2>&1 || { \
@@ -40,9 +56,12 @@ browser:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	  else echo "chromium not found: browser tests will be skipped (install Debian's chromium package)"; fi; }
 
+## ruff, Django's checks and mypy (with django-stubs; the config is in pyproject.toml). The mypy plugin imports
+## the settings: a DATABASE_URL that is never connected to keeps it from starting the embedded PostgreSQL.
 lint: install-dev
 	$(VENV)/bin/ruff check .
 	DEBUG=$${DEBUG:-true} $(PY) manage.py check
+	DEBUG=true DATABASE_URL=postgres://mypy@127.0.0.1:1/mypy $(VENV)/bin/mypy
 
 format: install-dev
 	$(VENV)/bin/ruff format .

@@ -6,5 +6,5 @@ class AuditConfig(AppConfig):
     verbose_name = "Audit trail"
     default_auto_field = "django.db.models.BigAutoField"
 
-    def ready(self):
+    def ready(self) -> None:
         from audit import signals  # noqa: F401  (admin actions and sign-ins are recorded)

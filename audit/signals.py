@@ -1,5 +1,7 @@
 """Admin actions (Django's LogEntry) and sign-ins land in the same audit trail."""
 
+from typing import Any
+
 from django.contrib.admin.models import ADDITION, CHANGE, DELETION, LogEntry
 from django.contrib.auth.signals import user_logged_in, user_login_failed
 from django.db.models.signals import post_save
@@ -13,7 +15,7 @@ ADMIN_ACTIONS = {ADDITION: AuditEvent.Action.ADMIN_ADD, CHANGE: AuditEvent.Actio
 
 
 @receiver(post_save, sender=LogEntry)
-def admin_action(sender, instance: LogEntry, created: bool, **kwargs):
+def admin_action(sender: type[LogEntry], instance: LogEntry, created: bool, **kwargs: Any) -> None:
     if created:
         record(
             action=ADMIN_ACTIONS.get(instance.action_flag, AuditEvent.Action.ADMIN_CHANGE), actor=instance.user,
@@ -24,11 +26,11 @@ def admin_action(sender, instance: LogEntry, created: bool, **kwargs):
 
 
 @receiver(user_logged_in)
-def signed_in(sender, request, user, **kwargs):
+def signed_in(sender: Any, request: Any, user: Any, **kwargs: Any) -> None:
     record(action=AuditEvent.Action.SIGN_IN, actor=user, target=user)
 
 
 @receiver(user_login_failed)
-def sign_in_failed(sender, credentials, request=None, **kwargs):
+def sign_in_failed(sender: Any, credentials: dict[str, Any], request: Any = None, **kwargs: Any) -> None:
     record(action=AuditEvent.Action.SIGN_IN_FAILED, object_type="auth.user",
            object_repr=str(credentials.get("username", ""))[:150])

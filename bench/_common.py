@@ -48,6 +48,13 @@ def setup_django(database: str, **environment: str) -> None:
     call_command("migrate", verbosity=0)
 
 
+def ensure_redis(url: str) -> None:
+    """A Redis at ``url``: a local redis-server is started when none answers, as the tests and `make run` do."""
+    from ragsite.devservices import ensure_redis
+
+    ensure_redis(url, Path(os.environ.get("RAG_VAR_DIR", ROOT / "var")))
+
+
 def _with_database(url: str, database: str) -> str:
     from urllib.parse import urlsplit, urlunsplit
 
@@ -104,6 +111,17 @@ def record(title: str, settings: str, table: list[list[str]], notes: str = "") -
         )
     with BENCHMARKS.open("a") as handle:
         handle.write("\n".join(lines) + "\n")
+
+
+def report(quick: bool, title: str, settings: str, table: list[list[str]], notes: str = "") -> None:
+    """``record`` the table, or with ``--quick`` (tiny sizes, figures not comparable) only print it."""
+    if not quick:
+        record(title, settings, table, notes)
+        return
+    print(f"\n{title} (--quick: not recorded)\n{settings}")
+    print("\n".join(" | ".join(str(cell) for cell in row) for row in table))
+    if notes:
+        print(notes)
 
 
 def peer_python() -> str:

@@ -180,7 +180,7 @@ def generated_corpus(path: Path, count: int) -> None:
                                      "text": " ".join(sentences)}) + "\n")
 
 
-def prepare_corpus(user) -> tuple[list[str], str]:
+def prepare_corpus(user, documents: int = DOCUMENTS) -> tuple[list[str], str]:
     """Import the collection once (reused by later runs); the questions retrieval finds passages for."""
     import io
 
@@ -191,14 +191,14 @@ def prepare_corpus(user) -> tuple[list[str], str]:
 
     with tempfile.TemporaryDirectory() as folder:
         if (SCIFACT / "corpus.jsonl").exists():
-            corpus, source = SCIFACT / "corpus.jsonl", f"{DOCUMENTS} SciFact abstracts"
+            corpus, source = SCIFACT / "corpus.jsonl", f"{documents} SciFact abstracts"
             claims = [json.loads(line)["text"] for line in (SCIFACT / "queries-dev.jsonl").open()]
         else:
-            corpus, source = Path(folder) / "generated.jsonl", f"{DOCUMENTS} generated policy documents"
-            generated_corpus(corpus, DOCUMENTS)
+            corpus, source = Path(folder) / "generated.jsonl", f"{documents} generated policy documents"
+            generated_corpus(corpus, documents)
             claims = [f"Who approves {topic} requests?" for topic in
                       ("travel", "vacation", "expenses", "security", "onboarding", "hardware", "training", "overtime")]
-        call_command("import_beir", str(corpus), collection=COLLECTION, owner=user.username, limit=DOCUMENTS,
+        call_command("import_beir", str(corpus), collection=COLLECTION, owner=user.username, limit=documents,
                      mode="inline", stdout=io.StringIO())
     ready = Document.objects.filter(collection__name=COLLECTION, collection__owner=user,
                                     status=Document.Status.READY).count()
@@ -469,7 +469,7 @@ async def main_async(args, setup) -> None:
         for kind, duration in runs:
             print(f"{args.concurrency} concurrent streaming chats on {kind} for {duration:.0f} s ...", flush=True)
             cpu = {name: sum(process.cpu_times()[:2]) for name, process in setup["processes"].items()}
-            with ConnectionWatch(setup["admin_url"], DATABASE) as watch:
+            with ConnectionWatch(setup["admin_url"], setup["database"]) as watch:
                 result = await run_concurrent(endpoints, kind, setup["questions"], setup["conversations"],
                                               args.concurrency, duration)
             result["peak_connections"] = watch.peak
@@ -488,7 +488,7 @@ async def main_async(args, setup) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a short run for development (not recorded)")
+    parser.add_argument("--quick", action="store_true", help="10 rounds, 10 clients for 3 s: not recorded (CI)")
     parser.add_argument("--rounds", type=int, default=300, help="measured TTFT rounds (each: direct, API, page)")
     parser.add_argument("--warmup", type=int, default=20, help="unmeasured TTFT rounds first")
     parser.add_argument("--concurrency", type=int, default=100)
@@ -506,7 +506,10 @@ def main() -> None:
         serve_llm(args.serve_llm)
         return
     if args.quick:
-        args.rounds, args.warmup, args.duration, args.direct_duration = 40, 5, 15, 5
+        args.rounds, args.warmup, args.duration, args.direct_duration = 10, 2, 3, 2
+        args.concurrency = min(args.concurrency, 10)
+    # --quick: 50 abstracts in a database of its own (a full run reuses its 300).
+    database, documents = (f"{DATABASE}_quick", 50) if args.quick else (DATABASE, DOCUMENTS)
     record = (not args.quick) if args.record is None else args.record
 
     load = os.getloadavg()[0]
@@ -515,7 +518,7 @@ def main() -> None:
     # Production settings, as bench/search.py serves the app (DEBUG=false); plain HTTP on loopback, so the
     # session and CSRF cookies may not be Secure-only. The chat rate limit is checked (as in production) but
     # set out of reach: one user asks thousands of questions here. The app's process inherits this environment.
-    _common.setup_django(DATABASE, EMBEDDING_BACKEND="hashing", LOG_LEVEL="WARNING", LLM_BACKEND="openai",
+    _common.setup_django(database, EMBEDDING_BACKEND="hashing", LOG_LEVEL="WARNING", LLM_BACKEND="openai",
                          OPENAI_BASE_URL=model_url, OPENAI_API_KEY="k", DEBUG="false",
                          SECRET_KEY=secrets.token_urlsafe(32), SESSION_COOKIE_SECURE="false",
                          CSRF_COOKIE_SECURE="false", RATE_LIMIT_CHAT="100000000/m")
@@ -531,7 +534,7 @@ def main() -> None:
     user.save()
     print("preparing the collection (first run: imports it) ...", flush=True)
     started = time.perf_counter()
-    questions, corpus = prepare_corpus(user)
+    questions, corpus = prepare_corpus(user, documents)
     print(f"  {corpus}, {len(questions)} questions ({time.perf_counter() - started:.0f} s)", flush=True)
     with connection.cursor() as cursor:  # the bench database is ours: start each run without old chats
         cursor.execute("TRUNCATE chat_citation, chat_message, chat_conversation")
@@ -563,7 +566,7 @@ def main() -> None:
         "processes": {"app": psutil.Process(app.pid), "model": psutil.Process(llm.pid), "client": psutil.Process()},
         "app": f"http://127.0.0.1:{app_port}", "llm": f"http://127.0.0.1:{llm_port}", "token": token,
         "password": password, "questions": questions, "conversations": conversations,
-        "admin_url": database_url,
+        "admin_url": database_url, "database": database,
     }
     try:
         wait_for(f"{setup['llm']}/stats", llm, llm_log)

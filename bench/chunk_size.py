@@ -32,10 +32,10 @@ def main() -> None:
     parser.add_argument("--sizes", default="128,192,254")
     parser.add_argument("--queries", type=int, default=300)
     parser.add_argument("--docs", type=int, default=1500)
-    parser.add_argument("--quick", action="store_true", help="30 queries, 150 documents (CI)")
+    parser.add_argument("--quick", action="store_true", help="10 queries, 40 documents: not recorded (CI)")
     args = parser.parse_args()
     if args.quick:
-        args.queries, args.docs = 30, 150
+        args.queries, args.docs = 10, 40
     scifact = _common.require_shared("data/scifact")
     _common.setup_django("ragbench_chunk_size", LOG_LEVEL="WARNING")
     import numpy as np
@@ -94,8 +94,8 @@ def main() -> None:
                      f"{sum(lengths) / len(lengths):.0f}", f"{ndcg:.4f}", f"{recall:.4f}", f"{chunking:.1f}",
                      f"{len(texts) / embedding:.1f}", f"{len(sample) / embedding:.2f}"])
         print(" | ".join(rows[-1]), flush=True)
-    _common.record(
-        "Chunk size in model tokens: SciFact dev, vector search (bench/chunk_size.py)",
+    _common.report(
+        args.quick, "Chunk size in model tokens: SciFact dev, vector search (bench/chunk_size.py)",
         f"{len(ids)} judged queries over {len(sample)} abstracts ({len(relevant)} judged relevant + an even sample "
         f"of the rest); title as the heading path; all-MiniLM-L6-v2 int8 (local backend, EMBEDDING_BATCH_TOKENS="
         f"{settings.EMBEDDING_BATCH_TOKENS}, EMBEDDING_THREADS={settings.EMBEDDING_THREADS or 'all cores'}); "

@@ -114,7 +114,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--texts", type=int, default=512)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--quick", action="store_true", help="64 texts, three configurations (CI)")
+    parser.add_argument("--quick", action="store_true", help="16 texts, before and now: not recorded (CI)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--texts-file", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -126,7 +126,7 @@ def main() -> None:
     _common.setup_django(DATABASE, LOG_LEVEL="WARNING")
     from documents.chunking import count_tokens
 
-    count = 64 if args.quick else args.texts
+    count = 16 if args.quick else args.texts
     texts = corpus_texts(count)
     tokens = [count_tokens(text) for text in texts]
     texts_file = _common.ROOT / "var" / "bench-embedding-memory-texts.json"
@@ -156,8 +156,8 @@ def main() -> None:
     table += [[name, *(f"{f[key]:.0f}" for key in ("import_mb", "loaded_mb", "peak_mb")), f"{f['chunks_per_s']:.1f}"]
               for name, f in results.items()]
     before, ours = results["before"], results[DEFAULT]
-    _common.record(
-        "Embedding memory per worker process (local model): before vs. now",
+    _common.report(
+        args.quick, "Embedding memory per worker process (local model): before vs. now",
         f"{len(texts)} SciFact chunks of {min(tokens)}-{max(tokens)} word pieces "
         f"(mean {sum(tokens) / len(tokens):.0f}), "
         f"EMBEDDING_BATCH_SIZE=64, EMBEDDING_THREADS={args.threads}, a fresh process per row "

@@ -54,13 +54,13 @@ LAYOUT = [("corpus", "alice", False, 0.89), ("rare", "alice", False, 0.01), ("pr
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="20,000 chunks, 60 queries: development, not recorded")
+    parser.add_argument("--quick", action="store_true", help="2,000 chunks, 20 queries: not recorded (CI)")
     parser.add_argument("--chunks", type=int, default=100_000)
     parser.add_argument("--queries", type=int, default=300)
     parser.add_argument("--label", default="", help="added to the recorded title, e.g. 'before the change'")
     args = parser.parse_args()
     if args.quick:
-        args.chunks, args.queries = min(args.chunks, 20_000), 60
+        args.chunks, args.queries = min(args.chunks, 2_000), 20
     _common.require_shared("data/scifact/corpus.jsonl")
     _common.setup_django(
         "ragbench_filtered", EMBEDDING_BACKEND="local", LOG_LEVEL="WARNING",
@@ -110,7 +110,7 @@ def main() -> None:
 
     resorted, overfetched = resorted_sql(K), resorted_sql(2 * K)
     # The planner picks its own path (at 1% it may prefer the B-tree on collection_id and an exact sort);
-    # "HNSW" rows forbid the sort, as tests/test_retrieval.py does, to measure the HNSW scan itself.
+    # "HNSW" rows forbid the sort, as tests/documents/search/test_retrieval.py does, to measure the HNSW scan itself.
     connections = {}
     for name, scan, forced, ef_search in (
         ("plain", "off", True, ef), ("relaxed", "relaxed_order", True, ef), ("strict", "strict_order", True, ef),

@@ -26,7 +26,7 @@ the benchmark's own database (``ragbench_ingest_store``):
 
 Each way runs in slices, taking turns with the others in a rotating order, after a CHECKPOINT
 at the start of each part, with autovacuum off on the tables. Appends one table to bench/BENCHMARKS.md and
-ends with one line of key=value figures. ``--quick`` (4,000 rows) is for development only.
+ends with one line of key=value figures. ``--quick`` (2,000 rows) is for development and CI, not recorded.
 """
 
 from __future__ import annotations
@@ -296,13 +296,13 @@ def main() -> None:
     parser.add_argument("--extra", type=int, default=0,
                         help="chunks then added with the HNSW index holding --rows (default: rows / 20)")
     parser.add_argument("--per-document", type=int, default=50, help="chunks per document (one store call each)")
-    parser.add_argument("--quick", action="store_true", help="4,000 + 200 chunks: for development, not recorded")
+    parser.add_argument("--quick", action="store_true", help="2,000 + 200 chunks: not recorded (CI)")
     parser.add_argument("--no-peer", action="store_true", help="skip langchain-postgres")
     parser.add_argument("--peer-hnsw", action="store_true",
                         help="also build langchain-postgres's HNSW index and add --extra rows to it (~3 min more)")
     parser.add_argument("--label", default="", help="added to the title in BENCHMARKS.md (e.g. 'before ...')")
     args = parser.parse_args()
-    rows = 4_000 if args.quick else args.rows
+    rows = 2_000 if args.quick else args.rows
     per_document = args.per_document
     extra_unit = SLICES // 2 * per_document
     extra = args.extra or max(extra_unit, rows // 20 // extra_unit * extra_unit)

@@ -44,6 +44,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
@@ -139,7 +140,7 @@ def prepare(args) -> tuple[list[ChatUser], str, list[str], str]:
     users = get_user_model().objects
     owner, _ = users.get_or_create(username=OWNER)
     print("preparing the chat collection (first run: imports it) ...", flush=True)
-    questions, corpus = chat_stream.prepare_corpus(owner)
+    questions, corpus = chat_stream.prepare_corpus(owner, 50 if args.quick else chat_stream.DOCUMENTS)
     collection = Collection.objects.get(owner=owner, name=chat_stream.COLLECTION)
     with connection.cursor() as cursor:  # the bench database is ours: start without old chats and uploads
         cursor.execute("TRUNCATE chat_citation, chat_message, chat_conversation")
@@ -370,7 +371,7 @@ def ingest_figures(results: Results) -> dict:
 # ---- the report -------------------------------------------------------------------------------------------------
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="10 users, 20 s, 20 documents (not recorded)")
+    parser.add_argument("--quick", action="store_true", help="4 users, 5 s, 5 documents (not recorded; CI)")
     parser.add_argument("--users", type=int, default=50)
     parser.add_argument("--duration", type=float, default=120, help="seconds of chatting")
     parser.add_argument("--documents", type=int, default=200)
@@ -385,7 +386,7 @@ def main() -> None:
     parser.add_argument("--label", default="", help="a note for the table's title")
     args = parser.parse_args()
     if args.quick:
-        args.users, args.duration, args.documents = 10, 20, 20
+        args.users, args.duration, args.documents = 4, 5, 5
     record = (not args.quick) if args.record is None else args.record
 
     load = os.getloadavg()[0]
@@ -402,12 +403,10 @@ def main() -> None:
     from django.db import connection
 
     from ragsite.celery import app as celery_app
-    from ragsite.devservices import redis_answers
 
-    if not redis_answers(REDIS_URL):
-        sys.exit(f"Redis does not answer at {REDIS_URL} (set BENCH_REDIS_URL)")
+    _common.ensure_redis(REDIS_URL)  # set BENCH_REDIS_URL for another server
     queue = celery_app.conf.task_default_queue  # the app's and the worker's, alone on this Redis database
-    broker = celery_app.connection().default_channel.client
+    broker = celery_app.connection().default_channel.client  # type: ignore[attr-defined]  # kombu's Redis channel
     broker.delete(queue)  # tasks an interrupted run left behind
     users, upload_token, questions, corpus = prepare(args)
     print(f"  {corpus}, {len(questions)} questions; generating {args.documents} uploads ...", flush=True)
@@ -442,7 +441,7 @@ def main() -> None:
             print(f"  {kind}: {found.count(error)} × {error}", flush=True)
     elapsed = outcome["chat_elapsed"]
     labels = {"page": "POST /chat/<id>/ask/ (page, SSE)", "api": "POST /v1/chat/completions (stream)"}
-    rows = [["endpoint", "users", "answers", "answers/s", "errors", "TTFT p50 ms", "TTFT p95 ms",
+    rows: list[list[Any]] = [["endpoint", "users", "answers", "answers/s", "errors", "TTFT p50 ms", "TTFT p95 ms",
              "answer p50 ms", "answer p95 ms"]]
     every_ttft, every_total = [], []
     for kind in ("page", "api"):
@@ -456,7 +455,8 @@ def main() -> None:
                  errors["page"] + errors["api"], ms(percentile(every_ttft, 50)), ms(percentile(every_ttft, 95)),
                  ms(percentile(every_total, 50)), ms(percentile(every_total, 95))])
     ready = ingest["ready"]
-    ingest_rows = [["documents uploaded", "ready", "not ready", "upload errors", "upload (→ 202) p50 / p95 ms",
+    ingest_rows: list[list[Any]] = [
+                   ["documents uploaded", "ready", "not ready", "upload errors", "upload (→ 202) p50 / p95 ms",
                     "upload → ready p50 s", "upload → ready p95 s", "upload → ready max s", "status polls (errors)"],
                    [len(results.sent), len(ready), len(ingest["not_ready"]), errors["upload"],
                     f"{ms(percentile(results.upload_seconds, 50))} / {ms(percentile(results.upload_seconds, 95))}",

@@ -177,9 +177,11 @@ def overlap(a: list[str], b: list[str]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--quick", action="store_true", help="fewer, smaller files (CI: the bench still runs)")
+    parser.add_argument("--quick", action="store_true", help="fewer, smaller files, one round (CI)")
     parser.add_argument("--no-record", action="store_true", help="print, do not append to BENCHMARKS.md")
     args = parser.parse_args()
+    if args.quick:
+        args.rounds = 1
     files = corpus(args.quick)
     results: dict[tuple[str, str], list] = {}
     with tempfile.TemporaryDirectory() as folder:

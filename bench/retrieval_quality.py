@@ -1,17 +1,21 @@
 """Retrieval quality on BEIR SciFact (dev split): vector, keyword and hybrid, as users get them.
 
-    python bench/retrieval_quality.py [--limit N]
+    python bench/retrieval_quality.py [--limit N] [--quick]
 
 Imports ``$RAG_SHARED_DIR/data/scifact/corpus.jsonl`` with ``import_beir`` (through the normal
 pipeline, embedded by the offline all-MiniLM-L6-v2 model) into its own database, then runs
 ``evaluate_retrieval`` in the three modes and appends the table to bench/BENCHMARKS.md.
 A second run reuses the import. References on this split: BM25 nDCG@10 0.696 (bm25s, exact).
+``--quick`` (CI): the first 10 judged queries over their relevant abstracts and 100 others, in a database
+of its own; the table is printed, not recorded.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import io
+import json
 import re
 import sys
 import time
@@ -20,14 +24,40 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
 
+QUICK_QUERIES, QUICK_OTHERS = 10, 100
+
+
+def quick_corpus(scifact: Path) -> Path:
+    """The first judged queries' relevant abstracts and an even sample of the others, as a corpus file."""
+    judged: dict[str, set[str]] = {}
+    with (scifact / "qrels-dev.tsv").open(encoding="utf-8") as handle:
+        for row in csv.reader(handle, delimiter="\t"):
+            if len(row) >= 3 and row[2].strip().isdigit() and int(row[2]) > 0:
+                judged.setdefault(row[0], set()).add(row[1])
+    with (scifact / "queries-dev.jsonl").open(encoding="utf-8") as handle:
+        ids = [str(row["_id"]) for row in map(json.loads, filter(str.strip, handle)) if str(row["_id"]) in judged]
+    relevant = {doc for qid in ids[:QUICK_QUERIES] for doc in judged[qid]}
+    with (scifact / "corpus.jsonl").open(encoding="utf-8") as handle:
+        lines = [line for line in handle if line.strip()]
+    chosen = [line for line in lines if json.loads(line)["_id"] in relevant]
+    chosen += lines[:: len(lines) // QUICK_OTHERS][:QUICK_OTHERS]
+    path = _common.ROOT / "var" / "bench-retrieval-quality-quick.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(dict.fromkeys(chosen)), encoding="utf-8")
+    return path
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--limit", type=int, default=0, help="evaluate only the first N judged queries")
+    parser.add_argument("--quick", action="store_true", help="10 queries over ~110 abstracts: not recorded (CI)")
     args = parser.parse_args()
     scifact = _common.require_shared("data/scifact")
+    corpus = scifact / "corpus.jsonl"
+    if args.quick:
+        args.limit, corpus = QUICK_QUERIES, quick_corpus(scifact)
     _common.setup_django(
-        "ragbench_scifact", EMBEDDING_BACKEND="local",
+        "ragbench_scifact_quick" if args.quick else "ragbench_scifact", EMBEDDING_BACKEND="local",
         LOG_LEVEL="WARNING",
     )
     from django.contrib.auth import get_user_model
@@ -36,7 +66,7 @@ def main() -> None:
     user, _ = get_user_model().objects.get_or_create(username="bench")
     started = time.perf_counter()
     out = io.StringIO()
-    call_command("import_beir", str(scifact / "corpus.jsonl"), collection="scifact", owner="bench", mode="inline",
+    call_command("import_beir", str(corpus), collection="scifact", owner="bench", mode="inline",
                  stdout=out)
     print(out.getvalue().strip(), f"({time.perf_counter() - started:.0f} s)")
     rows = [["mode", "nDCG@10", "recall@100", "MRR", "ms/query"]]
@@ -66,9 +96,10 @@ def main() -> None:
     rows.append(["BM25 reference (bm25s, exact)", "0.696", "0.928", "", ""])
     rows.append(["all-MiniLM-L6-v2 reference (MTEB, test split)", "0.645", "", "", ""])
 
-    _common.record(
-        "Retrieval quality: SciFact dev (bench/retrieval_quality.py)",
-        f"{queries} judged queries, 5,183 abstracts; all-MiniLM-L6-v2 int8 (offline), chunks of "
+    abstracts = sum(1 for line in corpus.open(encoding="utf-8") if line.strip())
+    _common.report(
+        args.quick, "Retrieval quality: SciFact dev (bench/retrieval_quality.py)",
+        f"{queries} judged queries, {abstracts:,} abstracts; all-MiniLM-L6-v2 int8 (offline), chunks of "
         f"{settings.CHUNK_SIZE_TOKENS} tokens; keyword = BM25 (document frequencies kept by triggers); hybrid = "
         f"{settings.HYBRID_VECTOR_WEIGHT} × min-max normalised cosine + {1 - settings.HYBRID_VECTOR_WEIGHT} × min-max "
         "normalised BM25 over 300 candidates per arm (evaluate_retrieval asks 3 × 100); documents ranked by their "

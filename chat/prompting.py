@@ -124,7 +124,8 @@ def format_passages(hits: list[Hit]) -> str:
 
 def fit_hits(hits: list[Hit], budget: int) -> list[Hit]:
     """The best-ranked passages that fit ``budget`` tokens (at least the first, truncated)."""
-    kept, used = [], 0
+    kept: list[Hit] = []
+    used = 0
     for hit in hits:
         cost = _tokens(hit.text) + PASSAGE_OVERHEAD
         if used + cost > budget:
@@ -149,7 +150,7 @@ def build_messages(
     budget = budget or settings.LLM_CONTEXT_TOKENS
     hits = fit_hits(hits, passages_budget(budget))
     user_content = f"{format_passages(hits)}\n\nQuestion: {question}"
-    kept_history: list[dict] = []
+    kept_history: list[dict[str, str]] = []
     if history:  # what the passages and question use is only needed to fit history in the rest
         used = _tokens(SYSTEM_PROMPT) + count_tokens(user_content)
         for turn in reversed(history):

@@ -4,7 +4,7 @@ Each message is a plain sentence a person understands, saying what to do; it is 
 document and shown in the list and the admin. The library's own words (what pypdf, PDFium or
 python-docx said) travel separately as ``detail``: logged, and stored in ``Document.error_detail``
 for the operators (shown in the admin only). Every message lives here, as a class's
-``default_message`` or one of its upper-case templates, so that tests/test_failure_reasons.py can
+``default_message`` or one of its upper-case templates, so that tests/documents/test_failure_reasons.py can
 read them all.
 """
 

@@ -132,22 +132,23 @@ class Supervised:
         self.failures = 0  # in a row, the last ones soon after starting
         self.restart_at: float | None = None
 
-    def start(self) -> None:
+    def start(self) -> subprocess.Popen:
         self.process = subprocess.Popen(self.argv, env=self.env, start_new_session=True,
                                         preexec_fn=_die_with(os.getpid()))
         self.started_at, self.restart_at = time.monotonic(), None
+        return self.process
 
     def tend(self, *, say: Callable[[str], None]) -> bool:
         """Restart the child when it is due; False when it keeps dying and the launcher should stop."""
         now = time.monotonic()
         if self.process is None:
             if self.restart_at is not None and now >= self.restart_at:
-                self.start()
-                say(f"Restarted the {self.name} (pid {self.process.pid}).")
+                process = self.start()
+                say(f"Restarted the {self.name} (pid {process.pid}).")
             return True
-        if not self._exited():
+        if not self._exited(self.process):
             return True
-        self._kill_group()  # what it leaves behind: the worker's pool and beat processes
+        self._kill_group(self.process)  # what it leaves behind: the worker's pool and beat processes
         returncode = self.process.wait()
         self.process = None
         self.failures = self.failures + 1 if now - self.started_at < STABLE_SECONDS else 1
@@ -162,7 +163,7 @@ class Supervised:
 
     def terminate(self) -> None:
         """Ask the child to stop (SIGTERM): it stops its own processes."""
-        if self.process is not None and not self._exited():
+        if self.process is not None and not self._exited(self.process):
             self.process.terminate()
 
     def stop(self) -> None:
@@ -171,21 +172,23 @@ class Supervised:
             return
         self.terminate()
         deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
-        while not self._exited() and time.monotonic() < deadline:
+        while not self._exited(self.process) and time.monotonic() < deadline:
             time.sleep(0.1)
-        self._kill_group()
+        self._kill_group(self.process)
         self.process.wait()
 
-    def _exited(self) -> bool:
+    @staticmethod
+    def _exited(process: subprocess.Popen) -> bool:
         """Whether the child has exited, left unreaped: its group id cannot be reused before _kill_group."""
         try:
-            return os.waitid(os.P_PID, self.process.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+            return os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
         except ChildProcessError:  # already reaped
             return True
 
-    def _kill_group(self) -> None:
+    @staticmethod
+    def _kill_group(process: subprocess.Popen) -> None:
         try:
-            os.killpg(self.process.pid, signal.SIGKILL)
+            os.killpg(process.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass  # nothing left in it
 

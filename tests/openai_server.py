@@ -351,7 +351,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         data = []
         for index, text in enumerate(texts):
-            vector = self.state.embedding_for(text, dim)
+            vector: list[float] | str = self.state.embedding_for(text, dim)
             if encoding == "base64":
                 vector = base64.b64encode(struct.pack(f"<{dim}f", *vector)).decode()
             data.append({"object": "embedding", "index": index, "embedding": vector})

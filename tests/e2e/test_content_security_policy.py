@@ -42,7 +42,9 @@ def llm(settings, openai_server):
 def add_document(owner, collection, name: str, body: bytes) -> Document:
     document = services.document_create(owner=owner, collection=collection, file=SimpleUploadedFile(name, body),
                                       enqueue=False)
-    return pipeline.document_ingest(document_id=document.pk)
+    ingested = pipeline.document_ingest(document_id=document.pk)
+    assert ingested is not None
+    return ingested
 
 
 def test_every_page_works_under_the_policy_with_nothing_blocked(csp_violations, sign_in, admin_user, collection,

@@ -73,7 +73,7 @@ from core.models import ApiToken
 from documents import pipeline, services
 from documents.models import Chunk, Document
 from tests import documents_factory as factory
-from tests.test_access_control import API, PAGES
+from tests.system.test_access_control import API, PAGES
 
 RSS_BOUND_MB = 1536
 WORKER_PARSE_MAX_MEMORY_MB = 1024
@@ -202,7 +202,7 @@ def worker_process(celery_app, django_db_setup, redis_service, tmp_path_factory)
         [sys.executable, "-c", WRAPPER, str(rusage), sys.executable, "-m", "celery", "-A", "ragsite", "worker",
          "-Q", queue, "-n", name, "--concurrency", "1", "--without-gossip", "--without-mingle",
          "--without-heartbeat", "--loglevel", "WARNING"],
-        cwd=Path(__file__).resolve().parents[1], env=env, stdout=log.open("w"), stderr=subprocess.STDOUT,
+        cwd=Path(__file__).resolve().parents[2], env=env, stdout=log.open("w"), stderr=subprocess.STDOUT,
     )
     worker = WorkerProcess(process, folder / "media", log, rusage, MemoryWatch(process.pid))
     previous = celery_app.conf.task_default_queue
@@ -714,7 +714,7 @@ def test_an_id_in_other_digits_is_not_an_alias_of_the_id(zero, client, user, han
 
 def test_ids_are_parsed_in_one_place():
     """No code outside core.http.parse_id tells digits with str.isdigit/isdecimal/isnumeric (all accept "²")."""
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     offenders = [
         f"{path.relative_to(root)}:{number}"
         for app in ("audit", "chat", "core", "documents", "ragsite")

@@ -41,7 +41,7 @@ from documents.models import Document
 from ragsite.devservices import embedded_database_url, ensure_redis, redis_answers, stop_embedded_database, stop_redis
 from tests.openai_server import running_openai_server
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 STALE_SECONDS = "6"  # INGEST_STALE_SECONDS of the processes started here: the sweeper acts within seconds
 LONG_TEXT = "\n\n".join(f"Section {i}. The archive keeps every signed contract for ten years. " * 25
                         for i in range(16))
@@ -238,6 +238,8 @@ def test_an_embedding_provider_failing_ends_each_document_failed_with_its_reason
 
 class Site:
     """The launched site over HTTP: an API token and a signed-in browser session."""
+
+    database_url: str  # set once the launcher's embedded server is up
 
     def __init__(self, base: str, var_dir: Path, redis_url: str, redis_dir: Path, server, log: Path):
         self.base, self.var_dir, self.redis_url, self.redis_dir, self.server, self.log = (

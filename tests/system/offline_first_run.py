@@ -1,6 +1,6 @@
 """Drive `make run`'s launcher as a new user would, on a machine without internet.
 
-Run by tests/test_offline_first_run.py inside a network namespace that has only loopback
+Run by tests/system/test_offline_first_run.py inside a network namespace that has only loopback
 (``unshare --net``): the launcher starts from a clean copy of the repository with none of the
 test variables set, then this script uploads a PDF, a DOCX and a Markdown file through the API,
 waits until each is ready, asks a question through the OpenAI-compatible API and prints one JSON

@@ -22,7 +22,7 @@ from documents import exceptions, pipeline, queue, services
 from documents.models import Document
 from tests import documents_factory as factory
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 APPS = ("documents", "chat", "audit", "core", "ragsite")
 
 # Words of libraries, file formats' insides and configuration: an operator's vocabulary, not an owner's.

@@ -15,7 +15,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from ragsite.settings import env_bool, env_float, env_int
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SHOW = ("import django; django.setup(); from django.conf import settings as s; "
         "print(s.DEBUG, s.SECRET_KEY, s.SESSION_COOKIE_SECURE)")
 

@@ -148,7 +148,7 @@ def test_embed_in_batches_refuses_an_answer_with_the_wrong_number_of_vectors():
 # ---------------------------------------------------------------------------------------------------------------
 # The local model, as `make install` installs it (no path, no download)
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 # Run in a child process with none of the test variables, the Hugging Face hub offline and every
 # connection that leaves the machine refused: what a user's machine without internet offers.
@@ -487,7 +487,9 @@ def ingest_text(user, collection, tmp_path, name: str, text: str) -> Document:
         owner=user, collection=collection, file=ContentFile(path.read_bytes(), name=path.name),
         filename=path.name, enqueue=False,
     )
-    return pipeline.document_ingest(document_id=document.pk)
+    ingested = pipeline.document_ingest(document_id=document.pk)
+    assert ingested is not None
+    return ingested
 
 
 @pytest.mark.django_db

@@ -1,7 +1,7 @@
 """Rate limits at every entry point: asking (chat page, /v1/chat/completions) and uploading (documents
 page, per file; /api/v1/documents; admin add). Beyond the limit: 429, the limit in the message, Retry-After.
 
-ragsite/ratelimit.py itself (windows, parsing) is tested in tests/test_ratelimit.py; the browser's
+ragsite/ratelimit.py itself (windows, parsing) is tested in tests/core/test_ratelimit.py; the browser's
 rendering of these answers in tests/e2e/test_rate_limit_messages.py.
 """
 

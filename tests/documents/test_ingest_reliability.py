@@ -1,6 +1,6 @@
 """Never lose, never leak: cancel, retry, the stale-job sweeper and a broker that is down (services and views).
 
-The same behaviour with real processes really killed (workers, Redis, PostgreSQL) is in tests/test_faults.py.
+The same behaviour with real processes really killed (workers, Redis, PostgreSQL) is in tests/system/test_faults.py.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def upload(user, collection, text=LONG_TEXT, name="policy.txt", **kwargs):
 class Broker:
     """Stands in for sending the task; ``up = False`` fails as kombu does when Redis is down.
 
-    The real broker, really stopped and restarted, is in tests/test_faults.py.
+    The real broker, really stopped and restarted, is in tests/system/test_faults.py.
     """
 
     def __init__(self):

@@ -22,7 +22,7 @@ import pytest
 
 from tests.conftest import IN_CI, require_shared
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DRIVER = Path(__file__).with_name("offline_first_run.py")
 FACT = "The Zephyr warehouse in Tromso stores 4,200 pallets of cloudberries every winter."
 QUESTION = "How many pallets of cloudberries does the Zephyr warehouse store?"

@@ -17,7 +17,7 @@ from django.core import signals
 
 from core.models import ApiToken
 from ragsite.asgi import application
-from tests.test_openai_api import handbook, openai_llm  # noqa: F401  (fixtures)
+from tests.chat.test_openai_api import handbook, openai_llm  # noqa: F401  (fixtures)
 
 
 def run(scope: dict, receive, on_send=None, timeout: float = 60) -> list[dict]:

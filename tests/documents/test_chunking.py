@@ -68,7 +68,7 @@ TEXT = st.lists(
     st.one_of(
         st.sampled_from(["the", "vector", "PostgreSQL", "naïve", "数据库", "ünïcödé", "3.14159", "e-mail",
                          "https://example.com/a/very/long/path?with=query&and=more", "\n\n", "\n", "#", "```"]),
-        st.text(alphabet=st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=30),
+        st.text(alphabet=st.characters(blacklist_categories=["Cs"]), min_size=1, max_size=30),
         st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789", min_size=50, max_size=400),  # no separator inside
     ),
     min_size=1, max_size=400,

@@ -313,6 +313,19 @@ def test_an_upload_while_the_broker_is_down_is_kept_queued_and_says_so(user, col
 
 
 @pytest.mark.django_db(transaction=True)
+def test_with_always_eager_an_upload_is_ingested_in_its_own_process_without_the_broker(user, collection, broker_down,
+                                                                                       celery_app):
+    # CELERY_TASK_ALWAYS_EAGER (README: debugging only): the task is sent by name, yet runs here as .delay() did.
+    celery_app.conf.task_always_eager = True
+    try:
+        document = upload(user, collection, text="Ingested before the upload answers. " * 20)
+    finally:
+        celery_app.conf.task_always_eager = False  # as the session's celery_app fixture sets it
+    assert Document.objects.get(pk=document.pk).status == Document.Status.READY
+    assert broker_down.sent == []
+
+
+@pytest.mark.django_db(transaction=True)
 def test_the_upload_page_and_api_say_when_it_will_start(signed_in, client, user, broker_down):
     response = signed_in.post("/documents/", {"files": [SimpleUploadedFile("a.txt", b"Queue is down.")]},
                               HTTP_ACCEPT="application/json")

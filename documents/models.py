@@ -12,7 +12,11 @@ from pgvector.django import HnswIndex, VectorField
 
 class CollectionQuerySet(models.QuerySet):
     def visible_to(self, user) -> CollectionQuerySet:
-        """Collections ``user`` may read: owned, or shared with them as a member."""
+        """Collections ``user`` may read: owned, or shared with them as a member.
+
+        Searches decide the same in SQL (documents.search.sql.readable_collections); change both together:
+        tests/test_search_access.py checks on random data that they agree.
+        """
         if not user.is_authenticated:
             return self.none()
         return self.filter(Q(owner=user) | Q(members=user)).distinct()

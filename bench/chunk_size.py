@@ -32,10 +32,10 @@ def main() -> None:
     parser.add_argument("--sizes", default="128,192,254")
     parser.add_argument("--queries", type=int, default=300)
     parser.add_argument("--docs", type=int, default=1500)
-    parser.add_argument("--quick", action="store_true", help="10 queries, 40 documents: not recorded (CI)")
+    parser.add_argument("--quick", action="store_true", help="5 queries, 20 documents: not recorded (CI)")
     args = parser.parse_args()
     if args.quick:
-        args.queries, args.docs = 10, 40
+        args.queries, args.docs = 5, 20
     scifact = _common.require_shared("data/scifact")
     _common.setup_django("ragbench_chunk_size", LOG_LEVEL="WARNING")
     import numpy as np

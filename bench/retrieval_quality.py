@@ -6,7 +6,7 @@ Imports ``$RAG_SHARED_DIR/data/scifact/corpus.jsonl`` with ``import_beir`` (thro
 pipeline, embedded by the offline all-MiniLM-L6-v2 model) into its own database, then runs
 ``evaluate_retrieval`` in the three modes and appends the table to bench/BENCHMARKS.md.
 A second run reuses the import. References on this split: BM25 nDCG@10 0.696 (bm25s, exact).
-``--quick`` (CI): the first 10 judged queries over their relevant abstracts and 100 others, in a database
+``--quick`` (CI): the first 10 judged queries over their relevant abstracts and 30 others, in a database
 of its own; the table is printed, not recorded.
 """
 
@@ -24,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
 
-QUICK_QUERIES, QUICK_OTHERS = 10, 100
+QUICK_QUERIES, QUICK_OTHERS = 10, 30
 
 
 def quick_corpus(scifact: Path) -> Path:
@@ -50,7 +50,7 @@ def quick_corpus(scifact: Path) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--limit", type=int, default=0, help="evaluate only the first N judged queries")
-    parser.add_argument("--quick", action="store_true", help="10 queries over ~110 abstracts: not recorded (CI)")
+    parser.add_argument("--quick", action="store_true", help="10 queries over ~40 abstracts: not recorded (CI)")
     args = parser.parse_args()
     scifact = _common.require_shared("data/scifact")
     corpus = scifact / "corpus.jsonl"

@@ -76,7 +76,7 @@ FLOOR = "(c0) HTTP floor: GET /api/v1/documents/{id}"
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="2,000 vectors, 1,000 sentences: not recorded (CI)")
+    parser.add_argument("--quick", action="store_true", help="2,000 vectors, 1,000 sentences, ef 100: no record (CI)")
     parser.add_argument("--synthetic", type=int, default=100_000, help="synthetic vectors (1000000: long run)")
     parser.add_argument("--sentences", type=int, default=10_000, help="SciFact sentences (0: all, about 45k)")
     parser.add_argument("--queries", type=int, default=300)
@@ -86,6 +86,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.synthetic, args.sentences, args.queries = min(args.synthetic, 2_000), 1_000, 20  # IVFFlat needs 1,000
+        args.ef = "100"
     efs = [int(ef) for ef in args.ef.split(",")]
     _common.require_shared("data/scifact/corpus.jsonl")
     _common.setup_django(

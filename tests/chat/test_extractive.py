@@ -106,8 +106,8 @@ def test_with_embedded_candidates_the_answering_sentence_still_leads_and_paraphr
         hit(2, "The warehouse closes at noon on Fridays. The warehouse closes at noon on Fridays, always."),
         hit(3, REPORT_PAGE),
     ]
-    answer = answer_of_embedded = "".join(extractive.answer("When does the warehouse close on Fridays?", hits, 8))
-    assert first_line(answer_of_embedded) == "> The warehouse closes at noon on Fridays. [2]"
+    answer = "".join(extractive.answer("When does the warehouse close on Fridays?", hits, candidates=8))
+    assert first_line(answer) == "> The warehouse closes at noon on Fridays. [2]"
     assert answer.count("closes at noon") == 1  # the near-duplicates (same words, cosine >= 0.9) are left out
 
 

@@ -2,6 +2,7 @@ import json
 import time
 from pathlib import Path
 
+from celery import current_app
 from django.contrib.auth import get_user_model
 from django.core.files.base import ContentFile
 from django.core.management.base import BaseCommand, CommandError
@@ -35,9 +36,7 @@ class Command(BaseCommand):
         user = self._owner(owner)
         target = services.collection_for_upload(user=user, name=collection)
         if mode == "auto":
-            from ragsite.celery import app
-
-            mode = "worker" if app.control.ping(timeout=1.0) else "inline"
+            mode = "worker" if current_app.control.ping(timeout=1.0) else "inline"
         known = set(Document.objects.filter(collection=target).values_list("external_id", flat=True))
         created, skipped, queued_ids = 0, 0, []
         with corpus.open(encoding="utf-8") as lines:

@@ -139,3 +139,18 @@ def make_markdown(path: Path, text: str, encoding: str = "utf-8") -> Path:
 def make_text(path: Path, text: str, encoding: str = "utf-8") -> Path:
     path.write_bytes(text.encode(encoding))
     return path
+
+
+def add_text_document(user, collection, name: str, text: str, metadata: dict | None = None):
+    """``text`` uploaded as ``name``.txt into ``collection`` and ingested here, not by a worker; the stored document."""
+    from django.core.files.base import ContentFile
+
+    from documents import pipeline, services
+
+    document = services.document_create(
+        owner=user, collection=collection, file=ContentFile(text.encode(), name=f"{name}.txt"),
+        filename=f"{name}.txt", metadata=metadata or {}, enqueue=False,
+    )
+    ingested = pipeline.document_ingest(document_id=document.pk)
+    assert ingested is not None, f"{name}.txt was not ingested"
+    return ingested

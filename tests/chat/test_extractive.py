@@ -8,16 +8,14 @@ from __future__ import annotations
 import json
 
 import pytest
-from django.core.files.base import ContentFile
 from django.urls import reverse
 
 from chat import extractive, llm, services
 from chat.models import Conversation
 from core.models import ApiToken
-from documents import pipeline
-from documents import services as document_services
 from documents.models import Collection
 from documents.search import Hit
+from tests.documents_factory import add_text_document as add
 
 
 def hit(i: int, text: str, *, similarity: float | None = None, heading: str = "") -> Hit:
@@ -151,13 +149,6 @@ OFF_TOPIC = "What is the population of Mongolia?"
 GIBBERISH = "flurbo gwendle zaxxipop?"
 
 
-def add(user, collection, name, text):
-    document = document_services.document_create(
-        owner=user, collection=collection, file=ContentFile(text.encode(), name=f"{name}.txt"),
-        filename=f"{name}.txt", enqueue=False,
-    )
-    pipeline.document_ingest(document_id=document.pk)
-    return document
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ from chat import llm
 from core.models import ApiToken
 from documents import pipeline, services
 from documents.models import Chunk, Collection, Document
+from tests.documents_factory import add_text_document as add
 from tests.documents_factory import make_pdf
 
 # live_server is a WSGI server: the answer streams to it as a plain iterator (uvicorn, in production,
@@ -15,13 +16,6 @@ from tests.documents_factory import make_pdf
 
 
 
-def add(user, collection, name, text):
-    document = services.document_create(
-        owner=user, collection=collection, file=ContentFile(text.encode(), name=f"{name}.txt"),
-        filename=f"{name}.txt", enqueue=False,
-    )
-    pipeline.document_ingest(document_id=document.pk)
-    return document
 
 
 @pytest.fixture

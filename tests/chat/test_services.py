@@ -1,15 +1,13 @@
 """chat/services.py: answer and ask, with the LLM on a loopback OpenAI server or the extractive backend."""
 
 import pytest
-from django.core.files.base import ContentFile
 
 from chat import llm, prompting, services
 from chat.models import Conversation, Message
-from documents import pipeline
 from documents import search as retrieval
-from documents import services as document_services
 from documents.exceptions import EmbeddingError
 from documents.models import Collection
+from tests.documents_factory import add_text_document as add
 
 pytestmark = pytest.mark.django_db
 
@@ -20,13 +18,6 @@ TEXTS = {
 }
 
 
-def add(user, collection, name, text):
-    document = document_services.document_create(
-        owner=user, collection=collection, file=ContentFile(text.encode(), name=f"{name}.txt"),
-        filename=f"{name}.txt", enqueue=False,
-    )
-    pipeline.document_ingest(document_id=document.pk)
-    return document
 
 
 

@@ -3,14 +3,14 @@
 from datetime import date
 
 import pytest
-from django.core.files.base import ContentFile
 from django.db import connection
 
-from documents import pipeline, services
+from documents import services
 from documents.db import vector_cursor
 from documents.models import Chunk, Collection, Document
 from documents.search import Filters, search
 from documents.search import query as retrieval
+from tests.documents_factory import add_text_document as add
 
 pytestmark = pytest.mark.django_db
 
@@ -22,13 +22,6 @@ TEXTS = {
 }
 
 
-def add(user, collection, name, text, metadata=None):
-    document = services.document_create(
-        owner=user, collection=collection, file=ContentFile(text.encode(), name=f"{name}.txt"),
-        filename=f"{name}.txt", metadata=metadata or {}, enqueue=False,
-    )
-    pipeline.document_ingest(document_id=document.pk)
-    return document
 
 
 @pytest.fixture

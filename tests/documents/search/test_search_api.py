@@ -1,20 +1,14 @@
 """GET /api/v1/search: ranked passages, only from readable collections, with a bearer token."""
 
 import pytest
-from django.core.files.base import ContentFile
 
 from core.models import ApiToken
-from documents import pipeline, services
 from documents.models import Collection
+from tests.documents_factory import add_text_document as add
 
 pytestmark = pytest.mark.django_db
 
 
-def add(user, collection, name, text):
-    document = services.document_create(
-        owner=user, collection=collection, file=ContentFile(text.encode(), name=f"{name}.txt"), enqueue=False
-    )
-    return pipeline.document_ingest(document_id=document.pk)
 
 
 @pytest.fixture

@@ -1,20 +1,16 @@
 """The BM25 statistics kept by triggers: document frequency per word and collection, chunk and token totals."""
 
 import pytest
-from django.core.files.base import ContentFile
 from django.db import connection
 
 from documents import pipeline, services
 from documents.models import Chunk, Collection, TermStat
+from tests.documents_factory import add_text_document as add
 from tests.term_statistics import assert_statistics_exact
 
 pytestmark = pytest.mark.django_db
 
 
-def add(user, collection, name, text):
-    document = services.document_create(owner=user, collection=collection, enqueue=False,
-                                      file=ContentFile(text.encode(), name=f"{name}.txt"))
-    return pipeline.document_ingest(document_id=document.pk)
 
 
 def df(collection, lexeme):

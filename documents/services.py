@@ -17,7 +17,7 @@ from django.utils import timezone
 from audit import services as audit
 from core import uploads
 from documents.exceptions import DuplicateDocument, EmptyDocument, FileTooLarge, InvalidCollectionName
-from documents.models import Chunk, Collection, Document
+from documents.models import Collection, Document
 from documents.parsing import check_supported_upload
 from documents.queue import enqueue_ingestion, send_ingestion
 from documents.selectors import PENDING
@@ -44,13 +44,6 @@ def collection_for_upload(*, user, name: str | None = None) -> Collection:
         raise InvalidCollectionName()
     collection, _ = Collection.objects.get_or_create(owner=user, name=name)
     return collection
-
-
-def collection_apply_distance(*, collection: Collection) -> int:
-    """Move a collection's chunks to the partial HNSW index of its (changed) distance."""
-    return Chunk.objects.filter(collection=collection).exclude(distance=collection.distance).update(
-        distance=collection.distance
-    )
 
 
 def sha256_of(file: File) -> str:

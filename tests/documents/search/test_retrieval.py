@@ -5,7 +5,6 @@ from datetime import date
 import pytest
 from django.db import connection
 
-from documents import services
 from documents.db import vector_cursor
 from documents.models import Chunk, Collection, Document
 from documents.search import Filters, search
@@ -167,11 +166,18 @@ def test_chunks_take_their_collections_distance(user, tmp_path):
     assert hits == sorted(hits, key=lambda h: -h.score)  # merged on one scale
 
 
-def test_changing_a_collections_distance_moves_its_chunks(user, collection, library):
-    collection.distance = "ip"
-    collection.save()
-    chunks = Chunk.objects.filter(collection=collection).count()
-    assert services.collection_apply_distance(collection=collection) == chunks > 0
+@pytest.mark.parametrize("write", ["save", "queryset update", "raw SQL"])
+def test_changing_a_collections_distance_moves_its_chunks_whatever_writes_it(user, collection, library, write):
+    assert Chunk.objects.filter(collection=collection).exclude(distance="cosine").count() == 0
+    if write == "save":
+        collection.distance = "ip"
+        collection.save()
+    elif write == "queryset update":
+        Collection.objects.filter(pk=collection.pk).update(distance="ip")
+    else:
+        with connection.cursor() as cursor:
+            cursor.execute("UPDATE documents_collection SET distance = 'ip' WHERE id = %s", [collection.pk])
+    assert Chunk.objects.filter(collection=collection).count() > 0
     assert set(Chunk.objects.filter(collection=collection).values_list("distance", flat=True)) == {"ip"}
     assert search(user=user, query="vacation days", k=1, mode="vector")[0].document_id == library["vacation"].pk
 

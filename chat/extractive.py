@@ -76,6 +76,7 @@ MAX_SENTENCE_CHARACTERS = 600
 
 WORD = re.compile(r"[^\W_]+", re.UNICODE)
 NOT_LETTERS = re.compile(r"[\W\d_]+")
+DIGITS = re.compile(r"\d+")
 # A sentence ends at . ! or ? (or a closing quote/bracket after one) followed by space and a capital,
 # digit, quote or bracket: "p = 0.016)." and "e.g. the" stay whole.
 SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]?\s+(?=[A-Z0-9\"'(\[])")
@@ -185,7 +186,7 @@ def statement(text: str) -> str:
     text = TRAILING_MARKER.sub("", text).strip()
     if not text or BOILERPLATE.match(text):
         return ""
-    words = [word for word in WORD.findall(text) if not word.isdigit()]
+    words = [word for word in WORD.findall(text) if not DIGITS.fullmatch(word)]
     letters = len(NOT_LETTERS.sub("", text))
     if len(words) < 4 or len(text) < 20 or letters < 0.5 * len(text.replace(" ", "")):
         return ""  # page numbers, "Section 3.1", "17 18 19", a label

@@ -25,20 +25,20 @@ import _common  # noqa: E402
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="10 questions, 2 rounds")
+    parser.add_argument("--quick", action="store_true", help="3 questions, 1 round, 20 distractors")
     parser.add_argument("--questions", type=int, default=30)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--all-sentences", action="store_true", help="also embed every sentence (slow here)")
     args = parser.parse_args()
-    user, questions = _answers.setup(claims=10 if args.quick else None, distractors=60 if args.quick else 150)
+    user, questions = _answers.setup(claims=3 if args.quick else None, distractors=20 if args.quick else 150)
     from django.conf import settings
 
     from chat import extractive
     from documents import embeddings
     from documents import search as retrieval
 
-    answerable = [q for q in questions if q.answerable][: 10 if args.quick else args.questions]
-    rounds = 2 if args.quick else args.rounds
+    answerable = [q for q in questions if q.answerable][: 3 if args.quick else args.questions]
+    rounds = 1 if args.quick else args.rounds
     passages = [retrieval.search(user=user, query=q.text, k=settings.RETRIEVAL_K) for q in answerable]
     embeddings.get_backend().embed_documents(["warm-up"])
     methods = {
@@ -68,8 +68,9 @@ def main() -> None:
         table.append([name, f"{statistics.median(values):.1f}", f"{values[int(0.95 * (len(values) - 1))]:.1f}",
                       f"{statistics.fmean(values):.1f}"])
         print(" | ".join(table[-1]))
-    _common.record(
-        "Extractive answer latency, 6 passages (bench/extractive_answer.py)" + (" — quick" if args.quick else ""),
+    _common.report(
+        args.quick,
+        "Extractive answer latency, 6 passages (bench/extractive_answer.py)",
         f"{len(answerable)} answerable questions of bench/data/gate_questions.json × {rounds} interleaved rounds; "
         f"their RETRIEVAL_K={settings.RETRIEVAL_K} passages (hybrid, all collections) fetched before timing; "
         f"{statistics.fmean(sentences):.0f} statements per answer on average; all-MiniLM-L6-v2 int8 (local), "

@@ -30,10 +30,10 @@ import _common  # noqa: E402
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="10 SciFact claims and 60 distractors")
+    parser.add_argument("--quick", action="store_true", help="5 SciFact claims and 20 distractors")
     parser.add_argument("--all-sentences", action="store_true", help="also embed every sentence (slow)")
     args = parser.parse_args()
-    user, questions = _answers.setup(claims=10 if args.quick else None, distractors=60 if args.quick else 150)
+    user, questions = _answers.setup(claims=5 if args.quick else None, distractors=20 if args.quick else 150)
     from django.conf import settings
 
     from chat import extractive
@@ -138,11 +138,12 @@ def main() -> None:
     fixture_count = sum(1 for q in questions if q.kind == "fixture")
     scifact_count = sum(1 for q in questions if q.kind == "scifact")
     unanswerable_count = sum(1 for q in questions if q.kind == "unanswerable")
-    _common.record(
-        "Relevance gate and first sentence (bench/relevance_gate.py)" + (" — quick" if args.quick else ""),
+    _common.report(
+        args.quick,
+        "Relevance gate and first sentence (bench/relevance_gate.py)",
         f"{fixture_count} fixture questions + {scifact_count} SciFact dev claims (answerable), {unanswerable_count} "
         "unanswerable (off-topic and gibberish), bench/data/gate_questions.json; collections: the relevant "
-        f"SciFact abstracts plus {60 if args.quick else 150} others, and the English fixtures; searched across all "
+        f"SciFact abstracts plus {20 if args.quick else 150} others, and the English fixtures; searched across all "
         f"collections, hybrid, RETRIEVAL_K={settings.RETRIEVAL_K}; all-MiniLM-L6-v2 int8 (local). Gate: nothing "
         "relevant unless best similarity >= s, or >= m with the question's words (rarity-weighted) "
         "covered >= c in the passages.",

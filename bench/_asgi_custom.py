@@ -107,7 +107,7 @@ class SyncMiddlewareASGIHandler(ASGIHandler):
         request, response = self.create_request(scope, body_file)
         if request is not None:
             response = self.get_response(request)
-            response._handler_class = self.__class__
+            response._handler_class = self.__class__  # type: ignore[attr-defined]  # as Django's; not in the stubs
             if isinstance(response, FileResponse):
                 response.block_size = self.chunk_size
         if not response.streaming:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from functools import cache
+from typing import TYPE_CHECKING, cast
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
@@ -13,6 +14,9 @@ from chat import extractive
 from chat.extractive import NO_LLM_NOTE  # noqa: F401  (where the health tests and callers read it)
 from core.text import provider_message
 from documents.search import Hit
+
+if TYPE_CHECKING:
+    from openai.types.chat import ChatCompletionMessageParam
 
 logger = logging.getLogger(__name__)
 
@@ -39,11 +43,13 @@ class OpenAIChat:
             max_retries=settings.LLM_MAX_RETRIES,
         )
 
-    def stream(self, messages: list[dict], *, hits: list[Hit] | None = None) -> Iterator[str]:
+    def stream(self, messages: list[dict[str, str]], *, hits: list[Hit] | None = None) -> Iterator[str]:
         import openai
 
         try:
-            response = self.client.chat.completions.create(model=self.model, messages=messages, stream=True)
+            # Roles are system/user/assistant (chat.prompting), which the client's TypedDicts cannot infer.
+            params = cast("list[ChatCompletionMessageParam]", messages)
+            response = self.client.chat.completions.create(model=self.model, messages=params, stream=True)
             for chunk in response:
                 if chunk.choices and chunk.choices[0].delta.content:
                     yield chunk.choices[0].delta.content
@@ -72,7 +78,7 @@ class OpenAIChat:
                 f"The language model failed while answering ({provider_message(error)}). Please try again."
             ) from error
 
-    def complete(self, messages: list[dict]) -> str:
+    def complete(self, messages: list[dict[str, str]]) -> str:
         return "".join(self.stream(messages))
 
 
@@ -82,11 +88,11 @@ class Extractive:
     name = "extractive"
     remote = False
 
-    def stream(self, messages: list[dict], *, hits: list[Hit] | None = None) -> Iterator[str]:
+    def stream(self, messages: list[dict[str, str]], *, hits: list[Hit] | None = None) -> Iterator[str]:
         question = messages[-1]["content"].rsplit("Question:", 1)[-1]
         yield from extractive.answer(question.strip(), hits or [])
 
-    def complete(self, messages: list[dict]) -> str:
+    def complete(self, messages: list[dict[str, str]]) -> str:
         raise LLMError("No language model is configured.")
 
 

@@ -18,6 +18,7 @@ from ninja import NinjaAPI, Schema
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 
 from chat import services
+from chat.prompting import Turn
 from core import http, ratelimit
 from core.auth import BearerToken
 from core.http import parse_id
@@ -144,7 +145,7 @@ def _filters_for(user, model: str) -> Filters | None:
     return Filters(collections=(pk,))
 
 
-def _citations(result: dict) -> list[dict]:
+def _citations(result: services.Result) -> list[dict]:
     hits = result["hits"]
     return [
         {"index": i, "document_id": hits[i - 1].document_id, "title": hits[i - 1].document_title,
@@ -180,19 +181,19 @@ def chat_completions(request, body: ChatCompletionRequest):
         return ratelimit.refused(request, "chat", retry_after, response=_error(
             429, ratelimit.message("chat", retry_after), "requests", code="rate_limit_exceeded"))
     question = turns[-1][1]
-    history = [{"role": role, "content": text} for role, text in turns[:-1]]
+    history: list[Turn] = [{"role": role, "content": text} for role, text in turns[:-1]]
     generator = services.answer(user=user, question=question, history=history, filters=filters)
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())
     # The answer reuses the connection the token check took, and hands it back before the model
     # answers (services.release_connection).
-    done = object()
 
     if not body.stream:
-        result: dict = {}
+        result: services.Result | None = None
         for event in generator:
             if event["type"] == "result":
                 result = event
+        assert result is not None  # answer() always ends with its Result
         if result["error"]:  # a cut-off answer is not an answer: report the failure
             return _error(502, result["error"], "api_error", retry=False)
         return JsonResponse({
@@ -205,8 +206,8 @@ def chat_completions(request, body: ChatCompletionRequest):
 
     # Wait for the first event before answering 200: a model that fails before its first token
     # (down, over its rate limit, timed out) gets a proper HTTP error.
-    first = next(generator, done)
-    if first is not done and first["type"] == "result" and first["error"]:
+    first = next(generator, None)
+    if first is not None and first["type"] == "result" and first["error"]:
         return _error(502, first["error"], "api_error", retry=False)
 
     def chunk(delta: dict, finish: str | None = None, **extra) -> str:
@@ -218,7 +219,7 @@ def chat_completions(request, body: ChatCompletionRequest):
         try:
             yield chunk({"role": "assistant", "content": ""})
             event = first
-            while event is not done:
+            while event is not None:
                 if event["type"] == "token":
                     yield chunk({"content": event["text"]})
                 elif event["error"]:
@@ -227,7 +228,7 @@ def chat_completions(request, body: ChatCompletionRequest):
                     return
                 else:
                     yield chunk({}, "stop", citations=_citations(event))
-                event = next(generator, done)
+                event = next(generator, None)
             yield "data: [DONE]\n\n"
         finally:  # a client that hangs up also ends the model's stream
             generator.close()

@@ -145,7 +145,7 @@ def passages_budget(budget: int | None = None) -> int:
 
 def build_messages(
     *, question: str, history: Sequence[Turn], hits: list[Hit], budget: int | None = None,
-) -> list[dict]:
+) -> list[dict[str, str]]:
     """System rules, as much recent history as fits, then passages and the question."""
     budget = budget or settings.LLM_CONTEXT_TOKENS
     hits = fit_hits(hits, passages_budget(budget))
@@ -162,7 +162,7 @@ def build_messages(
     return [{"role": "system", "content": SYSTEM_PROMPT}, *kept_history, {"role": "user", "content": user_content}]
 
 
-def build_rewrite_messages(*, question: str, history: Sequence[Turn]) -> list[dict]:
+def build_rewrite_messages(*, question: str, history: Sequence[Turn]) -> list[dict[str, str]]:
     recent = history[-6:]
     transcript = "\n".join(f"{turn['role']}: {turn['content'][:1000]}" for turn in recent)
     return [

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Generator
 from typing import Any, Literal, NotRequired, TypedDict
 
 from django.conf import settings
@@ -158,7 +158,7 @@ def citation_json(citation: Citation) -> CitationData:
 
 def answer(
     *, user: Any, question: str, history: list[Turn], filters: retrieval.Filters | None = None,
-) -> Iterator[AnswerEvent]:
+) -> Generator[AnswerEvent, None, None]:
     """Retrieve, prompt and stream, saving nothing: ``Token`` events, then one ``Result``.
 
     When the passages found are not about the question (chat.extractive.is_relevant), the answer is
@@ -201,7 +201,7 @@ def answer(
 
 def ask(
     *, conversation: Conversation, question: str, filters: retrieval.Filters | None = None,
-) -> Iterator[AskEvent]:
+) -> Generator[AskEvent, None, None]:
     """Answer ``question`` in ``conversation``: ``Token`` events as the answer streams, then ``Done``.
 
     The question is saved first, so a failing model loses nothing.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Generator, Iterable, Mapping
 from datetime import date
 
 from django.contrib import messages as flash
@@ -15,7 +15,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from chat import services
-from chat.models import Citation, Conversation
+from chat.models import Citation, Conversation, Message
 from chat.templatetags.answers import render_markdown
 from core import ratelimit
 from core.http import parse_id
@@ -87,7 +87,7 @@ def _context(request, conversation: Conversation | None) -> dict:
     documents = Document.objects.visible_to(request.user).filter(status=Document.Status.READY)
     if conversation is not None and conversation.collection_id:
         documents = documents.filter(collection_id=conversation.collection_id)
-    messages_list = []
+    messages_list: Iterable[Message] = []
     if conversation is not None:
         messages_list = conversation.messages.prefetch_related(
             Prefetch("citation_set", queryset=Citation.objects.order_by("index"))
@@ -146,11 +146,12 @@ def _date(value: str) -> date | None:
         raise ValueError("The date must look like 2024-01-31.") from None
 
 
-def _sse(event: dict) -> str:
+def _sse(event: Mapping[str, object]) -> str:
     return f"event: {event['type']}\ndata: {json.dumps(event)}\n\n"
 
 
-def _events(answer: Iterator[dict], conversation: Conversation) -> Iterator[str]:
+def _events(answer: Generator[services.AskEvent, None, None],
+            conversation: Conversation) -> Generator[str, None, None]:
     """The service's events as server-sent events; the last one (done) carries the rendered answer."""
     try:
         for event in answer:

@@ -1,8 +1,12 @@
 """The admin for API tokens (issued once, shown once, revoked in bulk) and the users' search."""
 
+from typing import Any
+
 from django.contrib import admin, messages
 from django.contrib.auth import admin as auth_admin
 from django.contrib.auth import get_user_model
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.utils import timezone
 
@@ -20,17 +24,18 @@ class ApiTokenAdmin(admin.ModelAdmin):
     autocomplete_fields = ("user",)
     actions = ("revoke",)
 
-    def get_readonly_fields(self, request, obj=None):
+    def get_readonly_fields(self, request: HttpRequest, obj: ApiToken | None = None) -> tuple[str, ...]:
         return self.readonly_fields + (("user",) if obj else ())
 
-    def save_model(self, request, obj, form, change):
+    def save_model(self, request: HttpRequest, obj: ApiToken, form: Any, change: bool) -> None:
         if change:
             return super().save_model(request, obj, form, change)
         token, raw = ApiToken.issue(user=obj.user, name=obj.name, actor=request.user)
         obj.__dict__.update(token.__dict__)
-        obj.raw_token = raw  # for response_add only; never stored, never in a message (a cookie) or the session
+        # For response_add only (not a field of the model): never stored, never in a message (a cookie) or the session.
+        vars(obj)["raw_token"] = raw
 
-    def response_add(self, request, obj, post_url_continue=None):
+    def response_add(self, request: HttpRequest, obj: ApiToken, post_url_continue: str | None = None) -> HttpResponse:
         """The new token in this response's body, once: not in a message, which travels in a signed but readable
         cookie. The admin's views send Cache-Control: no-store, so no cache keeps the page either."""
         raw = getattr(obj, "raw_token", None)
@@ -41,7 +46,7 @@ class ApiTokenAdmin(admin.ModelAdmin):
         return TemplateResponse(request, "admin/core/apitoken/created.html", context)
 
     @admin.action(description="Revoke selected tokens")
-    def revoke(self, request, queryset):
+    def revoke(self, request: HttpRequest, queryset: QuerySet[ApiToken]) -> None:
         tokens = list(queryset.filter(revoked_at__isnull=True))
         count = queryset.filter(pk__in=[t.pk for t in tokens]).update(revoked_at=timezone.now())
         for token in tokens:
@@ -50,7 +55,8 @@ class ApiTokenAdmin(admin.ModelAdmin):
 
 
 class UserAdmin(auth_admin.UserAdmin):
-    def get_search_results(self, request, queryset, search_term):
+    def get_search_results(self, request: HttpRequest, queryset: QuerySet[Any],
+                           search_term: str) -> tuple[QuerySet[Any], bool]:
         # The owner and user pickers above search here through Django's autocomplete view, which passes its
         # term unchecked (the change lists' own search refuses NUL): PostgreSQL text cannot hold NUL.
         return super().get_search_results(request, queryset, search_term.replace("\x00", ""))

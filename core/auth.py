@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import cache
+from typing import TYPE_CHECKING
 
 from django.contrib.auth import get_user_model
 from django.db import connection
+from django.http import HttpRequest
 from django.utils import timezone
 from ninja.security import HttpBearer
 
 from core.models import ApiToken, hash_token
 
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User  # AUTH_USER_MODEL: what get_user_model() gives
+
 # A token's last use is written at most this often: not one UPDATE per request.
 LAST_USED_EVERY = timedelta(minutes=1)
+
+# (token id, when it was last used, its user)
+TokenMatch = tuple[int, datetime | None, "User"]
 
 
 @cache
@@ -34,7 +42,7 @@ def _token_sql() -> tuple[str, list[str]]:
     return sql, [field.attname for field in fields]
 
 
-def active_token_sql(raw: str):
+def active_token_sql(raw: str) -> TokenMatch | None:
     """(token id, last used, user) of the active token ``raw``, or None: the query written out."""
     sql, user_fields = _token_sql()
     with connection.cursor() as cursor:
@@ -46,7 +54,7 @@ def active_token_sql(raw: str):
     return token_id, last_used_at, get_user_model().from_db(connection.alias, user_fields, user_values)
 
 
-def active_token_orm(raw: str):
+def active_token_orm(raw: str) -> TokenMatch | None:
     """(token id, last used, user) of the active token ``raw``, or None: the ORM's query (what the SQL must equal)."""
     try:
         token = ApiToken.objects.active().select_related("user").get(key_hash=hash_token(raw))
@@ -60,7 +68,7 @@ active_token = active_token_sql
 
 
 class BearerToken(HttpBearer):
-    def authenticate(self, request, token):
+    def authenticate(self, request: HttpRequest, token: str) -> User | None:
         found = active_token(token)
         if found is None:
             return None

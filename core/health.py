@@ -15,12 +15,14 @@ public page would not, so ``HealthCheckMiddleware``, first in the chain, answers
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import redis
 from celery import current_app
 from django.conf import settings
 from django.db import connection
-from django.http import JsonResponse
+from django.http import HttpRequest, JsonResponse
+from django.http.response import HttpResponseBase
 from django.views.decorators.http import require_GET
 
 HEALTH_PATH = "/healthz"
@@ -44,7 +46,7 @@ def redis_answers(url: str, timeout: float = 1.0) -> bool:
         return False
 
 
-def health_report() -> dict:
+def health_report() -> dict[str, Any]:
     """Each real component, and what the product is really using.
 
     ``status``: ``error`` when this process cannot serve (its database or Redis is not reachable);
@@ -52,7 +54,7 @@ def health_report() -> dict:
     document is processed; the embedding model cannot load, or auto fell back to the hashing
     embeddings); ``ok`` otherwise. ``problems`` says why, in words.
     """
-    report: dict = {"database": "ok", "pgvector": None, "redis": "ok", "workers": 0}
+    report: dict[str, Any] = {"database": "ok", "pgvector": None, "redis": "ok", "workers": 0}
     problems: list[str] = []
     failing = False
     try:
@@ -88,7 +90,7 @@ def health_report() -> dict:
 
 
 @require_GET
-def healthz(request):
+def healthz(request: HttpRequest) -> JsonResponse:
     """Liveness, for load balancers: 200 while this process can serve (its database and Redis answer).
 
     A degraded product (no worker, hashing fallback) still serves search and chat: the body says
@@ -99,17 +101,17 @@ def healthz(request):
 
 
 @require_GET
-def readyz(request):
+def readyz(request: HttpRequest) -> JsonResponse:
     """Readiness, for deploy gates and monitoring: 200 only when everything works (``"status": "ok"``)."""
     report = health_report()
     return JsonResponse(report, status=200 if report["status"] == "ok" else 503)
 
 
 class HealthCheckMiddleware:
-    def __init__(self, get_response):
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponseBase]) -> None:
         self.get_response = get_response
 
-    def __call__(self, request):
+    def __call__(self, request: HttpRequest) -> HttpResponseBase:
         if request.path_info == HEALTH_PATH:
             return healthz(request)
         if request.path_info == READY_PATH:

@@ -8,6 +8,7 @@ One shape for the answers that are not a view's own: ``{"detail": message}`` for
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 import psycopg
 import redis
@@ -15,6 +16,7 @@ from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http.response import HttpResponseBase
 from django.template.loader import render_to_string
 from django.utils.cache import add_never_cache_headers
 from django.utils.functional import SimpleLazyObject, empty
@@ -113,13 +115,13 @@ def unavailable_response(request: HttpRequest, exception: Exception) -> HttpResp
 
 
 class DatabaseUnavailableMiddleware:
-    def __init__(self, get_response):
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponseBase]) -> None:
         self.get_response = get_response
 
-    def __call__(self, request):
+    def __call__(self, request: HttpRequest) -> HttpResponseBase:
         return self.get_response(request)
 
-    def process_exception(self, request, exception):
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
         return unavailable_response(request, exception)
 
 
@@ -132,10 +134,10 @@ class NoStoreWhenSignedInMiddleware:
     health, an anonymous page with no session) is left alone, and no session is read just to decide.
     """
 
-    def __init__(self, get_response):
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponseBase]) -> None:
         self.get_response = get_response
 
-    def __call__(self, request):
+    def __call__(self, request: HttpRequest) -> HttpResponseBase:
         response = self.get_response(request)
         user = getattr(request, "user", None)
         if isinstance(user, SimpleLazyObject) and user._wrapped is empty:

@@ -16,6 +16,8 @@ import time
 from typing import NamedTuple
 
 from django.conf import settings
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.models import AnonymousUser
 from django.core.cache import cache
 from django.core.exceptions import ImproperlyConfigured
 from django.http import HttpRequest, HttpResponse
@@ -86,7 +88,7 @@ def uncount(action: str, key: str) -> None:
             pass
 
 
-def hit(action: str, user) -> tuple[bool, int]:
+def hit(action: str, user: AbstractBaseUser | AnonymousUser) -> tuple[bool, int]:
     """Count one ``action`` by ``user``; (allowed, seconds until the window resets)."""
     if not getattr(user, "is_authenticated", False):
         return True, 0
@@ -115,7 +117,10 @@ def with_retry_after(response: HttpResponse, retry_after: int) -> HttpResponse:
 
 
 def message(action: str, retry_after: int) -> str:
-    limit, window = limit_for(action)
+    found = limit_for(action)
+    if found is None:  # only an action that has a limit is ever refused
+        raise ValueError(f"No rate limit is set for {action!r}.")
+    limit, window = found
     what = {"chat": "questions", "upload": "uploads", "login_account": "failed sign-ins for this account",
             "login_ip": "failed sign-ins from your address"}.get(action, "requests")
     return f"Too many {what}: the limit is {limit} per {duration(window, exact=True)}. Try again in " \

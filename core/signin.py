@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+from collections.abc import Callable
+from typing import Any
 
 from django.http import HttpRequest, HttpResponse
+from django.http.response import HttpResponseBase
 
 from audit.models import AuditEvent
 from audit.services import record
@@ -20,11 +23,14 @@ from core import ratelimit
 SIGNED_IN = (301, 302, 303)  # LoginView redirects only when the credentials were right
 
 
-def throttled(view):
+View = Callable[..., HttpResponseBase]
+
+
+def throttled(view: View) -> View:
     """Wrap a login view: count each POST before the password is checked, take it back when it signs in."""
 
     @functools.wraps(view)
-    def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         if request.method != "POST":
             return view(request, *args, **kwargs)
         account, address = account_key(request), address_key(request)

@@ -13,10 +13,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.files.uploadhandler import FileUploadHandler, SkipFile
-from django.http import HttpResponse
+from django.http import HttpRequest, HttpResponse
+from django.http.response import HttpResponseBase
 
 from core.http import error_response, json_expected
 from core.text import size_text
@@ -27,6 +31,13 @@ TOO_LARGE = "The file is larger than the limit of {limit}; split it into smaller
 MAX_FILES_PER_REQUEST = 20
 # Room for the multipart framing and the form's other fields.
 REQUEST_OVERHEAD_BYTES = 1024 * 1024
+
+# The ASGI interface as Django's handler types it (a scope's keys depend on its type).
+Scope = dict[str, Any]
+Message = Mapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 def limit_message() -> str:
@@ -45,33 +56,39 @@ def too_large_response(path: str, accept: str) -> HttpResponse:
 
 
 class LimitedUploadHandler(FileUploadHandler):
-    def new_file(self, *args, **kwargs):
+    def new_file(self, *args: Any, **kwargs: Any) -> None:
         super().new_file(*args, **kwargs)
-        if not hasattr(self.request, "oversized_uploads"):
-            self.request.oversized_uploads = []
+        self._noted()
 
-    def receive_data_chunk(self, raw_data, start):
+    def receive_data_chunk(self, raw_data: bytes, start: int) -> bytes:
         if start + len(raw_data) > settings.MAX_UPLOAD_BYTES:
-            self.request.oversized_uploads.append(self.file_name)
+            assert self.file_name is not None  # new_file named it
+            self._noted().append(self.file_name)
             raise SkipFile()
         return raw_data  # on to the handler that stores it
 
-    def file_complete(self, file_size):
+    def file_complete(self, file_size: int) -> None:
         return None  # the next handler builds the file
 
+    def _noted(self) -> list[str]:
+        """The request's ``oversized_uploads`` (an attribute HttpRequest does not declare), made by the first file."""
+        names: list[str] = vars(self.request).setdefault("oversized_uploads", [])
+        return names
 
-def oversized(request) -> list[str]:
+
+def oversized(request: HttpRequest) -> list[str]:
     """Names of the files of ``request`` that were dropped for passing the limit."""
-    return getattr(request, "oversized_uploads", [])
+    names: list[str] = getattr(request, "oversized_uploads", [])
+    return names
 
 
 class UploadLimitMiddleware:
     """Under WSGI: refuse at once a request whose declared length could not be a valid upload."""
 
-    def __init__(self, get_response):
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponseBase]) -> None:
         self.get_response = get_response
 
-    def __call__(self, request):
+    def __call__(self, request: HttpRequest) -> HttpResponseBase:
         try:
             length = int(request.META.get("CONTENT_LENGTH") or 0)
         except ValueError:
@@ -88,10 +105,10 @@ class _TooLarge(Exception):
 class BodyLimitMiddleware:
     """ASGI middleware: 413 for a body past ``request_limit``, before Django reads (and spools) it."""
 
-    def __init__(self, app):
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
-    async def __call__(self, scope, receive, send):
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         headers = dict(scope.get("headers") or [])
@@ -105,7 +122,7 @@ class BodyLimitMiddleware:
             return await self.refuse(path, accept, send)
         received = 0
 
-        async def counting_receive():
+        async def counting_receive() -> Message:
             nonlocal received
             message = await receive()
             received += len(message.get("body", b""))
@@ -119,7 +136,7 @@ class BodyLimitMiddleware:
             await self.refuse(path, accept, send)
 
     @staticmethod
-    async def refuse(path, accept, send):
+    async def refuse(path: str, accept: str, send: Send) -> None:
         response = await sync_to_async(too_large_response)(path, accept)
         await send({"type": "http.response.start", "status": response.status_code,
                     "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.items()]})

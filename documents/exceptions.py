@@ -8,7 +8,14 @@ for the operators (shown in the admin only). Every message lives here, as a clas
 read them all.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from core import uploads
+
+if TYPE_CHECKING:
+    from documents.models import Document
 
 SUPPORTED_FORMATS = "PDF, Word (.docx), HTML, Markdown and plain text"
 
@@ -155,7 +162,7 @@ class DuplicateDocument(UploadRejected):
         "use that one instead of uploading it again."
     )
 
-    def __init__(self, existing):
+    def __init__(self, existing: Document) -> None:
         self.existing = existing
         super().__init__(self.TEMPLATE.format(collection=existing.collection, title=existing.title))
 

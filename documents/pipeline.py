@@ -7,6 +7,7 @@ import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -96,7 +97,7 @@ class _ProgressBar:
 
 
 @contextmanager
-def local_copy(document: Document):
+def local_copy(document: Document) -> Iterator[Path]:
     """A local path of the stored file (copied to a temporary file for remote storages)."""
     try:
         yield Path(document.file.path)
@@ -197,7 +198,7 @@ def document_ingest(*, document_id: int, only_pending: bool = False) -> Document
 
 
 @contextmanager
-def timed(seconds: dict[str, float], stage: str):
+def timed(seconds: dict[str, float], stage: str) -> Iterator[None]:
     """Add the wall time the block takes to ``seconds[stage]`` (cheap: two clock reads)."""
     started = time.perf_counter()
     try:

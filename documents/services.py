@@ -8,9 +8,11 @@ import mimetypes
 import os
 import re
 import weakref
+from typing import Any
 
 from django.conf import settings
 from django.core.files import File
+from django.core.files.storage import Storage
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -37,7 +39,7 @@ def clean_filename(name: str) -> str:
     return name
 
 
-def collection_for_upload(*, user, name: str | None = None) -> Collection:
+def collection_for_upload(*, user: Any, name: str | None = None) -> Collection:
     """The caller's own collection of that name, created if they have none."""
     name = (name or DEFAULT_COLLECTION_NAME).strip()[:200] or DEFAULT_COLLECTION_NAME
     if re.search(r"[\x00-\x1f\x7f]", name):  # text cannot hold NUL; no name needs the others
@@ -46,7 +48,7 @@ def collection_for_upload(*, user, name: str | None = None) -> Collection:
     return collection
 
 
-def sha256_of(file: File) -> str:
+def sha256_of(file: File[Any]) -> str:
     digest = hashlib.sha256()
     file.seek(0)
     for block in file.chunks():
@@ -55,7 +57,7 @@ def sha256_of(file: File) -> str:
     return digest.hexdigest()
 
 
-def check_upload(*, file: File, collection: Collection) -> str:
+def check_upload(*, file: File[Any], collection: Collection) -> str:
     """Refuse files over the size limit, of a type no parser reads, or already in the collection; returns the sha256."""
     if file.size > settings.MAX_UPLOAD_BYTES:
         raise FileTooLarge(uploads.limit_message())
@@ -70,12 +72,12 @@ def check_upload(*, file: File, collection: Collection) -> str:
 @transaction.atomic
 def document_create(
     *,
-    owner,
-    file: File,
+    owner: Any,
+    file: File[Any],
     collection: Collection,
     filename: str | None = None,
     title: str | None = None,
-    metadata: dict | None = None,
+    metadata: dict[str, Any] | None = None,
     external_id: str = "",
     enqueue: bool = True,
 ) -> Document:
@@ -153,7 +155,7 @@ class _UploadCommitted:
     transaction, should be ``robust=True``.
     """
 
-    def __init__(self, document: Document, *, queue: bool):
+    def __init__(self, document: Document, *, queue: bool) -> None:
         self.document, self.queue = document, queue
         self.committed: list[bool] = []  # shared with the finalizer, which must not refer to self
         finalizer = weakref.finalize(self, _delete_uncommitted, document.file.storage, document.file.name,
@@ -166,8 +168,8 @@ class _UploadCommitted:
             send_ingestion(self.document)
 
 
-def _delete_uncommitted(storage, name: str, committed: list[bool]) -> None:
-    if committed:
+def _delete_uncommitted(storage: Storage, name: str | None, committed: list[bool]) -> None:
+    if committed or not name:  # kept, or never stored
         return
     try:
         storage.delete(name)
@@ -175,7 +177,7 @@ def _delete_uncommitted(storage, name: str, committed: list[bool]) -> None:
         logger.exception("could not delete %s, stored by an upload that was rolled back", name)
 
 
-def document_reingest(*, document: Document, actor=None) -> None:
+def document_reingest(*, document: Document, actor: Any = None) -> None:
     """Queue a document again, from scratch; its chunks are replaced when the new run stores."""
     audit.record(action="reingest", actor=actor, target=document)
     now = timezone.now()
@@ -188,7 +190,7 @@ def document_reingest(*, document: Document, actor=None) -> None:
 
 
 @transaction.atomic
-def document_cancel(*, document: Document, actor=None) -> bool:
+def document_cancel(*, document: Document, actor: Any = None) -> bool:
     """Cancel a queued or running ingestion; False when it had already finished.
 
     A running task notices between stages and embedding batches (at its next progress write) and stops;
@@ -213,7 +215,7 @@ def document_cancel(*, document: Document, actor=None) -> bool:
 
 
 @transaction.atomic
-def document_delete(*, document: Document, actor=None) -> None:
+def document_delete(*, document: Document, actor: Any = None) -> None:
     """Delete a document with its chunks, and its file when no other document shares it."""
     audit.record(action="delete", actor=actor, target=document, collection=document.collection.name,
                  chunks=document.chunk_count)

@@ -151,14 +151,14 @@ DATABASE_POOL = env_bool("DATABASE_POOL", False)
 # Without a pool: a reused connection is checked before a request uses it. With one, the pool
 # checks each connection it hands out (ConnectionPool.check_connection), so after a database
 # restart no request gets a connection the restart broke.
-connection_lifetime = {"conn_max_age": 0 if DATABASE_POOL else env_int("DATABASE_CONN_MAX_AGE", 60),
-                       "conn_health_checks": True}
+conn_max_age = 0 if DATABASE_POOL else env_int("DATABASE_CONN_MAX_AGE", 60)
 if database_url:
-    DATABASES = {"default": dj_database_url.parse(database_url, **connection_lifetime)}
+    DATABASES = {"default": dj_database_url.parse(database_url, conn_max_age=conn_max_age, conn_health_checks=True)}
 else:
     # Nothing configured (make run, make test): the embedded server, started (or attached to) by the first
     # connection a process makes, not by importing these settings (ragsite/devservices/postgresql).
-    DATABASES = {"default": dj_database_url.parse("postgresql:///ragchat", **connection_lifetime)}
+    DATABASES = {"default": dj_database_url.parse("postgresql:///ragchat", conn_max_age=conn_max_age,
+                                                  conn_health_checks=True)}
     DATABASES["default"]["ENGINE"] = "ragsite.devservices.postgresql"
 DATABASES["default"].setdefault("OPTIONS", {})  # dj-database-url leaves it out for a URL without a query
 if DATABASE_POOL:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from django.conf import settings
@@ -26,7 +27,7 @@ class FastembedBackend(EmbeddingBackend):
         from fastembed import TextEmbedding
 
         self.model_name = model
-        kwargs = {"model_name": model, "cache_dir": str(cache_dir), "lazy_load": False,
+        kwargs: dict[str, Any] = {"model_name": model, "cache_dir": str(cache_dir), "lazy_load": False,
                   "threads": settings.EMBEDDING_THREADS or None}
         if path:
             if not Path(path, "model.onnx").exists() and not Path(path, "onnx", "model.onnx").exists():

@@ -8,6 +8,7 @@ The official client retries rate limits, 5xx and timeouts with exponential backo
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from django.conf import settings
@@ -41,7 +42,7 @@ class OpenAIBackend(EmbeddingBackend):
 
         if not texts:
             return np.zeros((0, self.dimensions), dtype=np.float32)
-        extra = {"dimensions": self.dimensions} if self._ask_dimensions else {}
+        extra: dict[str, Any] = {"dimensions": self.dimensions} if self._ask_dimensions else {}
         try:
             response = self.client.embeddings.create(
                 model=self.model_name, input=list(texts), encoding_format="float", **extra

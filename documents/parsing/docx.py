@@ -70,7 +70,7 @@ def _docx_table_rows(table, path: Path) -> list[str]:
     try:
         rows = []
         for row in table.rows:
-            cells = []
+            cells: list[str] = []
             for cell in row.cells:
                 value = " ".join(cell.text.split())
                 if not cells or cells[-1] != value:  # merged cells repeat their text

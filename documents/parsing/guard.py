@@ -85,7 +85,7 @@ ERRORS = {cls.__name__: cls for cls in (CorruptDocument, DocumentTooLarge, Empty
 def _read_until_eof(fd: int, timeout: float) -> bytes | None:
     """Everything written to ``fd`` until the writer closes it; None after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
-    parts = []
+    parts: list[bytes] = []
     with selectors.DefaultSelector() as selector:
         selector.register(fd, selectors.EVENT_READ)
         while True:

@@ -29,7 +29,7 @@ def parse_html(html: str) -> list[Section]:
         for tag in soup.select(selector):
             tag.decompose()
     root = (
-        soup.find("main") or soup.find(attrs={"role": "main"}) or soup.find("article")
+        soup.find("main") or soup.find(role="main") or soup.find("article")
         or soup.find(id="content") or soup.body or soup
     )
     sections: list[Section] = []
@@ -59,13 +59,14 @@ def parse_html(html: str) -> list[Section]:
         elif isinstance(node, NavigableString) and not isinstance(node, Comment | Doctype):
             if skip_inside is not None and skip_inside in node.parents:
                 continue
-            parts.append(re.sub(r"[ \t\r\f\v]+", " ", str(node)) if node.parent.name != "pre" else str(node))
+            in_pre = node.parent is not None and node.parent.name == "pre"
+            parts.append(str(node) if in_pre else re.sub(r"[ \t\r\f\v]+", " ", str(node)))
     flush()
     return [Section(text=_tidy_html_text(s.text), heading_path=s.heading_path) for s in sections]
 
 
 def _tidy_html_text(text: str) -> str:
-    lines = []
+    lines: list[str] = []
     for line in text.split("\n"):
         line = line.strip().strip("|").strip()
         if line or (lines and lines[-1]):

@@ -38,6 +38,9 @@ class Turn(TypedDict):
 
 # Any opening or closing passage tag, however spelt (</PASSAGES>, < /passage >): document text
 # must neither close the fence early nor open a fake passage of its own.
+# How answers cite passage n, as the system prompt asks: [1], [2][3], and the [1, 2] models also write.
+# chat.services counts the citations with it; the answer template links them.
+CITATION = re.compile(r"\[([0-9]{1,3}(?:\s*,\s*[0-9]{1,3})*)\]")
 FENCE_TAG = re.compile(r"<(\s*/?\s*passages?\b)", re.IGNORECASE)
 # Overhead of one passage's tags and label, in tokens, beyond its text.
 PASSAGE_OVERHEAD = 20

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Generator
 from typing import Any, Literal, NotRequired, TypedDict
 
@@ -30,8 +29,7 @@ NOTHING_FOUND = (
 )
 # The chat form's maxlength; both chat endpoints refuse longer questions (question_too_long).
 QUESTION_MAX_CHARACTERS = 4000
-# [1], [2][3], and the [1, 2] models also write.
-CITATION = re.compile(r"\[([0-9]{1,3}(?:\s*,\s*[0-9]{1,3})*)\]")
+CITATION = prompting.CITATION
 
 
 class CitationData(TypedDict):

@@ -12,19 +12,19 @@ from markdown.inlinepatterns import InlineProcessor
 from markdown.treeprocessors import Treeprocessor
 from markdown.util import AtomicString
 
+from chat.prompting import CITATION
+
 register = template.Library()
 
 ALLOWED_TAGS = {"p", "br", "strong", "em", "code", "pre", "blockquote", "ul", "ol", "li", "h3", "h4",
                 "table", "thead", "tbody", "tr", "th", "td", "a", "hr", "del", "small"}
-# [1], and the [1, 2] models also write (as chat.services counts them).
-CITATION = r"\[([0-9]{1,3}(?:\s*,\s*[0-9]{1,3})*)\]"
 
 
 class _CitationLinks(InlineProcessor):
     """``[n]`` → a link to passage n. An inline pattern, so never inside code spans or attributes."""
 
     def __init__(self, urls: dict[int, str]):
-        super().__init__(CITATION)
+        super().__init__(CITATION.pattern)
         self.urls = urls
 
     def handleMatch(self, match, data):  # noqa: N802 (Markdown's naming)

@@ -46,6 +46,18 @@ def redis_answers(url: str, timeout: float = 1.0) -> bool:
         return False
 
 
+def workers_on_our_queues(timeout: float = 1.0) -> int:
+    """How many Celery workers answer and consume a queue this app sends tasks to.
+
+    A bare ``ping`` counts every worker on the broker: another installation's, or another test run's,
+    sharing the same Redis would make a product with no worker of its own look healthy.
+    """
+    conf = current_app.conf
+    ours = {conf.task_default_queue} | {getattr(queue, "name", queue) for queue in conf.task_queues or ()}
+    replies = current_app.control.inspect(timeout=timeout).active_queues() or {}
+    return sum(1 for queues in replies.values() if any(queue.get("name") in ours for queue in queues or ()))
+
+
 def health_report() -> dict[str, Any]:
     """Each real component, and what the product is really using.
 
@@ -75,11 +87,11 @@ def health_report() -> dict[str, Any]:
         problems.append("Redis is not reachable")
     else:
         try:
-            replies = current_app.control.ping(timeout=1.0) or []
+            workers = workers_on_our_queues(timeout=1.0)
         except Exception:
-            replies = []
-        report["workers"] = len(replies)  # a stopped (SIGSTOP) or hung worker does not answer either
-        if not replies:
+            workers = 0
+        report["workers"] = workers  # a stopped (SIGSTOP) or hung worker does not answer either
+        if not workers:
             problems.append("no worker answers: uploaded documents are not processed")
     for name, check in COMPONENTS.items():
         report[name], found = check()

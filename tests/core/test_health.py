@@ -26,6 +26,19 @@ def test_no_worker_answering_is_degraded_live_but_not_ready(client):
     assert any("no worker answers" in problem for problem in body["problems"])
 
 
+def test_a_worker_consuming_only_another_queue_is_not_counted(celery_worker, celery_app, client):
+    # The worker answers pings, but it consumes this run's queue, not the one the app now sends to: a worker of
+    # another installation (or test run) on the same broker must not make this one look served.
+    assert both(client)[2]["workers"] >= 1
+    ours, celery_app.conf.task_default_queue = celery_app.conf.task_default_queue, "a-queue-no-worker-consumes"
+    try:
+        live, ready, body = both(client)
+    finally:
+        celery_app.conf.task_default_queue = ours
+    assert (live, ready) == (200, 503), body
+    assert body["workers"] == 0 and any("no worker answers" in problem for problem in body["problems"])
+
+
 def test_everything_working_is_ok_and_ready_and_names_what_is_in_use(celery_worker, client, settings):
     settings.LLM_BACKEND = "extractive"
     live, ready, body = both(client)

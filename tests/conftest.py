@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
-from tests.openai_server import openai_server  # noqa: F401  (the OpenAI-protocol server fixture)
+from tests.openai_server import llm, openai_server  # noqa: F401  (the OpenAI-protocol server fixtures)
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 SHARED_DIR = Path(os.environ.get("RAG_SHARED_DIR", Path(__file__).resolve().parents[1].parent / "shared"))

@@ -431,3 +431,15 @@ def openai_server() -> Iterator[OpenAIServer]:
     """A fresh loopback OpenAI-protocol server per test (see the module docstring)."""
     with running_openai_server() as server:
         yield server
+
+
+@pytest.fixture
+def llm(settings, openai_server: OpenAIServer) -> OpenAIServer:
+    """The product's language model is the loopback server (which records every request it gets), with small,
+    fast retry limits."""
+    settings.LLM_BACKEND = "openai"
+    settings.OPENAI_BASE_URL = openai_server.url
+    settings.OPENAI_API_KEY = "k"
+    settings.LLM_MAX_RETRIES = 1
+    settings.LLM_TIMEOUT_SECONDS = 5
+    return openai_server

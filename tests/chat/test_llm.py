@@ -10,15 +10,9 @@ MESSAGES = [{"role": "system", "content": "Rules."}, {"role": "user", "content":
 
 
 @pytest.fixture
-def openai_llm(openai_server, settings):
-    """The LLM pointed at the loopback server, with small, fast retry limits."""
-    settings.LLM_BACKEND = "openai"
-    settings.OPENAI_BASE_URL = openai_server.url
-    settings.OPENAI_API_KEY = "k"
+def openai_llm(llm, settings):
     settings.LLM_MODEL = "gpt-4o-mini"
-    settings.LLM_MAX_RETRIES = 1
-    settings.LLM_TIMEOUT_SECONDS = 5
-    return openai_server
+    return llm
 
 
 def hit(i, text):

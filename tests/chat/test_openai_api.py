@@ -58,14 +58,9 @@ TEXT_VACATION = "Employees receive twenty-five vacation days per year. Unused va
 
 
 @pytest.fixture
-def openai_llm(openai_server, settings):
-    settings.LLM_BACKEND = "openai"
-    settings.OPENAI_BASE_URL = openai_server.url
-    settings.OPENAI_API_KEY = "k"
-    settings.LLM_MAX_RETRIES = 1
-    settings.LLM_TIMEOUT_SECONDS = 5
-    openai_server.reply_text = "Employees get twenty-five vacation days a year [1]."
-    return openai_server
+def openai_llm(llm):
+    llm.reply_text = "Employees get twenty-five vacation days a year [1]."
+    return llm
 
 
 @pytest.fixture

@@ -27,13 +27,8 @@ def library(user, collection):
 
 
 @pytest.fixture
-def openai_llm(openai_server, settings):
-    settings.LLM_BACKEND = "openai"
-    settings.OPENAI_BASE_URL = openai_server.url
-    settings.OPENAI_API_KEY = "k"
-    settings.LLM_MAX_RETRIES = 1
-    settings.LLM_TIMEOUT_SECONDS = 5
-    return openai_server
+def openai_llm(llm):
+    return llm
 
 
 @pytest.fixture

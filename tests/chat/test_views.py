@@ -38,13 +38,10 @@ def document(user, collection):
 
 
 @pytest.fixture
-def llm(settings, openai_server):
+def llm(llm):
     """The language model is the loopback OpenAI-protocol server."""
-    settings.LLM_BACKEND = "openai"
-    settings.OPENAI_BASE_URL = openai_server.url
-    settings.OPENAI_API_KEY = "k"
-    openai_server.reply_text = "Book a **train** for trips under four hours [1]."
-    return openai_server
+    llm.reply_text = "Book a **train** for trips under four hours [1]."
+    return llm
 
 
 def make_document(owner, collection, body: bytes, name: str, *, content_type="text/plain", metadata=None,

@@ -56,13 +56,10 @@ def memo(people, shared):
 
 
 @pytest.fixture
-def llm(settings, openai_server):
+def llm(llm):
     """Both chat endpoints answer through the loopback OpenAI server, which records every prompt."""
-    settings.LLM_BACKEND = "openai"
-    settings.OPENAI_BASE_URL = openai_server.url
-    settings.OPENAI_API_KEY = "k"
-    openai_server.reply_text = "It closes in March [1]."
-    return openai_server
+    llm.reply_text = "It closes in March [1]."
+    return llm
 
 
 def admin_change(admin_client, document: Document, **changes) -> None:

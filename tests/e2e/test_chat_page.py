@@ -30,15 +30,6 @@ RECORD_STREAM = """() => {
 
 
 
-@pytest.fixture
-def llm(settings, openai_server):
-    """The language model is the loopback OpenAI-protocol server (seen by live_server: same process)."""
-    settings.LLM_BACKEND = "openai"
-    settings.OPENAI_BASE_URL = openai_server.url
-    settings.OPENAI_API_KEY = "k"
-    return openai_server
-
-
 def add_document(owner, collection, name: str, body: bytes):
     """A ready document, ingested in-process (the upload path through the worker is tested once, below)."""
     document = document_services.document_create(owner=owner, collection=collection,

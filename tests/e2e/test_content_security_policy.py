@@ -30,13 +30,10 @@ def admin_user(user):
 
 
 @pytest.fixture
-def llm(settings, openai_server):
-    settings.LLM_BACKEND = "openai"
-    settings.OPENAI_BASE_URL = openai_server.url
-    settings.OPENAI_API_KEY = "k"
-    openai_server.reply_text = ANSWER
-    openai_server.stream_delay = 0.02
-    return openai_server
+def llm(llm):
+    llm.reply_text = ANSWER
+    llm.stream_delay = 0.02
+    return llm
 
 
 def add_document(owner, collection, name: str, body: bytes) -> Document:

@@ -513,12 +513,9 @@ def factory_file(data: bytes):
 
 
 @pytest.fixture
-def llm(settings, openai_server):
-    settings.LLM_BACKEND = "openai"
-    settings.OPENAI_BASE_URL = openai_server.url
-    settings.OPENAI_API_KEY = "k"
-    openai_server.reply_text = "Twenty-five days a year [1]."
-    return openai_server
+def llm(llm):
+    llm.reply_text = "Twenty-five days a year [1]."
+    return llm
 
 
 @pytest.mark.django_db

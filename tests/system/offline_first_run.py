@@ -42,10 +42,12 @@ def request(method: str, url: str, *, token: str = "", body: bytes | None = None
             return error.code, {"raw": raw[:500].decode(errors="replace")}
 
 
-def wait_for(predicate, timeout: float, what: str, launcher: subprocess.Popen):
+def wait_for(predicate, timeout: float, what: str, launcher: subprocess.Popen | None = None, every: float = 1.0):
+    """The predicate's first true value, polled every ``every`` s; fails at the timeout or when the launcher
+    exits (tests/system/test_launcher.py uses it too)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if launcher.poll() is not None:
+        if launcher is not None and launcher.poll() is not None:
             raise RuntimeError(f"the launcher exited ({launcher.returncode}) while waiting for {what}")
         try:
             value = predicate()
@@ -53,7 +55,7 @@ def wait_for(predicate, timeout: float, what: str, launcher: subprocess.Popen):
                 return value
         except (OSError, ValueError):
             pass
-        time.sleep(1)
+        time.sleep(every)
     raise RuntimeError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 

@@ -17,13 +17,14 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
 
 import psutil
 import pytest
+
+from tests.system import offline_first_run
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -44,16 +45,7 @@ def get_json(url, headers=None, timeout=5):
 
 
 def wait_for(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            value = predicate()
-            if value:
-                return value
-        except (OSError, ValueError):
-            pass
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
+    return offline_first_run.wait_for(predicate, timeout, what, every=0.5)
 
 
 @pytest.fixture

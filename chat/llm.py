@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from dataclasses import dataclass
 from functools import cache
 from typing import TYPE_CHECKING, cast
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
-from chat import extractive
+from chat import extractive, prompting
 from chat.extractive import NO_LLM_NOTE  # noqa: F401  (where the health tests and callers read it)
 from core.text import provider_message
 from documents.search import Hit
@@ -25,6 +26,42 @@ EXTRACTIVE = "none: extractive answers"
 
 class LLMError(Exception):
     """The language model could not answer; ``str()`` is shown to the user."""
+
+
+@dataclass
+class Usage:
+    """Tokens the language model spent on one answer, summed over its calls (a rewrite, the answer).
+
+    ``source`` says where the figures come from: ``provider`` (the model's server reported them),
+    ``tiktoken`` (counted with cl100k_base from tiktoken's local cache, chat.prompting) or ``estimate``
+    (chat.prompting.count_tokens' estimate); ``none`` when no model was called.
+    """
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    source: str = "none"
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def add(self, prompt_tokens: int, completion_tokens: int, source: str) -> None:
+        self.prompt_tokens += prompt_tokens
+        self.completion_tokens += completion_tokens
+        # One counted call makes the sum partly counted: say the less exact source.
+        order = ("none", "provider", "tiktoken", "estimate")
+        self.source = max(self.source, source, key=order.index)
+
+
+# OpenAI's accounting of a chat prompt: each message costs its content and 3 tokens, the reply's priming 3.
+TOKENS_PER_MESSAGE = 3
+
+
+def counted_usage(messages: list[dict[str, str]], completion: str) -> tuple[int, int, str]:
+    """Prompt and completion tokens counted here, for servers that report none: (prompt, completion, source)."""
+    prompt = sum(prompting.count_tokens(m["content"]) + TOKENS_PER_MESSAGE for m in messages) + TOKENS_PER_MESSAGE
+    source = "tiktoken" if prompting.llm_encoding() is not None else "estimate"
+    return prompt, prompting.count_tokens(completion) if completion else 0, source
 
 
 class OpenAIChat:
@@ -43,15 +80,27 @@ class OpenAIChat:
             max_retries=settings.LLM_MAX_RETRIES,
         )
 
-    def stream(self, messages: list[dict[str, str]], *, hits: list[Hit] | None = None) -> Iterator[str]:
+    def stream(
+        self, messages: list[dict[str, str]], *, hits: list[Hit] | None = None, usage: Usage | None = None,
+    ) -> Iterator[str]:
+        """The answer's text as it streams; ``usage`` (if given) gets the tokens spent, once it ends."""
         import openai
 
+        parts: list[str] = []
+        reported = None
         try:
             # Roles are system/user/assistant (chat.prompting), which the client's TypedDicts cannot infer.
             params = cast("list[ChatCompletionMessageParam]", messages)
-            response = self.client.chat.completions.create(model=self.model, messages=params, stream=True)
+            # include_usage: the server's own count arrives in a last chunk without choices (OpenAI, vLLM,
+            # Ollama); servers that ignore it report nothing, and the tokens are counted here instead.
+            response = self.client.chat.completions.create(
+                model=self.model, messages=params, stream=True, stream_options={"include_usage": True},
+            )
             for chunk in response:
+                if chunk.usage is not None:
+                    reported = chunk.usage
                 if chunk.choices and chunk.choices[0].delta.content:
+                    parts.append(chunk.choices[0].delta.content)
                     yield chunk.choices[0].delta.content
         # The client has already retried (LLM_MAX_RETRIES) what is worth retrying: these are final.
         except openai.RateLimitError as error:
@@ -77,9 +126,14 @@ class OpenAIChat:
             raise LLMError(
                 f"The language model failed while answering ({provider_message(error)}). Please try again."
             ) from error
+        if usage is not None:
+            if reported is not None:
+                usage.add(reported.prompt_tokens, reported.completion_tokens, "provider")
+            else:
+                usage.add(*counted_usage(messages, "".join(parts)))
 
-    def complete(self, messages: list[dict[str, str]]) -> str:
-        return "".join(self.stream(messages))
+    def complete(self, messages: list[dict[str, str]], *, usage: Usage | None = None) -> str:
+        return "".join(self.stream(messages, usage=usage))
 
 
 class Extractive:
@@ -88,11 +142,14 @@ class Extractive:
     name = "extractive"
     remote = False
 
-    def stream(self, messages: list[dict[str, str]], *, hits: list[Hit] | None = None) -> Iterator[str]:
+    def stream(
+        self, messages: list[dict[str, str]], *, hits: list[Hit] | None = None, usage: Usage | None = None,
+    ) -> Iterator[str]:
+        """The extractive answer; no model spends tokens, so ``usage`` stays as it is."""
         question = messages[-1]["content"].rsplit("Question:", 1)[-1]
         yield from extractive.answer(question.strip(), hits or [])
 
-    def complete(self, messages: list[dict[str, str]]) -> str:
+    def complete(self, messages: list[dict[str, str]], *, usage: Usage | None = None) -> str:
         raise LLMError("No language model is configured.")
 
 

@@ -12,9 +12,9 @@ Endpoints (under ``/v1``):
   default) unless the request names ``dimensions``. ``server.embedding_for(text)`` gives the expected vector.
 - ``POST /v1/chat/completions``: ``stream: false`` answers one ``chat.completion``; ``stream: true`` answers
   server-sent events (a role chunk, one chunk per token of ``reply_text``, a final chunk with
-  ``finish_reason``, a usage chunk if ``stream_options.include_usage`` (and ``stream_usage``), then ``data: [DONE]``), sent with
-  chunked transfer encoding, ``stream_delay`` seconds apart. The received messages are kept in
-  ``server.chat_messages`` (one list per request; ``server.last_messages`` is the latest).
+  ``finish_reason``, a usage chunk if ``stream_options.include_usage`` (unless ``stream_usage`` is off), then
+  ``data: [DONE]``), sent with chunked transfer encoding, ``stream_delay`` seconds apart. The received
+  messages are kept in ``server.chat_messages`` (one list per request; ``server.last_messages`` is the latest).
 - ``GET /v1/models``: the ids in ``server.models``.
 
 Scripted failures, consumed one per request (any endpoint), in order, before normal answers resume::

@@ -187,6 +187,15 @@ def test_without_a_reported_usage_the_tokens_are_counted_here(openai_llm, user, 
     assert usage["source"] == ("tiktoken" if prompting.llm_encoding() is not None else "estimate")
 
 
+def test_a_follow_ups_usage_adds_the_rewrite_to_the_answer(openai_llm, user, library):
+    openai_llm.reply_text = "vacation days expire"  # the rewrite, then the answer
+    history = [{"role": "user", "content": "How many vacation days do we get?"}]
+    result = list(services.answer(user=user, question="When do they expire?", history=history))[-1]
+    rewrite, answer = openai_llm.chat_messages
+    words = sum(len(m["content"].split()) for m in rewrite + answer)
+    assert result["usage"]["prompt_tokens"] == words and result["usage"]["completion_tokens"] == 3 + 3
+
+
 def test_extractive_answers_and_nothing_found_spend_no_tokens(extractive, user, library):
     for question in ("How many vacation days?", "xylophone quarterly zeppelin"):
         usage = list(services.answer(user=user, question=question, history=[]))[-1]["usage"]

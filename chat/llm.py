@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import cache
 from typing import TYPE_CHECKING, cast
@@ -17,7 +17,7 @@ from core.text import provider_message
 from documents.search import Hit
 
 if TYPE_CHECKING:
-    from openai.types.chat import ChatCompletionMessageParam
+    from openai.types.chat import ChatCompletionChunk, ChatCompletionMessageParam
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +79,28 @@ class OpenAIChat:
             timeout=settings.LLM_TIMEOUT_SECONDS,
             max_retries=settings.LLM_MAX_RETRIES,
         )
+        # Asking for the server's token count (stream_options.include_usage) until it refuses the option.
+        self.ask_usage = True
+
+    def _create(self, messages: list[dict[str, str]]) -> object:
+        """The streamed completion; once more without ``stream_options`` from a server that refuses it."""
+        import openai
+
+        # Roles are system/user/assistant (chat.prompting), which the client's TypedDicts cannot infer.
+        params = cast("list[ChatCompletionMessageParam]", messages)
+        if self.ask_usage:
+            try:
+                # include_usage: the server's own count arrives in a last chunk without choices (OpenAI,
+                # vLLM, Ollama); servers that ignore it report nothing, and the tokens are counted here.
+                return self.client.chat.completions.create(
+                    model=self.model, messages=params, stream=True, stream_options={"include_usage": True},
+                )
+            except openai.BadRequestError as error:
+                if "stream_options" not in str(error):
+                    raise
+                logger.warning("the language model's server refuses stream_options: tokens are counted here")
+                self.ask_usage = False
+        return self.client.chat.completions.create(model=self.model, messages=params, stream=True)
 
     def stream(
         self, messages: list[dict[str, str]], *, hits: list[Hit] | None = None, usage: Usage | None = None,
@@ -89,13 +111,7 @@ class OpenAIChat:
         parts: list[str] = []
         reported = None
         try:
-            # Roles are system/user/assistant (chat.prompting), which the client's TypedDicts cannot infer.
-            params = cast("list[ChatCompletionMessageParam]", messages)
-            # include_usage: the server's own count arrives in a last chunk without choices (OpenAI, vLLM,
-            # Ollama); servers that ignore it report nothing, and the tokens are counted here instead.
-            response = self.client.chat.completions.create(
-                model=self.model, messages=params, stream=True, stream_options={"include_usage": True},
-            )
+            response = cast("Iterable[ChatCompletionChunk]", self._create(messages))
             for chunk in response:
                 if chunk.usage is not None:
                     reported = chunk.usage

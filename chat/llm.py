@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, TypedDict, cast
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
@@ -28,40 +28,55 @@ class LLMError(Exception):
     """The language model could not answer; ``str()`` is shown to the user."""
 
 
+class UsageData(TypedDict):
+    """Tokens in OpenAI's terms, and where they come from: ``provider`` (the model's server reported them),
+    ``tiktoken`` (counted with cl100k_base from tiktoken's local cache, chat.prompting), ``estimate``
+    (chat.prompting.count_tokens' estimate), or ``none`` (no model was called: all 0)."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    source: str
+
+
+# Less exact last: a sum with one counted call is "counted".
+SOURCES = ("none", "provider", "tiktoken", "estimate")
+# OpenAI's accounting of a chat prompt: each message costs its content and 3 tokens, the reply's priming 3.
+TOKENS_PER_MESSAGE = 3
+
+
 @dataclass
 class Usage:
     """Tokens the language model spent on one answer, summed over its calls (a rewrite, the answer).
 
-    ``source`` says where the figures come from: ``provider`` (the model's server reported them),
-    ``tiktoken`` (counted with cl100k_base from tiktoken's local cache, chat.prompting) or ``estimate``
-    (chat.prompting.count_tokens' estimate); ``none`` when no model was called.
+    A call whose server reported no usage is kept as text and counted only when ``totals()`` is asked
+    (by the OpenAI-compatible API): the chat page never pays for counting (a few ms per 5k-token prompt).
     """
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
     source: str = "none"
+    uncounted: list[tuple[list[dict[str, str]], str]] = field(default_factory=list, repr=False)
 
-    @property
-    def total_tokens(self) -> int:
-        return self.prompt_tokens + self.completion_tokens
+    def reported(self, prompt_tokens: int, completion_tokens: int) -> None:
+        self._add(prompt_tokens, completion_tokens, "provider")
 
-    def add(self, prompt_tokens: int, completion_tokens: int, source: str) -> None:
+    def unreported(self, messages: list[dict[str, str]], completion: str) -> None:
+        self.uncounted.append((messages, completion))
+
+    def totals(self) -> UsageData:
+        for messages, completion in self.uncounted:
+            prompt = sum(prompting.count_tokens(m["content"]) + TOKENS_PER_MESSAGE for m in messages)
+            self._add(prompt + TOKENS_PER_MESSAGE, prompting.count_tokens(completion) if completion else 0,
+                      "tiktoken" if prompting.llm_encoding() is not None else "estimate")
+        self.uncounted.clear()
+        return UsageData(prompt_tokens=self.prompt_tokens, completion_tokens=self.completion_tokens,
+                         total_tokens=self.prompt_tokens + self.completion_tokens, source=self.source)
+
+    def _add(self, prompt_tokens: int, completion_tokens: int, source: str) -> None:
         self.prompt_tokens += prompt_tokens
         self.completion_tokens += completion_tokens
-        # One counted call makes the sum partly counted: say the less exact source.
-        order = ("none", "provider", "tiktoken", "estimate")
-        self.source = max(self.source, source, key=order.index)
-
-
-# OpenAI's accounting of a chat prompt: each message costs its content and 3 tokens, the reply's priming 3.
-TOKENS_PER_MESSAGE = 3
-
-
-def counted_usage(messages: list[dict[str, str]], completion: str) -> tuple[int, int, str]:
-    """Prompt and completion tokens counted here, for servers that report none: (prompt, completion, source)."""
-    prompt = sum(prompting.count_tokens(m["content"]) + TOKENS_PER_MESSAGE for m in messages) + TOKENS_PER_MESSAGE
-    source = "tiktoken" if prompting.llm_encoding() is not None else "estimate"
-    return prompt, prompting.count_tokens(completion) if completion else 0, source
+        self.source = max(self.source, source, key=SOURCES.index)
 
 
 class OpenAIChat:
@@ -144,9 +159,9 @@ class OpenAIChat:
             ) from error
         if usage is not None:
             if reported is not None:
-                usage.add(reported.prompt_tokens, reported.completion_tokens, "provider")
+                usage.reported(reported.prompt_tokens, reported.completion_tokens)
             else:
-                usage.add(*counted_usage(messages, "".join(parts)))
+                usage.unreported(messages, "".join(parts))
 
     def complete(self, messages: list[dict[str, str]], *, usage: Usage | None = None) -> str:
         return "".join(self.stream(messages, usage=usage))

@@ -158,7 +158,7 @@ def _filters_for(user, model: str) -> Filters | None:
 
 
 def _usage(result: services.Result) -> dict:
-    usage = result["usage"]
+    usage = result["usage"].totals()
     return {key: usage[key] for key in ("prompt_tokens", "completion_tokens", "total_tokens")}
 
 

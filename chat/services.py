@@ -51,16 +51,6 @@ class Token(TypedDict):
     text: str
 
 
-class UsageData(TypedDict):
-    """Tokens the language model spent on an answer (all 0 when none was asked), and how they were known:
-    ``provider`` (reported by the model's server), ``tiktoken`` or ``estimate`` (counted here), ``none``."""
-
-    prompt_tokens: int
-    completion_tokens: int
-    total_tokens: int
-    source: str
-
-
 class Result(TypedDict):
     """The end of ``answer()``: the whole text and the passages it was given and cites (1-based)."""
 
@@ -72,7 +62,8 @@ class Result(TypedDict):
     backend: str
     # False when the relevance gate found nothing relevant: then ``content`` is NOTHING_FOUND, no passage.
     found: bool
-    usage: UsageData
+    # The language model's tokens (chat.llm.Usage: ``totals()`` counts what its server did not report).
+    usage: llms.Usage
 
 
 class Done(TypedDict):
@@ -231,8 +222,7 @@ def answer(
     yield Result(
         type="result", content=content, error=error, hits=hits, backend=model.name,
         cited=cited_indexes(content, len(hits)), found=bool(hits),
-        usage=UsageData(prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
-                        total_tokens=usage.total_tokens, source=usage.source),
+        usage=usage,
     )
 
 

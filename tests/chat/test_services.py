@@ -172,15 +172,16 @@ def test_the_answer_reports_the_tokens_the_server_counted(openai_llm, user, libr
     assert result["type"] == "result"
     prompt = openai_llm.last_messages
     words = sum(len(m["content"].split()) for m in prompt)  # what the loopback server reports
-    assert result["usage"] == {"prompt_tokens": words, "completion_tokens": 4, "total_tokens": words + 4,
-                               "source": "provider"}
+    assert result["usage"].totals() == {
+        "prompt_tokens": words, "completion_tokens": 4, "total_tokens": words + 4, "source": "provider"}
 
 
 def test_without_a_reported_usage_the_tokens_are_counted_here(openai_llm, user, library):
     openai_llm.stream_usage = False  # a server that ignores stream_options
     openai_llm.reply_text = "Twenty-five vacation days [1]."
     result = list(services.answer(user=user, question="How many vacation days?", history=[]))[-1]
-    usage = result["usage"]
+    assert result["usage"].uncounted  # counted only when asked (the page never asks)
+    usage = result["usage"].totals()
     expected = sum(prompting.count_tokens(m["content"]) + 3 for m in openai_llm.last_messages) + 3
     assert usage["prompt_tokens"] == expected and usage["completion_tokens"] == prompting.count_tokens(
         "Twenty-five vacation days [1].")
@@ -193,12 +194,13 @@ def test_a_follow_ups_usage_adds_the_rewrite_to_the_answer(openai_llm, user, lib
     result = list(services.answer(user=user, question="When do they expire?", history=history))[-1]
     rewrite, answer = openai_llm.chat_messages
     words = sum(len(m["content"].split()) for m in rewrite + answer)
-    assert result["usage"]["prompt_tokens"] == words and result["usage"]["completion_tokens"] == 3 + 3
+    usage = result["usage"].totals()
+    assert usage["prompt_tokens"] == words and usage["completion_tokens"] == 3 + 3 and usage["source"] == "provider"
 
 
 def test_extractive_answers_and_nothing_found_spend_no_tokens(extractive, user, library):
     for question in ("How many vacation days?", "xylophone quarterly zeppelin"):
-        usage = list(services.answer(user=user, question=question, history=[]))[-1]["usage"]
+        usage = list(services.answer(user=user, question=question, history=[]))[-1]["usage"].totals()
         assert usage == {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0, "source": "none"}
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cache
 from typing import TYPE_CHECKING, TypedDict, cast
@@ -17,6 +17,7 @@ from core.text import provider_message
 from documents.search import Hit
 
 if TYPE_CHECKING:
+    from openai import Stream
     from openai.types.chat import ChatCompletionChunk, ChatCompletionMessageParam
 
 logger = logging.getLogger(__name__)
@@ -97,7 +98,7 @@ class OpenAIChat:
         # Asking for the server's token count (stream_options.include_usage) until it refuses the option.
         self.ask_usage = True
 
-    def _create(self, messages: list[dict[str, str]]) -> object:
+    def _create(self, messages: list[dict[str, str]]) -> Stream[ChatCompletionChunk]:
         """The streamed completion; once more without ``stream_options`` from a server that refuses it."""
         import openai
 
@@ -126,8 +127,7 @@ class OpenAIChat:
         parts: list[str] = []
         reported = None
         try:
-            response = cast("Iterable[ChatCompletionChunk]", self._create(messages))
-            for chunk in response:
+            for chunk in self._create(messages):
                 if chunk.usage is not None:
                     reported = chunk.usage
                 if chunk.choices and chunk.choices[0].delta.content:

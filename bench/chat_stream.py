@@ -126,6 +126,12 @@ async def _llm_app(scope, receive, send):
             await asyncio.sleep(_LLMState.delay)
         await send(event({"content": token}))
     await send(event({}, "stop"))
+    if (request.get("stream_options") or {}).get("include_usage"):  # as OpenAI, vLLM and Ollama do
+        usage = {"prompt_tokens": 1, "completion_tokens": len(tokens), "total_tokens": len(tokens) + 1}
+        chunk = {"id": ident, "object": "chat.completion.chunk", "created": created, "model": model,
+                 "choices": [], "usage": usage}
+        await send({"type": "http.response.body", "body": f"data: {json.dumps(chunk)}\n\n".encode(),
+                    "more_body": True})
     await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False})
 
 

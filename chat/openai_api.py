@@ -2,6 +2,13 @@
 
 Any OpenAI client works against it unchanged (``base_url=".../v1"``, the API token as api_key);
 answers carry a top-level ``citations`` list.
+
+``usage`` is what the language model spent on the answer (a follow-up's rewrite included): the counts
+its server reported, or, from a server that reports none, counted here with tiktoken's cl100k_base
+when it is in tiktoken's local cache, else with chat.prompting's estimate. Streamed, it comes as
+OpenAI sends it: in a last chunk without choices when the request asks for
+``stream_options: {"include_usage": true}``. Without a language model (extractive answers) or when
+nothing relevant was found, no model was asked: all counts are 0.
 """
 
 from __future__ import annotations
@@ -37,10 +44,15 @@ class ChatMessage(Schema):
     content: str | list | None = None
 
 
+class StreamOptions(Schema):
+    include_usage: bool = False
+
+
 class ChatCompletionRequest(Schema):
     model: str = DEFAULT_MODEL
     messages: list[ChatMessage]
     stream: bool = False
+    stream_options: StreamOptions | None = None
     temperature: float | None = None
     max_tokens: int | None = None
 
@@ -145,6 +157,11 @@ def _filters_for(user, model: str) -> Filters | None:
     return Filters(collections=(pk,))
 
 
+def _usage(result: services.Result) -> dict:
+    usage = result["usage"].totals()
+    return {key: usage[key] for key in ("prompt_tokens", "completion_tokens", "total_tokens")}
+
+
 def _citations(result: services.Result) -> list[dict]:
     hits = result["hits"]
     return [
@@ -200,7 +217,7 @@ def chat_completions(request, body: ChatCompletionRequest):
             "id": completion_id, "object": "chat.completion", "created": created, "model": body.model,
             "choices": [{"index": 0, "finish_reason": "stop",
                          "message": {"role": "assistant", "content": result["content"]}}],
-            "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+            "usage": _usage(result),
             "citations": _citations(result),
         })
 
@@ -210,9 +227,14 @@ def chat_completions(request, body: ChatCompletionRequest):
     if first is not None and first["type"] == "result" and first["error"]:
         return _error(502, first["error"], "api_error", retry=False)
 
-    def chunk(delta: dict, finish: str | None = None, **extra) -> str:
+    include_usage = body.stream_options is not None and body.stream_options.include_usage
+
+    def chunk(delta: dict | None, finish: str | None = None, **extra) -> str:
+        choices = [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": finish}]
         payload = {"id": completion_id, "object": "chat.completion.chunk", "created": created,
-                   "model": body.model, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra}
+                   "model": body.model, "choices": choices, **extra}
+        if include_usage:  # as OpenAI: null in every chunk but the last, which has no choices
+            payload.setdefault("usage", None)
         return f"data: {json.dumps(payload)}\n\n"
 
     def events():
@@ -228,6 +250,8 @@ def chat_completions(request, body: ChatCompletionRequest):
                     return
                 else:
                     yield chunk({}, "stop", citations=_citations(event))
+                    if include_usage:
+                        yield chunk(None, usage=_usage(event))
                 event = next(generator, None)
             yield "data: [DONE]\n\n"
         finally:  # a client that hangs up also ends the model's stream

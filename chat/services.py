@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Generator
+from dataclasses import dataclass
 from typing import Any, Literal, NotRequired, TypedDict
 
 from django.conf import settings
 from django.db import connection, transaction
 from django.urls import reverse
 
-from chat import extractive, prompting
+from chat import extractive, followups, prompting
 from chat import llm as llms
 from chat.models import Citation, Conversation, Message
 from chat.prompting import Turn
@@ -61,6 +62,8 @@ class Result(TypedDict):
     backend: str
     # False when the relevance gate found nothing relevant: then ``content`` is NOTHING_FOUND, no passage.
     found: bool
+    # The language model's tokens (chat.llm.Usage: ``totals()`` counts what its server did not report).
+    usage: llms.Usage
 
 
 class Done(TypedDict):
@@ -126,18 +129,40 @@ def history_of(conversation: Conversation, *, before: Message | None = None) -> 
     return [{"role": m.role, "content": m.content} for m in messages.only("role", "content")]
 
 
-def standalone_query(*, model: llms.OpenAIChat | llms.Extractive, question: str, history: list[Turn]) -> str:
-    """Rewrite a follow-up into a standalone query with the history (only with a real LLM)."""
-    if not history or not isinstance(model, llms.OpenAIChat):
-        return question
-    release_connection()  # the rewrite is a model call too
-    try:
-        rewritten = model.complete(prompting.build_rewrite_messages(question=question, history=history))
-        rewritten = rewritten.strip().strip('"').strip()  # models like to quote the query
-    except llms.LLMError:
-        logger.warning("query rewriting failed; searching with the question as asked")
-        return question
-    return rewritten[:500] or question
+@dataclass(frozen=True)
+class Search:
+    """What retrieval is asked for a question: the query, and the subject a follow-up carries ("" if none)."""
+
+    query: str
+    subject: str = ""
+
+
+def standalone_query(
+    *, model: llms.OpenAIChat | llms.Extractive, question: str, history: list[Turn],
+    usage: llms.Usage | None = None,
+) -> Search:
+    """The search for ``question``: as asked, unless it is a follow-up (chat.followups).
+
+    A follow-up is rewritten into a standalone query by the language model when there is one (a model
+    call: only for follow-ups, so that a question that stands on its own costs none before the gate);
+    without one, or when the rewrite fails, it is searched with the conversation's subject.
+    """
+    carried = followups.follow_up(question, history) if history else None
+    if carried is None:
+        return Search(question)
+    if isinstance(model, llms.OpenAIChat):
+        release_connection()  # the rewrite is a model call too
+        try:
+            rewritten = model.complete(
+                prompting.build_rewrite_messages(question=question, history=history), usage=usage,
+            )
+            rewritten = rewritten.strip().strip('"').strip()[:500]  # models like to quote the query
+        except llms.LLMError:
+            logger.warning("query rewriting failed; searching with the conversation's subject")
+        else:
+            if rewritten:
+                return Search(rewritten)
+    return Search(carried.query, carried.subject)
 
 
 def citation_json(citation: Citation) -> CitationData:
@@ -163,18 +188,21 @@ def answer(
     NOTHING_FOUND, without passages and without asking the model.
     """
     model = llms.get_llm()
-    query = standalone_query(model=model, question=question, history=history)
+    usage = llms.Usage()
+    search = standalone_query(model=model, question=question, history=history, usage=usage)
     parts: list[str] = []
     error = ""
     hits: list[retrieval.Hit] = []
     try:
-        hits = retrieval.search(user=user, query=query, k=settings.RETRIEVAL_K, filters=filters)
+        hits = retrieval.search(user=user, query=search.query, k=settings.RETRIEVAL_K, filters=filters)
     except EmbeddingError as failure:  # the query could not be embedded: say so rather than guess
         logger.warning("retrieval failed: %s (%s)", failure, failure.detail)
         error = f"The documents could not be searched: {failure}"
-    found = extractive.is_relevant(query, hits)
+    found = extractive.is_relevant(search.query, hits)
     # Past the gate, the passages a signal marks as about the query (at least the best one).
     hits = ([hit for hit in hits if hit.relevant] or hits[:1]) if found else []
+    if search.subject:  # a follow-up searched with its subject: not the passages of other subjects
+        hits = followups.on_subject(hits, search.subject)
     if not hits and not error:
         parts.append(NOTHING_FOUND)
         yield Token(type="token", text=NOTHING_FOUND)
@@ -185,7 +213,7 @@ def answer(
         hits = prompting.fit_hits(hits, prompting.passages_budget())
         messages = prompting.build_messages(question=question, history=history, hits=hits)
         try:
-            for text in model.stream(messages, hits=hits):
+            for text in model.stream(messages, hits=hits, usage=usage):
                 parts.append(text)
                 yield Token(type="token", text=text)
         except llms.LLMError as failure:
@@ -194,6 +222,7 @@ def answer(
     yield Result(
         type="result", content=content, error=error, hits=hits, backend=model.name,
         cited=cited_indexes(content, len(hits)), found=bool(hits),
+        usage=usage,
     )
 
 

@@ -12,9 +12,9 @@ Endpoints (under ``/v1``):
   default) unless the request names ``dimensions``. ``server.embedding_for(text)`` gives the expected vector.
 - ``POST /v1/chat/completions``: ``stream: false`` answers one ``chat.completion``; ``stream: true`` answers
   server-sent events (a role chunk, one chunk per token of ``reply_text``, a final chunk with
-  ``finish_reason``, a usage chunk if ``stream_options.include_usage``, then ``data: [DONE]``), sent with
-  chunked transfer encoding, ``stream_delay`` seconds apart. The received messages are kept in
-  ``server.chat_messages`` (one list per request; ``server.last_messages`` is the latest).
+  ``finish_reason``, a usage chunk if ``stream_options.include_usage`` (unless ``stream_usage`` is off), then
+  ``data: [DONE]``), sent with chunked transfer encoding, ``stream_delay`` seconds apart. The received
+  messages are kept in ``server.chat_messages`` (one list per request; ``server.last_messages`` is the latest).
 - ``GET /v1/models``: the ids in ``server.models``.
 
 Scripted failures, consumed one per request (any endpoint), in order, before normal answers resume::
@@ -141,6 +141,7 @@ class OpenAIServer:
         self.strict_dimensions = True  # 400 for `dimensions` on a model other than text-embedding-3-*
         self.stream_delay = 0.0  # seconds between streamed chunks
         self.finish_reason = "stop"
+        self.stream_usage = True  # False: ignore stream_options.include_usage, as some compatible servers do
         self.requests: list[RecordedRequest] = []
         self.chat_messages: list[list[dict]] = []
         self._script: deque[Step] = deque()
@@ -397,7 +398,7 @@ class _Handler(BaseHTTPRequestHandler):
         events = [chunk({"role": "assistant", "content": ""})]
         events += [chunk({"content": token}) for token in tokens]
         events.append(chunk({}, self.state.finish_reason))
-        if (body.get("stream_options") or {}).get("include_usage"):
+        if (body.get("stream_options") or {}).get("include_usage") and self.state.stream_usage:
             events.append({**chunk({}), "choices": [], "usage": usage})
         self.send_response(200)
         self.send_header("content-type", "text/event-stream; charset=utf-8")

@@ -110,3 +110,23 @@ def test_extractive_answer_quotes_matching_sentences_with_their_passage_numbers(
     assert "> Unused vacation days expire in March. [2]" in answer
     assert "kitchen" not in answer
     assert answer.endswith(llm.NO_LLM_NOTE) and "No language model is configured" in llm.NO_LLM_NOTE
+
+
+def test_a_server_that_refuses_stream_options_is_asked_without_them(openai_llm):
+    openai_llm.fail(400, message="Unrecognized request argument supplied: stream_options")
+    model = llm.get_llm()
+    usage = llm.Usage()
+    assert "".join(model.stream(MESSAGES, usage=usage)) == openai_llm.reply_text
+    first, second = openai_llm.requests_to("/chat/completions")
+    assert "stream_options" in first.body and "stream_options" not in second.body
+    totals = usage.totals()
+    assert totals["source"] in ("tiktoken", "estimate") and totals["completion_tokens"] > 0  # counted here
+    "".join(model.stream(MESSAGES))
+    assert "stream_options" not in openai_llm.requests_to("/chat/completions")[-1].body  # remembered
+
+
+def test_other_bad_requests_are_not_retried(openai_llm):
+    openai_llm.fail(400, message="Bad input")
+    with pytest.raises(llm.LLMError, match=r"HTTP 400: Bad input"):
+        list(llm.get_llm().stream(MESSAGES))
+    assert len(openai_llm.requests_to("/chat/completions")) == 1

@@ -135,13 +135,68 @@ def test_history_goes_into_the_prompt_of_the_next_question(openai_llm, conversat
     assert roles == [("user", "How many vacation days?"), ("assistant", "Twenty-five vacation days [1].")]
 
 
-def test_a_failed_rewrite_falls_back_to_the_question_as_asked(openai_llm, conversation, library, searches):
-    Message.objects.create(conversation=conversation, role="user", content="Hello")
+def test_a_failed_rewrite_falls_back_to_the_subject_and_the_question(openai_llm, conversation, library, searches):
+    Message.objects.create(conversation=conversation, role="user", content="How many vacation days do we get?")
     openai_llm.fail(400, message="Bad input")  # the rewrite fails; the answer request succeeds
-    openai_llm.reply_text = "Twenty-five days [1]."
-    done = run(conversation, "How many vacation days do employees get?")
-    assert searches == ["How many vacation days do employees get?"]
+    openai_llm.reply_text = "In March [1]."
+    done = run(conversation, "When do they expire?")
+    assert len(openai_llm.requests_to("/chat/completions")) == 2  # the rewrite was tried
+    assert searches == ["How many vacation days do we get? When do they expire?"]
     assert done["error"] == "" and done["citations"][0]["document_id"] == library["vacation"].pk
+
+
+def test_a_question_that_stands_on_its_own_is_not_rewritten(openai_llm, conversation, library, searches):
+    Message.objects.create(conversation=conversation, role="user", content="Do laptops need disk encryption?")
+    openai_llm.reply_text = "Twenty-five days [1]."
+    run(conversation, "How many vacation days do employees get?")
+    assert searches == ["How many vacation days do employees get?"]
+    assert len(openai_llm.chat_messages) == 1  # the answer only
+
+
+def test_after_other_questions_nothing_relevant_still_asks_the_model_nothing(openai_llm, conversation, library):
+    run(conversation, "How many vacation days do employees get?")
+    openai_llm.reset()
+    done = run(conversation, "xylophone quarterly zeppelin")
+    assert done["content"] == services.NOTHING_FOUND and done["citations"] == []
+    assert openai_llm.requests == []
+
+
+def test_the_answer_reports_the_tokens_the_server_counted(openai_llm, user, library):
+    openai_llm.reply_text = "Twenty-five vacation days [1]."
+    result = list(services.answer(user=user, question="How many vacation days?", history=[]))[-1]
+    assert result["type"] == "result"
+    prompt = openai_llm.last_messages
+    words = sum(len(m["content"].split()) for m in prompt)  # what the loopback server reports
+    assert result["usage"].totals() == {
+        "prompt_tokens": words, "completion_tokens": 4, "total_tokens": words + 4, "source": "provider"}
+
+
+def test_without_a_reported_usage_the_tokens_are_counted_here(openai_llm, user, library):
+    openai_llm.stream_usage = False  # a server that ignores stream_options
+    openai_llm.reply_text = "Twenty-five vacation days [1]."
+    result = list(services.answer(user=user, question="How many vacation days?", history=[]))[-1]
+    assert result["usage"].uncounted  # counted only when asked (the page never asks)
+    usage = result["usage"].totals()
+    expected = sum(prompting.count_tokens(m["content"]) + 3 for m in openai_llm.last_messages) + 3
+    assert usage["prompt_tokens"] == expected and usage["completion_tokens"] == prompting.count_tokens(
+        "Twenty-five vacation days [1].")
+    assert usage["source"] == ("tiktoken" if prompting.llm_encoding() is not None else "estimate")
+
+
+def test_a_follow_ups_usage_adds_the_rewrite_to_the_answer(openai_llm, user, library):
+    openai_llm.reply_text = "vacation days expire"  # the rewrite, then the answer
+    history = [{"role": "user", "content": "How many vacation days do we get?"}]
+    result = list(services.answer(user=user, question="When do they expire?", history=history))[-1]
+    rewrite, answer = openai_llm.chat_messages
+    words = sum(len(m["content"].split()) for m in rewrite + answer)
+    usage = result["usage"].totals()
+    assert usage["prompt_tokens"] == words and usage["completion_tokens"] == 3 + 3 and usage["source"] == "provider"
+
+
+def test_extractive_answers_and_nothing_found_spend_no_tokens(extractive, user, library):
+    for question in ("How many vacation days?", "xylophone quarterly zeppelin"):
+        usage = list(services.answer(user=user, question=question, history=[]))[-1]["usage"].totals()
+        assert usage == {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0, "source": "none"}
 
 
 def test_without_a_language_model_the_follow_up_is_searched_as_asked(extractive, conversation, library, searches):

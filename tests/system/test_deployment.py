@@ -44,7 +44,8 @@ def test_every_environment_variable_is_in_the_readme():
 def test_compose_runs_db_redis_web_and_worker_with_documented_settings():
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     services = compose["services"]
-    assert set(services) == {"db", "redis", "web", "worker", "beat"}
+    assert {name for name, service in services.items() if not service.get("profiles")} == {
+        "db", "redis", "web", "worker", "beat"}
     assert services["db"]["image"].startswith("pgvector/pgvector:pg17")
     assert all("healthcheck" in service for service in services.values())
     assert services["worker"]["command"][:3] == ["celery", "-A", "ragsite"]
@@ -55,6 +56,22 @@ def test_compose_runs_db_redis_web_and_worker_with_documented_settings():
     assert set(environment) <= known, set(environment) - known
     assert services["web"]["depends_on"]["db"]["condition"] == "service_healthy"
     assert "http://127.0.0.1:8000/healthz" in " ".join(services["web"]["healthcheck"]["test"])
+
+
+def test_the_ollama_profile_serves_the_model_the_readme_points_the_app_at():
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    ollama = compose["services"]["ollama"]
+    assert ollama["profiles"] == ["ollama"] and ollama["image"].startswith("ollama/ollama")
+    assert "ports" not in ollama and "healthcheck" in ollama  # reachable by the app only
+    assert int(ollama["environment"]["OLLAMA_CONTEXT_LENGTH"].split(":-")[1].rstrip("}")) > 6000
+    # The README's line that points the app at it: every variable it sets reaches the app's containers.
+    [line] = [line for line in README.splitlines() if "OPENAI_BASE_URL=http://ollama:11434/v1" in line]
+    assignments = dict(re.findall(r"\b([A-Z_]+)=(\S+)", line))
+    assert assignments["EMBEDDING_BACKEND"] == "local" and assignments["LLM_MODEL"]
+    for service in ("web", "worker"):
+        environment = compose["services"][service]["environment"]
+        assert all(f"${{{name}" in environment[name] for name in assignments), service
+    assert re.search(rf"ollama pull {re.escape(assignments['LLM_MODEL'])}\b", README)
 
 
 @pytest.mark.django_db

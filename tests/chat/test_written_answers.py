@@ -17,12 +17,9 @@ POLICY = "Employees receive twenty-five vacation days per year. Unused vacation 
 
 
 @pytest.fixture
-def llm(settings, openai_server):
-    settings.LLM_BACKEND = "openai"
-    settings.OPENAI_BASE_URL = openai_server.url
-    settings.OPENAI_API_KEY = "k"
+def llm(llm, settings):
     settings.LLM_MAX_RETRIES = 0
-    return openai_server
+    return llm
 
 
 @pytest.fixture

@@ -52,7 +52,7 @@ def alices(request, user, other_user):
     conversation = Conversation.objects.create(owner=user, collection=collection)
     list(services.ask(conversation=conversation, question="What about the salary?"))
     return {"collection": collection, "document": document, "chunk": document.chunks.get(),
-            "conversation": conversation}
+            "conversation": conversation, "token": ApiToken.issue(user=user, name="alice's")[0]}
 
 
 # (URL pattern as Django lists it, HTTP method, URL to call with Alice's ids, data to send)
@@ -64,6 +64,8 @@ PAGES = [
     ("chat/<int:pk>/", "get", "/chat/{conversation}/", None),
     ("chat/<int:pk>/ask/", "post", "/chat/{conversation}/ask/", {"question": "What is Alice's salary?"}),
     ("chat/<int:pk>/delete/", "post", "/chat/{conversation}/delete/", {}),
+    ("accounts/tokens/<int:pk>/revoke/", "get", "/accounts/tokens/{token}/revoke/", None),
+    ("accounts/tokens/<int:pk>/revoke/", "post", "/accounts/tokens/{token}/revoke/", {}),
     # ids in forms and query strings
     ("chat/new/", "post", "/chat/new/", {"collection": "{collection}"}),
 ]
@@ -126,6 +128,8 @@ def test_nothing_was_changed_by_the_attempts(client, other_user, alices):
     for _, method, url, data in PAGES:
         call(client, method, fill(url, alices), {k: fill(v, alices) for k, v in (data or {}).items()})
     alices["document"].refresh_from_db()
+    alices["token"].refresh_from_db()
+    assert alices["token"].revoked_at is None
     assert alices["document"].chunk_count == 1 and alices["document"].status == "ready"
     assert Conversation.objects.get(pk=alices["conversation"].pk).messages.count() == 2
 

@@ -50,6 +50,7 @@ urlpatterns = [
     path("accounts/password_change/done/", auth_views.PasswordChangeDoneView.as_view(), name="password_change_done"),
     path("documents/", include("documents.urls")),
     path("chat/", include("chat.urls")),
+    path("collections/", include("documents.collection_urls")),
     path("accounts/tokens/", include("core.urls")),
     path("api/v1/", api.urls),
     path("v1/", openai_api.urls),

@@ -52,7 +52,7 @@ def alices(request, user, other_user):
     conversation = Conversation.objects.create(owner=user, collection=collection)
     list(services.ask(conversation=conversation, question="What about the salary?"))
     return {"collection": collection, "document": document, "chunk": document.chunks.get(),
-            "conversation": conversation, "token": ApiToken.issue(user=user, name="alice's")[0]}
+            "conversation": conversation, "token": ApiToken.issue(user=user, name="alice's")[0], "alice": user}
 
 
 # (URL pattern as Django lists it, HTTP method, URL to call with Alice's ids, data to send)
@@ -66,6 +66,10 @@ PAGES = [
     ("chat/<int:pk>/delete/", "post", "/chat/{conversation}/delete/", {}),
     ("accounts/tokens/<int:pk>/revoke/", "get", "/accounts/tokens/{token}/revoke/", None),
     ("accounts/tokens/<int:pk>/revoke/", "post", "/accounts/tokens/{token}/revoke/", {}),
+    ("collections/<int:pk>/", "get", "/collections/{collection}/", None),
+    ("collections/<int:pk>/members/", "post", "/collections/{collection}/members/", {"member": "mallory"}),
+    ("collections/<int:pk>/members/<int:user_id>/remove/", "post",
+     "/collections/{collection}/members/{alice}/remove/", {}),
     # ids in forms and query strings
     ("chat/new/", "post", "/chat/new/", {"collection": "{collection}"}),
 ]
@@ -129,7 +133,7 @@ def test_nothing_was_changed_by_the_attempts(client, other_user, alices):
         call(client, method, fill(url, alices), {k: fill(v, alices) for k, v in (data or {}).items()})
     alices["document"].refresh_from_db()
     alices["token"].refresh_from_db()
-    assert alices["token"].revoked_at is None
+    assert alices["token"].revoked_at is None and not alices["collection"].members.exists()
     assert alices["document"].chunk_count == 1 and alices["document"].status == "ready"
     assert Conversation.objects.get(pk=alices["conversation"].pk).messages.count() == 2
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.base_user import AbstractBaseUser
@@ -13,6 +14,9 @@ from django.utils import timezone
 
 from audit import services as audit
 from core.models import ApiToken
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User  # AUTH_USER_MODEL: what get_user_model() gives
 
 # How many active tokens one person may hold: enough for every machine and script, not a table to flood.
 MAX_ACTIVE_TOKENS = 50
@@ -35,7 +39,7 @@ def clean_token_name(name: str) -> str:
 
 @transaction.atomic
 def token_create(
-    *, user: AbstractBaseUser, name: str = "", actor: AbstractBaseUser | AnonymousUser | None = None
+    *, user: User, name: str = "", actor: AbstractBaseUser | AnonymousUser | None = None
 ) -> tuple[ApiToken, str]:
     """A new token for ``user`` and its secret, which is returned here once and never stored (only its hash)."""
     name = clean_token_name(name)
@@ -45,7 +49,7 @@ def token_create(
     return ApiToken.issue(user=user, name=name, actor=actor)
 
 
-def check_token_limit(*, user: AbstractBaseUser) -> None:
+def check_token_limit(*, user: User) -> None:
     """TokenRefused when ``user`` already holds the most active tokens one may."""
     if ApiToken.objects.filter(user=user, revoked_at__isnull=True).count() >= MAX_ACTIVE_TOKENS:
         raise TokenRefused(

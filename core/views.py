@@ -32,10 +32,12 @@ class TokenCreateForm(forms.Form):
 @require_http_methods(["GET", "POST"])
 def token_list(request: HttpRequest) -> HttpResponse:
     """GET: the caller's tokens and the form. POST: create one, and show its secret in this response only."""
+    user = request.user
+    assert user.is_authenticated  # login_required
     form = TokenCreateForm(request.POST if request.method == "POST" else None)
     if form.is_bound and form.is_valid():
         try:
-            token, raw = services.token_create(user=request.user, name=form.cleaned_data["name"], actor=request.user)
+            token, raw = services.token_create(user=user, name=form.cleaned_data["name"], actor=user)
         except services.TokenRefused as error:
             form.add_error(None, str(error))
         else:

@@ -180,6 +180,7 @@ def test_a_member_sees_the_owner_read_only_and_cannot_change_members(client, use
     page = client.get(f"/collections/{collection.pk}/").content.decode()
     assert "Owned by <strong>alice</strong>" in page
     assert 'id="member-form"' not in page and "Remove" not in page
+    assert "mallory" not in page  # who else reads it is the owner's to know
     added = client.post(f"/collections/{collection.pk}/members/", {"member": "nobody-else"})
     removed = client.post(f"/collections/{collection.pk}/members/{other_user.pk}/remove/")
     assert added.status_code == removed.status_code == 403

@@ -79,6 +79,12 @@ API = [
     ("api/v1/documents/<document_id>/cancel", "post", "/api/v1/documents/{document}/cancel", None),
     ("api/v1/documents/<document_id>/reingest", "post", "/api/v1/documents/{document}/reingest", None),
     ("api/v1/search", "get", "/api/v1/search?q=salary&collection={collection}", None),
+    ("api/v1/collections/<collection_id>", "get", "/api/v1/collections/{collection}", None),
+    ("api/v1/collections/<collection_id>/members", "get", "/api/v1/collections/{collection}/members", None),
+    ("api/v1/collections/<collection_id>/members", "post", "/api/v1/collections/{collection}/members",
+     {"member": "mallory"}),
+    ("api/v1/collections/<collection_id>/members/<user_id>", "delete",
+     "/api/v1/collections/{collection}/members/{alice}", None),
 ]
 
 
@@ -104,6 +110,8 @@ def call(client, method, url, data, **headers):
         return client.get(url, **headers)
     if method == "delete":
         return client.delete(url, **headers)
+    if url.startswith("/api/"):
+        return client.post(url, data or {}, content_type="application/json", **headers)
     return client.post(url, data or {}, **headers)
 
 
@@ -123,6 +131,7 @@ def test_pages_answer_404_to_another_user(client, other_user, alices, pattern, m
 @pytest.mark.parametrize(("pattern", "method", "url", "data"), API, ids=[f"{r[1]} {r[2]}" for r in API])
 def test_api_answers_404_to_another_users_token(client, other_user, alices, pattern, method, url, data):
     raw = ApiToken.issue(user=other_user)[1]
+    data = {key: fill(value, alices) for key, value in (data or {}).items()}
     response = call(client, method, fill(url, alices), data, HTTP_AUTHORIZATION=f"Bearer {raw}")
     assert response.status_code == 404
 

@@ -7,6 +7,7 @@ from typing import Any
 from django.shortcuts import get_object_or_404
 from ninja import Router, Schema, Status
 
+from core import ratelimit
 from documents import sharing
 from documents.models import Collection
 from documents.selectors import collection_for_user
@@ -95,13 +96,17 @@ def list_members(request, collection_id: int):
 
 
 @router.post(
-    "/{collection_id}/members", response={201: MemberOut, 403: Problem, 400: Problem, 404: Problem, 409: Problem}
+    "/{collection_id}/members",
+    response={201: MemberOut, 403: Problem, 400: Problem, 404: Problem, 409: Problem, 429: Problem},
 )
 def add_member(request, collection_id: int, body: MemberIn):
     """Share the collection with a user, by username or e-mail (its owner only)."""
     collection, is_owner = collection_for_user(request.user, collection_id)
     if not is_owner:
         return Status(403, {"detail": sharing.owners_only("add members")})
+    allowed, retry_after = ratelimit.hit("share", request.user)
+    if not allowed:
+        return ratelimit.refused(request, "share", retry_after)
     try:
         member = sharing.member_add(collection=collection, identifier=body.member, actor=request.user)
     except sharing.SharingRefused as refused:

@@ -9,7 +9,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
-from core import http
+from core import http, ratelimit
 from documents import sharing
 from documents.selectors import collection_for_user
 
@@ -64,6 +64,9 @@ def member_add(request: HttpRequest, pk: int) -> HttpResponse:
     if not is_owner:
         return http.error_response(403, sharing.owners_only("add members"), json=False, request=request)
     identifier = request.POST.get("member", "")
+    allowed, retry_after = ratelimit.hit("share", request.user)
+    if not allowed:
+        return ratelimit.refused(request, "share", retry_after)
     try:
         member = sharing.member_add(collection=collection, identifier=identifier, actor=request.user)
     except sharing.SharingRefused as refused:

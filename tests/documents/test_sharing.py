@@ -252,3 +252,25 @@ def test_the_counts_on_the_page_are_right(client, user, bob, collection):
     assert (listed.document_count, listed.member_count) == (2, 1)
     (as_bob,) = sharing.collections_for_user(user=bob)
     assert as_bob.pk == collection.pk
+
+
+def test_attempts_to_add_members_are_rate_limited_on_the_page_and_the_api(client, user, bob, collection, settings):
+    from core.models import ApiToken
+
+    settings.RATE_LIMITS = {**settings.RATE_LIMITS, "share": "2/h"}
+    client.force_login(user)
+    url = f"/collections/{collection.pk}/members/"
+    assert client.post(url, {"member": "nobody"}).status_code == 404  # a miss counts: probing is what is limited
+    assert client.post(url, {"member": "bob"}).status_code == 302
+    refused = client.post(url, {"member": "mallory"})
+    assert refused.status_code == 429 and int(refused["Retry-After"]) > 0
+    assert "Too many attempts to add members: the limit is 2 per hour." in refused.content.decode()
+    raw = ApiToken.issue(user=user)[1]
+    api = client.post(
+        f"/api/v1/collections/{collection.pk}/members",
+        {"member": "mallory"},
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {raw}",
+    )
+    assert api.status_code == 429 and api.json()["detail"].startswith("Too many attempts to add members")
+    assert list(collection.members.all()) == [bob]

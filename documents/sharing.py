@@ -18,6 +18,7 @@ from django.db.models import Count, IntegerField, OuterRef, QuerySet, Subquery, 
 from django.db.models.functions import Coalesce
 
 from audit import services as audit
+from core.text import without_surrogates
 from documents.models import Collection, Document
 
 NAME_MAX_LENGTH = 200
@@ -73,6 +74,8 @@ def clean_collection_name(name: str) -> str:
     name = (name or "").strip()
     if not name:
         raise InvalidName("Give the collection a name.")
+    if without_surrogates(name) != name:  # a lone surrogate ("\ud800" in JSON) is no text PostgreSQL can store
+        raise InvalidName("A collection's name must be valid text (UTF-8).")
     if len(name) > NAME_MAX_LENGTH:
         raise InvalidName(f"A collection's name can have at most {NAME_MAX_LENGTH} characters.")
     if re.search(r"[\x00-\x1f\x7f]", name):  # PostgreSQL text cannot hold NUL; no name needs the others
@@ -83,7 +86,7 @@ def clean_collection_name(name: str) -> str:
 def collection_create(*, owner: Any, name: str, description: str = "") -> Collection:
     """A new collection owned by ``owner``; NameTaken if they already have one of that name."""
     name = clean_collection_name(name)
-    description = (description or "").replace("\x00", "").strip()[:2000]
+    description = without_surrogates((description or "").replace("\x00", "")).strip()[:2000]
     try:
         with transaction.atomic():
             collection = Collection.objects.create(owner=owner, name=name, description=description)
@@ -95,7 +98,7 @@ def collection_create(*, owner: Any, name: str, description: str = "") -> Collec
 
 def find_user(identifier: str) -> Any:
     """The active user whose username is ``identifier``, or else whose e-mail it is (any case); NoSuchUser."""
-    identifier = (identifier or "").replace("\x00", "").strip()
+    identifier = without_surrogates((identifier or "").replace("\x00", "")).strip()
     if not identifier or len(identifier) > 254:
         raise NoSuchUser()
     users = get_user_model().objects.filter(is_active=True)

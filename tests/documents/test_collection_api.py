@@ -71,3 +71,24 @@ def test_the_list_and_create(client, user, bob, collection):
         client.post("/api/v1/collections", {"name": "a\x00"}, content_type="application/json", **headers).status_code
         == 400
     )
+
+
+def test_text_postgresql_cannot_store_is_a_clear_error_not_a_500(client, user, collection):
+    headers = bearer(user)
+    for name in ("\ud800", "Board\x00"):
+        response = client.post("/api/v1/collections", {"name": name}, content_type="application/json", **headers)
+        assert response.status_code == 400, name
+    lone = client.post(
+        f"/api/v1/collections/{collection.pk}/members",
+        {"member": "bob\ud800"},
+        content_type="application/json",
+        **headers,
+    )
+    assert lone.status_code == 404 and lone.json() == {"detail": "No user with that username or e-mail."}
+    described = client.post(
+        "/api/v1/collections",
+        {"name": "Notes", "description": "a\ud800b\x00c"},
+        content_type="application/json",
+        **headers,
+    )
+    assert described.status_code == 201 and described.json()["description"] == "abc"

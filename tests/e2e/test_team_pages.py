@@ -56,6 +56,11 @@ def test_an_owner_creates_a_collection_and_adds_and_removes_a_member(signed_in_p
     collection = Collection.objects.get(name="Team handbook")
     assert list(collection.members.all()) == [other_user]
 
+    page.once("dialog", lambda dialog: dialog.dismiss())  # asked first: dismissing keeps the member
+    page.get_by_role("button", name="Remove mallory").click()
+    expect(page.locator("#members")).to_contain_text("mallory")
+    assert collection.members.exists()
+    page.once("dialog", lambda dialog: dialog.accept())
     page.get_by_role("button", name="Remove mallory").click()
     expect(page.locator(".message.success")).to_have_text("mallory can no longer read “Team handbook”.")
     expect(page.locator("#members")).not_to_contain_text("mallory")
@@ -86,6 +91,10 @@ def test_a_user_creates_a_token_sees_it_once_and_revokes_it(signed_in_page, scre
     page.get_by_role("button", name="Create token").click()
     secret = page.locator("#raw-token").input_value()
     assert secret.startswith("rag_") and len(secret) > 40
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    page.get_by_role("button", name="Copy").click()
+    expect(page.get_by_role("button", name="Copied")).to_be_visible()
+    assert page.evaluate("navigator.clipboard.readText()") == secret
     assert_fits(page)
     token = ApiToken.objects.get(user=user)
     assert token.name == "laptop scripts"

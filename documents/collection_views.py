@@ -18,14 +18,14 @@ from documents.selectors import collection_for_user
 @require_http_methods(["GET", "POST"])
 def collection_list(request: HttpRequest) -> HttpResponse:
     """GET: the caller's collections. POST: create one (name, description) and open its page."""
-    error = ""
+    error, status = "", 200
     if request.method == "POST":
         try:
             collection = sharing.collection_create(
                 owner=request.user, name=request.POST.get("name", ""), description=request.POST.get("description", "")
             )
         except sharing.SharingRefused as refused:
-            error = str(refused)
+            error, status = str(refused), refused.status_code
         else:
             messages.success(request, f"Created the collection “{collection.name}”.")
             return redirect("collections:detail", pk=collection.pk)
@@ -35,7 +35,7 @@ def collection_list(request: HttpRequest) -> HttpResponse:
         "name": request.POST.get("name", ""),
         "description": request.POST.get("description", ""),
     }
-    return render(request, "collections/list.html", context, status=400 if error else 200)
+    return render(request, "collections/list.html", context, status=status)
 
 
 def _detail(request: HttpRequest, pk: int, *, error: str = "", identifier: str = "", status: int = 200) -> HttpResponse:

@@ -138,7 +138,7 @@ def test_a_collection_is_created_from_the_page(client, user):
     collection = Collection.objects.get(owner=user, name="Board")
     assert response.status_code == 302 and response["Location"] == f"/collections/{collection.pk}/"
     again = client.post("/collections/", {"name": "Board"})
-    assert again.status_code == 400 and "You already have a collection named “Board”." in again.content.decode()
+    assert again.status_code == 409 and "You already have a collection named “Board”." in again.content.decode()
     assert client.post("/collections/", {"name": ""}).status_code == 400
 
 

@@ -1,4 +1,5 @@
-"""The audit trail: who uploaded, deleted, re-ingested, created a token or changed something in the admin."""
+"""The audit trail: who uploaded, deleted, re-ingested, created a token, shared a collection or changed something
+in the admin."""
 
 from django.conf import settings
 from django.db import models
@@ -18,6 +19,9 @@ class AuditEvent(models.Model):
         SIGN_IN = "sign_in", "Signed in"
         SIGN_IN_FAILED = "sign_in_failed", "Sign-in failed"
         SIGN_IN_THROTTLED = "sign_in_throttled", "Sign-in refused: too many failures"
+        COLLECTION_CREATED = "collection_created", "Collection created"
+        MEMBER_ADDED = "member_added", "Member added to a collection"
+        MEMBER_REMOVED = "member_removed", "Member removed from a collection"
 
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     actor = models.ForeignKey(

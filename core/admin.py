@@ -2,20 +2,44 @@
 
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth import admin as auth_admin
 from django.contrib.auth import get_user_model
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
-from django.utils import timezone
 
-from audit import services as audit
+from core import services
 from core.models import ApiToken
+
+
+class ApiTokenForm(forms.ModelForm):
+    """The service's rules (name, the most active tokens one may hold) as form errors, not a failed save."""
+
+    class Meta:
+        model = ApiToken
+        fields = ("user", "name")
+
+    def clean_name(self) -> str:
+        try:
+            return services.clean_token_name(self.cleaned_data.get("name", ""))
+        except services.TokenRefused as error:
+            raise forms.ValidationError(str(error)) from error
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        if self.instance.pk is None and cleaned.get("user") is not None:
+            try:
+                services.check_token_limit(user=cleaned["user"])
+            except services.TokenRefused as error:
+                raise forms.ValidationError(str(error)) from error
+        return cleaned
 
 
 @admin.register(ApiToken)
 class ApiTokenAdmin(admin.ModelAdmin):
+    form = ApiTokenForm
     list_display = ("prefix", "user", "name", "created_at", "last_used_at", "revoked_at")
     list_filter = ("revoked_at", "created_at")
     search_fields = ("user__username", "name", "prefix")
@@ -30,7 +54,7 @@ class ApiTokenAdmin(admin.ModelAdmin):
     def save_model(self, request: HttpRequest, obj: ApiToken, form: Any, change: bool) -> None:
         if change:
             return super().save_model(request, obj, form, change)
-        token, raw = ApiToken.issue(user=obj.user, name=obj.name, actor=request.user)
+        token, raw = services.token_create(user=obj.user, name=obj.name, actor=request.user)
         obj.__dict__.update(token.__dict__)
         # For response_add only (not a field of the model): never stored, never in a message (a cookie) or the session.
         vars(obj)["raw_token"] = raw
@@ -47,10 +71,8 @@ class ApiTokenAdmin(admin.ModelAdmin):
 
     @admin.action(description="Revoke selected tokens")
     def revoke(self, request: HttpRequest, queryset: QuerySet[ApiToken]) -> None:
-        tokens = list(queryset.filter(revoked_at__isnull=True))
-        count = queryset.filter(pk__in=[t.pk for t in tokens]).update(revoked_at=timezone.now())
-        for token in tokens:
-            audit.record(action="token_revoked", actor=request.user, target=token)
+        tokens = queryset.filter(revoked_at__isnull=True).select_related("user")
+        count = sum(services.token_revoke(token=token, actor=request.user) for token in tokens)
         self.message_user(request, f"Revoked {count} token(s).", messages.SUCCESS)
 
 

@@ -121,7 +121,8 @@ def message(action: str, retry_after: int) -> str:
     if found is None:  # only an action that has a limit is ever refused
         raise ValueError(f"No rate limit is set for {action!r}.")
     limit, window = found
-    what = {"chat": "questions", "upload": "uploads", "login_account": "failed sign-ins for this account",
+    what = {"chat": "questions", "upload": "uploads", "share": "attempts to add members",
+            "login_account": "failed sign-ins for this account",
             "login_ip": "failed sign-ins from your address"}.get(action, "requests")
     return f"Too many {what}: the limit is {limit} per {duration(window, exact=True)}. Try again in " \
            f"{duration(retry_after)}."

@@ -236,6 +236,8 @@ MEDIA_URL = "media/"
 RATE_LIMITS = {
     "chat": env_str("RATE_LIMIT_CHAT", "30/m"),  # questions per user (chat page and /v1/chat/completions)
     "upload": env_str("RATE_LIMIT_UPLOAD", "120/m"),  # files uploaded per user (page and API)
+    # Attempts to add a member to a collection per user (page and API): bounds probing who has an account.
+    "share": env_str("RATE_LIMIT_SHARE", "60/h"),
     # Failed sign-ins (/accounts/login/, /admin/login/) per account and per client address; beyond either,
     # even the right password waits until the window ends (core.signin).
     "login_account": env_str("RATE_LIMIT_LOGIN_ACCOUNT", "10/15m"),

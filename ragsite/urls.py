@@ -20,7 +20,8 @@ api = NinjaAPI(
     title="RAG chat API",
     version="1",
     description="Upload documents, follow their ingestion, and search them. "
-    "Authenticate with `Authorization: Bearer <token>` (create one with `python manage.py create_api_token USERNAME`).",
+    "Authenticate with `Authorization: Bearer <token>` (create one on the API tokens page, /accounts/tokens/, "
+    "or with `python manage.py create_api_token USERNAME`).",
     auth=BearerToken(),
     urls_namespace="api",
     # Swagger UI from ninja's own static files ("ninja" in INSTALLED_APPS), without its online validator's
@@ -29,6 +30,7 @@ api = NinjaAPI(
 )
 api.add_router("/documents", "documents.api.router")
 api.add_router("/search", "documents.search.api.router")
+api.add_router("/collections", "documents.collection_api.router")
 # An outage of the database or Redis is a clear 503 here too (django-ninja handles the API's exceptions
 # itself, before core.http.DatabaseUnavailableMiddleware would see them when DEBUG is on).
 for _error in (*http.DATABASE_ERRORS, *http.REDIS_ERRORS):
@@ -50,6 +52,8 @@ urlpatterns = [
     path("accounts/password_change/done/", auth_views.PasswordChangeDoneView.as_view(), name="password_change_done"),
     path("documents/", include("documents.urls")),
     path("chat/", include("chat.urls")),
+    path("collections/", include("documents.collection_urls")),
+    path("accounts/tokens/", include("core.urls")),
     path("api/v1/", api.urls),
     path("v1/", openai_api.urls),
     path("admin/login/", signin.throttled(admin.site.login)),  # before the admin's own, which it shadows

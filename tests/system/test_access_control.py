@@ -52,7 +52,7 @@ def alices(request, user, other_user):
     conversation = Conversation.objects.create(owner=user, collection=collection)
     list(services.ask(conversation=conversation, question="What about the salary?"))
     return {"collection": collection, "document": document, "chunk": document.chunks.get(),
-            "conversation": conversation}
+            "conversation": conversation, "token": ApiToken.issue(user=user, name="alice's")[0], "alice": user}
 
 
 # (URL pattern as Django lists it, HTTP method, URL to call with Alice's ids, data to send)
@@ -64,6 +64,12 @@ PAGES = [
     ("chat/<int:pk>/", "get", "/chat/{conversation}/", None),
     ("chat/<int:pk>/ask/", "post", "/chat/{conversation}/ask/", {"question": "What is Alice's salary?"}),
     ("chat/<int:pk>/delete/", "post", "/chat/{conversation}/delete/", {}),
+    ("accounts/tokens/<int:pk>/revoke/", "get", "/accounts/tokens/{token}/revoke/", None),
+    ("accounts/tokens/<int:pk>/revoke/", "post", "/accounts/tokens/{token}/revoke/", {}),
+    ("collections/<int:pk>/", "get", "/collections/{collection}/", None),
+    ("collections/<int:pk>/members/", "post", "/collections/{collection}/members/", {"member": "mallory"}),
+    ("collections/<int:pk>/members/<int:user_id>/remove/", "post",
+     "/collections/{collection}/members/{alice}/remove/", {}),
     # ids in forms and query strings
     ("chat/new/", "post", "/chat/new/", {"collection": "{collection}"}),
 ]
@@ -73,6 +79,12 @@ API = [
     ("api/v1/documents/<document_id>/cancel", "post", "/api/v1/documents/{document}/cancel", None),
     ("api/v1/documents/<document_id>/reingest", "post", "/api/v1/documents/{document}/reingest", None),
     ("api/v1/search", "get", "/api/v1/search?q=salary&collection={collection}", None),
+    ("api/v1/collections/<collection_id>", "get", "/api/v1/collections/{collection}", None),
+    ("api/v1/collections/<collection_id>/members", "get", "/api/v1/collections/{collection}/members", None),
+    ("api/v1/collections/<collection_id>/members", "post", "/api/v1/collections/{collection}/members",
+     {"member": "mallory"}),
+    ("api/v1/collections/<collection_id>/members/<user_id>", "delete",
+     "/api/v1/collections/{collection}/members/{alice}", None),
 ]
 
 
@@ -98,6 +110,8 @@ def call(client, method, url, data, **headers):
         return client.get(url, **headers)
     if method == "delete":
         return client.delete(url, **headers)
+    if url.startswith("/api/"):
+        return client.post(url, data or {}, content_type="application/json", **headers)
     return client.post(url, data or {}, **headers)
 
 
@@ -117,6 +131,7 @@ def test_pages_answer_404_to_another_user(client, other_user, alices, pattern, m
 @pytest.mark.parametrize(("pattern", "method", "url", "data"), API, ids=[f"{r[1]} {r[2]}" for r in API])
 def test_api_answers_404_to_another_users_token(client, other_user, alices, pattern, method, url, data):
     raw = ApiToken.issue(user=other_user)[1]
+    data = {key: fill(value, alices) for key, value in (data or {}).items()}
     response = call(client, method, fill(url, alices), data, HTTP_AUTHORIZATION=f"Bearer {raw}")
     assert response.status_code == 404
 
@@ -126,6 +141,8 @@ def test_nothing_was_changed_by_the_attempts(client, other_user, alices):
     for _, method, url, data in PAGES:
         call(client, method, fill(url, alices), {k: fill(v, alices) for k, v in (data or {}).items()})
     alices["document"].refresh_from_db()
+    alices["token"].refresh_from_db()
+    assert alices["token"].revoked_at is None and not alices["collection"].members.exists()
     assert alices["document"].chunk_count == 1 and alices["document"].status == "ready"
     assert Conversation.objects.get(pk=alices["conversation"].pk).messages.count() == 2
 

@@ -4,7 +4,7 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
-from core.models import ApiToken
+from core import services
 
 
 class Command(BaseCommand):
@@ -18,6 +18,9 @@ class Command(BaseCommand):
         user = get_user_model().objects.filter(username=username).first()
         if user is None:
             raise CommandError(f"No user named {username!r}. Create one with `manage.py createsuperuser`.")
-        token, raw = ApiToken.issue(user=user, name=name)
+        try:
+            token, raw = services.token_create(user=user, name=name)
+        except services.TokenRefused as error:
+            raise CommandError(str(error)) from error
         self.stderr.write(f"Token {token.prefix}… created for {username}; store it now, it is not kept.")
         self.stdout.write(raw)

@@ -1,0 +1,276 @@
+"""Sharing collections from the app: create, add and remove members, the collections pages, the audit trail."""
+
+from __future__ import annotations
+
+import pytest
+from django.db import connection
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
+
+from audit.models import AuditEvent
+from documents import sharing
+from documents.models import Collection
+from documents.search import search
+from documents.search.filters import Filters, UnknownCollection
+from tests.documents_factory import add_text_document
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def bob(django_user_model):
+    return django_user_model.objects.create_user("bob", "Bob@Example.com", "correct horse battery")
+
+
+# --- services ---------------------------------------------------------------------------------------------
+
+
+def test_a_member_is_found_by_username_or_by_e_mail_in_any_case(collection, user, bob):
+    assert sharing.member_add(collection=collection, identifier="bob", actor=user) == bob
+    collection.members.clear()
+    assert sharing.member_add(collection=collection, identifier="  bob@EXAMPLE.com ", actor=user) == bob
+    assert list(collection.members.all()) == [bob]
+
+
+@pytest.mark.parametrize("identifier", ["nobody", "nobody@example.com", "", "   ", "bo\x00b", "x" * 300])
+def test_no_such_user_is_a_clear_error(collection, user, identifier):
+    with pytest.raises(sharing.NoSuchUser, match="No user with that username or e-mail."):
+        sharing.member_add(collection=collection, identifier=identifier, actor=user)
+
+
+def test_an_inactive_user_is_not_found(collection, user, bob):
+    bob.is_active = False
+    bob.save()
+    with pytest.raises(sharing.NoSuchUser):
+        sharing.member_add(collection=collection, identifier="bob", actor=user)
+
+
+def test_an_e_mail_shared_by_two_people_asks_for_the_username(collection, user, bob, django_user_model):
+    django_user_model.objects.create_user("bobby", "bob@example.com", "x")
+    with pytest.raises(sharing.AmbiguousEmail, match="by their username"):
+        sharing.member_add(collection=collection, identifier="bob@example.com", actor=user)
+
+
+def test_adding_a_member_twice_or_the_owner_is_refused(collection, user, bob):
+    sharing.member_add(collection=collection, identifier="bob", actor=user)
+    with pytest.raises(sharing.AlreadyMember, match="bob is already a member."):
+        sharing.member_add(collection=collection, identifier="bob@example.com", actor=user)
+    with pytest.raises(sharing.AlreadyMember, match="alice owns this collection."):
+        sharing.member_add(collection=collection, identifier="alice", actor=user)
+    assert collection.members.count() == 1
+
+
+def test_the_owner_cannot_be_removed_and_a_non_member_is_not_found(collection, user, bob):
+    with pytest.raises(sharing.OwnerCannotBeRemoved):
+        sharing.member_remove(collection=collection, user_id=user.pk, actor=user)
+    with pytest.raises(sharing.NotAMember):
+        sharing.member_remove(collection=collection, user_id=bob.pk, actor=user)
+
+
+def test_collection_names_are_checked_and_unique_per_owner(user, bob):
+    sharing.collection_create(owner=user, name=" Board ", description="Minutes")
+    assert Collection.objects.get(owner=user).name == "Board"
+    with pytest.raises(sharing.NameTaken, match="already have a collection named “Board”"):
+        sharing.collection_create(owner=user, name="Board")
+    sharing.collection_create(owner=bob, name="Board")  # another owner may
+    for name in ("", "  ", "a\x00b", "x" * 201):
+        with pytest.raises(sharing.InvalidName):
+            sharing.collection_create(owner=user, name=name)
+
+
+def test_every_change_is_audited(client, user, bob):
+    collection = sharing.collection_create(owner=user, name="Board")
+    sharing.member_add(collection=collection, identifier="bob", actor=user)
+    sharing.member_remove(collection=collection, user_id=bob.pk, actor=user)
+    events = AuditEvent.objects.filter(object_type="documents.collection").order_by("id")
+    assert [(e.action, e.actor_name, e.object_id, e.detail.get("member")) for e in events] == [
+        ("collection_created", "alice", str(collection.pk), None),
+        ("member_added", "alice", str(collection.pk), "bob"),
+        ("member_removed", "alice", str(collection.pk), "bob"),
+    ]
+
+
+def test_a_removed_member_no_longer_finds_the_collections_passages(collection, user, bob):
+    add_text_document(user, collection, "pay", "The bonus pool for the platform team is confidential.")
+    sharing.member_add(collection=collection, identifier="bob", actor=user)
+    assert [hit.document_title for hit in search(user=bob, query="bonus pool platform team")] == ["pay"]
+    sharing.member_remove(collection=collection, user_id=bob.pk, actor=user)
+    assert search(user=bob, query="bonus pool platform team") == []
+    assert search(user=bob, query="bonus pool", filters=Filters(collections=(collection.pk,))) == []
+    with pytest.raises(UnknownCollection):
+        search(user=bob, query="bonus pool", filters=Filters(collection=str(collection.pk)))
+    assert search(user=user, query="bonus pool platform team")  # the owner still does
+
+
+def test_a_removed_members_conversation_on_the_collection_no_longer_cites_it(collection, user, bob):
+    from chat import services as chat
+    from chat.models import Citation, Conversation, Message
+
+    add_text_document(user, collection, "pay", "The bonus pool for the platform team is confidential.")
+    sharing.member_add(collection=collection, identifier="bob", actor=user)
+    conversation = Conversation.objects.create(owner=bob, collection=collection)
+    list(chat.ask(conversation=conversation, question="What about the bonus pool of the platform team?"))
+    assert Citation.objects.filter(message__conversation=conversation).exists()
+    sharing.member_remove(collection=collection, user_id=bob.pk, actor=user)
+    list(chat.ask(conversation=conversation, question="What about the bonus pool of the platform team?"))
+    answer = Message.objects.filter(conversation=conversation, role="assistant").order_by("id").last()
+    assert "confidential" not in answer.content and not answer.citation_set.exists()
+
+
+# --- pages ------------------------------------------------------------------------------------------------
+
+
+def test_the_collections_page_lists_owned_and_shared(client, user, bob, collection):
+    theirs = Collection.objects.create(name="Bob's notes", owner=bob)
+    theirs.members.add(user)
+    Collection.objects.create(name="Bob's private", owner=bob)
+    client.force_login(user)
+    page = client.get("/collections/").content.decode()
+    owned, shared = page.split('id="owned-collections"')[1].split('id="shared-collections"')
+    assert "Handbook" in owned and "private" in owned
+    assert "Bob&#x27;s notes" in shared and "owned by bob" in shared
+    assert "Bob&#x27;s private" not in page
+
+
+def test_a_collection_is_created_from_the_page(client, user):
+    client.force_login(user)
+    response = client.post("/collections/", {"name": "Board", "description": "Minutes"})
+    collection = Collection.objects.get(owner=user, name="Board")
+    assert response.status_code == 302 and response["Location"] == f"/collections/{collection.pk}/"
+    again = client.post("/collections/", {"name": "Board"})
+    assert again.status_code == 409 and "You already have a collection named “Board”." in again.content.decode()
+    assert client.post("/collections/", {"name": ""}).status_code == 400
+
+
+def test_the_owner_adds_and_removes_members_from_the_page(client, user, bob, collection):
+    client.force_login(user)
+    response = client.post(f"/collections/{collection.pk}/members/", {"member": "bob@example.com"}, follow=True)
+    assert "bob can now read “Handbook”." in response.content.decode()
+    assert list(collection.members.all()) == [bob]
+    page = client.get(f"/collections/{collection.pk}/").content.decode()
+    assert 'id="member-form"' in page and f'id="member-{bob.pk}"' in page and "Remove" in page
+    response = client.post(f"/collections/{collection.pk}/members/{bob.pk}/remove/", follow=True)
+    assert "bob can no longer read “Handbook”." in response.content.decode()
+    assert not collection.members.exists()
+
+
+@pytest.mark.parametrize(
+    ("member", "status", "message"),
+    [
+        ("nobody", 404, "No user with that username or e-mail."),
+        ("alice", 409, "alice owns this collection."),
+    ],
+)
+def test_adding_errors_are_shown_on_the_page(client, user, collection, member, status, message):
+    client.force_login(user)
+    response = client.post(f"/collections/{collection.pk}/members/", {"member": member})
+    assert response.status_code == status and message in response.content.decode()
+    assert f'value="{member}"' in response.content.decode()  # what was typed is kept
+
+
+def test_the_owner_cannot_remove_themselves_from_the_page(client, user, collection):
+    client.force_login(user)
+    response = client.post(f"/collections/{collection.pk}/members/{user.pk}/remove/")
+    assert response.status_code == 400 and "The owner cannot be removed" in response.content.decode()
+
+
+def test_a_member_sees_the_owner_read_only_and_cannot_change_members(client, user, bob, other_user, collection):
+    collection.members.add(bob, other_user)
+    client.force_login(bob)
+    page = client.get(f"/collections/{collection.pk}/").content.decode()
+    assert "Owned by <strong>alice</strong>" in page
+    assert 'id="member-form"' not in page and "Remove" not in page
+    assert "mallory" not in page  # who else reads it is the owner's to know
+    added = client.post(f"/collections/{collection.pk}/members/", {"member": "nobody-else"})
+    removed = client.post(f"/collections/{collection.pk}/members/{other_user.pk}/remove/")
+    assert added.status_code == removed.status_code == 403
+    assert "Only the collection&#x27;s owner can remove members." in removed.content.decode()
+    assert set(collection.members.all()) == {bob, other_user}
+
+
+def test_someone_who_cannot_read_the_collection_gets_404(client, other_user, user, collection):
+    client.force_login(other_user)
+    assert client.get(f"/collections/{collection.pk}/").status_code == 404
+    assert client.post(f"/collections/{collection.pk}/members/", {"member": "mallory"}).status_code == 404
+    assert client.post(f"/collections/{collection.pk}/members/{user.pk}/remove/").status_code == 404
+    assert not collection.members.exists()
+
+
+def test_changes_need_a_csrf_token(user, bob, collection):
+    strict = Client(enforce_csrf_checks=True)
+    strict.force_login(user)
+    assert strict.post(f"/collections/{collection.pk}/members/", {"member": "bob"}).status_code == 403
+    assert strict.post("/collections/", {"name": "Board"}).status_code == 403
+    assert not collection.members.exists() and Collection.objects.count() == 1
+
+
+def test_the_admin_still_changes_members(admin_client, user, bob, collection):
+    response = admin_client.post(
+        f"/admin/documents/collection/{collection.pk}/change/",
+        {"name": collection.name, "description": "", "distance": "cosine", "owner": user.pk, "members": [bob.pk]},
+    )
+    assert response.status_code == 302
+    assert list(collection.members.all()) == [bob]
+
+
+def page_queries(client, url: str) -> int:
+    with CaptureQueriesContext(connection) as queries:
+        assert client.get(url).status_code == 200
+    return len(queries)
+
+
+def test_the_collections_page_costs_the_same_queries_for_one_collection_or_many(client, user, bob, django_user_model):
+    client.force_login(user)
+    sharing.collection_create(owner=user, name="first")
+    client.get("/collections/")
+    one = page_queries(client, "/collections/")
+    people = [django_user_model.objects.create_user(f"member{n}", f"m{n}@example.com", "x") for n in range(4)]
+    for n in range(6):
+        mine = sharing.collection_create(owner=user, name=f"mine {n}")
+        mine.members.add(*people)
+        theirs = sharing.collection_create(owner=people[n % 4], name=f"theirs {n}")
+        theirs.members.add(user, bob)
+    assert page_queries(client, "/collections/") == one
+
+
+def test_a_collection_page_costs_the_same_queries_for_one_member_or_many(client, user, collection, django_user_model):
+    client.force_login(user)
+    collection.members.add(django_user_model.objects.create_user("member", "m@example.com", "x"))
+    client.get(f"/collections/{collection.pk}/")
+    one = page_queries(client, f"/collections/{collection.pk}/")
+    collection.members.add(
+        *[django_user_model.objects.create_user(f"m{n}", f"m{n}@example.com", "x") for n in range(8)]
+    )
+    assert page_queries(client, f"/collections/{collection.pk}/") == one
+
+
+def test_the_counts_on_the_page_are_right(client, user, bob, collection):
+    add_text_document(user, collection, "a", "Alpha.")
+    add_text_document(user, collection, "b", "Beta.")
+    collection.members.add(bob)
+    (listed,) = sharing.collections_for_user(user=user)
+    assert (listed.document_count, listed.member_count) == (2, 1)
+    (as_bob,) = sharing.collections_for_user(user=bob)
+    assert as_bob.pk == collection.pk
+
+
+def test_attempts_to_add_members_are_rate_limited_on_the_page_and_the_api(client, user, bob, collection, settings):
+    from core.models import ApiToken
+
+    settings.RATE_LIMITS = {**settings.RATE_LIMITS, "share": "2/h"}
+    client.force_login(user)
+    url = f"/collections/{collection.pk}/members/"
+    assert client.post(url, {"member": "nobody"}).status_code == 404  # a miss counts: probing is what is limited
+    assert client.post(url, {"member": "bob"}).status_code == 302
+    refused = client.post(url, {"member": "mallory"})
+    assert refused.status_code == 429 and int(refused["Retry-After"]) > 0
+    assert "Too many attempts to add members: the limit is 2 per hour." in refused.content.decode()
+    raw = ApiToken.issue(user=user)[1]
+    api = client.post(
+        f"/api/v1/collections/{collection.pk}/members",
+        {"member": "mallory"},
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {raw}",
+    )
+    assert api.status_code == 429 and api.json()["detail"].startswith("Too many attempts to add members")
+    assert list(collection.members.all()) == [bob]

@@ -28,9 +28,10 @@ run: install
 	$(PY) -m ragsite.launcher
 
 ## Run the whole test suite on real services (embedded PostgreSQL + pgvector, Redis, a Celery
-## worker, Debian chromium for the browser tests).
+## worker, Debian chromium for the browser tests), in one process per core (pytest-xdist: each has its own
+## test database, Celery queue and worker; the tests that start a whole site run on one of them).
 test: install-dev browser
-	$(PY) -m pytest
+	$(PY) -m pytest -n auto --dist loadgroup
 
 install-bench: $(VENV)/.installed-bench
 

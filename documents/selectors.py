@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import TypedDict
 
 from django.core.paginator import Page, Paginator
-from django.db.models import Q
+from django.db.models import OrderBy, Q
 from django.db.models.functions import Lower
 from django.shortcuts import get_object_or_404
 
@@ -107,7 +107,7 @@ BULK_MAX_DOCUMENTS = 500
 # File types people filter by: the parser kinds of documents.parsing.detect, with the label shown.
 KIND_LABELS = {"pdf": "PDF", "docx": "Word", "html": "HTML", "markdown": "Markdown", "text": "Text"}
 # ?sort= value -> ORDER BY; "-" first means descending. Ties are broken by id, so pages never overlap.
-SORTS = {
+SORTS: dict[str, tuple[str | OrderBy, str]] = {
     "name": (Lower("title").asc(), "id"), "-name": (Lower("title").desc(), "-id"),
     "date": ("created_at", "id"), "-date": ("-created_at", "-id"),
     "size": ("size", "id"), "-size": ("-size", "-id"),

@@ -18,6 +18,8 @@ from django.db.models import OrderBy, Q
 from django.db.models.functions import Lower
 from django.shortcuts import get_object_or_404
 
+from core.http import parse_id
+from core.text import without_surrogates
 from documents.exceptions import (
     CorruptDocument,
     DocumentTooLarge,
@@ -128,10 +130,11 @@ class LibraryFilters:
     @classmethod
     def from_query(cls, query: Mapping[str, str]) -> LibraryFilters:
         status, kind, sort = query.get("status", ""), query.get("type", ""), query.get("sort", "")
-        collection = query.get("collection", "")
+        # Text PostgreSQL can hold (no NUL, no lone surrogate), spaces as one.
+        q = " ".join(without_surrogates(query.get("q", "")).replace("\x00", " ").split())[:200]
         return cls(
-            q=" ".join(query.get("q", "").split())[:200],
-            collection=int(collection) if collection.isdigit() and len(collection) < 12 else None,
+            q=q,
+            collection=parse_id(query.get("collection", "")),
             status=status if status in Document.Status.values else "",
             kind=kind if kind in KIND_LABELS else "",
             sort=sort if sort in SORTS else DEFAULT_SORT,

@@ -66,6 +66,12 @@ def test_unknown_filter_values_are_ignored_not_an_error(signed_in, library):
     assert len(titles(signed_in, status="nonsense", type="exe", collection="x", sort="evil", page="zz")) == 5
 
 
+def test_search_text_postgresql_cannot_hold_finds_nothing_rather_than_failing(signed_in, library):
+    response = signed_in.get("/documents/?q=tra%00vel&collection=%C2%B2")
+    assert response.status_code == 200 and "No documents match these filters" in response.content.decode()
+    assert len(titles(signed_in, collection="²")) == 5  # not an id: no filter
+
+
 def test_a_collection_the_user_cannot_read_shows_nothing(signed_in, library, other_user):
     private = Collection.objects.create(name="Mallory only", owner=other_user)
     make(other_user, private, "secret.txt", b"secret")

@@ -106,6 +106,7 @@ def main() -> None:
                 f"{sizes['ours'] / 1024:.0f} KB / {sizes['unpaged'] / 1024:.0f} KB",
             ]
         )
+    rows.append(document_page(client, novel(user, 300 if args.quick else 2_000), requests, statements=[]))
     connection.close()
     _common.report(
         args.quick,
@@ -116,8 +117,109 @@ def main() -> None:
         f"Load average at the end: {os.getloadavg()[0]:.1f} (2 cores shared).",
         rows,
         "The page runs 5 statements whatever the number of documents (session, user, collections, count, page; "
-        "tests/documents/test_views.py checks 5 against 50). The bare SQL column is the count and the page.",
+        "tests/documents/test_views.py checks 5 against 50). The bare SQL column is the count and the page. "
+        "The last row is a document's page opened at a cited passage in the middle of a long document: ours shows "
+        "the 50 passages of its page, unpaged all of them (as the page did before).",
     )
+
+
+def document_page(client, document, requests: int, statements: list[str]) -> list[str]:
+    """A document's page at a passage in its middle: ours (its page of 50) against every passage on one page."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from documents import selectors
+
+    middle = document.chunks.get(ordinal=document.chunk_count // 2)
+    url = f"/documents/{document.pk}/?chunk={middle.pk}"
+
+    def ours() -> int:
+        response = client.get(url)
+        assert response.status_code == 200 and f'id="chunk-{middle.pk}" class="chunk highlighted"' in response.text
+        return len(response.content)
+
+    def unpaged() -> int:
+        size, selectors.CHUNK_PAGE_SIZE = selectors.CHUNK_PAGE_SIZE, 10**9
+        try:
+            return ours()
+        finally:
+            selectors.CHUNK_PAGE_SIZE = size
+
+    def bare_sql() -> int:
+        with connection.cursor() as cursor:
+            for sql in statements:
+                cursor.execute(sql)
+                cursor.fetchall()
+        return 0
+
+    with CaptureQueriesContext(connection) as captured:
+        ours()
+    statements += [q["sql"] for q in captured.captured_queries if "documents_chunk" in q["sql"]]
+    timings: dict[str, list[float]] = {"ours": [], "sql": [], "unpaged": []}
+    sizes = {"ours": 0, "unpaged": 0}
+    for n in range(requests):
+        ways = [("ours", ours), ("sql", bare_sql)] + ([("unpaged", unpaged)] if n < max(2, requests // 10) else [])
+        for way, call in ways if n % 2 == 0 else reversed(ways):
+            began = time.perf_counter()
+            size = call()
+            timings[way].append((time.perf_counter() - began) * 1000)
+            if way in sizes:
+                sizes[way] = size
+    ordered = sorted(timings["ours"])
+    return [
+        f"a document of {document.chunk_count:,} passages, at its middle one",
+        f"{statistics.median(ordered):.1f}",
+        f"{ordered[int(0.95 * (len(ordered) - 1))]:.1f}",
+        f"{statistics.median(timings['sql']):.1f}",
+        f"{statistics.median(timings['unpaged']):.0f}",
+        f"{sizes['ours'] / 1024:.0f} KB / {sizes['unpaged'] / 1024:.0f} KB",
+    ]
+
+
+def novel(user, chunks: int):
+    """A ready document of ``chunks`` passages of about 1,500 characters (made once), in a collection of its own."""
+    from django.conf import settings
+
+    from documents.models import Chunk, Collection, Document
+
+    collection, _ = Collection.objects.get_or_create(owner=user, name="Novels")
+    document = Document.objects.filter(collection=collection).first()
+    if document is not None and document.chunk_count == chunks:
+        return document
+    Document.objects.filter(collection=collection).delete()
+    document = Document.objects.create(
+        owner=user,
+        collection=collection,
+        title="A long novel",
+        original_filename="novel.txt",
+        size=chunks * 1500,
+        sha256="f" * 64,
+        file="documents/bench/novel",
+        status="ready",
+        progress=1.0,
+        chunk_count=chunks,
+    )
+    rng = random.Random(11)
+    words = "the sea was calm and the lighthouse keeper wrote in his log every night before the storm came".split()
+    dimensions = settings.EMBEDDING_DIMENSIONS
+    Chunk.objects.bulk_create(
+        [
+            Chunk(
+                document=document,
+                collection=collection,
+                ordinal=n,
+                page=n // 3 + 1,
+                heading=f"Chapter {n // 40 + 1}",
+                text=" ".join(rng.choice(words) for _ in range(280)),
+                embedding=[rng.random() for _ in range(dimensions)],
+                embedding_model="bench",
+                distance=collection.distance,
+            )
+            for n in range(chunks)
+        ],
+        batch_size=500,
+    )
+    return document
 
 
 def library(count: int):

@@ -258,6 +258,8 @@ def bulk_selection(*, user, ids: list[int], action: str) -> BulkSelection:
     for document in documents.order_by(Lower("title"), "id"):
         if not document.is_managed_by(user):
             selection.refused.setdefault(not_theirs, []).append(document)
+        elif action == "reingest" and document.is_pending:
+            selection.refused.setdefault(ALREADY_PENDING, []).append(document)
         elif action == "reingest" and not reingest_helps(document):
             selection.refused.setdefault(REINGEST_CANNOT_HELP, []).append(document)
         else:
@@ -265,8 +267,9 @@ def bulk_selection(*, user, ids: list[int], action: str) -> BulkSelection:
     return selection
 
 
+ALREADY_PENDING = "Each is already waiting to be processed, or being processed."
 REINGEST_CANNOT_HELP = (
-    "Processing these again would give the same result (an empty or unreadable file, or one of a type that "
+    "Processing again would give the same result (an empty or unreadable file, or one of a type that "
     "cannot be read): upload another copy instead."
 )
 

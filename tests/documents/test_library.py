@@ -154,14 +154,19 @@ def test_bulk_reingest_leaves_files_that_cannot_change(signed_in, user, library,
     broken = Document.objects.get(title="broken")
     assert broken.error == CorruptDocument.PDF
     policy = Document.objects.get(title="Travel policy")
+    queued = Document.objects.get(title="expenses")
+    confirm = checked(signed_in, "reingest", [empty.pk, broken.pk, policy.pk, queued.pk]).content.decode()
+    assert "Re-ingest 1 document?" in confirm and "already waiting to be processed" in confirm
+    assert "2 of the checked documents are left unchanged. Processing again would give the same result" in confirm
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        response = checked(signed_in, "reingest", [empty.pk, broken.pk, policy.pk], confirmed=True)
+        response = checked(signed_in, "reingest", [empty.pk, broken.pk, policy.pk, queued.pk], confirmed=True)
     assert response.status_code == 302 and len(callbacks) == 1
     assert Document.objects.get(pk=policy.pk).status == "queued"
     assert Document.objects.get(pk=broken.pk).status == Document.Status.FAILED
     assert Document.objects.get(pk=empty.pk).status == Document.Status.FAILED
     event = AuditEvent.objects.get(action="bulk_reingest")
-    assert event.detail["documents"] == [policy.pk] and sorted(event.detail["refused"]) == sorted([broken.pk, empty.pk])
+    assert event.detail["documents"] == [policy.pk]
+    assert sorted(event.detail["refused"]) == sorted([broken.pk, empty.pk, queued.pk])
 
 
 def test_bulk_actions_say_why_when_nothing_was_checked(signed_in, library):

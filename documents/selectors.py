@@ -282,10 +282,11 @@ def chunk_page(
     With ``chunk`` (a citation's chunk of this document) the page that holds it, whatever ``page`` says;
     a chunk of another document or none is ignored (the ``page`` asked for is shown).
     """
-    chunks = document.chunks.only("id", "ordinal", "text", "page", "heading").order_by("ordinal")
+    # document_id too: the related manager sets each chunk's document from it (deferred, a query per chunk).
+    chunks = document.chunks.only("id", "document_id", "ordinal", "text", "page", "heading").order_by("ordinal")
     paginator = Paginator(chunks, CHUNK_PAGE_SIZE)
     if chunk is not None:
-        ordinal = document.chunks.filter(pk=chunk).values_list("ordinal", flat=True).first()
+        ordinal = document.chunks.filter(pk=chunk).values_list("ordinal", flat=True).order_by().first()
         if ordinal is None:
             chunk = None
         else:  # its position among the chunks (ordinals are dense, but counting does not rely on it)

@@ -278,3 +278,26 @@ def test_a_chunk_of_another_document_is_ignored(signed_in, user, collection, lon
         reverse("documents:detail", args=[long_document.pk]), {"chunk": other.chunks.get().pk}
     ).content.decode()
     assert "highlighted" not in html and "page 1 of" in html
+
+
+def test_the_detail_page_costs_the_same_queries_for_few_or_many_passages(
+    signed_in, user, collection, monkeypatch, django_assert_max_num_queries
+):
+    monkeypatch.setattr(selectors, "CHUNK_PAGE_SIZE", 50)
+    short = add_text_document(user, collection, "short", "A single short paragraph.")
+    long = add_text_document(
+        user, collection, "long", "\n\n".join(f"Paragraph {n}. " + "Words. " * 400 for n in range(12))
+    )
+    assert short.chunk_count == 1 and long.chunk_count > 10
+
+    def page(document) -> str:
+        chunk = document.chunks.order_by("-ordinal").first()
+        response = signed_in.get(reverse("documents:detail", args=[document.pk]), {"chunk": chunk.pk})
+        assert response.status_code == 200
+        return response.content.decode()
+
+    with django_assert_max_num_queries(8) as few:  # session, user, document, the chunk's ordinal, 2 counts, page
+        page(short)
+    with django_assert_max_num_queries(len(few)):  # no query per passage
+        shown = page(long).count('<article id="chunk-')
+    assert shown == (long.chunk_count - 1) % 50 + 1 and shown > 5  # the last page, full of passages

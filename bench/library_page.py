@@ -38,6 +38,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="1,000 documents, few requests, not recorded")
     parser.add_argument("--documents", type=int, default=10_000)
     parser.add_argument("--requests", type=int, default=40, help="per page and way")
+    parser.add_argument("--label", default="", help="what this run measures, added to the title (e.g. 'before: ...')")
     args = parser.parse_args()
     count = 1_000 if args.quick else args.documents
     requests = 5 if args.quick else args.requests
@@ -95,7 +96,8 @@ def main() -> None:
     connection.close()
     _common.report(
         args.quick,
-        "Documents library page: paged vs. the bare SQL and the former unpaged rendering (bench/library_page.py)",
+        "Documents library page: paged vs. the bare SQL and the former unpaged rendering (bench/library_page.py"
+        + (f", {args.label})" if args.label else ")"),
         f"one process, DEBUG=true (as the other in-process benches; templates are cached either way), Django's test "
         f"client (the server's whole work, no network), one user reading {count:,} documents in 4 collections; "
         f"{requests} requests per page for ours and the bare SQL, fewer for unpaged; the ways alternate. "

@@ -62,6 +62,32 @@ def test_filters_by_collection_status_and_file_type(signed_in, library):
     assert sorted(titles(signed_in, type="text", collection=library["handbook"].pk)) == ["Travel policy", "expenses"]
 
 
+def test_the_type_filter_and_the_type_column_agree_on_names_and_content_types(user, collection):
+    rows = {  # name, content type -> the kind both say
+        ("report.PDF", ""): "pdf",
+        ("notes", "text/plain"): "text",
+        ("page.htm", "text/plain"): "html",
+        ("README", ""): "",
+        ("old.md", "application/pdf"): "markdown",
+        ("scan", "application/pdf"): "pdf",
+    }
+    for n, ((name, content_type), _) in enumerate(rows.items()):
+        Document.objects.create(
+            owner=user,
+            collection=collection,
+            title=name,
+            original_filename=name,
+            content_type=content_type,
+            sha256=f"{n:064x}",
+            file=f"documents/x/{n}",
+        )
+    for document in Document.objects.all():
+        assert selectors.kind_of(document) == rows[(document.original_filename, document.content_type)]
+    for kind in selectors.KIND_LABELS:
+        filtered = selectors.library_documents(user=user, filters=selectors.LibraryFilters(kind=kind))
+        assert {d.title for d in filtered} == {name for (name, _), of in rows.items() if of == kind}, kind
+
+
 def test_unknown_filter_values_are_ignored_not_an_error(signed_in, library):
     assert len(titles(signed_in, status="nonsense", type="exe", collection="x", sort="evil", page="zz")) == 5
 

@@ -171,6 +171,12 @@ def kind_of(document: Document) -> str:
     return detect.EXTENSIONS.get(extension) or detect.CONTENT_TYPES.get(document.content_type, "")
 
 
+def download_type(document: Document) -> str:
+    """The Content-Type to send a document's file with: its own when it is a type we read, else a neutral one
+    (the stored type is what the uploader's browser claimed)."""
+    return document.content_type if document.content_type in detect.CONTENT_TYPES else "application/octet-stream"
+
+
 def library_documents(*, user, filters: LibraryFilters) -> DocumentQuerySet:
     """The documents of the library page: readable by ``user``, narrowed by ``filters``, in their order."""
     documents = documents_for_user(user=user)

@@ -25,6 +25,7 @@ from documents.selectors import (
     chunk_page,
     document_for_user,
     documents_progress,
+    download_type,
     library_collections,
     library_page,
     managers_only,
@@ -217,7 +218,7 @@ def document_download(request, pk: int):
         raise Http404("The original file of this document is no longer stored.") from None
     return FileResponse(
         handle, as_attachment=True, filename=document.original_filename or document.title,
-        content_type=document.content_type or "application/octet-stream",
+        content_type=download_type(document),
     )
 
 

@@ -235,6 +235,15 @@ def test_download_gives_readers_the_original_file_as_an_attachment(client, user,
     assert response.status_code == 200
     assert response["Content-Disposition"] == 'attachment; filename="Travel budget.txt"'
     assert b"".join(response.streaming_content) == b"1000 EUR a year."
+    assert response["Content-Type"] == "text/plain" and response["X-Content-Type-Options"] == "nosniff"
+
+
+def test_download_names_the_file_as_uploaded_and_sends_a_claimed_type_only_if_known(signed_in, user, collection):
+    upload = SimpleUploadedFile("Reisekosten «2026».txt", b"Bahn statt Flug.", content_type="text/html; x=<script>")
+    document = services.document_create(owner=user, collection=collection, file=upload, enqueue=False)
+    response = signed_in.get(reverse("documents:download", args=[document.pk]))
+    assert response["Content-Disposition"] == "attachment; filename*=utf-8''Reisekosten%20%C2%AB2026%C2%BB.txt"
+    assert response["Content-Type"] == "application/octet-stream"
 
 
 def test_files_are_not_served_at_a_media_url(client, user, library, settings):

@@ -11,6 +11,8 @@ class AuditEvent(models.Model):
         DELETE = "delete", "Delete"
         REINGEST = "reingest", "Re-ingest"
         CANCEL = "cancel", "Cancel ingestion"
+        BULK_DELETE = "bulk_delete", "Bulk delete"
+        BULK_REINGEST = "bulk_reingest", "Bulk re-ingest"
         TOKEN_CREATED = "token_created", "API token created"
         TOKEN_REVOKED = "token_revoked", "API token revoked"
         ADMIN_ADD = "admin_add", "Admin: added"

@@ -6,7 +6,8 @@ from django.conf import settings
 from django.contrib.postgres.indexes import GinIndex
 from django.contrib.postgres.search import SearchVector, SearchVectorField
 from django.db import models
-from django.db.models import Q
+from django.db.models import F, Q
+from django.db.models.functions import Lower
 from pgvector.django import HnswIndex, VectorField
 
 
@@ -126,6 +127,12 @@ class Document(models.Model):
         indexes = [
             models.Index(fields=["owner", "-created_at"]),
             models.Index(fields=["status", "updated_at"]),
+            # The library's sorts (documents.selectors.SORTS), each way by one index scan that stops at the
+            # page: 10 ms -> 0.2 ms for a page of 10,000 documents (bench/library_page.py). The row's
+            # progress writes leave these columns alone, so they stay HOT updates.
+            models.Index(F("created_at").desc(), F("id").desc(), name="document_newest_first"),
+            models.Index(Lower("title"), F("id"), name="document_by_title"),
+            models.Index(fields=["size", "id"], name="document_by_size"),
         ]
 
     def __str__(self) -> str:

@@ -1,4 +1,4 @@
-"""Services that write documents: create on upload, re-ingest, cancel, delete; collections for uploads."""
+"""Services that write documents: create on upload, re-ingest, cancel, delete (one or many); collections for uploads."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from documents.exceptions import DuplicateDocument, EmptyDocument, FileTooLarge,
 from documents.models import Collection, Document
 from documents.parsing import check_supported_upload
 from documents.queue import enqueue_ingestion, send_ingestion
-from documents.selectors import PENDING
+from documents.selectors import PENDING, BulkSelection, bulk_selection
 
 logger = logging.getLogger(__name__)
 
@@ -223,3 +223,37 @@ def document_delete(*, document: Document, actor: Any = None) -> None:
     document.delete()
     if file_name and not Document.objects.filter(file=file_name).exists():
         transaction.on_commit(lambda: document.file.storage.delete(file_name))
+
+
+@transaction.atomic
+def documents_bulk_delete(*, actor: Any, ids: list[int]) -> BulkSelection:
+    """Delete those of ``ids`` that ``actor`` manages, all or none; returns what was deleted and what was not.
+
+    The selection is made here, by ``bulk_selection`` (the page's confirmation shows the same one): a
+    crafted request cannot reach a document its sender does not manage. One audit event for the batch,
+    besides each document's own.
+    """
+    selection = bulk_selection(user=actor, ids=ids, action="delete")
+    _record_bulk("bulk_delete", actor, selection)  # first: a deleted instance has no pk any more
+    for document in selection.documents:
+        document_delete(document=document, actor=actor)
+    return selection
+
+
+@transaction.atomic
+def documents_bulk_reingest(*, actor: Any, ids: list[int]) -> BulkSelection:
+    """Queue again those of ``ids`` that ``actor`` manages and where processing again can help.
+
+    Their tasks are sent once the transaction commits (one per document, as for a single re-ingest).
+    """
+    selection = bulk_selection(user=actor, ids=ids, action="reingest")
+    _record_bulk("bulk_reingest", actor, selection)
+    for document in selection.documents:
+        document_reingest(document=document, actor=actor)
+    return selection
+
+
+def _record_bulk(action: str, actor: Any, selection: BulkSelection) -> None:
+    refused = [document.pk for documents in selection.refused.values() for document in documents]
+    audit.record(action=action, actor=actor, object_type="documents.document",
+                 object_repr=f"{len(selection.ids)} documents", documents=selection.ids, refused=refused)

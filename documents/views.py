@@ -1,41 +1,74 @@
-"""Document pages: the library (upload + live status), a document's chunks, delete."""
+"""Document pages: the library (upload, live status, search, filters, bulk actions), a document's chunks,
+its original file, delete / re-ingest / cancel."""
+
+from urllib.parse import urlencode
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import HttpResponse, JsonResponse
+from django.http import FileResponse, Http404, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
+from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from core import http, ratelimit, uploads
 from core.http import parse_id
 from documents import embeddings, services
 from documents.exceptions import DuplicateDocument, UploadRejected
-from documents.models import Collection
+from documents.models import Document
 from documents.selectors import (
+    BULK_ACTIONS,
+    KIND_LABELS,
+    REINGEST_CANNOT_HELP,
+    LibraryFilters,
+    bulk_selection,
+    chunk_page,
     document_for_user,
-    documents_for_user,
     documents_progress,
+    download_type,
+    library_collections,
+    library_page,
     managers_only,
     progress_of,
+    reingest_helps,
+    row_facts,
 )
+
+# The library's query-string parameters: kept across the page's controls (filters, sort, paging, bulk actions).
+LIBRARY_PARAMETERS = ("q", "collection", "status", "type", "sort", "page")
 
 
 @login_required
 def document_list(request):
-    """The library: upload form (drag and drop, several files) and every readable document."""
+    """The library: upload form (drag and drop, several files) and the readable documents, a page at a time."""
     if request.method == "POST":
         return _upload(request)
-    documents = documents_for_user(user=request.user)
-    # A list: the page reads it twice (the default name, then the suggestions), in one query.
-    collections = list(Collection.objects.filter(owner=request.user))
+    filters = LibraryFilters.from_query(request.GET)
+    page = library_page(user=request.user, filters=filters, page=request.GET.get("page"))
+    collections = library_collections(user=request.user)
     # Configuration advice is for administrators only; ordinary users never see it.
     embedding_info = embeddings.active_backend_info() if request.user.is_staff else None
     return render(
         request, "documents/list.html",
-        {"documents": documents, "collections": collections,
+        {"page": page, "documents": page.object_list, "filters": filters,
+         "collections": collections, "own_collections": [c for c in collections if c.owner_id == request.user.pk],
+         "statuses": Document.Status.choices, "kinds": KIND_LABELS.items(),
+         "here": _library_query(request.GET), "here_params": _library_parameters(request.GET),
          "default_collection": services.DEFAULT_COLLECTION_NAME, "embedding_info": embedding_info},
     )
+
+
+def _library_parameters(query) -> list[tuple[str, str]]:
+    """The library's own parameters of a query string or form: nothing else is carried along."""
+    return [(key, query[key]) for key in LIBRARY_PARAMETERS if query.get(key)]
+
+
+def _library_query(query) -> str:
+    return urlencode(_library_parameters(query))
+
+
+def _back_to_library(query: str):
+    return redirect(reverse("documents:list") + (f"?{query}" if query else ""))
 
 
 def _upload(request):
@@ -69,7 +102,8 @@ def _upload(request):
                 owner=request.user, file=upload, collection=collection, filename=upload.name
             )
             # The row as the list renders it, so that the page can insert it without reloading.
-            row = render_to_string("documents/_row.html", {"document": document}, request=request)
+            row = render_to_string("documents/_row.html", {"document": row_facts(document, request.user)},
+                                   request=request)
             results.append({"name": upload.name, "ok": True, "status": 202, "document": progress_of(document),
                             "row_html": row})
         except UploadRejected as error:
@@ -120,16 +154,71 @@ def document_status(request):
 
 
 @login_required
+@require_POST
+def document_bulk(request):
+    """Delete or re-ingest the checked documents: first a confirmation listing them, then the action.
+
+    Both steps ask ``bulk_selection`` which documents the user manages (and, for re-ingest, where it can
+    help); the others are listed with the reason and left alone.
+    """
+    back = _library_query(request.POST)  # the list as it was: the same filters, sort and page
+    action = request.POST.get("action", "")
+    ids = [i for i in map(parse_id, request.POST.getlist("ids")) if i is not None]
+    if action not in BULK_ACTIONS:
+        messages.error(request, "Choose Delete or Re-ingest for the checked documents.")
+        return _back_to_library(back)
+    if not ids:
+        messages.error(request, "Check at least one document first.")
+        return _back_to_library(back)
+    if request.POST.get("confirmed") != "yes":
+        selection = bulk_selection(user=request.user, ids=ids, action=action)
+        return render(request, "documents/bulk_confirm.html", {"selection": selection, "back": back,
+                                                                "back_params": _library_parameters(request.POST)})
+    if action == "delete":
+        selection = services.documents_bulk_delete(actor=request.user, ids=ids)
+        done = "Deleted"
+    else:
+        selection = services.documents_bulk_reingest(actor=request.user, ids=ids)
+        done = "Queued again"
+    count = len(selection.documents)
+    if count:
+        messages.success(request, f"{done} {count} document{'s' if count != 1 else ''}.")
+    for reason, documents in selection.refused.items():
+        left = len(documents)
+        messages.error(request, f"{left} document{'s were' if left != 1 else ' was'} left unchanged: {reason}")
+    if not count and not selection.refused:
+        messages.error(request, "None of the checked documents exists any more.")
+    return _back_to_library(back)
+
+
+@login_required
 @require_GET
 def document_detail(request, pk: int):
-    """A document with its chunks; ``?chunk=`` highlights the one a citation points to."""
-    document, _ = document_for_user(request.user, pk)
-    chunks = document.chunks.only("id", "ordinal", "text", "page", "heading").order_by("ordinal")
-    highlighted = request.GET.get("chunk", "")
+    """A document and a page of its chunks; ``?chunk=`` opens the page of that chunk and highlights it."""
+    document, can_manage = document_for_user(request.user, pk)
+    page, highlighted = chunk_page(document, page=request.GET.get("page"), chunk=parse_id(request.GET.get("chunk", "")))
     return render(
         request, "documents/detail.html",
-        {"document": document, "chunks": chunks,
-         "highlighted": parse_id(highlighted)},
+        {"document": document, "page": page, "chunks": page.object_list, "highlighted": highlighted,
+         "can_manage": can_manage, "can_reingest": can_manage and reingest_helps(document)},
+    )
+
+
+@login_required
+@require_GET
+def document_download(request, pk: int):
+    """The original file, for whoever may read the document (404 for anyone else), as an attachment.
+
+    Files are never served from a media URL: this access check is the only way to them.
+    """
+    document, _ = document_for_user(request.user, pk)
+    try:
+        handle = document.file.open("rb")
+    except (FileNotFoundError, ValueError):  # ValueError: no file was ever stored
+        raise Http404("The original file of this document is no longer stored.") from None
+    return FileResponse(
+        handle, as_attachment=True, filename=document.original_filename or document.title,
+        content_type=download_type(document),
     )
 
 
@@ -142,20 +231,24 @@ def document_delete(request, pk: int):
     else:
         services.document_delete(document=document, actor=request.user)
         messages.success(request, f"Deleted “{document.title}”.")
-    return redirect("documents:list")
+    return _back_to_library(_library_query(request.GET))
 
 
 @login_required
 @require_POST
 def document_reingest(request, pk: int):
-    """Process a document again from scratch (its uploader or the collection's owner)."""
+    """Process a document again from scratch (its uploader or the collection's owner), where that can help."""
     document, can_manage = document_for_user(request.user, pk)
     if not can_manage:
         messages.error(request, managers_only("re-ingest"))
+    elif not reingest_helps(document):
+        messages.error(request, f"“{document.title}” was not queued again. {REINGEST_CANNOT_HELP}")
     else:
         services.document_reingest(document=document, actor=request.user)
         messages.success(request, f"“{document.title}” queued again.")
-    return redirect("documents:list")
+    if request.POST.get("next") == "detail":
+        return redirect("documents:detail", pk=document.pk)
+    return _back_to_library(_library_query(request.GET))
 
 
 @login_required
@@ -173,4 +266,4 @@ def document_cancel(request, pk: int):
     if http.wants_json(request):
         return JsonResponse({"detail": detail, "document": progress_of(document)}, status=status)
     (messages.success if status == 200 else messages.error)(request, detail)
-    return redirect("documents:list")
+    return _back_to_library(_library_query(request.GET))

@@ -1,6 +1,7 @@
-// The library page: drag-and-drop upload of several files and live status / progress bars.
-// Without JavaScript the form still posts and the page reloads; with it, files are sent with
-// fetch, each new row is inserted (rendered by the server) and polled until it is finished.
+// The library page: drag-and-drop upload of several files, live status / progress bars, and the
+// checkboxes of the bulk actions. Without JavaScript the forms still post and the page reloads; with it,
+// files are sent with fetch, each new row is inserted (rendered by the server) and polled until it is
+// finished, "All on this page" checks every row, and the filters apply as soon as one is changed.
 (function () {
   "use strict";
   const form = document.getElementById("upload-form");
@@ -48,8 +49,43 @@
     body.innerHTML = html.trim();
     table.tBodies[0].prepend(body.firstElementChild);
     table.hidden = false;
+    bulkForm.hidden = false;
     document.getElementById("empty-state")?.remove();
+    showSelection();
   }
+
+  // Bulk actions: the row checkboxes belong to #bulk-form (form="bulk-form"); the server asks to confirm.
+  const bulkForm = document.getElementById("bulk-form");
+  const selectAll = document.getElementById("select-all");
+  const selectedCount = document.getElementById("selected-count");
+  const boxes = () => Array.from(document.querySelectorAll('input[name="ids"][form="bulk-form"]'));
+  function showSelection() {
+    const all = boxes();
+    const checked = all.filter((box) => box.checked).length;
+    selectAll.closest("label").hidden = !all.length;
+    selectAll.checked = all.length > 0 && checked === all.length;
+    selectAll.indeterminate = checked > 0 && checked < all.length;
+    selectedCount.textContent = checked ? checked + " selected" : "";
+    bulkForm.querySelectorAll('button[name="action"]').forEach((button) => (button.disabled = !checked));
+  }
+  selectAll.addEventListener("change", () => {
+    boxes().forEach((box) => (box.checked = selectAll.checked));
+    showSelection();
+  });
+  table.addEventListener("change", (event) => {
+    if (event.target.matches('input[name="ids"]')) showSelection();
+  });
+  showSelection();
+
+  // Filters: a changed list applies at once (the search box waits for Enter or Apply).
+  const filters = document.getElementById("library-filters");
+  filters?.addEventListener("change", (event) => {
+    if (event.target.matches("select")) filters.requestSubmit();
+  });
+  // Empty fields stay out of the address ("?status=&type=" says nothing).
+  filters?.addEventListener("formdata", (event) => {
+    for (const [key, value] of Array.from(event.formData.entries())) if (!value) event.formData.delete(key);
+  });
 
   form.addEventListener("submit", async (event) => {
     event.preventDefault();

@@ -58,6 +58,7 @@ def alices(request, user, other_user):
 # (URL pattern as Django lists it, HTTP method, URL to call with Alice's ids, data to send)
 PAGES = [
     ("documents/<int:pk>/", "get", "/documents/{document}/", None),
+    ("documents/<int:pk>/download/", "get", "/documents/{document}/download/", None),
     ("documents/<int:pk>/delete/", "post", "/documents/{document}/delete/", {}),
     ("documents/<int:pk>/reingest/", "post", "/documents/{document}/reingest/", {}),
     ("documents/<int:pk>/cancel/", "post", "/documents/{document}/cancel/", {}),

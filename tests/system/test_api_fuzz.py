@@ -120,6 +120,9 @@ def test_ids_in_queries_and_forms_never_answer_500(odd, client, user, token):
         client.get("/api/v1/search", {"q": "lighthouses", "collection": odd}, **auth),
         client.get("/documents/status.json", {"id": odd}),
         client.get(f"/documents/{document.pk}/", {"chunk": odd}),
+        client.get(f"/documents/{document.pk}/", {"page": odd}),
+        client.get("/documents/", {"q": odd, "collection": odd, "page": odd, "sort": odd, "status": odd, "type": odd}),
+        client.post("/documents/bulk/", {"action": "delete", "ids": odd, "page": odd}),
         client.post("/chat/new/", {"collection": odd}),
     ]
     assert [r.status_code for r in responses if r.status_code >= 500] == []

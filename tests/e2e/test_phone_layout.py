@@ -6,6 +6,7 @@ To cover a new page, add it to PAGES: a path whose {placeholders} name the objec
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import pytest
@@ -21,12 +22,21 @@ PHONE = {"width": 390, "height": 844}
 NARROWEST = {"width": 360, "height": 740}
 READY_TIMEOUT = 60_000
 LONG_URL = "https://intranet.example.com/policies/travel/" + "very-long-path-segment-" * 8 + "index.html?ref=handbook"
+# One line of code wider than any phone: the code block scrolls, the page does not.
+CODE_LINE = json.dumps(
+    {
+        "traveller": "alice",
+        "mode": "train",
+        "max_duration_hours": 4,
+        "approval_required_for": ["flights", "first class", "hotels over budget"],
+    }
+)
 LONG_ANSWER = (
     f"""Employees book trains for trips under four hours [1]. The full policy is at {LONG_URL} and
 the booking tool takes a configuration like this:
 
 ```json
-{{"traveller": "alice", "mode": "train", "max_duration_hours": 4, "approval_required_for": ["flights", "first class", "hotels over budget"]}}
+{CODE_LINE}
 ```
 
 | Trip | Mode | Approval needed from the travel desk and the cost-centre manager |

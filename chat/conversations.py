@@ -17,6 +17,7 @@ from chat.models import Citation, Conversation, Message
 
 TITLE_MAX_LENGTH = Conversation._meta.get_field("title").max_length or 200
 QUERY_MAX_LENGTH = 200
+QUERY_MAX_WORDS = 8
 
 
 class ConversationError(ValueError):
@@ -32,18 +33,18 @@ def conversation_for_user(user, pk: int) -> Conversation:
 
 
 def conversations_for_user(*, user, query: str = "") -> QuerySet[Conversation]:
-    """The user's conversations, newest first; with ``query``, those whose title or any message contains it.
+    """The user's conversations, newest first; with ``query``, those where each of its words appears, in
+    the title or in any message.
 
-    A case-insensitive substring match (ILIKE), not full-text search: people look for a word they
-    remember, often a name, a code or part of a word, which stemming and stop words would miss; the
-    scan stays within one user's messages (bench/conversation_search.py measures it against
-    PostgreSQL full-text search).
+    Case-insensitive substrings (ILIKE), not full-text search: people look for a word they remember,
+    often a name, a code or part of a word, which stemming and stop words would miss. The scan stays
+    within one user's messages: 25 ms for a rare word among 4,000 messages, where full-text search
+    computed on the fly takes 260 ms and finds no part of a word (bench/conversation_search.py).
     """
     conversations = Conversation.objects.filter(owner=user)
-    query = clean_query(query)
-    if query:
-        in_messages = Message.objects.filter(conversation=OuterRef("pk"), content__icontains=query)
-        conversations = conversations.filter(Q(title__icontains=query) | Exists(in_messages))
+    for word in clean_query(query).split()[:QUERY_MAX_WORDS]:
+        in_messages = Message.objects.filter(conversation=OuterRef("pk"), content__icontains=word)
+        conversations = conversations.filter(Q(title__icontains=word) | Exists(in_messages))
     return conversations
 
 

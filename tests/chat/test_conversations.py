@@ -212,3 +212,10 @@ def test_an_untitled_conversation_exports_under_its_number(signed_in, user):
     response = signed_in.get(reverse("chat:export", args=[conversation.pk]))
     assert response["Content-Disposition"] == f'attachment; filename="conversation-{conversation.pk}.md"'
     assert response.content.decode().startswith("# New conversation\n\nAsked in all collections;")
+
+
+def test_search_wants_every_word_somewhere_in_the_conversation(user):
+    both = converse(user, "Hotels", ("Which hotel in Lyon?", "The one near the station."))
+    converse(user, "Lyon", ("Which train to Lyon?", "The 8:04."))
+    assert list(conversations.conversations_for_user(user=user, query="hotel  station")) == [both]
+    assert list(conversations.conversations_for_user(user=user, query="STAT hotel")) == [both]

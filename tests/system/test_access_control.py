@@ -64,6 +64,8 @@ PAGES = [
     ("chat/<int:pk>/", "get", "/chat/{conversation}/", None),
     ("chat/<int:pk>/ask/", "post", "/chat/{conversation}/ask/", {"question": "What is Alice's salary?"}),
     ("chat/<int:pk>/delete/", "post", "/chat/{conversation}/delete/", {}),
+    ("chat/<int:pk>/rename/", "post", "/chat/{conversation}/rename/", {"title": "Mallory's now"}),
+    ("chat/<int:pk>/export.md", "get", "/chat/{conversation}/export.md", None),
     # ids in forms and query strings
     ("chat/new/", "post", "/chat/new/", {"collection": "{collection}"}),
 ]

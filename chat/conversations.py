@@ -7,6 +7,7 @@ its owner's alone, and anyone else's id is "not found" (404), never "forbidden".
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from django.db.models import Exists, OuterRef, Prefetch, Q, QuerySet
 from django.http import Http404
@@ -24,7 +25,7 @@ class ConversationError(ValueError):
     """Bad input about a conversation; the message is for the user."""
 
 
-def conversation_for_user(user, pk: int) -> Conversation:
+def conversation_for_user(user: Any, pk: int) -> Conversation:
     """The user's own conversation ``pk``, or 404."""
     conversation = Conversation.objects.filter(owner=user, pk=pk).select_related("collection__owner").first()
     if conversation is None:
@@ -32,7 +33,7 @@ def conversation_for_user(user, pk: int) -> Conversation:
     return conversation
 
 
-def conversations_for_user(*, user, query: str = "") -> QuerySet[Conversation]:
+def conversations_for_user(*, user: Any, query: str = "") -> QuerySet[Conversation]:
     """The user's conversations, newest first; with ``query``, those where each of its words appears, in
     the title or in any message.
 
@@ -68,7 +69,7 @@ def conversation_rename(*, conversation: Conversation, title: str) -> Conversati
     return conversation
 
 
-def conversations_delete(*, user, ids: Iterable[int]) -> int:
+def conversations_delete(*, user: Any, ids: Iterable[int]) -> int:
     """Delete those of ``ids`` the user owns (others' ids are ignored); how many were deleted."""
     ids = list(ids)
     if not ids:

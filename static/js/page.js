@@ -39,6 +39,19 @@
   for (const closer of document.querySelectorAll("[data-drawer-close]")) closer.addEventListener("click", closeDrawer);
   document.addEventListener("keydown", (event) => { if (event.key === "Escape") closeDrawer(); });
 
+  // The list's bulk delete shows once a conversation is ticked, saying how many (without script: always).
+  const deleteMany = document.querySelector("button.delete-many");
+  if (deleteMany) {
+    const ticked = () => document.querySelectorAll('#conversation-list input[form="delete-many"]:checked').length;
+    const update = () => {
+      const count = ticked();
+      deleteMany.hidden = count === 0;
+      deleteMany.textContent = `Delete ${count} ticked`;
+    };
+    document.getElementById("conversation-list").addEventListener("change", update);
+    update();
+  }
+
   // Rename a conversation in place: the title becomes a field; Enter saves, Escape cancels.
   const renameForm = document.getElementById("rename-form");
   const renameButton = document.getElementById("rename-button");

@@ -108,10 +108,12 @@ def test_ticked_conversations_are_deleted_together_after_confirmation(chat, user
     gone = [converse(user, "Old one"), converse(user, "Older one")]
     page = chat(keep)
     page.get_by_role("button", name="☰ Conversations").click()
+    expect(page.get_by_role("button", name="ticked")).to_be_hidden()
     page.get_by_label("Select “Old one”").check()
+    expect(page.get_by_role("button", name="Delete 1 ticked")).to_be_visible()
     page.get_by_label("Select “Older one”").check()
     page.once("dialog", lambda dialog: dialog.accept())
-    page.get_by_role("button", name="Delete ticked").click()
+    page.get_by_role("button", name="Delete 2 ticked").click()
     expect(page.locator(".messages")).to_contain_text("2 conversations deleted.")
     assert list(Conversation.objects.filter(owner=user)) == [keep]
     assert not Conversation.objects.filter(pk__in=[c.pk for c in gone]).exists()

@@ -159,6 +159,8 @@ def test_the_sidebar_search_filters_the_list_and_keeps_the_conversation_open(sig
     list_html = page[page.index('id="conversation-list"') : page.index("</ul>", page.index('id="conversation-list"'))]
     assert "Hotels" in list_html and "Trains" not in list_html
     assert "1 matching “hotel”" in page
+    hotels = Conversation.objects.get(title="Hotels")
+    assert f'href="/chat/{hotels.pk}/?q=hotel"' in list_html  # opening a result keeps the results
 
 
 def test_searching_from_the_chat_index_shows_results_instead_of_opening_the_latest(signed_in, user):

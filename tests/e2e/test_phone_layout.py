@@ -54,15 +54,19 @@ class Page:
     name: str
     path: str  # {conversation}, {document}, {chunk}: objects of the `site` fixture
     signed_in: bool = True
+    status: int = 200
+    site_menu: bool = True  # the page has the site's menu (base.html), to open and check too
 
 
 PAGES = [
-    Page("login", "/accounts/login/", signed_in=False),
+    Page("login", "/accounts/login/", signed_in=False, site_menu=False),
     Page("chat index", "/chat/?new"),
     Page("conversation with a long answer", "/chat/{conversation}/"),
     Page("documents list", "/documents/"),
     Page("document detail", "/documents/{document}/"),
     Page("cited passage", "/documents/{document}/?chunk={chunk}"),
+    Page("not found", "/chat/0/", status=404),
+    Page("password change", "/accounts/password_change/", site_menu=False),  # Django's admin-styled form
 ]
 
 
@@ -121,9 +125,9 @@ def test_the_page_is_no_wider_than_a_phone(page, sign_in, user, site, live_serve
     for size in (PHONE, NARROWEST):
         page.set_viewport_size(size)
         response = page.goto(live_server.url + phone_page.path.format(**site))
-        assert response.status == 200
+        assert response.status == phone_page.status
         assert_fits(page)
-        if phone_page.signed_in:  # the menu opens, and fits too
+        if phone_page.site_menu:  # the menu opens, and fits too
             page.get_by_role("button", name="Menu").click()
             expect(page.get_by_role("link", name="Documents", exact=True)).to_be_visible()
             assert_fits(page)

@@ -7,9 +7,10 @@ its owner's alone, and anyone else's id is "not found" (404), never "forbidden".
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
-from django.db.models import Exists, OuterRef, Prefetch, Q, QuerySet
+from django.db.models import Exists, OuterRef, Prefetch, Q, QuerySet, Subquery
 from django.http import Http404
 from django.utils import timezone
 from django.utils.text import slugify
@@ -19,6 +20,7 @@ from chat.models import Citation, Conversation, Message
 TITLE_MAX_LENGTH = Conversation._meta.get_field("title").max_length or 200
 QUERY_MAX_LENGTH = 200
 QUERY_MAX_WORDS = 8
+SNIPPET_AROUND = 40  # characters shown each side of a match in the list
 
 
 class ConversationError(ValueError):
@@ -47,6 +49,39 @@ def conversations_for_user(*, user: Any, query: str = "") -> QuerySet[Conversati
         in_messages = Message.objects.filter(conversation=OuterRef("pk"), content__icontains=word)
         conversations = conversations.filter(Q(title__icontains=word) | Exists(in_messages))
     return conversations
+
+
+@dataclass(frozen=True)
+class Listed:
+    """A conversation as the sidebar lists it."""
+
+    pk: int
+    title: str
+    snippet: str  # with a search: the text around the match in its first matching message, if any
+
+
+def conversations_listed(*, user: Any, query: str = "", limit: int) -> list[Listed]:
+    """The sidebar's list, newest first; with ``query``, the matches, each with the words around the
+    first query word in its first message that has it (none when only the title matched)."""
+    listed = conversations_for_user(user=user, query=query)
+    words = clean_query(query).split()
+    if not words:
+        return [Listed(pk, title, "") for pk, title in listed.values_list("pk", "title")[:limit]]
+    first_match = Message.objects.filter(conversation=OuterRef("pk"), content__icontains=words[0])
+    listed = listed.annotate(matched=Subquery(first_match.order_by("created_at", "id").values("content")[:1]))
+    return [
+        Listed(pk, title, snippet(matched or "", words[0]))
+        for pk, title, matched in listed.values_list("pk", "title", "matched")[:limit]
+    ]
+
+
+def snippet(text: str, word: str, *, around: int = SNIPPET_AROUND) -> str:
+    """One line of ``text`` around the first ``word`` (any case), with … where it was cut."""
+    at = text.lower().find(word.lower())
+    if at < 0:
+        return ""
+    start, end = max(0, at - around), min(len(text), at + len(word) + around)
+    return ("…" if start else "") + _one_line(text[start:end]) + ("…" if end < len(text) else "")
 
 
 def clean_query(query: str) -> str:

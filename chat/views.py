@@ -147,8 +147,7 @@ def _context(request, conversation: Conversation | None) -> dict:
         )
     return {
         "conversation": conversation,
-        "conversations": conversations.conversations_for_user(user=request.user, query=query)
-        .only("pk", "title")[:CONVERSATIONS_SHOWN],
+        "conversations": conversations.conversations_listed(user=request.user, query=query, limit=CONVERSATIONS_SHOWN),
         "query": query,
         "title_max_length": conversations.TITLE_MAX_LENGTH,
         "collections": Collection.objects.visible_to(request.user)

@@ -221,3 +221,23 @@ def test_search_wants_every_word_somewhere_in_the_conversation(user):
     converse(user, "Lyon", ("Which train to Lyon?", "The 8:04."))
     assert list(conversations.conversations_for_user(user=user, query="hotel  station")) == [both]
     assert list(conversations.conversations_for_user(user=user, query="STAT hotel")) == [both]
+
+
+def test_search_results_show_the_words_around_the_match(signed_in, user):
+    converse(
+        user,
+        "Trips",
+        (
+            "Which trips go by train?",
+            "Trains for trips under four hours; " * 5 + "the hotel near "
+            "the station costs at most 150 EUR a night. " + "More rules follow. " * 5,
+        ),
+    )
+    converse(user, "Hotel budgets")
+    listed = conversations.conversations_listed(user=user, query="HOTEL", limit=50)
+    assert {c.title: c.snippet for c in listed} == {
+        "Trips": "…Trains for trips under four hours; the hotel near the station costs at most 150 EUR…",
+        "Hotel budgets": "",
+    }
+    page = signed_in.get(reverse("chat:index"), {"q": "hotel"}).content.decode()
+    assert '<p class="snippet">…Trains for trips under four hours; the hotel near' in page

@@ -23,6 +23,8 @@
     panel.classList.toggle("open", open);
     if (panel === drawer) {
       if (backdrop) backdrop.hidden = !open;
+      // While the drawer covers the page, the page behind it takes no focus or clicks.
+      for (const behind of document.querySelectorAll(".topbar, .chat")) behind.inert = open;
       if (open) drawer.querySelector("a, button, input, select")?.focus();
     }
   }
@@ -38,6 +40,8 @@
   }
   for (const closer of document.querySelectorAll("[data-drawer-close]")) closer.addEventListener("click", closeDrawer);
   document.addEventListener("keydown", (event) => { if (event.key === "Escape") closeDrawer(); });
+  // Widened past the phone layout (a rotated tablet): the list is a sidebar again, nothing is covered.
+  window.matchMedia("(min-width: 721px)").addEventListener("change", (event) => { if (event.matches) closeDrawer(); });
 
   // The list's bulk delete shows once a conversation is ticked, saying how many (without script: always).
   const deleteMany = document.querySelector("button.delete-many");

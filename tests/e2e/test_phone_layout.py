@@ -163,7 +163,16 @@ def test_on_a_phone_the_conversation_list_is_a_drawer(page, sign_in, user, site,
     expect(toggle).to_have_attribute("aria-expanded", "true")
     assert drawer.bounding_box()["x"] >= 0
     assert_fits(page)
+    assert page.locator(".chat").evaluate("chat => chat.inert")  # the page behind takes no focus
     page.keyboard.press("Escape")
+    expect(drawer).to_be_hidden()
+    assert not page.locator(".chat").evaluate("chat => chat.inert")
+
+    toggle.click()  # then the window widens: the list becomes the sidebar, nothing stays covered
+    page.set_viewport_size({"width": 1024, "height": 768})
+    expect(drawer).to_be_visible()
+    assert not page.locator(".chat").evaluate("chat => chat.inert")
+    page.set_viewport_size(PHONE)
     expect(drawer).to_be_hidden()
 
     toggle.click()

@@ -60,9 +60,13 @@ def main() -> None:
             Conversation(owner=user, title=sentence(rng)[:80]) for _ in range(conversations_n)
         )
         Message.objects.bulk_create(
-            Message(conversation=c, role=Message.Role.USER if i % 2 == 0 else Message.Role.ASSISTANT,
-                    content=" ".join(sentence(rng) for _ in range(1 if i % 2 == 0 else 6)))
-            for c in made for i in range(messages_n)
+            Message(
+                conversation=c,
+                role=Message.Role.USER if i % 2 == 0 else Message.Role.ASSISTANT,
+                content=" ".join(sentence(rng) for _ in range(1 if i % 2 == 0 else 6)),
+            )
+            for c in made
+            for i in range(messages_n)
         )
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE chat_message; ANALYZE chat_conversation")
@@ -73,9 +77,11 @@ def main() -> None:
     def full_text(user, query: str) -> list[int]:
         words = SearchQuery(query, config="english")
         in_messages = Message.objects.annotate(v=SearchVector("content", config="english")).filter(
-            conversation=OuterRef("pk"), v=words)
+            conversation=OuterRef("pk"), v=words
+        )
         found = Conversation.objects.annotate(t=SearchVector("title", config="english")).filter(
-            Q(owner=user), Q(t=words) | Exists(in_messages))
+            Q(owner=user), Q(t=words) | Exists(in_messages)
+        )
         return list(found.values_list("pk", flat=True)[:50])
 
     ways = {"substring (ILIKE), chat.conversations": substring, "full-text (to_tsvector @@ plainto_tsquery)": full_text}
@@ -95,8 +101,13 @@ def main() -> None:
 
     rows = [["query", *(f"{name}: p50 ms" for name in ways), *(f"{name}: found" for name in ways)]]
     for query in QUERIES:
-        rows.append([f"`{query}`", *(f"{statistics.median(timings[(name, query)]):.1f}" for name in ways),
-                     *(str(found[(name, query)]) for name in ways)])
+        rows.append(
+            [
+                f"`{query}`",
+                *(f"{statistics.median(timings[(name, query)]):.1f}" for name in ways),
+                *(str(found[(name, query)]) for name in ways),
+            ]
+        )
     _common.report(
         args.quick,
         "Conversation search: substring against full-text (bench/conversation_search.py)",

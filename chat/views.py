@@ -10,15 +10,16 @@ from datetime import date
 from django.contrib import messages as flash
 from django.contrib.auth.decorators import login_required
 from django.db.models import Prefetch
-from django.http import HttpResponse, HttpResponseBadRequest, HttpResponseNotAllowed
+from django.http import HttpResponse, HttpResponseBadRequest, HttpResponseNotAllowed, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
-from chat import services
+from chat import conversations, services
 from chat.models import Citation, Conversation, Message
 from chat.templatetags.answers import render_markdown
 from core import ratelimit
-from core.http import parse_id
+from core.http import parse_id, wants_json
 from core.streaming import sse_response
 from documents.models import Collection, Document
 from documents.parsing import CONTENT_TYPES
@@ -42,7 +43,7 @@ TAG_MAX_LENGTH = 100
 def chat_index(request):
     """The chat page without a conversation open: the latest one, or how to start one."""
     latest = Conversation.objects.filter(owner=request.user).only("pk").first()
-    if latest is not None and "new" not in request.GET:
+    if latest is not None and "new" not in request.GET and "q" not in request.GET:
         return redirect("chat:detail", pk=latest.pk)
     return render(request, "chat/chat.html", _context(request, None))
 
@@ -67,19 +68,70 @@ def chat_new(request):
 @login_required
 @require_GET
 def chat_detail(request, pk: int):
-    conversation = get_object_or_404(
-        Conversation.objects.filter(owner=request.user).select_related("collection__owner"), pk=pk
-    )
+    conversation = conversations.conversation_for_user(request.user, pk)
     return render(request, "chat/chat.html", _context(request, conversation))
+
+
+# Managing conversations (chat.conversations): rename, export, delete. Each takes the conversation
+# through conversation_for_user first: another user's id is not found.
+
+@login_required
+@require_POST
+def chat_rename(request, pk: int):
+    """Rename from the page's inline form (JSON for its script) or from the list's menu (a redirect)."""
+    conversation = conversations.conversation_for_user(request.user, pk)
+    try:
+        conversations.conversation_rename(conversation=conversation, title=request.POST.get("title") or "")
+    except conversations.ConversationError as error:
+        if wants_json(request):
+            return JsonResponse({"detail": str(error)}, status=400)
+        flash.error(request, f"Not renamed: {error}")
+    else:
+        if wants_json(request):
+            return JsonResponse({"title": conversation.title})
+        flash.success(request, "Conversation renamed.")
+    return _back(request, conversation)
+
+
+@login_required
+@require_GET
+def chat_export(request, pk: int):
+    """The conversation as a Markdown file to download."""
+    conversation = conversations.conversation_for_user(request.user, pk)
+    response = HttpResponse(conversations.conversation_markdown(conversation),
+                            content_type="text/markdown; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{conversations.export_filename(conversation)}"'
+    return response
 
 
 @login_required
 @require_POST
 def chat_delete(request, pk: int):
-    conversation = get_object_or_404(Conversation.objects.filter(owner=request.user), pk=pk)
+    conversation = conversations.conversation_for_user(request.user, pk)
     conversation.delete()
     flash.success(request, "Conversation deleted.")
     return redirect("chat:index")
+
+
+@login_required
+@require_POST
+def chat_delete_many(request):
+    """Delete the ticked conversations of the list; ids that are not the user's are ignored."""
+    ids = [i for i in map(parse_id, request.POST.getlist("conversation")) if i is not None]
+    if not ids:
+        flash.error(request, "Tick the conversations to delete first.")
+    else:
+        deleted = conversations.conversations_delete(user=request.user, ids=ids)
+        flash.success(request, f"{deleted} conversation{'' if deleted == 1 else 's'} deleted.")
+    return redirect("chat:index")
+
+
+def _back(request, conversation: Conversation):
+    """Back where the form was (the list may be showing another conversation), else the conversation."""
+    target = request.POST.get("next") or ""
+    if target and url_has_allowed_host_and_scheme(target, {request.get_host()}, require_https=request.is_secure()):
+        return redirect(target)
+    return redirect("chat:detail", pk=conversation.pk)
 
 
 def _context(request, conversation: Conversation | None) -> dict:
@@ -88,13 +140,16 @@ def _context(request, conversation: Conversation | None) -> dict:
     if conversation is not None and conversation.collection_id:
         documents = documents.filter(collection_id=conversation.collection_id)
     messages_list: Iterable[Message] = []
+    query = conversations.clean_query(request.GET.get("q") or "")
     if conversation is not None:
         messages_list = conversation.messages.prefetch_related(
             Prefetch("citation_set", queryset=Citation.objects.order_by("index"))
         )
     return {
         "conversation": conversation,
-        "conversations": Conversation.objects.filter(owner=request.user).only("pk", "title")[:CONVERSATIONS_SHOWN],
+        "conversations": conversations.conversations_listed(user=request.user, query=query, limit=CONVERSATIONS_SHOWN),
+        "query": query,
+        "title_max_length": conversations.TITLE_MAX_LENGTH,
         "collections": Collection.objects.visible_to(request.user)
         .select_related("owner").only("pk", "name", "owner__username").order_by("name"),
         # For the "only this document" filter, and to tell a new user to upload something first.

@@ -81,7 +81,7 @@ def test_asking_streams_the_answer_and_its_citation_opens_the_highlighted_passag
     expect(page.locator("#ask-button")).to_be_disabled()
     # The conversation is named after the question, in the header and the list.
     expect(page.locator("#conversation-title")).to_have_text(QUESTION)
-    expect(page.locator("#conversation-list li.current")).to_have_text(QUESTION)
+    expect(page.locator("#conversation-list li.current > a")).to_have_text(QUESTION)
     answer = answer_bubble(page).locator(".answer")
     expect(answer).to_contain_text("Employees book trains")
     partial = answer.inner_text()
@@ -112,7 +112,7 @@ def test_asking_streams_the_answer_and_its_citation_opens_the_highlighted_passag
     expect(answer_bubble(page).locator(".answer")).to_contain_text("with a manager's approval")
     expect(answer_bubble(page).locator("a.cite").first).to_have_attribute("href", href)
     expect(answer_bubble(page).locator("ol.citations")).to_contain_text("travel-policy, page 2")
-    expect(page.locator("#conversation-list li.current")).to_have_text(QUESTION)
+    expect(page.locator("#conversation-list li.current > a")).to_have_text(QUESTION)
 
 
 def test_without_a_language_model_the_answer_quotes_passages_with_citations(signed_in_page, user, collection,

@@ -71,6 +71,8 @@ PAGES = [
     ("collections/<int:pk>/members/", "post", "/collections/{collection}/members/", {"member": "mallory"}),
     ("collections/<int:pk>/members/<int:user_id>/remove/", "post",
      "/collections/{collection}/members/{alice}/remove/", {}),
+    ("chat/<int:pk>/rename/", "post", "/chat/{conversation}/rename/", {"title": "Mallory's now"}),
+    ("chat/<int:pk>/export.md", "get", "/chat/{conversation}/export.md", None),
     # ids in forms and query strings
     ("chat/new/", "post", "/chat/new/", {"collection": "{collection}"}),
 ]

@@ -102,7 +102,9 @@ def sign_in(page, live_server):
         page.get_by_label("Username").fill(user.get_username())
         page.get_by_label("Password").fill(password)
         page.get_by_role("button", name="Sign in").click()
-        expect(page.get_by_role("button", name=f"Sign out ({user.get_username()})")).to_be_visible()
+        # Attached, not visible: on a phone the site menu (and its sign-out button) is folded.
+        sign_out = page.get_by_role("button", name=f"Sign out ({user.get_username()})", include_hidden=True)
+        expect(sign_out).to_be_attached()
         return page
 
     return sign_in

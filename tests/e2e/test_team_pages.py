@@ -32,9 +32,17 @@ def screen(request, page):
     return request.param
 
 
+def open_from_the_menu(page, name: str) -> None:
+    """Follow a site-menu link; on a phone the menu is folded behind its button first."""
+    toggle = page.get_by_role("button", name="Menu")
+    if toggle.is_visible():
+        toggle.click()
+    page.get_by_role("link", name=name, exact=True).click()
+
+
 def test_an_owner_creates_a_collection_and_adds_and_removes_a_member(signed_in_page, screen, other_user):
     page = signed_in_page
-    page.get_by_role("link", name="Collections").click()
+    open_from_the_menu(page, "Collections")
     expect(page.get_by_role("heading", name="Collections", exact=True)).to_be_visible()
     assert_fits(page)
     page.get_by_label("Name").fill("Team handbook")
@@ -84,7 +92,7 @@ def test_a_member_sees_the_shared_collection_and_its_owner_read_only(sign_in, pa
 
 def test_a_user_creates_a_token_sees_it_once_and_revokes_it(signed_in_page, screen, user):
     page = signed_in_page
-    page.get_by_role("link", name="API tokens").click()
+    open_from_the_menu(page, "API tokens")
     expect(page.locator("#no-tokens")).to_be_visible()
     assert_fits(page)
     page.get_by_label("Name").fill("laptop scripts")

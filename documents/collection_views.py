@@ -79,11 +79,15 @@ def member_add(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def member_remove(request: HttpRequest, pk: int, user_id: int) -> HttpResponse:
     collection, is_owner = collection_for_user(request.user, pk)
-    if not is_owner:
+    leaving = user_id == request.user.pk and not is_owner  # a member may always leave a collection shared with them
+    if not (is_owner or leaving):
         return http.error_response(403, sharing.owners_only("remove members"), json=False, request=request)
     try:
         member = sharing.member_remove(collection=collection, user_id=user_id, actor=request.user)
     except sharing.SharingRefused as refused:
         return _detail(request, pk, error=str(refused), status=refused.status_code)
+    if leaving:
+        messages.success(request, f"You left “{collection.name}”: its documents are no longer in your searches.")
+        return redirect("collections:list")
     messages.success(request, f"{member.get_username()} can no longer read “{collection.name}”.")
     return redirect("collections:detail", pk=collection.pk)

@@ -188,6 +188,25 @@ def test_a_member_sees_the_owner_read_only_and_cannot_change_members(client, use
     assert set(collection.members.all()) == {bob, other_user}
 
 
+def test_a_member_leaves_a_collection_shared_with_them_and_no_longer_finds_it(client, user, bob, collection):
+    add_text_document(user, collection, "minutes.txt", "The board approved the zeppelin purchase in May.")
+    collection.members.add(bob)
+    assert search(user=bob, query="zeppelin purchase")
+    client.force_login(bob)
+    page = client.get(f"/collections/{collection.pk}/").content.decode()
+    assert 'id="leave-form"' in page and "Leave this collection" in page
+    response = client.post(f"/collections/{collection.pk}/members/{bob.pk}/remove/", follow=True)
+    assert response.redirect_chain[-1][0] == "/collections/"
+    assert "You left “Handbook”" in response.content.decode()
+    assert not collection.members.exists()
+    assert search(user=bob, query="zeppelin purchase") == []
+    assert client.get(f"/collections/{collection.pk}/").status_code == 404
+    event = AuditEvent.objects.filter(action="member_removed").latest("pk")
+    assert event.actor_id == bob.pk
+    client.force_login(user)  # the owner has no "leave" (they cannot be removed)
+    assert 'id="leave-form"' not in client.get(f"/collections/{collection.pk}/").content.decode()
+
+
 def test_someone_who_cannot_read_the_collection_gets_404(client, other_user, user, collection):
     client.force_login(other_user)
     assert client.get(f"/collections/{collection.pk}/").status_code == 404

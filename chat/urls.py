@@ -9,4 +9,5 @@ urlpatterns = [
     path("<int:pk>/", views.chat_detail, name="detail"),
     path("<int:pk>/ask/", views.chat_ask, name="ask"),
     path("<int:pk>/delete/", views.chat_delete, name="delete"),
+    path("passages/<int:chunk_id>/", views.chat_passage, name="passage"),
 ]

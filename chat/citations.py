@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Generator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
 from django.http import Http404
@@ -160,7 +160,7 @@ class Passage:
     document_url: str
 
 
-def passage_for_user(user, chunk_id: int) -> Passage:
+def passage_for_user(user: Any, chunk_id: int) -> Passage:
     """The chunk ``chunk_id`` and its neighbours if ``user`` may read its document; else Http404.
 
     Access is the document's (documents.selectors.document_for_user): a chunk of a document the user may

@@ -64,6 +64,7 @@ PAGES = [
     ("chat/<int:pk>/", "get", "/chat/{conversation}/", None),
     ("chat/<int:pk>/ask/", "post", "/chat/{conversation}/ask/", {"question": "What is Alice's salary?"}),
     ("chat/<int:pk>/delete/", "post", "/chat/{conversation}/delete/", {}),
+    ("chat/passages/<int:chunk_id>/", "get", "/chat/passages/{chunk}/", None),
     # ids in forms and query strings
     ("chat/new/", "post", "/chat/new/", {"collection": "{collection}"}),
 ]

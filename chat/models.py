@@ -29,6 +29,9 @@ class Message(models.Model):
         USER = "user", "User"
         ASSISTANT = "assistant", "Assistant"
 
+    # The error of an answer the reader stopped (chat.citations.stop); the partial answer is kept.
+    STOPPED = "Stopped: the answer was cut short."
+
     conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="messages")
     role = models.CharField(max_length=20, choices=Role.choices)
     content = models.TextField()
@@ -43,6 +46,11 @@ class Message(models.Model):
     def __str__(self) -> str:
         return f"{self.role}: {self.content[:60]}"
 
+    @property
+    def stopped(self) -> bool:
+        """Whether the reader stopped this answer (its text is what had arrived before)."""
+        return self.error == self.STOPPED
+
 
 class Citation(models.Model):
     """Passage [index] of an answer. The chunk may be deleted later; the citation then dangles."""
@@ -53,6 +61,10 @@ class Citation(models.Model):
     document_id = models.BigIntegerField()
     title = models.CharField(max_length=300)
     page = models.PositiveIntegerField(null=True, blank=True)
+    # Where the passage is when it has no page (chat.citations.label): its heading path, else its place.
+    heading = models.TextField(blank=True)
+    passage = models.PositiveIntegerField(null=True, blank=True, help_text="The chunk's place in its document, from 1.")
+    passages = models.PositiveIntegerField(null=True, blank=True, help_text="How many chunks its document had.")
 
     class Meta:
         ordering = ["message", "index"]

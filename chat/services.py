@@ -11,14 +11,13 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.urls import reverse
 
-from chat import extractive, followups, prompting
+from chat import citations, extractive, followups, prompting
 from chat import llm as llms
 from chat.models import Citation, Conversation, Message
 from chat.prompting import Turn
 from core.text import without_surrogates
 from documents import search as retrieval
 from documents.exceptions import EmbeddingError
-from documents.models import Chunk
 from documents.parsing import CONTROL
 
 logger = logging.getLogger(__name__)
@@ -42,6 +41,7 @@ class CitationData(TypedDict):
     page: int | None
     chunk_id: int | None
     url: str
+    label: str  # where the passage is: "Title, page 4", "Title › Heading", "Title, passage 3 of 12"
 
 
 class Token(TypedDict):
@@ -176,6 +176,7 @@ def citation_json(citation: Citation) -> CitationData:
         "page": citation.page,
         "chunk_id": citation.chunk_id,
         "url": url,
+        "label": citations.label_of(citation),
     }
 
 
@@ -242,30 +243,28 @@ def ask(
         conversation.save(update_fields=["title", "updated_at"])
     if filters is None and conversation.collection_id:
         filters = retrieval.Filters(collections=(conversation.collection_id,))
+    # Citation numbers in order of first use as the answer streams (chat.citations), and a reader who
+    # hangs up (the page's "stop") keeps the answer so far, saved as stopped.
+    events = answer(user=conversation.owner, question=question, history=history, filters=filters)
+    numbering = citations.StreamNumbering(settings.RETRIEVAL_K)
     result: Result | None = None
-    for event in answer(user=conversation.owner, question=question, history=history, filters=filters):
-        if event["type"] == "token":
-            yield event
-        else:
-            result = event
+    try:
+        for event in events:
+            if event["type"] == "result":
+                result = event
+            elif text := numbering.feed(event["text"]):
+                yield Token(type="token", text=text)
+        if text := numbering.flush():
+            yield Token(type="token", text=text)
+    except GeneratorExit:
+        if result is not None:  # all but the last piece had gone
+            citations.save_answer(conversation=conversation, result=result)
+        elif (partial := citations.stop(events)) is not None:
+            citations.save_answer(conversation=conversation, result=partial, error=Message.STOPPED)
+        raise
     assert result is not None  # answer() always ends with its result
-    hits = result["hits"]
-    cited = [hits[i - 1] for i in result["cited"]]
-    # A re-ingestion may have replaced a cited chunk since it was retrieved: keep the citation, unlinked.
-    alive = set(Chunk.objects.filter(pk__in=[hit.chunk_id for hit in cited]).values_list("pk", flat=True))
-    with transaction.atomic():
-        message = Message.objects.create(
-            conversation=conversation, role=Message.Role.ASSISTANT, content=result["content"],
-            error=result["error"], backend=result["backend"],
-        )
-        citations = Citation.objects.bulk_create(
-            Citation(
-                message=message, chunk_id=hit.chunk_id if hit.chunk_id in alive else None, index=index,
-                document_id=hit.document_id, title=hit.document_title[:300], page=hit.page,
-            )
-            for index, hit in zip(result["cited"], cited, strict=True)
-        )
+    message, saved = citations.save_answer(conversation=conversation, result=result)
     yield Done(
         type="done", message_id=message.pk, content=message.content, error=message.error,
-        citations=[citation_json(c) for c in citations],
+        citations=[citation_json(c) for c in saved],
     )

@@ -13,4 +13,5 @@ urlpatterns = [
     path("<int:pk>/export.md", views.chat_export, name="export"),
     path("<int:pk>/delete/", views.chat_delete, name="delete"),
     path("delete/", views.chat_delete_many, name="delete_many"),
+    path("passages/<int:chunk_id>/", views.chat_passage, name="passage"),
 ]

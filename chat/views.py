@@ -15,7 +15,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
-from chat import conversations, services
+from chat import citations, conversations, regenerating, services
 from chat.models import Citation, Conversation, Message
 from chat.templatetags.answers import render_markdown
 from core import ratelimit
@@ -238,7 +238,10 @@ def chat_ask(request, pk: int):
     conversation = get_object_or_404(
         Conversation.objects.filter(owner=request.user).select_related("owner"), pk=pk
     )
-    question = services.clean_question(request.POST.get("question") or "")
+    regenerate = regenerating.last_question(conversation) if request.POST.get("regenerate") else None
+    if request.POST.get("regenerate") and regenerate is None:
+        return HttpResponseBadRequest("There is no question to ask again.", content_type="text/plain")
+    question = services.clean_question(regenerate.content if regenerate else request.POST.get("question") or "")
     if not question:
         return HttpResponseBadRequest("Type a question first.", content_type="text/plain")
     if too_long := services.question_too_long(question):
@@ -251,6 +254,21 @@ def chat_ask(request, pk: int):
     if not allowed:  # plain text: the page's script shows it in the answer's bubble
         return ratelimit.refused(request, "chat", retry_after, response=HttpResponse(
             ratelimit.message("chat", retry_after), content_type="text/plain"))
+    if regenerate is not None:  # the new answer replaces the last one
+        regenerating.take_back(conversation, regenerate)
     events = _events(services.ask(conversation=conversation, question=question, filters=filters), conversation)
     return sse_response(request, events)
 
+
+
+@login_required
+@require_GET
+def chat_passage(request, chunk_id: int):
+    """A cited passage with its neighbours: the chat's side panel (a fragment, when the page's script asks)
+    or a page of its own (a new tab on phones, or without the script). 404 for a chunk the user may not read.
+    """
+    passage = citations.passage_for_user(request.user, chunk_id)
+    fragment = request.headers.get("X-Requested-With") == "fetch"
+    response = render(request, "chat/_passage.html" if fragment else "chat/passage.html", {"passage": passage})
+    response["Vary"] = "X-Requested-With"
+    return response

@@ -12,6 +12,7 @@ from markdown.inlinepatterns import InlineProcessor
 from markdown.treeprocessors import Treeprocessor
 from markdown.util import AtomicString
 
+from chat.citations import label_of
 from chat.prompting import CITATION
 
 register = template.Library()
@@ -135,3 +136,9 @@ def answer_html(message) -> str:
 
     urls = {c.index: citation_json(c)["url"] for c in message.citation_set.all() if c.chunk_id}
     return mark_safe(render_markdown(message.content, urls))  # noqa: S308 — sanitised by nh3 above
+
+
+@register.filter
+def citation_label(citation) -> str:
+    """Where the cited passage is: "Title, page 4", "Title › Heading", "Title, passage 3 of 12"."""
+    return label_of(citation)

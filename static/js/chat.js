@@ -1,11 +1,108 @@
-// The chat page: send the question, show the answer as it streams (server-sent events over fetch).
+// The chat page: send the question, show the answer as it streams (server-sent events over fetch), rendered
+// as Markdown while it arrives; stop, copy and regenerate answers; open a cited passage beside the answer.
 (function () {
   "use strict";
   const form = document.getElementById("ask-form");
   const list = document.getElementById("messages");
   const textarea = form.querySelector("textarea");
   const button = document.getElementById("ask-button");
+  const panel = document.getElementById("passage-panel");
+  const panelBody = document.getElementById("passage-body");
+  const actionsTemplate = document.getElementById("answer-actions");
+  const STOPPED = "Stopped: the answer was cut short.";
+  const PHONE = window.matchMedia("(max-width: 699px)");
   let busy = false;
+  let current = null; // the answer streaming now: { controller, stopped }
+
+  // --- Markdown as the server renders it (chat/templatetags/answers.py), sanitised with the same rules ---
+
+  // The server's nh3 allow-list: the same tags, links to http(s), mail or this site only, no other attribute.
+  const PURIFY = {
+    ALLOWED_TAGS: ["p", "br", "strong", "em", "code", "pre", "blockquote", "ul", "ol", "li", "h3", "h4",
+      "table", "thead", "tbody", "tr", "th", "td", "a", "hr", "del", "small"],
+    ALLOWED_ATTR: ["href", "title"],
+    ALLOWED_URI_REGEXP: /^(?:(?:https?|mailto):|[^a-z]|[a-z+.-]+(?:[^a-z+.\-:]|$))/i,
+    KEEP_CONTENT: true,
+  };
+  function escapeHtml(text) {
+    return text.replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
+  }
+  // Raw HTML in an answer is shown as the text it is, as on the server: answers quote documents.
+  const markdown = new marked.Marked({
+    gfm: true,
+    breaks: false,
+    renderer: {
+      html: (token) => escapeHtml(token.text),
+    },
+  });
+
+  // Complete what the model is half-way through, so that no Markdown syntax shows while the answer streams:
+  // an open code fence or code span is closed, an open ** or * is closed, a link being written waits for
+  // its end, and a line holding only a block marker (">", "-", "1.", "#") waits for its text.
+  function settle(text) {
+    const lines = text.split("\n");
+    let fence = null;
+    for (const line of lines) {
+      const m = line.match(/^ {0,3}(`{3,}|~{3,})/);
+      if (m && (fence === null || (m[1][0] === fence[0] && m[1].length >= fence.length))) {
+        fence = fence === null ? m[1] : null;
+      }
+    }
+    if (fence !== null) return text + "\n" + fence;
+    let last = lines.pop();
+    if (/^ {0,3}(?:>\s*)*(?:[-*+]|\d{1,9}[.)]|#{1,6}|`{1,2}|~{1,2}|[-=_*]+)?\s*$/.test(last)) {
+      last = "";
+    }
+    lines.push(last);
+    text = lines.join("\n");
+    // The paragraph being written: from the last blank line.
+    const start = text.search(/\n\s*\n(?![\s\S]*\n\s*\n)/);
+    const head = start >= 0 ? text.slice(0, start) : "";
+    let tail = start >= 0 ? text.slice(start) : text;
+    tail = tail.replace(/!?\[[^\]]*\]\([^)]*$/, "").replace(/!?\[[^\]]*$/, "");
+    tail = tail.replace(/[*_`~]+$/, "");
+    const spans = tail.split("`");
+    if (spans.length % 2 === 0) tail += "`";
+    // Outside code spans (the even pieces), count the emphasis markers left open.
+    const prose = spans.filter((_, i) => i % 2 === 0).join(" ").replace(/^\s*[*+-]\s/gm, "");
+    let closing = "";
+    const strong = (prose.match(/\*\*/g) || []).length;
+    const single = (prose.replace(/\*\*/g, "").match(/\*/g) || []).length;
+    if (single % 2 === 1) closing += "*";
+    if (strong % 2 === 1) closing += "**";
+    return head + tail + closing;
+  }
+
+  // Links that leave the site say where they go, as the server marks them (answers._ExternalLinks).
+  function markExternalLinks(root) {
+    for (const link of root.querySelectorAll("a[href]")) {
+      let url;
+      try {
+        url = new URL(link.getAttribute("href"), window.location.href);
+      } catch {
+        link.removeAttribute("href");
+        continue;
+      }
+      if (url.protocol !== "mailto:" && url.origin === window.location.origin) continue;
+      const mail = url.protocol === "mailto:";
+      const shown = mail ? decodeURIComponent(url.pathname) : url.hostname || "another site";
+      link.className = "external";
+      link.target = "_blank";
+      link.rel = "noopener noreferrer nofollow";
+      link.title = mail ? "Writes an e-mail to " + shown : "Opens " + shown + " in a new tab: another site, not this one";
+      const marker = document.createElement("small");
+      marker.className = "link-host";
+      marker.textContent = (mail ? "✉ " : "↗ ") + shown;
+      link.appendChild(marker);
+    }
+  }
+
+  function renderInto(element, text) {
+    element.innerHTML = DOMPurify.sanitize(markdown.parse(settle(text)), PURIFY);
+    markExternalLinks(element);
+  }
+
+  // --- The page ---
 
   // While the reader is at the bottom, keep the newest text in view; leave them alone if they scrolled up.
   function atBottom() {
@@ -39,18 +136,21 @@
     for (const c of citations) {
       const li = document.createElement("li");
       li.value = c.index;
-      const label = c.title + (c.page ? ", page " + c.page : "");
       if (c.chunk_id) {
         const a = document.createElement("a");
         a.href = c.url;
-        a.textContent = label;
+        a.textContent = c.label;
         li.appendChild(a);
       } else {
-        li.textContent = label + " (deleted)";
+        li.textContent = c.label + " (deleted)";
       }
       ol.appendChild(li);
     }
     return ol;
+  }
+
+  function addActions(answer) {
+    answer.appendChild(actionsTemplate.content.cloneNode(true));
   }
 
   // The first answer names the conversation: show the new title, and move it to the top of the list.
@@ -99,12 +199,32 @@
     const text = document.createElement("div");
     text.className = "answer streaming";
     answer.appendChild(text);
+    const stop = document.createElement("button");
+    stop.type = "button";
+    stop.className = "link stop-answer";
+    stop.textContent = "Stop";
+    const streamingActions = document.createElement("div");
+    streamingActions.className = "answer-actions";
+    streamingActions.appendChild(stop);
+    answer.appendChild(streamingActions);
     follow(true);
 
+    const controller = new AbortController();
+    const run = { controller, stopped: false };
+    current = run;
+    let received = "";
+    let frame = 0;
+    const paint = () => {
+      frame = 0;
+      const wasAtBottom = atBottom();
+      renderInto(text, received);
+      follow(wasAtBottom);
+    };
     let finished = false;
     try {
       const response = await fetch(form.action, {
         method: "POST", body, headers: { Accept: "text/event-stream" }, credentials: "same-origin",
+        signal: controller.signal,
       });
       const type = response.headers.get("Content-Type") || "";
       if (!response.ok || !type.startsWith("text/event-stream")) {
@@ -121,16 +241,19 @@
         const { value, done } = await reader.read();
         if (done) break;
         state.buffer += decoder.decode(value, { stream: true });
-        const wasAtBottom = atBottom();
         for (const event of parseEvents(state)) {
           if (event.type === "token") {
             thinking.remove();
-            text.textContent += event.text; // plain text while streaming; the server's HTML at the end
+            received += event.text;
+            if (!frame) frame = requestAnimationFrame(paint); // rendered once a frame, however fast tokens come
           } else if (event.type === "done") {
             finished = true;
+            cancelAnimationFrame(frame);
+            frame = 0;
             thinking.remove();
             text.classList.remove("streaming");
-            text.innerHTML = event.html; // rendered and sanitised (nh3) by the server
+            text.innerHTML = event.html; // rendered and sanitised (nh3) by the server, citations linked
+            text.dataset.markdown = event.content;
             if (!event.content) text.remove();
             if (event.error) showError(answer, event.error);
             if (event.citations.length) answer.appendChild(citationsList(event.citations));
@@ -141,14 +264,49 @@
             showError(answer, event.error);
           }
         }
-        follow(wasAtBottom);
       }
       if (!finished) showError(answer, "The answer was cut off. Your question is saved; please try again.");
     } catch (error) {
-      showError(answer, "The answer failed (" + error.message + "). Your question is saved; please try again.");
+      if (run.stopped) {
+        // The reader stopped it: keep what arrived, marked as stopped (the server saves the same).
+        cancelAnimationFrame(frame);
+        thinking.remove();
+        if (received) {
+          renderInto(text, received);
+          text.dataset.markdown = received;
+        } else {
+          text.remove();
+        }
+        answer.classList.add("stopped");
+        const note = document.createElement("p");
+        note.className = "stopped-note";
+        note.textContent = STOPPED;
+        answer.appendChild(note);
+      } else {
+        showError(answer, "The answer failed (" + error.message + "). Your question is saved; please try again.");
+      }
     } finally {
+      current = null;
       text.classList.remove("streaming");
+      streamingActions.remove();
+      addActions(answer);
       answer.removeAttribute("aria-busy");
+    }
+  }
+
+  async function send(question, body) {
+    busy = true;
+    button.disabled = true;
+    button.textContent = "Answering…";
+    form.setAttribute("aria-busy", "true");
+    try {
+      await ask(question, body);
+    } finally {
+      busy = false;
+      button.disabled = false;
+      button.textContent = "Ask";
+      form.removeAttribute("aria-busy");
+      textarea.focus();
     }
   }
 
@@ -167,21 +325,113 @@
       textarea.focus();
       return;
     }
-    busy = true;
-    button.disabled = true;
-    button.textContent = "Answering…";
-    form.setAttribute("aria-busy", "true");
     const body = new FormData(form);
     textarea.value = "";
-    try {
-      await ask(question, body);
-    } finally {
-      busy = false;
-      button.disabled = false;
-      button.textContent = "Ask";
-      form.removeAttribute("aria-busy");
-      textarea.focus();
+    await send(question, body);
+  });
+
+  // --- Stop, copy, regenerate ---
+
+  async function copy(text) {
+    if (navigator.clipboard && window.isSecureContext) return navigator.clipboard.writeText(text);
+    const area = document.createElement("textarea"); // plain http: the older way
+    area.value = text;
+    area.setAttribute("readonly", "");
+    area.className = "visually-hidden";
+    document.body.appendChild(area);
+    area.select();
+    const ok = document.execCommand("copy");
+    area.remove();
+    if (!ok) throw new Error("copy refused");
+  }
+
+  function say(answer, message) {
+    const status = answer.querySelector(".action-status");
+    if (status) status.textContent = message;
+  }
+
+  async function regenerate() {
+    if (busy) return;
+    const questions = list.querySelectorAll(".bubble.user");
+    const last = questions[questions.length - 1];
+    if (!last) return;
+    const question = last.textContent;
+    // The last question and what answered it make way for the new answer (the server does the same).
+    while (last.nextElementSibling) last.nextElementSibling.remove();
+    last.remove();
+    const body = new FormData(form);
+    body.set("question", "");
+    body.set("regenerate", "1");
+    await send(question, body);
+  }
+
+  list.addEventListener("click", async (event) => {
+    const target = event.target.closest("button, a");
+    if (!target || !list.contains(target)) return;
+    const answer = target.closest(".bubble.assistant");
+    if (target.matches(".stop-answer")) {
+      if (current) {
+        current.stopped = true;
+        current.controller.abort();
+      }
+    } else if (target.matches(".copy-answer")) {
+      const text = answer.querySelector(".answer")?.dataset.markdown ?? "";
+      try {
+        await copy(text);
+        say(answer, "Copied");
+      } catch {
+        say(answer, "Could not copy: select the text and copy it instead.");
+      }
+    } else if (target.matches(".regenerate-answer")) {
+      await regenerate();
+    } else if (target.matches("a.cite, ol.citations a") && panel) {
+      const chunk = new URL(target.href, window.location.href).searchParams.get("chunk");
+      if (!chunk || event.ctrlKey || event.metaKey || event.shiftKey || event.button !== 0) return;
+      event.preventDefault();
+      openPassage(chunk, target);
     }
+  });
+
+  // --- The cited passage, beside the answer (a new tab on a phone) ---
+
+  let opener = null;
+  async function openPassage(chunk, link) {
+    const url = panel.dataset.url.replace(/0\/$/, chunk + "/");
+    if (PHONE.matches) {
+      window.open(url, "_blank", "noopener");
+      return;
+    }
+    opener = link;
+    panel.hidden = false;
+    panelBody.setAttribute("aria-busy", "true");
+    panelBody.textContent = "Loading the passage…";
+    try {
+      const response = await fetch(url, { headers: { "X-Requested-With": "fetch" }, credentials: "same-origin" });
+      if (response.status === 404) {
+        panelBody.textContent = "This passage is gone: its document was deleted or re-ingested, or is no longer shared with you.";
+      } else if (!response.ok) {
+        panelBody.textContent = "The passage could not be loaded. Please try again.";
+      } else {
+        panelBody.innerHTML = await response.text(); // our own template, escaped by Django
+        panelBody.querySelector("mark")?.scrollIntoView({ block: "center" });
+      }
+    } catch {
+      panelBody.textContent = "The passage could not be loaded: check your connection.";
+    } finally {
+      panelBody.removeAttribute("aria-busy");
+      panel.focus();
+    }
+  }
+
+  function closePassage() {
+    panel.hidden = true;
+    panelBody.textContent = "";
+    opener?.focus();
+    opener = null;
+  }
+  document.getElementById("passage-close")?.addEventListener("click", closePassage);
+  document.addEventListener("keydown", (event) => {
+    if (event.key === "Escape" && panel && !panel.hidden) closePassage();
   });
 
   list.scrollTop = list.scrollHeight; // a reopened conversation shows its latest answer

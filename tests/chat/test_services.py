@@ -70,10 +70,10 @@ def test_answer_cites_only_the_passages_it_uses(openai_llm, conversation, librar
     done = run(conversation, "vacation days and laptop encryption")
     prompt = openai_llm.last_messages[-1]["content"]
     assert '<passage index="1"' in prompt and '<passage index="2"' in prompt  # two passages given...
-    assert [c["index"] for c in done["citations"]] == [2]  # ...one cited
+    assert [c["index"] for c in done["citations"]] == [1]  # ...one cited, numbered 1 (chat.citations)
     assert prompt.split('<passage index="2"')[1].split("</passage>")[0].count(TEXTS["security"][:30]) == 1
     assert done["citations"][0]["document_id"] == library["security"].pk
-    assert done["content"] == "Laptops need full disk encryption [2]." and done["error"] == ""
+    assert done["content"] == "Laptops need full disk encryption [1]." and done["error"] == ""
 
 
 def test_ask_saves_the_question_the_answer_and_its_citations(openai_llm, conversation, library):

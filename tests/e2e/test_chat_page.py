@@ -96,7 +96,11 @@ def test_asking_streams_the_answer_and_its_citation_opens_the_highlighted_passag
     cite = answer.locator("a.cite").first
     expect(cite).to_have_text("[1]")
     href = cite.get_attribute("href")
-    cite.click()
+    cite.click()  # the passage opens beside the answer, with a link to the whole document
+    panel = page.locator("#passage-panel")
+    expect(panel.locator("mark")).to_contain_text("Employees book trains for trips under four hours.")
+    expect(panel.locator(".passage-label")).to_have_text("travel-policy, page 2")
+    panel.get_by_role("link", name="Open the whole document").click()
 
     expect(page).to_have_url(re.compile(r"/documents/\d+/\?chunk=(\d+)#chunk-\1$"))
     chunk_id = re.search(r"chunk=(\d+)", href).group(1)
@@ -132,7 +136,7 @@ def test_without_a_language_model_the_answer_quotes_passages_with_citations(sign
     cite = answer.locator("a.cite").first
     expect(cite).to_have_text("[1]")
     cite.click()
-    expect(page.locator(".chunk.highlighted")).to_contain_text("150 EUR per night")
+    expect(page.locator("#passage-panel mark")).to_contain_text("150 EUR per night")
 
 
 def test_a_failing_model_shows_an_error_bubble_and_the_question_can_be_asked_again(
@@ -246,7 +250,9 @@ def test_a_hostile_document_quoted_in_an_answer_runs_no_script(
     page.reload()  # the saved conversation, rendered by the server
     expect(answer_bubble(page).locator(".answer")).to_contain_text("<script>alert(1)</script>")
     assert javascript_links() == []
-    answer_bubble(page).locator("a.cite").first.click()  # the cited passage, in its document
+    answer_bubble(page).locator("a.cite").first.click()  # the cited passage, beside the answer
+    expect(page.locator("#passage-panel mark")).to_contain_text("<script>alert(1)</script>")
+    page.get_by_role("link", name="Open the whole document").click()  # and in its document
     expect(page.locator(".chunk.highlighted")).to_contain_text("<script>alert(1)</script>")
     page.wait_for_timeout(200)
     assert dialogs == []

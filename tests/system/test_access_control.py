@@ -73,6 +73,7 @@ PAGES = [
      "/collections/{collection}/members/{alice}/remove/", {}),
     ("chat/<int:pk>/rename/", "post", "/chat/{conversation}/rename/", {"title": "Mallory's now"}),
     ("chat/<int:pk>/export.md", "get", "/chat/{conversation}/export.md", None),
+    ("chat/passages/<int:chunk_id>/", "get", "/chat/passages/{chunk}/", None),
     # ids in forms and query strings
     ("chat/new/", "post", "/chat/new/", {"collection": "{collection}"}),
 ]

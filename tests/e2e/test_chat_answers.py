@@ -11,6 +11,7 @@ from playwright.sync_api import expect
 
 from chat.models import Conversation, Message
 from tests.documents_factory import add_text_document as add
+from tests.e2e.chat_page import ask, last_answer
 
 POLICY = (
     "Employees book trains for trips under four hours. Longer trips may fly with the approval of a manager. "
@@ -49,14 +50,6 @@ def chat(signed_in_page, conversation, live_server):
     return signed_in_page
 
 
-def ask(page, question: str):
-    box = page.get_by_label("Question")
-    box.fill(question)
-    box.press("Enter")
-
-
-def last_answer(page):
-    return page.locator("#messages .bubble.assistant").last
 
 
 def test_markdown_is_rendered_as_it_streams_with_no_syntax_showing(chat, llm):

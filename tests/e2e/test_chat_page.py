@@ -14,6 +14,7 @@ from documents import pipeline
 from documents import services as document_services
 from documents.models import Collection
 from tests.documents_factory import make_pdf
+from tests.e2e.chat_page import ask, last_answer
 
 READY_TIMEOUT = 60_000
 QUESTION = "Which trips go by train?"
@@ -37,14 +38,6 @@ def add_document(owner, collection, name: str, body: bytes):
     return pipeline.document_ingest(document_id=document.pk)
 
 
-def ask(page, question: str):
-    box = page.get_by_label("Question")
-    box.fill(question)
-    box.press("Enter")
-
-
-def answer_bubble(page):
-    return page.locator("#messages .bubble.assistant").last
 
 
 def test_asking_streams_the_answer_and_its_citation_opens_the_highlighted_passage(
@@ -82,7 +75,7 @@ def test_asking_streams_the_answer_and_its_citation_opens_the_highlighted_passag
     # The conversation is named after the question, in the header and the list.
     expect(page.locator("#conversation-title")).to_have_text(QUESTION)
     expect(page.locator("#conversation-list li.current > a")).to_have_text(QUESTION)
-    answer = answer_bubble(page).locator(".answer")
+    answer = last_answer(page).locator(".answer")
     expect(answer).to_contain_text("Employees book trains")
     partial = answer.inner_text()
     assert "approval" not in partial, "the whole answer arrived at once: it should stream"
@@ -91,7 +84,7 @@ def test_asking_streams_the_answer_and_its_citation_opens_the_highlighted_passag
     expect(page.locator("#ask-button")).to_have_text("Ask")
     lengths = page.evaluate("window.streamLengths")
     assert len(set(lengths)) >= 5 and lengths == sorted(lengths), lengths  # grew token by token
-    expect(answer_bubble(page).locator("ol.citations")).to_contain_text("travel-policy, page 2")
+    expect(last_answer(page).locator("ol.citations")).to_contain_text("travel-policy, page 2")
 
     cite = answer.locator("a.cite").first
     expect(cite).to_have_text("[1]")
@@ -113,9 +106,9 @@ def test_asking_streams_the_answer_and_its_citation_opens_the_highlighted_passag
     page.go_back()
     page.reload()
     expect(page.locator("#messages .bubble.user")).to_have_text(QUESTION)
-    expect(answer_bubble(page).locator(".answer")).to_contain_text("with a manager's approval")
-    expect(answer_bubble(page).locator("a.cite").first).to_have_attribute("href", href)
-    expect(answer_bubble(page).locator("ol.citations")).to_contain_text("travel-policy, page 2")
+    expect(last_answer(page).locator(".answer")).to_contain_text("with a manager's approval")
+    expect(last_answer(page).locator("a.cite").first).to_have_attribute("href", href)
+    expect(last_answer(page).locator("ol.citations")).to_contain_text("travel-policy, page 2")
     expect(page.locator("#conversation-list li.current > a")).to_have_text(QUESTION)
 
 
@@ -130,7 +123,7 @@ def test_without_a_language_model_the_answer_quotes_passages_with_citations(sign
 
     ask(page, "How much may hotels cost per night?")
 
-    answer = answer_bubble(page).locator(".answer")
+    answer = last_answer(page).locator(".answer")
     expect(answer.locator("blockquote").first).to_contain_text("Hotels may cost at most 150 EUR per night.")
     expect(answer).to_contain_text("No language model is configured")
     cite = answer.locator("a.cite").first
@@ -150,14 +143,14 @@ def test_a_failing_model_shows_an_error_bubble_and_the_question_can_be_asked_aga
 
     ask(page, QUESTION)
 
-    error = answer_bubble(page).get_by_role("alert")
+    error = last_answer(page).get_by_role("alert")
     expect(error).to_contain_text("The model is overloaded")
-    expect(answer_bubble(page)).to_have_class(re.compile(r"\bfailed\b"))
+    expect(last_answer(page)).to_have_class(re.compile(r"\bfailed\b"))
     expect(page.locator("#ask-button")).to_be_enabled()
 
     llm.reply_text = "Trains, for trips under four hours [1]."
     ask(page, QUESTION)
-    expect(answer_bubble(page).locator(".answer")).to_contain_text("Trains, for trips under four hours")
+    expect(last_answer(page).locator(".answer")).to_contain_text("Trains, for trips under four hours")
     expect(page.locator("#messages .bubble.user")).to_have_count(2)
 
 
@@ -231,7 +224,7 @@ def test_a_hostile_document_quoted_in_an_answer_runs_no_script(
 
     ask(page, "What does the security notice say about the training?")
 
-    answer = answer_bubble(page).locator(".answer")
+    answer = last_answer(page).locator(".answer")
     expect(answer.locator("a.cite").first).to_be_visible()
     expect(answer).to_contain_text("<script>alert(1)</script>")  # shown as the text it is
     assert page.locator("#messages script, #messages img, #messages [onerror]").count() == 0
@@ -248,9 +241,9 @@ def test_a_hostile_document_quoted_in_an_answer_runs_no_script(
         if "cite" not in (link.get_attribute("class") or ""):
             link.click()
     page.reload()  # the saved conversation, rendered by the server
-    expect(answer_bubble(page).locator(".answer")).to_contain_text("<script>alert(1)</script>")
+    expect(last_answer(page).locator(".answer")).to_contain_text("<script>alert(1)</script>")
     assert javascript_links() == []
-    answer_bubble(page).locator("a.cite").first.click()  # the cited passage, beside the answer
+    last_answer(page).locator("a.cite").first.click()  # the cited passage, beside the answer
     expect(page.locator("#passage-panel mark")).to_contain_text("<script>alert(1)</script>")
     page.get_by_role("link", name="Open the whole document").click()  # and in its document
     expect(page.locator(".chunk.highlighted")).to_contain_text("<script>alert(1)</script>")

@@ -16,6 +16,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -84,6 +85,20 @@ def offline_environment(home: Path) -> dict[str, str]:
     return env
 
 
+@pytest.fixture
+def tmp_path():
+    """A folder of this test's own in the system's temporary folder, not below pytest's.
+
+    The embedded PostgreSQL runs as its own user when started by root, so it must reach the clone's data folder;
+    pytest keeps its temporary root at mode 0700 and sets it back whenever another pytest run starts (another
+    checkout's tests, say), which would lock the database out in the middle of this test.
+    """
+    folder = Path(tempfile.mkdtemp(prefix="rag-offline-first-run-"))
+    folder.chmod(0o711)
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 def test_make_run_on_a_machine_without_internet_ingests_and_answers_with_the_local_model(tmp_path):
     reason = can_isolate_network()
     if reason:
@@ -92,11 +107,6 @@ def test_make_run_on_a_machine_without_internet_ingests_and_answers_with_the_loc
         pytest.skip(reason)
     fixtures = require_shared("data/fixtures")
     clone = clean_copy(tmp_path / "clone")
-    # The embedded PostgreSQL runs as its own user when started by root: it must reach the data folder.
-    for folder in (tmp_path, *tmp_path.parents):
-        if folder == Path("/"):
-            break
-        folder.chmod(folder.stat().st_mode | 0o011)
     files = [make_pdf(tmp_path / "storage-report.pdf"), fixtures / "good.docx", fixtures / "good-codeblock.md"]
 
     run = subprocess.run(

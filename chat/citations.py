@@ -102,9 +102,11 @@ def label_of(citation: Citation) -> str:
 
 
 def save_answer(
-    *, conversation: Conversation, result: Result, error: str | None = None,
+    *, conversation: Conversation, result: Result, error: str | None = None, replacing_after: Message | None = None,
 ) -> tuple[Message, list[Citation]]:
     """Save an answer with its content renumbered and one Citation per cited passage, numbered 1..n.
+
+    ``replacing_after``: a question asked again; an answer without error replaces every message after it.
 
     A re-ingestion may have replaced a cited chunk since it was retrieved: its citation is kept, unlinked.
     """
@@ -117,6 +119,8 @@ def save_answer(
         .values_list("pk", "ordinal", "document__chunk_count")
     }
     with transaction.atomic():
+        if replacing_after is not None and not (error or result["error"]):
+            conversation.messages.filter(id__gt=replacing_after.pk).delete()
         message = Message.objects.create(
             conversation=conversation, role=Message.Role.ASSISTANT, content=content,
             error=result["error"] if error is None else error, backend=result["backend"],

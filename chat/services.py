@@ -229,18 +229,22 @@ def answer(
 
 def ask(
     *, conversation: Conversation, question: str, filters: retrieval.Filters | None = None,
+    again: Message | None = None,
 ) -> Generator[AskEvent, None, None]:
     """Answer ``question`` in ``conversation``: ``Token`` events as the answer streams, then ``Done``.
 
-    The question is saved first, so a failing model loses nothing.
+    The question is saved first, so a failing model loses nothing. ``again``: the conversation's last question,
+    asked again ("regenerate"): the history stops before it, and only a new answer that succeeds replaces what
+    answered it (in the transaction that saves it); a failed or stopped one is kept beside the old answer.
     """
     question = clean_question(question)[:QUESTION_MAX_CHARACTERS]
-    history = history_of(conversation)
-    with transaction.atomic():  # one commit, not two, before the first token
-        Message.objects.create(conversation=conversation, role=Message.Role.USER, content=question)
-        if not conversation.title:
-            conversation.title = question[:80]
-        conversation.save(update_fields=["title", "updated_at"])
+    history = history_of(conversation, before=again)
+    if again is None:
+        with transaction.atomic():  # one commit, not two, before the first token
+            Message.objects.create(conversation=conversation, role=Message.Role.USER, content=question)
+            if not conversation.title:
+                conversation.title = question[:80]
+            conversation.save(update_fields=["title", "updated_at"])
     if filters is None and conversation.collection_id:
         filters = retrieval.Filters(collections=(conversation.collection_id,))
     # Citation numbers in order of first use as the answer streams (chat.citations), and a reader who
@@ -258,12 +262,12 @@ def ask(
             yield Token(type="token", text=text)
     except GeneratorExit:
         if result is not None:  # all but the last piece had gone
-            citations.save_answer(conversation=conversation, result=result)
+            citations.save_answer(conversation=conversation, result=result, replacing_after=again)
         elif (partial := citations.stop(events)) is not None:
             citations.save_answer(conversation=conversation, result=partial, error=Message.STOPPED)
         raise
     assert result is not None  # answer() always ends with its result
-    message, saved = citations.save_answer(conversation=conversation, result=result)
+    message, saved = citations.save_answer(conversation=conversation, result=result, replacing_after=again)
     yield Done(
         type="done", message_id=message.pk, content=message.content, error=message.error,
         citations=[citation_json(c) for c in saved],

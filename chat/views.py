@@ -254,9 +254,8 @@ def chat_ask(request, pk: int):
     if not allowed:  # plain text: the page's script shows it in the answer's bubble
         return ratelimit.refused(request, "chat", retry_after, response=HttpResponse(
             ratelimit.message("chat", retry_after), content_type="text/plain"))
-    if regenerate is not None:  # the new answer replaces the last one
-        regenerating.take_back(conversation, regenerate)
-    events = _events(services.ask(conversation=conversation, question=question, filters=filters), conversation)
+    events = _events(services.ask(conversation=conversation, question=question, filters=filters, again=regenerate),
+                     conversation)
     return sse_response(request, events)
 
 

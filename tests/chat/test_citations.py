@@ -225,6 +225,21 @@ def test_regenerate_asks_the_last_question_again_and_replaces_the_last_answer(si
     assert not any("Laptops use disk encryption" in str(m["content"]) for m in llm.last_messages)
 
 
+def test_a_regenerated_answer_that_fails_keeps_the_answer_it_was_to_replace(signed_in, llm, conversation, library):
+    url = reverse("chat:ask", args=[conversation.pk])
+    llm.reply_text = "Vacation days: twenty-five [1]."
+    events_of(signed_in.post(url, {"question": "How many vacation days?"}))
+    llm.fail(400, message="Model overloaded")
+
+    done = events_of(signed_in.post(url, {"question": "", "regenerate": "1"}))[-1]
+
+    assert done["type"] == "done" and "Model overloaded" in done["error"]
+    assert [(m.role, m.content, bool(m.error)) for m in conversation.messages.order_by("id")][:2] == [
+        ("user", "How many vacation days?", False), ("assistant", "Vacation days: twenty-five [1].", False),
+    ]  # nothing lost: the question once, the old answer, then the failed attempt
+    assert conversation.messages.filter(role="user").count() == 1
+
+
 def test_regenerate_without_a_question_is_refused(signed_in, conversation):
     response = signed_in.post(reverse("chat:ask", args=[conversation.pk]), {"regenerate": "1"})
     assert response.status_code == 400 and "no question to ask again" in response.content.decode()

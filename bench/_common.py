@@ -92,7 +92,7 @@ def versions() -> str:
 
 
 def record(title: str, settings: str, table: list[list[str]], notes: str = "") -> None:
-    """Append a dated table to BENCHMARKS.md (newest last)."""
+    """Append a dated table to BENCHMARKS.md (newest last), then regenerate the goals summary at its top."""
     header, *rows = table
     lines = [
         f"\n## {title} — {datetime.date.today().isoformat()}\n",
@@ -111,6 +111,9 @@ def record(title: str, settings: str, table: list[list[str]], notes: str = "") -
         )
     with BENCHMARKS.open("a") as handle:
         handle.write("\n".join(lines) + "\n")
+    import _summary  # beside this module: the goals summary at the top follows the newest runs
+
+    _summary.write(BENCHMARKS)
 
 
 def report(quick: bool, title: str, settings: str, table: list[list[str]], notes: str = "") -> None:

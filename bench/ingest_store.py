@@ -1,4 +1,4 @@
-"""Storing 100k chunks: our store vs. raw binary COPY (the limit) vs. langchain-postgres (the peer).
+"""Storing 100k chunks: our store vs. raw binary COPY of the same searchable state (the limit) vs. langchain-postgres.
 
     python bench/ingest_store.py [--rows 100000] [--per-document 50] [--quick] [--no-peer] [--peer-hnsw]
 
@@ -10,11 +10,15 @@ the benchmark's own database (``ragbench_ingest_store``):
    - **ours**: ``documents.store.store_chunks``, the exact function the worker calls, once per
      document (``--per-document`` chunks, 50 by default: a report of ~35 pages), so each document
      is one transaction with its row lock and status update, into the app's ``documents_chunk``;
-   - **raw COPY**: one binary ``COPY`` of all the rows in one transaction into a table made with
-     ``CREATE TABLE ... (LIKE documents_chunk INCLUDING ALL)``: same columns, generated tsvector,
-     indexes and defaults, no foreign keys (``LIKE`` copies none): the limit for this schema;
-   - raw COPY with one COPY and one transaction per document (on a fifth of the rows): what the
-     worker's commits cost without its other statements, to tell the two apart;
+   - **raw COPY + statistics**: one binary ``COPY`` of all the rows in one transaction into a table
+     made with ``CREATE TABLE ... (LIKE documents_chunk INCLUDING ALL)`` (same columns, generated
+     tsvector, indexes and defaults; no foreign keys and no triggers: ``LIKE`` copies none), then, in
+     the same transaction, one set-based statement that adds their BM25 statistics to a
+     ``LIKE documents_termstat`` table and their collection's totals: the limit for the searchable
+     state ours reaches (chunks, full-text vector, BM25 statistics);
+   - the same with one COPY, one statistics statement and one transaction per document (on a fifth
+     of the rows): what the worker's commits cost without its other statements;
+   - raw COPY of the chunks only, no statistics (on a fifth of the rows): what the statistics cost;
    - **langchain-postgres**: ``PGVector.add_embeddings`` in batches of 1000, run by
      ``bench/peer_langchain_store.py`` in the peer's own venv (``_common.peer_python()``), into
      the table it creates for itself (the chunk fields go into its GIN-indexed JSONB metadata).
@@ -49,7 +53,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
 
 DATABASE = "ragbench_ingest_store"
-RAW_TABLES = ("bench_raw_chunk", "bench_raw_chunk_per_doc")
+# The raw ways' tables: the first two with their own BM25 statistics (the same searchable state as ours),
+# the last without (chunks only: what the statistics cost).
+RAW_TABLES = ("bench_raw_chunk", "bench_raw_chunk_per_doc", "bench_raw_chunk_only")
+RAW_TERMSTATS = ("bench_raw_termstat", "bench_raw_termstat_per_doc")
 MODEL_NAME = "bench-minilm-384"
 DIMENSIONS = 384
 LANGCHAIN_BATCH = 1000
@@ -231,9 +238,31 @@ def run_ours(documents, drafts, vectors, per_document: int) -> float:
     return elapsed
 
 
-def run_raw(table: str, documents, drafts, vectors, per_document: int, *, per_document_transactions=False) -> float:
-    """Binary COPY of the same rows and nothing else: one COPY in one transaction (the limit), or
-    one COPY and one transaction per document (the worker's transactions without its statements)."""
+# The BM25 statistics of some documents' rows, as one set-based statement: what a raw load must also
+# do to reach the searchable state ours reaches (the same statement as the insert trigger, migration 0010).
+RAW_STATISTICS = """
+    WITH words AS (
+        INSERT INTO {termstat} (collection_id, lexeme, df)
+        SELECT c.collection_id, u.lexeme, count(*) FROM {table} c, unnest(tsvector_to_array(c.search_vector)) u (lexeme)
+        WHERE c.document_id = ANY(%(documents)s)
+        GROUP BY 1, 2 ORDER BY 1, u.lexeme COLLATE "C"
+        ON CONFLICT (collection_id, lexeme) DO UPDATE SET df = {termstat}.df + EXCLUDED.df
+    )
+    UPDATE documents_collection g SET chunk_total = g.chunk_total + s.n, token_total = g.token_total + s.t
+    FROM (SELECT count(*) AS n, sum(token_count) AS t FROM {table} WHERE document_id = ANY(%(documents)s)) s
+    WHERE g.id = %(collection)s
+"""
+
+
+def run_raw(table: str, documents, drafts, vectors, per_document: int, *, per_document_transactions=False,
+            statistics: tuple[str, int] | None = None) -> float:
+    """Binary COPY of the same rows: one COPY in one transaction (the limit), or one COPY and one
+    transaction per document (the worker's transactions without its statements). With ``statistics``
+    (a term-statistics table and the collection whose totals it counts), the rows' BM25 statistics
+    follow in the same transaction, by one set-based statement per COPY: the same searchable state
+    as ours, whose triggers do that work. (One statement per document inside one long transaction
+    would be slower than ours: each word's row is then updated once per document by the same
+    transaction, and those versions cannot be pruned before it ends.)"""
     from django.db import transaction
     from psycopg.types.json import Jsonb
 
@@ -241,21 +270,30 @@ def run_raw(table: str, documents, drafts, vectors, per_document: int, *, per_do
     from documents.store import COPY_COLUMNS
 
     copy_sql = f"COPY {table} ({', '.join(name for name, _ in COPY_COLUMNS)}) FROM STDIN WITH (FORMAT BINARY)"
-    collection_id = documents[0].collection_id
+    collection_id = statistics[1] if statistics else documents[0].collection_id
+    statistics_sql = RAW_STATISTICS.format(termstat=statistics[0], table=table) if statistics else ""
     batches = ([range(n * per_document, (n + 1) * per_document) for n in range(len(documents))]
                if per_document_transactions else [range(len(drafts))])
     before = execute(f"SELECT count(*) FROM {table}")[0][0]
     started = time.perf_counter()
     for batch in batches:
-        with transaction.atomic(), vector_cursor() as cursor, cursor.copy(copy_sql) as copy:
-            copy.set_types([pg_type for _, pg_type in COPY_COLUMNS])
-            for index in batch:
-                draft, document = drafts[index], documents[index // per_document]
-                copy.write_row((
-                    document.pk, collection_id, draft.ordinal, draft.text, draft.page, draft.heading,
-                    draft.char_start, draft.char_end, draft.token_count, Jsonb(document.metadata),
-                    vectors[index], MODEL_NAME, "cosine",
-                ))
+        with transaction.atomic(), vector_cursor() as cursor:
+            with cursor.copy(copy_sql) as copy:
+                copy.set_types([pg_type for _, pg_type in COPY_COLUMNS])
+                for index in batch:
+                    draft, document = drafts[index], documents[index // per_document]
+                    copy.write_row((
+                        document.pk, collection_id, draft.ordinal, draft.text, draft.page, draft.heading,
+                        draft.char_start, draft.char_end, draft.token_count, Jsonb(document.metadata),
+                        vectors[index], MODEL_NAME, "cosine",
+                    ))
+            if statistics:
+                # The rows through the document_id index, as the trigger's transition table hands them over:
+                # without statistics on the fresh rows (autovacuum is off) the planner would scan them all.
+                cursor.execute("SET LOCAL enable_seqscan = off")
+                numbers = sorted({index // per_document for index in batch})
+                cursor.execute(statistics_sql, {"documents": [documents[n].pk for n in numbers],
+                                                "collection": collection_id})
     elapsed = time.perf_counter() - started
     assert execute(f"SELECT count(*) FROM {table}")[0][0] - before == len(drafts)
     return elapsed
@@ -318,6 +356,7 @@ def main() -> None:
 
     peer = None if args.no_peer else _common.peer_python()
     began = time.perf_counter()
+    load_at_start = os.getloadavg()[0]
     # The rows, then two sets of extra rows: raw COPY and ours each add their own to the indexed table
     # (the same vectors twice would be cheap duplicates for HNSW: pgvector stores them once).
     documents_data, drafts, vectors = make_corpus(rows=rows + 2 * extra, per_document=per_document)
@@ -336,10 +375,19 @@ def main() -> None:
         execute(f"DROP TABLE IF EXISTS {table}")
         execute(f"CREATE TABLE {table} (LIKE documents_chunk INCLUDING ALL)")
         drop_indexes(hnsw_indexes(table))
+    for table in RAW_TERMSTATS:
+        execute(f"DROP TABLE IF EXISTS {table}")
+        execute(f"CREATE TABLE {table} (LIKE documents_termstat INCLUDING ALL)")
+    # Each raw way with statistics counts its totals on a collection row of its own.
+    raw_collections = [
+        Collection.objects.get_or_create(owner=owner, name=f"ingest-store-{table}")[0].pk for table in RAW_TERMSTATS
+    ]
+    Collection.objects.filter(pk__in=raw_collections).update(chunk_total=0, token_total=0)
     drop_indexes(app_hnsw)
     # Autovacuum would wake up on whichever table crosses its threshold first, in the middle of a run.
     for table in ("documents_chunk", "documents_document", *RAW_TABLES):
         execute(f"ALTER TABLE {table} SET (autovacuum_enabled = false)")
+
 
     base_docs, extra_docs = rows // per_document, extra // per_document
     documents = create_documents(documents_data[:base_docs], owner, collection)
@@ -385,15 +433,19 @@ def main() -> None:
         # 1. No HNSW index, empty tables: what storing itself costs.
         print(f"1. {rows:,} rows into empty tables without an HNSW index", flush=True)
         indexes["ours", "absent"] = index_summary("documents_chunk")
-        indexes["raw", "absent"] = indexes["raw per doc", "absent"] = index_summary(RAW_TABLES[0])
+        indexes["raw", "absent"] = indexes["raw per doc", "absent"] = indexes["raw chunks only", "absent"] = (
+            index_summary(RAW_TABLES[0]))
         checkpoint()
         # One COPY and one commit per document without our statements: a fifth of the rows is
         # enough for its rate, and keeps the whole run under 15 minutes.
         sampled = [document for number, document in enumerate(documents) if number % 5 == 0]
         interleaved([
             ("ours", run_ours, documents, 0),
-            ("raw", functools.partial(run_raw, RAW_TABLES[0]), documents, 0),
-            ("raw per doc", functools.partial(run_raw, RAW_TABLES[1], per_document_transactions=True), sampled, 0),
+            ("raw", functools.partial(run_raw, RAW_TABLES[0], statistics=(RAW_TERMSTATS[0], raw_collections[0])),
+             documents, 0),
+            ("raw per doc", functools.partial(run_raw, RAW_TABLES[1], per_document_transactions=True,
+                                              statistics=(RAW_TERMSTATS[1], raw_collections[1])), sampled, 0),
+            ("raw chunks only", functools.partial(run_raw, RAW_TABLES[2]), sampled, 0),
             *([("langchain", None, documents, 0)] if peer else []),
         ], SLICES, "absent")
 
@@ -416,31 +468,37 @@ def main() -> None:
         ], SLICES // 2, "present")
 
     # Leave the database small and as migrated: the next run starts from empty tables anyway.
-    for table in RAW_TABLES:
+    for table in (*RAW_TABLES, *RAW_TERMSTATS):
         execute(f"DROP TABLE IF EXISTS {table}")
     execute("DROP TABLE IF EXISTS langchain_pg_embedding, langchain_pg_collection CASCADE")
     execute("TRUNCATE documents_chunk, documents_document RESTART IDENTITY CASCADE")
     for table in ("documents_chunk", "documents_document"):
         execute(f"ALTER TABLE {table} RESET (autovacuum_enabled)")
-    report(args, rows, extra, per_document, words, results, counts, indexes, builds)
+    report(args, rows, extra, per_document, words, results, counts, indexes, builds, load_at_start)
 
 
-def report(args, rows, extra, per_document, words, results, counts, indexes, builds) -> None:
+def report(args, rows, extra, per_document, words, results, counts, indexes, builds, load_at_start) -> None:
     ours = "**ours**: `store_chunks`, one call and one transaction per document"
     names = {
         ("ours", "absent"): ours,
-        ("raw", "absent"): f"raw binary COPY into `{RAW_TABLES[0]}`, one COPY in one transaction: **the limit**",
-        ("raw per doc", "absent"): f"raw binary COPY into `{RAW_TABLES[1]}`, one COPY and one transaction per "
-                                   "document (the worker's commits without its other statements)",
+        ("raw", "absent"): f"raw binary COPY into `{RAW_TABLES[0]}` + the BM25 statistics (one set-based "
+                           f"statement into `{RAW_TERMSTATS[0]}`), in one transaction: **the limit** "
+                           "for the same searchable state",
+        ("raw per doc", "absent"): f"raw binary COPY into `{RAW_TABLES[1]}` + the BM25 statistics, one COPY, one "
+                                   "statistics statement and one transaction per document (the worker's commits "
+                                   "without its other statements)",
+        ("raw chunks only", "absent"): f"raw binary COPY into `{RAW_TABLES[2]}`, one COPY in one transaction, "
+                                       "**no statistics** (what they cost; the limit until 2026-12-01)",
         ("langchain", "absent"): f"langchain-postgres `PGVector.add_embeddings`, batches of {LANGCHAIN_BATCH}",
         ("ours", "present"): ours,
-        ("raw", "present"): "raw binary COPY into `documents_chunk` itself, one COPY in one transaction",
+        ("raw", "present"): "raw binary COPY into `documents_chunk` itself (its triggers keep the statistics), "
+                            "one COPY in one transaction",
         ("langchain", "present"): f"langchain-postgres `PGVector.add_embeddings`, batches of {LANGCHAIN_BATCH}",
     }
     table = [["HNSW index while loading", "rows", "way", "indexes on the table", "seconds", "rows/s", "ours ÷ this"]]
     for hnsw, count, label in (("absent", rows, "absent (empty table)"),
                                ("present", extra, f"present, holding {rows:,} rows")):
-        for way in ("ours", "raw", "raw per doc", "langchain"):
+        for way in ("ours", "raw", "raw per doc", "raw chunks only", "langchain"):
             if (way, hnsw) not in results:
                 continue
             seconds, done = results[way, hnsw], counts.get((way, hnsw), count)
@@ -460,20 +518,23 @@ def report(args, rows, extra, per_document, words, results, counts, indexes, bui
         f"way in {SLICES} slices ({SLICES // 2} with the index present) taking turns with the others in rotating "
         "order, a CHECKPOINT before each part, autovacuum off on the tables; HNSW m=16, "
         f"ef_construction=64 (cosine); CREATE INDEX with maintenance_work_mem={maintenance_work_mem_mb()}MB, "
-        f"max_parallel_maintenance_workers={parallel_workers()}; DEBUG=false; server: {server_settings()}."
+        f"max_parallel_maintenance_workers={parallel_workers()}; DEBUG=false; server: {server_settings()}; "
+        f"load average when the run started: {load_at_start:.1f} (the cores are shared)."
     )
     notes = (
         "Indexes: *btree* counts the primary key and the foreign-key indexes. The app's `documents_chunk` has three "
         "partial HNSW indexes (one per distance; every row here is cosine, so one of them fills), a GIN index on the "
         "generated tsvector column (heading + text, English), and two deferred foreign keys, checked for every row "
         "at commit. The raw tables of the first part are `LIKE documents_chunk INCLUDING ALL`: the same generated "
-        "column and indexes, no foreign keys. langchain-postgres's own table has a JSONB metadata column with a GIN "
-        "index and no full-text column; its 'present' index is `USING hnsw (embedding vector_cosine_ops)` with the "
-        f"same parameters. With the index present a row costs ours {1000 * with_index:.2f} ms "
+        "column and indexes, no foreign keys and no triggers (the statistics of the raw ways are their own "
+        "set-based statements, see `RAW_STATISTICS`). langchain-postgres's own table has a JSONB metadata column "
+        "with a GIN index and no full-text column; its 'present' index is `USING hnsw (embedding vector_cosine_ops)` "
+        f"with the same parameters. With the index present a row costs ours {1000 * with_index:.2f} ms "
         f"({1000 * (with_index - results['ours', 'absent'] / rows):.2f} ms more than without it); building the "
         f"index after the load costs {1000 * builds['ours'] / rows:.2f} ms per row."
     )
-    title = f"Storing {rows:,} chunks: ours vs. raw COPY vs. langchain-postgres (bench/ingest_store.py)"
+    title = (f"Storing {rows:,} chunks: ours vs. raw COPY of the same searchable state vs. langchain-postgres "
+             "(bench/ingest_store.py)")
     if args.label:
         title += f", {args.label}"
     if args.quick:
@@ -486,6 +547,8 @@ def report(args, rows, extra, per_document, words, results, counts, indexes, bui
         "ours_vs_langchain": results.get(("langchain", "absent"), nan) / results["ours", "absent"],
         "rows_per_s": rows / results["ours", "absent"],
         "ours_vs_raw_copy_per_doc_tx": (results["raw per doc", "absent"] / counts["raw per doc", "absent"])
+        / (results["ours", "absent"] / rows),
+        "ours_vs_raw_copy_chunks_only": (results["raw chunks only", "absent"] / counts["raw chunks only", "absent"])
         / (results["ours", "absent"] / rows),
         "ours_vs_raw_copy_with_hnsw": results["raw", "present"] / results["ours", "present"],
         "ours_vs_langchain_with_hnsw": results.get(("langchain", "present"), nan) / results["ours", "present"],

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 
 import numpy as np
@@ -69,8 +68,9 @@ def store_chunks(
             row = cursor.fetchone()
             if row is None:
                 raise IngestCancelled("deleted while it was processed")
-            collection_id, distance, status, metadata = row
-            metadata = Jsonb(json.loads(metadata) if metadata else {})
+            collection_id, distance, status, metadata_text = row
+            # Sent as the text PostgreSQL gave: every row of the COPY would otherwise dump the dict again.
+            metadata = Jsonb(None, dumps=lambda _: metadata_text or "{}")
             if status == Document.Status.CANCELLED:
                 raise IngestCancelled("cancelled while it was processed")
             # A separate statement, so that it sees what a run we waited for committed.

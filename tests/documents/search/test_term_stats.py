@@ -70,3 +70,27 @@ def test_updating_chunks_moves_their_statistics(user, collection):
     assert df(collection, "fox") == 0 and df(other, "fox") == 1
     Chunk.objects.filter(document=a).update(distance="l2")  # counts nothing: the statistics stay
     assert_statistics_exact()
+
+
+def test_one_copy_into_two_collections_then_one_delete_keep_the_statistics_exact(user, collection):
+    """The store's COPY path with rows of two collections in one statement, accented words (whose byte
+    order differs from a locale's), and words already counted: the insert and delete triggers."""
+    from psycopg.types.json import Jsonb
+
+    from documents.store import copy_chunk_rows
+
+    other = Collection.objects.create(name="Other", owner=user)
+    a = add(user, collection, "a", "Crème brûlée and café au lait.")
+    b = add(user, other, "b", "Zebras, émeus and Ångström units.")
+    template = Chunk.objects.get(document=a)
+    texts = {a: ["Émeus drink café noir.", "Zebras eat crème."], b: ["Café in Ørsted; émeus again.", "Über zebras."]}
+    copy_chunk_rows(
+        (document.pk, document.collection_id, ordinal, text, 1, "", 0, len(text), 5, Jsonb({}),
+         template.embedding, template.embedding_model, template.distance)
+        for document, rows in texts.items() for ordinal, text in enumerate(rows, start=1)
+    )
+    assert df(collection, "émeus") == 1 and df(other, "émeus") == 2 and df(collection, "café") == 2
+    assert_statistics_exact()
+    Chunk.objects.filter(ordinal__gte=1).delete()
+    assert df(other, "émeus") == 1 and df(collection, "émeus") == 0 and df(collection, "café") == 1
+    assert_statistics_exact()

@@ -344,11 +344,12 @@ def most_dead_tuples(*, limit: int = 10) -> list[TableStats]:
 
 
 def _sessions(where: str, seconds: float, since: str) -> list[Session]:
+    # clock_timestamp(), not now(): the report runs in a transaction, whose now() is when it began.
     rows = _rows(
         f"SELECT pid, coalesce(usename, '') AS user, application_name AS application, state, "
-        f"now() - {since} AS duration, left(query, 500) AS query FROM pg_stat_activity "
+        f"clock_timestamp() - {since} AS duration, left(query, 500) AS query FROM pg_stat_activity "
         f"WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() AND {where} "
-        f"AND now() - {since} >= make_interval(secs => %s) ORDER BY duration DESC",
+        f"AND clock_timestamp() - {since} >= make_interval(secs => %s) ORDER BY duration DESC",
         [seconds],
     )
     return [Session(**row) for row in rows]

@@ -41,7 +41,11 @@ def _neighbours(distance: str, query: str, k: int, *, exact: bool, ef_search: in
             cursor.execute("SELECT set_config('enable_seqscan', 'off', true), "
                            "set_config('hnsw.ef_search', %s, true)", [str(ef_search)])
         cursor.execute(sql, [query, query, k])
-        return [Neighbour(id=row[0], distance=float(row[1])) for row in cursor.fetchall()]
+        neighbours = [Neighbour(id=row[0], distance=float(row[1])) for row in cursor.fetchall()]
+        # Rolled back (it wrote nothing): set_config(..., true) lasts until the end of the transaction, and
+        # inside a caller's transaction that is only undone by rolling the savepoint back.
+        transaction.set_rollback(True)
+    return neighbours
 
 
 def query_recall(distance: str, query: str, k: int, *, ef_search: int) -> float:

@@ -1,0 +1,185 @@
+"""The database health checks, on the real embedded PostgreSQL: the page (staff only), the command, the selectors."""
+
+from __future__ import annotations
+
+import io
+
+import psycopg
+import pytest
+from django.core.management import call_command
+from django.db import connection
+
+from ops import dbhealth
+from ops.models import RecallSample
+
+pytestmark = pytest.mark.django_db
+
+URL = "/admin/db-health/"
+
+
+def test_the_embedded_server_loads_pg_stat_statements_and_the_migration_created_it():
+    assert dbhealth.pg_stat_statements_state() == "on"
+
+
+def test_staff_see_the_page_with_the_top_statements(admin_client):
+    with connection.cursor() as cursor:
+        # pg_stat_statements replaces constants by $n: the alias names the statement on the page.
+        cursor.execute("SELECT pg_sleep(0.3) AS dbhealth_marker_statement")
+    response = admin_client.get(URL)
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert "By total time" in page and "By mean time" in page
+    assert "dbhealth_marker_statement" in page  # the slowest statement of this database, by mean time
+    report = response.context["report"]
+    assert report.statements.enabled and report.statements.by_total
+    slowest = report.statements.by_mean[0]
+    assert "dbhealth_marker_statement" in slowest.query and slowest.calls == 1 and slowest.rows == 1
+    assert slowest.total_ms == slowest.mean_ms >= 300
+    assert slowest.hit_ratio is None or 0 <= slowest.hit_ratio <= 1
+
+
+def test_the_admin_index_links_to_the_page(admin_client):
+    assert f'href="{URL}"' in admin_client.get("/admin/").content.decode()
+
+
+def test_a_signed_in_non_staff_user_is_sent_to_the_admin_sign_in(client, user):
+    client.force_login(user)
+    response = client.get(URL)
+    assert response.status_code == 302 and response["Location"].startswith("/admin/login/")
+    client.logout()
+    assert client.get(URL)["Location"].startswith("/admin/login/")
+
+
+def test_without_the_extension_the_page_says_how_to_enable_it(admin_client):
+    with connection.cursor() as cursor:
+        cursor.execute("DROP EXTENSION pg_stat_statements")  # rolled back with the test's transaction
+    response = admin_client.get(URL)
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert "Query statistics are off." in page and "CREATE EXTENSION pg_stat_statements" in page
+    assert "By total time" not in page
+    assert response.context["report"].status == dbhealth.WARN
+
+
+@pytest.mark.parametrize("state", ["not_loaded", "unavailable"])
+def test_every_missing_state_has_instructions(state):
+    assert dbhealth.Statements(state=state).how_to_enable
+    assert "shared_preload_libraries" in dbhealth.ENABLE_PG_STAT_STATEMENTS["not_loaded"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_page_flags_an_unused_a_duplicate_and_an_invalid_index(admin_client):
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE TABLE dbhealth_probe (id serial PRIMARY KEY, a int, b int)")
+        try:
+            cursor.execute("INSERT INTO dbhealth_probe (a, b) SELECT g, 1 FROM generate_series(1, 50) g")
+            cursor.execute("CREATE INDEX probe_a ON dbhealth_probe (a) WHERE b > 0")
+            cursor.execute("CREATE INDEX probe_a_again ON dbhealth_probe (a) WHERE b > 0")
+            cursor.execute("CREATE INDEX probe_a_other_predicate ON dbhealth_probe (a) WHERE b > 1")
+            # Fails on the duplicate b values and leaves the index behind, INVALID.
+            with pytest.raises(Exception, match="could not create unique index"):
+                cursor.execute("CREATE UNIQUE INDEX CONCURRENTLY probe_b_unique ON dbhealth_probe (b)")
+
+            response = admin_client.get(URL)
+            found = response.context["report"].indexes
+            assert [(i.table, i.index) for i in found.invalid] == [("dbhealth_probe", "probe_b_unique")]
+            assert [(i.index, i.detail) for i in found.duplicate] == [("probe_a_again", "probe_a")]
+            unused = {i.index for i in found.unused}
+            assert {"probe_a", "probe_a_again", "probe_a_other_predicate"} <= unused
+            assert "dbhealth_probe_pkey" not in unused and "probe_b_unique" not in unused
+            page = response.content.decode()
+            assert "probe_b_unique" in page and "probe_a_again" in page
+            assert response.context["report"].status == dbhealth.ALERT
+
+            # A scanned index is no longer unused.
+            cursor.execute("SET enable_seqscan = off")
+            cursor.execute("SELECT count(*) FROM dbhealth_probe WHERE a = 3 AND b > 1")
+            cursor.execute("RESET enable_seqscan")
+            _flush_statistics(cursor)
+            assert "probe_a_other_predicate" not in {i.index for i in dbhealth.unused_indexes()}
+        finally:
+            cursor.execute("DROP TABLE dbhealth_probe")
+
+
+def test_the_command_prints_the_checks_and_ends_with_key_value_pairs():
+    out = io.StringIO()
+    call_command("db_health", stdout=out)
+    lines = out.getvalue().strip().splitlines()
+    summary = dict(pair.split("=", 1) for pair in lines[-1].split())
+    assert summary["status"] in ("ok", "warn")
+    assert summary["pg_stat_statements"] == "on"
+    assert summary["invalid_indexes"] == "0" and summary["duplicate_indexes"] == "0"
+    assert summary["pgvector"] == dbhealth.pgvector().version
+    assert int(summary["unused_indexes"]) == len(dbhealth.unused_indexes())
+    assert "== Indexes" in out.getvalue() and "== pgvector" in out.getvalue()
+
+
+def test_the_command_exits_1_on_an_alert_and_names_it(settings):
+    RecallSample.objects.create(distance="cosine", queries=5, k=10, ef_search=100, mean=0.5, p10=0.2, minimum=0.1)
+    settings.RECALL_FLOOR = 0.9
+    out = io.StringIO()
+    with pytest.raises(SystemExit) as exit_:
+        call_command("db_health", stdout=out)
+    assert exit_.value.code == 1
+    text = out.getvalue()
+    assert "ALERT: Recall of the cosine HNSW index is 0.500, below 0.90." in text
+    assert text.strip().splitlines()[-1].startswith("status=alert ")
+
+
+@pytest.mark.parametrize(
+    ("version", "missing"),
+    [("0.8.1", 2), ("0.8.2", 1), ("0.8.3", 0), ("0.8.6", 0), ("0.7.4", 2), ("1.0.0", 0)],
+)
+def test_pgvector_versions_without_known_fixes_are_flagged(version, missing):
+    assert len(dbhealth.missing_pgvector_fixes(version)) == missing
+
+
+def test_vector_indexes_are_measured_against_shared_buffers():
+    vector = dbhealth.pgvector()
+    assert vector.version and not vector.missing_fixes  # the wheel's pgvector has both fixes
+    names = {index.index for index in vector.indexes}
+    assert {"chunk_embedding_hnsw_cosine", "chunk_embedding_hnsw_l2", "chunk_embedding_hnsw_ip"} <= names
+    assert vector.shared_buffers_bytes > 0
+    assert all(index.fits_in_shared_buffers == (index.bytes <= vector.shared_buffers_bytes) for index in vector.indexes)
+
+
+def test_a_session_idle_in_a_transaction_is_listed(settings, admin_client):
+    settings.DB_HEALTH_IDLE_IN_TRANSACTION_SECONDS = 0
+    params = connection.get_connection_params()
+    with psycopg.connect(**{k: v for k, v in params.items() if k != "cursor_factory"},
+                         application_name="dbhealth-idle-probe") as other:
+        other.execute("SELECT 1")  # psycopg opens a transaction and leaves it open: idle in transaction
+        response = admin_client.get(URL)
+        idle = response.context["report"].activity.idle_in_transaction
+        assert [s.application for s in idle] == ["dbhealth-idle-probe"]
+        assert "dbhealth-idle-probe" in response.content.decode()
+        activity = response.context["report"].activity
+        assert activity.connections.get("idle in transaction", 0) >= 1
+        assert activity.replicas == []  # no streaming replica here: an empty table, not an error
+        assert activity.table_hit_ratio is None or 0 <= activity.table_hit_ratio <= 1
+
+
+def _flush_statistics(cursor) -> None:
+    """Make this backend's counters visible now (they are flushed at most once a second otherwise)."""
+    cursor.execute("SELECT pg_stat_force_next_flush()")
+    cursor.execute("SELECT pg_stat_clear_snapshot()")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_chunk_tables_dead_tuples_and_vacuum_are_reported(user, collection, admin_client):
+    from tests.documents_factory import add_text_document
+
+    add_text_document(user, collection, "notes", "First paragraph about tea.\n\nSecond about coffee.")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM documents_chunk")
+        (rows,) = cursor.fetchone()
+        cursor.execute("UPDATE documents_chunk SET heading = heading || ''")  # each row leaves a dead version
+        _flush_statistics(cursor)
+        before = dbhealth.chunk_table()
+        assert before is not None and before.table == "documents_chunk"
+        assert before.dead_tuples >= rows >= 1 and before.last_vacuum is None
+        cursor.execute("VACUUM documents_chunk")
+        _flush_statistics(cursor)
+    after = dbhealth.chunk_table()
+    assert after is not None and after.dead_tuples == 0 and after.last_vacuum is not None
+    assert "Chunk table: " in admin_client.get(URL).content.decode()

@@ -91,7 +91,7 @@ class Statements:
 
 
 def pg_stat_statements_state() -> str:
-    """"on", "unavailable", "not_loaded" or "not_created" (for this database)."""
+    """The state of pg_stat_statements for this database: on, unavailable, not_loaded or not_created."""
     if not _value("SELECT count(*) FROM pg_available_extensions WHERE name = 'pg_stat_statements'"):
         return "unavailable"
     preloaded = _value("SELECT current_setting('shared_preload_libraries')") or ""
@@ -260,8 +260,10 @@ def index_builds() -> list[IndexBuild]:
 def pgvector() -> Pgvector:
     version = _value("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
     shared_buffers = int(
-        _value("SELECT setting::bigint * current_setting('block_size')::bigint FROM pg_settings "
-               "WHERE name = 'shared_buffers'")
+        _value(
+            "SELECT setting::bigint * current_setting('block_size')::bigint FROM pg_settings "
+            "WHERE name = 'shared_buffers'"
+        )
     )
     rows = _rows(
         "SELECT t.relname AS table, c.relname AS index, am.amname AS method, pg_relation_size(c.oid) AS bytes "
@@ -338,9 +340,10 @@ def chunk_table() -> TableStats | None:
 
 
 def most_dead_tuples(*, limit: int = 10) -> list[TableStats]:
-    return [TableStats(**row) for row in _rows(
-        _TABLE_STATS + "WHERE n_dead_tup > 0 ORDER BY n_dead_tup DESC LIMIT %s", [limit]
-    )]
+    return [
+        TableStats(**row)
+        for row in _rows(_TABLE_STATS + "WHERE n_dead_tup > 0 ORDER BY n_dead_tup DESC LIMIT %s", [limit])
+    ]
 
 
 def _sessions(where: str, seconds: float, since: str) -> list[Session]:
@@ -365,18 +368,22 @@ def activity() -> Activity:
         "FROM pg_statio_user_indexes"
     )
     connections = {
-        row["state"]: row["count"] for row in _rows(
+        row["state"]: row["count"]
+        for row in _rows(
             "SELECT coalesce(state, 'background') AS state, count(*) AS count FROM pg_stat_activity "
             "WHERE datname = current_database() GROUP BY 1 ORDER BY 2 DESC"
         )
     }
     replicas: list[Replica] = []
     if not _value("SELECT pg_is_in_recovery()"):
-        replicas = [Replica(**row) for row in _rows(
-            "SELECT coalesce(application_name, '') AS name, coalesce(client_addr::text, 'local') AS address, "
-            "state, sync_state, pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn)::bigint AS lag_bytes, "
-            "replay_lag FROM pg_stat_replication ORDER BY application_name"
-        )]
+        replicas = [
+            Replica(**row)
+            for row in _rows(
+                "SELECT coalesce(application_name, '') AS name, coalesce(client_addr::text, 'local') AS address, "
+                "state, sync_state, pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn)::bigint AS lag_bytes, "
+                "replay_lag FROM pg_stat_replication ORDER BY application_name"
+            )
+        ]
     return Activity(
         table_hit_ratio=table_hits,
         index_hit_ratio=index_hits,
@@ -440,7 +447,11 @@ class Report:
 
 
 def findings(
-    statements: Statements, found: Indexes, vector: Pgvector, active: Activity, recall: list[RecallSample],
+    statements: Statements,
+    found: Indexes,
+    vector: Pgvector,
+    active: Activity,
+    recall: list[RecallSample],
     floor: float,
 ) -> list[Finding]:
     out: list[Finding] = []
@@ -451,9 +462,9 @@ def findings(
         out.append(Finding(ALERT, f"pgvector {vector.version} lacks {what}: upgrade the extension."))
     for sample in recall:
         if sample.mean < floor:
-            out.append(Finding(
-                ALERT, f"Recall of the {sample.distance} HNSW index is {sample.mean:.3f}, below {floor:.2f}."
-            ))
+            out.append(
+                Finding(ALERT, f"Recall of the {sample.distance} HNSW index is {sample.mean:.3f}, below {floor:.2f}.")
+            )
     if not statements.enabled:
         out.append(Finding(WARN, "pg_stat_statements is off: " + statements.how_to_enable))
     for index in found.duplicate:
@@ -481,7 +492,14 @@ def report(*, statements_limit: int = 10) -> Report:
     history = list(RecallSample.objects.order_by("-taken_at", "distance")[:30])
     floor = settings.RECALL_FLOOR
     return Report(
-        statements=statements, indexes=found, pgvector=vector, chunk_table=chunks, dead_tuples=dead,
-        activity=active, recall=latest, recall_history=history, recall_floor=floor,
+        statements=statements,
+        indexes=found,
+        pgvector=vector,
+        chunk_table=chunks,
+        dead_tuples=dead,
+        activity=active,
+        recall=latest,
+        recall_history=history,
+        recall_floor=floor,
         findings=findings(statements, found, vector, active, latest, floor),
     )

@@ -38,8 +38,10 @@ def _neighbours(distance: str, query: str, k: int, *, exact: bool, ef_search: in
             cursor.execute("SELECT set_config('enable_indexscan', 'off', true)")
         else:
             # The index even where the planner would scan a small table: it is the index being measured.
-            cursor.execute("SELECT set_config('enable_seqscan', 'off', true), "
-                           "set_config('hnsw.ef_search', %s, true)", [str(ef_search)])
+            cursor.execute(
+                "SELECT set_config('enable_seqscan', 'off', true), set_config('hnsw.ef_search', %s, true)",
+                [str(ef_search)],
+            )
         cursor.execute(sql, [query, query, k])
         neighbours = [Neighbour(id=row[0], distance=float(row[1])) for row in cursor.fetchall()]
         # Rolled back (it wrote nothing): set_config(..., true) lasts until the end of the transaction, and
@@ -95,8 +97,15 @@ def sample_recall(*, queries: int | None = None, k: int = 10) -> list[RecallSamp
         if not vectors:
             continue
         recalls = [query_recall(distance.value, vector, k, ef_search=ef_search) for vector in vectors]
-        samples.append(RecallSample.objects.create(
-            distance=distance.value, queries=len(recalls), k=k, ef_search=ef_search,
-            mean=sum(recalls) / len(recalls), p10=percentile(recalls, 0.1), minimum=min(recalls),
-        ))
+        samples.append(
+            RecallSample.objects.create(
+                distance=distance.value,
+                queries=len(recalls),
+                k=k,
+                ef_search=ef_search,
+                mean=sum(recalls) / len(recalls),
+                p10=percentile(recalls, 0.1),
+                minimum=min(recalls),
+            )
+        )
     return samples

@@ -146,8 +146,9 @@ def test_vector_indexes_are_measured_against_shared_buffers():
 def test_a_session_idle_in_a_transaction_is_listed(settings, admin_client):
     settings.DB_HEALTH_IDLE_IN_TRANSACTION_SECONDS = 0
     params = connection.get_connection_params()
-    with psycopg.connect(**{k: v for k, v in params.items() if k != "cursor_factory"},
-                         application_name="dbhealth-idle-probe") as other:
+    with psycopg.connect(
+        **{k: v for k, v in params.items() if k != "cursor_factory"}, application_name="dbhealth-idle-probe"
+    ) as other:
         other.execute("SELECT 1")  # psycopg opens a transaction and leaves it open: idle in transaction
         response = admin_client.get(URL)
         idle = response.context["report"].activity.idle_in_transaction

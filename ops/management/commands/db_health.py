@@ -40,17 +40,22 @@ class Command(BaseCommand):
                 for s in rows:
                     hit = "-" if s.hit_ratio is None else f"{s.hit_ratio:.3f}"
                     query = " ".join(s.query.split())[:120]
-                    out(f"{s.total_ms:10.1f} ms total {s.mean_ms:9.2f} ms mean {s.calls:8d} calls "
-                        f"{s.rows:8d} rows hit {hit}  {query}")
+                    out(
+                        f"{s.total_ms:10.1f} ms total {s.mean_ms:9.2f} ms mean {s.calls:8d} calls "
+                        f"{s.rows:8d} rows hit {hit}  {query}"
+                    )
         else:
             out(f"off ({report.statements.state}): {report.statements.how_to_enable}")
 
         out("== Indexes")
-        for title, rows in (("invalid", report.indexes.invalid), ("duplicate", report.indexes.duplicate),
-                            ("unused", report.indexes.unused)):
-            out(f"-- {title}: {len(rows)}")
-            for index in rows:
-                detail = f" ({'duplicates ' if title == 'duplicate' else ''}{index.detail})" if index.detail else ""
+        for kind, found in (
+            ("invalid", report.indexes.invalid),
+            ("duplicate", report.indexes.duplicate),
+            ("unused", report.indexes.unused),
+        ):
+            out(f"-- {kind}: {len(found)}")
+            for index in found:
+                detail = f" ({'duplicates ' if kind == 'duplicate' else ''}{index.detail})" if index.detail else ""
                 out(f"{index.table}.{index.index} {_size(index.bytes)}{detail}")
 
         vector = report.pgvector
@@ -67,21 +72,28 @@ class Command(BaseCommand):
 
         out("== Recall (HNSW top-10 against exact, sampled)")
         for sample in report.recall:
-            out(f"{sample.distance}: mean {sample.mean:.3f} p10 {sample.p10:.3f} min {sample.minimum:.3f} "
-                f"({sample.queries} queries, {sample.taken_at:%Y-%m-%d %H:%M})")
+            out(
+                f"{sample.distance}: mean {sample.mean:.3f} p10 {sample.p10:.3f} min {sample.minimum:.3f} "
+                f"({sample.queries} queries, {sample.taken_at:%Y-%m-%d %H:%M})"
+            )
         if not report.recall:
             out("no sample yet")
 
         out("== Tables and sessions")
         chunks = report.chunk_table
         if chunks:
-            out(f"chunk table: {chunks.live_tuples} live, {chunks.dead_tuples} dead; "
-                f"last autovacuum {chunks.last_autovacuum or 'never'}")
+            out(
+                f"chunk table: {chunks.live_tuples} live, {chunks.dead_tuples} dead; "
+                f"last autovacuum {chunks.last_autovacuum or 'never'}"
+            )
         active = report.activity
         ratio = "-" if active.table_hit_ratio is None else f"{active.table_hit_ratio:.3f}"
         out(f"cache hit ratio (tables): {ratio}")
-        out("connections: " + ", ".join(f"{state} {count}" for state, count in active.connections.items())
-            + f" (max_connections {active.max_connections})")
+        out(
+            "connections: "
+            + ", ".join(f"{state} {count}" for state, count in active.connections.items())
+            + f" (max_connections {active.max_connections})"
+        )
         for session in active.long_running:
             out(f"long-running: pid {session.pid} {session.duration} {' '.join(session.query.split())[:100]}")
         for session in active.idle_in_transaction:

@@ -184,3 +184,29 @@ def test_the_chunk_tables_dead_tuples_and_vacuum_are_reported(user, collection, 
     after = dbhealth.chunk_table()
     assert after is not None and after.dead_tuples == 0 and after.last_vacuum is not None
     assert "Chunk table: " in admin_client.get(URL).content.decode()
+
+
+def test_compose_loads_pg_stat_statements_in_the_db_service():
+    from pathlib import Path
+
+    import yaml
+
+    compose = yaml.safe_load((Path(__file__).resolve().parents[2] / "docker-compose.yml").read_text())
+    assert "shared_preload_libraries=pg_stat_statements" in compose["services"]["db"]["command"]
+
+
+@pytest.mark.parametrize(
+    ("output", "value"),
+    [
+        (
+            " shared_preload_libraries \n--------------------------\n pg_stat_statements\n(1 row)\n\n",
+            "pg_stat_statements",
+        ),
+        (" shared_preload_libraries \n--------------------------\n \n(1 row)\n", ""),
+        (" count \n-------\n     0\n(1 row)\n", "0"),
+    ],
+)
+def test_the_launcher_reads_psql_values(output, value):
+    from ragsite.devservices import _psql_value
+
+    assert _psql_value(output) == value

@@ -158,12 +158,14 @@ def unused_indexes() -> list[IndexRow]:
 
 
 def duplicate_indexes() -> list[IndexRow]:
-    """Indexes identical to an older one: same table, method, columns or expressions, operator classes,
-    orderings and predicate. The newer one of each pair is listed; dropping it loses nothing."""
+    """Indexes made redundant by another: same table, method, columns or expressions, operator classes,
+    orderings, collations and predicate. Of two alike, the newer is listed; a plain index is redundant beside
+    a unique one, never the other way round, and a primary key never is."""
     rows = _rows(
-        "SELECT t.relname AS table, ca.relname AS index, pg_relation_size(a.indexrelid) AS bytes, "
-        "cb.relname AS detail "
-        "FROM pg_index a JOIN pg_index b ON b.indrelid = a.indrelid AND b.indexrelid < a.indexrelid "
+        # One row per redundant index, naming the one to keep: a primary key, else a unique one, else the oldest.
+        "SELECT * FROM (SELECT DISTINCT ON (a.indexrelid) t.relname AS table, ca.relname AS index, "
+        "pg_relation_size(a.indexrelid) AS bytes, cb.relname AS detail "
+        "FROM pg_index a JOIN pg_index b ON b.indrelid = a.indrelid AND b.indexrelid <> a.indexrelid "
         "JOIN pg_class ca ON ca.oid = a.indexrelid JOIN pg_class cb ON cb.oid = b.indexrelid "
         "JOIN pg_class t ON t.oid = a.indrelid JOIN pg_namespace n ON n.oid = t.relnamespace "
         f"WHERE {_USER_SCHEMAS} AND a.indisvalid AND b.indisvalid AND ca.relam = cb.relam "
@@ -171,8 +173,10 @@ def duplicate_indexes() -> list[IndexRow]:
         "AND a.indoption::text = b.indoption::text AND a.indcollation::text = b.indcollation::text "
         "AND coalesce(pg_get_expr(a.indexprs, a.indrelid), '') = coalesce(pg_get_expr(b.indexprs, b.indrelid), '') "
         "AND coalesce(pg_get_expr(a.indpred, a.indrelid), '') = coalesce(pg_get_expr(b.indpred, b.indrelid), '') "
-        "AND (NOT b.indisunique OR a.indisunique) "  # a plain copy of a unique index is redundant, not vice versa
-        "ORDER BY t.relname, ca.relname"
+        "AND NOT a.indisprimary AND (b.indisunique OR NOT a.indisunique) "
+        "AND (a.indisunique <> b.indisunique OR b.indisprimary OR a.indexrelid > b.indexrelid) "
+        "ORDER BY a.indexrelid, b.indisprimary DESC, b.indisunique DESC, b.indexrelid) AS redundant "
+        'ORDER BY "table", index'
     )
     return [IndexRow(**row) for row in rows]
 

@@ -76,6 +76,9 @@ def test_the_page_flags_an_unused_a_duplicate_and_an_invalid_index(admin_client)
             cursor.execute("CREATE INDEX probe_a ON dbhealth_probe (a) WHERE b > 0")
             cursor.execute("CREATE INDEX probe_a_again ON dbhealth_probe (a) WHERE b > 0")
             cursor.execute("CREATE INDEX probe_a_other_predicate ON dbhealth_probe (a) WHERE b > 1")
+            cursor.execute("CREATE INDEX probe_plain_id ON dbhealth_probe (id)")  # the primary key does this
+            cursor.execute("CREATE INDEX probe_plain_a ON dbhealth_probe (a)")
+            cursor.execute("CREATE UNIQUE INDEX probe_unique_a ON dbhealth_probe (a)")  # does what probe_plain_a does
             # Fails on the duplicate b values and leaves the index behind, INVALID.
             with pytest.raises(Exception, match="could not create unique index"):
                 cursor.execute("CREATE UNIQUE INDEX CONCURRENTLY probe_b_unique ON dbhealth_probe (b)")
@@ -83,7 +86,11 @@ def test_the_page_flags_an_unused_a_duplicate_and_an_invalid_index(admin_client)
             response = admin_client.get(URL)
             found = response.context["report"].indexes
             assert [(i.table, i.index) for i in found.invalid] == [("dbhealth_probe", "probe_b_unique")]
-            assert [(i.index, i.detail) for i in found.duplicate] == [("probe_a_again", "probe_a")]
+            assert [(i.index, i.detail) for i in found.duplicate] == [
+                ("probe_a_again", "probe_a"),
+                ("probe_plain_a", "probe_unique_a"),  # the plain one, though it is the older
+                ("probe_plain_id", "dbhealth_probe_pkey"),
+            ]
             unused = {i.index for i in found.unused}
             assert {"probe_a", "probe_a_again", "probe_a_other_predicate"} <= unused
             assert "dbhealth_probe_pkey" not in unused and "probe_b_unique" not in unused

@@ -152,10 +152,7 @@ def test_vector_indexes_are_measured_against_shared_buffers():
 
 def test_a_session_idle_in_a_transaction_is_listed(settings, admin_client):
     settings.DB_HEALTH_IDLE_IN_TRANSACTION_SECONDS = 0
-    params = connection.get_connection_params()
-    with psycopg.connect(
-        **{k: v for k, v in params.items() if k != "cursor_factory"}, application_name="dbhealth-idle-probe"
-    ) as other:
+    with _connect("dbhealth-idle-probe") as other:
         other.execute("SELECT 1")  # psycopg opens a transaction and leaves it open: idle in transaction
         response = admin_client.get(URL)
         idle = response.context["report"].activity.idle_in_transaction
@@ -217,3 +214,53 @@ def test_the_launcher_reads_psql_values(output, value):
     from ragsite.devservices import _psql_value
 
     assert _psql_value(output) == value
+
+
+def _connect(application: str) -> psycopg.Connection:
+    params = connection.get_connection_params()
+    return psycopg.connect(**{k: v for k, v in params.items() if k != "cursor_factory"}, application_name=application)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_hnsw_build_in_progress_is_shown_live_and_its_index_is_not_an_alert(admin_client):
+    import threading
+    import time
+
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE TABLE dbhealth_vectors (id serial PRIMARY KEY, v vector(3))")
+        cursor.execute(
+            "INSERT INTO dbhealth_vectors (v) SELECT ARRAY[g, g * 2, 1]::vector FROM generate_series(1, 20) g"
+        )
+    writer = _connect("dbhealth-writer")
+    builder = _connect("dbhealth-builder")
+    builder.autocommit = True
+    try:
+        writer.execute("INSERT INTO dbhealth_vectors (v) VALUES ('[1,1,1]')")  # open: the build waits for it
+        build = threading.Thread(
+            target=builder.execute,
+            args=("CREATE INDEX CONCURRENTLY dbhealth_vectors_hnsw ON dbhealth_vectors USING hnsw (v vector_l2_ops)",),
+        )
+        build.start()
+        deadline = time.monotonic() + 60
+        while not (builds := dbhealth.index_builds()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert [(b.table, b.index, b.command) for b in builds] == [
+            ("dbhealth_vectors", "dbhealth_vectors_hnsw", "CREATE INDEX CONCURRENTLY")
+        ]
+        assert builds[0].phase.startswith("waiting for")
+        response = admin_client.get(URL)
+        report = response.context["report"]
+        assert [(i.index, i.detail) for i in report.indexes.invalid] == [("dbhealth_vectors_hnsw", "being built")]
+        assert report.status != dbhealth.ALERT  # a build is not a broken index
+        assert "CREATE INDEX CONCURRENTLY" in response.content.decode()
+        writer.commit()
+        build.join(timeout=60)
+        assert not build.is_alive()
+        assert dbhealth.index_builds() == [] and dbhealth.invalid_indexes() == []
+        assert "dbhealth_vectors_hnsw" in {index.index for index in dbhealth.pgvector().indexes}
+    finally:
+        writer.rollback()
+        writer.close()
+        builder.close()
+        with connection.cursor() as cursor:
+            cursor.execute("DROP TABLE dbhealth_vectors")

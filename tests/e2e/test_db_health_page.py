@@ -12,7 +12,7 @@ from tests.e2e.test_phone_layout import NARROWEST, PHONE, assert_fits
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def test_staff_open_it_from_the_admin_index_and_it_fits_a_phone(page, sign_in, user, live_server):
+def test_staff_open_it_from_the_admin_index_and_it_fits_a_phone(page, sign_in, user, live_server, csp_violations):
     user.is_staff = user.is_superuser = True
     user.save()
     with connection.cursor() as cursor:  # a long statement and a long index name on the page
@@ -33,5 +33,6 @@ def test_staff_open_it_from_the_admin_index_and_it_fits_a_phone(page, sign_in, u
                 page.set_viewport_size(size)
                 page.reload()
                 assert_fits(page)
+            assert csp_violations == []  # its stylesheet is a file of ours, no inline style
         finally:
             cursor.execute("DROP TABLE e2e_probe")

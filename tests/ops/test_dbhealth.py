@@ -234,16 +234,17 @@ def test_an_hnsw_build_in_progress_is_shown_live_and_its_index_is_not_an_alert(a
     writer = _connect("dbhealth-writer")
     builder = _connect("dbhealth-builder")
     builder.autocommit = True
+    build = threading.Thread(
+        target=builder.execute,
+        args=("CREATE INDEX CONCURRENTLY dbhealth_vectors_hnsw ON dbhealth_vectors USING hnsw (v vector_l2_ops)",),
+    )
     try:
         writer.execute("INSERT INTO dbhealth_vectors (v) VALUES ('[1,1,1]')")  # open: the build waits for it
-        build = threading.Thread(
-            target=builder.execute,
-            args=("CREATE INDEX CONCURRENTLY dbhealth_vectors_hnsw ON dbhealth_vectors USING hnsw (v vector_l2_ops)",),
-        )
         build.start()
         deadline = time.monotonic() + 60
-        while not (builds := dbhealth.index_builds()) and time.monotonic() < deadline:
-            time.sleep(0.1)
+        # The index is named once its catalog entry exists (the "initializing" phase has none yet).
+        while not ((builds := dbhealth.index_builds()) and builds[0].index) and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert [(b.table, b.index, b.command) for b in builds] == [
             ("dbhealth_vectors", "dbhealth_vectors_hnsw", "CREATE INDEX CONCURRENTLY")
         ]
@@ -260,7 +261,57 @@ def test_an_hnsw_build_in_progress_is_shown_live_and_its_index_is_not_an_alert(a
         assert "dbhealth_vectors_hnsw" in {index.index for index in dbhealth.pgvector().indexes}
     finally:
         writer.rollback()
+        if build.is_alive():
+            build.join(timeout=60)  # before the DROP, which would deadlock with the build
         writer.close()
         builder.close()
         with connection.cursor() as cursor:
             cursor.execute("DROP TABLE dbhealth_vectors")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_long_running_statement_is_listed_and_warned_about(settings):
+    import threading
+    import time
+
+    settings.DB_HEALTH_LONG_QUERY_SECONDS = 0
+    sleeper = _connect("dbhealth-sleeper")
+    pid = sleeper.info.backend_pid
+    outcome: list[BaseException] = []
+
+    def sleep() -> None:
+        try:
+            sleeper.execute("SELECT pg_sleep(60)")
+        except psycopg.Error as error:
+            outcome.append(error)
+
+    slow = threading.Thread(target=sleep)
+    slow.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not (running := [s for s in dbhealth.report().activity.long_running if s.pid == pid]):
+            assert time.monotonic() < deadline, "the statement never showed as running"
+            time.sleep(0.05)
+        assert running[0].application == "dbhealth-sleeper" and "pg_sleep" in running[0].query
+        assert "1 long-running statement(s)." in [f.message for f in dbhealth.report().findings]
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_cancel_backend(%s)", [pid])
+        slow.join(timeout=30)
+        sleeper.close()
+    assert [type(error) for error in outcome] == [psycopg.errors.QueryCanceled]  # ended by the test, not a minute
+
+
+def test_a_vector_index_larger_than_shared_buffers_is_a_warning():
+    big = dbhealth.VectorIndex(
+        table="documents_chunk", index="big_hnsw", method="hnsw", bytes=2 << 30, fits_in_shared_buffers=False
+    )
+    vector = dbhealth.Pgvector(
+        version="0.8.3", missing_fixes=[], shared_buffers_bytes=1 << 30, indexes=[big], builds=[]
+    )
+    empty = dbhealth.Indexes(unused=[], duplicate=[], invalid=[])
+    active = dbhealth.activity()
+    found = dbhealth.findings(dbhealth.Statements(state="on"), empty, vector, active, [], 0.9)
+    assert [(f.severity, f.message) for f in found] == [
+        (dbhealth.WARN, "Vector index big_hnsw is larger than shared_buffers.")
+    ]

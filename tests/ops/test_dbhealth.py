@@ -315,3 +315,23 @@ def test_a_vector_index_larger_than_shared_buffers_is_a_warning():
     assert [(f.severity, f.message) for f in found] == [
         (dbhealth.WARN, "Vector index big_hnsw is larger than shared_buffers.")
     ]
+
+
+def test_the_command_says_unreachable_and_exits_2_without_a_database():
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {**os.environ, "DATABASE_URL": "postgresql://nobody@127.0.0.1:1/nothing", "DEBUG": "true"}
+    done = subprocess.run(
+        [sys.executable, "manage.py", "db_health"],
+        cwd=Path(__file__).resolve().parents[2],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "status=unreachable"
+    assert "The database is not reachable" in done.stderr and "Traceback" not in done.stderr

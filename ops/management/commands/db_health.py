@@ -3,13 +3,15 @@
 The last line is ``key=value`` pairs (status=ok|warn|alert, pg_stat_statements=on|not_loaded|…, index counts,
 pgvector=<version>, recall=<lowest latest mean> …). Exit status: 1 when the status is ``alert`` (an invalid
 index, a pgvector release lacking a known fix, sampled recall below RECALL_FLOOR), else 0 — ``warn`` findings
-are printed but do not fail; ``--strict`` fails on them too.
+are printed but do not fail; ``--strict`` fails on them too. 2 when the database cannot be reached (the last
+line is then ``status=unreachable``).
 """
 
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
+from core.http import DATABASE_ERRORS
 from ops import dbhealth
 
 
@@ -29,7 +31,12 @@ class Command(BaseCommand):
         parser.add_argument("--statements", type=int, default=5, help="Statements listed by total and mean time.")
 
     def handle(self, *args: Any, strict: bool, statements: int, **options: Any) -> None:
-        report = dbhealth.report(statements_limit=statements)
+        try:
+            report = dbhealth.report(statements_limit=statements)
+        except DATABASE_ERRORS as error:
+            self.stderr.write(f"The database is not reachable: {str(error).strip().splitlines()[0]}")
+            self.stdout.write("status=unreachable")
+            raise SystemExit(2) from error
         out = self.stdout.write
 
         out("== Statements (pg_stat_statements)")

@@ -50,6 +50,8 @@ def _neighbours(distance: str, query: str, k: int, *, exact: bool, ef_search: in
     return neighbours
 
 
+# Cost: each query's exact top-k is a sequential scan of its distance's chunks, so a night's sample reads the
+# chunk table RECALL_SAMPLE_QUERIES times per distance (PostgreSQL's parallel workers share each scan).
 def query_recall(distance: str, query: str, k: int, *, ef_search: int) -> float:
     """Share of the exact top-k the index returns (ties with the exact k-th distance count as found)."""
     exact = _neighbours(distance, query, k, exact=True, ef_search=ef_search)

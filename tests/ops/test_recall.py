@@ -66,3 +66,10 @@ def test_the_worker_runs_the_task(celery_worker, celery_app, user):
     wait_until_the_worker_is_idle(celery_app)  # no result backend: the row is the result
     (sample,) = RecallSample.objects.all()
     assert sample.distance == "l2" and sample.queries == 3 and sample.mean == 1.0
+
+
+def test_the_history_is_read_only_in_the_admin(admin_client):
+    RecallSample.objects.create(distance="l2", queries=5, k=10, ef_search=100, mean=0.96, p10=0.9, minimum=0.8)
+    listing = admin_client.get("/admin/ops/recallsample/")
+    assert listing.status_code == 200 and "0.96" in listing.content.decode()
+    assert admin_client.get("/admin/ops/recallsample/add/").status_code == 403

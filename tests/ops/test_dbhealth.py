@@ -29,6 +29,7 @@ def test_staff_see_the_page_with_the_top_statements(admin_client):
     assert response.status_code == 200
     page = response.content.decode()
     assert "By total time" in page and "By mean time" in page
+    assert 'http-equiv="refresh"' not in page  # reloads only while an index builds
     assert "dbhealth_marker_statement" in page  # the slowest statement of this database, by mean time
     report = response.context["report"]
     assert report.statements.enabled and report.statements.by_total
@@ -254,6 +255,7 @@ def test_an_hnsw_build_in_progress_is_shown_live_and_its_index_is_not_an_alert(a
         assert [(i.index, i.detail) for i in report.indexes.invalid] == [("dbhealth_vectors_hnsw", "being built")]
         assert report.status != dbhealth.ALERT  # a build is not a broken index
         assert "CREATE INDEX CONCURRENTLY" in response.content.decode()
+        assert '<meta http-equiv="refresh" content="5">' in response.content.decode()  # follows the build
         writer.commit()
         build.join(timeout=60)
         assert not build.is_alive()

@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 
 import dj_database_url
+from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -100,6 +101,7 @@ INSTALLED_APPS = [
     "ninja",  # serves Swagger UI's files itself (the API docs work offline, under the CSP), not from a CDN
     "documents",
     "chat",
+    "ops",  # database health (admin page, manage.py db_health) and the nightly HNSW recall sample
     "core",  # API tokens, bearer auth, rate limits, HTTP answers, upload limits, health
     "audit",
 ]
@@ -302,6 +304,19 @@ CELERY_BEAT_SCHEDULE = {
         "options": {"expires": INGEST_SWEEP_SECONDS},  # a sweep nobody ran in time is replaced by the next
     },
 }
+
+# Database health (ops): the admin page /admin/db-health/ and `manage.py db_health`.
+DB_HEALTH_LONG_QUERY_SECONDS = env_float("DB_HEALTH_LONG_QUERY_SECONDS", 60)  # an active statement older: listed
+DB_HEALTH_IDLE_IN_TRANSACTION_SECONDS = env_float("DB_HEALTH_IDLE_IN_TRANSACTION_SECONDS", 60)
+RECALL_FLOOR = env_float("RECALL_FLOOR", 0.9)  # a sampled HNSW recall@10 below it is an alert
+RECALL_SAMPLE_QUERIES = env_int("RECALL_SAMPLE_QUERIES", 50)  # stored chunks used as queries per distance; 0: off
+RECALL_SAMPLE_HOUR = env_int("RECALL_SAMPLE_HOUR", 3)  # nightly, at this hour (TIME_ZONE)
+if RECALL_SAMPLE_QUERIES > 0:
+    CELERY_BEAT_SCHEDULE["sample-hnsw-recall"] = {
+        "task": "ops.tasks.sample_recall",
+        "schedule": crontab(hour=RECALL_SAMPLE_HOUR, minute=0),
+        "options": {"expires": 6 * 3600},  # a night's sample nobody ran by morning is skipped, not stacked
+    }
 
 # Retrieval
 HNSW_EF_SEARCH = env_int("HNSW_EF_SEARCH", 100)  # candidates HNSW examines per query (recall vs speed)

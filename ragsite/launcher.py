@@ -19,6 +19,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+# Celery's default queue (task_default_queue): small documents and the sweep; large documents go to
+# "<it>.large" (documents.queue.ingestion_queues).
+DEFAULT_QUEUE = "celery"
+
 
 def main() -> int:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "ragsite.settings")
@@ -45,12 +49,16 @@ def main() -> int:
     concurrency = int(os.environ.get("WORKER_CONCURRENCY", "2"))
     # Each worker process runs its own local embedding model: share the cores between them.
     os.environ.setdefault("EMBEDDING_THREADS", str(max(1, (os.cpu_count() or 1) // concurrency)))
+    # Fair ingestion (documents.queue): one worker process takes small documents only, the others take
+    # large ones first and small ones when none waits; so a one-page upload never waits behind a novel.
     # -B: Celery beat inside the worker, for the periodic sweep that restarts ingestions a dead worker left
     # behind and re-sends tasks the broker lost (documents.queue.ingestions_sweep). One worker, one beat.
+    celery = [python, "-m", "celery", "-A", "ragsite", "worker", "--loglevel", "INFO"]
     children = [
-        Supervised("worker", [python, "-m", "celery", "-A", "ragsite", "worker", "--loglevel", "INFO",
-                              "--concurrency", str(concurrency), "-B",
+        Supervised("worker", [*celery, "-n", "any@%h", "-Q", f"{DEFAULT_QUEUE}.large,{DEFAULT_QUEUE}",
+                              "--concurrency", str(max(1, concurrency - 1)), "-B",
                               "--schedule", str(config.VAR_DIR / "celerybeat-schedule")]),
+        Supervised("small-document worker", [*celery, "-n", "small@%h", "-Q", DEFAULT_QUEUE, "--concurrency", "1"]),
         Supervised("web server", [python, "-m", "uvicorn", "ragsite.asgi:application", "--host", host,
                                   "--port", str(port), "--timeout-graceful-shutdown", "5"],
                    env={"DATABASE_POOL": "true", **os.environ}),

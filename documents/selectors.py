@@ -7,11 +7,10 @@ forbidden, so that ids say nothing about what others have.
 
 from __future__ import annotations
 
-from typing import TypedDict
-
 from django.shortcuts import get_object_or_404
 
 from documents.models import Collection, Document, DocumentQuerySet
+from documents.progress import Progress, describe
 
 # A document still to be ingested: waiting for a worker or in a worker's hands.
 PENDING = (Document.Status.QUEUED, Document.Status.PROCESSING)
@@ -22,8 +21,8 @@ def documents_for_user(*, user) -> DocumentQuerySet:
     return Document.objects.visible_to(user).select_related("collection")
 
 
-class DocumentProgress(TypedDict):
-    """A document's state as the library page's progress bars read it."""
+class DocumentProgress(Progress):
+    """A document's state as the library page's progress bars read it (with documents.progress's words)."""
 
     id: int
     title: str
@@ -45,6 +44,7 @@ def progress_of(document: Document) -> DocumentProgress:
         progress=round(document.progress, 3),
         chunk_count=document.chunk_count,
         error=document.error,
+        **describe(document),
     )
 
 

@@ -49,16 +49,8 @@ def main() -> int:
     concurrency = int(os.environ.get("WORKER_CONCURRENCY", "2"))
     # Each worker process runs its own local embedding model: share the cores between them.
     os.environ.setdefault("EMBEDDING_THREADS", str(max(1, (os.cpu_count() or 1) // concurrency)))
-    # Fair ingestion (documents.queue): one worker process takes small documents only, the others take
-    # large ones first and small ones when none waits; so a one-page upload never waits behind a novel.
-    # -B: Celery beat inside the worker, for the periodic sweep that restarts ingestions a dead worker left
-    # behind and re-sends tasks the broker lost (documents.queue.ingestions_sweep). One worker, one beat.
-    celery = [python, "-m", "celery", "-A", "ragsite", "worker", "--loglevel", "INFO"]
     children = [
-        Supervised("worker", [*celery, "-n", "any@%h", "-Q", f"{DEFAULT_QUEUE}.large,{DEFAULT_QUEUE}",
-                              "--concurrency", str(max(1, concurrency - 1)), "-B",
-                              "--schedule", str(config.VAR_DIR / "celerybeat-schedule")]),
-        Supervised("small-document worker", [*celery, "-n", "small@%h", "-Q", DEFAULT_QUEUE, "--concurrency", "1"]),
+        *(Supervised(name, command) for name, command in worker_commands(python, concurrency, config.VAR_DIR)),
         Supervised("web server", [python, "-m", "uvicorn", "ragsite.asgi:application", "--host", host,
                                   "--port", str(port), "--timeout-graceful-shutdown", "5"],
                    env={"DATABASE_POOL": "true", **os.environ}),
@@ -222,6 +214,23 @@ def announce_first_user() -> None:
     users.create_superuser(username, "", password)
     print(f"\n  Created the administrator account  {username} / {password}\n"
           "  (change it with: .venv/bin/python manage.py changepassword admin)\n", flush=True)
+
+
+def worker_commands(python: str, concurrency: int, var_dir: Path) -> list[tuple[str, list[str]]]:
+    """The Celery workers `make run` supervises: ``concurrency`` pool processes in all (at least two).
+
+    Fair ingestion (documents.queue): one process takes small documents only; the others take large ones
+    first and small ones when none waits; so a one-page upload never waits behind a novel.
+    -B: Celery beat inside the first worker, for the periodic sweep that restarts ingestions a dead worker
+    left behind and re-sends tasks the broker lost (documents.queue.ingestions_sweep). One beat.
+    """
+    celery = [python, "-m", "celery", "-A", "ragsite", "worker", "--loglevel", "INFO"]
+    return [
+        ("worker", [*celery, "-n", "any@%h", "-Q", f"{DEFAULT_QUEUE}.large,{DEFAULT_QUEUE}",
+                    "--concurrency", str(max(1, concurrency - 1)), "-B",
+                    "--schedule", str(var_dir / "celerybeat-schedule")]),
+        ("small-document worker", [*celery, "-n", "small@%h", "-Q", DEFAULT_QUEUE, "--concurrency", "1"]),
+    ]
 
 
 def ensure_secret_key(var_dir: Path) -> None:

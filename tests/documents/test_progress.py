@@ -29,8 +29,9 @@ def status_of(client, document) -> dict:
 
 
 def queued(user, collection, name="plan.txt", body=b"Quarterly plan notes.") -> Document:
-    return services.document_create(owner=user, collection=collection, file=SimpleUploadedFile(name, body),
-                                    enqueue=False)
+    return services.document_create(
+        owner=user, collection=collection, file=SimpleUploadedFile(name, body), enqueue=False
+    )
 
 
 @pytest.mark.django_db
@@ -40,14 +41,20 @@ def test_each_stage_says_what_the_run_does(signed_in, user, collection):
 
     started = timezone.now()
     Document.objects.filter(pk=document.pk).update(
-        status=Document.Status.PROCESSING, stage=Document.Stage.PARSING, stage_started_at=started)
+        status=Document.Status.PROCESSING, stage=Document.Stage.PARSING, stage_started_at=started
+    )
     state = status_of(signed_in, document)
     assert (state["stage"], state["progress_text"], state["eta_seconds"]) == ("parsing", "Parsing… · 0%", None)
 
     # 120 of 900 chunks in 60 s: 780 more at that rate take 390 s, i.e. about 6 minutes (6.5 rounds to 6).
     Document.objects.filter(pk=document.pk).update(
-        stage=Document.Stage.EMBEDDING, stage_started_at=timezone.now() - timedelta(seconds=60), page_count=12,
-        chunks_total=900, chunks_embedded=120, progress=0.05 + 0.9 * 120 / 900)
+        stage=Document.Stage.EMBEDDING,
+        stage_started_at=timezone.now() - timedelta(seconds=60),
+        page_count=12,
+        chunks_total=900,
+        chunks_embedded=120,
+        progress=0.05 + 0.9 * 120 / 900,
+    )
     state = status_of(signed_in, document)
     assert state["stage"] == "embedding"
     assert (state["chunks_done"], state["chunks_total"], state["pages"], state["percent"]) == (120, 900, 12, 17)
@@ -66,7 +73,15 @@ def test_each_stage_says_what_the_run_does(signed_in, user, collection):
 
 def test_time_left_reads_as_people_say_it():
     assert [progress.duration(s) for s in (1, 59, 60, 89, 91, 3599, 3600, 7500)] == [
-        "1 s", "59 s", "1 min", "1 min", "2 min", "60 min", "1 h 00 min", "2 h 05 min"]
+        "1 s",
+        "59 s",
+        "1 min",
+        "1 min",
+        "2 min",
+        "60 min",
+        "1 h 00 min",
+        "2 h 05 min",
+    ]
 
 
 @pytest.mark.django_db
@@ -91,17 +106,21 @@ def test_a_rows_message_is_styled_by_its_kind(signed_in, user, collection, statu
 @pytest.mark.django_db
 def test_an_empty_file_is_reported_as_an_error_not_a_success(signed_in, user, collection):
     # Without JavaScript: the flash message is an error.
-    response = signed_in.post(reverse("documents:list"),
-                              {"files": [SimpleUploadedFile("empty.txt", b"")], "collection": collection.name},
-                              follow=True)
+    response = signed_in.post(
+        reverse("documents:list"),
+        {"files": [SimpleUploadedFile("empty.txt", b"")], "collection": collection.name},
+        follow=True,
+    )
     page = response.content.decode()
     assert '<li class="message error">empty.txt: The file is empty' in page
     assert "queued for processing" not in page
     assert 'class="message success"' not in page
     # With it: the file's result carries the kind the page colours its line by.
-    response = signed_in.post(reverse("documents:list"),
-                              {"files": [SimpleUploadedFile("empty2.txt", b"")], "collection": "Other"},
-                              HTTP_ACCEPT="application/json")
+    response = signed_in.post(
+        reverse("documents:list"),
+        {"files": [SimpleUploadedFile("empty2.txt", b"")], "collection": "Other"},
+        HTTP_ACCEPT="application/json",
+    )
     [result] = response.json()["results"]
     assert result["document"]["status"] == "failed" and result["document"]["message_kind"] == "error"
     assert 'class="error message-error"' in result["row_html"]
@@ -109,14 +128,23 @@ def test_an_empty_file_is_reported_as_an_error_not_a_success(signed_in, user, co
 
 @pytest.mark.django_db
 def test_a_normal_upload_is_still_a_success(signed_in, collection):
-    response = signed_in.post(reverse("documents:list"),
-                              {"files": [SimpleUploadedFile("a.txt", b"alpha")], "collection": collection.name},
-                              follow=True)
+    response = signed_in.post(
+        reverse("documents:list"),
+        {"files": [SimpleUploadedFile("a.txt", b"alpha")], "collection": collection.name},
+        follow=True,
+    )
     assert '<li class="message success">a.txt: queued for processing.</li>' in response.content.decode()
 
 
 def test_the_real_worker_reports_pages_and_chunks_as_it_embeds(
-    celery_worker, client, user, collection, settings, openai_server, tmp_path, monkeypatch  # noqa: F811
+    celery_worker,
+    client,
+    user,
+    collection,
+    settings,
+    openai_server,  # noqa: F811
+    tmp_path,
+    monkeypatch,
 ):
     # Embedding by an (OpenAI-protocol) service answering each call after 0.4 s, one chunk per call, and
     # every step written: the polls see the run embed chunk after chunk.
@@ -126,11 +154,17 @@ def test_the_real_worker_reports_pages_and_chunks_as_it_embeds(
     openai_server.delay(0.4, times=20)
     monkeypatch.setattr(pipeline, "PROGRESS_WRITE_SECONDS", 0.0)
     client.force_login(user)
-    pages = [" ".join(f"Page {n} rule {i}: trains are booked for trips under {i + 3} hours." for i in range(40))
-             for n in range(3)]
+    pages = [
+        " ".join(f"Page {n} rule {i}: trains are booked for trips under {i + 3} hours." for i in range(40))
+        for n in range(3)
+    ]
     path = make_pdf(tmp_path / "policy.pdf", pages)
-    document = services.document_create(owner=user, collection=collection, filename="policy.pdf",
-                                        file=SimpleUploadedFile("policy.pdf", path.read_bytes()))
+    document = services.document_create(
+        owner=user,
+        collection=collection,
+        filename="policy.pdf",
+        file=SimpleUploadedFile("policy.pdf", path.read_bytes()),
+    )
     seen = []
     for _ in range(600):
         state = status_of(client, document)

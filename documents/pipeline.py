@@ -184,7 +184,7 @@ def document_ingest(*, document_id: int, only_pending: bool = False) -> Document
             )
         seconds["embed"] -= seconds.get("progress", 0.0) - shown_before  # the model's time alone
         progress.stage(Document.Stage.STORING)
-        progress.show(0.95)
+        progress.show(0.05 + 0.9)  # all embedded, as the last batch wrote it
         with timed(seconds, "store"):
             store_chunks(document=document, drafts=drafts, vectors=vectors, model_name=backend.model_name,
                          page_count=pages)

@@ -216,7 +216,9 @@ def announce_first_user() -> None:
           "  (change it with: .venv/bin/python manage.py changepassword admin)\n", flush=True)
 
 
-def worker_commands(python: str, concurrency: int, var_dir: Path) -> list[tuple[str, list[str]]]:
+def worker_commands(
+    python: str, concurrency: int, var_dir: Path, queue: str = DEFAULT_QUEUE
+) -> list[tuple[str, list[str]]]:
     """The Celery workers `make run` supervises: ``concurrency`` pool processes in all (at least two).
 
     Fair ingestion (documents.queue): one process takes small documents only; the others take large ones
@@ -226,10 +228,10 @@ def worker_commands(python: str, concurrency: int, var_dir: Path) -> list[tuple[
     """
     celery = [python, "-m", "celery", "-A", "ragsite", "worker", "--loglevel", "INFO"]
     return [
-        ("worker", [*celery, "-n", "any@%h", "-Q", f"{DEFAULT_QUEUE}.large,{DEFAULT_QUEUE}",
+        ("worker", [*celery, "-n", f"any-{queue}@%h", "-Q", f"{queue}.large,{queue}",
                     "--concurrency", str(max(1, concurrency - 1)), "-B",
                     "--schedule", str(var_dir / "celerybeat-schedule")]),
-        ("small-document worker", [*celery, "-n", "small@%h", "-Q", DEFAULT_QUEUE, "--concurrency", "1"]),
+        ("small-document worker", [*celery, "-n", f"small-{queue}@%h", "-Q", queue, "--concurrency", "1"]),
     ]
 
 

@@ -154,7 +154,7 @@ def run(name: str, commands: list[list[str]], large_bytes: int, bigs: list[bytes
     rows = Document.objects.filter(pk__in=small)
     if rows.exclude(status="ready").exists():
         sys.exit(f"{name}: some PDFs did not end ready: {list(rows.values_list('status', 'error'))}")
-    latencies = sorted((d.finished_at - d.created_at).total_seconds() for d in rows)
+    latencies = sorted((d.finished_at - d.created_at).total_seconds() for d in rows if d.finished_at)
     return {"name": name, "latencies": latencies}
 
 

@@ -104,11 +104,14 @@ class Document(models.Model):
 
     progress = models.FloatField(default=0.0, help_text="0..1 while processing.")
     # What a run is doing, for the documents page (documents.progress); meaningful while processing.
-    stage = models.CharField(max_length=10, choices=Stage.choices, blank=True)
-    stage_started_at = models.DateTimeField(null=True, blank=True)
-    page_count = models.PositiveIntegerField(null=True, blank=True, help_text="Pages with text the parser found.")
-    chunks_total = models.PositiveIntegerField(default=0, help_text="Chunks of the running ingestion.")
-    chunks_embedded = models.PositiveIntegerField(default=0, help_text="Of which embedded so far.")
+    # Written by the worker only: not editable in forms (the admin shows them read-only).
+    stage = models.CharField(max_length=10, choices=Stage.choices, blank=True, editable=False)
+    stage_started_at = models.DateTimeField(null=True, blank=True, editable=False)
+    page_count = models.PositiveIntegerField(
+        null=True, blank=True, editable=False, help_text="Pages with text the parser found."
+    )
+    chunks_total = models.PositiveIntegerField(default=0, editable=False, help_text="Chunks of the running ingestion.")
+    chunks_embedded = models.PositiveIntegerField(default=0, editable=False, help_text="Of which embedded so far.")
     chunk_count = models.PositiveIntegerField(default=0)
     error = models.TextField(blank=True)
     error_detail = models.TextField(

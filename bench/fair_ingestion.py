@@ -17,7 +17,8 @@ Both use 2 processes with ``EMBEDDING_THREADS=1`` each (cores ÷ processes, as `
 figure is each PDF's ``finished_at − created_at`` (upload to ready), p50/p95/max; the large documents are
 cancelled once every PDF is ready (their own time is not the point here; ``bench/ingest_pipeline.py``
 measures throughput). The full run embeds with the product's default model (all-MiniLM-L6-v2 int8, local
-backend, offline); ``--quick`` (CI) uses the hashing backend, 1.2 MB texts, 3 PDFs and prints only.
+backend, offline); ``--quick`` (CI) uses the hashing backend, 0.4 MB texts (with
+``INGEST_LARGE_BYTES`` at 256 KB), 3 PDFs and prints only.
 """
 
 from __future__ import annotations
@@ -185,10 +186,10 @@ def main() -> None:
     parser.add_argument("--small", type=int, default=20, help="one-page PDFs timed (default 20)")
     parser.add_argument("--large-mb", type=float, default=3.0, help="size of each of the two large texts")
     parser.add_argument("--gap", type=float, default=1.0, help="seconds between two PDF uploads")
-    parser.add_argument("--quick", action="store_true", help="hashing backend, 1.2 MB texts, 3 PDFs (CI)")
+    parser.add_argument("--quick", action="store_true", help="hashing backend, 0.4 MB texts, 3 PDFs (CI)")
     args = parser.parse_args()
     if args.quick:
-        args.small, args.large_mb, args.gap = 3, 1.2, 0.2
+        args.small, args.large_mb, args.gap = 3, 0.4, 0.2
     corpus = _common.require_shared("data/scifact/corpus.jsonl")
     media = Path(tempfile.mkdtemp(prefix="fair-ingestion-media-"))
     backend = "hashing" if args.quick else "local"
@@ -198,6 +199,9 @@ def main() -> None:
     from django.conf import settings
 
     from ragsite import launcher
+
+    if args.quick:
+        settings.INGEST_LARGE_BYTES = 256 * 1024
     from ragsite.celery import app
 
     _common.ensure_redis(REDIS_URL)

@@ -219,20 +219,22 @@ def announce_first_user() -> None:
 def worker_commands(
     python: str, concurrency: int, var_dir: Path, queue: str = DEFAULT_QUEUE
 ) -> list[tuple[str, list[str]]]:
-    """The Celery workers `make run` supervises: ``concurrency`` pool processes in all (at least two).
+    """The Celery workers `make run` supervises: ``concurrency`` pool processes in all.
 
-    Fair ingestion (documents.queue): one process takes small documents only; the others take large ones
-    first and small ones when none waits; so a one-page upload never waits behind a novel.
+    Fair ingestion (documents.queue): from two processes on, one takes small documents only; the others take
+    large ones first and small ones when none waits; so a one-page upload never waits behind a novel. A
+    single process takes everything.
     -B: Celery beat inside the first worker, for the periodic sweep that restarts ingestions a dead worker
     left behind and re-sends tasks the broker lost (documents.queue.ingestions_sweep). One beat.
     """
     celery = [python, "-m", "celery", "-A", "ragsite", "worker", "--loglevel", "INFO"]
-    return [
+    workers = [
         ("worker", [*celery, "-n", f"any-{queue}@%h", "-Q", f"{queue}.large,{queue}",
                     "--concurrency", str(max(1, concurrency - 1)), "-B",
                     "--schedule", str(var_dir / "celerybeat-schedule")]),
         ("small-document worker", [*celery, "-n", f"small-{queue}@%h", "-Q", queue, "--concurrency", "1"]),
     ]
+    return workers if concurrency >= 2 else workers[:1]
 
 
 def ensure_secret_key(var_dir: Path) -> None:

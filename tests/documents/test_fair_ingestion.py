@@ -66,8 +66,9 @@ def test_the_worker_consumes_the_large_queue_too(celery_worker, user, collection
     assert wait_for(lambda: finished(document.pk)).status == Document.Status.READY
 
 
-def test_make_run_consumes_both_queues_and_keeps_one_process_for_small_documents(tmp_path: Path):
-    workers = launcher.worker_commands("python", 2, tmp_path)
+@pytest.mark.parametrize("processes", [2, 4])
+def test_make_run_consumes_both_queues_and_keeps_one_process_for_small_documents(tmp_path: Path, processes):
+    workers = launcher.worker_commands("python", processes, tmp_path)
 
     def queues(command: list[str]) -> set[str]:
         return set(command[command.index("-Q") + 1].split(","))
@@ -75,10 +76,16 @@ def test_make_run_consumes_both_queues_and_keeps_one_process_for_small_documents
     consumed = [queues(command) for _, command in workers]
     assert set().union(*consumed) == {launcher.DEFAULT_QUEUE, launcher.DEFAULT_QUEUE + queue.LARGE_QUEUE_SUFFIX}
     assert {launcher.DEFAULT_QUEUE} in consumed  # nothing large ever reaches this one
-    assert sum(int(command[command.index("--concurrency") + 1]) for _, command in workers) == 2
+    assert sum(int(command[command.index("--concurrency") + 1]) for _, command in workers) == processes
     assert sum("-B" in command for _, command in workers) == 1  # one beat
     names = [command[command.index("-n") + 1] for _, command in workers]
     assert len(set(names)) == len(names)
+
+
+def test_make_run_with_one_process_has_it_take_every_document(tmp_path: Path):
+    [(_, command)] = launcher.worker_commands("python", 1, tmp_path)
+    assert command[command.index("-Q") + 1] == f"{launcher.DEFAULT_QUEUE}.large,{launcher.DEFAULT_QUEUE}"
+    assert command[command.index("--concurrency") + 1] == "1" and "-B" in command
 
 
 def test_make_runs_default_queue_is_the_one_the_app_sends_small_documents_to(settings):

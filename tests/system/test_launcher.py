@@ -283,8 +283,8 @@ def test_a_killed_worker_is_restarted_the_site_stays_up_its_document_resumes_and
     assert "ingestion sweep: restarted=1" in output(log)
 
     # Stopped workers answer no ping: live (200) but degraded, and not ready.
-    stopped = the_workers(process)
-    assert len(stopped) == 2  # fair ingestion: one for small documents only, one for any
+    stopped = the_workers(process)  # every one (from WORKER_CONCURRENCY=2 on, one is kept for small documents)
+    assert stopped
     for worker in stopped:
         worker.suspend()
     try:

@@ -98,7 +98,21 @@ class Document(models.Model):
         help_text="An identifier from the source the document was imported from (e.g. a BEIR _id).",
     )
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
+    class Stage(models.TextChoices):
+        PARSING = "parsing", "Parsing"
+        EMBEDDING = "embedding", "Embedding"
+        STORING = "storing", "Storing"
+
     progress = models.FloatField(default=0.0, help_text="0..1 while processing.")
+    # What a run is doing, for the documents page (documents.progress); meaningful while processing.
+    # Written by the worker only: not editable in forms (the admin shows them read-only).
+    stage = models.CharField(max_length=10, choices=Stage.choices, blank=True, editable=False)
+    stage_started_at = models.DateTimeField(null=True, blank=True, editable=False)
+    page_count = models.PositiveIntegerField(
+        null=True, blank=True, editable=False, help_text="Pages with text the parser found."
+    )
+    chunks_total = models.PositiveIntegerField(default=0, editable=False, help_text="Chunks of the running ingestion.")
+    chunks_embedded = models.PositiveIntegerField(default=0, editable=False, help_text="Of which embedded so far.")
     chunk_count = models.PositiveIntegerField(default=0)
     error = models.TextField(blank=True)
     error_detail = models.TextField(

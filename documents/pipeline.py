@@ -29,11 +29,11 @@ from documents.store import IngestCancelled, store_chunks
 logger = logging.getLogger(__name__)
 
 
-def _set_progress(document_id: int, progress: float) -> None:
+def _set_progress(document_id: int, progress: float, **fields: object) -> None:
     """Show progress; the same statement finds out whether the run is still wanted."""
     # updated_at is also the run's heartbeat (see Heartbeat).
     written = Document.objects.filter(pk=document_id, status=Document.Status.PROCESSING).update(
-        progress=progress, updated_at=timezone.now()
+        progress=progress, updated_at=timezone.now(), **fields
     )
     if not written:
         raise IngestCancelled("cancelled, deleted or queued again while it was processed")
@@ -81,18 +81,25 @@ class _ProgressBar:
 
     Each write is a commit, i.e. a disk flush: for a short document, writing every step would
     cost more than its whole store (bench/ingest_pipeline.py). The documents page polls once a
-    second, so it misses nothing it would show; the store sets 100% with the chunks.
+    second, so it misses nothing it would show; the store sets 100% with the chunks. Every write
+    carries the whole state (stage, pages, chunks embedded of total), so none is lost to the throttle.
     """
 
     def __init__(self, document_id: int, seconds: dict[str, float]):
         self.document_id, self.seconds = document_id, seconds
         self.written_at = time.monotonic()  # the status update that started processing
+        self.state: dict[str, object] = {}
 
-    def show(self, progress: float) -> None:
+    def stage(self, stage: str, **fields: object) -> None:
+        """A new stage starts (its time is the rate's origin for the page's estimate)."""
+        self.state.update(stage=stage, stage_started_at=timezone.now(), **fields)
+
+    def show(self, progress: float, **fields: object) -> None:
+        self.state.update(fields)
         if time.monotonic() - self.written_at < PROGRESS_WRITE_SECONDS:
             return
         with timed(self.seconds, "progress"):
-            _set_progress(self.document_id, progress)
+            _set_progress(self.document_id, progress, **self.state)
         self.written_at = time.monotonic()
 
 
@@ -146,6 +153,8 @@ def document_ingest(*, document_id: int, only_pending: bool = False) -> Document
     if not claim.update(
         status=Document.Status.PROCESSING, progress=0.0, error="", error_detail="", attempts=F("attempts") + 1,
         started_at=timezone.now(), finished_at=None, updated_at=timezone.now(),
+        stage=Document.Stage.PARSING, stage_started_at=timezone.now(), page_count=None, chunks_total=0,
+        chunks_embedded=0,
     ):
         logger.info("document %s is %s; nothing to ingest", document_id, document.status)
         return document
@@ -155,7 +164,7 @@ def document_ingest(*, document_id: int, only_pending: bool = False) -> Document
     try:
         with timed(seconds, "parse"), local_copy(document) as path:
             sections = parse_document(document=document, path=path)
-        progress.show(0.05)
+        pages = len({section.page for section in sections if section.page is not None}) or None
         with timed(seconds, "chunk"):
             drafts = chunk_sections(sections)
         if not drafts:
@@ -163,17 +172,22 @@ def document_ingest(*, document_id: int, only_pending: bool = False) -> Document
         backend = embeddings.get_backend()
         embeddings.check_dimension(backend)
         total = len(drafts)
+        progress.stage(Document.Stage.EMBEDDING, page_count=pages, chunks_total=total, chunks_embedded=0)
+        progress.show(0.05)
         shown_before = seconds.get("progress", 0.0)
         with timed(seconds, "embed"):
             vectors = embeddings.embed_in_batches(
                 backend,
                 [draft.embedding_text for draft in drafts],
                 # Embedding is most of the time: it drives the progress bar from 5% to 95%.
-                on_batch=lambda done, _total: progress.show(0.05 + 0.9 * done / total),
+                on_batch=lambda done, _total: progress.show(0.05 + 0.9 * done / total, chunks_embedded=done),
             )
         seconds["embed"] -= seconds.get("progress", 0.0) - shown_before  # the model's time alone
+        progress.stage(Document.Stage.STORING)
+        progress.show(0.05 + 0.9)  # all embedded, as the last batch wrote it
         with timed(seconds, "store"):
-            store_chunks(document=document, drafts=drafts, vectors=vectors, model_name=backend.model_name)
+            store_chunks(document=document, drafts=drafts, vectors=vectors, model_name=backend.model_name,
+                         page_count=pages)
     except IngestCancelled as why:
         logger.info("ingestion of document %s stopped without storing: %s", document_id, why)
     except IngestError as error:
@@ -210,6 +224,6 @@ def timed(seconds: dict[str, float], stage: str) -> Iterator[None]:
 def _mark_failed(document_id: int, reason: str, *, detail: str = "") -> None:
     # Never over a cancellation (or a finished concurrent run): only the run that still owns it fails it.
     Document.objects.filter(pk=document_id, status=Document.Status.PROCESSING).update(
-        status=Document.Status.FAILED, error=reason, error_detail=detail[:10_000], progress=0.0,
+        status=Document.Status.FAILED, error=reason, error_detail=detail[:10_000], progress=0.0, stage="",
         finished_at=timezone.now(), updated_at=timezone.now(),
     )

@@ -1,6 +1,12 @@
 """The broker's side of ingestion: send a document's task (never losing it when the broker is down) and
 the sweeper, which restarts dead runs and re-sends lost tasks.
 
+Two queues keep a large document from holding back small ones: a document over INGEST_LARGE_BYTES goes
+to the large queue (``<default queue>.large``); every other one to the default queue. Workers that
+consume the large queue consume the default one too, and at least one worker process consumes the
+default queue alone (``make run``, docker-compose.yml): however many large documents wait, a one-page
+upload starts as soon as the small documents before it are done (bench/fair_ingestion.py).
+
 The task is sent by name: tasks import this module (the sweep task), never the other way round.
 """
 
@@ -35,7 +41,22 @@ def enqueue_ingestion(document: Document) -> None:
     transaction.on_commit(lambda: send_ingestion(document))
 
 
-def publish_ingestion(document_id: int) -> None:
+LARGE_QUEUE_SUFFIX = ".large"
+
+
+def ingestion_queues() -> tuple[str, str]:
+    """The queue of small documents (Celery's default queue, with the sweep) and the queue of large ones."""
+    default = current_app.conf.task_default_queue
+    return default, default + LARGE_QUEUE_SUFFIX
+
+
+def queue_for(document: Document) -> str:
+    """The queue a document's ingestion goes to: the large one over INGEST_LARGE_BYTES (0: always the default)."""
+    small, large = ingestion_queues()
+    return large if 0 < settings.INGEST_LARGE_BYTES < document.size else small
+
+
+def publish_ingestion(document_id: int, *, queue: str | None = None) -> None:
     """Send the ingestion task by name: the services side never imports the task module."""
     app = current_app
     if app.conf.task_always_eager:
@@ -44,7 +65,7 @@ def publish_ingestion(document_id: int) -> None:
         app.loader.import_default_modules()
         app.tasks[INGEST_TASK].delay(document_id)
         return
-    app.send_task(INGEST_TASK, args=[document_id])
+    app.send_task(INGEST_TASK, args=[document_id], queue=queue or app.conf.task_default_queue)
 
 
 def send_ingestion(document: Document) -> bool:
@@ -55,7 +76,7 @@ def send_ingestion(document: Document) -> bool:
     policy keeps a request from hanging on a dead broker.
     """
     try:
-        publish_ingestion(document.pk)
+        publish_ingestion(document.pk, queue=queue_for(document))
     except BROKER_ERRORS as error:
         logger.warning("could not queue document %s (%s); the sweeper will send it when the broker is back",
                        document.pk, error)
@@ -119,18 +140,20 @@ def ingestions_sweep() -> dict[str, int]:
 
 
 def _broker_backlog() -> int | None:
-    """Messages waiting in the ingestion queue; None when the broker cannot tell."""
+    """Messages waiting in the ingestion queues (small and large); None when the broker cannot tell."""
     app = current_app
     try:
         with app.connection_for_write() as conn:
-            try:
-                # ignore: kombu's stubs leave queue_declare off StdChannel, though every transport's Channel has it
-                channel = conn.default_channel
-                declared = channel.queue_declare(  # type: ignore[attr-defined]
-                    queue=app.conf.task_default_queue, passive=True)
-                return int(declared.message_count)
-            except ChannelError:
-                return 0  # the queue does not exist: nothing waits in it
+            total = 0
+            for name in ingestion_queues():
+                try:
+                    # ignore: kombu's stubs leave queue_declare off StdChannel, though every transport's Channel has it
+                    channel = conn.default_channel
+                    declared = channel.queue_declare(queue=name, passive=True)  # type: ignore[attr-defined]
+                    total += int(declared.message_count)
+                except ChannelError:
+                    pass  # the queue does not exist: nothing waits in it
+            return total
     except BROKER_ERRORS as error:
         logger.warning("cannot count the ingestion queue (%s)", error)
         return None

@@ -11,7 +11,6 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TypedDict
 
 from django.core.paginator import Page, Paginator
 from django.db.models import OrderBy, Q
@@ -30,6 +29,7 @@ from documents.exceptions import (
 )
 from documents.models import Collection, Document, DocumentQuerySet
 from documents.parsing import detect
+from documents.progress import Progress, describe
 
 # A document still to be ingested: waiting for a worker or in a worker's hands.
 PENDING = (Document.Status.QUEUED, Document.Status.PROCESSING)
@@ -40,8 +40,8 @@ def documents_for_user(*, user) -> DocumentQuerySet:
     return Document.objects.visible_to(user).select_related("collection")
 
 
-class DocumentProgress(TypedDict):
-    """A document's state as the library page's progress bars read it."""
+class DocumentProgress(Progress):
+    """A document's state as the library page's progress bars read it (with documents.progress's words)."""
 
     id: int
     title: str
@@ -63,6 +63,7 @@ def progress_of(document: Document) -> DocumentProgress:
         progress=round(document.progress, 3),
         chunk_count=document.chunk_count,
         error=document.error,
+        **describe(document),
     )
 
 

@@ -41,6 +41,7 @@ def store_chunks(
     drafts: list[ChunkDraft],
     vectors: np.ndarray,
     model_name: str,
+    page_count: int | None = None,
     on_stored: Callable[[], None] | None = None,
 ) -> None:
     """Replace the document's chunks in one transaction, writing them with binary COPY.
@@ -89,7 +90,8 @@ def store_chunks(
             for draft, vector in zip(drafts, np.asarray(vectors, dtype=np.float32), strict=True)
         )
         Document.objects.filter(pk=document.pk).update(
-            status=Document.Status.READY, progress=1.0, error="", chunk_count=len(drafts),
+            status=Document.Status.READY, progress=1.0, error="", chunk_count=len(drafts), stage="",
+            chunks_total=len(drafts), chunks_embedded=len(drafts), page_count=page_count,
             finished_at=timezone.now(), updated_at=timezone.now(),
         )
         if on_stored is not None:

@@ -114,7 +114,9 @@ def _upload(request):
     if wants_json:
         return _upload_answer(request, results, retry_after)
     for result in results:
-        if result["ok"]:
+        if result["ok"] and result["document"]["message_kind"] == "error":  # accepted but failed at once (empty)
+            messages.error(request, f"{result['name']}: {result['document']['error']}")
+        elif result["ok"]:
             messages.success(request, f"{result['name']}: queued for processing.")
         else:
             messages.error(request, f"{result['name']}: {result['detail']}")

@@ -19,6 +19,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+# Celery's default queue (task_default_queue): small documents and the sweep; large documents go to
+# "<it>.large" (documents.queue.ingestion_queues).
+DEFAULT_QUEUE = "celery"
+
 
 def main() -> int:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "ragsite.settings")
@@ -45,12 +49,8 @@ def main() -> int:
     concurrency = int(os.environ.get("WORKER_CONCURRENCY", "2"))
     # Each worker process runs its own local embedding model: share the cores between them.
     os.environ.setdefault("EMBEDDING_THREADS", str(max(1, (os.cpu_count() or 1) // concurrency)))
-    # -B: Celery beat inside the worker, for the periodic sweep that restarts ingestions a dead worker left
-    # behind and re-sends tasks the broker lost (documents.queue.ingestions_sweep). One worker, one beat.
     children = [
-        Supervised("worker", [python, "-m", "celery", "-A", "ragsite", "worker", "--loglevel", "INFO",
-                              "--concurrency", str(concurrency), "-B",
-                              "--schedule", str(config.VAR_DIR / "celerybeat-schedule")]),
+        *(Supervised(name, command) for name, command in worker_commands(python, concurrency, config.VAR_DIR)),
         Supervised("web server", [python, "-m", "uvicorn", "ragsite.asgi:application", "--host", host,
                                   "--port", str(port), "--timeout-graceful-shutdown", "5"],
                    env={"DATABASE_POOL": "true", **os.environ}),
@@ -214,6 +214,27 @@ def announce_first_user() -> None:
     users.create_superuser(username, "", password)
     print(f"\n  Created the administrator account  {username} / {password}\n"
           "  (change it with: .venv/bin/python manage.py changepassword admin)\n", flush=True)
+
+
+def worker_commands(
+    python: str, concurrency: int, var_dir: Path, queue: str = DEFAULT_QUEUE
+) -> list[tuple[str, list[str]]]:
+    """The Celery workers `make run` supervises: ``concurrency`` pool processes in all.
+
+    Fair ingestion (documents.queue): from two processes on, one takes small documents only; the others take
+    large ones first and small ones when none waits; so a one-page upload never waits behind a novel. A
+    single process takes everything.
+    -B: Celery beat inside the first worker, for the periodic sweep that restarts ingestions a dead worker
+    left behind and re-sends tasks the broker lost (documents.queue.ingestions_sweep). One beat.
+    """
+    celery = [python, "-m", "celery", "-A", "ragsite", "worker", "--loglevel", "INFO"]
+    workers = [
+        ("worker", [*celery, "-n", f"any-{queue}@%h", "-Q", f"{queue}.large,{queue}",
+                    "--concurrency", str(max(1, concurrency - 1)), "-B",
+                    "--schedule", str(var_dir / "celerybeat-schedule")]),
+        ("small-document worker", [*celery, "-n", f"small-{queue}@%h", "-Q", queue, "--concurrency", "1"]),
+    ]
+    return workers if concurrency >= 2 else workers[:1]
 
 
 def ensure_secret_key(var_dir: Path) -> None:

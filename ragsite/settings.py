@@ -296,6 +296,10 @@ if INGEST_STALE_SECONDS < 5:
     raise ImproperlyConfigured("INGEST_STALE_SECONDS must be at least 5 (live ingestions write a heartbeat).")
 INGEST_HEARTBEAT_SECONDS = max(1.0, INGEST_STALE_SECONDS / 6)
 INGEST_MAX_ATTEMPTS = max(1, env_int("INGEST_MAX_ATTEMPTS", 3))
+# Fair ingestion (documents.queue): a file over this many bytes is ingested from the large queue
+# ("<default queue>.large"), so that a worker process kept for the default queue alone takes the small
+# ones meanwhile. 0: one queue for every document.
+INGEST_LARGE_BYTES = max(0, env_int("INGEST_LARGE_BYTES", 1024 * 1024))
 INGEST_SWEEP_SECONDS = max(1.0, min(60.0, INGEST_STALE_SECONDS / 4))
 CELERY_BEAT_SCHEDULE = {
     "sweep-stale-ingestions": {

@@ -135,7 +135,7 @@ def celery_app(redis_service):
     app.conf.task_default_queue = queue
     app.conf.task_always_eager = False
     yield app
-    redis.Redis.from_url(app.conf.broker_url).delete(queue)
+    redis.Redis.from_url(app.conf.broker_url).delete(queue, queue + ".large")
 
 
 @pytest.fixture(scope="session")
@@ -146,7 +146,7 @@ def celery_worker_session(celery_app, redis_service, django_db_setup, django_db_
     with django_db_blocker.unblock():
         with start_worker(
             celery_app, pool="solo", perform_ping_check=False, shutdown_timeout=30,
-            queues=[celery_app.conf.task_default_queue],
+            queues=[celery_app.conf.task_default_queue, celery_app.conf.task_default_queue + ".large"],
         ) as worker:
             yield worker
 
@@ -165,7 +165,7 @@ def wait_until_the_worker_is_idle(celery_app, timeout: float = 120.0) -> None:
     quiet = 0
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        busy = broker.llen(queue) or state.active_requests or state.reserved_requests
+        busy = broker.llen(queue) or broker.llen(queue + ".large") or state.active_requests or state.reserved_requests
         quiet = 0 if busy else quiet + 1
         if quiet >= 2:
             return

@@ -37,9 +37,10 @@
   }
   input.addEventListener("change", showChosen);
 
+  // ok: true (green), false (red), or a message kind of the status JSON ("error", "warning", ...).
   function report(text, ok) {
     const item = document.createElement("li");
-    item.className = ok ? "ok" : "error";
+    item.className = ok === true || ok === "success" || ok === "info" ? "ok" : ok === "warning" ? "warning" : "error";
     item.textContent = text;
     results.appendChild(item);
   }
@@ -113,7 +114,8 @@
         if (result.ok) {
           insertRow(result.row_html);
           // The queue (Redis) may be down: the upload is kept and the row says when it will start.
-          report(result.name + ": " + (result.document.error || "queued for processing."), true);
+          // An empty file is refused at once (failed): its line is an error, not a success.
+          report(result.name + ": " + (result.document.error || "queued for processing."), result.document.message_kind);
         } else {
           report(result.name + ": " + result.detail, false);
         }
@@ -141,15 +143,27 @@
     const badge = row.querySelector(".badge");
     badge.className = "badge " + doc.status;
     badge.textContent = doc.status_label;
-    const bar = row.querySelector("progress");
-    bar.value = doc.progress;
     const pending = doc.status === "queued" || doc.status === "processing";
-    bar.hidden = !pending;
     const cancel = row.querySelector(".cancel-form");
     if (cancel) cancel.hidden = !pending;
+    renderProgress(row, doc);
+  }
+
+  // The row's progress (templates/documents/_progress.html): bar, "Embedding 120/900 chunks · 14% · 12 pages ·
+  // about 2 min left", the chunk count once ready, and the document's message coloured by its kind.
+  function renderProgress(row, doc) {
+    const pending = doc.status === "queued" || doc.status === "processing";
+    const bar = row.querySelector("progress");
+    bar.value = doc.progress;
+    bar.hidden = !pending;
+    const text = row.querySelector(".progress-text");
+    if (text) text.textContent = doc.progress_text || "";
     row.querySelector(".chunks").textContent =
       doc.status === "ready" ? doc.chunk_count + (doc.chunk_count === 1 ? " chunk" : " chunks") : "";
-    row.querySelector(".error").textContent = doc.error || "";
+    const message = row.querySelector(".error");
+    message.textContent = doc.error || "";
+    message.className = "error message-" + (doc.message_kind || "info");
+    message.dataset.kind = doc.message_kind || "info";
   }
 
   // Cancel: sent with fetch, the row shows the answer at once (without JavaScript the form posts).

@@ -200,7 +200,7 @@ def worker_process(celery_app, django_db_setup, redis_service, tmp_path_factory)
     log, rusage = folder / "worker.log", folder / "rusage-kb"
     process = subprocess.Popen(
         [sys.executable, "-c", WRAPPER, str(rusage), sys.executable, "-m", "celery", "-A", "ragsite", "worker",
-         "-Q", queue, "-n", name, "--concurrency", "1", "--without-gossip", "--without-mingle",
+         "-Q", f"{queue},{queue}.large", "-n", name, "--concurrency", "1", "--without-gossip", "--without-mingle",
          "--without-heartbeat", "--loglevel", "WARNING"],
         cwd=Path(__file__).resolve().parents[2], env=env, stdout=log.open("w"), stderr=subprocess.STDOUT,
     )

@@ -211,10 +211,15 @@ def upload(base: str, token: str, name: str, text: str) -> int:
         return json.loads(response.read())["id"]
 
 
+def the_workers(launcher: subprocess.Popen) -> list[psutil.Process]:
+    """The Celery workers' main processes: the launcher's children running `celery ... worker`."""
+    return [child for child in psutil.Process(launcher.pid).children()
+            if "celery" in child.cmdline() and "worker" in child.cmdline()]
+
+
 def the_worker(launcher: subprocess.Popen) -> psutil.Process:
-    """The Celery worker's main process: the launcher's child running `celery ... worker`."""
-    return wait_for(lambda: next((child for child in psutil.Process(launcher.pid).children()
-                                  if "celery" in child.cmdline() and "worker" in child.cmdline()), None),
+    """The main process of the worker with the beat, which takes large documents (the other takes small ones)."""
+    return wait_for(lambda: next((child for child in the_workers(launcher) if "-B" in child.cmdline()), None),
                     timeout=30, what="the launcher's worker")
 
 
@@ -231,6 +236,7 @@ def test_a_killed_worker_is_restarted_the_site_stays_up_its_document_resumes_and
         "supervised", EMBEDDING_BACKEND="openai", EMBEDDING_MODEL="text-embedding-3-small",
         OPENAI_BASE_URL=openai_server.url, OPENAI_API_KEY="test-key", EMBEDDING_BATCH_SIZE="2",
         LLM_BACKEND="extractive",
+        INGEST_LARGE_BYTES="10000",  # the long text goes to the worker killed below; the note to the other
     )
     wait_for(lambda: (r := get_json(f"{base}/healthz"))[0] == 200 and r[1]["workers"] >= 1,
              timeout=120, what="a healthy server with a live worker")
@@ -268,15 +274,18 @@ def test_a_killed_worker_is_restarted_the_site_stays_up_its_document_resumes_and
     assert resumed["status"] == "ready" and resumed["chunk_count"] > 1, resumed
     assert "ingestion sweep: restarted=1" in output(log)
 
-    # A stopped worker answers no ping: live (200) but degraded, and not ready.
-    stopped = the_worker(process)
-    stopped.suspend()
+    # Stopped workers answer no ping: live (200) but degraded, and not ready.
+    stopped = the_workers(process)  # every one (from WORKER_CONCURRENCY=2 on, one is kept for small documents)
+    assert stopped
+    for worker in stopped:
+        worker.suspend()
     try:
         status, health = get_json(f"{base}/healthz")
         assert status == 200 and health["status"] == "degraded" and health["workers"] == 0, health
         assert get_json(f"{base}/readyz")[0] == 503
     finally:
-        stopped.resume()
+        for worker in stopped:
+            worker.resume()
 
     launcher = psutil.Process(process.pid)
     everything = launcher.children(recursive=True)

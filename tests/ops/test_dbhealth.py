@@ -157,7 +157,8 @@ def test_a_session_idle_in_a_transaction_is_listed(settings, admin_client):
         other.execute("SELECT 1")  # psycopg opens a transaction and leaves it open: idle in transaction
         response = admin_client.get(URL)
         idle = response.context["report"].activity.idle_in_transaction
-        assert [s.application for s in idle] == ["dbhealth-idle-probe"]
+        # Listed server-wide: other sessions (another test process's, say) may be idle in a transaction too.
+        assert "dbhealth-idle-probe" in [s.application for s in idle]
         assert "dbhealth-idle-probe" in response.content.decode()
         activity = response.context["report"].activity
         assert activity.connections.get("idle in transaction", 0) >= 1

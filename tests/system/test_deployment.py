@@ -45,10 +45,14 @@ def test_compose_runs_db_redis_web_and_worker_with_documented_settings():
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     services = compose["services"]
     assert {name for name, service in services.items() if not service.get("profiles")} == {
-        "db", "redis", "web", "worker", "beat"}
+        "db", "redis", "web", "worker", "worker-small", "beat"}
     assert services["db"]["image"].startswith("pgvector/pgvector:pg17")
     assert all("healthcheck" in service for service in services.values())
     assert services["worker"]["command"][:3] == ["celery", "-A", "ragsite"]
+    # Fair ingestion: large documents have a queue of their own, and one worker never waits behind them.
+    queues = {name: services[name]["command"][services[name]["command"].index("-Q") + 1].split(",")
+              for name in ("worker", "worker-small")}
+    assert queues == {"worker": ["celery.large", "celery"], "worker-small": ["celery"]}
     assert services["beat"]["command"][:4] == ["celery", "-A", "ragsite", "beat"]  # one scheduler: the sweeper
     environment = services["web"]["environment"]
     assert environment["DATABASE_URL"].startswith("postgresql://") and environment["REDIS_URL"].startswith("redis://")

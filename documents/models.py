@@ -220,3 +220,28 @@ class TermStat(models.Model):
 
     def __str__(self) -> str:
         return f"{self.lexeme} ({self.df})"
+
+
+class DocumentVector(models.Model):
+    """A document's vector: the L2-normalised mean of its chunks' vectors, for "similar documents".
+
+    Written with the chunks, in the transaction that stores them (documents.store), and deleted with the
+    document. Compared by cosine whatever the collection's distance: every backend's vectors are normalised,
+    so the chunks' distance only says which index holds them, and one index serves every collection.
+    """
+
+    document = models.OneToOneField(Document, on_delete=models.CASCADE, primary_key=True, related_name="vector")
+    # Denormalised from the document (access control is a predicate on this table alone, which pgvector's
+    # iterative index scan applies as it goes); kept true by a trigger on the document (migration 0010).
+    collection = models.ForeignKey(Collection, on_delete=models.CASCADE, related_name="+")
+    embedding = VectorField(dimensions=settings.EMBEDDING_DIMENSIONS)
+    embedding_model = models.CharField(max_length=200)
+
+    class Meta:
+        indexes = [
+            HnswIndex(name="document_vector_hnsw", fields=["embedding"], m=16, ef_construction=64,
+                      opclasses=["vector_cosine_ops"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"vector of document {self.document_id}"

@@ -33,8 +33,10 @@ from documents.selectors import (
     reingest_helps,
     row_facts,
 )
+from documents.similar import similar_documents
 
 # The library's query-string parameters: kept across the page's controls (filters, sort, paging, bulk actions).
+SIMILAR_ON_PAGE = 5
 LIBRARY_PARAMETERS = ("q", "collection", "status", "type", "sort", "page")
 
 
@@ -197,10 +199,11 @@ def document_detail(request, pk: int):
     """A document and a page of its chunks; ``?chunk=`` opens the page of that chunk and highlights it."""
     document, can_manage = document_for_user(request.user, pk)
     page, highlighted = chunk_page(document, page=request.GET.get("page"), chunk=parse_id(request.GET.get("chunk", "")))
+    similar = similar_documents(user=request.user, document=document, k=SIMILAR_ON_PAGE)
     return render(
         request, "documents/detail.html",
         {"document": document, "page": page, "chunks": page.object_list, "highlighted": highlighted,
-         "can_manage": can_manage, "can_reingest": can_manage and reingest_helps(document)},
+         "can_manage": can_manage, "can_reingest": can_manage and reingest_helps(document), "similar": similar},
     )
 
 

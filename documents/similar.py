@@ -77,12 +77,8 @@ def document_vector_write(*, document_id: int, collection_id: int, vectors: np.n
         )
 
 
-def _iterative(cursor: Any, k: int) -> None:
-    # Transaction-local (as SET LOCAL): nothing outlives the statement's transaction.
-    cursor.execute(
-        "SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true), set_config('hnsw.ef_search', %s, true)",
-        [str(max(40, 2 * k))],
-    )
+# pgvector's iterative scan, as SET LOCAL (nothing outlives the transaction), with ef_search (a parameter).
+ITERATIVE = "set_config('hnsw.iterative_scan', 'relaxed_order', true), set_config('hnsw.ef_search', %s, true)"
 
 
 def similar_documents(
@@ -111,13 +107,17 @@ def similar_documents(
     if filters.created_before:
         clauses.append("d.created_at < %s")
         params.append(filters.created_before)
+    if document.status != Document.Status.READY:
+        return []
     with transaction.atomic(), vector_cursor() as cursor:
-        cursor.execute(f"SELECT embedding, embedding_model FROM {VECTOR} WHERE document_id = %s", [document.pk])
+        cursor.execute(
+            f"SELECT {ITERATIVE}, embedding, embedding_model FROM {VECTOR} WHERE document_id = %s",
+            [str(max(40, 2 * k)), document.pk],
+        )
         row = cursor.fetchone()
         if row is None:
             return []
-        vector, model_name = row
-        _iterative(cursor, k)
+        _, _, vector, model_name = row
         cursor.execute(
             f"""
             WITH nearest AS MATERIALIZED (
@@ -156,15 +156,14 @@ def similar_passages(*, user: Any, chunk: Chunk, k: int = 5) -> list[SimilarPass
     found: list[SimilarPassage] = []
     with transaction.atomic(), vector_cursor() as cursor:
         cursor.execute(
-            f"SELECT c.embedding, c.embedding_model, array(SELECT DISTINCT g.distance FROM {COLLECTION} g "
+            f"SELECT {ITERATIVE}, c.embedding, c.embedding_model, array(SELECT DISTINCT g.distance FROM {COLLECTION} g "
             f"WHERE g.id IN ({readable})) FROM {CHUNK} c WHERE c.id = %s",
-            [*readable_params, chunk.pk],
+            [str(max(40, 2 * k)), *readable_params, chunk.pk],
         )
         row = cursor.fetchone()
         if row is None:
             return []
-        vector, model_name, distances = row
-        _iterative(cursor, k)
+        _, _, vector, model_name, distances = row
         for distance in sorted(set(distances) & set(OPERATORS)):
             operator, similarity = OPERATORS[distance], SIMILARITY[distance].format(d="n.gap")
             cursor.execute(

@@ -18,8 +18,9 @@ from chat.prompting import Turn
 from core.text import without_surrogates
 from documents import search as retrieval
 from documents.exceptions import EmbeddingError
-from documents.models import Chunk
+from documents.models import Chunk, Interest
 from documents.parsing import CONTROL
+from documents.recommend import interest_record
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +31,8 @@ NOTHING_FOUND = (
 )
 # The chat form's maxlength; both chat endpoints refuse longer questions (question_too_long).
 QUESTION_MAX_CHARACTERS = 4000
+# Without citations, the documents of this many best passages note what a question was about (recommendations).
+ASKED_INTEREST = 3
 CITATION = prompting.CITATION
 
 
@@ -265,6 +268,9 @@ def ask(
             )
             for index, hit in zip(result["cited"], cited, strict=True)
         )
+        # What answered them says what they read about: the cited documents, else the best retrieved ones.
+        interest_record(user=conversation.owner, kind=Interest.Kind.ASKED,
+                        document_ids=[hit.document_id for hit in (cited or hits[:ASKED_INTEREST])])
     yield Done(
         type="done", message_id=message.pk, content=message.content, error=message.error,
         citations=[citation_json(c) for c in citations],

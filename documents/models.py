@@ -245,3 +245,22 @@ class DocumentVector(models.Model):
 
     def __str__(self) -> str:
         return f"vector of document {self.document_id}"
+
+
+class Interest(models.Model):
+    """A sign of what someone reads, for "recommended for you": a document they opened, or one that answered them."""
+
+    class Kind(models.TextChoices):
+        OPENED = "opened", "Opened"
+        ASKED = "asked", "Retrieved for a question"
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    document = models.ForeignKey(Document, on_delete=models.CASCADE, related_name="+")
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [models.Index(F("user"), F("created_at").desc(), name="interest_newest_first")]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} {self.kind} {self.document_id}"

@@ -1,4 +1,4 @@
-"""/api/v1/documents/{id}/similar and /api/v1/chunks/{id}/similar: nearest documents and passages one may read."""
+"""/api/v1/documents/{id}/similar, /api/v1/chunks/{id}/similar, /api/v1/recommendations: what is near, readable."""
 
 from datetime import date
 from typing import Any
@@ -7,6 +7,7 @@ from django.http import HttpRequest
 from ninja import Query, Router, Schema
 from ninja.errors import HttpError
 
+from documents.recommend import interest_clear, recommendations_for
 from documents.selectors import KIND_LABELS, document_for_user
 from documents.similar import MAX_K, SimilarFilters, chunk_for_user, similar_documents, similar_passages
 
@@ -86,3 +87,40 @@ def chunk_similar(request: HttpRequest, chunk_id: int, params: Query[PassagePara
     _check_k(params.k)
     chunk = chunk_for_user(request.user, chunk_id)
     return {"results": [hit.__dict__ for hit in similar_passages(user=request.user, chunk=chunk, k=params.k)]}
+
+
+recommendations_router = Router(tags=["documents"])
+
+
+class RecommendationParams(Schema):
+    k: int = 5
+
+
+class RecommendationOut(Schema):
+    document_id: int
+    title: str
+    collection: str
+    score: float | None
+    reason: str
+
+
+class Recommendations(Schema):
+    results: list[RecommendationOut]
+
+
+class Forgotten(Schema):
+    deleted: int
+
+
+@recommendations_router.get("", response=Recommendations)
+def recommendations(request: HttpRequest, params: Query[RecommendationParams]) -> dict[str, Any]:
+    """Documents for the caller, near what they recently opened or were answered from (``reason: interest``,
+    with ``score``); without a history, popular ones in their collections, then new ones (``score: null``)."""
+    _check_k(params.k)
+    return {"results": [hit.__dict__ for hit in recommendations_for(user=request.user, k=params.k)]}
+
+
+@recommendations_router.delete("/history", response=Forgotten)
+def forget_history(request: HttpRequest) -> dict[str, int]:
+    """Forget the caller's reading history (opened documents, documents that answered their questions)."""
+    return {"deleted": interest_clear(user=request.user)}

@@ -7,6 +7,7 @@ urlpatterns = [
     path("", views.document_list, name="list"),
     path("status.json", views.document_status, name="status"),
     path("bulk/", views.document_bulk, name="bulk"),
+    path("history/forget/", views.forget_history, name="forget_history"),
     path("<int:pk>/", views.document_detail, name="detail"),
     path("<int:pk>/download/", views.document_download, name="download"),
     path("<int:pk>/delete/", views.document_delete, name="delete"),

@@ -48,16 +48,78 @@ def halves(count: int) -> list[tuple[str, str, str]]:
     return found
 
 
+PADDING = "similar-bench padding"
+
+
+def pad(user, documents, count: int) -> None:
+    """``count`` ready documents with vectors near the halves' (a half's plus noise), for the speed rows only."""
+    from django.db import connection
+
+    from documents.models import Collection, Document, DocumentVector
+
+    unpad(user)
+    collection = Collection.objects.create(owner=user, name=PADDING)
+    vectors = np.array([np.asarray(v.embedding) for v in DocumentVector.objects.filter(document__in=documents)])
+    model = DocumentVector.objects.filter(document__in=documents).values_list("embedding_model", flat=True)[0]
+    rng = np.random.default_rng(0)
+    noisy = vectors[rng.integers(0, len(vectors), count)] + rng.normal(0, 0.04, (count, vectors.shape[1]))
+    noisy = (noisy / np.linalg.norm(noisy, axis=1, keepdims=True)).astype(np.float32)
+    made = Document.objects.bulk_create(
+        Document(
+            owner=user,
+            collection=collection,
+            title=f"padding {i}",
+            sha256=f"{i:064x}",
+            status=Document.Status.READY,
+            chunk_count=1,
+        )
+        for i in range(count)
+    )
+    DocumentVector.objects.bulk_create(
+        (
+            DocumentVector(document=d, collection=collection, embedding=v, embedding_model=model)
+            for d, v in zip(made, noisy, strict=True)
+        ),
+        batch_size=2000,
+    )
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE documents_documentvector; ANALYZE documents_document")
+
+
+def unpad(user) -> None:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "DELETE FROM documents_documentvector WHERE collection_id IN "
+            "(SELECT id FROM documents_collection WHERE owner_id = %s AND name = %s)",
+            [user.pk, PADDING],
+        )
+        cursor.execute(
+            "DELETE FROM documents_document WHERE collection_id IN "
+            "(SELECT id FROM documents_collection WHERE owner_id = %s AND name = %s)",
+            [user.pk, PADDING],
+        )
+        cursor.execute("DELETE FROM documents_collection WHERE owner_id = %s AND name = %s", [user.pk, PADDING])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="N=40, not recorded")
     parser.add_argument("--n", type=int, default=300, help="abstracts (each stored as two documents)")
     parser.add_argument("--chunk-tokens", type=int, default=64)
+    parser.add_argument("--pad", type=int, default=20_000, help="padding documents for the speed rows (0: none)")
     args = parser.parse_args()
     n = 40 if args.quick else args.n
+    args.pad = 0 if args.quick else args.pad
 
-    _common.setup_django(f"ragbench_similar_{args.chunk_tokens}", EMBEDDING_BACKEND="local", LOG_LEVEL="WARNING",
-                         CHUNK_SIZE_TOKENS=str(args.chunk_tokens), CHUNK_OVERLAP_TOKENS=str(args.chunk_tokens // 8))
+    _common.setup_django(
+        f"ragbench_similar_{args.chunk_tokens}",
+        EMBEDDING_BACKEND="local",
+        LOG_LEVEL="WARNING",
+        CHUNK_SIZE_TOKENS=str(args.chunk_tokens),
+        CHUNK_OVERLAP_TOKENS=str(args.chunk_tokens // 8),
+    )
     from django.contrib.auth import get_user_model
     from django.core.files.base import ContentFile
     from django.db import connection
@@ -75,17 +137,24 @@ def main() -> None:
             title = f"{abstract} {side}"
             if title in stored:
                 continue
-            document = services.document_create(owner=user, collection=collection, title=title, enqueue=False,
-                                                file=ContentFile(text.encode(), name=f"{abstract}-{side}.txt"))
-            stored[title] = pipeline.document_ingest(document_id=document.pk)
+            document = services.document_create(
+                owner=user,
+                collection=collection,
+                title=title,
+                enqueue=False,
+                file=ContentFile(text.encode(), name=f"{abstract}-{side}.txt"),
+            )
+            ingested = pipeline.document_ingest(document_id=document.pk)
+            assert ingested is not None and ingested.status == Document.Status.READY, title
+            stored[title] = ingested
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE documents_documentvector; ANALYZE documents_chunk")
     documents = [stored[f"{abstract} {side}"] for abstract, *_ in pairs for side in "AB"]
     other = {d.pk: documents[i ^ 1].pk for i, d in enumerate(documents)}
-    chunks: dict[int, np.ndarray] = {}
+    rows_of: dict[int, list[np.ndarray]] = {}
     for document_id, embedding in Chunk.objects.filter(document__in=documents).values_list("document_id", "embedding"):
-        chunks.setdefault(document_id, []).append(np.asarray(embedding))  # type: ignore[arg-type]
-    chunks = {pk: np.array(rows) for pk, rows in chunks.items()}
+        rows_of.setdefault(document_id, []).append(np.asarray(embedding))
+    chunks = {pk: np.array(rows) for pk, rows in rows_of.items()}
     per_document = np.mean([len(rows) for rows in chunks.values()])
 
     def rescored(document_id: int, candidates: list[int], how: str) -> list[int]:
@@ -99,10 +168,16 @@ def main() -> None:
     ranks: dict[str, list[int]] = {"mean": [], "max-sim": [], "chamfer": []}
     for document in documents:
         candidates = [hit.document_id for hit in similar_documents(user=user, document=document, k=RESCORE)]
-        for how, ranking in (("mean", candidates), ("max-sim", rescored(document.pk, candidates, "max-sim")),
-                             ("chamfer", rescored(document.pk, candidates, "chamfer"))):
+        for how, ranking in (
+            ("mean", candidates),
+            ("max-sim", rescored(document.pk, candidates, "max-sim")),
+            ("chamfer", rescored(document.pk, candidates, "chamfer")),
+        ):
             target = other[document.pk]
             ranks[how].append(ranking.index(target) + 1 if target in ranking else RESCORE + 1)
+
+    if args.pad:
+        pad(user, documents, args.pad)
 
     def bare(i: int) -> list[int]:
         with connection.cursor() as cursor:
@@ -127,12 +202,15 @@ def main() -> None:
     for name, (seconds, _) in timings.items():
         p50, p95, qps = _data.percentiles(seconds)
         table.append([name, f"{p50:.2f}", f"{p95:.2f}", f"{qps:.0f}"])
+    if args.pad:
+        unpad(user)
     _common.report(
         args.quick,
         "Similar documents: the other half of a SciFact abstract (bench/similar_documents.py)",
         f"N={len(pairs)} abstracts → {count} documents, {per_document:.1f} chunks each "
         f"(CHUNK_SIZE_TOKENS={args.chunk_tokens}); local all-MiniLM-L6-v2 int8; k={K}, re-score of the top {RESCORE}; "
-        f"speed over {count} lookups each, interleaved, one connection.",
+        f"speed over {count} lookups each, interleaved, one connection, among {count + args.pad:,} document "
+        f"vectors ({args.pad:,} padding documents: a half's vector plus noise, in a second readable collection).",
         table,
         f"The two speed rows return the same documents for {same:.0%} of the lookups.",
     )

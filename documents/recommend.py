@@ -50,7 +50,7 @@ def interest_clear(*, user: Any) -> int:
     return deleted
 
 
-def _history(cursor: Any, user_id: int) -> list[tuple[int, np.ndarray | None, str | None, float]]:
+def _history(cursor: Any, user_id: int) -> list[tuple[int, np.ndarray | None, str, float]]:
     """(document, its vector, its model, age in days) of the user's recent readable documents, newest first."""
     readable, params = readable_collections(user_id)
     cursor.execute(
@@ -68,12 +68,12 @@ def _history(cursor: Any, user_id: int) -> list[tuple[int, np.ndarray | None, st
         [user_id, WINDOW, *params],
     )
     return [
-        (pk, None if vector is None else np.asarray(vector.to_numpy()), model, float(age))
+        (pk, None if vector is None else np.asarray(vector.to_numpy()), model or "", float(age))
         for pk, vector, model, age in cursor.fetchall()
     ]
 
 
-def interest_vector(history: list[tuple[int, np.ndarray | None, str | None, float]]) -> tuple[np.ndarray, str] | None:
+def interest_vector(history: list[tuple[int, np.ndarray | None, str, float]]) -> tuple[np.ndarray, str] | None:
     """The time-decayed, normalised mean of the history's vectors (of its most common model), or None."""
     models = [model for _, vector, model, _ in history if vector is not None]
     if not models:
@@ -97,6 +97,7 @@ def recommendations_for(*, user: Any, k: int = 5) -> list[Recommendation]:
         interest = interest_vector(history)
         if interest is not None:
             vector, model = interest
+            params: list[Any] = [vector, *readable_params, model, seen, k]
             with transaction.atomic():  # the iterative scan's settings are transaction-local
                 cursor.execute(f"SELECT {ITERATIVE}", [str(max(40, 2 * k))])
                 cursor.execute(
@@ -112,7 +113,7 @@ def recommendations_for(*, user: Any, k: int = 5) -> list[Recommendation]:
                     JOIN {COLLECTION} g ON g.id = d.collection_id
                     ORDER BY n.gap + 0, n.document_id
                     """,
-                    [vector, *readable_params, model, seen, k],
+                    params,
                 )
                 found = [Recommendation(pk, title, name, float(score), "interest") for pk, title, name, score in cursor]
         if len(found) < k:

@@ -101,12 +101,15 @@ def similar_documents(
         kind_sql, kind_params = Document.objects.filter(_kind_q(filters.kind)).values("id").query.sql_with_params()
         clauses.append(f"v.document_id IN ({kind_sql})")
         params += list(kind_params)
+    dates = []
     if filters.created_after:
-        clauses.append("d.created_at >= %s")
+        dates.append("d.created_at >= %s")
         params.append(filters.created_after)
     if filters.created_before:
-        clauses.append("d.created_at < %s")
+        dates.append("d.created_at < %s")
         params.append(filters.created_before)
+    if dates:  # the document's row is read only for them
+        clauses.append(f"EXISTS (SELECT 1 FROM {DOCUMENT} d WHERE d.id = v.document_id AND {' AND '.join(dates)})")
     if document.status != Document.Status.READY:
         return []
     with transaction.atomic(), vector_cursor() as cursor:
@@ -122,7 +125,7 @@ def similar_documents(
             f"""
             WITH nearest AS MATERIALIZED (
                 SELECT v.document_id, v.embedding <=> %s AS gap
-                FROM {VECTOR} v JOIN {DOCUMENT} d ON d.id = v.document_id
+                FROM {VECTOR} v
                 WHERE v.document_id <> %s AND v.embedding_model = %s AND {" AND ".join(clauses)}
                 ORDER BY gap
                 LIMIT %s

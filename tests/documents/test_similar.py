@@ -294,3 +294,31 @@ def test_the_document_page_lists_similar_documents_in_a_fixed_number_of_queries(
         page = client.get(url)
     assert "Near-duplicate" in page.content.decode()
     assert len(many) == len(few)
+
+
+def test_a_narrow_filter_still_fills_the_list_through_the_hnsw_index(user, collection, halves):
+    """Past ef_search: 45 near documents, then 3 far old ones that a date filter keeps, found by the index scan."""
+    first, _ = halves["chess"]
+    for i in range(45):
+        add_text_document(user, collection, f"chess-{i}", half("chess", TOPICS["chess"], i % 2) + f" Game {i}.")
+    far = [
+        add_text_document(user, collection, f"far-{i}", f"Memo {i} about parking and lunch menus.") for i in range(3)
+    ]
+    Document.objects.filter(pk__in=[d.pk for d in far]).update(created_at=timezone.now() - datetime.timedelta(days=30))
+    cutoff = (timezone.now() - datetime.timedelta(days=1)).date()
+    plans: list[str] = []
+
+    def explained(execute, sql, params, many, context):
+        if "nearest" in sql:
+            execute("EXPLAIN " + sql, params, many, context)
+            plans.extend(row[0] for row in context["cursor"].fetchall())
+        return execute(sql, params, many, context)
+
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE documents_documentvector")
+        # The HNSW index, as with many documents (on a few, an exact sort is cheaper).
+        cursor.execute("SET LOCAL enable_seqscan = off; SET LOCAL enable_sort = off")
+        with connection.execute_wrapper(explained):
+            found = similar_documents(user=user, document=first, k=3, filters=SimilarFilters(created_before=cutoff))
+    assert any("document_vector_hnsw" in line for line in plans), "\n".join(plans)
+    assert set(ids(found)) == {doc.pk for doc in far}

@@ -176,6 +176,10 @@ def test_more_like_this_passage_searches_collections_of_every_distance(user, col
     assert Chunk.objects.get(document=twin).distance == "ip"
     found = similar_passages(user=user, chunk=first.chunks.first(), k=2)
     assert twin.pk in {hit.document_id for hit in found}
+    # Document vectors are compared by cosine whatever the collection's distance (they are normalised).
+    assert twin.pk in ids(similar_documents(user=user, document=first, k=2))
+    Collection.objects.filter(pk=other.pk).update(distance="l2")
+    assert twin.pk in ids(similar_documents(user=user, document=first, k=2))
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -326,3 +326,21 @@ def test_a_narrow_filter_still_fills_the_list_through_the_hnsw_index(user, colle
             found = similar_documents(user=user, document=first, k=3, filters=SimilarFilters(created_before=cutoff))
     assert any("document_vector_hnsw" in line for line in plans), "\n".join(plans)
     assert set(ids(found)) == {doc.pk for doc in far}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_migration_gives_the_documents_stored_before_it_their_vectors(user, collection):
+    from django.db.migrations.executor import MigrationExecutor
+
+    document = add_text_document(
+        user, collection, "before", "\n\n".join(f"Part {i}: trains and hotels. " * 60 for i in range(3))
+    )
+    chunks = np.array([np.asarray(c.embedding) for c in document.chunks.all()])
+    executor = MigrationExecutor(connection)
+    latest = executor.loader.graph.leaf_nodes("documents")
+    executor.migrate([("documents", "0009_document_library_sorts")])  # no document vectors yet
+    executor = MigrationExecutor(connection)
+    executor.migrate(latest)
+    stored = np.asarray(DocumentVector.objects.get(document=document).embedding)
+    mean = chunks.mean(axis=0)
+    assert len(chunks) > 1 and np.allclose(stored, mean / np.linalg.norm(mean), atol=1e-5)

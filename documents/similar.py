@@ -204,4 +204,5 @@ def similar_passages(*, user: Any, chunk: Chunk, k: int = 5) -> list[SimilarPass
 
 def chunk_for_user(user: Any, pk: int) -> Chunk:
     """The chunk ``pk`` if ``user`` may read its document (the collections ``visible_to`` them); else Http404."""
-    return get_object_or_404(Chunk.objects.filter(collection__in=Collection.objects.visible_to(user)), pk=pk)
+    readable = Chunk.objects.filter(collection__in=Collection.objects.visible_to(user)).select_related("document")
+    return get_object_or_404(readable, pk=pk)

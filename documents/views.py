@@ -34,10 +34,11 @@ from documents.selectors import (
     reingest_helps,
     row_facts,
 )
-from documents.similar import similar_documents
+from documents.similar import chunk_for_user, similar_documents, similar_passages
 
 # The library's query-string parameters: kept across the page's controls (filters, sort, paging, bulk actions).
 SIMILAR_ON_PAGE = 5
+SIMILAR_PASSAGES_ON_PAGE = 10
 RECOMMENDED_ON_PAGE = 5
 LIBRARY_PARAMETERS = ("q", "collection", "status", "type", "sort", "page")
 
@@ -286,3 +287,13 @@ def forget_history(request):
     interest_clear(user=request.user)
     messages.success(request, "Your reading history is cleared; recommendations start afresh.")
     return _back_to_library("")
+
+
+@login_required
+@require_GET
+def chunk_similar(request, pk: int):
+    """More like this passage: the nearest passages of other documents the caller may read (404 for another's)."""
+    chunk = chunk_for_user(request.user, pk)
+    passages = similar_passages(user=request.user, chunk=chunk, k=SIMILAR_PASSAGES_ON_PAGE)
+    return render(request, "documents/chunk_similar.html",
+                  {"chunk": chunk, "document": chunk.document, "passages": passages})

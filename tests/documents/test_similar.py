@@ -344,3 +344,18 @@ def test_the_migration_gives_the_documents_stored_before_it_their_vectors(user, 
     stored = np.asarray(DocumentVector.objects.get(document=document).embedding)
     mean = chunks.mean(axis=0)
     assert len(chunks) > 1 and np.allclose(stored, mean / np.linalg.norm(mean), atol=1e-5)
+
+
+def test_the_more_like_this_page(client, user, other_user, halves, private_twin):
+    client.force_login(user)
+    first, second = halves["chess"]
+    chunk = first.chunks.first()
+    detail = client.get(reverse("documents:detail", args=[first.pk])).content.decode()
+    url = reverse("documents:chunk_similar", args=[chunk.pk])
+    assert url in detail
+    html = client.get(url).content.decode()
+    target = second.chunks.first()
+    assert f"{reverse('documents:detail', args=[second.pk])}?chunk={target.pk}" in html
+    assert private_twin.title not in html and f"/documents/{first.pk}/?chunk=" in html  # only the way back
+    client.force_login(other_user)
+    assert client.get(url).status_code == 404

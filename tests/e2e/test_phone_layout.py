@@ -66,6 +66,7 @@ PAGES = [
     Page("documents list", "/documents/"),
     Page("document detail", "/documents/{document}/"),
     Page("cited passage", "/documents/{document}/?chunk={chunk}"),
+    Page("more like this passage", "/documents/passages/{chunk}/similar/"),
     Page("collections", "/collections/"),
     Page("a collection and its members", "/collections/{collection}/"),
     Page("API tokens", "/accounts/tokens/"),

@@ -36,10 +36,12 @@ from documents.selectors import (
 )
 from documents.similar import chunk_for_user, similar_documents, similar_passages
 
-# The library's query-string parameters: kept across the page's controls (filters, sort, paging, bulk actions).
+# How many similar documents a document's page lists, similar passages the "more like this" page, and
+# recommended documents the library's first page.
 SIMILAR_ON_PAGE = 5
 SIMILAR_PASSAGES_ON_PAGE = 10
 RECOMMENDED_ON_PAGE = 5
+# The library's query-string parameters: kept across the page's controls (filters, sort, paging, bulk actions).
 LIBRARY_PARAMETERS = ("q", "collection", "status", "type", "sort", "page")
 
 

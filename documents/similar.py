@@ -14,8 +14,11 @@ from typing import Any
 
 import numpy as np
 from django.db import transaction
+from django.db.models import Q
 from django.shortcuts import get_object_or_404
 
+from core.http import parse_id
+from core.text import without_surrogates
 from documents.db import vector_cursor
 from documents.models import Chunk, Collection, Document, DocumentVector
 from documents.search.filters import Filters, covered_collections
@@ -206,3 +209,12 @@ def chunk_for_user(user: Any, pk: int) -> Chunk:
     """The chunk ``pk`` if ``user`` may read its document (the collections ``visible_to`` them); else Http404."""
     readable = Chunk.objects.filter(collection__in=Collection.objects.visible_to(user)).select_related("document")
     return get_object_or_404(readable, pk=pk)
+
+
+def readable_collection_exists(*, user: Any, reference: str) -> bool:
+    """Whether ``user`` may read a collection of that id or name (a filter naming none is a mistake, not "nothing")."""
+    storable = "\x00" not in reference and without_surrogates(reference) == reference
+    match = Q(name=reference) if storable else Q(pk__in=[])
+    if (pk := parse_id(reference)) is not None:
+        match |= Q(pk=pk)
+    return Collection.objects.visible_to(user).filter(match).exists()

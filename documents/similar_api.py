@@ -9,7 +9,14 @@ from ninja.errors import HttpError
 
 from documents.recommend import interest_clear, recommendations_for
 from documents.selectors import KIND_LABELS, document_for_user
-from documents.similar import MAX_K, SimilarFilters, chunk_for_user, similar_documents, similar_passages
+from documents.similar import (
+    MAX_K,
+    SimilarFilters,
+    chunk_for_user,
+    readable_collection_exists,
+    similar_documents,
+    similar_passages,
+)
 
 documents_router = Router(tags=["documents"])
 chunks_router = Router(tags=["search"])
@@ -71,6 +78,8 @@ def document_similar(request: HttpRequest, document_id: int, params: Query[Simil
     if params.type and params.type not in KIND_LABELS:
         raise HttpError(422, f"type must be one of {', '.join(KIND_LABELS)}.")
     document, _ = document_for_user(request.user, document_id)
+    if params.collection and not readable_collection_exists(user=request.user, reference=params.collection):
+        raise HttpError(404, f"No collection {params.collection!r} that you can read.")
     filters = SimilarFilters(
         collection=params.collection or "",
         kind=params.type or "",

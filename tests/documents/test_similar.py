@@ -250,6 +250,9 @@ def test_the_similar_documents_api(client, bearer, halves):
     assert 0 < results[0]["score"] < 0.98
     assert client.get(f"/api/v1/documents/{first.pk}/similar?k=0", **bearer).status_code == 422
     assert client.get(f"/api/v1/documents/{first.pk}/similar?type=exe", **bearer).status_code == 422
+    assert client.get(f"/api/v1/documents/{first.pk}/similar?collection=Handbook", **bearer).json()["results"]
+    missing = client.get(f"/api/v1/documents/{first.pk}/similar?collection=Nowhere", **bearer)
+    assert missing.status_code == 404 and "Nowhere" in missing.json()["detail"]
 
 
 def test_the_similar_api_answers_404_for_a_document_or_chunk_the_caller_cannot_read(client, other_user, halves):

@@ -14,7 +14,7 @@ from datetime import timedelta
 from typing import Any
 
 import numpy as np
-from django.db import transaction
+from django.db import connection, transaction
 
 from documents.db import vector_cursor
 from documents.models import Document, Interest
@@ -36,11 +36,29 @@ class Recommendation:
     reason: str  # "interest", "popular" or "recent"
 
 
+# A document opened again within this time is not noted again (paging through its passages, reloading).
+REPEAT = timedelta(hours=1)
+
+
 def interest_record(*, user: Any, document_ids: list[int], kind: str) -> None:
-    """Note that ``user`` opened (or was answered from) these documents."""
-    if getattr(user, "is_authenticated", False) and document_ids:
-        Interest.objects.bulk_create(
-            Interest(user=user, document_id=pk, kind=kind) for pk in dict.fromkeys(document_ids)
+    """Note that ``user`` opened (or was answered from) these documents; forget their signs older than WINDOW.
+
+    One statement: the insert skips a document noted in the last REPEAT, and the same statement prunes.
+    """
+    if not getattr(user, "is_authenticated", False) or not document_ids:
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            WITH pruned AS (DELETE FROM {INTEREST} WHERE user_id = %s AND created_at < now() - %s)
+            INSERT INTO {INTEREST} (user_id, document_id, kind, created_at)
+            SELECT %s, n.id, %s, now() FROM unnest(%s::bigint[]) AS n (id)
+            WHERE NOT EXISTS (
+                SELECT 1 FROM {INTEREST} i
+                WHERE i.user_id = %s AND i.document_id = n.id AND i.kind = %s AND i.created_at > now() - %s
+            )
+            """,
+            [user.pk, WINDOW, user.pk, kind, list(dict.fromkeys(document_ids)), user.pk, kind, REPEAT],
         )
 
 

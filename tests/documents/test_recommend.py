@@ -117,3 +117,17 @@ def test_the_recommendations_api(client, user, library):
     assert client.get("/api/v1/recommendations?k=0", **headers).status_code == 422
     assert client.delete("/api/v1/recommendations/history", **headers).json() == {"deleted": 1}
     assert {r["reason"] for r in client.get("/api/v1/recommendations", **headers).json()["results"]} == {"recent"}
+
+
+def test_a_document_opened_again_soon_is_noted_once_and_old_signs_are_forgotten(client, user, library):
+    client.force_login(user)
+    first = library["chess"][0]
+    for _ in range(3):
+        client.get(reverse("documents:detail", args=[first.pk]))
+    assert Interest.objects.filter(user=user, document=first).count() == 1
+    Interest.objects.update(created_at=timezone.now() - datetime.timedelta(hours=2))
+    client.get(reverse("documents:detail", args=[first.pk]))
+    assert Interest.objects.filter(user=user, document=first).count() == 2
+    Interest.objects.update(created_at=timezone.now() - datetime.timedelta(days=91))
+    client.get(reverse("documents:detail", args=[library["bakery"][0].pk]))
+    assert list(Interest.objects.filter(user=user).values_list("document_id", flat=True)) == [library["bakery"][0].pk]

@@ -47,6 +47,7 @@ def interest_record(*, user: Any, document_ids: list[int], kind: str) -> None:
     """
     if not getattr(user, "is_authenticated", False) or not document_ids:
         return
+    params: list[Any] = [user.pk, WINDOW, user.pk, kind, list(dict.fromkeys(document_ids)), user.pk, kind, REPEAT]
     with connection.cursor() as cursor:
         cursor.execute(
             f"""
@@ -58,7 +59,7 @@ def interest_record(*, user: Any, document_ids: list[int], kind: str) -> None:
                 WHERE i.user_id = %s AND i.document_id = n.id AND i.kind = %s AND i.created_at > now() - %s
             )
             """,
-            [user.pk, WINDOW, user.pk, kind, list(dict.fromkeys(document_ids)), user.pk, kind, REPEAT],
+            params,
         )
 
 

@@ -15,7 +15,7 @@ statements in a transaction) against pgvector's bare query on the same rows
 (``ORDER BY embedding <=> (SELECT …) LIMIT k``), interleaved.
 
     .venv/bin/python bench/similar_documents.py            # N=300, recorded in bench/BENCHMARKS.md
-    .venv/bin/python bench/similar_documents.py --quick    # N=40, a smoke run, not recorded
+    .venv/bin/python bench/similar_documents.py --quick    # N=20, a smoke run, not recorded
 """
 
 from __future__ import annotations
@@ -105,12 +105,12 @@ def unpad(user) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="N=40, not recorded")
+    parser.add_argument("--quick", action="store_true", help="N=20, not recorded")
     parser.add_argument("--n", type=int, default=300, help="abstracts (each stored as two documents)")
     parser.add_argument("--chunk-tokens", type=int, default=64)
     parser.add_argument("--pad", type=int, default=20_000, help="padding documents for the speed rows (0: none)")
     args = parser.parse_args()
-    n = 40 if args.quick else args.n
+    n = 20 if args.quick else args.n
     args.pad = 0 if args.quick else args.pad
 
     _common.setup_django(

@@ -18,7 +18,9 @@ from chat.prompting import Turn
 from core.text import without_surrogates
 from documents import search as retrieval
 from documents.exceptions import EmbeddingError
+from documents.models import Interest
 from documents.parsing import CONTROL
+from documents.recommend import interest_record
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +31,8 @@ NOTHING_FOUND = (
 )
 # The chat form's maxlength; both chat endpoints refuse longer questions (question_too_long).
 QUESTION_MAX_CHARACTERS = 4000
+# Without citations, the documents of this many best passages note what a question was about (recommendations).
+ASKED_INTEREST = 3
 CITATION = prompting.CITATION
 
 
@@ -268,6 +272,10 @@ def ask(
         raise
     assert result is not None  # answer() always ends with its result
     message, saved = citations.save_answer(conversation=conversation, result=result, replacing_after=again)
+    # What answered it says what the reader was reading about (recommendations): the cited documents, else the
+    # best retrieved ones.
+    read = [c.document_id for c in saved] or [hit.document_id for hit in result["hits"][:ASKED_INTEREST]]
+    interest_record(user=conversation.owner, kind=Interest.Kind.ASKED, document_ids=read)
     yield Done(
         type="done", message_id=message.pk, content=message.content, error=message.error,
         citations=[citation_json(c) for c in saved],

@@ -234,3 +234,47 @@ class TermStat(models.Model):
 
     def __str__(self) -> str:
         return f"{self.lexeme} ({self.df})"
+
+
+class DocumentVector(models.Model):
+    """A document's vector: the L2-normalised mean of its chunks' vectors, for "similar documents".
+
+    Written with the chunks, in the transaction that stores them (documents.store), and deleted with the
+    document. Compared by cosine whatever the collection's distance: every backend's vectors are normalised,
+    so the chunks' distance only says which index holds them, and one index serves every collection.
+    """
+
+    document = models.OneToOneField(Document, on_delete=models.CASCADE, primary_key=True, related_name="vector")
+    # Denormalised from the document (access control is a predicate on this table alone, which pgvector's
+    # iterative index scan applies as it goes); kept true by a trigger on the document (migration 0010).
+    collection = models.ForeignKey(Collection, on_delete=models.CASCADE, related_name="+")
+    embedding = VectorField(dimensions=settings.EMBEDDING_DIMENSIONS)
+    embedding_model = models.CharField(max_length=200)
+
+    class Meta:
+        indexes = [
+            HnswIndex(name="document_vector_hnsw", fields=["embedding"], m=16, ef_construction=64,
+                      opclasses=["vector_cosine_ops"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"vector of document {self.document_id}"
+
+
+class Interest(models.Model):
+    """A sign of what someone reads, for "recommended for you": a document they opened, or one that answered them."""
+
+    class Kind(models.TextChoices):
+        OPENED = "opened", "Opened"
+        ASKED = "asked", "Retrieved for a question"
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    document = models.ForeignKey(Document, on_delete=models.CASCADE, related_name="+")
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [models.Index(F("user"), F("created_at").desc(), name="interest_newest_first")]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} {self.kind} {self.document_id}"

@@ -12,6 +12,7 @@ from psycopg.types.json import Jsonb
 from documents.chunking import ChunkDraft
 from documents.db import vector_cursor
 from documents.models import Chunk, Collection, Document
+from documents.similar import document_vector_write
 
 
 class IngestCancelled(Exception):
@@ -89,6 +90,8 @@ def store_chunks(
             )
             for draft, vector in zip(drafts, np.asarray(vectors, dtype=np.float32), strict=True)
         )
+        document_vector_write(document_id=document.pk, collection_id=collection_id, vectors=vectors,
+                              model_name=model_name)
         Document.objects.filter(pk=document.pk).update(
             status=Document.Status.READY, progress=1.0, error="", chunk_count=len(drafts), stage="",
             chunks_total=len(drafts), chunks_embedded=len(drafts), page_count=page_count,

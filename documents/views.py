@@ -15,7 +15,8 @@ from core import http, ratelimit, uploads
 from core.http import parse_id
 from documents import embeddings, services
 from documents.exceptions import DuplicateDocument, UploadRejected
-from documents.models import Document
+from documents.models import Document, Interest
+from documents.recommend import interest_clear, interest_record, recommendations_for
 from documents.selectors import (
     BULK_ACTIONS,
     KIND_LABELS,
@@ -33,7 +34,13 @@ from documents.selectors import (
     reingest_helps,
     row_facts,
 )
+from documents.similar import chunk_for_user, similar_documents, similar_passages
 
+# How many similar documents a document's page lists, similar passages the "more like this" page, and
+# recommended documents the library's first page.
+SIMILAR_ON_PAGE = 5
+SIMILAR_PASSAGES_ON_PAGE = 10
+RECOMMENDED_ON_PAGE = 5
 # The library's query-string parameters: kept across the page's controls (filters, sort, paging, bulk actions).
 LIBRARY_PARAMETERS = ("q", "collection", "status", "type", "sort", "page")
 
@@ -48,13 +55,17 @@ def document_list(request):
     collections = library_collections(user=request.user)
     # Configuration advice is for administrators only; ordinary users never see it.
     embedding_info = embeddings.active_backend_info() if request.user.is_staff else None
+    # On the library's first page only: a search, a filter or paging is about something else.
+    first = not filters.active and page.number == 1
+    recommended = recommendations_for(user=request.user, k=RECOMMENDED_ON_PAGE) if first else []
     return render(
         request, "documents/list.html",
         {"page": page, "documents": page.object_list, "filters": filters,
          "collections": collections, "own_collections": [c for c in collections if c.owner_id == request.user.pk],
          "statuses": Document.Status.choices, "kinds": KIND_LABELS.items(),
          "here": _library_query(request.GET), "here_params": _library_parameters(request.GET),
-         "default_collection": services.DEFAULT_COLLECTION_NAME, "embedding_info": embedding_info},
+         "default_collection": services.DEFAULT_COLLECTION_NAME, "embedding_info": embedding_info,
+         "recommended": recommended, "has_history": any(r.reason == "interest" for r in recommended)},
     )
 
 
@@ -199,10 +210,12 @@ def document_detail(request, pk: int):
     """A document and a page of its chunks; ``?chunk=`` opens the page of that chunk and highlights it."""
     document, can_manage = document_for_user(request.user, pk)
     page, highlighted = chunk_page(document, page=request.GET.get("page"), chunk=parse_id(request.GET.get("chunk", "")))
+    similar = similar_documents(user=request.user, document=document, k=SIMILAR_ON_PAGE)
+    interest_record(user=request.user, document_ids=[document.pk], kind=Interest.Kind.OPENED)
     return render(
         request, "documents/detail.html",
         {"document": document, "page": page, "chunks": page.object_list, "highlighted": highlighted,
-         "can_manage": can_manage, "can_reingest": can_manage and reingest_helps(document)},
+         "can_manage": can_manage, "can_reingest": can_manage and reingest_helps(document), "similar": similar},
     )
 
 
@@ -269,3 +282,22 @@ def document_cancel(request, pk: int):
         return JsonResponse({"detail": detail, "document": progress_of(document)}, status=status)
     (messages.success if status == 200 else messages.error)(request, detail)
     return _back_to_library(_library_query(request.GET))
+
+
+@login_required
+@require_POST
+def forget_history(request):
+    """Forget what the caller opened and asked about: "recommended for you" starts again from popular and new."""
+    interest_clear(user=request.user)
+    messages.success(request, "Your reading history is cleared; recommendations start afresh.")
+    return _back_to_library("")
+
+
+@login_required
+@require_GET
+def chunk_similar(request, pk: int):
+    """More like this passage: the nearest passages of other documents the caller may read (404 for another's)."""
+    chunk = chunk_for_user(request.user, pk)
+    passages = similar_passages(user=request.user, chunk=chunk, k=SIMILAR_PASSAGES_ON_PAGE)
+    return render(request, "documents/chunk_similar.html",
+                  {"chunk": chunk, "document": chunk.document, "passages": passages})

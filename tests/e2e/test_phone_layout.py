@@ -66,6 +66,7 @@ PAGES = [
     Page("documents list", "/documents/"),
     Page("document detail", "/documents/{document}/"),
     Page("cited passage", "/documents/{document}/?chunk={chunk}"),
+    Page("more like this passage", "/documents/passages/{chunk}/similar/"),
     Page("collections", "/collections/"),
     Page("a collection and its members", "/collections/{collection}/"),
     Page("API tokens", "/accounts/tokens/"),
@@ -91,6 +92,9 @@ def site(user, collection):
         "travel-policy-with-a-rather-long-file-name-for-small-screens.txt",
         b"Employees book trains for trips under four hours. " * 40 + LONG_URL.encode(),
     )
+    # A second one: the detail page lists it as similar, the library recommends it (long unbroken names).
+    add_document(user, collection, "travel-policy-for-contractors-and-their-managers-" * 3 + ".txt",
+                 b"Contractors book trains for trips under four hours, as employees do. " * 30)
     chunk = Chunk.objects.filter(document=document).order_by("ordinal").first()
     for i in range(12):  # enough to scroll the list
         Conversation.objects.create(owner=user, title=f"An older conversation about expenses and hotels, number {i}")

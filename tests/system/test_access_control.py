@@ -74,6 +74,7 @@ PAGES = [
     ("chat/<int:pk>/rename/", "post", "/chat/{conversation}/rename/", {"title": "Mallory's now"}),
     ("chat/<int:pk>/export.md", "get", "/chat/{conversation}/export.md", None),
     ("chat/passages/<int:chunk_id>/", "get", "/chat/passages/{chunk}/", None),
+    ("documents/passages/<int:pk>/similar/", "get", "/documents/passages/{chunk}/similar/", None),
     # ids in forms and query strings
     ("chat/new/", "post", "/chat/new/", {"collection": "{collection}"}),
 ]
@@ -83,6 +84,8 @@ API = [
     ("api/v1/documents/<document_id>/cancel", "post", "/api/v1/documents/{document}/cancel", None),
     ("api/v1/documents/<document_id>/reingest", "post", "/api/v1/documents/{document}/reingest", None),
     ("api/v1/search", "get", "/api/v1/search?q=salary&collection={collection}", None),
+    ("api/v1/documents/<document_id>/similar", "get", "/api/v1/documents/{document}/similar", None),
+    ("api/v1/chunks/<chunk_id>/similar", "get", "/api/v1/chunks/{chunk}/similar", None),
     ("api/v1/collections/<collection_id>", "get", "/api/v1/collections/{collection}", None),
     ("api/v1/collections/<collection_id>/members", "get", "/api/v1/collections/{collection}/members", None),
     ("api/v1/collections/<collection_id>/members", "post", "/api/v1/collections/{collection}/members",
@@ -193,3 +196,19 @@ def test_no_search_or_answer_gives_another_user_the_passage(client, other_user, 
     response = client.post(f"/chat/{conversation.pk}/ask/", {"question": question})
     assert b"salary is confidential" not in b"".join(response.streaming_content)
     assert "salary is confidential" not in str(openai_server.chat_messages)
+
+
+def test_similar_documents_passages_and_recommendations_never_reach_another_users(client, other_user, alices):
+    from tests.documents_factory import add_text_document
+
+    own = add_text_document(other_user, Collection.objects.create(name="Mine", owner=other_user), "mine",
+                            "My salary is confidential too.")
+    headers = {"HTTP_AUTHORIZATION": f"Bearer {ApiToken.issue(user=other_user)[1]}"}
+    alice_document = alices["document"].pk
+    narrowed = client.get(f"/api/v1/documents/{own.pk}/similar?collection={alices['collection'].pk}", **headers)
+    assert narrowed.status_code == 404
+    for url in (f"/api/v1/documents/{own.pk}/similar?k=50", f"/api/v1/chunks/{own.chunks.get().pk}/similar?k=50",
+                "/api/v1/recommendations?k=50"):
+        response = client.get(url, **headers)
+        assert response.status_code == 200
+        assert alice_document not in {hit["document_id"] for hit in response.json()["results"]}, url

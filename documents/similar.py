@@ -1,0 +1,220 @@
+"""Similar documents and "more like this" passages: nearest neighbours among what the caller may read.
+
+A document's vector is the L2-normalised mean of its chunks' vectors (``DocumentVector``), written with the
+chunks by the store. Every statement here decides access with ``readable_collections`` inside the SQL, and
+applies its filters in the same statement as the vector ranking, with pgvector's iterative index scan: the
+HNSW scan goes on past ``ef_search`` until ``k`` rows pass the filters, so a narrow filter still fills the list.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+import numpy as np
+from django.db import transaction
+from django.db.models import Q
+from django.shortcuts import get_object_or_404
+
+from core.http import parse_id
+from core.text import without_surrogates
+from documents.db import vector_cursor
+from documents.models import Chunk, Collection, Document, DocumentVector
+from documents.search.filters import Filters, covered_collections
+from documents.search.sql import CHUNK, COLLECTION, DOCUMENT, OPERATORS, SIMILARITY, _table, readable_collections
+from documents.selectors import _kind_q
+
+VECTOR = _table(DocumentVector)
+
+# At or above this cosine similarity two documents say the same thing (a re-saved or re-exported copy):
+# flagged, not hidden — the reader decides which to keep.
+NEAR_DUPLICATE = 0.98
+MAX_K = 50
+
+
+@dataclass(frozen=True)
+class SimilarDocument:
+    document_id: int
+    title: str
+    collection: str
+    score: float
+    near_duplicate: bool
+
+
+@dataclass(frozen=True)
+class SimilarPassage:
+    chunk_id: int
+    document_id: int
+    document_title: str
+    collection: str
+    page: int | None
+    heading: str
+    text: str
+    score: float
+
+
+@dataclass(frozen=True)
+class SimilarFilters:
+    """What similar documents are narrowed to: a collection (id or name), a file type (the library's kinds), dates."""
+
+    collection: str = ""
+    kind: str = ""
+    created_after: date | None = None
+    created_before: date | None = None
+
+
+def document_vector_write(*, document_id: int, collection_id: int, vectors: np.ndarray, model_name: str) -> None:
+    """Store the document's vector from its chunks' ``vectors`` (in the caller's transaction: the store's)."""
+    mean = np.asarray(vectors, dtype=np.float32).mean(axis=0)
+    norm = float(np.linalg.norm(mean))
+    with vector_cursor() as cursor:
+        if not np.isfinite(norm) or norm == 0.0:  # nothing to compare with (a cosine of zero is undefined)
+            cursor.execute(f"DELETE FROM {VECTOR} WHERE document_id = %s", [document_id])
+            return
+        cursor.execute(
+            f"INSERT INTO {VECTOR} (document_id, collection_id, embedding, embedding_model) VALUES (%s, %s, %s, %s) "
+            "ON CONFLICT (document_id) DO UPDATE SET collection_id = EXCLUDED.collection_id, "
+            "embedding = EXCLUDED.embedding, embedding_model = EXCLUDED.embedding_model",
+            [document_id, collection_id, (mean / norm).astype(np.float32), model_name],
+        )
+
+
+# pgvector's iterative scan, as SET LOCAL (nothing outlives the transaction), with ef_search (a parameter).
+ITERATIVE = "set_config('hnsw.iterative_scan', 'relaxed_order', true), set_config('hnsw.ef_search', %s, true)"
+
+
+def similar_documents(
+    *,
+    user: Any,
+    document: Document,
+    k: int = 5,
+    filters: SimilarFilters | None = None,
+) -> list[SimilarDocument]:
+    """The ``k`` documents ``user`` may read that are nearest ``document`` (never itself), best first.
+
+    ``document`` must be one the caller may read (documents.selectors.document_for_user). Near-duplicates
+    (the same file, or similarity ≥ NEAR_DUPLICATE) are flagged. Empty while it has no vector (not ready).
+    """
+    filters = filters or SimilarFilters()
+    k = max(1, min(k, MAX_K))
+    covered, covered_params = covered_collections(user, Filters(collection=filters.collection), "g")
+    clauses, params = [f"v.collection_id IN (SELECT g.id FROM {COLLECTION} g WHERE {covered})"], list(covered_params)
+    if filters.kind:
+        kind_sql, kind_params = Document.objects.filter(_kind_q(filters.kind)).values("id").query.sql_with_params()
+        clauses.append(f"v.document_id IN ({kind_sql})")
+        params += list(kind_params)
+    dates = []
+    if filters.created_after:
+        dates.append("d.created_at >= %s")
+        params.append(filters.created_after)
+    if filters.created_before:
+        dates.append("d.created_at < %s")
+        params.append(filters.created_before)
+    if dates:  # the document's row is read only for them
+        clauses.append(f"EXISTS (SELECT 1 FROM {DOCUMENT} d WHERE d.id = v.document_id AND {' AND '.join(dates)})")
+    if document.status != Document.Status.READY:
+        return []
+    with transaction.atomic(), vector_cursor() as cursor:
+        cursor.execute(
+            f"SELECT {ITERATIVE}, embedding, embedding_model FROM {VECTOR} WHERE document_id = %s",
+            [str(max(40, 2 * k)), document.pk],
+        )
+        row = cursor.fetchone()
+        if row is None:
+            return []
+        _, _, vector, model_name = row
+        cursor.execute(
+            f"""
+            WITH nearest AS MATERIALIZED (
+                SELECT v.document_id, v.embedding <=> %s AS gap
+                FROM {VECTOR} v
+                WHERE v.document_id <> %s AND v.embedding_model = %s AND {" AND ".join(clauses)}
+                ORDER BY gap
+                LIMIT %s
+            )
+            SELECT n.document_id, d.title, g.name, 1 - n.gap, d.sha256 = %s
+            FROM nearest n JOIN {DOCUMENT} d ON d.id = n.document_id JOIN {COLLECTION} g ON g.id = d.collection_id
+            ORDER BY n.gap + 0, n.document_id
+            """,
+            [vector, document.pk, model_name, *params, k, document.sha256],
+        )
+        return [
+            SimilarDocument(
+                document_id=pk,
+                title=title,
+                collection=collection,
+                score=float(score),
+                near_duplicate=bool(same_file) or score >= NEAR_DUPLICATE,
+            )
+            for pk, title, collection, score, same_file in cursor.fetchall()
+        ]
+
+
+def similar_passages(*, user: Any, chunk: Chunk, k: int = 5) -> list[SimilarPassage]:
+    """The ``k`` passages of *other* documents ``user`` may read that are nearest ``chunk``, best first.
+
+    ``chunk`` must be one the caller may read. Searched in the chunk index of each distance the readable
+    collections use, as retrieval does (documents.search.sql.vector_statement), then merged by similarity.
+    """
+    k = max(1, min(k, MAX_K))
+    readable, readable_params = readable_collections(user.pk)
+    found: list[SimilarPassage] = []
+    with transaction.atomic(), vector_cursor() as cursor:
+        cursor.execute(
+            f"SELECT {ITERATIVE}, c.embedding, c.embedding_model, array(SELECT DISTINCT g.distance FROM {COLLECTION} g "
+            f"WHERE g.id IN ({readable})) FROM {CHUNK} c WHERE c.id = %s",
+            [str(max(40, 2 * k)), *readable_params, chunk.pk],
+        )
+        row = cursor.fetchone()
+        if row is None:
+            return []
+        _, _, vector, model_name, distances = row
+        for distance in sorted(set(distances) & set(OPERATORS)):
+            operator, similarity = OPERATORS[distance], SIMILARITY[distance].format(d="n.gap")
+            cursor.execute(
+                f"""
+                WITH nearest AS MATERIALIZED (
+                    SELECT c.id, c.document_id, c.page, c.heading, c.text, c.embedding {operator} %s AS gap
+                    FROM {CHUNK} c
+                    WHERE c.distance = '{distance}' AND c.collection_id IN ({readable})
+                      AND c.document_id <> %s AND c.embedding_model = %s
+                    ORDER BY gap
+                    LIMIT %s
+                )
+                SELECT n.id, n.document_id, d.title, g.name, n.page, n.heading, n.text, {similarity}
+                FROM nearest n JOIN {DOCUMENT} d ON d.id = n.document_id JOIN {COLLECTION} g ON g.id = d.collection_id
+                ORDER BY n.gap + 0, n.id
+                """,
+                [vector, *readable_params, chunk.document_id, model_name, k],
+            )
+            found += [
+                SimilarPassage(
+                    chunk_id=pk,
+                    document_id=document_id,
+                    document_title=title,
+                    collection=collection,
+                    page=page,
+                    heading=heading,
+                    text=text,
+                    score=float(score),
+                )
+                for pk, document_id, title, collection, page, heading, text, score in cursor.fetchall()
+            ]
+    found.sort(key=lambda passage: (-passage.score, passage.chunk_id))
+    return found[:k]
+
+
+def chunk_for_user(user: Any, pk: int) -> Chunk:
+    """The chunk ``pk`` if ``user`` may read its document (the collections ``visible_to`` them); else Http404."""
+    readable = Chunk.objects.filter(collection__in=Collection.objects.visible_to(user)).select_related("document")
+    return get_object_or_404(readable, pk=pk)
+
+
+def readable_collection_exists(*, user: Any, reference: str) -> bool:
+    """Whether ``user`` may read a collection of that id or name (a filter naming none is a mistake, not "nothing")."""
+    storable = "\x00" not in reference and without_surrogates(reference) == reference
+    match = Q(name=reference) if storable else Q(pk__in=[])
+    if (pk := parse_id(reference)) is not None:
+        match |= Q(pk=pk)
+    return Collection.objects.visible_to(user).filter(match).exists()

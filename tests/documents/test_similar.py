@@ -1,0 +1,364 @@
+"""Similar documents and "more like this" passages: document vectors, ranking, access control, filters, the API."""
+
+from __future__ import annotations
+
+import datetime
+
+import numpy as np
+import pytest
+from django.core.files.base import ContentFile
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+from django.utils import timezone
+
+from core.models import ApiToken
+from documents import pipeline, services
+from documents.models import Chunk, Collection, Document, DocumentVector
+from documents.similar import SimilarFilters, similar_documents, similar_passages
+from tests.documents_factory import add_text_document
+
+pytestmark = pytest.mark.django_db
+
+# Small generated topics: each document is written as two halves that share the topic's words and
+# little else, and the halves test asks whether each half finds its other half among the nearest.
+TOPICS = {
+    "volcano": "magma eruption lava crater ash basalt caldera tephra pyroclastic vent",
+    "bakery": "sourdough flour yeast oven crust dough proofing loaf rye starter",
+    "sailing": "keel mast jib spinnaker tack halyard rudder hull regatta mooring",
+    "chess": "gambit bishop rook castling checkmate pawn endgame opening knight queen",
+    "orchard": "apple pear pruning grafting blossom cider rootstock harvest bees frost",
+    "database": "index query vacuum replica transaction schema tuple planner btree wal",
+    "glacier": "moraine crevasse ice firn calving meltwater cirque serac ablation snow",
+    "cycling": "derailleur cassette peloton cadence saddle sprocket chainring climb tyre spoke",
+}
+
+
+def half(topic: str, words: str, side: int) -> str:
+    vocabulary = words.split()
+    picked = vocabulary[side::2] * 3 + vocabulary[(side + 1) % 2 :: 2][:2]
+    return f"Notes on {topic}. " + " ".join(f"The {word} matters here." for word in picked)
+
+
+@pytest.fixture
+def halves(user, collection):
+    """Two documents per topic, each half of it: {topic: (first, second)}."""
+    return {
+        topic: tuple(
+            add_text_document(user, collection, f"{topic}-{side}", half(topic, words, side)) for side in (0, 1)
+        )
+        for topic, words in TOPICS.items()
+    }
+
+
+def ids(found):
+    return [hit.document_id for hit in found]
+
+
+def test_storing_a_document_writes_its_normalised_mean_vector(user, collection):
+    document = add_text_document(
+        user,
+        collection,
+        "long",
+        "\n\n".join(
+            f"Part {i}: " + "the onboarding checklist covers laptops, accounts and badges. " * 40 for i in range(3)
+        ),
+    )
+    chunks = np.array([np.asarray(c.embedding) for c in document.chunks.all()])
+    assert len(chunks) > 1
+    stored = DocumentVector.objects.get(document=document)
+    mean = chunks.mean(axis=0)
+    assert np.allclose(np.asarray(stored.embedding), mean / np.linalg.norm(mean), atol=1e-5)
+    assert stored.collection_id == collection.pk and stored.embedding_model == document.chunks.first().embedding_model
+
+
+def test_each_half_finds_its_other_half_first(user, halves):
+    for first, second in halves.values():
+        assert ids(similar_documents(user=user, document=first, k=5))[0] == second.pk
+        assert ids(similar_documents(user=user, document=second, k=5))[0] == first.pk
+
+
+def test_the_document_itself_is_never_similar_to_itself(user, halves):
+    first, _ = halves["chess"]
+    assert first.pk not in ids(similar_documents(user=user, document=first, k=50))
+    assert len(similar_documents(user=user, document=first, k=50)) == 2 * len(TOPICS) - 1
+
+
+def test_a_reingested_document_gets_its_new_vector(user, collection, halves):
+    first, second = halves["bakery"]
+    # The file now says what the glacier notes say (as if the parser had improved): its chunks and vector follow.
+    first.file.save("x.txt", ContentFile(half("glacier", TOPICS["glacier"], 0).encode()), save=True)
+    pipeline.document_ingest(document_id=first.pk)
+    assert DocumentVector.objects.filter(document=first).count() == 1
+    assert ids(similar_documents(user=user, document=first, k=3))[0] in {d.pk for d in halves["glacier"]}
+
+
+def test_a_deleted_document_takes_its_vector_with_it(user, halves):
+    first, second = halves["sailing"]
+    services.document_delete(document=first, actor=user)
+    assert not DocumentVector.objects.filter(document_id=first.pk).exists()
+    assert first.pk not in ids(similar_documents(user=user, document=second, k=50))
+
+
+def test_near_duplicates_are_flagged_not_hidden(user, collection, halves):
+    first, _ = halves["orchard"]
+    copy = add_text_document(user, collection, "orchard-copy", half("orchard", TOPICS["orchard"], 0) + " Again.")
+    found = similar_documents(user=user, document=first, k=5)
+    assert found[0].document_id == copy.pk and found[0].near_duplicate and found[0].score >= 0.98
+    assert not any(hit.near_duplicate for hit in found[1:])
+
+
+def test_the_same_file_in_another_collection_is_a_near_duplicate(user, collection, halves):
+    first, _ = halves["volcano"]
+    elsewhere = Collection.objects.create(name="Elsewhere", owner=user)
+    same = add_text_document(user, elsewhere, "volcano-0", half("volcano", TOPICS["volcano"], 0))
+    assert same.sha256 == first.sha256
+    top = similar_documents(user=user, document=first, k=1)[0]
+    assert (top.document_id, top.near_duplicate, top.collection) == (same.pk, True, "Elsewhere")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Access control
+
+
+@pytest.fixture
+def private_twin(other_user, halves):
+    """The other user's private copy of the chess topic's second half, in their own collection."""
+    theirs = Collection.objects.create(name="Mallory's", owner=other_user)
+    return add_text_document(other_user, theirs, "chess-private", half("chess", TOPICS["chess"], 1))
+
+
+def test_documents_outside_the_readable_collections_never_appear(user, other_user, halves, private_twin):
+    first, second = halves["chess"]
+    assert private_twin.pk not in ids(similar_documents(user=user, document=first, k=50))
+    # Mallory sees only her own documents, although Alice's are nearer hers.
+    assert ids(similar_documents(user=other_user, document=private_twin, k=50)) == []
+
+
+def test_a_removed_member_no_longer_sees_the_collection(user, other_user, collection, halves, private_twin):
+    collection.members.add(other_user)
+    first, second = halves["chess"]
+    assert set(ids(similar_documents(user=other_user, document=private_twin, k=2))) == {first.pk, second.pk}
+    collection.members.remove(other_user)
+    assert ids(similar_documents(user=other_user, document=private_twin, k=50)) == []
+
+
+def test_a_document_moved_to_a_private_collection_disappears_for_the_old_members(
+    user,
+    other_user,
+    collection,
+    halves,
+    private_twin,
+):
+    collection.members.add(other_user)
+    first, second = halves["chess"]
+    hidden = Collection.objects.create(name="Alice only", owner=user)
+    Document.objects.filter(pk=second.pk).update(collection=hidden)  # any write path: the trigger follows
+    assert DocumentVector.objects.get(document=second).collection_id == hidden.pk
+    found = ids(similar_documents(user=other_user, document=private_twin, k=50))
+    assert second.pk not in found and first.pk in found
+    assert second.pk in ids(similar_documents(user=user, document=first, k=50))
+
+
+def test_more_like_this_passage_stays_in_readable_other_documents(user, other_user, collection, halves, private_twin):
+    first, second = halves["chess"]
+    chunk = first.chunks.first()
+    found = similar_passages(user=user, chunk=chunk, k=50)
+    assert found and found[0].document_id == second.pk
+    assert all(hit.document_id != first.pk for hit in found)
+    assert private_twin.pk not in {hit.document_id for hit in found}
+
+
+def test_more_like_this_passage_searches_collections_of_every_distance(user, collection, halves):
+    first, _ = halves["database"]
+    other = Collection.objects.create(name="Inner product", owner=user, distance="ip")
+    twin = add_text_document(user, other, "database-twin", half("database", TOPICS["database"], 1) + " More.")
+    assert Chunk.objects.get(document=twin).distance == "ip"
+    found = similar_passages(user=user, chunk=first.chunks.first(), k=2)
+    assert twin.pk in {hit.document_id for hit in found}
+    # Document vectors are compared by cosine whatever the collection's distance (they are normalised).
+    assert twin.pk in ids(similar_documents(user=user, document=first, k=2))
+    Collection.objects.filter(pk=other.pk).update(distance="l2")
+    assert twin.pk in ids(similar_documents(user=user, document=first, k=2))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Filters: in the same statement as the ranking, and still k results (iterative scans)
+
+
+def test_a_collection_filter_still_returns_k_results(user, collection, halves):
+    first, _ = halves["glacier"]
+    other = Collection.objects.create(name="Far away", owner=user)
+    far = [
+        add_text_document(user, other, f"far-{i}", f"Unrelated memo {i} about parking and lunch menus.")
+        for i in range(3)
+    ]
+    found = similar_documents(user=user, document=first, k=3, filters=SimilarFilters(collection="Far away"))
+    assert set(ids(found)) == {doc.pk for doc in far}
+    by_id = similar_documents(user=user, document=first, k=3, filters=SimilarFilters(collection=str(other.pk)))
+    assert ids(by_id) == ids(found)
+
+
+def test_type_and_date_filters(user, collection, halves):
+    first, second = halves["cycling"]
+    markdown = services.document_create(
+        owner=user,
+        collection=collection,
+        file=ContentFile(
+            b"# Cycling\n\n" + half("cycling", TOPICS["cycling"], 1).encode() + b" Markdown.", name="ride.md"
+        ),
+        filename="ride.md",
+        enqueue=False,
+    )
+    pipeline.document_ingest(document_id=markdown.pk)
+    assert ids(similar_documents(user=user, document=first, k=5, filters=SimilarFilters(kind="markdown"))) == [
+        markdown.pk
+    ]
+    old = timezone.now() - datetime.timedelta(days=30)
+    Document.objects.filter(pk=second.pk).update(created_at=old)
+    cutoff = (timezone.now() - datetime.timedelta(days=1)).date()
+    assert ids(similar_documents(user=user, document=first, k=50, filters=SimilarFilters(created_before=cutoff))) == [
+        second.pk
+    ]
+    assert second.pk not in ids(
+        similar_documents(user=user, document=first, k=50, filters=SimilarFilters(created_after=cutoff))
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The API and the page
+
+
+@pytest.fixture
+def bearer(user):
+    return {"HTTP_AUTHORIZATION": f"Bearer {ApiToken.issue(user=user)[1]}"}
+
+
+def test_the_similar_documents_api(client, bearer, halves):
+    first, second = halves["bakery"]
+    response = client.get(f"/api/v1/documents/{first.pk}/similar?k=2", **bearer)
+    assert response.status_code == 200
+    results = response.json()["results"]
+    assert len(results) == 2
+    assert results[0] == {
+        "document_id": second.pk,
+        "title": second.title,
+        "collection": "Handbook",
+        "score": pytest.approx(results[0]["score"]),
+        "near_duplicate": False,
+    }
+    assert 0 < results[0]["score"] < 0.98
+    assert client.get(f"/api/v1/documents/{first.pk}/similar?k=0", **bearer).status_code == 422
+    assert client.get(f"/api/v1/documents/{first.pk}/similar?type=exe", **bearer).status_code == 422
+    assert client.get(f"/api/v1/documents/{first.pk}/similar?collection=Handbook", **bearer).json()["results"]
+    missing = client.get(f"/api/v1/documents/{first.pk}/similar?collection=Nowhere", **bearer)
+    assert missing.status_code == 404 and "Nowhere" in missing.json()["detail"]
+
+
+def test_the_similar_api_answers_404_for_a_document_or_chunk_the_caller_cannot_read(client, other_user, halves):
+    first, _ = halves["bakery"]
+    headers = {"HTTP_AUTHORIZATION": f"Bearer {ApiToken.issue(user=other_user)[1]}"}
+    assert client.get(f"/api/v1/documents/{first.pk}/similar", **headers).status_code == 404
+    assert client.get(f"/api/v1/chunks/{first.chunks.first().pk}/similar", **headers).status_code == 404
+
+
+def test_the_more_like_this_api(client, bearer, halves):
+    first, second = halves["sailing"]
+    response = client.get(f"/api/v1/chunks/{first.chunks.first().pk}/similar?k=3", **bearer)
+    assert response.status_code == 200
+    results = response.json()["results"]
+    assert results[0]["document_id"] == second.pk and results[0]["document_title"] == second.title
+    assert set(results[0]) == {
+        "chunk_id",
+        "document_id",
+        "document_title",
+        "collection",
+        "page",
+        "heading",
+        "text",
+        "score",
+    }
+
+
+def test_the_document_page_lists_similar_documents_in_a_fixed_number_of_queries(client, user, collection, halves):
+    client.force_login(user)
+    first, second = halves["volcano"]
+    url = reverse("documents:detail", args=[first.pk])
+    with CaptureQueriesContext(connection) as few:
+        page = client.get(url)
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert "Similar documents" in html and reverse("documents:detail", args=[second.pk]) in html
+    add_text_document(user, collection, "volcano-copy", half("volcano", TOPICS["volcano"], 0) + " Again.")
+    for i in range(4):
+        add_text_document(
+            user,
+            Collection.objects.create(name=f"More {i}", owner=user),
+            f"v{i}",
+            half("volcano", TOPICS["volcano"], 1) + f" Copy {i}.",
+        )
+    with CaptureQueriesContext(connection) as many:
+        page = client.get(url)
+    assert "Near-duplicate" in page.content.decode()
+    assert len(many) == len(few)
+
+
+def test_a_narrow_filter_still_fills_the_list_through_the_hnsw_index(user, collection, halves):
+    """Past ef_search: 45 near documents, then 3 far old ones that a date filter keeps, found by the index scan."""
+    first, _ = halves["chess"]
+    for i in range(45):
+        add_text_document(user, collection, f"chess-{i}", half("chess", TOPICS["chess"], i % 2) + f" Game {i}.")
+    far = [
+        add_text_document(user, collection, f"far-{i}", f"Memo {i} about parking and lunch menus.") for i in range(3)
+    ]
+    Document.objects.filter(pk__in=[d.pk for d in far]).update(created_at=timezone.now() - datetime.timedelta(days=30))
+    cutoff = (timezone.now() - datetime.timedelta(days=1)).date()
+    plans: list[str] = []
+
+    def explained(execute, sql, params, many, context):
+        if "nearest" in sql:
+            execute("EXPLAIN " + sql, params, many, context)
+            plans.extend(row[0] for row in context["cursor"].fetchall())
+        return execute(sql, params, many, context)
+
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE documents_documentvector")
+        # The HNSW index, as with many documents (on a few, an exact sort is cheaper).
+        cursor.execute("SET LOCAL enable_seqscan = off; SET LOCAL enable_sort = off")
+        with connection.execute_wrapper(explained):
+            found = similar_documents(user=user, document=first, k=3, filters=SimilarFilters(created_before=cutoff))
+    assert any("document_vector_hnsw" in line for line in plans), "\n".join(plans)
+    assert set(ids(found)) == {doc.pk for doc in far}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_migration_gives_the_documents_stored_before_it_their_vectors(user, collection):
+    from django.db.migrations.executor import MigrationExecutor
+
+    document = add_text_document(
+        user, collection, "before", "\n\n".join(f"Part {i}: trains and hotels. " * 60 for i in range(3))
+    )
+    chunks = np.array([np.asarray(c.embedding) for c in document.chunks.all()])
+    executor = MigrationExecutor(connection)
+    latest = executor.loader.graph.leaf_nodes("documents")
+    executor.migrate([("documents", "0009_document_library_sorts")])  # no document vectors yet
+    executor = MigrationExecutor(connection)
+    executor.migrate(latest)
+    stored = np.asarray(DocumentVector.objects.get(document=document).embedding)
+    mean = chunks.mean(axis=0)
+    assert len(chunks) > 1 and np.allclose(stored, mean / np.linalg.norm(mean), atol=1e-5)
+
+
+def test_the_more_like_this_page(client, user, other_user, halves, private_twin):
+    client.force_login(user)
+    first, second = halves["chess"]
+    chunk = first.chunks.first()
+    detail = client.get(reverse("documents:detail", args=[first.pk])).content.decode()
+    url = reverse("documents:chunk_similar", args=[chunk.pk])
+    assert url in detail
+    html = client.get(url).content.decode()
+    target = second.chunks.first()
+    assert f"{reverse('documents:detail', args=[second.pk])}?chunk={target.pk}" in html
+    assert private_twin.title not in html and f"/documents/{first.pk}/?chunk=" in html  # only the way back
+    client.force_login(other_user)
+    assert client.get(url).status_code == 404

@@ -9,6 +9,8 @@ Tests on files from the shared data folder find it through RAG_SHARED_DIR (defau
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -22,6 +24,14 @@ SHARED_DIR = Path(os.environ.get("RAG_SHARED_DIR", Path(__file__).resolve().pare
 
 
 def pytest_configure(config):
+    # pytest sets its temporary root (/tmp/pytest-of-<user>) back to mode 0700 whenever a run starts. The embedded
+    # PostgreSQL of a whole-site test runs as its own user (when root runs the tests) with its data below that
+    # root: another run starting on the machine would lock it out mid-test. Each run gets a root of its own.
+    if "PYTEST_DEBUG_TEMPROOT" not in os.environ and not hasattr(config, "workerinput"):
+        root = tempfile.mkdtemp(prefix="rag-tests-")
+        os.chmod(root, 0o711)
+        os.environ["PYTEST_DEBUG_TEMPROOT"] = root  # xdist's workers inherit it
+        config.own_temporary_root = root  # removed at the end (pytest keeps none of a root it did not choose)
     # Fast, deterministic embeddings for everything except the tests that load a real model.
     settings.EMBEDDING_BACKEND = "hashing"
     # The cache (Redis) is shared with other runs: counters (rate limits) must not carry over.
@@ -30,6 +40,13 @@ def pytest_configure(config):
     settings.RATE_LIMITS = {"chat": "", "upload": ""}
     # PBKDF2 costs most of a second per user created or signed in; no test here is about it.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+
+def pytest_unconfigure(config):
+    root = getattr(config, "own_temporary_root", None)
+    if root:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def require_shared(relative: str) -> Path:

@@ -66,7 +66,6 @@ def main() -> None:
         "ragbench_filtered", EMBEDDING_BACKEND="local", LOG_LEVEL="WARNING",
         DEBUG="false", SECRET_KEY=secrets.token_urlsafe(32),
     )
-    from django.conf import settings
     from django.contrib.auth import get_user_model
 
     from documents import embeddings

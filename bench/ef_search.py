@@ -69,8 +69,10 @@ def main() -> None:
     conn.execute(f"SET maintenance_work_mem = '{memory}'")
     conn.execute(f"SET max_parallel_maintenance_workers = {max(1, (os.cpu_count() or 2) - 1)}")
     build = time.perf_counter()
-    conn.execute(f"CREATE INDEX ON {TABLE} USING hnsw (embedding vector_cosine_ops) "
-                 f"WITH (m = {graph.m}, ef_construction = {graph.ef_construction})")
+    conn.execute(
+        f"CREATE INDEX ON {TABLE} USING hnsw (embedding vector_cosine_ops) "
+        f"WITH (m = {graph.m}, ef_construction = {graph.ef_construction})"
+    )
     build_seconds = time.perf_counter() - build
     conn.execute(f"ANALYZE {TABLE}")
 
@@ -106,8 +108,9 @@ def main() -> None:
             faiss_ef = ef
             break
     index.hnsw.efSearch = faiss_ef
-    faiss_timed = _data.interleaved({"faiss": lambda i: index.search(queries[i: i + 1], K)[1][0].tolist()},
-                                    len(queries))
+    faiss_timed = _data.interleaved(
+        {"faiss": lambda i: index.search(queries[i : i + 1], K)[1][0].tolist()}, len(queries)
+    )
     seconds, ids = faiss_timed["faiss"]
     results["FAISS HNSW at the rule's recall"] = (_data.recall(ids, truth), *_data.percentiles(seconds))
     efs["FAISS HNSW at the rule's recall"] = faiss_ef
@@ -125,11 +128,26 @@ def main() -> None:
         f"({os.cpu_count()} threads); FAISS efSearch = the smallest of {list(FAISS_LADDER)} reaching the "
         f"rule's recall; whole run {(time.perf_counter() - started) / 60:.1f} min."
     )
-    _common.report(args.quick, f"ef_search: the scale-aware rule vs fixed, and FAISS ({n:,} clustered 384-d)",
-                   f"{len(queries)} queries, k=10, cosine, m={graph.m}, ef_construction={graph.ef_construction}, "
-                   "bare SQL per query (prepared, binary, autocommit), interleaved.", table, notes)
-    print(" ".join([f"rows={n}", f"auto_ef={auto}", *(f"{name.split()[0]}_recall={r[0]:.3f} {name.split()[0]}_p95_ms"
-                                                       f"={r[2]:.2f}" for name, r in results.items())]))
+    _common.report(
+        args.quick,
+        f"ef_search: the scale-aware rule vs fixed, and FAISS ({n:,} clustered 384-d)",
+        f"{len(queries)} queries, k=10, cosine, m={graph.m}, ef_construction={graph.ef_construction}, "
+        "bare SQL per query (prepared, binary, autocommit), interleaved.",
+        table,
+        notes,
+    )
+    print(
+        " ".join(
+            [
+                f"rows={n}",
+                f"auto_ef={auto}",
+                *(
+                    f"{name.split()[0]}_recall={r[0]:.3f} {name.split()[0]}_p95_ms={r[2]:.2f}"
+                    for name, r in results.items()
+                ),
+            ]
+        )
+    )
     conn.execute(f"DROP TABLE IF EXISTS {TABLE}")
 
 

@@ -66,12 +66,11 @@ def main() -> None:
         "ragbench_filtered", EMBEDDING_BACKEND="local", LOG_LEVEL="WARNING",
         DEBUG="false", SECRET_KEY=secrets.token_urlsafe(32),
     )
-    from django.conf import settings
     from django.contrib.auth import get_user_model
 
     from documents import embeddings
     from documents import search as retrieval
-    from documents.search import indexes
+    from documents.search import indexes, tuning
 
     started = time.perf_counter()
     corpus = _data.clustered(n=args.chunks, queries=args.queries, seed=1, query_texts=_data.scifact_claims())
@@ -95,7 +94,7 @@ def main() -> None:
     readable_mask = np.isin(loaded.collection_of, [loaded.collections["corpus"].pk, rare.pk])
     truth_rare = loaded.chunk_ids[_data.exact_top(corpus.vectors, corpus.queries, K, rare_mask)]
     truth_readable = loaded.chunk_ids[_data.exact_top(corpus.vectors, corpus.queries, K, readable_mask)]
-    ef = settings.HNSW_EF_SEARCH
+    ef = tuning.ef_search(len(corpus.vectors), K)  # what the app chooses at this size
     model_name = embeddings.get_backend().model_name
     where, where_params = retrieval.chunk_predicate(alice, retrieval.Filters(collections=(rare.pk,)), model_name)
     # pgvector's documented query, with the service's predicate: the k first rows the scan returns.

@@ -501,7 +501,8 @@ def record(results: dict, data_sets: list, efs: list[int], embed_ms: float, seco
         (_print_table if args.quick else _common.record)(
             f"Vector search side by side: {corpus.name} (bench/search.py{', ' + args.label if args.label else ''})",
             f"{len(corpus.queries)} queries, k={K}, one client, methods interleaved per query; "
-            f"app ef_search default {settings.HNSW_EF_SEARCH}; DEBUG=false; whole run {seconds / 60:.1f} min.",
+            f"app ef_search {settings.HNSW_EF_SEARCH or 'auto (bench/ef_search.py)'}; DEBUG=false; "
+            f"whole run {seconds / 60:.1f} min.",
             rows,
             notes="\n".join(f"- {note}" for note in notes),
         )

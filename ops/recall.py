@@ -13,6 +13,7 @@ from django.conf import settings
 from django.db import connection, transaction
 
 from documents.models import Chunk, Distance
+from documents.search import tuning
 from ops.models import RecallSample
 
 OPERATORS = {Distance.COSINE: "<=>", Distance.L2: "<->", Distance.INNER_PRODUCT: "<#>"}
@@ -92,7 +93,7 @@ def percentile(values: list[float], share: float) -> float:
 def sample_recall(*, queries: int | None = None, k: int = 10) -> list[RecallSample]:
     """Measure each distance that has chunks and keep the result; nothing is kept for a distance without any."""
     count = settings.RECALL_SAMPLE_QUERIES if queries is None else queries
-    ef_search = settings.HNSW_EF_SEARCH
+    ef_search = tuning.search_ef(k)  # what a search of k rows uses now
     samples = []
     for distance in Distance:
         vectors = _sample_queries(distance.value, count)

@@ -323,7 +323,10 @@ if RECALL_SAMPLE_QUERIES > 0:
     }
 
 # Retrieval
-HNSW_EF_SEARCH = env_int("HNSW_EF_SEARCH", 100)  # candidates HNSW examines per query (recall vs speed)
+# Candidates HNSW examines per query (recall vs speed). 0 (default): scaled with the index's rows and k
+# (documents.search.tuning: HNSW_EF_SEARCH_BASE up to 100k rows, × √(rows/100k) above, at least 2k); > 0: fixed.
+HNSW_EF_SEARCH = env_int("HNSW_EF_SEARCH", 0)
+HNSW_EF_SEARCH_BASE = env_int("HNSW_EF_SEARCH_BASE", 100)
 # Lists an IVFFlat index (manage.py vector_index --type ivfflat) searches per query; 0: √lists, as pgvector advises.
 IVFFLAT_PROBES = env_int("IVFFLAT_PROBES", 0)
 RETRIEVAL_CANDIDATES = env_int("RETRIEVAL_CANDIDATES", 50)  # per arm, before hybrid fusion

@@ -21,9 +21,11 @@ import time
 from dataclasses import dataclass
 
 from django.db import connection
+from pgvector.django import HnswIndex
 
 from documents.exceptions import IndexBuildRefused
 from documents.models import Chunk, Distance
+from documents.search import tuning
 
 KINDS = ("hnsw", "ivfflat")
 OPCLASSES = {"cosine": "vector_cosine_ops", "l2": "vector_l2_ops", "ip": "vector_ip_ops"}
@@ -42,6 +44,8 @@ class Built:
     lists: int | None = None
     maintenance_work_mem: str = ""
     workers: int = 0
+    m: int | None = None
+    ef_construction: int | None = None
 
     @property
     def probes(self) -> int | None:
@@ -69,7 +73,7 @@ def sized_memory(rows: int, dimensions: int) -> str:
 
 def vector_index_build(
     *, kind: str, distance: str, lists: int | None = None, maintenance_work_mem: str | None = None,
-    workers: int | None = None,
+    workers: int | None = None, m: int | None = None, ef_construction: int | None = None,
 ) -> Built:
     """Build ``kind``'s index for ``distance`` (sized), then drop the other kind's; reads keep working meanwhile.
 
@@ -91,6 +95,8 @@ def vector_index_build(
 
     memory = maintenance_work_mem or sized_memory(rows, settings.EMBEDDING_DIMENSIONS)
     workers = max(0, (os.cpu_count() or 2) - 1) if workers is None else workers
+    sized = tuning.build_parameters(rows)
+    graph = tuning.BuildParameters(m=m or sized.m, ef_construction=ef_construction or sized.ef_construction)
     name = index_name(kind, distance)
     started = time.perf_counter()
     with connection.cursor() as cursor:
@@ -99,7 +105,10 @@ def vector_index_build(
         try:
             cursor.execute(f'DROP INDEX IF EXISTS "{name}"')
             if kind == "hnsw":
-                index = next(i for i in Chunk._meta.indexes if i.name == name)  # as the migrations define it
+                # As the migrations define it, with a denser graph on a large table (tuning.build_parameters).
+                index = next(i for i in Chunk._meta.indexes if i.name == name)
+                index = HnswIndex(name=name, fields=index.fields, opclasses=index.opclasses, condition=index.condition,
+                                  m=graph.m, ef_construction=graph.ef_construction)
                 with connection.schema_editor() as editor:
                     editor.add_index(Chunk, index)
             else:
@@ -110,6 +119,7 @@ def vector_index_build(
                     [distance],
                 )
             seconds = time.perf_counter() - started
+            tuning.forget_rows()
             other = index_name("ivfflat" if kind == "hnsw" else "hnsw", distance)
             cursor.execute(f'DROP INDEX IF EXISTS "{other}"')
             cursor.execute(f"ANALYZE {Chunk._meta.db_table}")
@@ -119,4 +129,6 @@ def vector_index_build(
             cursor.execute("RESET maintenance_work_mem")
             cursor.execute("RESET max_parallel_maintenance_workers")
     return Built(name=name, kind=kind, distance=distance, rows=rows, seconds=seconds, megabytes=megabytes,
-                 lists=lists if kind == "ivfflat" else None, maintenance_work_mem=memory, workers=workers)
+                 lists=lists if kind == "ivfflat" else None, maintenance_work_mem=memory, workers=workers,
+                 m=graph.m if kind == "hnsw" else None,
+                 ef_construction=graph.ef_construction if kind == "hnsw" else None)

@@ -20,7 +20,7 @@ from django.db.backends.utils import CursorWrapper
 from core.text import without_surrogates
 from documents import embeddings
 from documents.db import vector_cursor
-from documents.search import sql
+from documents.search import sql, tuning
 from documents.search.filters import Filters, UnknownCollection, covered_collections, scoped_predicate
 from documents.search.sql import OPERATORS, SPECULATED
 
@@ -73,8 +73,9 @@ def search(
     k = min(k, 1000)
     limit = k if mode != "hybrid" else max(candidates or settings.RETRIEVAL_CANDIDATES, k)
     vector = None if mode == "keyword" else _checked_vector(query_vector) if query_vector is not None else None
-    # Iterative scans keep walking the HNSW graph until enough rows pass the filters.
-    ef_search = None if mode == "keyword" else min(max(settings.HNSW_EF_SEARCH, limit), 1000)
+    # Scaled with the index's (cached) row estimate and the rows asked for (tuning.ef_search); iterative scans
+    # keep walking the HNSW graph until enough rows pass the filters.
+    ef_search = None if mode == "keyword" else min(max(tuning.search_ef(limit), limit), tuning.MAX_EF_SEARCH)
     with vector_cursor() as cursor:
         # The first statement finds the collections this search covers (access control) and hands them,
         # with the search settings, to the statements after it in the same transaction (see _scope_sql).

@@ -6,6 +6,7 @@ import pytest
 from django.conf import settings as django_settings
 
 from documents.models import Chunk, Collection
+from documents.search import tuning
 from ops import dbhealth, recall
 from ops.models import RecallSample
 from tests.conftest import wait_until_the_worker_is_idle
@@ -29,7 +30,7 @@ def test_each_distance_with_chunks_gets_a_sample_and_a_small_exact_index_scores_
     samples = recall.sample_recall(queries=5)
     assert sorted(sample.distance for sample in samples) == ["cosine", "l2"]  # no inner-product chunks
     for sample in samples:
-        assert (sample.queries, sample.k, sample.ef_search) == (5, 10, django_settings.HNSW_EF_SEARCH)
+        assert (sample.queries, sample.k, sample.ef_search) == (5, 10, tuning.search_ef(10))  # what searches use
         # ef_search (100) above the rows (12): the graph search visits every vector, so it is exact.
         assert sample.mean == sample.p10 == sample.minimum == 1.0
     assert RecallSample.objects.count() == 2

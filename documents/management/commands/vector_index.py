@@ -16,17 +16,22 @@ class Command(BaseCommand):
         parser.add_argument("--distance", choices=[*Distance.values, "all"], default="cosine")
         parser.add_argument("--lists", type=int, help="IVFFlat lists (default: rows/1000, √rows above 1M rows)")
         parser.add_argument("--maintenance-work-mem", help="e.g. 4GB (default: enough for the data)")
+        parser.add_argument("--m", type=int, help="HNSW m (default: 16, 24 from 500k rows, 32 from 5M)")
+        parser.add_argument("--ef-construction", type=int,
+                            help="HNSW ef_construction (default: 64, 128 from 500k rows, 200 from 5M)")
         parser.add_argument("--workers", type=int, help="parallel maintenance workers (default: cores - 1)")
 
-    def handle(self, *args, kind, distance, lists, maintenance_work_mem, workers, **options):
+    def handle(self, *args, kind, distance, lists, maintenance_work_mem, workers, m, ef_construction, **options):
         distances = Distance.values if distance == "all" else [distance]
         for each in distances:
             try:
                 built = indexes.vector_index_build(kind=kind, distance=each, lists=lists,
-                                                   maintenance_work_mem=maintenance_work_mem, workers=workers)
+                                                   maintenance_work_mem=maintenance_work_mem, workers=workers,
+                                                   m=m, ef_construction=ef_construction)
             except IndexBuildRefused as error:
                 raise CommandError(str(error)) from None
-            detail = f", lists={built.lists}" if built.lists else ""
+            graph = f", m={built.m}, ef_construction={built.ef_construction}"
+            detail = f", lists={built.lists}" if built.lists else graph
             self.stdout.write(
                 f"{built.name}: {built.kind} over {built.rows:,} {each} chunks{detail} in {built.seconds:.1f} s, "
                 f"{built.megabytes:.0f} MB (maintenance_work_mem={built.maintenance_work_mem}, "

@@ -49,7 +49,7 @@ def main() -> None:
     args = parser.parse_args()
     n = 2_000 if args.quick else args.n
 
-    _common.setup_django("ragbench_similar_scale", LOG_LEVEL="WARNING")
+    _common.setup_django(f"ragbench_similar_scale_{n}", LOG_LEVEL="WARNING")
     from django.contrib.auth import get_user_model
     from django.db import connection
 
@@ -160,8 +160,9 @@ def main() -> None:
         f"collection the member may read; {len(documents)} source documents from it, interleaved, one connection; "
         f"load {loaded:.1f} s, HNSW build (m=16, ef_construction=64) {built:.1f} s.",
         table,
-        "1% readable: the planner cannot see how narrow the access subquery is, so the iterative HNSW scan walks "
-        "on until k rows pass it; the bare query with the collection written out gets its index and an exact sort.",
+        "similar_documents() puts the readable collections' ids in a transaction-local setting the ranking filters "
+        "on (documents/similar.py, as search() does): the planner sees them, so the 1% reader gets the collection "
+        "index and an exact sort, as the bare query with the collection written out does.",
     )
 
 

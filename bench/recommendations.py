@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from typing import Any
 
 import _common
 import _data
@@ -117,7 +118,7 @@ def main() -> None:
 
     rng = np.random.default_rng(0)
 
-    def reader(name: str) -> object:
+    def reader(name: str) -> Any:
         user, _ = users.get_or_create(username=name)
         collection.members.add(user)
         return user
@@ -161,9 +162,9 @@ def main() -> None:
         interest_record(user=user, document_ids=opened(old, args.history), kind=Interest.Kind.OPENED)
         Interest.objects.filter(user=user).update(created_at=month_ago)
         interest_record(user=user, document_ids=opened(new, 2), kind=Interest.Kind.OPENED)
-        found = [hit.document_id for hit in recommendations_for(user=user, k=K)]
-        drift_new.append(precision(found, new))
-        drift_old.append(precision(found, old))
+        drifted = [hit.document_id for hit in recommendations_for(user=user, k=K)]
+        drift_new.append(precision(drifted, new))
+        drift_old.append(precision(drifted, old))
 
     table = [["recommended (k=10)", "precision@10 (reader's topic)", "readers"]]
     for name, values in rows.items():

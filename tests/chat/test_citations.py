@@ -166,6 +166,9 @@ def test_the_passage_panel_shows_the_chunk_highlighted_with_its_neighbours_and_a
     assert html.count("<mark>") == 1
     assert html.index(before.text) < cited < html.index(after.text, cited)
     assert f'href="/documents/{document.pk}/?chunk={chunk.pk}#chunk-{chunk.pk}"' in html
+    more_like_this = reverse("documents:chunk_similar", args=[chunk.pk])
+    assert f'href="{more_like_this}">More like this</a>' in html
+    assert signed_in.get(more_like_this).status_code == 200  # the link leads to the passage's neighbours
 
     page = signed_in.get(reverse("chat:passage", args=[chunk.pk]))  # a tab of its own (phones)
     assert "<html" in page.content.decode() and chunk.text[:40] in page.content.decode()

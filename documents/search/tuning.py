@@ -65,16 +65,21 @@ def estimated_rows() -> int:
     cached = _cached
     if cached is not None and now - cached[0] < ROWS_TTL_SECONDS:
         return cached[1]
+    rows = read_estimated_rows()
+    with _lock:
+        _cached = (now, rows)
+    return rows
+
+
+def read_estimated_rows() -> int:
+    """The largest HNSW index's row estimate, read from pg_class now (uncached)."""
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT coalesce(max(greatest(reltuples, 0)), 0)::bigint FROM pg_class WHERE relname = ANY(%s)",
             [list(HNSW_INDEXES)],
         )
         row = cursor.fetchone()
-    rows = int(row[0]) if row else 0
-    with _lock:
-        _cached = (now, rows)
-    return rows
+    return int(row[0]) if row else 0
 
 
 def forget_rows() -> None:

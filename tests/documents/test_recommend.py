@@ -13,7 +13,7 @@ from chat.models import Conversation
 from core.models import ApiToken
 from documents.models import Collection, Interest
 from documents.recommend import interest_record, recommendations_for
-from tests.documents.test_similar import TOPICS, half
+from tests.documents.topics import TOPICS, add_halves, half, ids
 from tests.documents_factory import add_text_document
 
 pytestmark = pytest.mark.django_db
@@ -21,17 +21,7 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def library(user, collection):
-    """Two halves of each topic: {topic: (first, second)}."""
-    return {
-        topic: tuple(
-            add_text_document(user, collection, f"{topic}-{side}", half(topic, words, side)) for side in (0, 1)
-        )
-        for topic, words in TOPICS.items()
-    }
-
-
-def ids(found):
-    return [hit.document_id for hit in found]
+    return add_halves(user, collection)
 
 
 def test_without_a_history_the_newest_documents_come_first(user, library):

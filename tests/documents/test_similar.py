@@ -16,43 +16,14 @@ from core.models import ApiToken
 from documents import pipeline, services
 from documents.models import Chunk, Collection, Document, DocumentVector
 from documents.similar import SimilarFilters, similar_documents, similar_passages
+from tests.documents.topics import TOPICS, add_halves, half, ids
 from tests.documents_factory import add_text_document
 
 pytestmark = pytest.mark.django_db
 
-# Small generated topics: each document is written as two halves that share the topic's words and
-# little else, and the halves test asks whether each half finds its other half among the nearest.
-TOPICS = {
-    "volcano": "magma eruption lava crater ash basalt caldera tephra pyroclastic vent",
-    "bakery": "sourdough flour yeast oven crust dough proofing loaf rye starter",
-    "sailing": "keel mast jib spinnaker tack halyard rudder hull regatta mooring",
-    "chess": "gambit bishop rook castling checkmate pawn endgame opening knight queen",
-    "orchard": "apple pear pruning grafting blossom cider rootstock harvest bees frost",
-    "database": "index query vacuum replica transaction schema tuple planner btree wal",
-    "glacier": "moraine crevasse ice firn calving meltwater cirque serac ablation snow",
-    "cycling": "derailleur cassette peloton cadence saddle sprocket chainring climb tyre spoke",
-}
-
-
-def half(topic: str, words: str, side: int) -> str:
-    vocabulary = words.split()
-    picked = vocabulary[side::2] * 3 + vocabulary[(side + 1) % 2 :: 2][:2]
-    return f"Notes on {topic}. " + " ".join(f"The {word} matters here." for word in picked)
-
-
 @pytest.fixture
 def halves(user, collection):
-    """Two documents per topic, each half of it: {topic: (first, second)}."""
-    return {
-        topic: tuple(
-            add_text_document(user, collection, f"{topic}-{side}", half(topic, words, side)) for side in (0, 1)
-        )
-        for topic, words in TOPICS.items()
-    }
-
-
-def ids(found):
-    return [hit.document_id for hit in found]
+    return add_halves(user, collection)
 
 
 def test_storing_a_document_writes_its_normalised_mean_vector(user, collection):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from chat import conversations
@@ -241,3 +243,15 @@ def test_search_results_show_the_words_around_the_match(signed_in, user):
     }
     page = signed_in.get(reverse("chat:index"), {"q": "hotel"}).content.decode()
     assert '<p class="snippet">…Trains for trips under four hours; the hotel near' in page
+
+
+def test_the_searched_list_costs_the_same_queries_for_one_match_as_for_twelve(signed_in, user):
+    converse(user, "Trips 0", ("Which trips go by train?", "The hotel near the station, 150 EUR."))
+    with CaptureQueriesContext(connection) as one:
+        assert signed_in.get(reverse("chat:index"), {"q": "hotel"}).status_code == 200
+    for i in range(1, 12):
+        converse(user, f"Trips {i}", ("Which trips go by train?", "The hotel near the station, 150 EUR."))
+    with CaptureQueriesContext(connection) as twelve:
+        page = signed_in.get(reverse("chat:index"), {"q": "hotel"}).content.decode()
+    assert "12 matching “hotel”" in page
+    assert len(twelve) == len(one)  # no query per conversation found (titles, snippets)

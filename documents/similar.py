@@ -30,6 +30,7 @@ from documents.search.sql import (
     SCOPE,
     SIMILARITY,
     _table,
+    hnsw_settings,
     readable_collections,
 )
 from documents.selectors import _kind_q
@@ -90,7 +91,7 @@ def document_vector_write(*, document_id: int, collection_id: int, vectors: np.n
 
 
 # pgvector's iterative scan, as SET LOCAL (nothing outlives the transaction), with ef_search (a parameter).
-ITERATIVE = "set_config('hnsw.iterative_scan', 'relaxed_order', true), set_config('hnsw.ef_search', %s, true)"
+ITERATIVE = hnsw_settings("%s")
 
 
 def similar_documents(

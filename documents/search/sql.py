@@ -59,6 +59,12 @@ SPECULATED = "cosine"
 SCOPE = "current_setting('rag.collections')::bigint[]"
 
 
+def hnsw_settings(ef_search: str) -> str:
+    """HNSW's ef_search (an SQL expression: a quoted literal, or %s) and its iterative scan, as transaction-local
+    set_config calls for a statement's select list (like SET LOCAL: nothing outlives the transaction)."""
+    return f"set_config('hnsw.ef_search', {ef_search}, true), set_config('hnsw.iterative_scan', 'relaxed_order', true)"
+
+
 def scope_statement(covered: str, params: list[Any], ef_search: int | None) -> tuple[str, list[Any]]:
     """The first statement of a search: the collections it covers, their distances, and its settings.
 
@@ -69,8 +75,7 @@ def scope_statement(covered: str, params: list[Any], ef_search: int | None) -> t
     like SET LOCAL: nothing outlives the search (or the caller's transaction).
     """
     hnsw = "" if ef_search is None else (
-        f"set_config('hnsw.ef_search', '{int(ef_search)}', true), "
-        "set_config('hnsw.iterative_scan', 'relaxed_order', true), "
+        hnsw_settings(f"'{int(ef_search)}'") + ", "
         f"set_config('ivfflat.probes', {probes_sql()}, true), "
         "set_config('ivfflat.iterative_scan', 'relaxed_order', true), "
     )

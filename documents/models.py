@@ -31,6 +31,54 @@ class Distance(models.TextChoices):
     INNER_PRODUCT = "ip", "Inner product"
 
 
+class EmbeddingSpace(models.Model):
+    """One embedding model's vectors: which backend and model made them, how long they are, what state they are in.
+
+    A collection searches its *active* space, and during a migration also writes its *target* space; only
+    vectors of one space are ever compared. Each space's vectors live in their own partition of the
+    ChunkVector table (documents.spaces.storage), with their own HNSW index, so adding a model never rewrites
+    or locks the vectors in use, and retiring one drops a partition instead of deleting rows.
+    """
+
+    class Status(models.TextChoices):
+        BUILDING = "building", "Building"  # created; vectors being written, no index yet
+        READY = "ready", "Ready"  # every row and its index are there; not searched by any collection
+        ACTIVE = "active", "Active"  # some collection searches it
+        RETIRED = "retired", "Retired"  # its vectors and indexes are dropped
+
+    class Backend(models.TextChoices):
+        LOCAL = "local", "Local ONNX model"
+        FASTEMBED = "fastembed", "fastembed"
+        OPENAI = "openai", "OpenAI or compatible"
+        HASHING = "hashing", "Hashing (no semantics)"
+
+    name = models.SlugField(max_length=100, unique=True)
+    backend = models.CharField(max_length=20, choices=Backend.choices)
+    model = models.CharField(max_length=200, help_text="The model's name as its backend knows it.")
+    model_path = models.CharField(max_length=500, blank=True, help_text="A local folder of the model (fastembed).")
+    fingerprint = models.CharField(
+        max_length=200,
+        blank=True,
+        help_text="What identifies the model's weights: the sha256 of its files, or the provider's model id.",
+    )
+    dimensions = models.PositiveIntegerField()
+    chunking = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="How the chunks it embeds were cut (size and overlap in tokens).",
+    )
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.BUILDING)
+    created_at = models.DateTimeField(auto_now_add=True)
+    activated_at = models.DateTimeField(null=True, blank=True)
+    retired_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
 class Collection(models.Model):
     name = models.CharField(max_length=200)
     description = models.TextField(blank=True)
@@ -48,6 +96,34 @@ class Collection(models.Model):
     )
     created_at = models.DateTimeField(auto_now_add=True)
     # Kept by database triggers on the chunk table, for BM25: how many chunks, how long.
+    # The embedding space the collection's searches use; set to the installation's default space
+    # (documents.spaces.default_space) when the collection is created.
+    active_space = models.ForeignKey(
+        EmbeddingSpace,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text="The embedding space its searches use.",
+    )
+    # During a migration: the space being filled, written alongside the active one (documents.spaces).
+    target_space = models.ForeignKey(
+        EmbeddingSpace,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text="The embedding space being filled for a switch.",
+    )
+    # After a switch: the space it left, kept so that a rollback is instant.
+    previous_space = models.ForeignKey(
+        EmbeddingSpace,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text="The embedding space before the last switch, kept for a rollback.",
+    )
     chunk_total = models.BigIntegerField(default=0, editable=False)
     token_total = models.BigIntegerField(default=0, editable=False)
 
@@ -61,6 +137,13 @@ class Collection(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def save(self, *args, **kwargs):
+        if self.active_space_id is None:
+            from documents.spaces import default_space
+
+            self.active_space = default_space()
+        super().save(*args, **kwargs)
 
 
 def document_upload_to(instance: Document, filename: str) -> str:
@@ -98,6 +181,7 @@ class Document(models.Model):
         help_text="An identifier from the source the document was imported from (e.g. a BEIR _id).",
     )
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
+
     class Stage(models.TextChoices):
         PARSING = "parsing", "Parsing"
         EMBEDDING = "embedding", "Embedding"
@@ -216,6 +300,108 @@ class Chunk(models.Model):
 
     def __str__(self) -> str:
         return f"{self.document_id}#{self.ordinal}"
+
+
+class ChunkVector(models.Model):
+    """A chunk's vector in one embedding space.
+
+    The table is LIST-partitioned by space (migration 0014; documents.spaces.storage creates a partition per
+    space, with one HNSW expression index per distance in use). ``embedding`` is pgvector's untyped
+    ``vector``: spaces differ in dimensions, and each partition's index casts to its own. ``collection``,
+    ``document`` and ``distance`` are copied from the chunk and its collection (access control and the
+    partial index are predicates on this table alone) and kept true by the same triggers that keep the
+    chunk's.
+    """
+
+    pk = models.CompositePrimaryKey("chunk", "space")
+    # The database cascades: deleting a chunk deletes its vectors (ON DELETE CASCADE, migration 0014).
+    chunk = models.ForeignKey(Chunk, on_delete=models.DO_NOTHING, related_name="+", db_constraint=False)
+    space = models.ForeignKey(EmbeddingSpace, on_delete=models.DO_NOTHING, related_name="+", db_constraint=False)
+    collection = models.ForeignKey(Collection, on_delete=models.DO_NOTHING, related_name="+", db_constraint=False)
+    document = models.ForeignKey(Document, on_delete=models.DO_NOTHING, related_name="+", db_constraint=False)
+    distance = models.CharField(max_length=6, choices=Distance.choices, default=Distance.COSINE)
+    embedding = VectorField()
+
+    class Meta:
+        # A partitioned table: migration 0014 writes its SQL (the model state is managed, so that tests
+        # flush it with the chunks).
+        db_table = "documents_chunkvector"
+
+    def __str__(self) -> str:
+        return f"{self.chunk_id} in space {self.space_id}"
+
+
+class SpaceMigration(models.Model):
+    """One collection's move from its active embedding space to a target space: backfill, evaluation, switch.
+
+    The backfill re-embeds the collection's stored chunk text (no re-parsing) in batches; ``cursor`` (the last
+    chunk id written) is saved in the transaction that writes each batch's vectors, so a killed worker resumes
+    with no gap and no duplicate.
+    """
+
+    class State(models.TextChoices):
+        BACKFILLING = "backfilling", "Backfilling"
+        INDEXING = "indexing", "Building the index"
+        READY = "ready", "Ready to switch"
+        SWITCHED = "switched", "Switched"
+        ROLLED_BACK = "rolled_back", "Rolled back"
+        CANCELLED = "cancelled", "Cancelled"
+        FAILED = "failed", "Failed"
+
+    collection = models.ForeignKey(Collection, on_delete=models.CASCADE, related_name="space_migrations")
+    source = models.ForeignKey(EmbeddingSpace, on_delete=models.PROTECT, related_name="+")
+    target = models.ForeignKey(EmbeddingSpace, on_delete=models.PROTECT, related_name="+")
+    state = models.CharField(max_length=12, choices=State.choices, default=State.BACKFILLING)
+    cursor = models.BigIntegerField(default=0, help_text="The last chunk id backfilled.")
+    chunks_total = models.PositiveIntegerField(default=0)
+    chunks_done = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
+    # documents.spaces.quality: the evaluation before the switch and the drift between the two spaces.
+    evaluation = models.JSONField(default=dict, blank=True)
+    drift = models.JSONField(default=dict, blank=True)
+    forced = models.BooleanField(default=False, help_text="Switched although the quality gate refused.")
+    started_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    backfilled_at = models.DateTimeField(null=True, blank=True)
+    switched_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            # At most one migration in progress per collection.
+            models.UniqueConstraint(
+                fields=["collection"],
+                condition=Q(state__in=["backfilling", "indexing", "ready"]),
+                name="one_open_space_migration_per_collection",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.collection} → {self.target}"
+
+
+class EmbedderHeartbeat(models.Model):
+    """A live web or worker process, and the embedding spaces it can embed queries and chunks for.
+
+    A switch is refused while a process seen in the last SPACE_HEARTBEAT_STALE_SECONDS could not embed
+    for the new active space (documents.spaces).
+    """
+
+    process = models.CharField(max_length=200, unique=True, help_text="host:pid and role")
+    role = models.CharField(max_length=20)
+    spaces = models.JSONField(default=list, help_text="Ids of the spaces this process can embed for.")
+    seen_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return self.process
 
 
 class TermStat(models.Model):

@@ -36,12 +36,19 @@ from documents.embeddings.local import (
     tokenizable,
 )
 from documents.embeddings.openai import DEFAULT_OPENAI_MODEL, OpenAIBackend
-from documents.embeddings.registry import BACKENDS, BackendInfo, active_backend_info, backend_choice, get_backend
+from documents.embeddings.registry import (
+    BACKENDS,
+    BackendInfo,
+    active_backend_info,
+    backend_choice,
+    build_backend,
+    get_backend,
+)
 
 __all__ = [
     "BACKENDS", "DEFAULT_FASTEMBED_MODEL", "DEFAULT_OPENAI_MODEL", "LOCAL_MODEL_MAX_TOKENS", "LOCAL_MODEL_NAME",
     "MAX_BATCH", "BackendInfo", "EmbeddingBackend", "FastembedBackend", "HashingBackend", "LocalModelBackend",
     "ModelNotInstalled", "ModelVerificationError", "OpenAIBackend", "active_backend_info", "backend_choice",
-    "check_dimension", "column_dimensions", "embed_in_batches", "get_backend", "local_model_files",
+    "build_backend", "check_dimension", "column_dimensions", "embed_in_batches", "get_backend", "local_model_files",
     "local_tokenizer", "read_verified", "return_large_buffers_to_the_system", "session_options", "tokenizable",
 ]

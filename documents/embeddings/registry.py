@@ -103,6 +103,20 @@ def get_backend() -> EmbeddingBackend:
     )
 
 
+def build_backend(choice: str, model: str, path: str, dimensions: int) -> EmbeddingBackend:
+    """The backend ``choice`` (one of BACKENDS but ``auto``) for that model, built once per process: an embedding
+    space's own (documents.spaces), whatever the configuration says now."""
+    if choice not in BACKENDS or choice == "auto":
+        named = ", ".join(name for name in BACKENDS if name != "auto")
+        raise ImproperlyConfigured(f"an embedding space's backend must be one of {named}, not {choice!r}")
+    client_options = (
+        (settings.OPENAI_API_KEY, settings.EMBEDDING_TIMEOUT_SECONDS, settings.EMBEDDING_MAX_RETRIES)
+        if choice == "openai" else (settings.EMBEDDING_BATCH_TOKENS, settings.EMBEDDING_THREADS)
+    )
+    return _build(choice, model, path, dimensions, settings.OPENAI_BASE_URL, str(settings.VAR_DIR / "models"),
+                  client_options)
+
+
 class BackendInfo(TypedDict):
     """What the health report and the administrators' banner say about the embeddings in use."""
 

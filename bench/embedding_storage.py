@@ -92,6 +92,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.chunks, args.queries = min(args.chunks, 2_000), 20
+        Probes.quiet_seconds, Probes.hold_seconds = 0.5, 0.3
     _common.require_shared("data/scifact/corpus.jsonl")
     _common.setup_django("ragbench_storage", LOG_LEVEL="WARNING", DEBUG="false", SECRET_KEY=secrets.token_urlsafe(32))
     from documents.search import indexes, tuning
@@ -227,6 +228,7 @@ def main() -> None:
         probes.step_behind_reader("DROP TABLE (an attached partition)", lambda: ddl.run("DROP TABLE by_space_3"))
         lifecycle += probes.rows("b", "retire space 2; empty spaces 3 and 4")
     server = ddl.settings()
+    ddl.reset()  # the tables hold ~1.5 GB at 100k: none is kept for the next run
     ddl.close()
     seconds = time.perf_counter() - started
     _report(args, n, ef, memory, server, builds, sizes, copies, lifecycle, search_rows, figures, plans, text, seconds)
@@ -380,7 +382,8 @@ class Probes:
 
     table: str
     space: Space
-    quiet_seconds: float = 2.0
+    quiet_seconds = 2.0  # class settings, not fields: --quick shortens them
+    hold_seconds = 1.0  # how long step_behind_reader's transaction stays open
     windows: list = field(default_factory=list)
     events: dict = field(default_factory=lambda: {"reader": [], "writer": []})
     waits: list = field(default_factory=list)  # (time, seconds waited, probe?, query)
@@ -410,13 +413,13 @@ class Probes:
         self.windows.append((name, started, time.perf_counter()))
         return result
 
-    def step_behind_reader(self, name: str, action, seconds: float = 1.0):
+    def step_behind_reader(self, name: str, action):
         """``action`` while another session holds a read transaction on the table open for ``seconds``.
 
         A statement that needs ACCESS EXCLUSIVE queues behind that transaction, and every later
         statement on the table queues behind it: the hazard of in-place DDL on a busy table.
         """
-        holding = threading.Event()
+        holding, seconds = threading.Event(), self.hold_seconds
 
         def hold() -> None:
             conn = _connect()
@@ -429,7 +432,7 @@ class Probes:
         holder = threading.Thread(target=hold, daemon=True)
         holder.start()
         holding.wait()
-        result = self.step(f"{name}, behind a {seconds:.0f} s read transaction", action)
+        result = self.step(f"{name}, behind a {seconds:g} s read transaction", action)
         holder.join()
         return result
 
@@ -556,6 +559,8 @@ def _search(spaces: dict[int, Space], ef: int):
             connections[False].execute("EXPLAIN (ANALYZE, FORMAT JSON) " + sql, [[rare], one.queries[0]]).fetchone()[0]
         )
         plans[layout] = _data.plan_shape(plan)
+    unfiltered = connections[False].execute("EXPLAIN (FORMAT JSON) " + query("d", 1, False), [one.queries[0]])
+    plans["d unfiltered"] = _data.plan_shape(unfiltered.fetchone()[0])
     timings = _data.interleaved(methods, len(one.queries))
     for conn in connections.values():
         conn.close()
@@ -693,7 +698,7 @@ def _report(
         "compare with the quiet window):\n\n" + table_md(lock_rows),
         "Plans of the 1% filtered query, planner's choice (EXPLAIN ANALYZE, first query): "
         + "; ".join(f"{LAYOUTS[k]}: {plans[k]}" for k in ("a", "b", "c", "d"))
-        + ".",
+        + f". Unfiltered, (d): {plans['d unfiltered']}.",
         f"The filter's collection holds {plans['rare_share']:.2%} of the chunks (100 collections, whole documents of "
         f"20 chunks at random). Full-text rows: {text['distinct']:,} SciFact abstracts (title + abstract, "
         f"{text['words']:.0f} words, {text['lexemes']:.0f} distinct lexemes on average) cycled to {n:,} rows; "

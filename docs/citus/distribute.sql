@@ -138,7 +138,8 @@ $citus$;
 
 -- Search settings where the shards run: the app's statements set hnsw.ef_search and hnsw.iterative_scan with
 -- set_config(..., true) on the coordinator, which Citus does not send to the workers (docs/scaling.md).
--- ALTER DATABASE ... SET is propagated to the workers by Citus 12+; on older versions run it on each worker.
+-- Citus 12.1 and later propagate ALTER DATABASE ... SET to the workers (citusdata/citus#7178); on older versions
+-- use ALTER ROLE rag SET ... (propagated) or run_command_on_all_nodes.
 DO $settings$
 BEGIN
     EXECUTE format('ALTER DATABASE %I SET hnsw.iterative_scan = relaxed_order', current_database());

@@ -158,9 +158,9 @@ def main() -> None:
     with Probes("by_space", spaces[1]) as probes:
         probes.step(
             "CREATE TABLE … (LIKE parent INCLUDING ALL), CHECK (space_id = 2)",
-            lambda: (
-                ddl.run("CREATE TABLE by_space_2 (LIKE by_space INCLUDING ALL)"),
-                ddl.run("ALTER TABLE by_space_2 ADD CONSTRAINT by_space_2_space CHECK (space_id = 2)"),
+            lambda: ddl.run(
+                "CREATE TABLE by_space_2 (LIKE by_space INCLUDING ALL); "
+                "ALTER TABLE by_space_2 ADD CONSTRAINT by_space_2_space CHECK (space_id = 2)"
             ),
         )
         copies["b"] = probes.step(

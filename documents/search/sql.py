@@ -166,8 +166,10 @@ def keyword_statement(query: str, where: str, params: list[Any], limit: int) -> 
     where BM25 reaches 0.67. The frequencies come from the TermStat table (kept by triggers) and
     are summed over the collections this search covers, so other users' documents never weigh in.
     The candidates (see RARE_ROWS) are found by one GIN bitmap scan of a tsquery built here: the rarest
-    words ORed, then each pairable word ANDed with the rarer ones after it ("a & (b | c) | b & c", which
-    the index evaluates in half the time of every pair spelled out). Each candidate's term frequencies
+    words ORed, then each other pairable word ANDed with the more common ones after it ("a & (b | c) | b & c",
+    which the index evaluates in half the time of every pair spelled out). A pair with an ORed word would
+    add no chunk, and the GIN index holds every collection's chunks: in a small collection, where the words
+    are all "rare", the tsquery stays a plain OR instead of pairs the index would check against long postings. Each candidate's term frequencies
     come from its tsvector narrowed to the query's words (setweight + ts_filter) instead of unnesting
     every word it holds.
     """
@@ -200,7 +202,7 @@ def keyword_statement(query: str, where: str, params: list[Any], limit: int) -> 
                 UNION ALL
                 SELECT '(' || a.quoted || ' & (' || string_agg(b.quoted, ' | ') || '))'
                 FROM ranked a JOIN ranked b ON b.rarity > a.rarity AND b.pairable
-                WHERE a.pairable GROUP BY a.rarity, a.quoted
+                WHERE a.pairable AND a.rarer_rows >= {rare} GROUP BY a.rarity, a.quoted
             ), ' | '), '')::tsquery AS query,
             ARRAY(SELECT lexeme FROM ranked) AS lexemes
         ), candidates AS MATERIALIZED (

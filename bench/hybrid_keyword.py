@@ -20,6 +20,7 @@ Appends the table to bench/BENCHMARKS.md (not with --quick) and ends with one li
 from __future__ import annotations
 
 import argparse
+import os
 import secrets
 import sys
 import time
@@ -138,7 +139,8 @@ def main() -> None:
     settings_line = (
         f"{len(texts)} SciFact claims over {args.chunks:,} chunks (SciFact sentences), k={K}, hybrid fuses "
         f"{arm} candidates per arm; `search()` itself with each keyword statement, interleaved per query; one "
-        f"client; DEBUG=false; whole run {seconds / 60:.1f} min. Recall: each statement's top {K} and top {arm} "
+        f"client; DEBUG=false; whole run {seconds / 60:.1f} min; load average at the end {os.getloadavg()[0]:.1f} "
+        "(2 cores). Recall: each statement's top {K} and top {arm} "
         "(the keyword arm as hybrid asks it) against BM25 scoring every chunk that holds a query word; chunks "
         "read: heap tuples of the candidates' bitmap scan (EXPLAIN ANALYZE, 30 queries)."
     )

@@ -119,10 +119,9 @@ def main() -> None:
     for (name, mode, scope), _ in methods.items():
         if mode == "keyword arm":
             continue
-        seconds, _ids = timings[f"{name} / {mode} / {scope}"]
         arm_ids = timings[f"{name} / keyword arm / {scope}"][1]
         truth = reference[scope == "rare"]
-        p50, p95, _ = _data.percentiles(seconds)
+        p50, p95, _ = _data.percentiles(timings[f"{name} / {mode} / {scope}"][0])
         figures[(name, mode, scope)] = p50, p95
         label = f"service, {mode}, {scope}" if name == "today" else f"before: service, {mode}, {scope}"
         if mode == "keyword":
@@ -133,14 +132,14 @@ def main() -> None:
             quality = ["—", "—", "as keyword"]
         rows.append([label, "everything alice reads (90%)" if scope == "unfiltered" else "rare (1%)", *quality,
                      f"{p50:.2f}", f"{p95:.2f}"])
-    seconds = time.perf_counter() - started
+    minutes = (time.perf_counter() - started) / 60
     title = (f"Keyword arm before and after issue 17 goal 2: hybrid over {args.chunks:,} chunks "
              "(bench/hybrid_keyword.py)")
     settings_line = (
         f"{len(texts)} SciFact claims over {args.chunks:,} chunks (SciFact sentences), k={K}, hybrid fuses "
         f"{arm} candidates per arm; `search()` itself with each keyword statement, interleaved per query; one "
-        f"client; DEBUG=false; whole run {seconds / 60:.1f} min; load average at the end {os.getloadavg()[0]:.1f} "
-        "(2 cores). Recall: each statement's top {K} and top {arm} "
+        f"client; DEBUG=false; whole run {minutes:.1f} min; load average at the end {os.getloadavg()[0]:.1f} "
+        f"(2 cores). Recall: each statement's top {K} and top {arm} "
         "(the keyword arm as hybrid asks it) against BM25 scoring every chunk that holds a query word; chunks "
         "read: heap tuples of the candidates' bitmap scan (EXPLAIN ANALYZE, 30 queries)."
     )

@@ -154,8 +154,8 @@ RARE_ROWS = 100
 RARE_ROWS_PER_RESULT = 2
 PAIR_DF = 0.02
 PAIR_ROWS = 500
-# At most this many candidates per result asked (a query of many fairly common words that often meet):
-# a bound on the chunks read, never reached on SciFact's queries.
+# At most this many candidates per result asked (at least 2,000), taken in no order: a bound on the chunks
+# read by a query of many fairly common words that often meet, not a ranking.
 CANDIDATES_PER_RESULT = 40
 
 
@@ -169,9 +169,9 @@ def keyword_statement(query: str, where: str, params: list[Any], limit: int) -> 
     words ORed, then each other pairable word ANDed with the more common ones after it ("a & (b | c) | b & c",
     which the index evaluates in half the time of every pair spelled out). A pair with an ORed word would
     add no chunk, and the GIN index holds every collection's chunks: in a small collection, where the words
-    are all "rare", the tsquery stays a plain OR instead of pairs the index would check against long postings. Each candidate's term frequencies
-    come from its tsvector narrowed to the query's words (setweight + ts_filter) instead of unnesting
-    every word it holds.
+    are all "rare", the tsquery stays a plain OR instead of pairs the index would check against long postings.
+    Each candidate's term frequencies come from its tsvector narrowed to the query's words (setweight +
+    ts_filter) instead of unnesting every word it holds.
     """
     rare = max(RARE_ROWS, RARE_ROWS_PER_RESULT * limit)
     cap = max(limit * CANDIDATES_PER_RESULT, 2000)

@@ -143,11 +143,20 @@ def vector_statement(
 # BM25's usual constants (Robertson & Zaragoza): term-frequency saturation and length normalisation.
 BM25_K1 = 1.2
 BM25_B = 0.75
-# Candidates are chunks holding one of the query's most telling words: the rarest few, and any
-# word in under 5% of the chunks. A question's common words ("study", "effect") then only weigh
-# in the score, instead of making PostgreSQL rank a large part of the table.
-SELECTIVE_TERMS = 3
-SELECTIVE_DF = 0.05
+# Which chunks BM25 scores. Reading a chunk (a heap page) is what a keyword search costs: the old statement
+# read every chunk holding one of the query's words in under 5% of the chunks (2,500 to 12,000 at 100k) to
+# sort them by ts_rank. The top BM25 chunks are those holding the rarest words, or several of the query's
+# words at once: the candidates are the chunks holding the rarest words up to RARE_ROWS_PER_RESULT rows per
+# result asked (at least RARE_ROWS), and those holding two of the words in under PAIR_DF of the chunks (or
+# PAIR_ROWS, in a small collection), which the GIN index finds without reading a chunk. At 100k chunks that
+# is ~300 chunks, and the same top 10 as scoring every matching chunk (bench/hybrid_keyword.py).
+RARE_ROWS = 100
+RARE_ROWS_PER_RESULT = 2
+PAIR_DF = 0.02
+PAIR_ROWS = 500
+# At most this many candidates per result asked (at least 2,000), taken in no order: a bound on the chunks
+# read by a query of many fairly common words that often meet, not a ranking.
+CANDIDATES_PER_RESULT = 40
 
 
 def keyword_statement(query: str, where: str, params: list[Any], limit: int) -> tuple[str, list[Any]]:
@@ -156,8 +165,16 @@ def keyword_statement(query: str, where: str, params: list[Any], limit: int) -> 
     PostgreSQL's ts_rank has no inverse document frequency: on SciFact it reaches nDCG@10 0.42
     where BM25 reaches 0.67. The frequencies come from the TermStat table (kept by triggers) and
     are summed over the collections this search covers, so other users' documents never weigh in.
+    The candidates (see RARE_ROWS) are found by one GIN bitmap scan of a tsquery built here: the rarest
+    words ORed, then each other pairable word ANDed with the more common ones after it ("a & (b | c) | b & c",
+    which the index evaluates in half the time of every pair spelled out). A pair with an ORed word would
+    add no chunk, and the GIN index holds every collection's chunks: in a small collection, where the words
+    are all "rare", the tsquery stays a plain OR instead of pairs the index would check against long postings.
+    Each candidate's term frequencies come from its tsvector narrowed to the query's words (setweight +
+    ts_filter) instead of unnesting every word it holds.
     """
-    pool = min(max(limit * 4, 300), 2000)
+    rare = max(RARE_ROWS, RARE_ROWS_PER_RESULT * limit)
+    cap = max(limit * CANDIDATES_PER_RESULT, 2000)
     return (
         f"""
         WITH scope AS (
@@ -168,34 +185,46 @@ def keyword_statement(query: str, where: str, params: list[Any], limit: int) -> 
             FROM scope
         ), words AS (
             SELECT DISTINCT lexeme FROM unnest(tsvector_to_array(to_tsvector('english', %s))) AS lexeme
-        ), terms AS (
+        ), terms AS MATERIALIZED (
             SELECT w.lexeme, coalesce(sum(t.df), 0) AS df,
                    ln(1 + (tot.n - coalesce(sum(t.df), 0) + 0.5) / (coalesce(sum(t.df), 0) + 0.5)) AS idf
             FROM words w CROSS JOIN totals tot
             LEFT JOIN {TERMSTAT} t ON t.lexeme = w.lexeme AND t.collection_id IN (SELECT id FROM scope)
             GROUP BY w.lexeme, tot.n
+        ), ranked AS MATERIALIZED (
+            SELECT t.lexeme, quote_literal(t.lexeme) AS quoted, row_number() OVER w AS rarity,
+                   sum(t.df) OVER w - t.df AS rarer_rows, t.df < greatest({PAIR_DF} * tot.n, {PAIR_ROWS}) AS pairable
+            FROM terms t, totals tot WHERE t.df > 0
+            WINDOW w AS (ORDER BY t.df, t.lexeme)
         ), selective AS (
-            SELECT string_agg(quote_literal(lexeme), ' | ')::tsquery AS query FROM (
-                SELECT lexeme, df, row_number() OVER (ORDER BY df, lexeme) AS rarity FROM terms WHERE df > 0
-            ) ranked, totals tot
-            WHERE ranked.rarity <= {SELECTIVE_TERMS} OR ranked.df < {SELECTIVE_DF} * tot.n
+            SELECT nullif(array_to_string(ARRAY(
+                SELECT quoted FROM ranked WHERE rarer_rows < {rare}
+                UNION ALL
+                SELECT '(' || a.quoted || ' & (' || string_agg(b.quoted, ' | ') || '))'
+                FROM ranked a JOIN ranked b ON b.rarity > a.rarity AND b.pairable
+                WHERE a.pairable AND a.rarer_rows >= {rare} GROUP BY a.rarity, a.quoted
+            ), ' | '), '')::tsquery AS query,
+            ARRAY(SELECT lexeme FROM ranked) AS lexemes
         ), candidates AS MATERIALIZED (
-            SELECT c.id, c.document_id, c.page, c.heading, c.text, c.search_vector, c.token_count
+            SELECT c.id, c.document_id, c.page, c.heading, c.text, c.token_count,
+                   ts_filter(setweight(c.search_vector, 'A', q.lexemes), '{{a}}') AS matched
             FROM {CHUNK} c, selective q
             WHERE c.search_vector @@ q.query AND {where}
-            ORDER BY ts_rank(c.search_vector, q.query, 1) DESC, c.id
-            LIMIT {pool}
-        )
-        SELECT c.id, c.document_id, d.title, c.page, c.heading, c.text, s.score
-        FROM candidates c JOIN {DOCUMENT} d ON d.id = c.document_id, totals tot,
-        LATERAL (
-            SELECT coalesce(sum(t.idf * (array_length(u.positions, 1) * ({BM25_K1} + 1)) / (
+            LIMIT {cap}
+        ), scored AS (
+            SELECT c.id, sum(t.idf * (array_length(u.positions, 1) * ({BM25_K1} + 1)) / (
                 array_length(u.positions, 1) + {BM25_K1} * (1 - {BM25_B} + {BM25_B} * c.token_count / tot.avgdl)
-            )), 0) AS score
-            FROM unnest(c.search_vector) u JOIN terms t ON t.lexeme = u.lexeme
-        ) s
-        ORDER BY s.score DESC, c.id
-        LIMIT %s
+            )) AS score
+            FROM candidates c CROSS JOIN totals tot CROSS JOIN LATERAL unnest(c.matched) u
+            JOIN terms t ON t.lexeme = u.lexeme
+            GROUP BY c.id
+            ORDER BY score DESC, c.id
+            LIMIT %s
+        )
+        SELECT c.id, c.document_id, (SELECT d.title FROM {DOCUMENT} d WHERE d.id = c.document_id),
+               c.page, c.heading, c.text, s.score
+        FROM scored s JOIN candidates c ON c.id = s.id
+        ORDER BY s.score DESC, s.id
         """,
         [query, *params, limit],
     )

@@ -151,6 +151,29 @@ def read_alias(user: Any) -> str:
     return PRIMARY
 
 
+def read_connection(user: Any) -> Any:
+    """The connection for ``user``'s read-only work: ``read_alias``'s, connected, else the primary's.
+
+    A replica that went away since its last check (its connection dead, a new one refused) is skipped from
+    now on and the primary serves this read: the check interval never costs a failed request.
+    """
+    alias = read_alias(user)
+    connection = connections[alias]
+    if alias == PRIMARY:
+        return connection
+    close_if_dead(connection)
+    try:
+        connection.ensure_connection()
+    except DatabaseError as error:
+        mark_down(alias, f"does not answer ({_first_line(error)})")
+        return connections[PRIMARY]
+    return connection
+
+
+def _first_line(error: Exception) -> str:
+    return (str(error).strip().splitlines() or [error.__class__.__name__])[0]
+
+
 def health_of(alias: str, *, fresh: bool = False) -> Health:
     """The replica's health, checked now when the last check is older than allowed (or ``fresh``)."""
     now = time.monotonic()
@@ -189,7 +212,7 @@ def _check(alias: str, now: float) -> Health:
             in_recovery, replayed, lag = cursor.fetchone()
     except DatabaseError as error:
         _close_quietly(connection)
-        return Health(False, 0, math.inf, now, f"does not answer ({str(error).strip().splitlines()[0]})")
+        return Health(False, 0, math.inf, now, f"does not answer ({_first_line(error)})")
     if not in_recovery or replayed is None:
         return Health(False, 0, math.inf, now, "is not a standby (pg_is_in_recovery() is false)")
     position = lsn_value(replayed)
@@ -261,7 +284,7 @@ def reads_from_replica(view: Callable[..., Any]) -> Callable[..., Any]:
     def wrapped(request: Any, *args: Any, **kwargs: Any) -> Any:
         if request.method not in ("GET", "HEAD") or not settings.DATABASE_REPLICAS:
             return view(request, *args, **kwargs)
-        token = _view_alias.set(read_alias(getattr(request, "user", None)))
+        token = _view_alias.set(read_connection(getattr(request, "user", None)).alias)
         try:
             return view(request, *args, **kwargs)
         finally:

@@ -2,7 +2,7 @@
 
 from typing import Any
 
-from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
+from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.backends.utils import CursorWrapper
 from pgvector.psycopg import register_vector
 
@@ -20,15 +20,7 @@ def vector_cursor(user: Any = None) -> CursorWrapper:
     psycopg copies its type adapters into each cursor when the cursor is created, so the vector types are
     registered on the connection (once per connection) before that.
     """
-    alias = DEFAULT_DB_ALIAS if user is None else replicas.read_alias(user)
-    connection = connections[alias]
-    if alias != DEFAULT_DB_ALIAS:
-        replicas.close_if_dead(connection)
-        try:
-            connection.ensure_connection()
-        except DatabaseError as error:
-            replicas.mark_down(alias, f"does not answer ({str(error).strip().splitlines()[0]})")
-            connection = connections[DEFAULT_DB_ALIAS]
+    connection = connections[DEFAULT_DB_ALIAS] if user is None else replicas.read_connection(user)
     connection.ensure_connection()
     raw = connection.connection
     if raw.adapters.types.get("vector") is None:

@@ -19,14 +19,18 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connections
 from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
 
+from chat.models import Conversation
 from core import replicas
 from documents.db import vector_cursor
 from documents.models import Collection, Document
 from documents.search import query as retrieval
 from documents.search import search
+from tests.chat.test_views import events_of
 from tests.documents.search.test_retrieval import statements_sent
 from tests.documents_factory import add_text_document as add
 
@@ -229,6 +233,30 @@ def test_a_new_document_is_found_at_once_by_its_uploader_while_others_search_the
     assert hits and hits[0].document_id == zebra.pk
 
 
+def test_an_uploaded_document_is_cited_by_the_uploaders_next_question_at_once(
+    replica, client, user, celery_worker, settings
+):
+    """The whole path: the page's upload, the real worker's ingestion, the chat's retrieval."""
+    settings.LLM_BACKEND = "extractive"
+    conversation = Conversation.objects.create(owner=user)
+    wait_for_replay(replica)
+    assert replicas.read_alias(user) == ALIAS  # before her upload, her searches run on the replica
+    client.force_login(user)
+    upload = SimpleUploadedFile("okapi.txt", b"The okapi is a forest giraffe with striped legs; it lives in the Congo.")
+    client.post(reverse("documents:list"), {"files": [upload], "collection": "Zoo"}, HTTP_ACCEPT="application/json")
+    document = Document.objects.get(owner=user, original_filename="okapi.txt")
+    deadline = time.monotonic() + 60
+    while Document.objects.get(pk=document.pk).status != Document.Status.READY:
+        assert time.monotonic() < deadline, "the worker did not ingest the upload"
+        time.sleep(0.05)
+    assert on_replica(replica, document) == 0  # stored by the worker, not yet applied by the replica
+
+    done = events_of(
+        client.post(reverse("chat:ask", args=[conversation.pk]), {"question": "Where does the okapi live?"})
+    )[-1]
+    assert done["type"] == "done" and document.pk in {c["document_id"] for c in done["citations"]}, done
+
+
 WORDS = (
     "harbour tide anchor sail compass storm lantern rope keel mast reef gull whale current island chart "
     "beacon pier ferry captain"
@@ -314,29 +342,42 @@ def test_an_opted_in_pages_orm_reads_go_to_the_replica(replica, client, user, co
     assert any("documents_document" in q["sql"] for q in on_replica_queries.captured_queries)
 
 
-def test_a_stopped_replica_leaves_every_read_to_the_primary(replica, user, collection, client):
+@pytest.mark.parametrize(
+    ("health_trusted_for", "first_read"),
+    [(0, "search"), (600, "search"), (600, "page")],
+    ids=["checked at every read", "search within the trusted time", "page within the trusted time"],
+)
+def test_a_stopped_replica_leaves_every_read_to_the_primary(
+    replica, user, collection, client, settings, health_trusted_for, first_read
+):
     document = add(user, collection, "harbour", "The harbour master keeps the tide tables for every pier.")
     wait_for_replay(replica)
-    with vector_cursor(user) as cursor:  # a live connection to the replica, which then goes away
+    # A live connection to the replica, which then goes away. Stopped within the time its health is trusted,
+    # the replica is still picked: the read finds its connection dead and a new one refused, and runs on the primary.
+    settings.REPLICA_CHECK_SECONDS = health_trusted_for
+    with vector_cursor(user) as cursor:
         assert cursor.db.alias == ALIAS
         cursor.execute("SELECT 1")
     replica.stop()
+    client.force_login(user)
     try:
+        page = f"/documents/{document.pk}/"
+        response = client.get(page) if first_read == "page" else None
         hits = search(user=user, query="harbour master tide tables", k=5)
+        if response is None:
+            response = client.get(page)
         assert hits and hits[0].document_id == document.pk
+        assert response.status_code == 200 and b"tide tables" in response.content
         health = replicas.health_of(ALIAS)
         assert not health.usable and "does not answer" in health.reason
         assert replicas.read_alias(user) == "default"
-        client.force_login(user)
-        response = client.get(f"/documents/{document.pk}/")
-        assert response.status_code == 200 and b"tide tables" in response.content
     finally:
         replica.start()
     replicas.forget_health()
     assert replicas.read_alias(user) == ALIAS
 
 
-def test_without_replicas_a_search_runs_no_extra_query(settings, user, collection, django_assert_num_queries):
+def test_without_replicas_a_search_runs_no_extra_query(settings, user, collection):
     add(user, collection, "plain", "Nothing but the primary here.")
     settings.DATABASE_REPLICAS = []
     with CaptureQueriesContext(connections["default"]) as plain:

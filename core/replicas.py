@@ -154,8 +154,9 @@ def read_alias(user: Any) -> str:
 def read_connection(user: Any) -> Any:
     """The connection for ``user``'s read-only work: ``read_alias``'s, connected, else the primary's.
 
-    A replica that went away since its last check (its connection dead, a new one refused) is skipped from
-    now on and the primary serves this read: the check interval never costs a failed request.
+    A replica that went away since its last check (its idle connection dead, a new one refused) is skipped
+    from now on and the primary serves this read, so the time a check is trusted costs no failed request.
+    One that fails in the middle of a query still fails that query; the next read finds it gone.
     """
     alias = read_alias(user)
     connection = connections[alias]
@@ -185,7 +186,7 @@ def health_of(alias: str, *, fresh: bool = False) -> Health:
     health = _check(alias, now)
     with _health_lock:
         _health[alias] = health
-    if not health.usable and (known is None or known.usable or known.reason != health.reason):
+    if not health.usable and (known is None or known.usable):  # once per fall, not at every check
         logger.warning("read replica %s is skipped: %s", alias, health.reason)
     return health
 

@@ -301,7 +301,12 @@ class ReplicaRouter:
     read from, which for an opted-in view's objects would be the (read-only) replica.
     """
 
+    # Who is signed in and what they may do is never read stale (a password just changed, a session just ended).
+    PRIMARY_ONLY_APPS = frozenset({"auth", "sessions", "admin", "contenttypes"})
+
     def db_for_read(self, model: Any, **hints: Any) -> str | None:
+        if model._meta.app_label in self.PRIMARY_ONLY_APPS:
+            return None
         return _view_alias.get()
 
     def db_for_write(self, model: Any, **hints: Any) -> str:

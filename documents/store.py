@@ -9,6 +9,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 from psycopg.types.json import Jsonb
 
+from core import replicas
 from documents.chunking import ChunkDraft
 from documents.db import vector_cursor
 from documents.models import Chunk, Collection, Document
@@ -99,6 +100,7 @@ def store_chunks(
         )
         if on_stored is not None:
             on_stored()
+        replicas.note_write_on_commit(document.owner_id)  # the uploader's next search sees it (core.replicas)
 
 
 def copy_chunk_rows(rows) -> int:

@@ -13,6 +13,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from core import http, ratelimit, uploads
 from core.http import parse_id
+from core.replicas import reads_from_replica
 from documents import embeddings, services
 from documents.exceptions import DuplicateDocument, UploadRejected
 from documents.models import Document, Interest
@@ -46,6 +47,7 @@ LIBRARY_PARAMETERS = ("q", "collection", "status", "type", "sort", "page")
 
 
 @login_required
+@reads_from_replica  # its GET (the upload is a POST, which stays on the primary)
 def document_list(request):
     """The library: upload form (drag and drop, several files) and the readable documents, a page at a time."""
     if request.method == "POST":
@@ -206,6 +208,7 @@ def document_bulk(request):
 
 @login_required
 @require_GET
+@reads_from_replica
 def document_detail(request, pk: int):
     """A document and a page of its chunks; ``?chunk=`` opens the page of that chunk and highlights it."""
     document, can_manage = document_for_user(request.user, pk)

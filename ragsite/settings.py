@@ -123,6 +123,8 @@ MIDDLEWARE = [
     "core.http.DatabaseUnavailableMiddleware",
     "core.debug.DebugNotFoundForStaffOnlyMiddleware",  # after auth (staff only) and CommonMiddleware (slashes)
 ]
+if env_list("DATABASE_REPLICA_URLS", ""):  # core.replicas: a user's writes are read back from the primary
+    MIDDLEWARE.append("core.replicas.ReadYourWritesMiddleware")
 
 ROOT_URLCONF = "ragsite.urls"
 WSGI_APPLICATION = "ragsite.wsgi.application"
@@ -176,6 +178,29 @@ if DATABASE_POOL:
 if "host" in DATABASES["default"]["OPTIONS"]:
     DATABASES["default"]["HOST"] = DATABASES["default"]["OPTIONS"].pop("host")
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# Read replicas (core.replicas): DATABASE_REPLICA_URLS, comma-separated streaming replicas of DATABASE_URL, each an
+# alias replica_1, replica_2 ... Searches, chat retrieval and the views that opt in read from one that is healthy,
+# lags at most REPLICA_MAX_LAG_SECONDS and has replayed the reader's own last write (by WAL position); the rest,
+# and every write, use the primary. None set: no alias, router or middleware, so nothing changes.
+DATABASE_REPLICAS: list[str] = []
+for number, replica_url in enumerate(env_list("DATABASE_REPLICA_URLS", ""), start=1):
+    replica = dj_database_url.parse(replica_url, conn_max_age=conn_max_age, conn_health_checks=True)
+    replica.setdefault("OPTIONS", {})
+    if "host" in replica["OPTIONS"]:
+        replica["HOST"] = replica["OPTIONS"].pop("host")
+    # A replica that is unreachable costs a request at most this long before the primary serves it.
+    replica["OPTIONS"].setdefault("connect_timeout", 2)
+    if DATABASE_POOL:
+        replica["OPTIONS"]["pool"] = {**DATABASES["default"]["OPTIONS"]["pool"], "timeout": 2}
+    # Tests read the test database through it (on the replica's server) and never create or flush it there.
+    replica["TEST"] = {"MIRROR": "default"}
+    DATABASES[f"replica_{number}"] = replica
+    DATABASE_REPLICAS.append(f"replica_{number}")
+REPLICA_MAX_LAG_SECONDS = env_float("REPLICA_MAX_LAG_SECONDS", 30)
+REPLICA_CHECK_SECONDS = env_float("REPLICA_CHECK_SECONDS", 1)  # how long a replica's health is trusted, per process
+if DATABASE_REPLICAS:
+    DATABASE_ROUTERS = ["core.replicas.ReplicaRouter"]
 
 # Redis: the Celery broker and the cache.
 REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")

@@ -67,7 +67,7 @@ def search(
     filters = filters or Filters()
     if not query or not user.is_authenticated or k <= 0:
         if filters.collection and user.is_authenticated:
-            with vector_cursor() as cursor:  # a missing collection is an error, whatever the query
+            with vector_cursor(user) as cursor:  # a missing collection is an error, whatever the query
                 _check_covered(filters, _fetch_together(cursor, [_scope_sql(user, filters, None)])[0])
         return []
     k = min(k, 1000)
@@ -76,7 +76,7 @@ def search(
     # Scaled with the index's (cached) row estimate and the rows asked for (tuning.ef_search); iterative scans
     # keep walking the HNSW graph until enough rows pass the filters.
     ef_search = None if mode == "keyword" else min(max(tuning.search_ef(limit), limit), tuning.MAX_EF_SEARCH)
-    with vector_cursor() as cursor:
+    with vector_cursor(user) as cursor:  # a replica's, when one has the user's writes (core.replicas)
         # The first statement finds the collections this search covers (access control) and hands them,
         # with the search settings, to the statements after it in the same transaction (see _scope_sql).
         statements = [_scope_sql(user, filters, ef_search)]
@@ -155,7 +155,7 @@ def _fetch_together(cursor: CursorWrapper, statements: list[Statement]) -> list[
         while cursor.nextset():
             results.append(cursor.fetchall())
         return results
-    with transaction.atomic():
+    with transaction.atomic(using=cursor.db.alias):
         results = []
         for text, params in statements:
             cursor.execute(text, params)

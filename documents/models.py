@@ -423,28 +423,27 @@ class TermStat(models.Model):
 
 
 class DocumentVector(models.Model):
-    """A document's vector: the L2-normalised mean of its chunks' vectors, for "similar documents".
+    """A document's vector: the L2-normalised mean of its chunks' vectors in one embedding space, for "similar
+    documents" and recommendations.
 
-    Written with the chunks, in the transaction that stores them (documents.store), and deleted with the
-    document. Compared by cosine whatever the collection's distance: every backend's vectors are normalised,
-    so the chunks' distance only says which index holds them, and one index serves every collection.
+    Written with the chunks, in the transaction that stores them (documents.store), from the vectors of the
+    collection's active space; rebuilt from that space's chunk vectors when the collection switches spaces
+    (documents.similar.document_vectors_rebuild), and deleted with the document. ``embedding`` is pgvector's
+    untyped ``vector`` (spaces differ in dimensions); each space has its own partial HNSW index on
+    ``(embedding::vector(N))`` (documents.spaces.document_index), so only vectors of one space are compared.
+    Compared by cosine whatever the collection's distance: every backend's vectors are normalised.
     """
 
     document = models.OneToOneField(Document, on_delete=models.CASCADE, primary_key=True, related_name="vector")
     # Denormalised from the document (access control is a predicate on this table alone, which pgvector's
-    # iterative index scan applies as it goes); kept true by a trigger on the document (migration 0010).
+    # iterative index scan applies as it goes); kept true by a trigger on the document (migration 0012).
     collection = models.ForeignKey(Collection, on_delete=models.CASCADE, related_name="+")
-    embedding = VectorField(dimensions=settings.EMBEDDING_DIMENSIONS)
-    embedding_model = models.CharField(max_length=200)
-
-    class Meta:
-        indexes = [
-            HnswIndex(name="document_vector_hnsw", fields=["embedding"], m=16, ef_construction=64,
-                      opclasses=["vector_cosine_ops"]),
-        ]
+    # The space the vector was computed in: its collection's active space when it was written.
+    space = models.ForeignKey(EmbeddingSpace, on_delete=models.PROTECT, related_name="+")
+    embedding = VectorField()
 
     def __str__(self) -> str:
-        return f"vector of document {self.document_id}"
+        return f"vector of document {self.document_id} in space {self.space_id}"
 
 
 class Interest(models.Model):

@@ -65,7 +65,7 @@ def _revert(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("documents", "0014_embedding_spaces"),
+        ("documents", "0015_chunk_vectors_in_spaces"),
     ]
 
     operations = [

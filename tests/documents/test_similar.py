@@ -17,8 +17,8 @@ from documents import pipeline, services
 from documents.models import Chunk, ChunkVector, Collection, Document, DocumentVector, EmbeddingSpace
 from documents.similar import SimilarFilters, document_vectors_rebuild, similar_documents, similar_passages
 from documents.spaces import backend_for, storage
-from documents.spaces.vectors import write_vectors
 from documents.spaces.document_index import document_index_exists, document_index_name
+from documents.spaces.vectors import write_vectors
 from tests.documents.topics import TOPICS, add_halves, half, ids
 from tests.documents_factory import add_text_document
 

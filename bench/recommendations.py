@@ -74,13 +74,13 @@ def main() -> None:
     from datetime import timedelta
 
     from django.contrib.auth import get_user_model
-    from django.db import connection
+    from django.db import connection, transaction
     from django.utils import timezone
 
-    from documents import embeddings
     from documents.db import vector_cursor
     from documents.models import Collection, Document, DocumentVector, Interest
-    from documents.recommend import _cold_start, interest_record, recommendations_for
+    from documents.recommend import _cold_start, _scope_statement, interest_record, recommendations_for
+    from documents.spaces.document_index import create_document_index
 
     texts = abstracts(args.n)
     vectors = _data.embed_cached("scifact-abstracts", texts)
@@ -103,14 +103,15 @@ def main() -> None:
         )
         for i, text in enumerate(texts)
     )
-    model = embeddings.get_backend().model_name
+    space = collection.active_space  # the configured model's, which embedded the abstracts
     DocumentVector.objects.bulk_create(
         (
-            DocumentVector(document=d, collection=collection, embedding=v, embedding_model=model)
+            DocumentVector(document=d, collection=collection, space=space, embedding=v)
             for d, v in zip(made, vectors, strict=True)
         ),
         batch_size=2000,
     )
+    create_document_index(space)
     pks = np.array([d.pk for d in made])
     topic_of = dict(zip(pks.tolist(), topic.tolist(), strict=True))
     with connection.cursor() as cursor:
@@ -148,8 +149,9 @@ def main() -> None:
         assert all(hit.reason == "interest" for hit in found), "a reader with a history got a cold-start pick"
         rows["interest"].append(precision([hit.document_id for hit in found], chosen))
         seen = list(Interest.objects.filter(user=user).values_list("document_id", flat=True))
-        with vector_cursor() as cursor:
-            popular = _cold_start(cursor, user.pk, K, exclude=seen)
+        with transaction.atomic(), vector_cursor() as cursor:
+            cursor.execute(*_scope_statement(user.pk, K))
+            popular = _cold_start(cursor, K, exclude=seen)
         rows["popularity"].append(precision([hit.document_id for hit in popular], chosen))
         rows["chance"].append(sizes[chosen] / len(pks))
 

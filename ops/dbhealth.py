@@ -493,7 +493,7 @@ def report(*, statements_limit: int = 10) -> Report:
         dead = most_dead_tuples()
         active = activity()
     latest = RecallSample.objects.latest_by_distance()
-    history = list(RecallSample.objects.select_related("space").order_by("-taken_at", "space", "distance")[:30])
+    history = list(RecallSample.objects.select_related("space").order_by("-taken_at", "space_id", "distance")[:30])
     floor = settings.RECALL_FLOOR
     return Report(
         statements=statements,

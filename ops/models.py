@@ -9,7 +9,7 @@ class RecallSampleQuerySet(models.QuerySet["RecallSample"]):
     def latest_by_distance(self) -> list[RecallSample]:
         """The newest sample of each embedding space and distance (spaces in order, then distances)."""
         return list(
-            self.select_related("space").order_by("space", "distance", "-taken_at").distinct("space", "distance")
+            self.select_related("space").order_by("space_id", "distance", "-taken_at").distinct("space_id", "distance")
         )
 
 

@@ -25,8 +25,8 @@ BEGIN
     FOR s IN SELECT DISTINCT e.id, e.dimensions FROM documents_embeddingspace e
              JOIN documents_collection g ON g.active_space_id = e.id ORDER BY e.id LOOP
         EXECUTE format(
-            'INSERT INTO documents_documentvector (document_id, collection_id, space_id, embedding) '
-            'SELECT m.document_id, m.collection_id, %1$s, l2_normalize(m.mean)::vector FROM ('
+            'INSERT INTO documents_documentvector (document_id, collection_id, space_id, embedding, embedding_model) '
+            'SELECT m.document_id, m.collection_id, %1$s, l2_normalize(m.mean)::vector, '''' FROM ('
             '  SELECT cv.document_id, min(cv.collection_id) AS collection_id, avg(cv.embedding::vector(%2$s)) AS mean'
             '  FROM documents_chunkvector cv JOIN documents_collection g'
             '    ON g.id = cv.collection_id AND g.active_space_id = %1$s'
@@ -60,7 +60,7 @@ DELETE FROM documents_documentvector WHERE vector_dims(embedding) <> %(dimension
 def _revert(apps, schema_editor):
     from django.conf import settings
 
-    schema_editor.execute(REVERT.replace("%(dimensions)s", str(int(settings.EMBEDDING_DIMENSIONS))))
+    schema_editor.execute(REVERT.replace("%(dimensions)s", str(int(settings.EMBEDDING_DIMENSIONS))), params=None)
 
 
 class Migration(migrations.Migration):

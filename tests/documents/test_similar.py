@@ -157,7 +157,7 @@ def test_more_like_this_passage_searches_collections_of_every_distance(user, col
     first, _ = halves["database"]
     other = Collection.objects.create(name="Inner product", owner=user, distance="ip")
     twin = add_text_document(user, other, "database-twin", half("database", TOPICS["database"], 1) + " More.")
-    assert Chunk.objects.get(document=twin).distance == "ip"
+    assert list(ChunkVector.objects.filter(document=twin).values_list("distance", flat=True)) == ["ip"]
     found = similar_passages(user=user, chunk=first.chunks.first(), k=2)
     assert twin.pk in {hit.document_id for hit in found}
     # Document vectors are compared by cosine whatever the collection's distance (they are normalised).
@@ -384,7 +384,9 @@ def test_a_switch_rebuilds_the_collections_document_vectors_from_the_new_space(u
     vectors = backend.embed_documents([chunk.text for chunk in chunks])
     write_vectors(
         space=small_space,
-        rows=((c.pk, c.collection_id, c.document_id, c.distance, v) for c, v in zip(chunks, vectors, strict=True)),
+        rows=(
+            (c.pk, c.collection_id, c.document_id, collection.distance, v) for c, v in zip(chunks, vectors, strict=True)
+        ),
     )
     Collection.objects.filter(pk=collection.pk).update(active_space=small_space, previous_space=collection.active_space)
     collection.refresh_from_db()

@@ -148,10 +148,11 @@ def test_pgvector_versions_without_known_fixes_are_flagged(version, missing):
 
 
 def test_vector_indexes_are_measured_against_shared_buffers():
+    space = default_space()  # made with its partition and index on first use
     vector = dbhealth.pgvector()
     assert vector.version and not vector.missing_fixes  # the wheel's pgvector has both fixes
     names = {index.index for index in vector.indexes}
-    assert storage.index_name(default_space(), "cosine") in names  # each space's, on its partition
+    assert storage.index_name(space, "cosine") in names  # each space's, on its partition
     assert vector.shared_buffers_bytes > 0
     assert all(index.fits_in_shared_buffers == (index.bytes <= vector.shared_buffers_bytes) for index in vector.indexes)
 

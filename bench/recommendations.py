@@ -74,12 +74,12 @@ def main() -> None:
     from datetime import timedelta
 
     from django.contrib.auth import get_user_model
-    from django.db import connection, transaction
+    from django.db import connection
     from django.utils import timezone
 
     from documents.db import vector_cursor
     from documents.models import Collection, Document, DocumentVector, Interest
-    from documents.recommend import _cold_start, _scope_statement, interest_record, recommendations_for
+    from documents.recommend import _cold_start, interest_record, recommendations_for
     from documents.spaces.document_index import create_document_index
 
     texts = abstracts(args.n)
@@ -149,9 +149,8 @@ def main() -> None:
         assert all(hit.reason == "interest" for hit in found), "a reader with a history got a cold-start pick"
         rows["interest"].append(precision([hit.document_id for hit in found], chosen))
         seen = list(Interest.objects.filter(user=user).values_list("document_id", flat=True))
-        with transaction.atomic(), vector_cursor() as cursor:
-            cursor.execute(*_scope_statement(user.pk, K))
-            popular = _cold_start(cursor, K, exclude=seen)
+        with vector_cursor() as cursor:
+            popular = _cold_start(cursor, user.pk, K, exclude=seen)
         rows["popularity"].append(precision([hit.document_id for hit in popular], chosen))
         rows["chance"].append(sizes[chosen] / len(pks))
 

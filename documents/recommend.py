@@ -72,9 +72,10 @@ def interest_clear(*, user: Any) -> int:
 
 
 def _scope_statement(user_id: int, k: int) -> tuple[str, list[Any]]:
-    """The readable collections' ids as the transaction-local setting the statements after it filter on (SCOPE,
-    as search does: the planner sees them, so a reader of a small share of the documents gets an exact sort
-    instead of an HNSW scan walking on past many rows for each it keeps), and the iterative scan's settings."""
+    """The readable collections' ids as the transaction-local setting the ranking filters on (SCOPE, as search
+    does: the planner sees them, so a reader of a small share of the documents gets the collection index and an
+    exact sort instead of an HNSW scan walking on past many rows for each it keeps), and the iterative scan's
+    settings: one statement, where the iterative scan's settings alone were one before."""
     readable, params = readable_collections(user_id)
     return (
         f"SELECT {ITERATIVE}, set_config('rag.collections', (SELECT coalesce(array_agg(g.id)::text, '{{}}') "
@@ -88,7 +89,8 @@ History = list[tuple[int, np.ndarray | None, int | None, float]]
 
 def _history(cursor: Any, user_id: int) -> History:
     """(document, its vector, its vector's space, age in days) of the user's recent readable documents, newest
-    first (after _scope_statement, in its transaction)."""
+    first."""
+    readable, params = readable_collections(user_id)
     cursor.execute(
         f"""
         SELECT h.document_id, v.embedding, v.space_id, extract(epoch FROM now() - h.at) / 86400
@@ -97,11 +99,11 @@ def _history(cursor: Any, user_id: int) -> History:
             WHERE i.user_id = %s AND i.created_at > now() - %s GROUP BY i.document_id
             ORDER BY at DESC LIMIT {HISTORY}
         ) h
-        JOIN {DOCUMENT} d ON d.id = h.document_id AND d.collection_id = ANY({SCOPE})
+        JOIN {DOCUMENT} d ON d.id = h.document_id AND d.collection_id IN ({readable})
         LEFT JOIN {VECTOR} v ON v.document_id = h.document_id
         ORDER BY h.at DESC
         """,
-        [user_id, WINDOW],
+        [user_id, WINDOW, *params],
     )
     return [
         (pk, None if vector is None else np.asarray(vector.to_numpy()), space, float(age))
@@ -130,56 +132,67 @@ def recommendations_for(*, user: Any, k: int = 5) -> list[Recommendation]:
     """Up to ``k`` documents ``user`` may read, nearest their recent interest; popular and new ones to start with."""
     k = max(1, min(k, MAX_K))
     found: list[Recommendation] = []
-    # One transaction: the scope and the iterative scan's settings are transaction-local.
-    with transaction.atomic(), vector_cursor() as cursor:
-        cursor.execute(*_scope_statement(user.pk, k))
+    with vector_cursor() as cursor:
         history = _history(cursor, user.pk)
         seen = [pk for pk, *_ in history]
         interest = interest_vector(history)
         if interest is not None:
             vector, space = interest
             dimensions = len(vector)
-            # The space's partial index: its predicate and expression as literals (documents.spaces.document_index).
-            cursor.execute(
-                f"""
-                WITH nearest AS MATERIALIZED (
-                    SELECT v.document_id, {document_expression(dimensions, "v.embedding")} <=> %s::vector({dimensions})
-                        AS gap
-                    FROM {VECTOR} v
-                    WHERE v.space_id = {int(space)} AND v.collection_id = ANY({SCOPE})
-                      AND NOT v.document_id = ANY(%s)
-                    ORDER BY gap LIMIT %s
+            with transaction.atomic():  # the scope and the iterative scan's settings are transaction-local
+                cursor.execute(*_scope_statement(user.pk, k))
+                # The space's partial index: its predicate and expression as literals (documents.spaces.document_index).
+                cursor.execute(
+                    f"""
+                    WITH nearest AS MATERIALIZED (
+                        SELECT v.document_id,
+                            {document_expression(dimensions, "v.embedding")} <=> %s::vector({dimensions}) AS gap
+                        FROM {VECTOR} v
+                        WHERE v.space_id = {int(space)} AND v.collection_id = ANY({SCOPE})
+                          AND NOT v.document_id = ANY(%s)
+                        ORDER BY gap LIMIT %s
+                    )
+                    SELECT n.document_id, d.title, g.name, 1 - n.gap
+                    FROM nearest n JOIN {DOCUMENT} d ON d.id = n.document_id
+                    JOIN {COLLECTION} g ON g.id = d.collection_id
+                    ORDER BY n.gap + 0, n.document_id
+                    """,
+                    [vector, seen, k],
                 )
-                SELECT n.document_id, d.title, g.name, 1 - n.gap
-                FROM nearest n JOIN {DOCUMENT} d ON d.id = n.document_id
-                JOIN {COLLECTION} g ON g.id = d.collection_id
-                ORDER BY n.gap + 0, n.document_id
-                """,
-                [vector, seen, k],
-            )
-            found = [Recommendation(pk, title, name, float(score), "interest") for pk, title, name, score in cursor]
+                found = [Recommendation(pk, title, name, float(score), "interest") for pk, title, name, score in cursor]
         if len(found) < k:
-            found += _cold_start(cursor, k - len(found), exclude=seen + [r.document_id for r in found])
+            found += _cold_start(cursor, user.pk, k - len(found), exclude=seen + [r.document_id for r in found])
     return found
 
 
-def _cold_start(cursor: Any, k: int, *, exclude: list[int]) -> list[Recommendation]:
-    """Popular lately (opened by the most people) in the readable collections (SCOPE), then the newest ready
-    documents."""
+def _cold_start(cursor: Any, user_id: int, k: int, *, exclude: list[int]) -> list[Recommendation]:
+    """Popular lately (opened by the most people) in the readable collections, then the newest ready documents."""
+    readable, params = readable_collections(user_id)
     cursor.execute(
         f"""
         (SELECT d.id, d.title, g.name, 'popular', count(DISTINCT i.user_id) AS people, d.created_at
          FROM {INTEREST} i JOIN {DOCUMENT} d ON d.id = i.document_id JOIN {COLLECTION} g ON g.id = d.collection_id
-         WHERE d.collection_id = ANY({SCOPE}) AND i.created_at > now() - %s AND i.kind = %s
+         WHERE d.collection_id IN ({readable}) AND i.created_at > now() - %s AND i.kind = %s
            AND d.status = %s AND NOT d.id = ANY(%s)
          GROUP BY d.id, g.name ORDER BY people DESC, d.created_at DESC LIMIT %s)
         UNION ALL
         (SELECT d.id, d.title, g.name, 'recent', 0, d.created_at
          FROM {DOCUMENT} d JOIN {COLLECTION} g ON g.id = d.collection_id
-         WHERE d.collection_id = ANY({SCOPE}) AND d.status = %s AND NOT d.id = ANY(%s)
+         WHERE d.collection_id IN ({readable}) AND d.status = %s AND NOT d.id = ANY(%s)
          ORDER BY d.created_at DESC, d.id DESC LIMIT %s)
         """,
-        [WINDOW, Interest.Kind.OPENED, Document.Status.READY, exclude, k, Document.Status.READY, exclude, k],
+        [
+            *params,
+            WINDOW,
+            Interest.Kind.OPENED,
+            Document.Status.READY,
+            exclude,
+            k,
+            *params,
+            Document.Status.READY,
+            exclude,
+            k,
+        ],
     )
     picked: dict[int, Recommendation] = {}
     for pk, title, name, reason, _people, _created in cursor.fetchall():

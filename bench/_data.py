@@ -22,6 +22,7 @@ import re
 import sys
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import _common
 import numpy as np
@@ -179,7 +180,7 @@ def clustered(*, n: int, queries: int, dim: int = 384, chunks_per_document: int 
 
 @dataclass
 class Loaded:
-    space: object  # the collections' embedding space (documents.models.EmbeddingSpace)
+    space: Any  # the collections' embedding space (documents.models.EmbeddingSpace)
     chunk_ids: np.ndarray  # database id of each corpus chunk
     collection_of: np.ndarray  # collection id of each corpus chunk
     collections: dict  # name -> Collection

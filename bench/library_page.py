@@ -233,6 +233,7 @@ def novel(user, chunks: int):
     )
     # Their vectors, in the collection's embedding space (as the store writes them).
     space = collection.active_space
+    assert space is not None  # Collection.save() gives it one
     write_vectors(
         space=space,
         rows=(

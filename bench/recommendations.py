@@ -104,6 +104,7 @@ def main() -> None:
         for i, text in enumerate(texts)
     )
     space = collection.active_space  # the configured model's, which embedded the abstracts
+    assert space is not None
     DocumentVector.objects.bulk_create(
         (
             DocumentVector(document=d, collection=collection, space=space, embedding=v)

@@ -155,6 +155,7 @@ def main() -> None:
     other = {d.pk: documents[i ^ 1].pk for i, d in enumerate(documents)}
     rows_of: dict[int, list[np.ndarray]] = {}
     space = collection.active_space
+    assert space is not None
     vectors = ChunkVector.objects.filter(space=space, collection=collection).values_list("document_id", "embedding")
     for document_id, embedding in vectors:
         rows_of.setdefault(document_id, []).append(np.asarray(embedding, dtype=np.float32))

@@ -70,6 +70,7 @@ def main() -> None:
     small.members.add(member)
 
     space = big.active_space  # the configured model's (documents.spaces.default_space)
+    assert space is not None
     matrix = vectors(n, dim=space.dimensions)
     in_small = np.zeros(n, dtype=bool)
     in_small[np.random.default_rng(1).choice(n, max(K + 1, n // 100), replace=False)] = True
@@ -160,8 +161,8 @@ def main() -> None:
     _common.report(
         args.quick,
         "Similar documents at scale, with and without an access filter (bench/similar_scale.py)",
-        f"N={n:,} synthetic {space.dimensions}-d document vectors (about 100 per topic), {in_small.sum():,} of them (1%) in the "
-        f"collection the member may read; {len(documents)} source documents from it, interleaved, one connection; "
+        f"N={n:,} synthetic {space.dimensions}-d document vectors (about 100 per topic), {in_small.sum():,} of them "
+        f"(1%) in the collection the member may read; {len(documents)} source documents from it, interleaved, one connection; "
         f"load {loaded:.1f} s, HNSW build (m=16, ef_construction=64) {built:.1f} s.",
         table,
         "similar_documents() puts the readable collections' ids in a transaction-local setting the ranking filters "

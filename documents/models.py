@@ -8,7 +8,7 @@ from django.contrib.postgres.search import SearchVector, SearchVectorField
 from django.db import models
 from django.db.models import F, Q
 from django.db.models.functions import Lower
-from pgvector.django import HnswIndex, VectorField
+from pgvector.django import VectorField
 
 
 class CollectionQuerySet(models.QuerySet):

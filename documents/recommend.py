@@ -139,6 +139,7 @@ def recommendations_for(*, user: Any, k: int = 5) -> list[Recommendation]:
         if interest is not None:
             vector, space = interest
             dimensions = len(vector)
+            params: list[Any] = [vector, seen, k]
             with transaction.atomic():  # the scope and the iterative scan's settings are transaction-local
                 cursor.execute(*_scope_statement(user.pk, k))
                 # The space's partial index: its predicate and expression as literals (documents.spaces.document_index).
@@ -157,7 +158,7 @@ def recommendations_for(*, user: Any, k: int = 5) -> list[Recommendation]:
                     JOIN {COLLECTION} g ON g.id = d.collection_id
                     ORDER BY n.gap + 0, n.document_id
                     """,
-                    [vector, seen, k],
+                    params,
                 )
                 found = [Recommendation(pk, title, name, float(score), "interest") for pk, title, name, score in cursor]
         if len(found) < k:

@@ -162,8 +162,8 @@ def main() -> None:
         args.quick,
         "Similar documents at scale, with and without an access filter (bench/similar_scale.py)",
         f"N={n:,} synthetic {space.dimensions}-d document vectors (about 100 per topic), {in_small.sum():,} of them "
-        f"(1%) in the collection the member may read; {len(documents)} source documents from it, interleaved, one connection; "
-        f"load {loaded:.1f} s, HNSW build (m=16, ef_construction=64) {built:.1f} s.",
+        f"(1%) in the collection the member may read; {len(documents)} source documents from it, interleaved, one "
+        f"connection; load {loaded:.1f} s, HNSW build (m=16, ef_construction=64) {built:.1f} s.",
         table,
         "similar_documents() puts the readable collections' ids in a transaction-local setting the ranking filters "
         "on (documents/similar.py, as search() does): the planner sees them, so the 1% reader gets the collection "

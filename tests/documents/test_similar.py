@@ -15,7 +15,13 @@ from django.utils import timezone
 from core.models import ApiToken
 from documents import pipeline, services
 from documents.models import Chunk, ChunkVector, Collection, Document, DocumentVector, EmbeddingSpace
-from documents.similar import SimilarFilters, document_vectors_rebuild, similar_documents, similar_passages
+from documents.similar import (
+    SimilarFilters,
+    document_vector_write,
+    document_vectors_rebuild,
+    similar_documents,
+    similar_passages,
+)
 from documents.spaces import backend_for, storage
 from documents.spaces.document_index import document_index_exists, document_index_name
 from documents.spaces.vectors import write_vectors
@@ -54,6 +60,15 @@ def test_storing_a_document_writes_its_normalised_mean_vector(user, collection):
     assert (stored.collection_id, stored.space_id) == (collection.pk, collection.active_space_id)
     # The space's own partial index, made by its first document.
     assert document_index_exists(collection.active_space)
+
+
+def test_a_vector_of_another_length_than_its_space_is_refused(user, collection, halves):
+    first, _ = halves["chess"]
+    with pytest.raises(ValueError, match="64-dimensional vectors for space"):
+        document_vector_write(
+            document_id=first.pk, collection_id=collection.pk, vectors=np.ones((2, 64), dtype=np.float32)
+        )
+    assert len(DocumentVector.objects.get(document=first).embedding) == collection.active_space.dimensions
 
 
 def test_each_half_finds_its_other_half_first(user, halves):

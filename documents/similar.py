@@ -114,14 +114,14 @@ def document_vector_write(
         space, dimensions, indexed = row
         if mean.shape[0] != dimensions:
             raise ValueError(f"{mean.shape[0]}-dimensional vectors for space {space} of {dimensions} dimensions")
+        if not indexed:  # before this transaction writes a row of the table (see create_document_index)
+            create_document_index(EmbeddingSpace(pk=space, dimensions=dimensions))
         cursor.execute(
             f"INSERT INTO {VECTOR} (document_id, collection_id, space_id, embedding) VALUES (%s, %s, %s, %s) "
             "ON CONFLICT (document_id) DO UPDATE SET collection_id = EXCLUDED.collection_id, "
             "space_id = EXCLUDED.space_id, embedding = EXCLUDED.embedding",
             [document_id, collection_id, space, (mean / norm).astype(np.float32)],
         )
-    if not indexed:
-        create_document_index(EmbeddingSpace(pk=space, dimensions=dimensions))
 
 
 def document_vectors_rebuild(*, collection: Collection, space: EmbeddingSpace) -> int:

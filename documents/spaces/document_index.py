@@ -37,7 +37,10 @@ def create_document_index(space: EmbeddingSpace, *, concurrently: bool = False) 
     """The cosine HNSW index of ``space``'s document vectors (idempotent).
 
     Without ``concurrently`` it is built in the caller's transaction (the store's, the switch's) and holds a
-    SHARE lock on the table until it commits: only the first document of a space, or a switch, pays it. Django's
+    SHARE lock on the table until it commits: only the first document of a space, or a switch, pays it. Two
+    transactions making it at once would each wait for the other's rows (SHARE against ROW EXCLUSIVE): they take
+    a transaction-level advisory lock first, so the second finds the first's index (IF NOT EXISTS) once that one
+    commits; a caller writes its own rows after this (documents.similar.document_vector_write does). Django's
     foreign keys are checked at commit, and PostgreSQL refuses to index a table with checks pending: the
     transaction's pending checks run first (SET CONSTRAINTS ... IMMEDIATE checks them now), and its constraints
     are deferred again after (Django's are all DEFERRABLE INITIALLY DEFERRED).
@@ -45,6 +48,7 @@ def create_document_index(space: EmbeddingSpace, *, concurrently: bool = False) 
     how = "CONCURRENTLY " if concurrently else ""
     with connection.cursor() as cursor:
         if not concurrently:
+            cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [TABLE + " index"])
             cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
         cursor.execute(
             f"CREATE INDEX {how}IF NOT EXISTS {connection.ops.quote_name(document_index_name(space))} "

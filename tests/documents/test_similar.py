@@ -436,3 +436,53 @@ def test_the_more_like_this_page(client, user, other_user, halves, private_twin)
     assert private_twin.title not in html and f"/documents/{first.pk}/?chunk=" in html  # only the way back
     client.force_login(other_user)
     assert client.get(url).status_code == 404
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_first_documents_of_a_new_space_stored_at_once_both_get_their_vector(user, monkeypatch):
+    """Two stores that both find the space without a document index: one makes it, the other waits and uses it
+    (making it after writing their rows, each would wait for the other's rows: a deadlock)."""
+    import threading
+
+    from django.db import connections, transaction
+
+    from documents import similar
+
+    space = EmbeddingSpace.objects.create(name="hashing-64", backend="hashing", model="hashing", dimensions=64)
+    storage.create_partition(space)
+    documents = []
+    for name in ("left", "right"):
+        collection = Collection.objects.create(name=name, owner=user, active_space=space)
+        documents.append(
+            Document.objects.create(owner=user, collection=collection, title=name, sha256=name * 8, status="ready")
+        )
+    both_looked = threading.Barrier(2, timeout=30)
+    make_index = similar.create_document_index
+
+    def after_both_looked(space):
+        both_looked.wait()  # each found no index before either made it
+        make_index(space)
+
+    monkeypatch.setattr(similar, "create_document_index", after_both_looked)
+    errors: list[BaseException] = []
+
+    def store(document: Document) -> None:
+        try:
+            with transaction.atomic():
+                document_vector_write(
+                    document_id=document.pk,
+                    collection_id=document.collection_id,
+                    vectors=np.random.default_rng(document.pk).random((3, 64), dtype=np.float32),
+                )
+        except BaseException as error:  # noqa: BLE001  (reported below, in the test's thread)
+            errors.append(error)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=store, args=(document,)) for document in documents]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert errors == []
+    assert DocumentVector.objects.filter(space=space).count() == 2 and document_index_exists(space)

@@ -7,10 +7,11 @@
 - **Clustered synthetic vectors**: documents drawn around topic centres, spread in a shared
   64-dimensional subspace plus a little isotropic noise (real sentence embeddings are neither
   uniform nor isotropic), L2-normalised like every backend's vectors.
-- **Loading** either as ``Chunk`` rows through the app's binary COPY path, in the collections of two
-  users (one owns most of the data, the other owns some, shares some), so that the permission
-  filter in the SQL is real. The cosine HNSW index is dropped before the load and rebuilt after,
-  as a bulk load should be, and the build is timed.
+- **Loading** as ``Chunk`` rows through the app's binary COPY path and their vectors into the collections'
+  embedding space (its partition of the ChunkVector table, ``documents.spaces.vectors.write_vectors``), in
+  the collections of two users (one owns most of the data, the other owns some, shares some), so that the
+  permission filter in the SQL is real. The space's cosine HNSW index is dropped before the load and rebuilt
+  after, as a bulk load should be, and the build is timed.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import re
 import sys
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import _common
 import numpy as np
@@ -28,7 +30,26 @@ import numpy as np
 CACHE = _common.ROOT / "var" / "bench-cache"
 # A sentence ends at . ! or ? followed by space and a capital, digit or bracket ("p = 0.016)." stays whole).
 SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(\[])")
-HNSW_INDEX = "chunk_embedding_hnsw_cosine"
+
+
+def hnsw_index(space) -> str:
+    """The name of ``space``'s cosine HNSW index (documents.spaces.storage)."""
+    from documents.spaces import storage
+
+    return storage.index_name(space, "cosine")
+
+
+def bare_sql(space, *, where: str = "", limit: str = "10") -> str:
+    """pgvector's documented query on the space's rows (alias ``v``), with the expression and predicate its index
+    has: ``SELECT chunk_id FROM <chunk vectors> WHERE space_id = S AND distance = 'cosine' ORDER BY
+    (embedding::vector(N)) <=> q LIMIT 10``; the query vector is the one ``%b`` parameter after ``where``'s."""
+    from documents.spaces.storage import PARENT, vector_expression
+
+    extra = f" AND {where}" if where else ""
+    return (
+        f"SELECT v.chunk_id FROM {PARENT} v WHERE v.space_id = {int(space.pk)} AND v.distance = 'cosine'{extra} "
+        f"ORDER BY {vector_expression(space, 'v.embedding')} <=> %b::vector({int(space.dimensions)}) LIMIT {limit}"
+    )
 
 
 @dataclass
@@ -159,6 +180,7 @@ def clustered(*, n: int, queries: int, dim: int = 384, chunks_per_document: int 
 
 @dataclass
 class Loaded:
+    space: Any  # the collections' embedding space (documents.models.EmbeddingSpace)
     chunk_ids: np.ndarray  # database id of each corpus chunk
     collection_of: np.ndarray  # collection id of each corpus chunk
     collections: dict  # name -> Collection
@@ -177,8 +199,9 @@ def load(corpus: Corpus, *, layout: list[tuple[str, str, bool, float]], seed: in
     from django.db import connection, transaction
     from psycopg.types.json import Jsonb
 
-    from documents import embeddings
     from documents.models import Chunk, Collection, Document
+    from documents.spaces.storage import partition_name
+    from documents.spaces.vectors import write_vectors
     from documents.store import copy_chunk_rows
 
     started = time.perf_counter()
@@ -189,14 +212,20 @@ def load(corpus: Corpus, *, layout: list[tuple[str, str, bool, float]], seed: in
             users[name].set_unusable_password()
             users[name].save()
     with connection.cursor() as cursor:
+        # The chunk vectors (every space's partition) and document vectors go with them.
         cursor.execute("TRUNCATE documents_chunk, documents_document RESTART IDENTITY CASCADE")
-        cursor.execute(f"DROP INDEX IF EXISTS {HNSW_INDEX}")
     Collection.objects.all().delete()
     collections = {}
     for name, owner, shared, _ in layout:
         collections[name] = Collection.objects.create(name=name, owner=users[owner])
         if shared:
             collections[name].members.add(users["alice"])
+    space = next(iter(collections.values())).active_space  # the configured backend's (documents.spaces)
+    if space.dimensions != corpus.vectors.shape[1]:
+        raise SystemExit(f"the corpus has {corpus.vectors.shape[1]}-dimensional vectors, the space {space.name} "
+                         f"{space.dimensions}: set EMBEDDING_* to the model that made them")
+    with connection.cursor() as cursor:
+        cursor.execute(f"DROP INDEX IF EXISTS {hnsw_index(space)}")
     # Documents at random into the collections, in proportion to chunks.
     documents = len(corpus.titles)
     sizes = np.bincount(corpus.doc_of, minlength=documents)
@@ -206,7 +235,7 @@ def load(corpus: Corpus, *, layout: list[tuple[str, str, bool, float]], seed: in
     doc_collection = np.empty(documents, dtype=np.int64)
     doc_collection[order] = [collections[layout[min(i, len(layout) - 1)][0]].pk for i in assigned]
     owners = {c.pk: c.owner_id for c in collections.values()}
-    model_name = embeddings.get_backend().model_name
+    first = np.concatenate([[0], np.cumsum(sizes)[:-1]])
     with transaction.atomic():
         docs = Document.objects.bulk_create(
             [
@@ -218,40 +247,48 @@ def load(corpus: Corpus, *, layout: list[tuple[str, str, bool, float]], seed: in
             batch_size=5000,
         )
         doc_ids = np.asarray([d.pk for d in docs])
-        first = np.concatenate([[0], np.cumsum(sizes)[:-1]])
         ordinals = np.arange(len(corpus.texts)) - first[corpus.doc_of]
         empty = Jsonb({})
         copy_chunk_rows(
             (int(doc_ids[d]), int(doc_collection[d]), int(ordinals[i]), corpus.texts[i], None, corpus.titles[d][:300],
-             0, len(corpus.texts[i]), 0, empty, corpus.vectors[i], model_name, "cosine")
+             0, len(corpus.texts[i]), 0, empty)
             for i, d in enumerate(corpus.doc_of)
         )
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT id, document_id, ordinal FROM documents_chunk")
+            rows = np.asarray(cursor.fetchall(), dtype=np.int64)
+        position = {int(d): i for i, d in enumerate(doc_ids)}
+        chunk_ids = np.empty(len(corpus.texts), dtype=np.int64)
+        for chunk_id, document_id, ordinal in rows:
+            chunk_ids[first[position[int(document_id)]] + ordinal] = chunk_id
+        write_vectors(space=space, rows=(
+            (int(chunk_ids[i]), int(doc_collection[d]), int(doc_ids[d]), "cosine", corpus.vectors[i])
+            for i, d in enumerate(corpus.doc_of)
+        ))
     with connection.cursor() as cursor:
-        cursor.execute("SELECT id, document_id, ordinal FROM documents_chunk")
-        rows = np.asarray(cursor.fetchall(), dtype=np.int64)
-        cursor.execute("VACUUM ANALYZE documents_chunk")  # hint bits and statistics before anything is timed
-    position = {int(d): i for i, d in enumerate(doc_ids)}
-    chunk_ids = np.empty(len(corpus.texts), dtype=np.int64)
-    for chunk_id, document_id, ordinal in rows:
-        chunk_ids[first[position[int(document_id)]] + ordinal] = chunk_id
+        # Hint bits and statistics before anything is timed.
+        cursor.execute(f"VACUUM ANALYZE documents_chunk, {partition_name(space)}")
+        cursor.execute("ANALYZE documents_chunkvector")
     assert Chunk.objects.count() == len(corpus.texts)
-    return Loaded(chunk_ids=chunk_ids, collection_of=doc_collection[corpus.doc_of], collections=collections,
-                  user=users["alice"], other=users["bob"], load_seconds=time.perf_counter() - started)
+    return Loaded(space=space, chunk_ids=chunk_ids, collection_of=doc_collection[corpus.doc_of],
+                  collections=collections, user=users["alice"], other=users["bob"],
+                  load_seconds=time.perf_counter() - started)
 
 
-def build_hnsw(*, maintenance_work_mem: str | None = None, workers: int | None = None) -> tuple[float, list[str]]:
-    """(Re)build the cosine HNSW index exactly as the model defines it; (seconds, server notices).
+def build_hnsw(space, *, maintenance_work_mem: str | None = None, workers: int | None = None
+               ) -> tuple[float, list[str]]:
+    """(Re)build ``space``'s cosine HNSW index exactly as the app builds it (documents.spaces.storage);
+    (seconds, server notices).
 
     ``None`` keeps the server's setting (the embedded server: maintenance_work_mem 64MB).
     """
     from django.db import connection
 
-    from documents.models import Chunk
+    from documents.spaces import storage
 
-    index = next(i for i in Chunk._meta.indexes if i.name == HNSW_INDEX)
     notices: list[str] = []
     with connection.cursor() as cursor:
-        cursor.execute(f"DROP INDEX IF EXISTS {HNSW_INDEX}")
+        cursor.execute(f"DROP INDEX IF EXISTS {hnsw_index(space)}")
         cursor.execute("RESET maintenance_work_mem")
         cursor.execute("RESET max_parallel_maintenance_workers")
         if maintenance_work_mem:
@@ -261,13 +298,12 @@ def build_hnsw(*, maintenance_work_mem: str | None = None, workers: int | None =
     handler = lambda diagnostic: notices.append(diagnostic.message_primary)  # noqa: E731
     connection.connection.add_notice_handler(handler)
     started = time.perf_counter()
-    with connection.schema_editor() as editor:
-        editor.add_index(Chunk, index)
+    storage.create_index(space, "cosine")
     seconds = time.perf_counter() - started
     with connection.cursor() as cursor:
         cursor.execute("RESET maintenance_work_mem")
         cursor.execute("RESET max_parallel_maintenance_workers")
-        cursor.execute("ANALYZE documents_chunk")
+        cursor.execute(f"ANALYZE {storage.partition_name(space)}")
     connection.connection.remove_notice_handler(handler)
     return seconds, notices
 

@@ -4,7 +4,9 @@ bench/search.py serves this with uvicorn (as ``make run`` serves ``ragsite.asgi`
 GET /api/v1/search. So that the figure is HTTP + Django + SQL, comparable with the bare SQL,
 ``embed_query`` answers from the vectors the benchmark precomputed for its query texts
 (``BENCH_QUERY_VECTORS``: an .npz of ``texts`` and ``vectors``); the benchmark times the real
-model's query embedding separately. Everything else is the product's code path.
+model's query embedding separately. Search embeds with the backend of each collection's embedding space
+(documents.spaces.backend_for, which builds it with ``embeddings.build_backend``): that is what is replaced.
+Everything else is the product's code path.
 """
 
 import os
@@ -27,4 +29,4 @@ class LookupBackend(embeddings.EmbeddingBackend):
 
 _table = np.load(os.environ["BENCH_QUERY_VECTORS"])
 _backend = LookupBackend(os.environ["BENCH_MODEL_NAME"], _table["texts"].tolist(), _table["vectors"])
-embeddings.get_backend = lambda: _backend
+embeddings.build_backend = lambda *args, **kwargs: _backend

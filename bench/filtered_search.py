@@ -12,9 +12,10 @@ run, in the database ``ragbench_filtered``:
   chunk carrying a SciFact sentence (cycled) as its text, so that keyword and hybrid search run
   on real English. alice owns "corpus" (89% of the chunks) and "rare" (1%: documents drawn at
   random), bob owns "private" (10%). Queries: synthetic vectors, each paired with a SciFact claim
-  as its text.
+  as its text. The vectors are in the collections' embedding space (its partition of the chunk vectors).
 - as alice, filtered to "rare", k=10, the app's ef_search, interleaved per query: pgvector's
-  documented query (``ORDER BY embedding <=> q LIMIT 10``) with the service's predicate and the HNSW
+  documented query on the space's rows (``WHERE space_id = S ... ORDER BY (embedding::vector(384)) <=> q
+  LIMIT 10``, the expression the space's index has) with the service's predicate and the HNSW
   index forced, with ``hnsw.iterative_scan`` off (plain), relaxed_order (what the service sets) and
   strict_order, and relaxed_order at 2× and 4× ef_search; the service's query shape (the candidates
   materialised and re-sorted) with HNSW forced and as the planner chooses, and the same fetching 20
@@ -68,9 +69,9 @@ def main() -> None:
     )
     from django.contrib.auth import get_user_model
 
-    from documents import embeddings
     from documents import search as retrieval
     from documents.search import indexes, tuning
+    from documents.spaces.storage import vector_expression
 
     started = time.perf_counter()
     corpus = _data.clustered(n=args.chunks, queries=args.queries, seed=1, query_texts=_data.scifact_claims())
@@ -82,9 +83,9 @@ def main() -> None:
     _data.progress("building HNSW with the server's settings ...")
     default_memory, default_workers = _server_setting("maintenance_work_mem"), _server_setting(
         "max_parallel_maintenance_workers")
-    default_seconds, default_notices = _data.build_hnsw()
+    default_seconds, default_notices = _data.build_hnsw(loaded.space)
     _data.progress(f"building HNSW again with maintenance_work_mem={memory}, {workers} parallel worker(s) ...")
-    build_seconds, build_notices = _data.build_hnsw(maintenance_work_mem=memory, workers=workers)
+    build_seconds, build_notices = _data.build_hnsw(loaded.space, maintenance_work_mem=memory, workers=workers)
 
     rare, alice = loaded.collections["rare"], loaded.user
     # A reader of the 1% collection alone: with no collection filter, only the permission check narrows her search.
@@ -95,17 +96,19 @@ def main() -> None:
     truth_rare = loaded.chunk_ids[_data.exact_top(corpus.vectors, corpus.queries, K, rare_mask)]
     truth_readable = loaded.chunk_ids[_data.exact_top(corpus.vectors, corpus.queries, K, readable_mask)]
     ef = tuning.ef_search(len(corpus.vectors), K)  # what the app chooses at this size
-    model_name = embeddings.get_backend().model_name
-    where, where_params = retrieval.chunk_predicate(alice, retrieval.Filters(collections=(rare.pk,)), model_name)
-    # pgvector's documented query, with the service's predicate: the k first rows the scan returns.
-    sql = (f"SELECT c.id FROM documents_chunk c WHERE c.distance = 'cosine' AND {where} "
-           f"ORDER BY c.embedding <=> %b LIMIT {K}")
+    space = loaded.space
+    where, where_params = retrieval.chunk_predicate(alice, retrieval.Filters(collections=(rare.pk,)), alias="v")
+    # pgvector's documented query, with the service's predicate, on the space's partition and the expression its
+    # index has: the k first rows the scan returns.
+    sql = _data.bare_sql(space, where=where, limit=str(K))
+    expression = f"{vector_expression(space, 'v.embedding')} <=> %b::vector({int(space.dimensions)})"
+
     # The service's shape: k candidates materialised and re-sorted by distance (relaxed_order returns them
     # roughly in order); and the same over-fetching 2k candidates, keeping the k nearest.
     def resorted_sql(fetch: int) -> str:
-        return (f"WITH nearest AS MATERIALIZED (SELECT c.id, c.embedding <=> %b AS gap FROM documents_chunk c "
-                f"WHERE c.distance = 'cosine' AND {where} ORDER BY gap LIMIT {fetch}) "
-                f"SELECT id FROM nearest ORDER BY gap + 0 LIMIT {K}")
+        return (f"WITH nearest AS MATERIALIZED (SELECT v.chunk_id, {expression} AS gap FROM documents_chunkvector v "
+                f"WHERE v.space_id = {int(space.pk)} AND v.distance = 'cosine' AND {where} ORDER BY gap "
+                f"LIMIT {fetch}) SELECT chunk_id FROM nearest ORDER BY gap + 0 LIMIT {K}")
 
     resorted, overfetched = resorted_sql(K), resorted_sql(2 * K)
     # The planner picks its own path (at 1% it may prefer the B-tree on collection_id and an exact sort);
@@ -132,7 +135,7 @@ def main() -> None:
     plans["planner"] = _explain(connections["planner"], resorted, [queries[0], *where_params])
     plans["resorted"] = _explain(connections["relaxed"], resorted, [queries[0], *where_params])
     plans["exact"] = _explain(exact, sql, params[0])
-    planner_uses_hnsw = "chunk_embedding_hnsw" in plans["planner"]
+    planner_uses_hnsw = _data.hnsw_index(space) in plans["planner"]
     max_scan_tuples = connections["relaxed"].execute("SHOW hnsw.max_scan_tuples").fetchone()[0]
 
     def service(mode: str, filtered: bool, user=alice):
@@ -268,7 +271,7 @@ def _explain(conn, sql: str, params: list) -> str:
     nodes = [plan[0]["Plan"]]
     while nodes:
         node = nodes.pop()
-        if node.get("Index Name", "").startswith("chunk_embedding_hnsw"):
+        if "_hnsw_" in node.get("Index Name", ""):
             examined = node.get("Actual Rows", 0) + node.get("Rows Removed by Filter", 0)
             shape += f" (HNSW examined {examined:.0f} tuples, {node.get('Actual Rows', 0):.0f} passed the filter)"
         nodes += node.get("Plans", [])

@@ -9,13 +9,15 @@ the benchmark's own database (``ragbench_ingest_store``):
 1. Into empty tables without an HNSW index (what storing itself costs):
    - **ours**: ``documents.store.store_chunks``, the exact function the worker calls, once per
      document (``--per-document`` chunks, 50 by default: a report of ~35 pages), so each document
-     is one transaction with its row lock and status update, into the app's ``documents_chunk``;
-   - **raw COPY + statistics**: one binary ``COPY`` of all the rows in one transaction into a table
-     made with ``CREATE TABLE ... (LIKE documents_chunk INCLUDING ALL)`` (same columns, generated
-     tsvector, indexes and defaults; no foreign keys and no triggers: ``LIKE`` copies none), then, in
+     is one transaction with its row lock and status update, into the app's ``documents_chunk`` (the text)
+     and the collection's embedding space (its partition of ``documents_chunkvector``: the vectors);
+   - **raw COPY + statistics**: one binary ``COPY`` of all the chunk rows (ids taken from their sequence
+     first, in one statement) into a table made with ``CREATE TABLE ... (LIKE documents_chunk INCLUDING
+     ALL)`` (same columns, generated tsvector, indexes and defaults; no foreign keys and no triggers:
+     ``LIKE`` copies none) and one of their vectors into a table ``LIKE`` the space's partition, then, in
      the same transaction, one set-based statement that adds their BM25 statistics to a
      ``LIKE documents_termstat`` table and their collection's totals: the limit for the searchable
-     state ours reaches (chunks, full-text vector, BM25 statistics);
+     state ours reaches (chunks, full-text vector, vectors, BM25 statistics);
    - the same with one COPY, one statistics statement and one transaction per document (on a fifth
      of the rows): what the worker's commits cost without its other statements;
    - raw COPY of the chunks only, no statistics (on a fifth of the rows): what the statistics cost;
@@ -25,7 +27,8 @@ the benchmark's own database (``ragbench_ingest_store``):
 2. The HNSW index built after that load (``CREATE INDEX`` with ``maintenance_work_mem`` raised
    and the parallel maintenance workers the machine has).
 3. With that index present, holding the rows of 1., ``--extra`` more rows (rows / 20) arrive,
-   by raw COPY and by ours into ``documents_chunk`` itself: inserting into an existing index.
+   by raw COPY and by ours into ``documents_chunk`` and the space's partition themselves: inserting into an
+   existing index.
    ``--peer-hnsw`` does the same for langchain-postgres (building its index too: ~3 min more).
 
 Each way runs in slices, taking turns with the others in a rotating order, after a CHECKPOINT
@@ -57,7 +60,6 @@ DATABASE = "ragbench_ingest_store"
 # the last without (chunks only: what the statistics cost).
 RAW_TABLES = ("bench_raw_chunk", "bench_raw_chunk_per_doc", "bench_raw_chunk_only")
 RAW_TERMSTATS = ("bench_raw_termstat", "bench_raw_termstat_per_doc")
-MODEL_NAME = "bench-minilm-384"
 DIMENSIONS = 384
 LANGCHAIN_BATCH = 1000
 SLICES = 8  # each way's rows in turns, see interleaved()
@@ -155,16 +157,15 @@ def hnsw_indexes(table: str) -> list[tuple[str, str]]:
     ]
 
 
-def app_hnsw_indexes() -> list[tuple[str, str]]:
-    """The chunk table's HNSW indexes as the model declares them (a run stopped midway may have dropped them)."""
-    from django.db import connection
-    from pgvector.django import HnswIndex
+def app_hnsw_indexes(space) -> list[tuple[str, str]]:
+    """The space's cosine HNSW index as the app builds it (documents.spaces.storage; a run stopped midway may have
+    dropped it: then it is made again, on the partition emptied first)."""
+    from documents.spaces import storage
 
-    from documents.models import Chunk
-
-    with connection.schema_editor(collect_sql=True) as editor:
-        return [(index.name, str(index.create_sql(Chunk, editor)))
-                for index in Chunk._meta.indexes if isinstance(index, HnswIndex)]
+    partition = storage.partition_name(space)
+    if not hnsw_indexes(partition):
+        storage.create_index(space, "cosine")
+    return hnsw_indexes(partition)
 
 
 def drop_indexes(indexes: list[tuple[str, str]]) -> None:
@@ -196,13 +197,21 @@ def parallel_workers() -> int:
     return max(0, (os.cpu_count() or 1) - 1)
 
 
-def index_summary(table: str) -> str:
-    rows = execute("SELECT indexdef FROM pg_indexes WHERE tablename = %s", [table])
-    kinds = []
-    for (definition,) in rows:
-        method = re.search(r"USING (\w+)", definition).group(1)
-        kinds.append("unique btree" if "UNIQUE" in definition and method == "btree" else method)
-    return ", ".join(f"{kinds.count(k)}× {k}" for k in sorted(set(kinds)))
+def index_summary(table: str, vectors: str) -> str:
+    """The indexes of a chunk table and of its vectors' table."""
+    parts = []
+    for name in (table, vectors):
+        rows = execute("SELECT indexdef FROM pg_indexes WHERE tablename = %s", [name])
+        kinds = []
+        for (definition,) in rows:
+            method = re.search(r"USING (\w+)", definition).group(1)
+            kinds.append("unique btree" if "UNIQUE" in definition and method == "btree" else method)
+        parts.append(", ".join(f"{kinds.count(k)}× {k}" for k in sorted(set(kinds))))
+    return f"chunks: {parts[0]}; vectors: {parts[1]}"
+
+
+def raw_tables(number: int) -> tuple[str, str]:
+    return RAW_TABLES[number], vector_table(RAW_TABLES[number])
 
 
 # --------------------------------------------------------------------------------------------
@@ -232,7 +241,7 @@ def run_ours(documents, drafts, vectors, per_document: int) -> float:
     started = time.perf_counter()
     for number, document in enumerate(documents):
         window = slice(number * per_document, (number + 1) * per_document)
-        store_chunks(document=document, drafts=drafts[window], vectors=vectors[window], model_name=MODEL_NAME)
+        store_chunks(document=document, drafts=drafts[window], vectors=vectors[window])
     elapsed = time.perf_counter() - started
     assert Chunk.objects.count() - before == len(drafts)
     return elapsed
@@ -254,10 +263,11 @@ RAW_STATISTICS = """
 """
 
 
-def run_raw(table: str, documents, drafts, vectors, per_document: int, *, per_document_transactions=False,
-            statistics: tuple[str, int] | None = None) -> float:
-    """Binary COPY of the same rows: one COPY in one transaction (the limit), or one COPY and one
-    transaction per document (the worker's transactions without its statements). With ``statistics``
+def run_raw(tables: tuple[str, str], space, documents, drafts, vectors, per_document: int, *,
+            per_document_transactions=False, statistics: tuple[str, int] | None = None) -> float:
+    """Binary COPY of the same rows into ``tables`` (chunks, vectors): the chunks' ids taken from their sequence
+    in one statement, then one COPY of the chunks and one of their vectors, in one transaction (the limit), or
+    in one transaction per document (the worker's transactions without its statements). With ``statistics``
     (a term-statistics table and the collection whose totals it counts), the rows' BM25 statistics
     follow in the same transaction, by one set-based statement per COPY: the same searchable state
     as ours, whose triggers do that work. (One statement per document inside one long transaction
@@ -267,9 +277,15 @@ def run_raw(table: str, documents, drafts, vectors, per_document: int, *, per_do
     from psycopg.types.json import Jsonb
 
     from documents.db import vector_cursor
+    from documents.spaces.vectors import COPY_COLUMNS as VECTOR_COLUMNS
     from documents.store import COPY_COLUMNS
 
-    copy_sql = f"COPY {table} ({', '.join(name for name, _ in COPY_COLUMNS)}) FROM STDIN WITH (FORMAT BINARY)"
+    table, vectors_table = tables
+    columns = [("id", "int8"), *COPY_COLUMNS]
+    copy_sql = f"COPY {table} ({', '.join(name for name, _ in columns)}) FROM STDIN WITH (FORMAT BINARY)"
+    vector_sql = (f"COPY {vectors_table} ({', '.join(name for name, _ in VECTOR_COLUMNS)}) "
+                  "FROM STDIN WITH (FORMAT BINARY)")
+    ids_sql = f"SELECT nextval(pg_get_serial_sequence('{table}', 'id')) FROM generate_series(1, %s)"
     collection_id = statistics[1] if statistics else documents[0].collection_id
     statistics_sql = RAW_STATISTICS.format(termstat=statistics[0], table=table) if statistics else ""
     batches = ([range(n * per_document, (n + 1) * per_document) for n in range(len(documents))]
@@ -278,15 +294,21 @@ def run_raw(table: str, documents, drafts, vectors, per_document: int, *, per_do
     started = time.perf_counter()
     for batch in batches:
         with transaction.atomic(), vector_cursor() as cursor:
+            cursor.execute(ids_sql, [len(batch)])
+            ids = [row[0] for row in cursor.fetchall()]
             with cursor.copy(copy_sql) as copy:
-                copy.set_types([pg_type for _, pg_type in COPY_COLUMNS])
-                for index in batch:
+                copy.set_types([pg_type for _, pg_type in columns])
+                for chunk_id, index in zip(ids, batch, strict=True):
                     draft, document = drafts[index], documents[index // per_document]
                     copy.write_row((
-                        document.pk, collection_id, draft.ordinal, draft.text, draft.page, draft.heading,
+                        chunk_id, document.pk, collection_id, draft.ordinal, draft.text, draft.page, draft.heading,
                         draft.char_start, draft.char_end, draft.token_count, Jsonb(document.metadata),
-                        vectors[index], MODEL_NAME, "cosine",
                     ))
+            with cursor.copy(vector_sql) as copy:
+                copy.set_types([pg_type for _, pg_type in VECTOR_COLUMNS])
+                for chunk_id, index in zip(ids, batch, strict=True):
+                    document = documents[index // per_document]
+                    copy.write_row((chunk_id, space.pk, collection_id, document.pk, "cosine", vectors[index]))
             if statistics:
                 # The rows through the document_id index, as the trigger's transition table hands them over:
                 # without statistics on the fresh rows (autovacuum is off) the planner would scan them all.
@@ -297,6 +319,11 @@ def run_raw(table: str, documents, drafts, vectors, per_document: int, *, per_do
     elapsed = time.perf_counter() - started
     assert execute(f"SELECT count(*) FROM {table}")[0][0] - before == len(drafts)
     return elapsed
+
+
+def vector_table(table: str) -> str:
+    """The raw way's table of vectors beside its chunk table ``table``."""
+    return f"{table}_vector"
 
 
 def write_peer_data(folder: Path, documents, drafts, vectors, per_document: int) -> None:
@@ -353,6 +380,7 @@ def main() -> None:
     from django.contrib.auth import get_user_model
 
     from documents.models import Collection
+    from documents.spaces import storage
 
     peer = None if args.no_peer else _common.peer_python()
     began = time.perf_counter()
@@ -366,15 +394,19 @@ def main() -> None:
 
     owner, _ = get_user_model().objects.get_or_create(username="bench")
     collection, _ = Collection.objects.get_or_create(owner=owner, name="ingest-store")
+    space = collection.active_space  # the configured backend's (hashing, EMBEDDING_DIMENSIONS)
+    if space.dimensions != DIMENSIONS:
+        sys.exit(f"the bench's vectors have {DIMENSIONS} dimensions, the space {space.name} {space.dimensions}")
+    partition = storage.partition_name(space)
+    # The chunk vectors (every space's partition) go with the chunks.
     execute("TRUNCATE documents_chunk, documents_document RESTART IDENTITY CASCADE")
     execute("DROP TABLE IF EXISTS langchain_pg_embedding, langchain_pg_collection CASCADE")
-    app_hnsw = app_hnsw_indexes()
-    if not hnsw_indexes("documents_chunk"):
-        build_indexes(app_hnsw)  # on the empty table: restores what a stopped run dropped
+    app_hnsw = app_hnsw_indexes(space)
     for table in RAW_TABLES:
-        execute(f"DROP TABLE IF EXISTS {table}")
+        execute(f"DROP TABLE IF EXISTS {table}, {vector_table(table)}")
         execute(f"CREATE TABLE {table} (LIKE documents_chunk INCLUDING ALL)")
-        drop_indexes(hnsw_indexes(table))
+        execute(f"CREATE TABLE {vector_table(table)} (LIKE {partition} INCLUDING ALL)")
+        drop_indexes(hnsw_indexes(vector_table(table)))
     for table in RAW_TERMSTATS:
         execute(f"DROP TABLE IF EXISTS {table}")
         execute(f"CREATE TABLE {table} (LIKE documents_termstat INCLUDING ALL)")
@@ -385,7 +417,7 @@ def main() -> None:
     Collection.objects.filter(pk__in=raw_collections).update(chunk_total=0, token_total=0)
     drop_indexes(app_hnsw)
     # Autovacuum would wake up on whichever table crosses its threshold first, in the middle of a run.
-    for table in ("documents_chunk", "documents_document", *RAW_TABLES):
+    for table in ("documents_chunk", "documents_document", partition, *RAW_TABLES, *map(vector_table, RAW_TABLES)):
         execute(f"ALTER TABLE {table} SET (autovacuum_enabled = false)")
 
 
@@ -432,20 +464,20 @@ def main() -> None:
 
         # 1. No HNSW index, empty tables: what storing itself costs.
         print(f"1. {rows:,} rows into empty tables without an HNSW index", flush=True)
-        indexes["ours", "absent"] = index_summary("documents_chunk")
+        indexes["ours", "absent"] = index_summary("documents_chunk", partition)
         indexes["raw", "absent"] = indexes["raw per doc", "absent"] = indexes["raw chunks only", "absent"] = (
-            index_summary(RAW_TABLES[0]))
+            index_summary(RAW_TABLES[0], vector_table(RAW_TABLES[0])))
         checkpoint()
         # One COPY and one commit per document without our statements: a fifth of the rows is
         # enough for its rate, and keeps the whole run under 15 minutes.
         sampled = [document for number, document in enumerate(documents) if number % 5 == 0]
         interleaved([
             ("ours", run_ours, documents, 0),
-            ("raw", functools.partial(run_raw, RAW_TABLES[0], statistics=(RAW_TERMSTATS[0], raw_collections[0])),
-             documents, 0),
-            ("raw per doc", functools.partial(run_raw, RAW_TABLES[1], per_document_transactions=True,
+            ("raw", functools.partial(run_raw, raw_tables(0), space,
+                                      statistics=(RAW_TERMSTATS[0], raw_collections[0])), documents, 0),
+            ("raw per doc", functools.partial(run_raw, raw_tables(1), space, per_document_transactions=True,
                                               statistics=(RAW_TERMSTATS[1], raw_collections[1])), sampled, 0),
-            ("raw chunks only", functools.partial(run_raw, RAW_TABLES[2]), sampled, 0),
+            ("raw chunks only", functools.partial(run_raw, raw_tables(2), space), sampled, 0),
             *([("langchain", None, documents, 0)] if peer else []),
         ], SLICES, "absent")
 
@@ -459,20 +491,20 @@ def main() -> None:
         # 3. With the HNSW index present, holding those rows: `extra` more rows arrive, by raw COPY
         # and by ours into the same table.
         print(f"3. {extra:,} more rows into the table whose HNSW index holds {rows:,}", flush=True)
-        indexes["ours", "present"] = indexes["raw", "present"] = index_summary("documents_chunk")
+        indexes["ours", "present"] = indexes["raw", "present"] = index_summary("documents_chunk", partition)
         checkpoint()
         interleaved([
-            ("raw", functools.partial(run_raw, "documents_chunk"), extra_raw, rows),
+            ("raw", functools.partial(run_raw, ("documents_chunk", partition), space), extra_raw, rows),
             ("ours", run_ours, extra_ours, rows + extra),
             *([("langchain", None, extra_ours, rows + extra)] if peer and args.peer_hnsw else []),
         ], SLICES // 2, "present")
 
     # Leave the database small and as migrated: the next run starts from empty tables anyway.
-    for table in (*RAW_TABLES, *RAW_TERMSTATS):
+    for table in (*RAW_TABLES, *map(vector_table, RAW_TABLES), *RAW_TERMSTATS):
         execute(f"DROP TABLE IF EXISTS {table}")
     execute("DROP TABLE IF EXISTS langchain_pg_embedding, langchain_pg_collection CASCADE")
     execute("TRUNCATE documents_chunk, documents_document RESTART IDENTITY CASCADE")
-    for table in ("documents_chunk", "documents_document"):
+    for table in ("documents_chunk", "documents_document", partition):
         execute(f"ALTER TABLE {table} RESET (autovacuum_enabled)")
     report(args, rows, extra, per_document, words, results, counts, indexes, builds, load_at_start)
 
@@ -491,8 +523,8 @@ def report(args, rows, extra, per_document, words, results, counts, indexes, bui
                                        "**no statistics** (what they cost; the limit until 2026-12-01)",
         ("langchain", "absent"): f"langchain-postgres `PGVector.add_embeddings`, batches of {LANGCHAIN_BATCH}",
         ("ours", "present"): ours,
-        ("raw", "present"): "raw binary COPY into `documents_chunk` itself (its triggers keep the statistics), "
-                            "one COPY in one transaction",
+        ("raw", "present"): "raw binary COPY into `documents_chunk` and the space's partition themselves (the "
+                            "chunks' triggers keep the statistics), one COPY each in one transaction",
         ("langchain", "present"): f"langchain-postgres `PGVector.add_embeddings`, batches of {LANGCHAIN_BATCH}",
     }
     table = [["HNSW index while loading", "rows", "way", "indexes on the table", "seconds", "rows/s", "ours ÷ this"]]
@@ -507,7 +539,7 @@ def report(args, rows, extra, per_document, words, results, counts, indexes, bui
                 label, f"{done:,}", names[way, hnsw], indexes[way, hnsw], f"{seconds:.1f}", f"{done / seconds:,.0f}",
                 "—" if way == "ours" else f"{ratio:.2f}×",
             ])
-    for way, what in (("ours", "documents_chunk"), ("langchain", "langchain_pg_embedding")):
+    for way, what in (("ours", "the space's partition"), ("langchain", "langchain_pg_embedding")):
         if way in builds:
             table.append(["built after the load", f"{rows:,}", f"CREATE INDEX … USING hnsw on `{what}`", "",
                           f"{builds[way]:.1f}", f"{rows / builds[way]:,.0f}", ""])
@@ -522,12 +554,14 @@ def report(args, rows, extra, per_document, words, results, counts, indexes, bui
         f"load average when the run started: {load_at_start:.1f} (the cores are shared)."
     )
     notes = (
-        "Indexes: *btree* counts the primary key and the foreign-key indexes. The app's `documents_chunk` has three "
-        "partial HNSW indexes (one per distance; every row here is cosine, so one of them fills), a GIN index on the "
-        "generated tsvector column (heading + text, English), and two deferred foreign keys, checked for every row "
-        "at commit. The raw tables of the first part are `LIKE documents_chunk INCLUDING ALL`: the same generated "
-        "column and indexes, no foreign keys and no triggers (the statistics of the raw ways are their own "
-        "set-based statements, see `RAW_STATISTICS`). langchain-postgres's own table has a JSONB metadata column "
+        "Indexes: *btree* counts the primary keys and the foreign-key indexes. The app's `documents_chunk` holds the "
+        "text: a GIN index on the generated tsvector column (heading + text, English), and two deferred foreign "
+        "keys, checked for every row at commit; the vectors are in the embedding space's partition of "
+        "`documents_chunkvector` (primary key, collection index, the cosine HNSW index on "
+        "`(embedding::vector(384))`, a foreign key to the chunk). The raw tables of the first part are "
+        "`LIKE documents_chunk INCLUDING ALL` and `LIKE` the partition: the same generated column and indexes, no "
+        "foreign keys and no triggers (the statistics of the raw ways are their own set-based statements, see "
+        "`RAW_STATISTICS`). langchain-postgres's own table has a JSONB metadata column "
         "with a GIN index and no full-text column; its 'present' index is `USING hnsw (embedding vector_cosine_ops)` "
         f"with the same parameters. With the index present a row costs ours {1000 * with_index:.2f} ms "
         f"({1000 * (with_index - results['ours', 'absent'] / rows):.2f} ms more than without it); building the "

@@ -193,9 +193,10 @@ def compare(name: str, ours, bare_sql, unpaged, requests: int) -> list[str]:
 
 def novel(user, chunks: int):
     """A ready document of ``chunks`` passages of about 1,500 characters (made once), in a collection of its own."""
-    from django.conf import settings
+    import numpy as np
 
     from documents.models import Chunk, Collection, Document
+    from documents.spaces.vectors import write_vectors
 
     collection, _ = Collection.objects.get_or_create(owner=user, name="Novels")
     document = Document.objects.filter(collection=collection).first()
@@ -216,8 +217,7 @@ def novel(user, chunks: int):
     )
     rng = random.Random(11)
     words = "the sea was calm and the lighthouse keeper wrote in his log every night before the storm came".split()
-    dimensions = settings.EMBEDDING_DIMENSIONS
-    Chunk.objects.bulk_create(
+    created = Chunk.objects.bulk_create(
         [
             Chunk(
                 document=document,
@@ -226,13 +226,21 @@ def novel(user, chunks: int):
                 page=n // 3 + 1,
                 heading=f"Chapter {n // 40 + 1}",
                 text=" ".join(rng.choice(words) for _ in range(280)),
-                embedding=[rng.random() for _ in range(dimensions)],
-                embedding_model="bench",
-                distance=collection.distance,
             )
             for n in range(chunks)
         ],
         batch_size=500,
+    )
+    # Their vectors, in the collection's embedding space (as the store writes them).
+    space = collection.active_space
+    assert space is not None  # Collection.save() gives it one
+    write_vectors(
+        space=space,
+        rows=(
+            (chunk.pk, collection.pk, document.pk, collection.distance,
+             np.asarray([rng.random() for _ in range(space.dimensions)], dtype=np.float32))
+            for chunk in created
+        ),
     )
     return document
 

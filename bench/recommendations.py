@@ -77,10 +77,10 @@ def main() -> None:
     from django.db import connection
     from django.utils import timezone
 
-    from documents import embeddings
     from documents.db import vector_cursor
     from documents.models import Collection, Document, DocumentVector, Interest
     from documents.recommend import _cold_start, interest_record, recommendations_for
+    from documents.spaces.document_index import create_document_index
 
     texts = abstracts(args.n)
     vectors = _data.embed_cached("scifact-abstracts", texts)
@@ -103,14 +103,16 @@ def main() -> None:
         )
         for i, text in enumerate(texts)
     )
-    model = embeddings.get_backend().model_name
+    space = collection.active_space  # the configured model's, which embedded the abstracts
+    assert space is not None
     DocumentVector.objects.bulk_create(
         (
-            DocumentVector(document=d, collection=collection, embedding=v, embedding_model=model)
+            DocumentVector(document=d, collection=collection, space=space, embedding=v)
             for d, v in zip(made, vectors, strict=True)
         ),
         batch_size=2000,
     )
+    create_document_index(space)
     pks = np.array([d.pk for d in made])
     topic_of = dict(zip(pks.tolist(), topic.tolist(), strict=True))
     with connection.cursor() as cursor:

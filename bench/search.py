@@ -12,15 +12,18 @@ Two data sets, one after the other, in the database ``ragbench_search``:
      minutes; ``--sentences 0`` takes them all. Queries: SciFact dev claims, embedded alike.
 (ii) clustered synthetic vectors, 100,000 by default (bench/_data.py says how they are drawn).
 
-Each is loaded as Chunk rows through the app's COPY path: alice owns "corpus" (80% of the chunks),
+Each is loaded as Chunk rows through the app's COPY path, their vectors into the collections' embedding space
+(its partition of the chunk vectors): alice owns "corpus" (80% of the chunks),
 bob shares "shared" (10%) with her and keeps "private" (10%). Measured on it, in one run:
 
-- HNSW build time of the model's own index (m=16, ef_construction=64, partial on distance), with
+- HNSW build time of the space's own index (m=16, ef_construction=64, on ``(embedding::vector(N))``, partial
+  on distance), with
   maintenance_work_mem sized for the graph and parallel workers (bench/filtered_search.py compares
   this with the server's defaults);
 - per ``hnsw.ef_search``, on the same queries, interleaved (each method goes first in turn):
-  (a) SQL: ``SELECT id FROM documents_chunk WHERE distance = 'cosine' ORDER BY embedding <=> q LIMIT 10``
-      (the bare query on our partial index: psycopg, prepared, binary vector, autocommit);
+  (a) SQL: ``SELECT chunk_id FROM documents_chunkvector WHERE space_id = S AND distance = 'cosine'
+      ORDER BY (embedding::vector(N)) <=> q LIMIT 10`` (the bare query on the space's partition and partial
+      expression index: psycopg, prepared, binary vector, autocommit);
   (a+f) the same with the service's permission + collection predicate (iterative scan on);
   (b) ``documents.search.search(mode="vector", filters=collection, query_vector=q)`` as alice;
   (c) GET /api/v1/search?mode=vector&collection=… with a bearer token, served by uvicorn (ASGI,
@@ -69,7 +72,6 @@ import _data  # noqa: E402
 
 K = 10
 LAYOUT = [("corpus", "alice", False, 0.8), ("shared", "bob", True, 0.1), ("private", "bob", False, 0.1)]
-BARE_SQL = "SELECT id FROM documents_chunk WHERE distance = 'cosine' ORDER BY embedding <=> %b LIMIT 10"
 HALFVEC_TABLE, HALFVEC_INDEX = "bench_chunk_halfvec", "bench_chunk_halfvec_hnsw"
 FLOOR = "(c0) HTTP floor: GET /api/v1/documents/{id}"
 
@@ -169,27 +171,28 @@ def run(corpus: _data.Corpus, efs: list[int], *, peer: bool) -> dict:
     workers = max(1, (os.cpu_count() or 2) - 1)
     builds = {}
     _data.progress(f"building HNSW with maintenance_work_mem={memory}, {workers} parallel worker(s) ...")
-    builds["sized"] = (*_data.build_hnsw(maintenance_work_mem=memory, workers=workers), memory, str(workers))
-    index_mb = _data.relation_mb(_data.HNSW_INDEX)
+    builds["sized"] = (*_data.build_hnsw(loaded.space, maintenance_work_mem=memory, workers=workers), memory,
+                       str(workers))
+    index_mb = _data.relation_mb(_data.hnsw_index(loaded.space))
+    bare_sql = _data.bare_sql(loaded.space)  # the space's rows, as its index has them
 
     truth_all = loaded.chunk_ids[_data.exact_top(corpus.vectors, corpus.queries, K)]
     truth_collection = loaded.chunk_ids[_data.exact_top(corpus.vectors, corpus.queries, K, mask)]
     sql = _raw_connection()
     filtered = _raw_connection()
     filtered.execute("SET hnsw.iterative_scan = relaxed_order")
-    exact_check = _check_exact(sql, corpus.queries[:3], truth_all[:3])
+    exact_check = _check_exact(sql, bare_sql, corpus.queries[:3], truth_all[:3])
 
     where, where_params = retrieval.chunk_predicate(
-        loaded.user, retrieval.Filters(collections=(corpus_collection.pk,)), _model_name())
-    filtered_sql = (f"SELECT c.id FROM documents_chunk c WHERE c.distance = 'cosine' AND {where} "
-                    f"ORDER BY c.embedding <=> %b LIMIT {K}")
-    plans = {"(a) SQL": _plan(sql, BARE_SQL, [corpus.queries[0]]),
+        loaded.user, retrieval.Filters(collections=(corpus_collection.pk,)), alias="v")
+    filtered_sql = _data.bare_sql(loaded.space, where=where, limit=str(K))
+    plans = {"(a) SQL": _plan(sql, bare_sql, [corpus.queries[0]]),
              "(a+f) SQL + filters": _plan(filtered, filtered_sql, [*where_params, corpus.queries[0]])}
 
     _data.progress("building FAISS IndexHNSWFlat ...")
     faiss_index, faiss_seconds = _faiss(corpus.vectors)
     _data.progress("building the halfvec expression index on a copy of the table ...")
-    halfvec_seconds, halfvec_mb = _halfvec(memory, workers, dim)
+    halfvec_seconds, halfvec_mb = _halfvec(memory, workers, dim, loaded.space)
     halfvec_sql = (f"SELECT id FROM {HALFVEC_TABLE} ORDER BY embedding::halfvec({dim}) <=> %b::halfvec({dim}) "
                    f"LIMIT {K}")
 
@@ -235,7 +238,7 @@ def run(corpus: _data.Corpus, efs: list[int], *, peer: bool) -> dict:
             return [hit.chunk_id for hit in hits]
 
         methods = {
-            "(a) SQL": lambda i: [r[0] for r in sql.execute(BARE_SQL, [queries[i]]).fetchall()],
+            "(a) SQL": lambda i: [r[0] for r in sql.execute(bare_sql, [queries[i]]).fetchall()],
             "(a+f) SQL + filters": lambda i: [r[0] for r in filtered.execute(filtered_sql, params[i]).fetchall()],
             "(b) service": service,
             "(c) HTTP API": http_search,
@@ -255,7 +258,8 @@ def run(corpus: _data.Corpus, efs: list[int], *, peer: bool) -> dict:
         per_ef[ef] = {
             name: _summary(seconds, ids, truth.get(name, truth_collection)) for name, (seconds, ids) in timings.items()
         }
-    ivfflat = _ivfflat(loaded, queries, texts, truth_all, truth_collection, corpus_collection.pk, memory, workers)
+    ivfflat = _ivfflat(loaded, bare_sql, queries, texts, truth_all, truth_collection, corpus_collection.pk, memory,
+                       workers)
     connection.close()
     sql.close()
     filtered.close()
@@ -276,7 +280,7 @@ def run(corpus: _data.Corpus, efs: list[int], *, peer: bool) -> dict:
     }
 
 
-def _ivfflat(loaded, queries, texts, truth_all, truth_collection, collection_id: int, memory: str,
+def _ivfflat(loaded, bare_sql: str, queries, texts, truth_all, truth_collection, collection_id: int, memory: str,
              workers: int) -> dict:
     """The IVFFlat option, built as the product builds it, timed as HNSW was; then HNSW is put back."""
     from django.test import override_settings
@@ -285,8 +289,8 @@ def _ivfflat(loaded, queries, texts, truth_all, truth_collection, collection_id:
     from documents.search import indexes
 
     _data.progress("building IVFFlat in place of HNSW (manage.py vector_index --type ivfflat) ...")
-    built = indexes.vector_index_build(kind="ivfflat", distance="cosine", maintenance_work_mem=memory,
-                                       workers=workers)
+    built = indexes.vector_index_build(kind="ivfflat", distance="cosine", space=loaded.space,
+                                       maintenance_work_mem=memory, workers=workers)
     sql = _raw_connection()
     filters = retrieval.Filters(collections=(collection_id,))
     results = {}
@@ -301,17 +305,18 @@ def _ivfflat(loaded, queries, texts, truth_all, truth_collection, collection_id:
 
         with override_settings(IVFFLAT_PROBES=probes):
             timings = _data.interleaved({
-                "SQL": lambda i: [r[0] for r in sql.execute(BARE_SQL, [queries[i]]).fetchall()],
+                "SQL": lambda i: [r[0] for r in sql.execute(bare_sql, [queries[i]]).fetchall()],
                 "service": service,
             }, len(queries))
         results[probes] = {
             name: _summary(seconds, ids, truth_all if name == "SQL" else truth_collection)
             for name, (seconds, ids) in timings.items()
         }
-    plan = _plan(sql, BARE_SQL, [queries[0]])
+    plan = _plan(sql, bare_sql, [queries[0]])
     sql.close()
     _data.progress("rebuilding the HNSW index ...")
-    indexes.vector_index_build(kind="hnsw", distance="cosine", maintenance_work_mem=memory, workers=workers)
+    indexes.vector_index_build(kind="hnsw", distance="cosine", space=loaded.space, maintenance_work_mem=memory,
+                               workers=workers)
     return {"lists": built.lists, "probes": built.probes, "build": built.seconds, "mb": built.megabytes,
             "results": results, "plan": plan}
 
@@ -340,13 +345,13 @@ def _raw_connection():
     return conn
 
 
-def _check_exact(conn, queries: np.ndarray, truth: np.ndarray) -> str:
+def _check_exact(conn, bare_sql: str, queries: np.ndarray, truth: np.ndarray) -> str:
     """The numpy ground truth against the SQL with index scans off (exact), on a few queries."""
     agree = 0
     with conn.transaction():
         conn.execute("SET LOCAL enable_indexscan = off")
         for query, expected in zip(queries, truth, strict=True):
-            ids = [r[0] for r in conn.execute(BARE_SQL, [query]).fetchall()]
+            ids = [r[0] for r in conn.execute(bare_sql, [query]).fetchall()]
             agree += set(ids) == set(expected.tolist())
     return f"{agree}/{len(queries)} queries: numpy exact top-10 = SQL exact top-10 (index scans off)"
 
@@ -367,13 +372,13 @@ def _faiss(vectors: np.ndarray):
     return index, time.perf_counter() - started
 
 
-def _halfvec(memory: str, workers: int, dim: int) -> tuple[float, float]:
+def _halfvec(memory: str, workers: int, dim: int, space) -> tuple[float, float]:
     from django.db import connection
 
     with connection.cursor() as cursor:
         cursor.execute(f"DROP TABLE IF EXISTS {HALFVEC_TABLE}")
-        cursor.execute(f"CREATE TABLE {HALFVEC_TABLE} AS SELECT id, embedding FROM documents_chunk "
-                       "WHERE distance = 'cosine'")
+        cursor.execute(f"CREATE TABLE {HALFVEC_TABLE} AS SELECT chunk_id AS id, embedding::vector({dim}) AS embedding "
+                       f"FROM documents_chunkvector WHERE space_id = {int(space.pk)} AND distance = 'cosine'")
         cursor.execute(f"VACUUM ANALYZE {HALFVEC_TABLE}")
         cursor.execute(f"SET maintenance_work_mem = '{memory}'")
         cursor.execute(f"SET max_parallel_maintenance_workers = {workers}")

@@ -6,13 +6,14 @@ rank the other half first. Two rankings of the same candidates:
 
 - **mean**: the product's ranking, the cosine of the documents' vectors (the normalised mean of their chunks');
 - **max-sim**: the top ``RESCORE`` documents by mean, re-scored by the best cosine between any chunk of the
-  half and any chunk of the candidate (read from the chunk table, scored here);
+  half and any chunk of the candidate (read from the chunk vectors of the collection's space, scored here);
 - **chamfer**: the same candidates re-scored by the mean over the half's chunks of their best cosine.
 
 Chunks are cut at ``--chunk-tokens`` (64 by default: at the app's 254 a half is one chunk and the three
 rankings are the same). Speed: similar_documents() (access control, filters' SQL, iterative scan, two
 statements in a transaction) against pgvector's bare query on the same rows
-(``ORDER BY embedding <=> (SELECT …) LIMIT k``), interleaved.
+(``WHERE space_id = S ORDER BY (embedding::vector(N)) <=> (SELECT …) LIMIT k``: the space's partial
+expression index), interleaved.
 
     .venv/bin/python bench/similar_documents.py            # N=300, recorded in bench/BENCHMARKS.md
     .venv/bin/python bench/similar_documents.py --quick    # N=20, a smoke run, not recorded
@@ -60,7 +61,7 @@ def pad(user, documents, count: int) -> None:
     unpad(user)
     collection = Collection.objects.create(owner=user, name=PADDING)
     vectors = np.array([np.asarray(v.embedding) for v in DocumentVector.objects.filter(document__in=documents)])
-    model = DocumentVector.objects.filter(document__in=documents).values_list("embedding_model", flat=True)[0]
+    space = collection.active_space  # the same as the halves' (the configured model's)
     rng = np.random.default_rng(0)
     noisy = vectors[rng.integers(0, len(vectors), count)] + rng.normal(0, 0.04, (count, vectors.shape[1]))
     noisy = (noisy / np.linalg.norm(noisy, axis=1, keepdims=True)).astype(np.float32)
@@ -77,7 +78,7 @@ def pad(user, documents, count: int) -> None:
     )
     DocumentVector.objects.bulk_create(
         (
-            DocumentVector(document=d, collection=collection, embedding=v, embedding_model=model)
+            DocumentVector(document=d, collection=collection, space=space, embedding=v)
             for d, v in zip(made, noisy, strict=True)
         ),
         batch_size=2000,
@@ -125,8 +126,9 @@ def main() -> None:
     from django.db import connection
 
     from documents import pipeline, services
-    from documents.models import Chunk, Document
+    from documents.models import ChunkVector, Document
     from documents.similar import similar_documents
+    from documents.spaces.document_index import document_expression
 
     user, _ = get_user_model().objects.get_or_create(username="bench")
     collection = services.collection_for_upload(user=user, name="scifact halves")
@@ -148,12 +150,15 @@ def main() -> None:
             assert ingested is not None and ingested.status == Document.Status.READY, title
             stored[title] = ingested
     with connection.cursor() as cursor:
-        cursor.execute("ANALYZE documents_documentvector; ANALYZE documents_chunk")
+        cursor.execute("ANALYZE documents_documentvector; ANALYZE documents_chunkvector")
     documents = [stored[f"{abstract} {side}"] for abstract, *_ in pairs for side in "AB"]
     other = {d.pk: documents[i ^ 1].pk for i, d in enumerate(documents)}
     rows_of: dict[int, list[np.ndarray]] = {}
-    for document_id, embedding in Chunk.objects.filter(collection=collection).values_list("document_id", "embedding"):
-        rows_of.setdefault(document_id, []).append(np.asarray(embedding))
+    space = collection.active_space
+    assert space is not None
+    vectors = ChunkVector.objects.filter(space=space, collection=collection).values_list("document_id", "embedding")
+    for document_id, embedding in vectors:
+        rows_of.setdefault(document_id, []).append(np.asarray(embedding, dtype=np.float32))
     chunks = {pk: np.array(rows) for pk, rows in rows_of.items()}
     per_document = np.mean([len(rows) for rows in chunks.values()])
 
@@ -179,13 +184,17 @@ def main() -> None:
     if args.pad:
         pad(user, documents, args.pad)
 
+    # pgvector's query on the same rows, with the predicate and expression of the space's index.
+    expression = document_expression(space.dimensions)
+    bare_sql = (
+        f"SELECT document_id FROM documents_documentvector WHERE space_id = {int(space.pk)} AND document_id <> %s "
+        f"ORDER BY {expression} <=> (SELECT {expression} FROM documents_documentvector WHERE document_id = %s) "
+        "LIMIT %s"
+    )
+
     def bare(i: int) -> list[int]:
         with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT document_id FROM documents_documentvector WHERE document_id <> %s ORDER BY embedding <=> "
-                "(SELECT embedding FROM documents_documentvector WHERE document_id = %s) LIMIT %s",
-                [documents[i].pk, documents[i].pk, K],
-            )
+            cursor.execute(bare_sql, [documents[i].pk, documents[i].pk, K])
             return [row[0] for row in cursor.fetchall()]
 
     def product(i: int) -> list[int]:
@@ -207,7 +216,7 @@ def main() -> None:
         shapes: list[str] = []
 
         def explained(execute, sql, params, many, context, shapes=shapes):
-            if "embedding <=>" in sql:
+            if " <=> " in sql:
                 execute("EXPLAIN (FORMAT JSON) " + sql, params, many, context)
                 shapes.append(_data.plan_shape(context["cursor"].fetchone()[0]))
             return execute(sql, params, many, context)

@@ -5,13 +5,15 @@ backend's are) in two collections of one owner: 99% in one, 1% in the other. A s
 the small collection only. Four ways, interleaved on the same source documents (drawn from the 1% collection):
 
 - **similar_documents(), everything readable** — the owner: access subquery, iterative HNSW scan;
-- **bare, everything** — pgvector's own query on the same rows, ``ORDER BY embedding <=> (SELECT …) LIMIT k``;
+- **bare, everything** — pgvector's own query on the same rows, with the predicate and expression of the space's
+  index: ``WHERE space_id = S ORDER BY (embedding::vector(384)) <=> (SELECT …) LIMIT k``;
 - **similar_documents(), 1% readable** — the member: the same call, the access filter keeps 1% of the rows;
 - **bare, 1% (``WHERE collection_id = …``)** — the plain filtered query (HNSW post-filter without iterative
   scan: it may return fewer than k rows).
 
 Each row reports p50/p95 and recall@k against the exact answer (numpy) for what that reader may read.
-The HNSW index is dropped for the load and rebuilt after (timed), as a bulk load should be.
+The space's HNSW index of document vectors is dropped for the load and rebuilt after (timed), as a bulk load
+should be.
 
     .venv/bin/python bench/similar_scale.py             # N=20,000; recorded in bench/BENCHMARKS.md
     .venv/bin/python bench/similar_scale.py --n 100000  # the issue's size (a longer build)
@@ -32,13 +34,13 @@ DIM = 384
 LOOKUPS = 200
 
 
-def vectors(n: int, seed: int = 0) -> np.ndarray:
+def vectors(n: int, seed: int = 0, dim: int = DIM) -> np.ndarray:
     """Documents around n/100 topic centres, spread in a shared 64-dimensional subspace plus a little noise."""
     rng = np.random.default_rng(seed)
     topics = max(1, n // 100)
-    centres = _data.normalise(rng.standard_normal((topics, DIM)))
-    basis = np.linalg.qr(rng.standard_normal((DIM, 64)))[0].T
-    spread = rng.standard_normal((n, 64)) @ basis * 0.08 + rng.standard_normal((n, DIM)) * 0.01
+    centres = _data.normalise(rng.standard_normal((topics, dim)))
+    basis = np.linalg.qr(rng.standard_normal((dim, 64)))[0].T
+    spread = rng.standard_normal((n, 64)) @ basis * 0.08 + rng.standard_normal((n, dim)) * 0.01
     return _data.normalise(centres[rng.integers(0, topics, n)] + spread)
 
 
@@ -55,6 +57,7 @@ def main() -> None:
 
     from documents.models import Collection, Document, DocumentVector
     from documents.similar import similar_documents
+    from documents.spaces.document_index import create_document_index, document_expression, document_index_name
 
     users = get_user_model().objects
     owner, _ = users.get_or_create(username="scale-owner")
@@ -66,13 +69,14 @@ def main() -> None:
     small = Collection.objects.create(owner=owner, name="the 1%")
     small.members.add(member)
 
-    matrix = vectors(n)
+    space = big.active_space  # the configured model's (documents.spaces.default_space)
+    assert space is not None
+    matrix = vectors(n, dim=space.dimensions)
     in_small = np.zeros(n, dtype=bool)
     in_small[np.random.default_rng(1).choice(n, max(K + 1, n // 100), replace=False)] = True
-    index = DocumentVector._meta.indexes[0]
     started = time.perf_counter()
-    with connection.schema_editor() as editor:
-        editor.execute(f"DROP INDEX IF EXISTS {index.name}")
+    with connection.cursor() as cursor:
+        cursor.execute(f"DROP INDEX IF EXISTS {document_index_name(space)}")
     made = Document.objects.bulk_create(
         (
             Document(
@@ -89,15 +93,14 @@ def main() -> None:
     )
     DocumentVector.objects.bulk_create(
         (
-            DocumentVector(document=d, collection=small if in_small[i] else big, embedding=v, embedding_model="bench")
+            DocumentVector(document=d, collection=small if in_small[i] else big, space=space, embedding=v)
             for i, (d, v) in enumerate(zip(made, matrix, strict=True))
         ),
         batch_size=2000,
     )
     loaded = time.perf_counter() - started
     started = time.perf_counter()
-    with connection.schema_editor() as editor:
-        editor.add_index(DocumentVector, index)
+    create_document_index(space)
     built = time.perf_counter() - started
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE documents_documentvector; ANALYZE documents_document")
@@ -120,12 +123,14 @@ def main() -> None:
         "1%": [exact(i, in_small) for i in range(len(sources))],
     }
 
+    expression = document_expression(space.dimensions)
+
     def bare(i: int, where: str = "", params: tuple = ()) -> list[int]:
         with connection.cursor() as cursor:
             cursor.execute(
-                f"SELECT document_id FROM documents_documentvector WHERE document_id <> %s {where} "
-                "ORDER BY embedding <=> (SELECT embedding FROM documents_documentvector WHERE document_id = %s) "
-                "LIMIT %s",
+                f"SELECT document_id FROM documents_documentvector WHERE space_id = {int(space.pk)} "
+                f"AND document_id <> %s {where} ORDER BY {expression} <=> "
+                f"(SELECT {expression} FROM documents_documentvector WHERE document_id = %s) LIMIT %s",
                 [documents[i].pk, *params, documents[i].pk, K],
             )
             return [row[0] for row in cursor.fetchall()]
@@ -156,9 +161,9 @@ def main() -> None:
     _common.report(
         args.quick,
         "Similar documents at scale, with and without an access filter (bench/similar_scale.py)",
-        f"N={n:,} synthetic 384-d document vectors (about 100 per topic), {in_small.sum():,} of them (1%) in the "
-        f"collection the member may read; {len(documents)} source documents from it, interleaved, one connection; "
-        f"load {loaded:.1f} s, HNSW build (m=16, ef_construction=64) {built:.1f} s.",
+        f"N={n:,} synthetic {space.dimensions}-d document vectors (about 100 per topic), {in_small.sum():,} of them "
+        f"(1%) in the collection the member may read; {len(documents)} source documents from it, interleaved, one "
+        f"connection; load {loaded:.1f} s, HNSW build (m=16, ef_construction=64) {built:.1f} s.",
         table,
         "similar_documents() puts the readable collections' ids in a transaction-local setting the ranking filters "
         "on (documents/similar.py, as search() does): the planner sees them, so the 1% reader gets the collection "

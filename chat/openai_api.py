@@ -213,6 +213,7 @@ def chat_completions(request, body: ChatCompletionRequest):
         assert result is not None  # answer() always ends with its Result
         if result["error"]:  # a cut-off answer is not an answer: report the failure
             return _error(502, result["error"], "api_error", retry=False)
+        services.note_interest(user=user, result=result)  # as the page's questions do (recommendations)
         return JsonResponse({
             "id": completion_id, "object": "chat.completion", "created": created, "model": body.model,
             "choices": [{"index": 0, "finish_reason": "stop",
@@ -249,6 +250,7 @@ def chat_completions(request, body: ChatCompletionRequest):
                     yield f"data: {json.dumps({'error': {'message': event['error'], 'type': 'api_error'}})}\n\n"
                     return
                 else:
+                    services.note_interest(user=user, result=event)  # as the page's questions do
                     yield chunk({}, "stop", citations=_citations(event))
                     if include_usage:
                         yield chunk(None, usage=_usage(event))

@@ -231,6 +231,17 @@ def answer(
     )
 
 
+def note_interest(*, user: Any, result: Result, cited: list[int] | None = None) -> None:
+    """What answered a question says what its asker was reading about (recommendations): the cited documents
+    (``cited``: as saved; by default those of the result's citations), else the best retrieved ones. Both chat
+    endpoints call it once the answer is complete: the page's ``ask`` and /v1/chat/completions."""
+    hits = result["hits"]
+    if cited is None:
+        cited = [hits[i - 1].document_id for i in result["cited"] if 0 < i <= len(hits)]
+    read = cited or [hit.document_id for hit in hits[:ASKED_INTEREST]]
+    interest_record(user=user, kind=Interest.Kind.ASKED, document_ids=read)
+
+
 def ask(
     *, conversation: Conversation, question: str, filters: retrieval.Filters | None = None,
     again: Message | None = None,
@@ -272,10 +283,7 @@ def ask(
         raise
     assert result is not None  # answer() always ends with its result
     message, saved = citations.save_answer(conversation=conversation, result=result, replacing_after=again)
-    # What answered it says what the reader was reading about (recommendations): the cited documents, else the
-    # best retrieved ones.
-    read = [c.document_id for c in saved] or [hit.document_id for hit in result["hits"][:ASKED_INTEREST]]
-    interest_record(user=conversation.owner, kind=Interest.Kind.ASKED, document_ids=read)
+    note_interest(user=conversation.owner, result=result, cited=[c.document_id for c in saved])
     yield Done(
         type="done", message_id=message.pk, content=message.content, error=message.error,
         citations=[citation_json(c) for c in saved],

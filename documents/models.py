@@ -8,7 +8,7 @@ from django.contrib.postgres.search import SearchVector, SearchVectorField
 from django.db import models
 from django.db.models import F, Q
 from django.db.models.functions import Lower
-from pgvector.django import HnswIndex, VectorField
+from pgvector.django import VectorField
 
 
 class CollectionQuerySet(models.QuerySet):
@@ -139,11 +139,14 @@ class Collection(models.Model):
         return self.name
 
     def save(self, *args, **kwargs):
-        if self.active_space_id is None:
-            from documents.spaces import default_space
+        from documents.spaces import default_space
+        from documents.spaces.vectors import ensure_index
 
+        if self.active_space_id is None:
             self.active_space = default_space()
         super().save(*args, **kwargs)
+        # Its space's index of its distance (a collection created or changed to one the space had none of).
+        ensure_index(self.active_space, self.distance)
 
 
 def document_upload_to(instance: Document, filename: str) -> str:
@@ -263,10 +266,7 @@ class Chunk(models.Model):
     char_end = models.PositiveIntegerField(default=0)
     token_count = models.PositiveIntegerField(default=0)
     metadata = models.JSONField(default=dict, blank=True)
-    embedding = VectorField(dimensions=settings.EMBEDDING_DIMENSIONS)
-    embedding_model = models.CharField(max_length=200)
-    # Denormalised from the collection: the predicate of the partial HNSW index to search.
-    distance = models.CharField(max_length=6, choices=Distance.choices, default=Distance.COSINE)
+    # Its vectors are ChunkVector rows, one per embedding space (documents.spaces.vectors).
     search_vector = models.GeneratedField(
         expression=SearchVector("heading", "text", config="english"),
         output_field=SearchVectorField(),
@@ -279,23 +279,7 @@ class Chunk(models.Model):
             models.UniqueConstraint(fields=["document", "ordinal"], name="unique_chunk_ordinal")
         ]
         indexes = [
-            # One partial index per distance: a collection's chunks live in exactly one of them, so
-            # the three together cost what one index over the table costs.
-            *(
-                HnswIndex(
-                    name=f"chunk_embedding_hnsw_{distance}",
-                    fields=["embedding"],
-                    m=16,
-                    ef_construction=64,
-                    opclasses=[opclass],
-                    condition=Q(distance=distance),
-                )
-                for distance, opclass in (
-                    ("cosine", "vector_cosine_ops"), ("l2", "vector_l2_ops"), ("ip", "vector_ip_ops")
-                )
-            ),
             GinIndex(fields=["search_vector"], name="chunk_search_vector_gin"),
-            models.Index(fields=["collection", "embedding_model"], name="chunk_collection_model"),
         ]
 
     def __str__(self) -> str:
@@ -423,28 +407,27 @@ class TermStat(models.Model):
 
 
 class DocumentVector(models.Model):
-    """A document's vector: the L2-normalised mean of its chunks' vectors, for "similar documents".
+    """A document's vector: the L2-normalised mean of its chunks' vectors in one embedding space, for "similar
+    documents" and recommendations.
 
-    Written with the chunks, in the transaction that stores them (documents.store), and deleted with the
-    document. Compared by cosine whatever the collection's distance: every backend's vectors are normalised,
-    so the chunks' distance only says which index holds them, and one index serves every collection.
+    Written with the chunks, in the transaction that stores them (documents.store), from the vectors of the
+    collection's active space; rebuilt from that space's chunk vectors when the collection switches spaces
+    (documents.similar.document_vectors_rebuild), and deleted with the document. ``embedding`` is pgvector's
+    untyped ``vector`` (spaces differ in dimensions); each space has its own partial HNSW index on
+    ``(embedding::vector(N))`` (documents.spaces.document_index), so only vectors of one space are compared.
+    Compared by cosine whatever the collection's distance: every backend's vectors are normalised.
     """
 
     document = models.OneToOneField(Document, on_delete=models.CASCADE, primary_key=True, related_name="vector")
     # Denormalised from the document (access control is a predicate on this table alone, which pgvector's
-    # iterative index scan applies as it goes); kept true by a trigger on the document (migration 0010).
+    # iterative index scan applies as it goes); kept true by a trigger on the document (migration 0012).
     collection = models.ForeignKey(Collection, on_delete=models.CASCADE, related_name="+")
-    embedding = VectorField(dimensions=settings.EMBEDDING_DIMENSIONS)
-    embedding_model = models.CharField(max_length=200)
-
-    class Meta:
-        indexes = [
-            HnswIndex(name="document_vector_hnsw", fields=["embedding"], m=16, ef_construction=64,
-                      opclasses=["vector_cosine_ops"]),
-        ]
+    # The space the vector was computed in: its collection's active space when it was written.
+    space = models.ForeignKey(EmbeddingSpace, on_delete=models.PROTECT, related_name="+")
+    embedding = VectorField()
 
     def __str__(self) -> str:
-        return f"vector of document {self.document_id}"
+        return f"vector of document {self.document_id} in space {self.space_id}"
 
 
 class Interest(models.Model):

@@ -1,7 +1,8 @@
 """Recommended for you: documents near what someone has been reading, among those they may read.
 
 Their interest is a vector: the time-decayed mean of the vectors of the documents they recently opened or
-were answered from (``Interest``), weights halving every HALF_LIFE_DAYS. Recommended are the readable
+were answered from (``Interest``), weights halving every HALF_LIFE_DAYS, in the embedding space most of those
+documents' vectors are in (only vectors of one space are compared). Recommended are the readable
 documents nearest it that are not in that history. Without a history (or without vectors in it) they get
 what is popular in their collections lately (opened most by anyone), then the newest documents.
 """
@@ -18,8 +19,9 @@ from django.db import connection, transaction
 
 from documents.db import vector_cursor
 from documents.models import Document, Interest
-from documents.search.sql import COLLECTION, DOCUMENT, _table, readable_collections
+from documents.search.sql import COLLECTION, DOCUMENT, SCOPE, _table, readable_collections
 from documents.similar import ITERATIVE, MAX_K, VECTOR
+from documents.spaces.document_index import document_expression
 
 INTEREST = _table(Interest)
 HALF_LIFE_DAYS = 14.0
@@ -69,12 +71,29 @@ def interest_clear(*, user: Any) -> int:
     return deleted
 
 
-def _history(cursor: Any, user_id: int) -> list[tuple[int, np.ndarray | None, str, float]]:
-    """(document, its vector, its model, age in days) of the user's recent readable documents, newest first."""
+def _scope_statement(user_id: int, k: int) -> tuple[str, list[Any]]:
+    """The readable collections' ids as the transaction-local setting the ranking filters on (SCOPE, as search
+    does: the planner sees them, so a reader of a small share of the documents gets the collection index and an
+    exact sort instead of an HNSW scan walking on past many rows for each it keeps), and the iterative scan's
+    settings: one statement, where the iterative scan's settings alone were one before."""
+    readable, params = readable_collections(user_id)
+    return (
+        f"SELECT {ITERATIVE}, set_config('rag.collections', (SELECT coalesce(array_agg(g.id)::text, '{{}}') "
+        f"FROM {COLLECTION} g WHERE g.id IN ({readable})), true)",
+        [str(max(40, 2 * k)), *params],
+    )
+
+
+History = list[tuple[int, np.ndarray | None, int | None, float]]
+
+
+def _history(cursor: Any, user_id: int) -> History:
+    """(document, its vector, its vector's space, age in days) of the user's recent readable documents, newest
+    first."""
     readable, params = readable_collections(user_id)
     cursor.execute(
         f"""
-        SELECT h.document_id, v.embedding, v.embedding_model, extract(epoch FROM now() - h.at) / 86400
+        SELECT h.document_id, v.embedding, v.space_id, extract(epoch FROM now() - h.at) / 86400
         FROM (
             SELECT i.document_id, max(i.created_at) AS at FROM {INTEREST} i
             WHERE i.user_id = %s AND i.created_at > now() - %s GROUP BY i.document_id
@@ -87,43 +106,50 @@ def _history(cursor: Any, user_id: int) -> list[tuple[int, np.ndarray | None, st
         [user_id, WINDOW, *params],
     )
     return [
-        (pk, None if vector is None else np.asarray(vector.to_numpy()), model or "", float(age))
-        for pk, vector, model, age in cursor.fetchall()
+        (pk, None if vector is None else np.asarray(vector.to_numpy()), space, float(age))
+        for pk, vector, space, age in cursor.fetchall()
     ]
 
 
-def interest_vector(history: list[tuple[int, np.ndarray | None, str, float]]) -> tuple[np.ndarray, str] | None:
-    """The time-decayed, normalised mean of the history's vectors (of its most common model), or None."""
-    models = [model for _, vector, model, _ in history if vector is not None]
-    if not models:
+def interest_vector(history: History) -> tuple[np.ndarray, int] | None:
+    """The time-decayed, normalised mean of the history's vectors, and their space; or None.
+
+    A history may span embedding spaces (collections on different models, or a switch meanwhile): only vectors
+    of one space can be averaged, so the space most of the history's documents are in is the interest's.
+    """
+    spaces = [space for _, vector, space, _ in history if vector is not None and space is not None]
+    if not spaces:
         return None
-    model = max(set(models), key=models.count)
-    rows = [(vector, age) for _, vector, m, age in history if vector is not None and m == model]
+    space = max(set(spaces), key=lambda s: (spaces.count(s), -spaces.index(s)))  # a tie: the newest read's
+    rows = [(vector, age) for _, vector, s, age in history if vector is not None and s == space]
     weights = np.array([math.exp(-math.log(2) * age / HALF_LIFE_DAYS) for _, age in rows], dtype=np.float32)
     mean = (np.array([vector for vector, _ in rows], dtype=np.float32) * weights[:, None]).sum(axis=0)
     norm = float(np.linalg.norm(mean))
-    return (mean / norm, model) if norm > 0 else None
+    return (mean / norm, space) if norm > 0 else None
 
 
 def recommendations_for(*, user: Any, k: int = 5) -> list[Recommendation]:
     """Up to ``k`` documents ``user`` may read, nearest their recent interest; popular and new ones to start with."""
     k = max(1, min(k, MAX_K))
-    readable, readable_params = readable_collections(user.pk)
     found: list[Recommendation] = []
     with vector_cursor() as cursor:
         history = _history(cursor, user.pk)
         seen = [pk for pk, *_ in history]
         interest = interest_vector(history)
         if interest is not None:
-            vector, model = interest
-            params: list[Any] = [vector, *readable_params, model, seen, k]
-            with transaction.atomic():  # the iterative scan's settings are transaction-local
-                cursor.execute(f"SELECT {ITERATIVE}", [str(max(40, 2 * k))])
+            vector, space = interest
+            dimensions = len(vector)
+            params: list[Any] = [vector, seen, k]
+            with transaction.atomic():  # the scope and the iterative scan's settings are transaction-local
+                cursor.execute(*_scope_statement(user.pk, k))
+                # The space's partial index: its predicate and expression as literals (documents.spaces.document_index).
                 cursor.execute(
                     f"""
                     WITH nearest AS MATERIALIZED (
-                        SELECT v.document_id, v.embedding <=> %s AS gap FROM {VECTOR} v
-                        WHERE v.collection_id IN ({readable}) AND v.embedding_model = %s
+                        SELECT v.document_id,
+                            {document_expression(dimensions, "v.embedding")} <=> %s::vector({dimensions}) AS gap
+                        FROM {VECTOR} v
+                        WHERE v.space_id = {int(space)} AND v.collection_id = ANY({SCOPE})
                           AND NOT v.document_id = ANY(%s)
                         ORDER BY gap LIMIT %s
                     )

@@ -1,9 +1,12 @@
 """Similar documents and "more like this" passages: nearest neighbours among what the caller may read.
 
-A document's vector is the L2-normalised mean of its chunks' vectors (``DocumentVector``), written with the
-chunks by the store. Every statement here decides access with ``readable_collections`` inside the SQL, and
-applies its filters in the same statement as the vector ranking, with pgvector's iterative index scan: the
-HNSW scan goes on past ``ef_search`` until ``k`` rows pass the filters, so a narrow filter still fills the list.
+A document's vector is the L2-normalised mean of its chunks' vectors in its collection's active embedding space
+(``DocumentVector``), written with the chunks by the store and rebuilt when the collection switches spaces. Only
+vectors of one space are compared: each statement names its space as a literal, so that the planner uses that
+space's partial index (documents.spaces.document_index, and the chunk vectors' partition). Every statement
+here decides access with ``readable_collections`` inside the SQL, and applies its filters in the same statement
+as the vector ranking, with pgvector's iterative index scan: the HNSW scan goes on past ``ef_search`` until ``k``
+rows pass the filters, so a narrow filter still fills the list.
 """
 
 from __future__ import annotations
@@ -13,14 +16,14 @@ from datetime import date
 from typing import Any
 
 import numpy as np
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Q
 from django.shortcuts import get_object_or_404
 
 from core.http import parse_id
 from core.text import without_surrogates
 from documents.db import vector_cursor
-from documents.models import Chunk, Collection, Document, DocumentVector
+from documents.models import Chunk, ChunkVector, Collection, Document, DocumentVector, EmbeddingSpace
 from documents.search.filters import Filters, covered_collections
 from documents.search.sql import (
     CHUNK,
@@ -34,8 +37,13 @@ from documents.search.sql import (
     readable_collections,
 )
 from documents.selectors import _kind_q
+from documents.spaces.document_index import create_document_index, document_expression
+from documents.spaces.storage import vector_expression
 
+VECTOR_TABLE = DocumentVector._meta.db_table
 VECTOR = _table(DocumentVector)
+CHUNK_VECTOR = _table(ChunkVector)
+SPACE = _table(EmbeddingSpace)
 
 # At or above this cosine similarity two documents say the same thing (a re-saved or re-exported copy):
 # flagged, not hidden — the reader decides which to keep.
@@ -74,8 +82,21 @@ class SimilarFilters:
     created_before: date | None = None
 
 
-def document_vector_write(*, document_id: int, collection_id: int, vectors: np.ndarray, model_name: str) -> None:
-    """Store the document's vector from its chunks' ``vectors`` (in the caller's transaction: the store's)."""
+def document_vector_write(
+    *,
+    document_id: int,
+    collection_id: int,
+    vectors: np.ndarray,
+    model_name: str = "",
+    space_id: int | None = None,
+) -> None:
+    """Store the document's vector from its chunks' ``vectors`` (in the caller's transaction: the store's).
+
+    ``vectors`` are the chunks' vectors in the space ``space_id`` (default: the collection's active space, read
+    in the same statement that checks the space's document index). ``model_name`` is no longer needed (the
+    space says which model made them); kept so that older callers still work. The first document of a space
+    creates the space's index (documents.spaces.document_index).
+    """
     mean = np.asarray(vectors, dtype=np.float32).mean(axis=0)
     norm = float(np.linalg.norm(mean))
     with vector_cursor() as cursor:
@@ -83,11 +104,55 @@ def document_vector_write(*, document_id: int, collection_id: int, vectors: np.n
             cursor.execute(f"DELETE FROM {VECTOR} WHERE document_id = %s", [document_id])
             return
         cursor.execute(
-            f"INSERT INTO {VECTOR} (document_id, collection_id, embedding, embedding_model) VALUES (%s, %s, %s, %s) "
-            "ON CONFLICT (document_id) DO UPDATE SET collection_id = EXCLUDED.collection_id, "
-            "embedding = EXCLUDED.embedding, embedding_model = EXCLUDED.embedding_model",
-            [document_id, collection_id, (mean / norm).astype(np.float32), model_name],
+            f"SELECT s.id, s.dimensions, to_regclass(%s || s.id || '_hnsw') IS NOT NULL FROM {SPACE} s "
+            f"WHERE s.id = coalesce(%s, (SELECT g.active_space_id FROM {COLLECTION} g WHERE g.id = %s))",
+            [f"{VECTOR_TABLE}_s", space_id, collection_id],
         )
+        row = cursor.fetchone()
+        if row is None:
+            raise ValueError(f"collection {collection_id} has no embedding space")
+        space, dimensions, indexed = row
+        if mean.shape[0] != dimensions:
+            raise ValueError(f"{mean.shape[0]}-dimensional vectors for space {space} of {dimensions} dimensions")
+        if not indexed:  # before this transaction writes a row of the table (see create_document_index)
+            create_document_index(EmbeddingSpace(pk=space, dimensions=dimensions))
+        cursor.execute(
+            f"INSERT INTO {VECTOR} (document_id, collection_id, space_id, embedding) VALUES (%s, %s, %s, %s) "
+            "ON CONFLICT (document_id) DO UPDATE SET collection_id = EXCLUDED.collection_id, "
+            "space_id = EXCLUDED.space_id, embedding = EXCLUDED.embedding",
+            [document_id, collection_id, space, (mean / norm).astype(np.float32)],
+        )
+
+
+def document_vectors_rebuild(*, collection: Collection, space: EmbeddingSpace) -> int:
+    """Recompute every document vector of ``collection`` from its chunk vectors in ``space``; how many were written.
+
+    For a switch of spaces (in the switch's transaction): one set-based statement reads the space's partition
+    of the chunk vectors (``l2_normalize(avg(...))`` per document) and upserts, and the collection's documents
+    with no vector in ``space`` lose their old one (a vector of another space is never compared with it).
+    Creates the space's document index when it has none.
+    """
+    expression = vector_expression(space, "v.embedding")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            INSERT INTO {VECTOR} (document_id, collection_id, space_id, embedding)
+            SELECT m.document_id, %s, {int(space.pk)}, l2_normalize(m.mean)::vector FROM (
+                SELECT v.document_id, avg({expression}) AS mean FROM {CHUNK_VECTOR} v
+                WHERE v.space_id = {int(space.pk)} AND v.collection_id = %s GROUP BY v.document_id
+            ) m
+            WHERE vector_norm(m.mean) > 0
+            ON CONFLICT (document_id) DO UPDATE SET collection_id = EXCLUDED.collection_id,
+                space_id = EXCLUDED.space_id, embedding = EXCLUDED.embedding
+            """,
+            [collection.pk, collection.pk],
+        )
+        written = cursor.rowcount
+        cursor.execute(
+            f"DELETE FROM {VECTOR} WHERE collection_id = %s AND space_id <> {int(space.pk)}", [collection.pk]
+        )
+    create_document_index(space)
+    return written
 
 
 # pgvector's iterative scan, as SET LOCAL (nothing outlives the transaction), with ef_search (a parameter).
@@ -131,20 +196,23 @@ def similar_documents(
     with transaction.atomic(), vector_cursor() as cursor:
         cursor.execute(
             f"SELECT {ITERATIVE}, set_config('rag.collections', (SELECT coalesce(array_agg(g.id)::text, '{{}}') "
-            f"FROM {COLLECTION} g WHERE {covered}), true), embedding, embedding_model "
-            f"FROM {VECTOR} WHERE document_id = %s",
+            f"FROM {COLLECTION} g WHERE {covered}), true), v.space_id, s.dimensions, v.embedding "
+            f"FROM {VECTOR} v JOIN {SPACE} s ON s.id = v.space_id WHERE v.document_id = %s",
             [str(max(40, 2 * k)), *covered_params, document.pk],
         )
         row = cursor.fetchone()
         if row is None:
             return []
-        _, _, _, vector, model_name = row
+        _, _, _, space, dimensions, vector = row
+        # Only the vectors of the document's own space, through that space's partial index: its predicate and
+        # expression written as literals, so that the planner can match them.
+        expression = document_expression(dimensions, "v.embedding")
         cursor.execute(
             f"""
             WITH nearest AS MATERIALIZED (
-                SELECT v.document_id, v.embedding <=> %s AS gap
+                SELECT v.document_id, {expression} <=> %s::vector({int(dimensions)}) AS gap
                 FROM {VECTOR} v
-                WHERE v.document_id <> %s AND v.embedding_model = %s AND {" AND ".join(clauses)}
+                WHERE v.space_id = {int(space)} AND v.document_id <> %s AND {" AND ".join(clauses)}
                 ORDER BY gap
                 LIMIT %s
             )
@@ -152,7 +220,7 @@ def similar_documents(
             FROM nearest n JOIN {DOCUMENT} d ON d.id = n.document_id JOIN {COLLECTION} g ON g.id = d.collection_id
             ORDER BY n.gap + 0, n.document_id
             """,
-            [vector, document.pk, model_name, *params, k, document.sha256],
+            [vector, document.pk, *params, k, document.sha256],
         )
         return [
             SimilarDocument(
@@ -169,39 +237,46 @@ def similar_documents(
 def similar_passages(*, user: Any, chunk: Chunk, k: int = 5) -> list[SimilarPassage]:
     """The ``k`` passages of *other* documents ``user`` may read that are nearest ``chunk``, best first.
 
-    ``chunk`` must be one the caller may read. Searched in the chunk index of each distance the readable
-    collections use, as retrieval does (documents.search.sql.vector_statement), then merged by similarity.
+    ``chunk`` must be one the caller may read. Its vector is the one in its collection's active space; the
+    passages compared with it are those of the readable collections searching the same space, found in that
+    space's partition through the index of each distance they use, as retrieval does, then merged by similarity.
     """
     k = max(1, min(k, MAX_K))
     readable, readable_params = readable_collections(user.pk)
+    # The readable collections on the chunk's space (alias g; s is the space).
+    same_space = f"FROM {COLLECTION} g WHERE g.id IN ({readable}) AND g.active_space_id = s.id"
     found: list[SimilarPassage] = []
     with transaction.atomic(), vector_cursor() as cursor:
         cursor.execute(
-            f"SELECT {ITERATIVE}, c.embedding, c.embedding_model, array(SELECT DISTINCT g.distance FROM {COLLECTION} g "
-            f"WHERE g.id IN ({readable})) FROM {CHUNK} c WHERE c.id = %s",
-            [str(max(40, 2 * k)), *readable_params, chunk.pk],
+            f"SELECT {ITERATIVE}, set_config('rag.collections', (SELECT coalesce(array_agg(g.id)::text, '{{}}') "
+            f"{same_space}), true), s.id, s.dimensions, v.embedding, array(SELECT DISTINCT g.distance {same_space}) "
+            f"FROM {CHUNK} c JOIN {COLLECTION} o ON o.id = c.collection_id JOIN {SPACE} s ON s.id = o.active_space_id "
+            f"JOIN {CHUNK_VECTOR} v ON v.space_id = s.id AND v.chunk_id = c.id WHERE c.id = %s",
+            [str(max(40, 2 * k)), *readable_params, *readable_params, chunk.pk],
         )
         row = cursor.fetchone()
         if row is None:
             return []
-        _, _, vector, model_name, distances = row
+        _, _, _, space, dimensions, vector, distances = row
+        expression = document_expression(dimensions, "v.embedding")
         for distance in sorted(set(distances) & set(OPERATORS)):
             operator, similarity = OPERATORS[distance], SIMILARITY[distance].format(d="n.gap")
             cursor.execute(
                 f"""
                 WITH nearest AS MATERIALIZED (
-                    SELECT c.id, c.document_id, c.page, c.heading, c.text, c.embedding {operator} %s AS gap
-                    FROM {CHUNK} c
-                    WHERE c.distance = '{distance}' AND c.collection_id IN ({readable})
-                      AND c.document_id <> %s AND c.embedding_model = %s
+                    SELECT v.chunk_id, v.document_id, {expression} {operator} %s::vector({int(dimensions)}) AS gap
+                    FROM {CHUNK_VECTOR} v
+                    WHERE v.space_id = {int(space)} AND v.distance = '{distance}'
+                      AND v.collection_id = ANY({SCOPE}) AND v.document_id <> %s
                     ORDER BY gap
                     LIMIT %s
                 )
-                SELECT n.id, n.document_id, d.title, g.name, n.page, n.heading, n.text, {similarity}
-                FROM nearest n JOIN {DOCUMENT} d ON d.id = n.document_id JOIN {COLLECTION} g ON g.id = d.collection_id
-                ORDER BY n.gap + 0, n.id
+                SELECT n.chunk_id, n.document_id, d.title, g.name, c.page, c.heading, c.text, {similarity}
+                FROM nearest n JOIN {CHUNK} c ON c.id = n.chunk_id JOIN {DOCUMENT} d ON d.id = n.document_id
+                JOIN {COLLECTION} g ON g.id = d.collection_id
+                ORDER BY n.gap + 0, n.chunk_id
                 """,
-                [vector, *readable_params, chunk.document_id, model_name, k],
+                [vector, chunk.document_id, k],
             )
             found += [
                 SimilarPassage(

@@ -8,8 +8,8 @@ from ops.models import RecallSample
 
 @admin.register(RecallSample)
 class RecallSampleAdmin(admin.ModelAdmin):
-    list_display = ("taken_at", "distance", "mean", "p10", "minimum", "queries", "k", "ef_search")
-    list_filter = ("distance",)
+    list_display = ("taken_at", "space", "distance", "mean", "p10", "minimum", "queries", "k", "ef_search")
+    list_filter = ("space", "distance")
     date_hierarchy = "taken_at"
 
     def has_add_permission(self, request: HttpRequest) -> bool:

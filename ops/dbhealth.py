@@ -418,7 +418,7 @@ class Report:
     chunk_table: TableStats | None
     dead_tuples: list[TableStats]
     activity: Activity
-    recall: list[RecallSample]  # the latest sample of each distance
+    recall: list[RecallSample]  # the latest sample of each embedding space and distance
     recall_history: list[RecallSample]
     recall_floor: float
     findings: list[Finding]
@@ -467,7 +467,7 @@ def findings(
     for sample in recall:
         if sample.mean < floor:
             out.append(
-                Finding(ALERT, f"Recall of the {sample.distance} HNSW index is {sample.mean:.3f}, below {floor:.2f}.")
+                Finding(ALERT, f"Recall of the {sample.index} HNSW index is {sample.mean:.3f}, below {floor:.2f}.")
             )
     if not statements.enabled:
         out.append(Finding(WARN, "pg_stat_statements is off: " + statements.how_to_enable))
@@ -493,7 +493,7 @@ def report(*, statements_limit: int = 10) -> Report:
         dead = most_dead_tuples()
         active = activity()
     latest = RecallSample.objects.latest_by_distance()
-    history = list(RecallSample.objects.order_by("-taken_at", "distance")[:30])
+    history = list(RecallSample.objects.select_related("space").order_by("-taken_at", "space_id", "distance")[:30])
     floor = settings.RECALL_FLOOR
     return Report(
         statements=statements,

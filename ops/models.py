@@ -1,4 +1,4 @@
-"""The history of the nightly recall sample (ops.recall): one row per distance and run."""
+"""The history of the nightly recall sample (ops.recall): one row per embedding space, distance and run."""
 
 from __future__ import annotations
 
@@ -7,14 +7,20 @@ from django.db import models
 
 class RecallSampleQuerySet(models.QuerySet["RecallSample"]):
     def latest_by_distance(self) -> list[RecallSample]:
-        """The newest sample of each distance."""
-        return list(self.order_by("distance", "-taken_at").distinct("distance"))
+        """The newest sample of each embedding space and distance (spaces in order, then distances)."""
+        return list(
+            self.select_related("space").order_by("space_id", "distance", "-taken_at").distinct("space_id", "distance")
+        )
 
 
 class RecallSample(models.Model):
     """How many of the exact top-k neighbours the HNSW index found, over stored chunks used as queries."""
 
     taken_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    # The embedding space whose index was measured (empty: a sample from before spaces, of the chunk table).
+    space = models.ForeignKey(
+        "documents.EmbeddingSpace", null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
     distance = models.CharField(max_length=6)  # documents.models.Distance
     queries = models.PositiveIntegerField()
     k = models.PositiveSmallIntegerField()
@@ -32,4 +38,9 @@ class RecallSample(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.distance} recall@{self.k} {self.mean:.3f} ({self.taken_at:%Y-%m-%d %H:%M})"
+        return f"{self.index} recall@{self.k} {self.mean:.3f} ({self.taken_at:%Y-%m-%d %H:%M})"
+
+    @property
+    def index(self) -> str:
+        """What was measured, as people read it: the space's name and the distance."""
+        return f"{self.space.name if self.space else 'chunks'} {self.distance}"

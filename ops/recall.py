@@ -1,8 +1,12 @@
-"""The recall of the HNSW indexes, sampled: stored chunks used as queries, the index's top-k against the exact
-top-k (a sequential scan), per distance. Celery beat runs it nightly (ops.tasks); the history is RecallSample.
+"""The recall of the HNSW indexes, sampled: stored chunk vectors used as queries, the index's top-k against the
+exact top-k (a sequential scan), per embedding space and distance. Celery beat runs it nightly (ops.tasks); the
+history is RecallSample.
 
-Recall here is the index's, over the whole chunk table: no access-control or collection filter narrows
-either side (a filter lowers HNSW recall for reasons of its own, which is the search's business).
+Each space's vectors are a partition of the ChunkVector table with one HNSW index per distance, built on
+``(embedding::vector(N))`` (documents.spaces.storage): both sides of the measure name the space as a literal
+(partition pruning) and order by that expression, so the index measured is the one searches use. Recall here is
+the index's, over the whole partition: no access-control or collection filter narrows either side (a filter
+lowers HNSW recall for reasons of its own, which is the search's business).
 """
 
 from __future__ import annotations
@@ -12,12 +16,14 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.db import connection, transaction
 
-from documents.models import Chunk, Distance
+from documents.models import ChunkVector, Distance, EmbeddingSpace
 from documents.search import tuning
+from documents.spaces.storage import partition_name, vector_expression
 from ops.models import RecallSample
 
 OPERATORS = {Distance.COSINE: "<=>", Distance.L2: "<->", Distance.INNER_PRODUCT: "<#>"}
 TIE = 1e-9  # a neighbour as close as the exact k-th one counts: equal distances rank in any order
+TABLE = ChunkVector._meta.db_table
 
 
 @dataclass(frozen=True)
@@ -26,13 +32,16 @@ class Neighbour:
     distance: float
 
 
-def _neighbours(distance: str, query: str, k: int, *, exact: bool, ef_search: int) -> list[Neighbour]:
-    table = connection.ops.quote_name(Chunk._meta.db_table)
+def _neighbours(
+    space: EmbeddingSpace, distance: str, query: str, k: int, *, exact: bool, ef_search: int
+) -> list[Neighbour]:
     operator = OPERATORS[Distance(distance)]
-    # The partial index's predicate as a literal (a validated choice), so the planner can match it.
+    expression, cast = vector_expression(space), f"vector({int(space.dimensions)})"
+    # The space and the partial index's predicate as literals (validated values), so the planner can match them.
     sql = (
-        f"SELECT id, embedding {operator} %s::vector AS d FROM {table} WHERE distance = '{Distance(distance).value}' "
-        f"ORDER BY embedding {operator} %s::vector LIMIT %s"
+        f"SELECT chunk_id, {expression} {operator} %s::{cast} AS d FROM {connection.ops.quote_name(TABLE)} "
+        f"WHERE space_id = {int(space.pk)} AND distance = '{Distance(distance).value}' "
+        f"ORDER BY {expression} {operator} %s::{cast} LIMIT %s"
     )
     with transaction.atomic(), connection.cursor() as cursor:
         if exact:
@@ -51,34 +60,34 @@ def _neighbours(distance: str, query: str, k: int, *, exact: bool, ef_search: in
     return neighbours
 
 
-# Cost: each query's exact top-k is a sequential scan of its distance's chunks, so a night's sample reads the
-# chunk table RECALL_SAMPLE_QUERIES times per distance (PostgreSQL's parallel workers share each scan).
-def query_recall(distance: str, query: str, k: int, *, ef_search: int) -> float:
+# Cost: each query's exact top-k is a sequential scan of its space's partition (one distance's rows), so a
+# night's sample reads each partition RECALL_SAMPLE_QUERIES times per distance (parallel workers share each scan).
+def query_recall(space: EmbeddingSpace, distance: str, query: str, k: int, *, ef_search: int) -> float:
     """Share of the exact top-k the index returns (ties with the exact k-th distance count as found)."""
-    exact = _neighbours(distance, query, k, exact=True, ef_search=ef_search)
+    exact = _neighbours(space, distance, query, k, exact=True, ef_search=ef_search)
     if not exact:
         return 1.0
-    found = _neighbours(distance, query, k, exact=False, ef_search=ef_search)
+    found = _neighbours(space, distance, query, k, exact=False, ef_search=ef_search)
     exact_ids = {n.id for n in exact}
     bound = exact[-1].distance + TIE * max(1.0, abs(exact[-1].distance))
     hits = sum(1 for n in found if n.id in exact_ids or n.distance <= bound)
     return min(hits, len(exact)) / len(exact)
 
 
-def _sample_queries(distance: str, count: int) -> list[str]:
-    """Up to ``count`` random stored vectors of one distance; a block sample first, so a large table is not read
-    whole."""
-    table = connection.ops.quote_name(Chunk._meta.db_table)
+def _sample_queries(space: EmbeddingSpace, distance: str, count: int) -> list[str]:
+    """Up to ``count`` random stored vectors of one space and distance; a block sample of the space's partition
+    first, so a large one is not read whole."""
+    partition = partition_name(space)
     with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT greatest(reltuples, 0) FROM pg_class WHERE oid = to_regclass(%s)", [Chunk._meta.db_table]
-        )
+        cursor.execute("SELECT greatest(reltuples, 0) FROM pg_class WHERE oid = to_regclass(%s)", [partition])
         row = cursor.fetchone()
-        rows_estimate = float(row[0]) if row else 0.0
+        if row is None:  # no partition: a space retired, or never written
+            return []
+        rows_estimate = float(row[0])
         percent = 100.0 if rows_estimate < 10_000 else min(100.0, 100.0 * 20 * count / rows_estimate)
         cursor.execute(
-            f"SELECT embedding::text FROM {table} TABLESAMPLE SYSTEM (%s) WHERE distance = %s "
-            "ORDER BY random() LIMIT %s",
+            f"SELECT embedding::text FROM {connection.ops.quote_name(partition)} TABLESAMPLE SYSTEM (%s) "
+            "WHERE distance = %s ORDER BY random() LIMIT %s",
             [percent, distance, count],
         )
         return [row[0] for row in cursor.fetchall()]
@@ -91,24 +100,26 @@ def percentile(values: list[float], share: float) -> float:
 
 
 def sample_recall(*, queries: int | None = None, k: int = 10) -> list[RecallSample]:
-    """Measure each distance that has chunks and keep the result; nothing is kept for a distance without any."""
+    """Measure each space and distance that has chunk vectors and keep the result; nothing is kept for the others."""
     count = settings.RECALL_SAMPLE_QUERIES if queries is None else queries
     ef_search = tuning.search_ef(k)  # what a search of k rows uses now
     samples = []
-    for distance in Distance:
-        vectors = _sample_queries(distance.value, count)
-        if not vectors:
-            continue
-        recalls = [query_recall(distance.value, vector, k, ef_search=ef_search) for vector in vectors]
-        samples.append(
-            RecallSample.objects.create(
-                distance=distance.value,
-                queries=len(recalls),
-                k=k,
-                ef_search=ef_search,
-                mean=sum(recalls) / len(recalls),
-                p10=percentile(recalls, 0.1),
-                minimum=min(recalls),
+    for space in EmbeddingSpace.objects.exclude(status=EmbeddingSpace.Status.RETIRED).order_by("pk"):
+        for distance in Distance:
+            vectors = _sample_queries(space, distance.value, count)
+            if not vectors:
+                continue
+            recalls = [query_recall(space, distance.value, vector, k, ef_search=ef_search) for vector in vectors]
+            samples.append(
+                RecallSample.objects.create(
+                    space=space,
+                    distance=distance.value,
+                    queries=len(recalls),
+                    k=k,
+                    ef_search=ef_search,
+                    mean=sum(recalls) / len(recalls),
+                    p10=percentile(recalls, 0.1),
+                    minimum=min(recalls),
+                )
             )
-        )
     return samples

@@ -11,8 +11,9 @@ from django.utils import timezone
 from chat import services as chat
 from chat.models import Conversation
 from core.models import ApiToken
-from documents.models import Collection, Interest
+from documents.models import Collection, EmbeddingSpace, Interest
 from documents.recommend import interest_record, recommendations_for
+from documents.spaces import storage
 from tests.documents.topics import TOPICS, add_halves, half, ids
 from tests.documents_factory import add_text_document
 
@@ -68,6 +69,24 @@ def test_a_question_notes_the_documents_that_answered_it(user, library):
     assert recommendations_for(user=user, k=1)[0].reason == "interest"
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_question_through_the_openai_compatible_api_is_noted_too(client, settings, user, library, stream):
+    settings.LLM_BACKEND = "extractive"
+    headers = {"HTTP_AUTHORIZATION": f"Bearer {ApiToken.issue(user=user)[1]}"}
+    response = client.post(
+        "/v1/chat/completions",
+        {"model": "rag", "stream": stream, "messages": [{"role": "user", "content": "sourdough flour yeast oven"}]},
+        content_type="application/json",
+        **headers,
+    )
+    assert response.status_code == 200
+    if stream:
+        b"".join(response.streaming_content)  # the answer is noted once it is complete
+    asked = set(Interest.objects.filter(user=user, kind=Interest.Kind.ASKED).values_list("document_id", flat=True))
+    assert asked and asked <= {d.pk for d in library["bakery"]}
+    assert recommendations_for(user=user, k=1)[0].reason == "interest"
+
+
 def test_recommendations_stay_inside_the_readable_collections(user, other_user, collection, library):
     theirs = Collection.objects.create(name="Mallory's", owner=other_user)
     private = add_text_document(other_user, theirs, "volcano-private", half("volcano", TOPICS["volcano"], 1) + " Mine.")
@@ -79,6 +98,33 @@ def test_recommendations_stay_inside_the_readable_collections(user, other_user, 
     collection.members.remove(other_user)
     found = recommendations_for(user=other_user, k=50)
     assert ids(found) == [private.pk] and found[0].reason == "recent"
+
+
+def test_a_history_across_embedding_spaces_recommends_from_the_space_most_of_it_is_in(user, collection, library):
+    """Only vectors of one space can be averaged or compared: the interest is in the space of most of the history."""
+    space = EmbeddingSpace.objects.create(name="hashing-64", backend="hashing", model="hashing", dimensions=64)
+    storage.create_partition(space)
+    storage.create_index(space, "cosine")
+    small = Collection.objects.create(name="Small model", owner=user, active_space=space)
+    there = {
+        topic: [
+            add_text_document(user, small, f"{topic}-small-{side}", half(topic, TOPICS[topic], side)) for side in (0, 1)
+        ]
+        for topic in ("volcano", "glacier")
+    }
+    interest_record(
+        user=user, document_ids=[library["chess"][0].pk, library["bakery"][0].pk], kind=Interest.Kind.OPENED
+    )
+    interest_record(user=user, document_ids=[there["volcano"][0].pk], kind=Interest.Kind.OPENED)
+    picked = [hit for hit in recommendations_for(user=user, k=50) if hit.reason == "interest"]
+    mine = {d.pk for pair in library.values() for d in pair}
+    assert picked and {hit.document_id for hit in picked} <= mine
+    assert picked[0].document_id in {library["chess"][1].pk, library["bakery"][1].pk}
+    # Now most of it is in the small model's space: recommended from there only.
+    interest_record(user=user, document_ids=[there["glacier"][0].pk], kind=Interest.Kind.OPENED)
+    Interest.objects.filter(document_id__in=[library["bakery"][0].pk]).delete()
+    picked = [hit for hit in recommendations_for(user=user, k=50) if hit.reason == "interest"]
+    assert {hit.document_id for hit in picked} == {there["volcano"][1].pk, there["glacier"][1].pk}
 
 
 def test_clearing_the_history_starts_afresh(client, user, library):

@@ -14,12 +14,29 @@ from django.utils import timezone
 
 from core.models import ApiToken
 from documents import pipeline, services
-from documents.models import Chunk, Collection, Document, DocumentVector
-from documents.similar import SimilarFilters, similar_documents, similar_passages
+from documents.models import Chunk, ChunkVector, Collection, Document, DocumentVector, EmbeddingSpace
+from documents.similar import (
+    SimilarFilters,
+    document_vector_write,
+    document_vectors_rebuild,
+    similar_documents,
+    similar_passages,
+)
+from documents.spaces import backend_for, storage
+from documents.spaces.document_index import document_index_exists, document_index_name
+from documents.spaces.vectors import write_vectors
 from tests.documents.topics import TOPICS, add_halves, half, ids
 from tests.documents_factory import add_text_document
 
 pytestmark = pytest.mark.django_db
+
+
+def chunk_vectors(document: Document, space_id: int | None = None) -> np.ndarray:
+    """The document's chunk vectors in ``space_id`` (default: its collection's active space), in chunk order."""
+    space_id = space_id or document.collection.active_space_id
+    rows = ChunkVector.objects.filter(document=document, space_id=space_id).order_by("chunk_id")
+    return np.array([np.asarray(row.embedding, dtype=np.float32) for row in rows])
+
 
 @pytest.fixture
 def halves(user, collection):
@@ -35,12 +52,23 @@ def test_storing_a_document_writes_its_normalised_mean_vector(user, collection):
             f"Part {i}: " + "the onboarding checklist covers laptops, accounts and badges. " * 40 for i in range(3)
         ),
     )
-    chunks = np.array([np.asarray(c.embedding) for c in document.chunks.all()])
+    chunks = chunk_vectors(document)
     assert len(chunks) > 1
     stored = DocumentVector.objects.get(document=document)
     mean = chunks.mean(axis=0)
     assert np.allclose(np.asarray(stored.embedding), mean / np.linalg.norm(mean), atol=1e-5)
-    assert stored.collection_id == collection.pk and stored.embedding_model == document.chunks.first().embedding_model
+    assert (stored.collection_id, stored.space_id) == (collection.pk, collection.active_space_id)
+    # The space's own partial index, made by its first document.
+    assert document_index_exists(collection.active_space)
+
+
+def test_a_vector_of_another_length_than_its_space_is_refused(user, collection, halves):
+    first, _ = halves["chess"]
+    with pytest.raises(ValueError, match="64-dimensional vectors for space"):
+        document_vector_write(
+            document_id=first.pk, collection_id=collection.pk, vectors=np.ones((2, 64), dtype=np.float32)
+        )
+    assert len(DocumentVector.objects.get(document=first).embedding) == collection.active_space.dimensions
 
 
 def test_each_half_finds_its_other_half_first(user, halves):
@@ -144,7 +172,7 @@ def test_more_like_this_passage_searches_collections_of_every_distance(user, col
     first, _ = halves["database"]
     other = Collection.objects.create(name="Inner product", owner=user, distance="ip")
     twin = add_text_document(user, other, "database-twin", half("database", TOPICS["database"], 1) + " More.")
-    assert Chunk.objects.get(document=twin).distance == "ip"
+    assert list(ChunkVector.objects.filter(document=twin).values_list("distance", flat=True)) == ["ip"]
     found = similar_passages(user=user, chunk=first.chunks.first(), k=2)
     assert twin.pk in {hit.document_id for hit in found}
     # Document vectors are compared by cosine whatever the collection's distance (they are normalised).
@@ -298,26 +326,101 @@ def test_a_narrow_filter_still_fills_the_list_through_the_hnsw_index(user, colle
         cursor.execute("SET LOCAL enable_seqscan = off; SET LOCAL enable_sort = off")
         with connection.execute_wrapper(explained):
             found = similar_documents(user=user, document=first, k=3, filters=SimilarFilters(created_before=cutoff))
-    assert any("document_vector_hnsw" in line for line in plans), "\n".join(plans)
+    index = document_index_name(collection.active_space_id)
+    assert any(index in line for line in plans), "\n".join(plans)
     assert set(ids(found)) == {doc.pk for doc in far}
 
 
 @pytest.mark.django_db(transaction=True)
-def test_the_migration_gives_the_documents_stored_before_it_their_vectors(user, collection):
+def test_the_migration_puts_each_document_vector_in_its_collections_space(user, collection):
+    """Migration 0016: vectors of the active space's model are kept, the others are made again from the chunks."""
     from django.db.migrations.executor import MigrationExecutor
 
-    document = add_text_document(
-        user, collection, "before", "\n\n".join(f"Part {i}: trains and hotels. " * 60 for i in range(3))
+    kept, remade = (
+        add_text_document(
+            user, collection, name, "\n\n".join(f"Part {i}: {name} trains and hotels. " * 60 for i in range(3))
+        )
+        for name in ("kept", "remade")
     )
-    chunks = np.array([np.asarray(c.embedding) for c in document.chunks.all()])
+    space = collection.active_space
     executor = MigrationExecutor(connection)
-    latest = executor.loader.graph.leaf_nodes("documents")
-    executor.migrate([("documents", "0009_document_library_sorts")])  # no document vectors yet
-    executor = MigrationExecutor(connection)
-    executor.migrate(latest)
-    stored = np.asarray(DocumentVector.objects.get(document=document).embedding)
-    mean = chunks.mean(axis=0)
-    assert len(chunks) > 1 and np.allclose(stored, mean / np.linalg.norm(mean), atol=1e-5)
+    latest = executor.loader.graph.leaf_nodes()
+    (before,) = executor.loader.graph.node_map[("documents", "0016_document_vectors_per_space")].parents
+    executor.migrate([before])
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT embedding_model, vector_dims(embedding) FROM documents_documentvector ORDER BY 1")
+        assert cursor.fetchall() == [(space.model, space.dimensions)] * 2
+        assert not document_index_exists(space)
+        # As if made by another model than the collection's space's: made again from the chunk vectors.
+        cursor.execute(
+            "UPDATE documents_documentvector SET embedding_model = 'other' WHERE document_id = %s", [remade.pk]
+        )
+    MigrationExecutor(connection).migrate(latest)
+    for document in (kept, remade):
+        stored = DocumentVector.objects.get(document=document)
+        mean = chunk_vectors(document).mean(axis=0)
+        assert stored.space_id == space.pk
+        assert np.allclose(np.asarray(stored.embedding), mean / np.linalg.norm(mean), atol=1e-5)
+    assert document_index_exists(space)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Embedding spaces: only vectors of one space are compared; a switch rebuilds the document vectors
+
+
+@pytest.fixture
+def small_space():
+    """A second embedding space (hashing, 64 dimensions), with its partition and cosine index."""
+    space = EmbeddingSpace.objects.create(
+        name="hashing-64", backend="hashing", model="hashing", dimensions=64, status="ready"
+    )
+    storage.create_partition(space)
+    storage.create_index(space, "cosine")
+    return space
+
+
+def test_collections_on_another_space_are_never_compared(user, collection, halves, small_space):
+    first, second = halves["chess"]
+    elsewhere = Collection.objects.create(name="Small model", owner=user, active_space=small_space)
+    twin = add_text_document(user, elsewhere, "chess-small", half("chess", TOPICS["chess"], 1))
+    assert DocumentVector.objects.get(document=twin).space_id == small_space.pk
+    assert len(chunk_vectors(twin)) and document_index_exists(small_space)
+    assert twin.pk not in ids(similar_documents(user=user, document=first, k=50))
+    assert ids(similar_documents(user=user, document=twin, k=50)) == []  # alone in its space
+    passages = similar_passages(user=user, chunk=first.chunks.first(), k=50)
+    assert passages and twin.pk not in {hit.document_id for hit in passages}
+    assert similar_passages(user=user, chunk=twin.chunks.first(), k=50) == []
+
+
+def test_a_switch_rebuilds_the_collections_document_vectors_from_the_new_space(user, collection, halves, small_space):
+    """document_vectors_rebuild (the switch calls it): the mean of the new space's chunk vectors, its own index."""
+    backend = backend_for(small_space)
+    chunks = list(Chunk.objects.filter(collection=collection).order_by("pk"))
+    vectors = backend.embed_documents([chunk.text for chunk in chunks])
+    write_vectors(
+        space=small_space,
+        rows=(
+            (c.pk, c.collection_id, c.document_id, collection.distance, v) for c, v in zip(chunks, vectors, strict=True)
+        ),
+    )
+    Collection.objects.filter(pk=collection.pk).update(active_space=small_space, previous_space=collection.active_space)
+    collection.refresh_from_db()
+    with CaptureQueriesContext(connection) as statements:
+        written = document_vectors_rebuild(collection=collection, space=small_space)
+    assert written == 2 * len(TOPICS) and len(statements) <= 6  # set-based: not a statement per document
+    first, second = halves["sailing"]
+    stored = DocumentVector.objects.get(document=first)
+    mean = chunk_vectors(first, small_space.pk).mean(axis=0)
+    assert stored.space_id == small_space.pk and len(stored.embedding) == 64
+    assert np.allclose(np.asarray(stored.embedding), mean / np.linalg.norm(mean), atol=1e-5)
+    assert document_index_exists(small_space)
+    assert ids(similar_documents(user=user, document=first, k=1)) == [second.pk]
+    # Rolled back: the same function makes them again from the previous space.
+    Collection.objects.filter(pk=collection.pk).update(active_space=collection.previous_space)
+    collection.refresh_from_db()
+    document_vectors_rebuild(collection=collection, space=collection.active_space)
+    assert set(DocumentVector.objects.values_list("space_id", flat=True)) == {collection.active_space_id}
+    assert ids(similar_documents(user=user, document=first, k=1)) == [second.pk]
 
 
 def test_the_more_like_this_page(client, user, other_user, halves, private_twin):
@@ -333,3 +436,53 @@ def test_the_more_like_this_page(client, user, other_user, halves, private_twin)
     assert private_twin.title not in html and f"/documents/{first.pk}/?chunk=" in html  # only the way back
     client.force_login(other_user)
     assert client.get(url).status_code == 404
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_first_documents_of_a_new_space_stored_at_once_both_get_their_vector(user, monkeypatch):
+    """Two stores that both find the space without a document index: one makes it, the other waits and uses it
+    (making it after writing their rows, each would wait for the other's rows: a deadlock)."""
+    import threading
+
+    from django.db import connections, transaction
+
+    from documents import similar
+
+    space = EmbeddingSpace.objects.create(name="hashing-64", backend="hashing", model="hashing", dimensions=64)
+    storage.create_partition(space)
+    documents = []
+    for name in ("left", "right"):
+        collection = Collection.objects.create(name=name, owner=user, active_space=space)
+        documents.append(
+            Document.objects.create(owner=user, collection=collection, title=name, sha256=name * 8, status="ready")
+        )
+    both_looked = threading.Barrier(2, timeout=30)
+    make_index = similar.create_document_index
+
+    def after_both_looked(space):
+        both_looked.wait()  # each found no index before either made it
+        make_index(space)
+
+    monkeypatch.setattr(similar, "create_document_index", after_both_looked)
+    errors: list[BaseException] = []
+
+    def store(document: Document) -> None:
+        try:
+            with transaction.atomic():
+                document_vector_write(
+                    document_id=document.pk,
+                    collection_id=document.collection_id,
+                    vectors=np.random.default_rng(document.pk).random((3, 64), dtype=np.float32),
+                )
+        except BaseException as error:  # noqa: BLE001  (reported below, in the test's thread)
+            errors.append(error)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=store, args=(document,)) for document in documents]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert errors == []
+    assert DocumentVector.objects.filter(space=space).count() == 2 and document_index_exists(space)

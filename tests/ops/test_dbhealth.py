@@ -10,6 +10,7 @@ import pytest
 from django.core.management import call_command
 from django.db import connection
 
+from documents.spaces import default_space, storage
 from ops import dbhealth
 from ops.models import RecallSample
 
@@ -124,14 +125,17 @@ def test_the_command_prints_the_checks_and_ends_with_key_value_pairs():
 
 
 def test_the_command_exits_1_on_an_alert_and_names_it(settings):
-    RecallSample.objects.create(distance="cosine", queries=5, k=10, ef_search=100, mean=0.5, p10=0.2, minimum=0.1)
+    space = default_space()
+    RecallSample.objects.create(
+        space=space, distance="cosine", queries=5, k=10, ef_search=100, mean=0.5, p10=0.2, minimum=0.1
+    )
     settings.RECALL_FLOOR = 0.9
     out = io.StringIO()
     with pytest.raises(SystemExit) as exit_:
         call_command("db_health", stdout=out)
     assert exit_.value.code == 1
     text = out.getvalue()
-    assert "ALERT: Recall of the cosine HNSW index is 0.500, below 0.90." in text
+    assert f"ALERT: Recall of the {space.name} cosine HNSW index is 0.500, below 0.90." in text
     assert text.strip().splitlines()[-1].startswith("status=alert ")
 
 
@@ -144,10 +148,11 @@ def test_pgvector_versions_without_known_fixes_are_flagged(version, missing):
 
 
 def test_vector_indexes_are_measured_against_shared_buffers():
+    space = default_space()  # made with its partition and index on first use
     vector = dbhealth.pgvector()
     assert vector.version and not vector.missing_fixes  # the wheel's pgvector has both fixes
     names = {index.index for index in vector.indexes}
-    assert {"chunk_embedding_hnsw_cosine", "chunk_embedding_hnsw_l2", "chunk_embedding_hnsw_ip"} <= names
+    assert storage.index_name(space, "cosine") in names  # each space's, on its partition
     assert vector.shared_buffers_bytes > 0
     assert all(index.fits_in_shared_buffers == (index.bytes <= vector.shared_buffers_bytes) for index in vector.indexes)
 

@@ -1,6 +1,8 @@
 """A property: whatever the users, collections, memberships, documents, moves of documents between
-collections and question, everything search, chat answers and /v1/chat/completions return comes from a
-collection the asker may read, and the BM25 statistics stay those of a recomputation from scratch.
+collections, members removed and question, everything search, chat answers, /v1/chat/completions, similar
+documents, "more like this" passages and recommendations return comes from a collection the asker may read
+(now: a history of documents read before a move or a removal never leaks them), and the BM25 statistics stay
+those of a recomputation from scratch.
 """
 
 import json
@@ -17,7 +19,9 @@ from core.models import ApiToken
 from documents import pipeline
 from documents import search as retrieval
 from documents import services as document_services
-from documents.models import Collection, Document
+from documents.models import Collection, Document, Interest
+from documents.recommend import interest_record, recommendations_for
+from documents.similar import similar_documents, similar_passages
 from tests.term_statistics import assert_statistics_exact
 
 pytestmark = pytest.mark.django_db
@@ -41,6 +45,8 @@ world = st.fixed_dictionaries({
                   st.sampled_from(["", "hr", "legal"])),
         min_size=1, max_size=4,
     ),
+    # (collection index, user index) memberships removed after the moves
+    "removals": st.lists(st.tuples(st.integers(0, 3), st.integers(0, 3)), max_size=3),
     "asker": st.integers(0, 3),
     "question": st.lists(st.sampled_from(WORDS + ["ignore", "previous", "instructions", "'; DROP"]),
                          min_size=1, max_size=5).map(" ".join),
@@ -62,10 +68,15 @@ def build(spec):
         )
         pipeline.document_ingest(document_id=document.pk)
     documents = list(Document.objects.order_by("pk"))
+    asker = users[spec["asker"] % len(users)]
+    # The asker read every document they could at the time (recommendations start from that history).
+    interest_record(user=asker, kind=Interest.Kind.OPENED, document_ids=sorted(readable_documents(asker)))
     for index, to, path, tag in spec["moves"]:
         move(documents[index % len(documents)], collections[to % len(collections)], path,
              {"tags": [tag]} if tag else {})
-    return users[spec["asker"] % len(users)]
+    for collection, user in spec["removals"]:
+        collections[collection % len(collections)].members.remove(users[user % len(users)])
+    return asker
 
 
 def move(document: Document, collection: Collection, path: str, metadata: dict) -> None:
@@ -109,4 +120,9 @@ def test_search_and_answers_only_return_readable_documents(spec, client, setting
         )
         assert response.status_code == 200, response.content
         assert {c["document_id"] for c in response.json()["citations"]} <= allowed
+        for document in Document.objects.all():  # readable or not: the SQL decides, not the caller
+            assert {hit.document_id for hit in similar_documents(user=asker, document=document, k=50)} <= allowed
+            for chunk in document.chunks.all()[:1]:
+                assert {hit.document_id for hit in similar_passages(user=asker, chunk=chunk, k=50)} <= allowed
+        assert {hit.document_id for hit in recommendations_for(user=asker, k=50)} <= allowed
         transaction.set_rollback(True)  # the next example starts from an empty database

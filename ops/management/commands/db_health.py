@@ -80,7 +80,7 @@ class Command(BaseCommand):
         out("== Recall (HNSW top-10 against exact, sampled)")
         for sample in report.recall:
             out(
-                f"{sample.distance}: mean {sample.mean:.3f} p10 {sample.p10:.3f} min {sample.minimum:.3f} "
+                f"{sample.index}: mean {sample.mean:.3f} p10 {sample.p10:.3f} min {sample.minimum:.3f} "
                 f"({sample.queries} queries, {sample.taken_at:%Y-%m-%d %H:%M})"
             )
         if not report.recall:

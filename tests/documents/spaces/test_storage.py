@@ -30,7 +30,8 @@ def test_a_new_collection_starts_on_the_configured_default_space(owner):
     assert space.name == "hashing-384"
     assert storage.partition_exists(space)
     hnsw = [definition for definition in _indexes(storage.partition_name(space)) if "hnsw" in definition]
-    assert len(hnsw) == 1 and "vector(384)" in hnsw[0] and "vector_cosine_ops" in hnsw[0]
+    assert len(hnsw) == 3 and all("vector(384)" in definition for definition in hnsw)  # one per distance
+    assert "vector_cosine_ops" in " ".join(hnsw) and "WHERE ((distance)::text = 'cosine'::text)" in " ".join(hnsw)
     assert Collection.objects.create(owner=owner, name="Other").active_space == space  # one default, reused
 
 
@@ -40,8 +41,7 @@ def test_spaces_of_other_dimensions_live_side_by_side_and_retire_alone(owner, tr
     storage.create_partition(second)
     collection = Collection.objects.create(owner=owner, name="Mixed")
     document = collection.documents.create(owner=owner, title="d", sha256="0" * 64)
-    chunk = document.chunks.create(collection=collection, ordinal=0, text="alpha beta", embedding=[0.0] * 384,
-                                   embedding_model="hashing-384")
+    chunk = document.chunks.create(collection=collection, ordinal=0, text="alpha beta")
     with connection.cursor() as cursor:
         for space in (first, second):
             vector = backend_for(space).embed_query("alpha beta")

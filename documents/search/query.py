@@ -33,6 +33,10 @@ Row = tuple[Any, ...]
 
 MODES = ("vector", "keyword", "hybrid")
 
+# How many times a search plans its vector arms again when the covered collections' spaces changed between its
+# round trips (an embedding-space switch or rollback committing meanwhile).
+REPLANS = 3
+
 
 @dataclass(frozen=True)
 class Hit:
@@ -102,18 +106,27 @@ def search(
             arms = [(space_id, distance) for space_id, distance in arms if distance in OPERATORS]
             found = {(default.pk, SPECULATED): results[0]}
             others = [arm for arm in arms if arm not in found]
-            if others:
+            for _ in range(REPLANS):
+                if not others:
+                    break
                 by_id = spaces.by_ids([space_id for space_id, _ in others])
                 for space_id, _ in others:  # the query embedded once per space, by that space's own model
                     if space_id not in vectors:
                         vectors[space_id] = _embedded(query, by_id[space_id])
-                _, *rows = _fetch_together(cursor, [
+                again, *rows = _fetch_together(cursor, [
                     _scope_sql(user, filters, ef_search),
                     *(_vector_sql(filters, limit, vectors[space_id], by_id[space_id], distance)
                       for space_id, distance in others),
                 ])
                 found.update(zip(others, rows, strict=True))
-            nearest_rows = [found[arm] for arm in arms]
+                # A switch or rollback that committed between the two round trips moves collections to other arms:
+                # search those (the arms no longer covered gave no rows), so the answer is never empty or mixed.
+                now = [arm for arm in map(sql.parse_arm, again[0][-1]) if arm[1] in OPERATORS]
+                if now == arms:
+                    break
+                arms, found = now, {arm: found[arm] for arm in now if arm in found and arm in others}
+                others = [arm for arm in arms if arm not in found]
+            nearest_rows = [found.get(arm, []) for arm in arms]
     threshold = settings.RETRIEVAL_MIN_SIMILARITY
     nearest = [_hit(row, relevant=row[-1] >= threshold, similarity=row[-1]) for rows in nearest_rows for row in rows]
     if len(nearest_rows) > 1:  # collections on different spaces or distances: merge on cosine similarity

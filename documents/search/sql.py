@@ -67,8 +67,12 @@ def arm_setting(space_id: int, distance: str) -> str:
 
 
 def arm_scope(space_id: int, distance: str) -> str:
-    """The covered collections of one vector arm (a space and a distance), as SCOPE is for all (NULL: none)."""
-    return f"current_setting('{arm_setting(space_id, distance)}', true)::bigint[]"
+    """The covered collections of one vector arm (a space and a distance), as SCOPE is for all (NULL: none).
+
+    A custom setting once set in a session reads '' (not NULL) in a later transaction that did not set it: a
+    search whose second round trip found other arms than its first (a switch committed in between) must get
+    no rows from the arm, not a cast error."""
+    return f"nullif(current_setting('{arm_setting(space_id, distance)}', true), '')::bigint[]"
 
 
 def hnsw_settings(ef_search: str) -> str:
@@ -161,7 +165,7 @@ def vector_statement(
             FROM {CHUNK_VECTOR} v
             WHERE v.space_id = {int(space.pk)} AND v.distance = '{distance}'
               AND v.collection_id = ANY({arm_scope(space.pk, distance)}) AND {where}
-              AND current_setting('{arm_setting(space.pk, distance)}', true) IS NOT NULL
+              AND {arm_scope(space.pk, distance)} IS NOT NULL
             ORDER BY gap
             LIMIT %s
         )

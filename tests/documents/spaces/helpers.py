@@ -40,8 +40,11 @@ def add_markdown(user, collection, name: str, text: str):
     from documents import pipeline, services
 
     document = services.document_create(
-        owner=user, collection=collection, file=ContentFile(text.encode(), name=f"{name}.md"),
-        filename=f"{name}.md", enqueue=False,
+        owner=user,
+        collection=collection,
+        file=ContentFile(text.encode(), name=f"{name}.md"),
+        filename=f"{name}.md",
+        enqueue=False,
     )
     return pipeline.document_ingest(document_id=document.pk)
 

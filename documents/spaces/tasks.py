@@ -39,11 +39,11 @@ from django.utils import timezone
 
 from documents import embeddings
 from documents.chunking import embedding_text
-from documents.db import vector_cursor
 from documents.models import Chunk, ChunkVector, Collection, EmbeddingSpace, SpaceMigration
 from documents.search.indexes import sized_memory
 from documents.spaces import heartbeat, migration, storage
 from documents.spaces.registry import backend_for
+from documents.spaces.vectors import write_vectors
 
 logger = logging.getLogger(__name__)
 
@@ -269,19 +269,6 @@ def _store(job: SpaceMigration, vectors: dict[int, object], *, cursor: int | Non
             fields["cursor"] = advance_to
         SpaceMigration.objects.filter(pk=job.pk).update(**fields)
     return written
-
-
-def write_vectors(*, space: EmbeddingSpace, rows: list[tuple]) -> int:
-    """(chunk_id, collection_id, document_id, distance, embedding) rows into the space's partition, binary COPY."""
-    columns = "chunk_id, space_id, collection_id, document_id, distance, embedding"
-    with (
-        vector_cursor() as db,
-        db.copy(f"COPY {ChunkVector._meta.db_table} ({columns}) FROM STDIN WITH (FORMAT BINARY)") as copy,
-    ):
-        copy.set_types(["int8", "int8", "int8", "int8", "varchar", "vector"])
-        for chunk_id, collection_id, document_id, distance, vector in rows:
-            copy.write_row((chunk_id, space.pk, collection_id, document_id, distance, vector))
-    return len(rows)
 
 
 class _Rate:

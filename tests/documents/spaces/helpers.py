@@ -8,28 +8,53 @@ import numpy as np
 from django.db import connection
 from django.utils import timezone
 
+from documents.chunking import embedding_text
 from documents.db import vector_cursor
-from documents.models import Chunk, ChunkVector, EmbeddingSpace, SpaceMigration
-from documents.spaces import storage
+from documents.models import Chunk, ChunkVector, Document, EmbeddingSpace, SpaceMigration
+from documents.spaces import backend_for, storage
+from documents.spaces.vectors import write_vectors
 from tests.documents.topics import TOPICS
 
 
-def add_documents(user, collection, *, per_topic: int = 1) -> list:
-    """Markdown documents on distinct topics, with headings (their embedding text is heading + text)."""
+def add_documents(user, collection, *, per_topic: int = 1, parts: int = 6) -> list:
+    """Documents on distinct topics stored as ingestion stores them: chunks with heading paths, and their vectors
+    in the collection's active space (embedding the heading and the text, as the pipeline does)."""
+    space = collection.active_space
+    backend = backend_for(space)
     documents = []
     for topic, words in TOPICS.items():
         vocabulary = words.split()
         for copy in range(per_topic):
-            sections = "\n\n".join(
-                f"## {topic.title()} part {part}\n\n"
-                + " ".join(
-                    f"The {word} of the {topic} matters in note {copy}.{part}.{n}."
-                    for n in range(12)
-                    for word in vocabulary[part::3]
-                )
-                for part in range(3)
+            document = Document.objects.create(
+                owner=user,
+                collection=collection,
+                title=f"{topic}-{copy}",
+                sha256=f"{len(documents):064d}",
+                status=Document.Status.READY,
+                chunk_count=parts,
             )
-            documents.append(add_markdown(user, collection, f"{topic}-{copy}", f"# {topic}\n\n{sections}"))
+            chunks = [
+                Chunk.objects.create(
+                    document=document,
+                    collection=collection,
+                    ordinal=part,
+                    heading=f"{topic.title()} > Part {part}",
+                    text=" ".join(
+                        f"The {word} of the {topic} matters in note {copy}.{part}."
+                        for word in vocabulary[part % 3 :: 3]
+                    ),
+                )
+                for part in range(parts)
+            ]
+            vectors = backend.embed_documents([embedding_text(chunk.heading, chunk.text) for chunk in chunks])
+            write_vectors(
+                space=space,
+                rows=[
+                    (c.pk, collection.pk, document.pk, collection.distance, v)
+                    for c, v in zip(chunks, vectors, strict=True)
+                ],
+            )
+            documents.append(document)
     return documents
 
 

@@ -21,6 +21,7 @@ from documents.chunking import embedding_text
 from documents.models import Chunk, ChunkVector, Collection, EmbedderHeartbeat, EmbeddingSpace, SpaceMigration
 from documents.spaces import backend_for, migration, storage, tasks
 from documents.spaces.migration import SpaceRefused, SwitchRefused
+from documents.spaces.vectors import search_space
 from tests.documents.spaces.helpers import add_documents, chunk_ids, evaluate, index_state, vectors_of
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -320,3 +321,80 @@ def test_a_new_collection_is_unaffected_by_another_collections_migration(filled,
     evaluate(backfilled(filled, hashing_256))
     migration.switch(collection=filled)
     assert Collection.objects.create(owner=user, name="Fresh").active_space.name == "hashing-384"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# rollback
+
+
+QUERIES = ["magma eruption crater", "sourdough starter loaf", "rook castling endgame", "ice moraine meltwater"]
+
+
+def top_k(collection, k: int = 10) -> list[list[int]]:
+    """Each query's top ``k`` chunk ids in the collection's active space (HNSW, as searches use it)."""
+    collection.refresh_from_db()
+    space = collection.active_space
+    backend = backend_for(space)
+    return [
+        [
+            chunk_id
+            for chunk_id, _ in search_space(
+                space=space,
+                distance=collection.distance,
+                vector=backend.embed_query(query),
+                k=k,
+                collection_ids=[collection.pk],
+            )
+        ]
+        for query in QUERIES
+    ]
+
+
+def test_rollback_returns_the_same_top_k_as_before_the_migration(filled, hashing_256, user):
+    before = top_k(filled)
+    assert all(len(ids) == 10 for ids in before)
+    evaluate(backfilled(filled, hashing_256))
+    migration.switch(collection=filled)
+    assert top_k(filled) != before  # another model's neighbours
+    rolled = migration.rollback(collection=filled, user=user)
+    assert (rolled.active_space.name, rolled.previous_space) == ("hashing-384", hashing_256)
+    assert top_k(filled) == before
+    assert SpaceMigration.objects.get(target=hashing_256).state == SpaceMigration.State.ROLLED_BACK
+    assert AuditEvent.objects.filter(action=AuditEvent.Action.SPACE_ROLLBACK, actor=user).count() == 1
+    with pytest.raises(SwitchRefused, match="no migration to switch to"):
+        migration.switch(collection=filled)
+
+
+def test_rollback_is_refused_when_chunks_stored_since_the_switch_lack_the_old_space_then_migrating_back_fills_only_them(
+    filled, hashing_256, user
+):
+    source = filled.active_space
+    evaluate(backfilled(filled, hashing_256))
+    migration.switch(collection=filled)
+    filled.refresh_from_db()
+    add_documents(user, filled, parts=2)  # stored in the active space only (no migration is open)
+    added = len(chunk_ids(filled)) - len(vectors_of(source, filled))
+    assert added > 0
+    with pytest.raises(SwitchRefused, match=f"{added} chunks stored since the switch have no vector in hashing-384"):
+        migration.rollback(collection=filled)
+    back = migration.migration_start(collection=filled, target=source)
+    already = back.chunks_done
+    assert already == len(chunk_ids(filled)) - added
+    assert tasks.backfill(back.pk) == SpaceMigration.State.READY
+    back.refresh_from_db()
+    assert back.chunks_done == already + added  # only the new chunks were embedded
+    evaluate(back)
+    migration.switch(collection=filled)
+    filled.refresh_from_db()
+    assert (filled.active_space, filled.previous_space) == (source, hashing_256)
+
+
+def test_rollback_without_a_previous_space_or_during_a_migration_is_refused(filled, hashing_256):
+    with pytest.raises(SwitchRefused, match="no previous space"):
+        migration.rollback(collection=filled)
+    evaluate(backfilled(filled, hashing_256))
+    migration.switch(collection=filled)
+    third = migration.space_add(name="hashing-128", backend="hashing", dimensions=128)
+    migration.migration_start(collection=filled, target=third)
+    with pytest.raises(SwitchRefused, match="is migrating to another space"):
+        migration.rollback(collection=filled)

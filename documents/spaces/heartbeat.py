@@ -108,6 +108,14 @@ def start(*, role: str) -> Beating:
         return beating
 
 
+def refresh() -> None:
+    """Beat now for every role this process beats for (a worker that just embedded for a new space says so at
+    once, instead of at its next heartbeat)."""
+    for key, beating in list(_started.items()):
+        if key.startswith(f"{os.getpid()}:") and beating.thread.is_alive():
+            beat(role=beating.role)
+
+
 class Lifespan:
     """ASGI middleware: the web process starts beating when the server starts it (the ASGI lifespan startup),
     which Django's handler does not answer. Importing the application (a test, a management command) starts

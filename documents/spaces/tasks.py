@@ -189,6 +189,7 @@ def backfill(migration_id: int, *, slice_seconds: float = SLICE_SECONDS) -> str:
         EmbeddingSpace.objects.filter(pk=job.target_id, status=EmbeddingSpace.Status.BUILDING).update(
             status=EmbeddingSpace.Status.READY
         )
+        heartbeat.refresh()  # this worker can embed for the target: no need to wait for its next beat
         return SpaceMigration.State.READY
 
 

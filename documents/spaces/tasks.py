@@ -156,41 +156,51 @@ def backfills_sweep() -> list[int]:
     return resent
 
 
-def backfill(migration_id: int, *, slice_seconds: float = SLICE_SECONDS) -> str:
-    """One run of a migration's backfill: batches until done (or the slice is over), then the index."""
+def backfill(migration_id: int, *, slice_seconds: float | None = None) -> str:
+    """One run of a migration's backfill: batches until done (or the slice is over), then the index.
+
+    The continuation is sent once this run's lock is released: sent earlier, another worker could take it
+    at once, find the lock held and drop it.
+    """
     with migration_lock(migration_id) as held:
-        if not held:
-            return "running elsewhere"
-        job = SpaceMigration.objects.select_related("collection", "target").filter(pk=migration_id).first()
-        if job is None or job.state not in (SpaceMigration.State.BACKFILLING, SpaceMigration.State.INDEXING):
-            return job.state if job else "gone"
-        SpaceMigration.objects.filter(pk=job.pk).update(updated_at=timezone.now())
-        try:
-            if job.state == SpaceMigration.State.BACKFILLING:
-                if not embed_batches(job, deadline=time.monotonic() + slice_seconds):
-                    migration.send_backfill(job.pk)
-                    return "continued"
-                SpaceMigration.objects.filter(pk=job.pk, state=SpaceMigration.State.BACKFILLING).update(
-                    state=SpaceMigration.State.INDEXING, backfilled_at=timezone.now(), updated_at=timezone.now()
-                )
-            build_index(job)
-            fill_gaps(job)  # what a dual write missed while the index was built
-        except Superseded:
-            return "superseded"
-        except DATABASE_DOWN:
-            raise  # the task retries; the cursor says where it was
-        except Exception as error:
-            logger.exception("backfill of migration %s failed", job.pk)
-            fail(job, f"{error.__class__.__name__}: {error}")
-            return SpaceMigration.State.FAILED
-        SpaceMigration.objects.filter(pk=job.pk, state=SpaceMigration.State.INDEXING).update(
-            state=SpaceMigration.State.READY, updated_at=timezone.now()
-        )
-        EmbeddingSpace.objects.filter(pk=job.target_id, status=EmbeddingSpace.Status.BUILDING).update(
-            status=EmbeddingSpace.Status.READY
-        )
-        heartbeat.refresh()  # this worker can embed for the target: no need to wait for its next beat
-        return SpaceMigration.State.READY
+        outcome = _run(migration_id, SLICE_SECONDS if slice_seconds is None else slice_seconds) if held else None
+    if outcome is None:
+        return "running elsewhere"
+    if outcome == "continued":
+        migration.send_backfill(migration_id)
+    return outcome
+
+
+def _run(migration_id: int, slice_seconds: float) -> str:
+    job = SpaceMigration.objects.select_related("collection", "target").filter(pk=migration_id).first()
+    if job is None or job.state not in (SpaceMigration.State.BACKFILLING, SpaceMigration.State.INDEXING):
+        return job.state if job else "gone"
+    SpaceMigration.objects.filter(pk=job.pk).update(updated_at=timezone.now())
+    try:
+        if job.state == SpaceMigration.State.BACKFILLING:
+            if not embed_batches(job, deadline=time.monotonic() + slice_seconds):
+                return "continued"
+            SpaceMigration.objects.filter(pk=job.pk, state=SpaceMigration.State.BACKFILLING).update(
+                state=SpaceMigration.State.INDEXING, backfilled_at=timezone.now(), updated_at=timezone.now()
+            )
+        build_index(job)
+        fill_gaps(job)  # what a dual write missed while the index was built
+    except Superseded:
+        return "superseded"
+    except DATABASE_DOWN:
+        raise  # the task retries; the cursor says where it was
+    except Exception as error:
+        logger.exception("backfill of migration %s failed", job.pk)
+        fail(job, f"{error.__class__.__name__}: {error}")
+        return SpaceMigration.State.FAILED
+    SpaceMigration.objects.filter(pk=job.pk, state=SpaceMigration.State.INDEXING).update(
+        state=SpaceMigration.State.READY, updated_at=timezone.now()
+    )
+    EmbeddingSpace.objects.filter(pk=job.target_id, status=EmbeddingSpace.Status.BUILDING).update(
+        status=EmbeddingSpace.Status.READY
+    )
+    heartbeat.refresh()  # this worker can embed for the target: no need to wait for its next beat
+    return SpaceMigration.State.READY
 
 
 def fail(job: SpaceMigration, reason: str) -> None:

@@ -28,6 +28,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 
+import numpy as np
 import psycopg
 from celery import shared_task
 from celery.signals import worker_process_init, worker_ready
@@ -239,17 +240,19 @@ def _missing(collection_id: int, space_id: int, size: int) -> list[tuple]:
         return db.fetchall()
 
 
-def _embed(space: EmbeddingSpace, rows: list[tuple]) -> dict[int, object]:
-    backend = backend_for(space)
+def _embed(space: EmbeddingSpace, rows: list[tuple]) -> dict[int, np.ndarray]:
+    """{chunk id: vector} of the rows without a target vector, embedding their heading and text."""
     texts = [embedding_text(heading, text) for _, heading, text, present in rows if not present]
-    vectors = embeddings.embed_in_batches(backend, texts) if texts else []
-    if len(texts) and vectors.shape[1] != space.dimensions:
+    if not texts:
+        return {}
+    vectors = embeddings.embed_in_batches(backend_for(space), texts)
+    if vectors.shape[1] != space.dimensions:
         raise ValueError(f"the model made {vectors.shape[1]}-dimensional vectors; the space has {space.dimensions}")
     ids = [row[0] for row in rows if not row[3]]
     return dict(zip(ids, vectors, strict=True))
 
 
-def _store(job: SpaceMigration, vectors: dict[int, object], *, cursor: int | None, advance_to: int | None) -> int:
+def _store(job: SpaceMigration, vectors: dict[int, np.ndarray], *, cursor: int | None, advance_to: int | None) -> int:
     """Write a batch's vectors and move the cursor, in one transaction, if no other run moved it meanwhile.
 
     The chunks are read again under a share lock: a chunk deleted since is skipped, one moved to another

@@ -63,8 +63,13 @@ def live() -> list[EmbedderHeartbeat]:
 
 
 def processes_lacking(space: EmbeddingSpace) -> list[str]:
-    """The live processes that did not report they can embed for ``space``."""
-    return [row.process for row in live() if space.pk not in (row.spaces or [])]
+    """The live processes that did not report they can embed for ``space``. This process answers for itself
+    now (its last beat may predate the space) rather than by its rows."""
+    own = process_name("")
+    rows = live()
+    mine = [row.process for row in rows if row.process.startswith(own)]
+    others = [row.process for row in rows if not row.process.startswith(own) and space.pk not in (row.spaces or [])]
+    return (mine if mine and not can_embed(space) else []) + others
 
 
 class Beating:

@@ -85,3 +85,12 @@ def test_the_asgi_server_starting_the_web_process_starts_its_heartbeat(collectio
     finally:
         beating.stop()
     assert not beating.thread.is_alive()
+
+
+def test_this_process_answers_for_itself_not_by_a_beat_older_than_the_target(collection):
+    row = heartbeat.beat(role="worker")
+    target = migration.space_add(name="hashing-128", backend="hashing", dimensions=128)
+    migration.migration_start(collection=collection, target=target)
+    row.refresh_from_db()
+    assert target.pk not in row.spaces  # its beat predates the target
+    assert heartbeat.processes_lacking(target) == []  # but it can embed for it now

@@ -3,7 +3,9 @@
 A sampler thread reads pg_locks every 50 ms while each step runs (migration start, the backfill through a real
 worker, the switch, the rollback, retiring a space): any lock but ACCESS SHARE on ``documents_chunk`` or
 ``documents_chunkvector`` (or one of its partitions), granted to a transaction that began more than a second
-earlier, is recorded. A deliberate long lock first shows that the sampler sees one.
+earlier, is recorded. None may be seen but the SHARE UPDATE EXCLUSIVE lock a ``CREATE INDEX CONCURRENTLY`` or
+``DETACH PARTITION ... CONCURRENTLY`` holds on the space's own partition (it blocks neither reads nor writes).
+A deliberate long lock first shows that the sampler sees one.
 """
 
 from __future__ import annotations
@@ -108,4 +110,12 @@ def test_no_step_of_a_migration_holds_a_lock_on_the_chunk_tables_over_a_second(
     assert collection.active_space == source and collection.previous_space is None
     for step, sampler in steps.items():
         assert sampler.samples > 0, step
-        assert sampler.seen == [], f"{step}: {sampler.seen}"
+        assert [lock for lock in sampler.seen if not blocks_nobody(lock)] == [], f"{step}: {sampler.seen}"
+
+
+def blocks_nobody(lock: tuple) -> bool:
+    """The index build and the partition's detachment hold SHARE UPDATE EXCLUSIVE on the new (or retired) space's
+    partition for as long as they run, by design: it blocks neither reads nor writes (nor the chunk table)."""
+    relname, mode, _pid, _seconds, query = lock
+    concurrent = "CONCURRENTLY" in query.upper()
+    return relname.startswith("documents_chunkvector") and mode == "ShareUpdateExclusiveLock" and concurrent

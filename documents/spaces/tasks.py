@@ -30,6 +30,7 @@ from datetime import timedelta
 
 import numpy as np
 import psycopg
+from billiard.process import current_process
 from celery import shared_task
 from celery.signals import worker_process_init, worker_ready
 from django.conf import settings
@@ -100,8 +101,11 @@ def _worker_ready(sender=None, **kwargs) -> None:
 
 @worker_process_init.connect
 def _pool_process_started(**kwargs) -> None:
-    """Each prefork pool process embeds, so each one says which spaces it can embed for."""
-    heartbeat.start(role="worker")
+    """Each prefork pool process embeds, so each one says which spaces it can embed for. (The solo pool sends
+    this signal from the worker's own process, which ``_worker_ready`` covers: a worker embedded in another
+    program, as the tests' is, beats for nobody.)"""
+    if current_process().name != "MainProcess":
+        heartbeat.start(role="worker")
 
 
 # ---------------------------------------------------------------------------------------------------------------

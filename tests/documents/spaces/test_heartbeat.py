@@ -16,6 +16,14 @@ from documents.spaces import heartbeat, migration, storage
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
+@pytest.fixture(autouse=True)
+def sent(monkeypatch) -> list[int]:
+    """The backfills queued (not sent: these tests run them here, and a worker of this run must not too)."""
+    queued: list[int] = []
+    monkeypatch.setattr(migration, "send_backfill", queued.append)
+    return queued
+
+
 @pytest.fixture
 def unloadable(collection):
     """A space some collection migrates to whose model this process cannot load."""

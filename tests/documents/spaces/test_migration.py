@@ -27,6 +27,14 @@ from tests.documents.spaces.helpers import add_documents, chunk_ids, evaluate, i
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
+@pytest.fixture(autouse=True)
+def sent(monkeypatch) -> list[int]:
+    """The backfills queued (not sent: these tests run them here, and a worker of this run must not too)."""
+    queued: list[int] = []
+    monkeypatch.setattr(migration, "send_backfill", queued.append)
+    return queued
+
+
 @pytest.fixture
 def small_batches(settings):
     settings.SPACE_BACKFILL_BATCH = 4
@@ -87,8 +95,9 @@ def test_a_space_name_is_taken_once(hashing_256):
 # migration_start and the backfill
 
 
-def test_migration_start_returns_at_once_with_the_target_set_and_refuses_a_second(filled, hashing_256, user):
+def test_migration_start_returns_at_once_with_the_target_set_and_refuses_a_second(filled, hashing_256, user, sent):
     started = migration.migration_start(collection=filled, target=hashing_256, user=user)
+    assert sent == [started.pk]  # queued once committed
     filled.refresh_from_db()
     assert filled.target_space == hashing_256 and filled.active_space.name == "hashing-384"
     assert started.state == SpaceMigration.State.BACKFILLING and started.cursor == 0
@@ -121,10 +130,11 @@ def test_the_backfill_embeds_the_stored_heading_and_text_with_the_targets_model_
     assert filled.active_space.name == "hashing-384" and filled.target_space == hashing_256
 
 
-def test_a_run_cut_short_resumes_from_its_cursor_with_no_gap_and_no_duplicate(filled, hashing_256, small_batches):
+def test_a_run_cut_short_resumes_from_its_cursor_with_no_gap_and_no_duplicate(filled, hashing_256, small_batches, sent):
     started = migration.migration_start(collection=filled, target=hashing_256)
     ids = chunk_ids(filled)
     assert tasks.backfill(started.pk, slice_seconds=0) == "continued"  # one batch, then its continuation
+    assert sent == [started.pk, started.pk]
     started.refresh_from_db()
     assert started.cursor == ids[3] and started.chunks_done == 4
     assert sorted(vectors_of(hashing_256, filled)) == ids[:4]
@@ -139,7 +149,7 @@ def test_a_run_cut_short_resumes_from_its_cursor_with_no_gap_and_no_duplicate(fi
     assert migration.migration_status(filled)["eta_seconds"] == 0.0
 
 
-def test_a_second_run_of_a_running_backfill_does_nothing(filled, hashing_256):
+def test_a_second_run_of_a_running_backfill_does_nothing(filled, hashing_256, sent):
     started = migration.migration_start(collection=filled, target=hashing_256)
     other = connections.create_connection("default")
     try:
@@ -157,7 +167,7 @@ def test_a_second_run_of_a_running_backfill_does_nothing(filled, hashing_256):
             break
         time.sleep(0.05)
     assert not tasks.lock_held(started.pk)
-    assert tasks.backfills_sweep() == [started.pk]
+    assert tasks.backfills_sweep() == [started.pk] and sent == [started.pk, started.pk]
     assert ChunkVector.objects.filter(space_id=hashing_256.pk).count() == 0
 
 
@@ -261,14 +271,16 @@ def test_the_switch_flips_the_spaces_and_keeps_the_old_one(filled, hashing_256):
     )
 
 
-def test_a_chunk_stored_after_the_backfill_without_its_target_vector_sends_the_backfill_again(filled, hashing_256):
+def test_a_chunk_stored_after_the_backfill_without_its_target_vector_sends_the_backfill_again(
+    filled, hashing_256, sent
+):
     done = evaluate(backfilled(filled, hashing_256))
     missing = chunk_ids(filled)[5]
     ChunkVector.objects.filter(space_id=hashing_256.pk, chunk_id=missing).delete()  # what a race would leave
     with pytest.raises(SwitchRefused, match="1 of .* chunks have no vector in hashing-256 yet: the backfill was"):
         migration.switch(collection=filled)
     done.refresh_from_db()
-    assert done.state == SpaceMigration.State.BACKFILLING
+    assert done.state == SpaceMigration.State.BACKFILLING and sent == [done.pk, done.pk]
     assert tasks.backfill(done.pk) == SpaceMigration.State.READY
     assert missing in vectors_of(hashing_256, filled)
     migration.switch(collection=filled, force=True)

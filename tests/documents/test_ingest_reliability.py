@@ -20,7 +20,8 @@ from kombu.exceptions import OperationalError as BrokerUnavailable
 from audit.models import AuditEvent
 from core.models import ApiToken
 from documents import chunking, embeddings, parsing, pipeline, queue, services, store
-from documents.models import Chunk, Document
+from documents.models import Chunk, Collection, Document
+from documents.spaces import default_space
 from documents.tasks import ingest_document
 from tests.conftest import wait_until_a_connection_waits_for_a_lock
 
@@ -457,6 +458,8 @@ def test_a_live_run_silent_for_longer_than_the_stale_threshold_keeps_beating_and
     settings.EMBEDDING_MAX_RETRIES, settings.EMBEDDING_TIMEOUT_SECONDS = 0, 60
     settings.EMBEDDING_BATCH_SIZE = 1000  # one embedding call: the run's one long silent step
     openai_server.delay(9.0)  # it answers after longer than INGEST_STALE_SECONDS
+    # The collection searches (and its documents are embedded in) the space of the model configured now.
+    Collection.objects.filter(pk=collection.pk).update(active_space=default_space())
     document = upload(user, collection, enqueue=False)
 
     def run():

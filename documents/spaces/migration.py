@@ -38,6 +38,7 @@ from documents import queue
 from documents.embeddings import build_backend
 from documents.models import Chunk, ChunkVector, Collection, EmbeddingSpace, SpaceMigration
 from documents.spaces import heartbeat, registry, storage
+from documents.spaces.document_index import drop_document_index
 
 logger = logging.getLogger(__name__)
 
@@ -334,16 +335,11 @@ def _refuse_unless_embeddable(space: EmbeddingSpace) -> None:
 
 
 def _rebuild_document_vectors(collection: Collection, space: EmbeddingSpace) -> None:
-    """The collection's document vectors (similar documents, recommendations) from the new active space's chunks.
+    """The collection's document vectors (similar documents, recommendations) from the new active space's chunks,
+    in the switch's (or rollback's) transaction."""
+    from documents.similar import document_vectors_rebuild
 
-    documents.similar.document_vectors_rebuild comes with the spaces-derived work; until it is merged there is
-    nothing space-aware to rebuild.
-    """
-    from documents import similar
-
-    rebuild = getattr(similar, "document_vectors_rebuild", None)
-    if rebuild is not None:
-        rebuild(collection=collection, space=space)
+    document_vectors_rebuild(collection=collection, space=space)
 
 
 def _requeue_incomplete(collection: Collection) -> tuple[int, int, EmbeddingSpace] | None:
@@ -534,5 +530,6 @@ def retire(*, space: EmbeddingSpace, user=None) -> EmbeddingSpace:
             released=[collection.pk for collection in kept],
         )
     storage.drop_partition(space)
+    drop_document_index(space)
     space.refresh_from_db()
     return space

@@ -80,7 +80,7 @@ def model_child(texts_file: str) -> None:
     workload = json.loads(Path(texts_file).read_text())
     backend = embeddings.get_backend()
     backend.embed_documents(workload["long"])  # warm, as a worker that has run before is
-    figures = {}
+    figures: dict[str, object] = {}
     for name in ("long", "small"):
         texts = workload[name]
         cpu, started = cpu_seconds(os.getpid()), time.perf_counter()

@@ -279,7 +279,8 @@ def main() -> None:
                 through_worker(worker, [document.pk for document in warm_up])
             for number in range(args.rounds):
                 measured = {"model alone": model_alone(texts_file, environment)}
-                for name, worker in workers.items():
+                # Every other round in the other order: no way always follows the same one.
+                for name, worker in list(workers.items())[:: 1 if number % 2 == 0 else -1]:
                     measured[name] = {"long": through_worker(worker, [long_document.pk]),
                                       "small": through_worker(worker, [d.pk for d in small_documents])}
                 rounds.append(measured)

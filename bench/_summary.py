@@ -161,9 +161,24 @@ def quality(run: Run) -> tuple[str, bool]:
     return f"{row['nDCG@10']}{extra}", number(row["nDCG@10"]) >= 0.70
 
 
+def ingest_speed(run: Run) -> tuple[str, bool]:
+    long = run.find({"workload": "long document", "way": "**worker**"})
+    small = next((r for r in run.where("workload", "small documents") if r.get("way") == "**worker**"), None)
+    if not long:
+        raise LookupError("no worker row for the long document")
+    ratio, peak = number(long["÷ model alone (wall)"]), number(long["peak RSS (MB)"])
+    text = (f"{ratio:.2f}× the model alone ({long['÷ model alone (CPU)']}× in CPU seconds), "
+            f"peak RSS {long['peak RSS (MB)']} MB")
+    if small:
+        text += f"; small documents {small['per second']} ({small['÷ model alone (wall)']}× the model alone)"
+    return text, ratio >= 0.9 and peak <= 600
+
+
 GOALS: list[tuple[str, str, Check]] = [
     ("store ≥ 0.8× raw binary COPY of the same searchable state, faster than langchain-postgres",
      r"^Storing [\d,]+ chunks: .*\(bench/ingest_store\.py\)", store),
+    ("ingestion at the model's speed: a worker ≥ 0.9× the model alone on the same chunks, peak RSS ≤ 600 MB",
+     r"^Ingestion at the model's speed", ingest_speed),
     ("pipeline: everything but embedding < 10% of it", r"^Ingestion pipeline: .*\(bench/ingest_pipeline\.py\)",
      pipeline),
     ("recall@10 ≥ 0.95 (100k)", r"^Vector search side by side: synthetic clustered \(100,000\)", recall),

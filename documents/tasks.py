@@ -7,11 +7,26 @@ import logging
 
 import psycopg
 from celery import shared_task
-from django.db import InterfaceError, OperationalError
+from celery.signals import task_postrun, task_prerun
+from django.db import InterfaceError, OperationalError, close_old_connections
 
 from documents import pipeline, queue
 
 logger = logging.getLogger(__name__)
+
+
+@task_prerun.connect
+@task_postrun.connect
+def check_database_connections(sender=None, **kwargs) -> None:
+    """Around every task, what Django does around every request: drop a connection too old or broken.
+
+    A worker process keeps its connection from task to task (CELERY_DB_REUSE_MAX): a new one per task
+    was most of a small document's fixed cost (bench/ingest_speed.py). CONN_MAX_AGE bounds its age and
+    CONN_HEALTH_CHECKS checks it before the task uses it, so a database restart costs no task a retry.
+    Not for a task run eagerly, in its caller's thread and maybe inside its transaction (as Celery's own).
+    """
+    if not getattr(getattr(sender, "request", None), "is_eager", False):
+        close_old_connections()
 
 
 @shared_task(

@@ -232,6 +232,11 @@ CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "inte
 CELERY_TASK_SOFT_TIME_LIMIT = env_int("INGEST_TIME_LIMIT_SECONDS", 1800)
 CELERY_TASK_TIME_LIMIT = CELERY_TASK_SOFT_TIME_LIMIT + 60
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
+# Celery's Django fixup closes the worker's database connections before and after every task unless they
+# may be reused: a new PostgreSQL connection per document cost more than a small document's store
+# (bench/ingest_speed.py). Reused for up to this many tasks; documents.tasks checks them before each task
+# as a request's are (CONN_MAX_AGE, the health check).
+CELERY_DB_REUSE_MAX = 1000
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -159,7 +160,17 @@ def celery_app(redis_service):
 def celery_worker_session(celery_app, redis_service, django_db_setup, django_db_blocker):
     """A real Celery worker (in-process thread) consuming from the real Redis broker."""
     from celery.contrib.testing.worker import start_worker
+    from celery.signals import task_postrun
+    from django.db import connections
 
+    def close_the_worker_threads_connections(sender=None, **kwargs):
+        # A worker process keeps its connection from task to task (CELERY_DB_REUSE_MAX); this worker's thread
+        # must not: its connection would outlive the session and keep the test database from being dropped.
+        # (The tests run in the main thread: tasks they run eagerly, or signals they send, keep theirs.)
+        if threading.current_thread() is not threading.main_thread():
+            connections.close_all()
+
+    task_postrun.connect(close_the_worker_threads_connections, weak=False)
     with django_db_blocker.unblock():
         with start_worker(
             celery_app, pool="solo", perform_ping_check=False, shutdown_timeout=30,

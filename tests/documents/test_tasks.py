@@ -112,3 +112,53 @@ def test_every_shared_fixture_through_the_api_and_worker(celery_worker, user, fi
 def test_healthz_counts_the_live_worker(celery_worker, client):
     body = client.get("/healthz").json()
     assert body["status"] == "ok" and body["workers"] >= 1
+
+
+def run_as_the_worker_does(fixup, task):
+    """One task's life as a worker process sees it: Celery's Django fixup and the task signals around it."""
+    from celery.signals import task_postrun, task_prerun
+    from django.db import connection
+
+    fixup.on_task_prerun(sender=task)
+    task_prerun.send(sender=task, task_id="t", task=task, args=(), kwargs={})
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        pid = cursor.fetchone()[0]
+    fixup.on_task_postrun(sender=task)
+    task_postrun.send(sender=task, task_id="t", task=task, args=(), kwargs={}, retval=None, state="SUCCESS")
+    return pid
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_process_keeps_its_database_connection_from_task_to_task(celery_app):
+    from celery.fixups.django import DjangoWorkerFixup
+
+    fixup = DjangoWorkerFixup(celery_app)  # as the worker makes it, from the settings
+    pids = {run_as_the_worker_does(fixup, ingest_document) for _ in range(5)}
+    assert len(pids) == 1  # one PostgreSQL backend served every task: no connection opened per task
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_connection_older_than_conn_max_age_is_replaced_before_the_next_task(celery_app):
+    from celery.fixups.django import DjangoWorkerFixup
+    from django.db import connection
+
+    fixup = DjangoWorkerFixup(celery_app)
+    first = run_as_the_worker_does(fixup, ingest_document)
+    connection.close_at = time.monotonic() - 1  # CONN_MAX_AGE has passed
+    assert run_as_the_worker_does(fixup, ingest_document) != first
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_eager_task_leaves_its_callers_connection_alone(celery_app):
+    from celery.signals import task_prerun
+    from django.db import connection
+
+    connection.ensure_connection()
+    connection.close_at = time.monotonic() - 1
+    ingest_document.push_request(is_eager=True)
+    try:
+        task_prerun.send(sender=ingest_document, task_id="t", task=ingest_document, args=(), kwargs={})
+    finally:
+        ingest_document.pop_request()
+    assert connection.connection is not None  # in its caller's thread, maybe its transaction: never closed

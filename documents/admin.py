@@ -8,7 +8,7 @@ from django.utils.html import format_html
 from core import ratelimit
 from documents import services
 from documents.exceptions import SUPPORTED_FORMATS, DuplicateDocument, UploadRejected
-from documents.models import Chunk, Collection, Document
+from documents.models import Chunk, ChunkVector, Collection, Document
 
 
 @admin.register(Collection)
@@ -159,13 +159,19 @@ class DocumentAdmin(admin.ModelAdmin):
 
 @admin.register(Chunk)
 class ChunkAdmin(admin.ModelAdmin):
-    list_display = ("__str__", "document", "page", "heading", "token_count", "embedding_model")
-    list_filter = ("embedding_model", "collection")
+    list_display = ("__str__", "document", "page", "heading", "token_count")
+    list_filter = ("collection",)
     search_fields = ("text", "document__title")
     list_select_related = ("document",)
-    exclude = ("embedding",)
     readonly_fields = ("document", "collection", "ordinal", "text", "page", "heading", "char_start",
-                       "char_end", "token_count", "metadata", "embedding_model")
+                       "char_end", "token_count", "metadata", "vectors")
+
+    @admin.display(description="vectors")
+    def vectors(self, obj):
+        """The embedding spaces that hold a vector of this chunk (its collection searches the active one)."""
+        rows = (ChunkVector.objects.filter(chunk_id=obj.pk).select_related("space")
+                .order_by("space_id").values_list("space__name", "space__dimensions", "distance"))
+        return ", ".join(f"{name} ({dimensions}-d, {distance})" for name, dimensions, distance in rows) or "none"
 
     def has_add_permission(self, request):
         return False

@@ -263,10 +263,7 @@ class Chunk(models.Model):
     char_end = models.PositiveIntegerField(default=0)
     token_count = models.PositiveIntegerField(default=0)
     metadata = models.JSONField(default=dict, blank=True)
-    embedding = VectorField(dimensions=settings.EMBEDDING_DIMENSIONS)
-    embedding_model = models.CharField(max_length=200)
-    # Denormalised from the collection: the predicate of the partial HNSW index to search.
-    distance = models.CharField(max_length=6, choices=Distance.choices, default=Distance.COSINE)
+    # Its vectors are ChunkVector rows, one per embedding space (documents.spaces.vectors).
     search_vector = models.GeneratedField(
         expression=SearchVector("heading", "text", config="english"),
         output_field=SearchVectorField(),
@@ -279,23 +276,7 @@ class Chunk(models.Model):
             models.UniqueConstraint(fields=["document", "ordinal"], name="unique_chunk_ordinal")
         ]
         indexes = [
-            # One partial index per distance: a collection's chunks live in exactly one of them, so
-            # the three together cost what one index over the table costs.
-            *(
-                HnswIndex(
-                    name=f"chunk_embedding_hnsw_{distance}",
-                    fields=["embedding"],
-                    m=16,
-                    ef_construction=64,
-                    opclasses=[opclass],
-                    condition=Q(distance=distance),
-                )
-                for distance, opclass in (
-                    ("cosine", "vector_cosine_ops"), ("l2", "vector_l2_ops"), ("ip", "vector_ip_ops")
-                )
-            ),
             GinIndex(fields=["search_vector"], name="chunk_search_vector_gin"),
-            models.Index(fields=["collection", "embedding_model"], name="chunk_collection_model"),
         ]
 
     def __str__(self) -> str:

@@ -40,8 +40,7 @@ def test_spaces_of_other_dimensions_live_side_by_side_and_retire_alone(owner, tr
     storage.create_partition(second)
     collection = Collection.objects.create(owner=owner, name="Mixed")
     document = collection.documents.create(owner=owner, title="d", sha256="0" * 64)
-    chunk = document.chunks.create(collection=collection, ordinal=0, text="alpha beta", embedding=[0.0] * 384,
-                                   embedding_model="hashing-384")
+    chunk = document.chunks.create(collection=collection, ordinal=0, text="alpha beta")
     with connection.cursor() as cursor:
         for space in (first, second):
             vector = backend_for(space).embed_query("alpha beta")

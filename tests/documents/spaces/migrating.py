@@ -1,8 +1,8 @@
 """A collection in the middle of a migration, for lane D's tests (quality, command, API, admin).
 
-The collection's documents go through the real pipeline; each space's vectors are then written for every chunk
-that lacks one (``fill``), embedded by the space's own backend, or replaced by noise (``scramble``) to make a
-target that is worse.
+The collection's documents and chunks are written with the ORM; each space's vectors are then written for every
+chunk that lacks one (``fill``), embedded by the space's own backend, or noise (``noise=True``) to make a target
+that is worse.
 """
 
 from __future__ import annotations
@@ -13,10 +13,9 @@ import numpy as np
 from django.db import connection
 from django.utils import timezone
 
-from documents.models import Chunk, Collection, EmbeddingSpace, SpaceMigration
+from documents.models import Chunk, Collection, Document, EmbeddingSpace, SpaceMigration
 from documents.spaces import backend_for, storage
 from documents.spaces.vectors import write_vectors
-from tests.documents_factory import add_text_document
 
 VOCABULARY = [f"{a}{b}{c}" for a in "bdfgklmnprstvz" for b in "aeiou" for c in ("ra", "mo", "ti", "lun", "vek")]
 
@@ -25,13 +24,19 @@ def sentence(draw: random.Random) -> str:
     return " ".join(draw.choice(VOCABULARY) for _ in range(14)).capitalize() + "."
 
 
-def add_documents(user, collection: Collection, count: int = 30) -> list:
-    """``count`` small documents of made-up words (one chunk each), ingested by the pipeline."""
+def add_documents(user, collection: Collection, count: int = 30) -> list[Document]:
+    """``count`` ready documents of made-up words, one chunk each, written with the ORM (no vectors: ``fill``)."""
     draw = random.Random(7)
     documents = []
     for number in range(count):
         text = " ".join(sentence(draw) for _ in range(3))
-        documents.append(add_text_document(user, collection, f"doc-{number}", text))
+        document = Document.objects.create(
+            owner=user, collection=collection, title=f"doc-{number}", sha256=f"{number:064x}",
+            status=Document.Status.READY, chunk_count=1,
+        )
+        Chunk.objects.create(document=document, collection=collection, ordinal=0, text=text,
+                             char_end=len(text), token_count=len(text.split()))
+        documents.append(document)
     return documents
 
 

@@ -1,0 +1,261 @@
+"""Changing a collection's embedding model: the backfill's rate against plain ingestion's, and search meanwhile.
+
+    python bench/embedding_migration.py [--quick] [--chunks 20000] [--target local|hashing] [--queries 100]
+
+A collection of SciFact sentences (one chunk each, 20 per document) is stored in the database
+``ragbench_migration`` with its vectors in the default space (hashing-384: quick to write), then migrated to
+the ``--target`` space (the local MiniLM model, or hashing-256). Two comparisons, each in this one run:
+
+1. Embedding throughput, chunks/s, on the same chunk texts with the target's backend: plain ingestion's
+   embedding step (``embeddings.embed_in_batches``, as documents.pipeline embeds a document) against the
+   backfill (documents.spaces.tasks.backfill: read stored text, embed, COPY into the target's partition and
+   commit the cursor per batch), its HNSW index build counted apart.
+2. Vector search latency, p50/p95 (``documents.search.search``, mode vector, k=10, the query embedded by the
+   active space's model, SciFact claims): before the migration, during the backfill (running in a thread
+   beside the query loop), after the switch, and after a rollback. Errors and empty results are counted
+   (both must be 0).
+
+``--quick`` (CI): 1,500 chunks migrated to hashing-256, 30 queries; printed, not recorded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import _common  # noqa: E402
+import _data  # noqa: E402
+
+CHUNKS_PER_DOCUMENT = 20
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="1,500 chunks to hashing-256, 30 queries (CI)")
+    parser.add_argument("--chunks", type=int, default=20_000)
+    parser.add_argument("--target", choices=("local", "hashing"), default="local")
+    parser.add_argument("--queries", type=int, default=100)
+    args = parser.parse_args()
+    if args.quick:
+        args.chunks, args.target, args.queries = 1_500, "hashing", 30
+    if args.target == "local":
+        _common.require_shared("models/all-MiniLM-L6-v2-int8")
+    database = "ragbench_migration_quick" if args.quick else "ragbench_migration"
+    _common.setup_django(database, LOG_LEVEL="WARNING", EMBEDDING_BACKEND="hashing", EMBEDDING_DIMENSIONS="384")
+    from django.conf import settings
+
+    settings.RATE_LIMITS = {}
+
+    texts = _data.scifact_sentences()[0][: args.chunks]
+    claims = (_data.scifact_claims() * 4)[: args.queries]
+    collection, user = populate(texts)
+    target = target_space(args.target)
+    ingest_rate = ingestion_rate(target, texts)
+    before = latencies(user, collection, claims)
+    backfill_seconds, index_seconds, during = migrate_while_searching(collection, target, user, claims)
+    switch_to(collection)
+    after = latencies(user, collection, claims)
+    rollback_to(collection)
+    rolled_back = latencies(user, collection, claims)
+
+    n = len(texts)
+    backfill_rate = n / backfill_seconds
+    table = [
+        ["measure", "value"],
+        ["chunks", f"{n:,}"],
+        ["target space", target.name],
+        ["plain ingestion's embedding, chunks/s", f"{ingest_rate:,.0f}"],
+        ["backfill (read, embed, COPY, cursor), chunks/s", f"{backfill_rate:,.0f} "
+                                                           f"({backfill_rate / ingest_rate:.2f}× ingestion's)"],
+        ["target's HNSW index build, s", f"{index_seconds:.1f}"],
+    ]
+    for name, (seconds, errors, empty) in (("before", before), ("during the backfill", during),
+                                           ("after the switch", after), ("after a rollback", rolled_back)):
+        p50, p95, _ = _data.percentiles(seconds)
+        table.append([f"search {name}: p50 / p95 ms (queries, errors, empty)",
+                      f"{p50:.1f} / {p95:.1f} ({len(seconds)}, {errors}, {empty})"])
+    _common.report(
+        args.quick,
+        "Embedding migration: backfill vs ingestion, search before/during/after (bench/embedding_migration.py)",
+        f"{n:,} SciFact sentences (one chunk each) from hashing-384 to {target.name}; search mode vector, k=10, "
+        f"{len(claims)} SciFact claims per phase; SPACE_BACKFILL_BATCH={settings.SPACE_BACKFILL_BATCH}",
+        table,
+        "Search latency includes embedding the query with the active space's model (hashing before and after a "
+        "rollback, the target's after the switch).",
+    )
+    if before[1] or during[1] or after[1] or rolled_back[1] or before[2] or during[2] or after[2] or rolled_back[2]:
+        sys.exit("search failed or came back empty during the migration")
+
+
+def populate(texts: list[str]):
+    """A fresh collection of ``texts`` as chunks, their vectors in the default space (hashing-384)."""
+    from django.contrib.auth import get_user_model
+
+    from documents.models import Chunk, Collection, Document
+    from documents.spaces import backend_for
+    from documents.spaces.vectors import write_vectors
+
+    user, _ = get_user_model().objects.get_or_create(username="bench-migration")
+    Collection.objects.filter(owner=user).delete()
+    collection = Collection.objects.create(owner=user, name="SciFact migration")
+    space = collection.active_space
+    _data.progress(f"storing {len(texts):,} chunks in {space} ...")
+    documents = Document.objects.bulk_create(
+        Document(owner=user, collection=collection, title=f"abstracts {start}", sha256=f"{start:064x}",
+                 status=Document.Status.READY, chunk_count=len(texts[start:start + CHUNKS_PER_DOCUMENT]))
+        for start in range(0, len(texts), CHUNKS_PER_DOCUMENT)
+    )
+    chunks = Chunk.objects.bulk_create(
+        Chunk(document=documents[i // CHUNKS_PER_DOCUMENT], collection=collection, ordinal=i % CHUNKS_PER_DOCUMENT,
+              text=text, char_end=len(text), token_count=len(text.split()))
+        for i, text in enumerate(texts)
+    )
+    vectors = backend_for(space).embed_documents(texts)
+    write_vectors(space=space, rows=((c.pk, collection.pk, c.document_id, collection.distance, v)
+                                     for c, v in zip(chunks, vectors, strict=True)))
+    with _connection().cursor() as cursor:
+        cursor.execute("ANALYZE documents_chunk")
+        cursor.execute("ANALYZE documents_chunkvector")
+    return collection, user
+
+
+def _connection():
+    from django.db import connection
+
+    return connection
+
+
+def target_space(kind: str):
+    """The target space: the local MiniLM model, or hashing-256 (added once, reused by later runs)."""
+    from documents.models import EmbeddingSpace
+    from documents.spaces.migration import space_add
+
+    name = "bench-minilm" if kind == "local" else "bench-hashing-256"
+    existing = EmbeddingSpace.objects.filter(name=name).exclude(status=EmbeddingSpace.Status.RETIRED).first()
+    if existing is not None:
+        return existing
+    if kind == "local":
+        return space_add(name=name, backend="local", dimensions=384)
+    return space_add(name=name, backend="hashing", model="hashing-256", dimensions=256)
+
+
+def ingestion_rate(target, texts: list[str]) -> float:
+    """Chunks/s of the pipeline's embedding step with the target's backend (warmed up first)."""
+    from documents import embeddings
+    from documents.spaces import backend_for
+
+    backend = backend_for(target)
+    embeddings.embed_in_batches(backend, texts[:64])
+    _data.progress(f"plain ingestion: embedding {len(texts):,} chunks ...")
+    started = time.perf_counter()
+    embeddings.embed_in_batches(backend, texts)
+    return len(texts) / (time.perf_counter() - started)
+
+
+def latencies(user, collection, claims: list[str]) -> tuple[list[float], int, int]:
+    """(seconds per query, errors, empty results) of a vector search of the collection per claim."""
+    from documents.search import Filters, search
+
+    filters = Filters(collections=(collection.pk,))
+    for claim in claims[:5]:
+        search(user=user, query=claim, k=10, filters=filters, mode="vector")
+    seconds, errors, empty = [], 0, 0
+    for claim in claims:
+        started = time.perf_counter()
+        try:
+            found = search(user=user, query=claim, k=10, filters=filters, mode="vector")
+        except Exception as error:  # counted, and shown: the measure is that there are none
+            errors += 1
+            _data.progress(f"search failed: {error!r}")
+            continue
+        seconds.append(time.perf_counter() - started)
+        empty += not found
+    return seconds, errors, empty
+
+
+def migrate_while_searching(collection, target, user, claims) -> tuple[float, float, tuple[list[float], int, int]]:
+    """Start the migration, run its backfill in a thread and search until it ends.
+
+    (backfill seconds without the index build, index build seconds, latencies during).
+    """
+    from django.db import connection
+
+    from documents.models import SpaceMigration
+    from documents.spaces import storage
+    from documents.spaces.migration import migration_start
+    from documents.spaces.tasks import backfill
+
+    from ragsite.celery import app
+
+    app.conf.task_always_eager = False
+    sent = []
+    # Run the backfill here, not in a worker: the continuations it queues are run by this loop too.
+    import documents.spaces.migration as migration_module
+
+    original_send = migration_module.send_backfill
+    migration_module.send_backfill = lambda migration_id: sent.append(migration_id) or True
+    try:
+        migration = migration_start(collection=collection, target=target)
+    finally:
+        migration_module.send_backfill = original_send
+    finished: dict[str, float] = {}
+
+    def run() -> None:
+        try:
+            started = time.perf_counter()
+            while True:
+                backfill(migration.pk)
+                state = SpaceMigration.objects.get(pk=migration.pk).state
+                if state not in (SpaceMigration.State.BACKFILLING, SpaceMigration.State.INDEXING):
+                    break
+            finished["total"] = time.perf_counter() - started
+        finally:
+            connection.close()
+
+    _data.progress(f"backfilling {collection} into {target} while searching ...")
+    thread = threading.Thread(target=run)
+    thread.start()
+    seconds: list[float] = []
+    errors = empty = 0
+    while thread.is_alive():
+        more, e, m = latencies(user, collection, claims[:10])
+        seconds += more
+        errors += e
+        empty += m
+    thread.join()
+    migration.refresh_from_db()
+    if migration.state != SpaceMigration.State.READY:
+        sys.exit(f"the backfill ended {migration.state}: {migration.error}")
+    # The index build, timed apart: dropped and built again as the backfill built it.
+    with connection.cursor() as cursor:
+        cursor.execute(f"DROP INDEX IF EXISTS {storage.index_name(target, collection.distance)}")
+    started = time.perf_counter()
+    storage.create_index(target, collection.distance, concurrently=True)
+    index_seconds = time.perf_counter() - started
+    return max(finished["total"] - index_seconds, 1e-6), index_seconds, (seconds, errors, empty)
+
+
+def switch_to(collection) -> None:
+    from documents.spaces import quality
+    from documents.spaces.migration import switch
+
+    result = quality.evaluate(collection=collection, sample=20)
+    _data.progress(f"evaluation: {result}")
+    switch(collection=collection, force=True)
+    collection.refresh_from_db()
+
+
+def rollback_to(collection) -> None:
+    from documents.spaces.migration import rollback
+
+    rollback(collection=collection)
+    collection.refresh_from_db()
+
+
+if __name__ == "__main__":
+    main()

@@ -70,15 +70,25 @@ def main() -> None:
         ["chunks", f"{n:,}"],
         ["target space", target.name],
         ["plain ingestion's embedding, chunks/s", f"{ingest_rate:,.0f}"],
-        ["backfill (read, embed, COPY, cursor), chunks/s", f"{backfill_rate:,.0f} "
-                                                           f"({backfill_rate / ingest_rate:.2f}× ingestion's)"],
+        [
+            "backfill (read, embed, COPY, cursor), chunks/s",
+            f"{backfill_rate:,.0f} ({backfill_rate / ingest_rate:.2f}× ingestion's)",
+        ],
         ["target's HNSW index build, s", f"{index_seconds:.1f}"],
     ]
-    for name, (seconds, errors, empty) in (("before", before), ("during the backfill", during),
-                                           ("after the switch", after), ("after a rollback", rolled_back)):
+    for name, (seconds, errors, empty) in (
+        ("before", before),
+        ("during the backfill", during),
+        ("after the switch", after),
+        ("after a rollback", rolled_back),
+    ):
         p50, p95, _ = _data.percentiles(seconds)
-        table.append([f"search {name}: p50 / p95 ms (queries, errors, empty)",
-                      f"{p50:.1f} / {p95:.1f} ({len(seconds)}, {errors}, {empty})"])
+        table.append(
+            [
+                f"search {name}: p50 / p95 ms (queries, errors, empty)",
+                f"{p50:.1f} / {p95:.1f} ({len(seconds)}, {errors}, {empty})",
+            ]
+        )
     _common.report(
         args.quick,
         "Embedding migration: backfill vs ingestion, search before/during/after (bench/embedding_migration.py)",
@@ -106,18 +116,34 @@ def populate(texts: list[str]):
     space = collection.active_space
     _data.progress(f"storing {len(texts):,} chunks in {space} ...")
     documents = Document.objects.bulk_create(
-        Document(owner=user, collection=collection, title=f"abstracts {start}", sha256=f"{start:064x}",
-                 status=Document.Status.READY, chunk_count=len(texts[start:start + CHUNKS_PER_DOCUMENT]))
+        Document(
+            owner=user,
+            collection=collection,
+            title=f"abstracts {start}",
+            sha256=f"{start:064x}",
+            status=Document.Status.READY,
+            chunk_count=len(texts[start : start + CHUNKS_PER_DOCUMENT]),
+        )
         for start in range(0, len(texts), CHUNKS_PER_DOCUMENT)
     )
     chunks = Chunk.objects.bulk_create(
-        Chunk(document=documents[i // CHUNKS_PER_DOCUMENT], collection=collection, ordinal=i % CHUNKS_PER_DOCUMENT,
-              text=text, char_end=len(text), token_count=len(text.split()))
+        Chunk(
+            document=documents[i // CHUNKS_PER_DOCUMENT],
+            collection=collection,
+            ordinal=i % CHUNKS_PER_DOCUMENT,
+            text=text,
+            char_end=len(text),
+            token_count=len(text.split()),
+        )
         for i, text in enumerate(texts)
     )
     vectors = backend_for(space).embed_documents(texts)
-    write_vectors(space=space, rows=((c.pk, collection.pk, c.document_id, collection.distance, v)
-                                     for c, v in zip(chunks, vectors, strict=True)))
+    write_vectors(
+        space=space,
+        rows=(
+            (c.pk, collection.pk, c.document_id, collection.distance, v) for c, v in zip(chunks, vectors, strict=True)
+        ),
+    )
     with _connection().cursor() as cursor:
         cursor.execute("ANALYZE documents_chunk")
         cursor.execute("ANALYZE documents_chunkvector")

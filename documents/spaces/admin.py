@@ -59,8 +59,10 @@ def drift_summary(drift: dict) -> str:
     if not drift:
         return "not measured"
     if drift.get("kind") == "same_model":
-        return (f"same model: cosine(old, new) p1 {_f(drift.get('cosine_p1'))}, p50 {_f(drift.get('cosine_p50'))}, "
-                f"mean {_f(drift.get('cosine_mean'))} over {drift.get('chunks', 0)} chunks")
+        return (
+            f"same model: cosine(old, new) p1 {_f(drift.get('cosine_p1'))}, p50 {_f(drift.get('cosine_p50'))}, "
+            f"mean {_f(drift.get('cosine_mean'))} over {drift.get('chunks', 0)} chunks"
+        )
     changes = [f"overlap@10 {_f(drift.get('overlap_at_10'))}", f"recall@10 {_f(drift.get('recall_at_10'))}"]
     if drift.get("ndcg_at_10_change") is not None:
         changes.append(f"nDCG@10 {drift['ndcg_at_10_change']:+.3f}")
@@ -87,8 +89,11 @@ class SpaceAddForm(forms.ModelForm):
             return cleaned
         try:  # the model is loaded here: a typo is refused on the form, not hours later in the backfill
             self.space = space_add(
-                name=cleaned["name"], backend=cleaned["backend"], model=cleaned.get("model") or "",
-                model_path=cleaned.get("model_path") or "", dimensions=cleaned.get("dimensions"),
+                name=cleaned["name"],
+                backend=cleaned["backend"],
+                model=cleaned.get("model") or "",
+                model_path=cleaned.get("model_path") or "",
+                dimensions=cleaned.get("dimensions"),
                 user=getattr(self, "user", None),
             )
         except SpaceRefused as refused:
@@ -101,28 +106,64 @@ class SpaceAddForm(forms.ModelForm):
 
 @admin.register(EmbeddingSpace)
 class EmbeddingSpaceAdmin(admin.ModelAdmin):
-    list_display = ("name", "backend", "model", "dimensions", "status", "vectors", "size", "collections_using",
-                    "is_default", "created_at")
+    list_display = (
+        "name",
+        "backend",
+        "model",
+        "dimensions",
+        "status",
+        "vectors",
+        "size",
+        "collections_using",
+        "is_default",
+        "created_at",
+    )
     list_filter = ("status", "backend")
     search_fields = ("name", "model", "fingerprint")
-    readonly_fields = ("name", "backend", "model", "model_path", "fingerprint", "dimensions", "chunking", "status",
-                       "created_at", "activated_at", "retired_at")
+    readonly_fields = (
+        "name",
+        "backend",
+        "model",
+        "model_path",
+        "fingerprint",
+        "dimensions",
+        "chunking",
+        "status",
+        "created_at",
+        "activated_at",
+        "retired_at",
+    )
     actions = ("retire_spaces",)
     change_list_template = "admin/documents/embeddingspace/change_list.html"
 
     def get_queryset(self, request):
-        rows = (ChunkVector.objects.filter(space=OuterRef("pk")).order_by().values("space")
-                .annotate(n=Count("chunk")).values("n"))
-        using = (Collection.objects.filter(active_space=OuterRef("pk")).order_by().values("active_space")
-                 .annotate(n=Count("id")).values("n"))
+        rows = (
+            ChunkVector.objects.filter(space=OuterRef("pk"))
+            .order_by()
+            .values("space")
+            .annotate(n=Count("chunk"))
+            .values("n")
+        )
+        using = (
+            Collection.objects.filter(active_space=OuterRef("pk"))
+            .order_by()
+            .values("active_space")
+            .annotate(n=Count("id"))
+            .values("n")
+        )
         # The partition's name is storage.partition_name's: the parent table's name and "_s<space id>".
         size = RawSQL(
             f"coalesce(pg_total_relation_size(to_regclass(%s || {EmbeddingSpace._meta.db_table}.id)), 0)",
             [f"{storage.PARENT}_s"],
         )
-        return super().get_queryset(request).annotate(
-            n_vectors=Subquery(rows), n_bytes=size,
-            n_collections=Subquery(using),
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                n_vectors=Subquery(rows),
+                n_bytes=size,
+                n_collections=Subquery(using),
+            )
         )
 
     def get_form(self, request, obj=None, **kwargs):
@@ -170,19 +211,29 @@ class EmbeddingSpaceAdmin(admin.ModelAdmin):
                 self.message_user(request, f"Retired {space}: its vectors and indexes are dropped.", messages.SUCCESS)
 
     def changelist_view(self, request, extra_context=None):
-        extra = {"off_default": len(overview.collections_off_default()),
-                 "collections_url": reverse("admin:documents_embeddingspace_collections")}
+        extra = {
+            "off_default": len(overview.collections_off_default()),
+            "collections_url": reverse("admin:documents_embeddingspace_collections"),
+        }
         return super().changelist_view(request, {**extra, **(extra_context or {})})
 
     def get_urls(self):
         own = [
-            path("collections/", self.admin_site.admin_view(self.collections_view),
-                 name="documents_embeddingspace_collections"),
-            path("collections/<int:collection_id>/switch/", self.admin_site.admin_view(self.switch_view),
-                 name="documents_embeddingspace_switch"),
-            path("collections/<int:collection_id>/<str:action>/",
-                 self.admin_site.admin_view(require_POST(self.collection_action)),
-                 name="documents_embeddingspace_action"),
+            path(
+                "collections/",
+                self.admin_site.admin_view(self.collections_view),
+                name="documents_embeddingspace_collections",
+            ),
+            path(
+                "collections/<int:collection_id>/switch/",
+                self.admin_site.admin_view(self.switch_view),
+                name="documents_embeddingspace_switch",
+            ),
+            path(
+                "collections/<int:collection_id>/<str:action>/",
+                self.admin_site.admin_view(require_POST(self.collection_action)),
+                name="documents_embeddingspace_action",
+            ),
         ]
         return own + super().get_urls()
 
@@ -194,19 +245,29 @@ class EmbeddingSpaceAdmin(admin.ModelAdmin):
         self._require(request)
         default = default_space()
         old_only = request.GET.get("old") == "1"
-        collections = (overview.collections_off_default() if old_only else
-                       list(Collection.objects.select_related("active_space", "owner").order_by("name", "id")[:200]))
+        collections = (
+            overview.collections_off_default()
+            if old_only
+            else list(Collection.objects.select_related("active_space", "owner").order_by("name", "id")[:200])
+        )
         rows = []
         for collection in collections:
             state = overview.collection_state(collection)
-            rows.append({
-                "collection": collection, "state": state, "old": collection.active_space_id != default.pk,
-                "open": state["state"] in quality.OPEN_STATES,
-                "evaluation": evaluation_summary(state["evaluation"]), "drift": drift_summary(state["drift"]),
-            })
+            rows.append(
+                {
+                    "collection": collection,
+                    "state": state,
+                    "old": collection.active_space_id != default.pk,
+                    "open": state["state"] in quality.OPEN_STATES,
+                    "evaluation": evaluation_summary(state["evaluation"]),
+                    "drift": drift_summary(state["drift"]),
+                }
+            )
         context = {
             **self._context(request, "Collections and embedding spaces"),
-            "rows": rows, "old_only": old_only, "default": default,
+            "rows": rows,
+            "old_only": old_only,
+            "default": default,
             "spaces": EmbeddingSpace.objects.exclude(status=EmbeddingSpace.Status.RETIRED).order_by("name"),
         }
         return TemplateResponse(request, "admin/documents/embeddingspace/collections.html", context)
@@ -251,7 +312,8 @@ class EmbeddingSpaceAdmin(admin.ModelAdmin):
             return self._back(request)
         context = {
             **self._context(request, f"Switch {collection} to another embedding space"),
-            "collection": collection, "migration": migration,
+            "collection": collection,
+            "migration": migration,
             "reason": gate_reason(migration) if migration else None,
             "state": overview.collection_state(collection),
             "evaluation": evaluation_summary(migration.evaluation) if migration else "",
@@ -269,14 +331,41 @@ class EmbeddingSpaceAdmin(admin.ModelAdmin):
 
 @admin.register(SpaceMigration)
 class SpaceMigrationAdmin(admin.ModelAdmin):
-    list_display = ("collection", "source", "target", "state", "progress", "evaluated", "drifted", "forced",
-                    "created_at")
+    list_display = (
+        "collection",
+        "source",
+        "target",
+        "state",
+        "progress",
+        "evaluated",
+        "drifted",
+        "forced",
+        "created_at",
+    )
     list_filter = ("state", "forced", "target")
     list_select_related = ("collection", "source", "target")
     search_fields = ("collection__name", "source__name", "target__name")
-    readonly_fields = ("collection", "source", "target", "state", "cursor", "chunks_total", "chunks_done", "error",
-                       "evaluated", "drifted", "evaluation", "drift", "forced", "started_by", "created_at",
-                       "updated_at", "backfilled_at", "switched_at", "finished_at")
+    readonly_fields = (
+        "collection",
+        "source",
+        "target",
+        "state",
+        "cursor",
+        "chunks_total",
+        "chunks_done",
+        "error",
+        "evaluated",
+        "drifted",
+        "evaluation",
+        "drift",
+        "forced",
+        "started_by",
+        "created_at",
+        "updated_at",
+        "backfilled_at",
+        "switched_at",
+        "finished_at",
+    )
 
     def has_add_permission(self, request):
         return False  # started from the collections page (migrate), the command or the API

@@ -78,8 +78,14 @@ def add_space(request, body: SpaceIn):
     """Add a space (status ``building``); its model is loaded now, so that a wrong name or path is refused at once."""
     _staff(request)
     try:
-        space = space_add(name=body.name, backend=body.backend, model=body.model, model_path=body.model_path,
-                          dimensions=body.dimensions, user=request.user)
+        space = space_add(
+            name=body.name,
+            backend=body.backend,
+            model=body.model,
+            model_path=body.model_path,
+            dimensions=body.dimensions,
+            user=request.user,
+        )
     except SpaceRefused as refused:
         return Status(400, {"detail": str(refused)})
     return Status(201, _space_out(space.name))
@@ -104,8 +110,7 @@ def collection_space(request, collection_id: int):
 
 
 @collections_router.post(
-    "/{collection_id}/embedding-space/migrate", response={202: dict[str, Any], 403: Problem, 404: Problem,
-                                                          409: Problem}
+    "/{collection_id}/embedding-space/migrate", response={202: dict[str, Any], 403: Problem, 404: Problem, 409: Problem}
 )
 def migrate(request, collection_id: int, body: MigrateIn):
     """Start moving the collection to the space ``to``: 202 at once, the backfill runs in a worker."""
@@ -119,8 +124,8 @@ def migrate(request, collection_id: int, body: MigrateIn):
 
 
 @collections_router.post(
-    "/{collection_id}/embedding-space/evaluate", response={200: dict[str, Any], 400: Problem, 403: Problem,
-                                                           409: Problem}
+    "/{collection_id}/embedding-space/evaluate",
+    response={200: dict[str, Any], 400: Problem, 403: Problem, 409: Problem},
 )
 def evaluate(request, collection_id: int, body: EvaluateIn):
     """Compare the active and target spaces (labelled when ``queries`` and ``qrels`` are given); stored on the
@@ -132,8 +137,13 @@ def evaluate(request, collection_id: int, body: EvaluateIn):
         return Status(400, {"detail": "The sample must be between 1 and 1000 queries."})
     qrels = {qid: set(ids) for qid, ids in body.qrels.items()} if body.qrels is not None else None
     if quality.open_migration(collection) is None:
-        return Status(409, {"detail": f"Collection {collection.name!r} has no migration in progress: start one "
-                                      "(migrate) before evaluating."})
+        return Status(
+            409,
+            {
+                "detail": f"Collection {collection.name!r} has no migration in progress: start one "
+                "(migrate) before evaluating."
+            },
+        )
     try:
         result = quality.evaluate(collection=collection, queries=body.queries, qrels=qrels, sample=body.sample)
     except quality.EvaluationError as error:

@@ -25,7 +25,9 @@ def spaces_overview() -> list[dict[str, Any]]:
     used = {
         role: dict(
             Collection.objects.filter(**{f"{role}_space__isnull": False})
-            .values_list(f"{role}_space").annotate(n=Count("id")).values_list(f"{role}_space", "n")
+            .values_list(f"{role}_space")
+            .annotate(n=Count("id"))
+            .values_list(f"{role}_space", "n")
         )
         for role in ("active", "target", "previous")
     }
@@ -74,9 +76,7 @@ def _rows_and_sizes(spaces: list[EmbeddingSpace]) -> tuple[dict[int, int], dict[
 def collection_state(collection: Collection) -> dict[str, Any]:
     """``migration_status`` with the latest migration's target, evaluation, drift and dates."""
     state = migration_status(collection)
-    latest = (
-        SpaceMigration.objects.filter(collection_id=collection.pk).select_related("source", "target").first()
-    )
+    latest = SpaceMigration.objects.filter(collection_id=collection.pk).select_related("source", "target").first()
     state.update(
         collection=collection.pk,
         collection_name=collection.name,

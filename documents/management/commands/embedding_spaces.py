@@ -109,8 +109,16 @@ class Command(BaseCommand):
 
     def _add(self, *, name, backend, model, model_path, dimensions, **_):
         space = space_add(name=name, backend=backend, model=model, model_path=model_path, dimensions=dimensions)
-        self._say({"space": space.name, "id": space.pk, "backend": space.backend, "model": space.model,
-                   "dimensions": space.dimensions, "status": space.status})
+        self._say(
+            {
+                "space": space.name,
+                "id": space.pk,
+                "backend": space.backend,
+                "model": space.model,
+                "dimensions": space.dimensions,
+                "status": space.status,
+            }
+        )
 
     def _list(self, **_):
         spaces = overview.spaces_overview()
@@ -122,20 +130,34 @@ class Command(BaseCommand):
                 f"{space['migrating_to']} migrating to it, {space['kept_for_rollback']} kept for rollback"
             )
         default = next((space["name"] for space in spaces if space["default"]), None)
-        self._say({"spaces": len(spaces), "default": default,
-                   "active": sum(space["status"] == EmbeddingSpace.Status.ACTIVE for space in spaces)})
+        self._say(
+            {
+                "spaces": len(spaces),
+                "default": default,
+                "active": sum(space["status"] == EmbeddingSpace.Status.ACTIVE for space in spaces),
+            }
+        )
 
     def _migrate(self, *, collection, to, **_):
         migration = migration_start(collection=find_collection(collection), target=find_space(to))
-        self._say({"collection": migration.collection.name, "migration": migration.pk,
-                   "source": migration.source.name, "target": migration.target.name, "state": migration.state,
-                   "total": migration.chunks_total})
+        self._say(
+            {
+                "collection": migration.collection.name,
+                "migration": migration.pk,
+                "source": migration.source.name,
+                "target": migration.target.name,
+                "state": migration.state,
+                "total": migration.chunks_total,
+            }
+        )
 
     def _status(self, *, collection, **_):
         state = migration_status(find_collection(collection))
         first = ("active", "target", "coverage", "state")
-        self._say({key: state.get(key) for key in first}
-                  | {key: value for key, value in state.items() if key not in first and key != "error"})
+        self._say(
+            {key: state.get(key) for key in first}
+            | {key: value for key, value in state.items() if key not in first and key != "error"}
+        )
         if state.get("error"):
             self.stderr.write(f"The migration failed: {state['error']}")
 
@@ -151,22 +173,44 @@ class Command(BaseCommand):
                 texts, judgments = labelled.load_queries(queries), labelled.load_qrels(qrels)
             except (ValueError, KeyError, UnicodeDecodeError) as error:
                 raise CommandError(f"The queries or qrels are not in BEIR's layout: {error!r}.") from error
-        result = quality.evaluate(collection=find_collection(collection), queries=texts, qrels=judgments,
-                                  sample=sample)
-        keys = ("overlap_at_10", "recall_at_10", "ndcg_at_10_active", "ndcg_at_10_target", "recall_at_100_active",
-                "recall_at_100_target", "hnsw_recall_mean", "hnsw_recall_p10", "hnsw_recall_min", "queries",
-                "labelled", "coverage")
+        result = quality.evaluate(collection=find_collection(collection), queries=texts, qrels=judgments, sample=sample)
+        keys = (
+            "overlap_at_10",
+            "recall_at_10",
+            "ndcg_at_10_active",
+            "ndcg_at_10_target",
+            "recall_at_100_active",
+            "recall_at_100_target",
+            "hnsw_recall_mean",
+            "hnsw_recall_p10",
+            "hnsw_recall_min",
+            "queries",
+            "labelled",
+            "coverage",
+        )
         self._say({key: result[key] for key in keys})
 
     def _switch(self, *, collection, force, **_):
         migration = switch(collection=find_collection(collection), force=force)
-        self._say({"collection": migration.collection.name, "active": migration.target.name,
-                   "previous": migration.source.name, "state": migration.state, "forced": migration.forced})
+        self._say(
+            {
+                "collection": migration.collection.name,
+                "active": migration.target.name,
+                "previous": migration.source.name,
+                "state": migration.state,
+                "forced": migration.forced,
+            }
+        )
 
     def _rollback(self, *, collection, **_):
         collection = rollback(collection=find_collection(collection))
-        self._say({"collection": collection.name, "active": collection.active_space.name,
-                   "previous": collection.previous_space.name if collection.previous_space else None})
+        self._say(
+            {
+                "collection": collection.name,
+                "active": collection.active_space.name,
+                "previous": collection.previous_space.name if collection.previous_space else None,
+            }
+        )
 
     def _retire(self, *, name, **_):
         space = retire(space=find_space(name))

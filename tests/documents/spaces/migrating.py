@@ -31,11 +31,21 @@ def add_documents(user, collection: Collection, count: int = 30) -> list[Documen
     for number in range(count):
         text = " ".join(sentence(draw) for _ in range(3))
         document = Document.objects.create(
-            owner=user, collection=collection, title=f"doc-{number}", sha256=f"{number:064x}",
-            status=Document.Status.READY, chunk_count=1,
+            owner=user,
+            collection=collection,
+            title=f"doc-{number}",
+            sha256=f"{number:064x}",
+            status=Document.Status.READY,
+            chunk_count=1,
         )
-        Chunk.objects.create(document=document, collection=collection, ordinal=0, text=text,
-                             char_end=len(text), token_count=len(text.split()))
+        Chunk.objects.create(
+            document=document,
+            collection=collection,
+            ordinal=0,
+            text=text,
+            char_end=len(text),
+            token_count=len(text.split()),
+        )
         documents.append(document)
     return documents
 
@@ -43,7 +53,10 @@ def add_documents(user, collection: Collection, count: int = 30) -> list[Documen
 def space(name: str, dimensions: int, *, model: str | None = None, index: bool = True) -> EmbeddingSpace:
     """A hashing space with its partition (and its cosine HNSW index unless ``index`` is false)."""
     created = EmbeddingSpace.objects.create(
-        name=name, backend="hashing", model=model or f"hashing-{dimensions}", dimensions=dimensions,
+        name=name,
+        backend="hashing",
+        model=model or f"hashing-{dimensions}",
+        dimensions=dimensions,
         status=EmbeddingSpace.Status.BUILDING,
     )
     storage.create_partition(created)
@@ -71,8 +84,10 @@ def fill(collection: Collection, target: EmbeddingSpace, *, noise: bool = False,
         vectors = backend_for(target).embed_documents([text for _, _, text in rows])
     write_vectors(
         space=target,
-        rows=[(chunk_id, collection.pk, document_id, collection.distance, vector)
-              for (chunk_id, document_id, _), vector in zip(rows, vectors, strict=True)],
+        rows=[
+            (chunk_id, collection.pk, document_id, collection.distance, vector)
+            for (chunk_id, document_id, _), vector in zip(rows, vectors, strict=True)
+        ],
     )
     return len(rows)
 
@@ -85,6 +100,12 @@ def migrating(collection: Collection, target: EmbeddingSpace, *, noise: bool = F
     collection.refresh_from_db()
     total = Chunk.objects.filter(collection=collection).count()
     return SpaceMigration.objects.create(
-        collection=collection, source=collection.active_space, target=target, state=SpaceMigration.State.READY,
-        chunks_total=total, chunks_done=total, started_by=user, backfilled_at=timezone.now(),
+        collection=collection,
+        source=collection.active_space,
+        target=target,
+        state=SpaceMigration.State.READY,
+        chunks_total=total,
+        chunks_done=total,
+        started_by=user,
+        backfilled_at=timezone.now(),
     )

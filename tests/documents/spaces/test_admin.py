@@ -42,20 +42,21 @@ def test_the_spaces_list_shows_vectors_and_the_collections_on_an_old_space(admin
     assert rows["hashing-384"].n_collections == 1 and not rows["hashing-384"].n_vectors
 
 
-def test_the_old_collections_page_offers_migrate_to_the_default_and_it_starts(admin_client, collection,
-                                                                              old_collection):
+def test_the_old_collections_page_offers_migrate_to_the_default_and_it_starts(admin_client, collection, old_collection):
     page = admin_client.get(COLLECTIONS + "?old=1")
     assert [row["collection"].name for row in page.context["rows"]] == ["Archive"]
     html = page.content.decode()
     assert "(not the default)" in html and 'value="Migrate"' in html
     assert '<option value="hashing-384" selected>' in html
-    assert [row["collection"].name for row in admin_client.get(COLLECTIONS).context["rows"]] == ["Archive",
-                                                                                                  "Handbook"]
+    assert [row["collection"].name for row in admin_client.get(COLLECTIONS).context["rows"]] == ["Archive", "Handbook"]
     done = admin_client.post(f"{COLLECTIONS}{old_collection.pk}/migrate/", {"to": "hashing-384"}, follow=True)
     assert "Migrating Archive to hashing-384" in messages_of(done)[0]
     migration = SpaceMigration.objects.get()
-    assert (migration.collection, migration.target.name, migration.state) == (old_collection, "hashing-384",
-                                                                              "backfilling")
+    assert (migration.collection, migration.target.name, migration.state) == (
+        old_collection,
+        "hashing-384",
+        "backfilling",
+    )
     row = done.context["rows"][0]
     assert row["open"] and row["state"]["target"] == "hashing-384"
     again = admin_client.post(f"{COLLECTIONS}{old_collection.pk}/migrate/", {"to": "hashing-384"}, follow=True)
@@ -92,7 +93,8 @@ def test_a_passing_gate_needs_no_force(admin_client, user, collection):
     assert page.context["reason"] is None and 'id="gate-passes"' in page.content.decode()
     assert 'name="force"' not in page.content.decode()
     assert messages_of(admin_client.post(f"{COLLECTIONS}{collection.pk}/switch/", follow=True)) == [
-        "Handbook now searches hashing-256."]
+        "Handbook now searches hashing-256."
+    ]
 
 
 def test_the_migrations_list_shows_evaluation_and_drift(admin_client, user, collection):

@@ -7,7 +7,7 @@ import pytest
 from core.models import ApiToken
 from documents.models import EmbeddingSpace, SpaceMigration
 from documents.spaces import storage
-from tests.documents.spaces.migrating import add_documents, migrating, space
+from tests.documents.spaces.migrating import add_documents, fill, migrating, space
 
 pytestmark = pytest.mark.django_db
 
@@ -47,16 +47,25 @@ def test_list_and_add_spaces(client, staff, collection):
     added = post(client, "/api/v1/embedding-spaces", {"name": "small", "backend": "hashing", "dimensions": 64}, staff)
     assert added.status_code == 201
     assert {key: added.json()[key] for key in ("name", "backend", "dimensions", "status", "rows", "default")} == {
-        "name": "small", "backend": "hashing", "dimensions": 64, "status": "building", "rows": 0, "default": False}
+        "name": "small",
+        "backend": "hashing",
+        "dimensions": 64,
+        "status": "building",
+        "rows": 0,
+        "default": False,
+    }
     listed = client.get("/api/v1/embedding-spaces", **bearer(staff)).json()
-    assert [(s["name"], s["default"], s["collections"]) for s in listed] == [("hashing-384", True, 1),
-                                                                             ("small", False, 0)]
+    assert [(s["name"], s["default"], s["collections"]) for s in listed] == [
+        ("hashing-384", True, 1),
+        ("small", False, 0),
+    ]
     again = post(client, "/api/v1/embedding-spaces", {"name": "small", "backend": "hashing"}, staff)
     assert again.status_code == 400 and "already exists" in again.json()["detail"]
 
 
 def test_migrate_evaluate_switch_and_rollback(client, staff, user, collection):
     add_documents(user, collection, count=20)
+    fill(collection, collection.active_space)
     base = f"/api/v1/collections/{collection.pk}/embedding-space"
     none = post(client, f"{base}/evaluate", {}, staff)
     assert none.status_code == 409 and "no migration in progress" in none.json()["detail"]
@@ -66,8 +75,11 @@ def test_migrate_evaluate_switch_and_rollback(client, staff, user, collection):
     space("hashing-256", 256, index=False)
     started = post(client, f"{base}/migrate", {"to": "hashing-256"}, staff)
     assert started.status_code == 202
-    assert (started.json()["target"], started.json()["state"], started.json()["total"]) == ("hashing-256",
-                                                                                             "backfilling", 20)
+    assert (started.json()["target"], started.json()["state"], started.json()["total"]) == (
+        "hashing-256",
+        "backfilling",
+        20,
+    )
     busy = post(client, f"{base}/migrate", {"to": "hashing-256"}, staff)
     assert busy.status_code == 409 and "already migrating" in busy.json()["detail"]
     assert post(client, f"{base}/migrate", {"to": "nope"}, staff).status_code == 404
@@ -83,7 +95,10 @@ def test_migrate_evaluate_switch_and_rollback(client, staff, user, collection):
     switched = post(client, f"{base}/switch", {}, staff)
     assert switched.status_code == 200
     assert (switched.json()["active"], switched.json()["previous"], switched.json()["state"]) == (
-        "hashing-256", "hashing-384", "switched")
+        "hashing-256",
+        "hashing-384",
+        "switched",
+    )
     assert switched.json()["drift"]["kind"] == "new_model"
     rolled = post(client, f"{base}/rollback", {}, staff)
     assert rolled.status_code == 200 and rolled.json()["active"] == "hashing-384"
@@ -116,14 +131,11 @@ def test_labelled_evaluation_and_bad_bodies(client, staff, user, collection):
     assert post(client, f"{base}/evaluate", {"sample": 0}, staff).status_code == 400
 
 
-def test_retire_refuses_a_space_in_use(client, staff, collection):
+@pytest.mark.django_db(transaction=True)
+def test_retire_drops_an_unused_space_and_refuses_one_in_use(client, staff, collection):
     refused = post(client, "/api/v1/embedding-spaces/hashing-384/retire", {}, staff)
     assert refused.status_code == 409 and "in use" in refused.json()["detail"]
     assert post(client, "/api/v1/embedding-spaces/nope/retire", {}, staff).status_code == 404
-
-
-@pytest.mark.django_db(transaction=True)
-def test_retire_an_unused_space(client, staff):
     space("unused-64", 64)
     retired = post(client, "/api/v1/embedding-spaces/unused-64/retire", {}, staff)
     assert retired.status_code == 200 and retired.json()["status"] == "retired" and retired.json()["bytes"] == 0

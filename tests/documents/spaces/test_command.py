@@ -9,6 +9,7 @@ import shlex
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.db import connections
 
 from documents.management.commands.embedding_spaces import Command
 from documents.models import Collection, Document, EmbeddingSpace, SpaceMigration
@@ -33,8 +34,14 @@ def documents(user, collection):
 
 def test_add_creates_a_space_with_its_partition_and_list_shows_it(collection):
     added = run("add", "--name", "small", "--backend", "hashing", "--dimensions", "64")
-    assert added == {"space": "small", "id": str(EmbeddingSpace.objects.get(name="small").pk), "backend": "hashing",
-                     "model": "hashing-64", "dimensions": "64", "status": "building"}
+    assert added == {
+        "space": "small",
+        "id": str(EmbeddingSpace.objects.get(name="small").pk),
+        "backend": "hashing",
+        "model": "hashing-64",
+        "dimensions": "64",
+        "status": "building",
+    }
     assert storage.partition_exists(EmbeddingSpace.objects.get(name="small"))
     out = io.StringIO()
     call_command("embedding_spaces", "list", stdout=out)
@@ -52,12 +59,22 @@ def test_migrate_returns_at_once_and_status_reports_it(collection, documents):
     space("hashing-256", 256, index=False)
     started = run("migrate", "--collection", "Handbook", "--to", "hashing-256")
     migration = SpaceMigration.objects.get()
-    assert started == {"collection": "Handbook", "migration": str(migration.pk), "source": "hashing-384",
-                       "target": "hashing-256", "state": "backfilling", "total": "20"}
+    assert started == {
+        "collection": "Handbook",
+        "migration": str(migration.pk),
+        "source": "hashing-384",
+        "target": "hashing-256",
+        "state": "backfilling",
+        "total": "20",
+    }
     status = run("status", "--collection", str(collection.pk))  # by id
     assert list(status)[:4] == ["active", "target", "coverage", "state"]
     assert (status["active"], status["target"], status["coverage"], status["state"]) == (
-        "hashing-384", "hashing-256", "0.0", "backfilling")
+        "hashing-384",
+        "hashing-256",
+        "0.0",
+        "backfilling",
+    )
     assert (status["done"], status["total"]) == ("0", "20")
     with pytest.raises(CommandError, match="No collection named 'Nope'"):
         run("status", "--collection", "Nope")
@@ -81,8 +98,9 @@ def test_evaluate_prints_the_figures_unlabelled_and_labelled(collection, documen
     for number, document in enumerate(documents):
         Document.objects.filter(pk=document.pk).update(external_id=f"d{number}")
     queries, qrels = tmp_path / "queries.jsonl", tmp_path / "qrels.tsv"
-    queries.write_text("".join(json.dumps({"_id": f"q{n}", "text": d.chunks.get().text[:80]}) + "\n"
-                               for n, d in enumerate(documents)))
+    queries.write_text(
+        "".join(json.dumps({"_id": f"q{n}", "text": d.chunks.get().text[:80]}) + "\n" for n, d in enumerate(documents))
+    )
     qrels.write_text("query-id\tcorpus-id\tscore\n" + "".join(f"q{n}\td{n}\t1\n" for n in range(len(documents))))
     figures = run("evaluate", "--collection", "Handbook", "--queries", str(queries), "--qrels", str(qrels))
     assert figures["labelled"] == "true" and float(figures["ndcg_at_10_target"]) >= 0.9
@@ -96,8 +114,10 @@ def test_evaluate_without_a_migration_is_a_clear_error(collection):
         run("evaluate", "--collection", "Handbook")
 
 
-def test_a_refused_switch_exits_with_status_2_and_the_reason_on_stderr(collection, documents, capsys):
+def test_a_refused_switch_exits_with_status_2_and_the_reason_on_stderr(collection, documents, capsys, monkeypatch):
     migrating(collection, space("hashing-256", 256))  # not evaluated: the gate refuses
+    # As from the command line (manage.py's path: stderr and sys.exit), but keeping the test's connection open.
+    monkeypatch.setattr(connections, "close_all", lambda: None)
     with pytest.raises(SystemExit) as exit:
         Command().run_from_argv(["manage.py", "embedding_spaces", "switch", "--collection", "Handbook"])
     assert exit.value.code == 2
@@ -110,10 +130,18 @@ def test_switch_after_a_passing_evaluation_then_rollback(collection, documents):
     migrating(collection, space("hashing-256", 256))
     run("evaluate", "--collection", "Handbook", "--sample", "10")
     switched = run("switch", "--collection", "Handbook")
-    assert switched == {"collection": "Handbook", "active": "hashing-256", "previous": "hashing-384",
-                        "state": "switched", "forced": "false"}
-    assert run("rollback", "--collection", "Handbook") == {"collection": "Handbook", "active": "hashing-384",
-                                                            "previous": "hashing-256"}
+    assert switched == {
+        "collection": "Handbook",
+        "active": "hashing-256",
+        "previous": "hashing-384",
+        "state": "switched",
+        "forced": "false",
+    }
+    assert run("rollback", "--collection", "Handbook") == {
+        "collection": "Handbook",
+        "active": "hashing-384",
+        "previous": "hashing-256",
+    }
 
 
 def test_force_switches_a_target_the_gate_refuses_and_says_so(collection, documents):

@@ -13,9 +13,19 @@ from tests.documents.spaces.migrating import add_documents, fill, migrating, spa
 pytestmark = pytest.mark.django_db
 
 KEYS = {
-    "overlap_at_10", "recall_at_10", "ndcg_at_10_active", "ndcg_at_10_target", "recall_at_100_active",
-    "recall_at_100_target", "hnsw_recall_mean", "hnsw_recall_p10", "hnsw_recall_min", "queries", "labelled",
-    "coverage", "evaluated_at",
+    "overlap_at_10",
+    "recall_at_10",
+    "ndcg_at_10_active",
+    "ndcg_at_10_target",
+    "recall_at_100_active",
+    "recall_at_100_target",
+    "hnsw_recall_mean",
+    "hnsw_recall_p10",
+    "hnsw_recall_min",
+    "queries",
+    "labelled",
+    "coverage",
+    "evaluated_at",
 }
 
 
@@ -96,9 +106,11 @@ def test_coverage_counts_the_target_vectors(collection, documents):
     target = space("hashing-64", 64)
     migrating(collection, target)
     with connection.cursor() as cursor:
-        cursor.execute("DELETE FROM documents_chunkvector WHERE space_id = %s AND chunk_id IN "
-                       "(SELECT chunk_id FROM documents_chunkvector WHERE space_id = %s LIMIT 3)",
-                       [target.pk, target.pk])
+        cursor.execute(
+            "DELETE FROM documents_chunkvector WHERE space_id = %s AND chunk_id IN "
+            "(SELECT chunk_id FROM documents_chunkvector WHERE space_id = %s LIMIT 3)",
+            [target.pk, target.pk],
+        )
     assert quality.coverage(collection=collection, space=target) == round(27 / 30, 4)
     assert quality.evaluate(collection=collection, sample=5)["coverage"] == round(27 / 30, 4)
     fill(collection, target)

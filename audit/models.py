@@ -24,6 +24,12 @@ class AuditEvent(models.Model):
         COLLECTION_CREATED = "collection_created", "Collection created"
         MEMBER_ADDED = "member_added", "Member added to a collection"
         MEMBER_REMOVED = "member_removed", "Member removed from a collection"
+        SPACE_ADDED = "space_added", "Embedding space added"
+        SPACE_MIGRATE = "space_migrate", "Embedding space migration started"
+        SPACE_SWITCH = "space_switch", "Embedding space switched"
+        SPACE_SWITCH_FORCED = "space_switch_forced", "Embedding space switched past the quality gate"
+        SPACE_ROLLBACK = "space_rollback", "Embedding space rolled back"
+        SPACE_RETIRE = "space_retire", "Embedding space retired"
 
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     actor = models.ForeignKey(

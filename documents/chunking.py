@@ -34,8 +34,15 @@ class ChunkDraft:
 
     @property
     def embedding_text(self) -> str:
-        """The text that is embedded: the heading path gives a chunk the context it lacks."""
-        return f"{self.heading}\n{self.text}" if self.heading else self.text
+        return embedding_text(self.heading, self.text)
+
+
+def embedding_text(heading: str, text: str) -> str:
+    """The text that is embedded: the heading path gives a chunk the context it lacks.
+
+    Also what a re-embedding into another space reads back from a stored chunk (documents.spaces.tasks).
+    """
+    return f"{heading}\n{text}" if heading else text
 
 
 def count_tokens(text: str) -> int:

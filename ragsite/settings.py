@@ -309,6 +309,32 @@ CELERY_BEAT_SCHEDULE = {
     },
 }
 
+# Embedding spaces (documents.spaces): changing a collection's embedding model without downtime.
+# The backfill re-embeds a collection's stored chunk text SPACE_BACKFILL_BATCH chunks per transaction (the
+# batch's vectors and the cursor commit together: a killed worker resumes with no gap and no duplicate).
+SPACE_BACKFILL_BATCH = max(1, env_int("SPACE_BACKFILL_BATCH", 256))
+# The space a collection left at a switch is kept this many days (rollback is instant meanwhile); then it may be
+# retired (its partition and indexes dropped).
+SPACE_RETENTION_DAYS = max(0, env_int("SPACE_RETENTION_DAYS", 30))
+# Web and worker processes record the spaces they can embed for every SPACE_HEARTBEAT_SECONDS; a switch is
+# refused while a process seen within SPACE_HEARTBEAT_STALE_SECONDS could not embed for the new active space.
+SPACE_HEARTBEAT_SECONDS = max(1.0, env_float("SPACE_HEARTBEAT_SECONDS", 30))
+SPACE_HEARTBEAT_STALE_SECONDS = max(SPACE_HEARTBEAT_SECONDS * 2, env_float("SPACE_HEARTBEAT_STALE_SECONDS", 90))
+# The quality gate before a switch (documents.spaces.migration.gate_reason, on documents.spaces.quality's
+# evaluation): the synthetic queries' source chunk found in the target's top 10 at least this often; labelled
+# queries' nDCG@10 no more than this much below the active space's; the target's HNSW recall against exact search.
+SPACE_GATE_MIN_RECALL = env_float("SPACE_GATE_MIN_RECALL", 0.9)
+SPACE_GATE_MAX_NDCG_DROP = env_float("SPACE_GATE_MAX_NDCG_DROP", 0.02)
+SPACE_GATE_MIN_HNSW_RECALL = env_float("SPACE_GATE_MIN_HNSW_RECALL", 0.9)
+# The backfill and heartbeat tasks live outside an app's tasks module; the sweep re-sends a backfill whose worker
+# died (no process holds its lock) and refreshes the workers' heartbeats.
+CELERY_IMPORTS = ["documents.spaces.tasks"]
+CELERY_BEAT_SCHEDULE["sweep-space-backfills"] = {
+    "task": "documents.spaces.tasks.sweep_backfills",
+    "schedule": INGEST_SWEEP_SECONDS,
+    "options": {"expires": INGEST_SWEEP_SECONDS},
+}
+
 # Database health (ops): the admin page /admin/db-health/ and `manage.py db_health`.
 DB_HEALTH_LONG_QUERY_SECONDS = env_float("DB_HEALTH_LONG_QUERY_SECONDS", 60)  # an active statement older: listed
 DB_HEALTH_IDLE_IN_TRANSACTION_SECONDS = env_float("DB_HEALTH_IDLE_IN_TRANSACTION_SECONDS", 60)

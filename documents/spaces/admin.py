@@ -27,6 +27,7 @@ from django.views.decorators.http import require_POST
 from documents.models import ChunkVector, Collection, EmbeddingSpace, SpaceMigration
 from documents.spaces import default_space, overview, quality, storage
 from documents.spaces.migration import (
+    OPEN_STATES,
     SpaceRefused,
     gate_reason,
     migration_start,
@@ -258,7 +259,7 @@ class EmbeddingSpaceAdmin(admin.ModelAdmin):
                     "collection": collection,
                     "state": state,
                     "old": collection.active_space_id != default.pk,
-                    "open": state["state"] in quality.OPEN_STATES,
+                    "open": state["state"] in OPEN_STATES,
                     "evaluation": evaluation_summary(state["evaluation"]),
                     "drift": drift_summary(state["drift"]),
                 }

@@ -33,9 +33,10 @@ from documents.db import vector_cursor
 from documents.models import Chunk, ChunkVector, Collection, EmbeddingSpace, SpaceMigration
 from documents.search import evaluation as metrics
 from documents.spaces import backend_for, storage
+from documents.spaces.migration import coverage as vectors_and_chunks
+from documents.spaces.migration import open_migration
 from documents.spaces.vectors import search_space
 
-OPEN_STATES = (SpaceMigration.State.BACKFILLING, SpaceMigration.State.INDEXING, SpaceMigration.State.READY)
 TOP = 10  # overlap@10, recall@10, HNSW recall@10
 LABELLED_DEPTH = 100  # recall@100
 SYNTHETIC_WORDS = 12  # a synthetic query: the first words of one of a chunk's sentences
@@ -46,15 +47,6 @@ VECTORS = connection.ops.quote_name(ChunkVector._meta.db_table)
 
 class EvaluationError(ValueError):
     """Nothing to evaluate, or the query files are unusable: the message says which."""
-
-
-def open_migration(collection: Collection) -> SpaceMigration | None:
-    """The collection's migration in progress (backfilling, indexing or ready), if any."""
-    return (
-        SpaceMigration.objects.filter(collection=collection, state__in=OPEN_STATES)
-        .select_related("source", "target")
-        .first()
-    )
 
 
 def evaluate(
@@ -175,15 +167,10 @@ def drift(*, migration: SpaceMigration, sample: int = DRIFT_SAMPLE) -> dict[str,
 
 
 def coverage(*, collection: Collection, space: EmbeddingSpace) -> float:
-    """The share of the collection's chunks that have a vector in ``space`` (1.0 for an empty collection)."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT (SELECT count(*) FROM {VECTORS} WHERE space_id = {int(space.pk)} AND collection_id = %s), "
-            f"(SELECT count(*) FROM {connection.ops.quote_name(Chunk._meta.db_table)} WHERE collection_id = %s)",
-            [collection.pk, collection.pk],
-        )
-        have, total = cursor.fetchone()
-    return 1.0 if not total else round(min(have / total, 1.0), 4)
+    """The share of the collection's chunks with a vector in ``space`` (1.0 for an empty collection), as the
+    switch counts them (documents.spaces.migration.coverage)."""
+    done, total = vectors_and_chunks(collection, space)
+    return 1.0 if not total else round(min(done / total, 1.0), 4)
 
 
 def synthetic_queries(

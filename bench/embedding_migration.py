@@ -25,6 +25,7 @@ import os
 import sys
 import threading
 import time
+from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -114,6 +115,7 @@ def populate(texts: list[str]):
     Collection.objects.filter(owner=user).delete()
     collection = Collection.objects.create(owner=user, name="SciFact migration")
     space = collection.active_space
+    assert space is not None  # Collection.save gives it the default space
     _data.progress(f"storing {len(texts):,} chunks in {space} ...")
     documents = Document.objects.bulk_create(
         Document(
@@ -221,7 +223,7 @@ def migrate_while_searching(collection, target, user, claims) -> tuple[float, fl
     # migration ids).
     service.send_backfill = lambda migration_id: True
     migration = migration_start(collection=collection, target=target)
-    times: dict[str, object] = {}
+    times: dict[str, Any] = {}
 
     def run() -> None:
         try:
@@ -245,6 +247,7 @@ def migrate_while_searching(collection, target, user, claims) -> tuple[float, fl
     migration.refresh_from_db()
     if migration.state != SpaceMigration.State.READY:
         sys.exit(f"the backfill ended {migration.state}: {migration.error}")
+    assert migration.backfilled_at is not None  # set when the batches ended
     batches = (migration.backfilled_at - times["started"]).total_seconds()
     index = (times["ended"] - migration.backfilled_at).total_seconds()
     return batches, index, (seconds, errors, empty)

@@ -71,7 +71,7 @@ def evaluate(
         raise EvaluationError("Give both the queries and their relevance judgments (qrels), or neither.")
     if sample < 1:
         raise EvaluationError("The sample must hold at least one query.")
-    active, target = collection.active_space, migration.target
+    active, target = migration.source, migration.target  # the source is the active space until the switch
     distance = collection.distance
     judged = [(qid, text) for qid, text in (queries or {}).items() if qid in (qrels or {})]
     if queries is not None and not judged:
@@ -265,7 +265,7 @@ def _hnsw_recall(
 
     None while the index is not built (before the backfill ends there is nothing approximate to measure).
     """
-    empty = {"hnsw_recall_mean": None, "hnsw_recall_p10": None, "hnsw_recall_min": None}
+    empty: dict[str, float | None] = {"hnsw_recall_mean": None, "hnsw_recall_p10": None, "hnsw_recall_min": None}
     if not _index_exists(target, distance):
         return empty
     exact = _search_all(space=target, distance=distance, texts=texts, k=TOP, collection=collection, exact=True)
@@ -331,5 +331,5 @@ def _mean(values: Iterable[float | bool]) -> float | None:
     return _round(sum(values) / len(values)) if values else None
 
 
-def _round(value: float) -> float:
+def _round(value: float | np.floating[Any]) -> float:
     return round(float(value), 4)

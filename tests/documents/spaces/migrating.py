@@ -94,14 +94,16 @@ def fill(collection: Collection, target: EmbeddingSpace, *, noise: bool = False,
 
 def migrating(collection: Collection, target: EmbeddingSpace, *, noise: bool = False, user=None) -> SpaceMigration:
     """An open migration of ``collection`` to ``target``, its backfill done (ready), both spaces filled."""
-    fill(collection, collection.active_space)
+    source = collection.active_space
+    assert source is not None  # every collection has one (Collection.save)
+    fill(collection, source)
     fill(collection, target, noise=noise)
     Collection.objects.filter(pk=collection.pk).update(target_space=target)
     collection.refresh_from_db()
     total = Chunk.objects.filter(collection=collection).count()
     return SpaceMigration.objects.create(
         collection=collection,
-        source=collection.active_space,
+        source=source,
         target=target,
         state=SpaceMigration.State.READY,
         chunks_total=total,

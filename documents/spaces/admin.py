@@ -16,14 +16,16 @@ from __future__ import annotations
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.db.models import Count, OuterRef, Subquery
+from django.db.models import Count, OuterRef, Q, Subquery
 from django.db.models.expressions import RawSQL
 from django.http import HttpRequest, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils.html import format_html
 from django.views.decorators.http import require_POST
 
+from core.http import parse_id
 from documents.models import ChunkVector, Collection, EmbeddingSpace, SpaceMigration
 from documents.spaces import default_space, overview, quality, storage
 from documents.spaces.migration import (
@@ -195,7 +197,9 @@ class EmbeddingSpaceAdmin(admin.ModelAdmin):
 
     @admin.display(description="collections", ordering="n_collections")
     def collections_using(self, obj):
-        return obj.n_collections or 0
+        # To the collections page, showing those that search, fill or keep this space.
+        url = reverse("admin:documents_embeddingspace_collections") + f"?space={obj.pk}"
+        return format_html('<a href="{}">{}</a>', url, obj.n_collections or 0)
 
     @admin.display(description="default", boolean=True)
     def is_default(self, obj):
@@ -242,15 +246,19 @@ class EmbeddingSpaceAdmin(admin.ModelAdmin):
         return {**self.admin_site.each_context(request), "title": title, "opts": self.model._meta}
 
     def collections_view(self, request: HttpRequest) -> TemplateResponse:
-        """Every collection (or, with ?old=1, those not on the default space) with its state and actions."""
+        """Every collection with its state and actions; ``?old=1``: only those not on the default space;
+        ``?space=<id>``: only those that search, fill or keep (for a rollback) that space."""
         self._require(request)
         default = default_space()
         old_only = request.GET.get("old") == "1"
-        collections = (
-            overview.collections_off_default()
-            if old_only
-            else list(Collection.objects.select_related("active_space", "owner").order_by("name", "id")[:200])
-        )
+        space = EmbeddingSpace.objects.filter(pk=parse_id(request.GET.get("space", ""))).first()
+        if old_only:
+            collections = overview.collections_off_default()
+        else:
+            chosen = Collection.objects.select_related("active_space", "owner").order_by("name", "id")
+            if space is not None:
+                chosen = chosen.filter(Q(active_space=space) | Q(target_space=space) | Q(previous_space=space))
+            collections = list(chosen[:200])
         rows = []
         for collection in collections:
             state = overview.collection_state(collection)
@@ -268,6 +276,7 @@ class EmbeddingSpaceAdmin(admin.ModelAdmin):
             **self._context(request, "Collections and embedding spaces"),
             "rows": rows,
             "old_only": old_only,
+            "space": space,
             "default": default,
             "spaces": EmbeddingSpace.objects.exclude(status=EmbeddingSpace.Status.RETIRED).order_by("name"),
         }

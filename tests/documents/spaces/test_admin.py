@@ -40,6 +40,10 @@ def test_the_spaces_list_shows_vectors_and_the_collections_on_an_old_space(admin
     rows = {space.name: space for space in page.context["cl"].result_list}
     assert rows["old-64"].n_vectors == 12 and rows["old-64"].n_bytes > 0 and rows["old-64"].n_collections == 1
     assert rows["hashing-384"].n_collections == 1 and not rows["hashing-384"].n_vectors
+    # Each space's collections, one click away.
+    assert f'href="{COLLECTIONS}?space={rows["old-64"].pk}"' in html
+    per_space = admin_client.get(f"{COLLECTIONS}?space={rows['old-64'].pk}")
+    assert [row["collection"].name for row in per_space.context["rows"]] == ["Archive"]
 
 
 def test_the_old_collections_page_offers_migrate_to_the_default_and_it_starts(admin_client, collection, old_collection):

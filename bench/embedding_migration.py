@@ -11,9 +11,9 @@ the ``--target`` space (the local MiniLM model, or hashing-256). Two comparisons
    backfill (documents.spaces.tasks.backfill, one run: read stored text, embed, COPY into the target's partition
    and commit the cursor per batch, SPACE_BACKFILL_BATCH chunks each), its HNSW index build counted apart.
 2. Vector search latency, p50/p95 (``documents.search.search``, mode vector, k=10, the query embedded by the
-   active space's model, SciFact claims): before the migration, during the backfill (running in a thread
-   beside the query loop), after the switch, and after a rollback. Errors and empty results are counted
-   (both must be 0).
+   active space's model, SciFact claims): before the migration, during the backfill (running in a process of
+   its own, as in a worker, beside the query loop), after the switch, and after a rollback. Errors and empty
+   results are counted (both must be 0).
 
 ``--quick`` (CI): 1,500 chunks migrated to hashing-256, 30 queries; printed, not recorded.
 """
@@ -23,9 +23,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import threading
 import time
-from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -41,7 +39,12 @@ def main() -> None:
     parser.add_argument("--chunks", type=int, default=20_000)
     parser.add_argument("--target", choices=("local", "hashing"), default="local")
     parser.add_argument("--queries", type=int, default=100)
+    parser.add_argument("--backfill-migration", type=int, help=argparse.SUPPRESS)  # the backfill's own process
+    parser.add_argument("--database", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.backfill_migration:
+        backfill_here(args.backfill_migration, args.database)
+        return
     if args.quick:
         args.chunks, args.target, args.queries = 1_500, "hashing", 30
     if args.target == "local":
@@ -58,7 +61,7 @@ def main() -> None:
     target = target_space(args.target)
     ingest_rate = ingestion_rate(target, texts)
     before = latencies(user, collection, claims)
-    backfill_seconds, index_seconds, during = migrate_while_searching(collection, target, user, claims)
+    backfill_seconds, index_seconds, during = migrate_while_searching(collection, target, user, claims, database)
     switch_to(collection)
     after = latencies(user, collection, claims)
     rollback_to(collection)
@@ -206,51 +209,60 @@ def latencies(user, collection, claims: list[str], warmup: int = 5) -> tuple[lis
     return seconds, errors, empty
 
 
-def migrate_while_searching(collection, target, user, claims) -> tuple[float, float, tuple[list[float], int, int]]:
-    """Start the migration, run its backfill in a thread (one run, no slices) and search until it ends.
+def migrate_while_searching(
+    collection, target, user, claims, database: str
+) -> tuple[float, float, tuple[list[float], int, int]]:
+    """Start the migration, run its backfill in a process of its own (as a worker would: one run, no slices) and
+    search here until it ends.
 
     (seconds of the batches, seconds of the index build and the gap pass after them, latencies during).
     """
-    from django.db import connection
-    from django.utils import timezone
+    import subprocess
+
+    from django.utils.dateparse import parse_datetime
 
     from documents.models import SpaceMigration
     from documents.spaces import migration as service
     from documents.spaces.migration import migration_start
-    from documents.spaces.tasks import backfill
 
-    # The backfill runs here, not in a worker: nothing is queued (a worker elsewhere must not get this database's
-    # migration ids).
+    # Nothing is queued: a worker elsewhere must not get this database's migration ids.
     service.send_backfill = lambda migration_id: True
     migration = migration_start(collection=collection, target=target)
-    times: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            times["started"] = timezone.now()
-            times["result"] = backfill(migration.pk, slice_seconds=float("inf"))
-            times["ended"] = timezone.now()
-        finally:
-            connection.close()
-
-    _data.progress(f"backfilling {collection} into {target} while searching ...")
-    thread = threading.Thread(target=run)
-    thread.start()
+    _data.progress(f"backfilling {collection} into {target} (another process) while searching ...")
+    child = subprocess.Popen(
+        [sys.executable, __file__, "--backfill-migration", str(migration.pk), "--database", database],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     seconds: list[float] = []
     errors = empty = 0
-    while thread.is_alive():
+    while child.poll() is None:
         more, e, m = latencies(user, collection, claims[:10], warmup=0)
         seconds += more
         errors += e
         empty += m
-    thread.join()
+    started, ended = (parse_datetime(line.split("=", 1)[1]) for line in child.stdout.read().split()[-2:])
     migration.refresh_from_db()
-    if migration.state != SpaceMigration.State.READY:
+    if child.returncode or migration.state != SpaceMigration.State.READY:
         sys.exit(f"the backfill ended {migration.state}: {migration.error}")
-    assert migration.backfilled_at is not None  # set when the batches ended
-    batches = (migration.backfilled_at - times["started"]).total_seconds()
-    index = (times["ended"] - migration.backfilled_at).total_seconds()
+    assert migration.backfilled_at is not None and started is not None and ended is not None
+    batches = (migration.backfilled_at - started).total_seconds()
+    index = (ended - migration.backfilled_at).total_seconds()
     return batches, index, (seconds, errors, empty)
+
+
+def backfill_here(migration_id: int, database: str) -> None:
+    """The child process: one run of the backfill (no slices: nothing queued), its start and end on stdout."""
+    _common.setup_django(database, LOG_LEVEL="WARNING")
+    from django.utils import timezone
+
+    from documents.spaces import migration as service
+    from documents.spaces.tasks import backfill
+
+    service.send_backfill = lambda migration_id: True
+    print(f"started={timezone.now().isoformat()}", flush=True)
+    backfill(migration_id, slice_seconds=float("inf"))
+    print(f"ended={timezone.now().isoformat()}", flush=True)
 
 
 def switch_to(collection) -> None:

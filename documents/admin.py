@@ -114,7 +114,15 @@ class DocumentAdmin(admin.ModelAdmin):
 
     def save_model(self, request, obj, form, change):
         if change:
-            return super().save_model(request, obj, form, change)
+            super().save_model(request, obj, form, change)
+            if "collection" in form.changed_data and services.document_moved(document=obj, actor=request.user):
+                self.message_user(
+                    request,
+                    f"“{obj.title}” is being ingested again: {obj.collection} searches another embedding space "
+                    "than the one its vectors were made in. It is found there once that is done.",
+                    messages.WARNING,
+                )
+            return None
         upload = form.cleaned_data["file"]  # already checked by DocumentAddForm.clean
         created = services.document_create(
             owner=request.user, file=upload, collection=form.cleaned_data["collection"],

@@ -139,11 +139,14 @@ class Collection(models.Model):
         return self.name
 
     def save(self, *args, **kwargs):
-        if self.active_space_id is None:
-            from documents.spaces import default_space
+        from documents.spaces import default_space
+        from documents.spaces.vectors import ensure_index
 
+        if self.active_space_id is None:
             self.active_space = default_space()
         super().save(*args, **kwargs)
+        # Its space's index of its distance (a collection created or changed to one the space had none of).
+        ensure_index(self.active_space, self.distance)
 
 
 def document_upload_to(instance: Document, filename: str) -> str:

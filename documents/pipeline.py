@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import psycopg
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
@@ -21,10 +22,11 @@ from django.utils import timezone
 from documents import embeddings
 from documents.chunking import chunk_sections
 from documents.exceptions import EmptyDocument, IngestError, ProcessingTimeLimit, UnexpectedFailure
-from documents.models import Document
+from documents.models import Collection, Document, EmbeddingSpace
 from documents.parsing import Section, detect_kind, parse_file, parse_file_guarded
 from documents.selectors import PENDING
-from documents.store import IngestCancelled, store_chunks
+from documents.spaces import backend_for
+from documents.store import IngestCancelled, SpacesChanged, store_chunks
 
 logger = logging.getLogger(__name__)
 
@@ -169,25 +171,30 @@ def document_ingest(*, document_id: int, only_pending: bool = False) -> Document
             drafts = chunk_sections(sections)
         if not drafts:
             raise EmptyDocument(EmptyDocument.NO_TEXT)
-        backend = embeddings.get_backend()
-        embeddings.check_dimension(backend)
         total = len(drafts)
-        progress.stage(Document.Stage.EMBEDDING, page_count=pages, chunks_total=total, chunks_embedded=0)
+        # The collection's active space, and its target space during a migration: the chunks go to both.
+        collection = Collection.objects.select_related("active_space", "target_space").get(pk=document.collection_id)
+        spaces = [space for space in (collection.active_space, collection.target_space) if space is not None]
+        progress.stage(Document.Stage.EMBEDDING, page_count=pages, chunks_total=total * len(spaces),
+                       chunks_embedded=0)
         progress.show(0.05)
         shown_before = seconds.get("progress", 0.0)
+        texts = [draft.embedding_text for draft in drafts]
         with timed(seconds, "embed"):
-            vectors = embeddings.embed_in_batches(
-                backend,
-                [draft.embedding_text for draft in drafts],
-                # Embedding is most of the time: it drives the progress bar from 5% to 95%.
-                on_batch=lambda done, _total: progress.show(0.05 + 0.9 * done / total, chunks_embedded=done),
-            )
+            vectors = _embed(texts, spaces, progress)
         seconds["embed"] -= seconds.get("progress", 0.0) - shown_before  # the model's time alone
         progress.stage(Document.Stage.STORING)
         progress.show(0.05 + 0.9)  # all embedded, as the last batch wrote it
         with timed(seconds, "store"):
-            store_chunks(document=document, drafts=drafts, vectors=vectors, model_name=backend.model_name,
-                         page_count=pages)
+            for attempt in range(STORE_ATTEMPTS):
+                try:
+                    store_chunks(document=document, drafts=drafts, vectors=vectors, page_count=pages)
+                    break
+                except SpacesChanged as changed:
+                    # A migration started (or a switch happened) while this run embedded: embed for it too.
+                    if attempt == STORE_ATTEMPTS - 1:
+                        raise
+                    vectors.update(_embed(texts, list(EmbeddingSpace.objects.filter(pk__in=changed.missing)), None))
     except IngestCancelled as why:
         logger.info("ingestion of document %s stopped without storing: %s", document_id, why)
     except IngestError as error:
@@ -209,6 +216,28 @@ def document_ingest(*, document_id: int, only_pending: bool = False) -> Document
     finally:
         beating.stop()
     return Document.objects.filter(pk=document_id).first()
+
+
+# Storing finds the collection's spaces changed (a migration started, a switch) at most this often in a row.
+STORE_ATTEMPTS = 3
+
+
+def _embed(texts: list[str], spaces: list[EmbeddingSpace], progress: _ProgressBar | None) -> dict[int, np.ndarray]:
+    """The texts' vectors in each space (by space id), each made by that space's own backend."""
+    vectors: dict[int, np.ndarray] = {}
+    grand_total, done_before = len(texts) * len(spaces), 0
+    for space in spaces:
+        backend = backend_for(space)
+        embeddings.check_dimension(backend, expected=space.dimensions)
+
+        def show(done: int, _total: int, before: int = done_before) -> None:
+            # Embedding is most of the time: it drives the progress bar from 5% to 95%.
+            if progress is not None:
+                progress.show(0.05 + 0.9 * (before + done) / grand_total, chunks_embedded=before + done)
+
+        vectors[space.pk] = embeddings.embed_in_batches(backend, texts, on_batch=show)
+        done_before += len(texts)
+    return vectors
 
 
 @contextmanager

@@ -19,7 +19,7 @@ from django.utils import timezone
 from audit import services as audit
 from core import uploads
 from documents.exceptions import DuplicateDocument, EmptyDocument, FileTooLarge, InvalidCollectionName
-from documents.models import Collection, Document
+from documents.models import Chunk, ChunkVector, Collection, Document
 from documents.parsing import check_supported_upload
 from documents.queue import enqueue_ingestion, send_ingestion
 from documents.selectors import PENDING, BulkSelection, bulk_selection
@@ -187,6 +187,28 @@ def document_reingest(*, document: Document, actor: Any = None) -> None:
     )
     document.status, document.progress, document.error, document.attempts = Document.Status.QUEUED, 0.0, "", 0
     enqueue_ingestion(document)
+
+
+def document_moved(*, document: Document, actor: Any = None) -> bool:
+    """After ``document`` moved to another collection: queue it again when its vectors do not fit there.
+
+    Its chunks and their vectors followed it (a trigger, migration 0005), but vectors are only comparable
+    within one embedding space: when the new collection searches (or, during a migration, also fills) a space
+    the document has no vectors in, it is ingested again, which embeds it for that collection's spaces.
+    True when it was queued again.
+    """
+    collection = Collection.objects.get(pk=document.collection_id)
+    spaces = [space_id for space_id in (collection.active_space_id, collection.target_space_id) if space_id]
+    chunk_ids = Chunk.objects.filter(document_id=document.pk).values("pk")
+    chunks = chunk_ids.count()
+    if document.status != Document.Status.READY or not chunks:
+        return False  # not stored yet: its run embeds for the collection it finds when it stores
+    # By chunk id: each partition's primary key (chunk_id, space_id) finds them.
+    present = ChunkVector.objects.filter(chunk_id__in=chunk_ids, space_id__in=spaces).count()
+    if present >= chunks * len(spaces):
+        return False
+    document_reingest(document=document, actor=actor)
+    return True
 
 
 @transaction.atomic

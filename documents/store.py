@@ -1,8 +1,12 @@
-"""The store: a document's chunks and vectors replace its old ones in one transaction, by binary COPY."""
+"""The store: a document's chunks and vectors replace its old ones in one transaction, by binary COPY.
+
+The chunk table holds the text; the vectors go to the collection's embedding spaces (documents.spaces): its
+active one, and during a migration its target one too, in the same transaction.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import numpy as np
 from django.db import connection, transaction
@@ -10,15 +14,25 @@ from django.utils import timezone
 from psycopg.types.json import Jsonb
 
 from documents.chunking import ChunkDraft
-from documents.db import vector_cursor
-from documents.models import Chunk, Collection, Document
+from documents.models import Chunk, Collection, Document, EmbeddingSpace
 from documents.similar import document_vector_write
+from documents.spaces.vectors import write_vectors
 
 
 class IngestCancelled(Exception):
     """This run's result is no longer wanted (cancelled, deleted or queued again meanwhile): store nothing."""
 
 
+class SpacesChanged(Exception):
+    """The collection's embedding spaces changed while the run embedded (a migration started, a switch): the
+    vectors of ``missing`` (space ids) are needed too. Nothing was stored; embed for them and store again."""
+
+    def __init__(self, missing: list[int]):
+        super().__init__(f"vectors of embedding space(s) {', '.join(map(str, missing))} are needed")
+        self.missing = missing
+
+
+# The chunk rows: their text and where it came from. Their vectors go to the embedding spaces (write_vectors).
 COPY_COLUMNS = (
     ("document_id", "int8"),
     ("collection_id", "int8"),
@@ -30,9 +44,6 @@ COPY_COLUMNS = (
     ("char_end", "int4"),
     ("token_count", "int4"),
     ("metadata", "jsonb"),
-    ("embedding", "vector"),
-    ("embedding_model", "varchar"),
-    ("distance", "varchar"),
 )
 
 
@@ -40,37 +51,43 @@ def store_chunks(
     *,
     document: Document,
     drafts: list[ChunkDraft],
-    vectors: np.ndarray,
-    model_name: str,
+    vectors: Mapping[int, np.ndarray] | np.ndarray,
     page_count: int | None = None,
     on_stored: Callable[[], None] | None = None,
 ) -> None:
-    """Replace the document's chunks in one transaction, writing them with binary COPY.
+    """Replace the document's chunks and their vectors in one transaction, writing them with binary COPY.
+
+    ``vectors``: the chunks' vectors of each embedding space (by space id), or one array for the collection's
+    active space. The vectors of the collection's active space, and of its target space during a migration,
+    are stored; when one of them is missing (the spaces changed while the run embedded) nothing is, and
+    ``SpacesChanged`` names what to embed.
 
     COPY is the fastest way into PostgreSQL (one round trip, no per-row parsing); one
     transaction means a retried task can never leave duplicates or half a document. A document
     cancelled meanwhile is refused (``IngestCancelled``) under its row lock.
     """
-    if len(drafts) != len(vectors):
-        raise ValueError(f"{len(drafts)} chunks but {len(vectors)} vectors")
+    by_space: Mapping[int, np.ndarray] | None = vectors if isinstance(vectors, Mapping) else None
+    for array in by_space.values() if by_space is not None else [vectors]:
+        if len(drafts) != len(array):
+            raise ValueError(f"{len(drafts)} chunks but {len(array)} vectors")
     with transaction.atomic():
         # The few statements around the COPY are plain SQL: the worker runs them once per document,
         # and compiling them with the ORM cost more than running them (bench/ingest_store.py).
         with connection.cursor() as cursor:
             # Lock the document's row (not its collection's): two runs of the same document store
             # one after the other, and a cancellation either came before (and is seen here) or waits
-            # and then finds the document stored. The same statement reads the distance, i.e. which
-            # partial HNSW index the rows join, and the collection and metadata the chunks copy as they
-            # are now: an edit during the run (which moves stored chunks, migration 0005) is not undone.
+            # and then finds the document stored. The same statement reads the collection and metadata
+            # the chunks copy as they are now: an edit during the run (which moves stored chunks,
+            # migration 0005) is not undone.
             cursor.execute(
-                f"SELECT d.collection_id, c.distance, d.status, d.metadata::text FROM {Document._meta.db_table} d "
-                f"JOIN {Collection._meta.db_table} c ON c.id = d.collection_id WHERE d.id = %s FOR UPDATE OF d",
+                f"SELECT d.collection_id, d.status, d.metadata::text FROM {Document._meta.db_table} d "
+                "WHERE d.id = %s FOR UPDATE OF d",
                 [document.pk],
             )
             row = cursor.fetchone()
             if row is None:
                 raise IngestCancelled("deleted while it was processed")
-            collection_id, distance, status, metadata_text = row
+            collection_id, status, metadata_text = row
             # Sent as the text PostgreSQL gave: every row of the COPY would otherwise dump the dict again.
             metadata = Jsonb(None, dumps=lambda _: metadata_text or "{}")
             if status == Document.Status.CANCELLED:
@@ -85,13 +102,42 @@ def store_chunks(
         copy_chunk_rows(
             (
                 document.pk, collection_id, draft.ordinal, draft.text, draft.page,
-                draft.heading, draft.char_start, draft.char_end, draft.token_count,
-                metadata, vector, model_name, distance,
+                draft.heading, draft.char_start, draft.char_end, draft.token_count, metadata,
             )
-            for draft, vector in zip(drafts, np.asarray(vectors, dtype=np.float32), strict=True)
+            for draft in drafts
         )
-        document_vector_write(document_id=document.pk, collection_id=collection_id, vectors=vectors,
-                              model_name=model_name)
+        with connection.cursor() as cursor:
+            # The collection's spaces and distance, read under the lock the chunks' statistics trigger took on its
+            # row with the COPY (taken again here, for a document without chunks): a migration starting, a switch
+            # or a distance change waits for this transaction, or committed before and is seen here. So a
+            # backfill that starts after it either sees these chunks or finds their vectors written here.
+            cursor.execute(
+                f"SELECT active_space_id, target_space_id, distance FROM {Collection._meta.db_table} "
+                "WHERE id = %s FOR NO KEY UPDATE",
+                [collection_id],
+            )
+            active_id, target_id, distance = cursor.fetchone()
+            wanted = [active_id] + ([target_id] if target_id is not None else [])
+            if by_space is None:
+                by_space = {active_id: np.asarray(vectors)}
+            missing = [space_id for space_id in wanted if space_id not in by_space]
+            if missing:
+                raise SpacesChanged(missing)
+            cursor.execute(f"SELECT id FROM {Chunk._meta.db_table} WHERE document_id = %s ORDER BY ordinal",
+                           [document.pk])
+            chunk_ids = [chunk_id for (chunk_id,) in cursor.fetchall()]
+        spaces = EmbeddingSpace.objects.in_bulk(wanted)
+        ordinals = [draft.ordinal for draft in drafts]
+        order = np.argsort(ordinals, kind="stable")  # chunk ids come back in ordinal order
+        for space_id in wanted:
+            array = np.asarray(by_space[space_id], dtype=np.float32)[order]
+            write_vectors(
+                space=spaces[space_id],
+                rows=((chunk_id, collection_id, document.pk, distance, vector)
+                      for chunk_id, vector in zip(chunk_ids, array, strict=True)),
+            )
+        document_vector_write(document_id=document.pk, collection_id=collection_id, vectors=by_space[active_id],
+                              model_name=spaces[active_id].model)
         Document.objects.filter(pk=document.pk).update(
             status=Document.Status.READY, progress=1.0, error="", chunk_count=len(drafts), stage="",
             chunks_total=len(drafts), chunks_embedded=len(drafts), page_count=page_count,
@@ -104,7 +150,7 @@ def store_chunks(
 def copy_chunk_rows(rows) -> int:
     """Write chunk rows (in COPY_COLUMNS order) with binary COPY on Django's connection."""
     columns = ", ".join(name for name, _ in COPY_COLUMNS)
-    with vector_cursor() as cursor:
+    with connection.cursor() as cursor:
         count = 0
         with cursor.copy(f"COPY {Chunk._meta.db_table} ({columns}) FROM STDIN WITH (FORMAT BINARY)") as copy:
             copy.set_types([pg_type for _, pg_type in COPY_COLUMNS])

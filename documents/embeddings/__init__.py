@@ -19,7 +19,7 @@ One module per backend (``hashing``, ``local``, ``fastembed``, ``openai``), each
 """
 
 from documents.embeddings.base import MAX_BATCH, EmbeddingBackend
-from documents.embeddings.batching import check_dimension, column_dimensions, embed_in_batches
+from documents.embeddings.batching import check_dimension, embed_in_batches
 from documents.embeddings.fastembed import DEFAULT_FASTEMBED_MODEL, FastembedBackend
 from documents.embeddings.hashing import HashingBackend
 from documents.embeddings.local import (
@@ -49,6 +49,6 @@ __all__ = [
     "BACKENDS", "DEFAULT_FASTEMBED_MODEL", "DEFAULT_OPENAI_MODEL", "LOCAL_MODEL_MAX_TOKENS", "LOCAL_MODEL_NAME",
     "MAX_BATCH", "BackendInfo", "EmbeddingBackend", "FastembedBackend", "HashingBackend", "LocalModelBackend",
     "ModelNotInstalled", "ModelVerificationError", "OpenAIBackend", "active_backend_info", "backend_choice",
-    "build_backend", "check_dimension", "column_dimensions", "embed_in_batches", "get_backend", "local_model_files",
+    "build_backend", "check_dimension", "embed_in_batches", "get_backend", "local_model_files",
     "local_tokenizer", "read_verified", "return_large_buffers_to_the_system", "session_options", "tokenizable",
 ]

@@ -1,4 +1,4 @@
-"""Embedding many texts with a backend: in batches, each checked against the vector column's dimension."""
+"""Embedding many texts with a backend: in batches, each checked against the backend's dimensions."""
 
 from __future__ import annotations
 
@@ -11,27 +11,17 @@ from documents.embeddings.base import MAX_BATCH, EmbeddingBackend
 from documents.exceptions import DimensionMismatch, EmbeddingError
 
 
-def column_dimensions() -> int:
-    """The dimension of the chunk table's vector column, fixed when it was migrated."""
-    from django.db import connection
-
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT atttypmod FROM pg_attribute WHERE attrelid = 'documents_chunk'::regclass AND attname = 'embedding'"
-        )
-        row = cursor.fetchone()
-    return int(row[0]) if row and row[0] > 0 else settings.EMBEDDING_DIMENSIONS
-
-
-def check_dimension(backend: EmbeddingBackend, produced: int | None = None) -> None:
-    """Refuse, with what to do, a model whose vectors do not fit the vector column."""
+def check_dimension(backend: EmbeddingBackend, produced: int | None = None, expected: int | None = None) -> None:
+    """Refuse, with what to do, vectors that do not fit where they go: ``expected`` long (by default, as long as
+    the backend says its vectors are: an embedding space's dimensions, documents.spaces)."""
     produced = produced if produced is not None else backend.dimensions
-    expected = column_dimensions()
+    expected = expected if expected is not None else backend.dimensions
     if produced != expected:
         raise DimensionMismatch(detail=
-            f"The embedding model “{backend.model_name}” produces {produced}-dimensional vectors, but this "
-            f"installation stores {expected}-dimensional ones. Use a model with {expected} dimensions, or set "
-            f"EMBEDDING_DIMENSIONS={produced} on a new database and re-ingest the documents."
+            f"The embedding model “{backend.model_name}” produces {produced}-dimensional vectors, but its "
+            f"embedding space stores {expected}-dimensional ones. Use a model with {expected} dimensions, or add "
+            f"an embedding space of {produced} dimensions and migrate the collections to it "
+            "(manage.py embedding_spaces)."
         )
 
 

@@ -54,10 +54,61 @@ BEGIN
 END $$;
 """
 
+# Backwards: the triggers as migrations 0005 and 0008 wrote them (the chunk's own distance column is back).
 DROP_CHUNK_TRIGGERS = """
 DROP TRIGGER documents_chunk_vectors_follow ON documents_chunk;
 DROP FUNCTION documents_chunk_vectors_follow();
+
+CREATE OR REPLACE FUNCTION documents_document_chunks_follow() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE documents_chunk c SET collection_id = NEW.collection_id, distance = g.distance, metadata = NEW.metadata
+    FROM documents_collection g
+    WHERE g.id = NEW.collection_id AND c.document_id = NEW.id
+      AND (c.collection_id, c.distance, c.metadata) IS DISTINCT FROM (NEW.collection_id, g.distance, NEW.metadata);
+    RETURN NULL;
+END $$;
+
+CREATE OR REPLACE FUNCTION documents_collection_chunks_follow() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE documents_chunk SET distance = NEW.distance
+    WHERE collection_id = NEW.id AND distance IS DISTINCT FROM NEW.distance;
+    RETURN NULL;
+END $$;
 """
+
+DROP_COLUMNS = """
+DROP INDEX IF EXISTS chunk_collection_model;
+ALTER TABLE documents_chunk DROP COLUMN embedding, DROP COLUMN embedding_model, DROP COLUMN distance;
+"""
+
+
+def restore_columns(apps, schema_editor):
+    """Backwards: the chunk's vector, model and distance columns and their indexes, filled from each collection's
+    active space (when its dimensions are the column's); a chunk without such a vector keeps a NULL one."""
+    dimensions = int(settings.EMBEDDING_DIMENSIONS)
+    with schema_editor.connection.cursor() as cursor:
+        cursor.execute(
+            f"ALTER TABLE documents_chunk ADD COLUMN embedding vector({dimensions}), "
+            "ADD COLUMN embedding_model varchar(200) NOT NULL DEFAULT '', "
+            "ADD COLUMN distance varchar(6) NOT NULL DEFAULT 'cosine'"
+        )
+        cursor.execute(
+            f"UPDATE documents_chunk c SET embedding = v.embedding::vector({dimensions}), embedding_model = s.model, "
+            "distance = v.distance FROM documents_collection g, documents_chunkvector v, documents_embeddingspace s "
+            "WHERE g.id = c.collection_id AND v.chunk_id = c.id AND v.space_id = g.active_space_id "
+            "AND s.id = v.space_id AND s.dimensions = %s",
+            [dimensions],
+        )
+        cursor.execute("SELECT NOT EXISTS (SELECT 1 FROM documents_chunk WHERE embedding IS NULL)")
+        if cursor.fetchone()[0]:
+            cursor.execute("ALTER TABLE documents_chunk ALTER COLUMN embedding SET NOT NULL")
+        cursor.execute("ALTER TABLE documents_chunk ALTER COLUMN embedding_model DROP DEFAULT")
+        for distance, opclass in OPCLASSES.items():
+            cursor.execute(
+                f"CREATE INDEX chunk_embedding_hnsw_{distance} ON documents_chunk USING hnsw (embedding {opclass}) "
+                f"WITH (m = 16, ef_construction = 64) WHERE distance = '{distance}'"
+            )
+        cursor.execute("CREATE INDEX chunk_collection_model ON documents_chunk (collection_id, embedding_model)")
 
 OPCLASSES = {"cosine": "vector_cosine_ops", "l2": "vector_l2_ops", "ip": "vector_ip_ops"}
 
@@ -224,11 +275,20 @@ class Migration(migrations.Migration):
     operations = [
         migrations.RunPython(copy_vectors, migrations.RunPython.noop),
         migrations.RunSQL(CHUNK_TRIGGERS, DROP_CHUNK_TRIGGERS),
-        migrations.RemoveIndex(model_name="chunk", name="chunk_embedding_hnsw_cosine"),
-        migrations.RemoveIndex(model_name="chunk", name="chunk_embedding_hnsw_l2"),
-        migrations.RemoveIndex(model_name="chunk", name="chunk_embedding_hnsw_ip"),
-        migrations.RemoveIndex(model_name="chunk", name="chunk_collection_model"),
-        migrations.RemoveField(model_name="chunk", name="embedding"),
-        migrations.RemoveField(model_name="chunk", name="embedding_model"),
-        migrations.RemoveField(model_name="chunk", name="distance"),
+        # Dropping the columns drops their indexes; backwards, they come back filled from the spaces.
+        migrations.SeparateDatabaseAndState(
+            state_operations=[
+                migrations.RemoveIndex(model_name="chunk", name="chunk_embedding_hnsw_cosine"),
+                migrations.RemoveIndex(model_name="chunk", name="chunk_embedding_hnsw_l2"),
+                migrations.RemoveIndex(model_name="chunk", name="chunk_embedding_hnsw_ip"),
+                migrations.RemoveIndex(model_name="chunk", name="chunk_collection_model"),
+                migrations.RemoveField(model_name="chunk", name="embedding"),
+                migrations.RemoveField(model_name="chunk", name="embedding_model"),
+                migrations.RemoveField(model_name="chunk", name="distance"),
+            ],
+            database_operations=[
+                migrations.RunSQL(DROP_COLUMNS, migrations.RunSQL.noop),
+                migrations.RunPython(migrations.RunPython.noop, restore_columns),
+            ],
+        ),
     ]

@@ -14,7 +14,7 @@ from typing import Any
 
 from core.http import parse_id
 from core.text import without_surrogates
-from documents.search.sql import COLLECTION, DOCUMENT, SCOPE, readable_collections
+from documents.search.sql import CHUNK, COLLECTION, DOCUMENT, SCOPE, readable_collections
 
 
 @dataclass(frozen=True)
@@ -34,21 +34,23 @@ class UnknownCollection(LookupError):
     """``Filters.collection`` names no collection that the user can read."""
 
 
-def chunk_predicate(user: Any, filters: Filters, model_name: str | None) -> tuple[str, list[Any]]:
-    """The predicate on chunks (alias ``c``) that ``user`` may read and ``filters`` keeps, with its parameters.
+def chunk_predicate(user: Any, filters: Filters, *, alias: str = "c") -> tuple[str, list[Any]]:
+    """The predicate on chunks (alias ``c``), or chunk vectors (alias ``v``), that ``user`` may read and ``filters``
+    keeps, with its parameters.
 
-    On its own, for a statement of your own over the chunk table (the benches compare pgvector's plain
-    query with this predicate against search()); search() itself decides the collections once, in its first
-    statement, and filters on them with ``scoped_predicate``. ``model_name`` keeps only that embedding
-    model's vectors (None: any).
+    On its own, for a statement of your own (the benches compare pgvector's plain query with this predicate
+    against search()); search() itself decides the collections once, in its first statement, and filters on
+    them with ``scoped_predicate``. Over chunk vectors, add the space (``v.space_id = <id>``): only vectors of
+    one space are comparable.
     """
     readable, params = readable_collections(user.pk)
-    return _predicate(f"c.collection_id IN ({readable})", params, filters, model_name, collections=True)
+    return _predicate(f"{alias}.collection_id IN ({readable})", params, filters, alias=alias, collections=True)
 
 
-def scoped_predicate(filters: Filters, model_name: str | None) -> tuple[str, list[Any]]:
-    """The chunks' predicate after sql.scope_statement(): in the covered collections (SCOPE), and filtered."""
-    return _predicate(f"c.collection_id = ANY({SCOPE})", [], filters, model_name)
+def scoped_predicate(filters: Filters, *, alias: str = "c") -> tuple[str, list[Any]]:
+    """The predicate after sql.scope_statement() on chunks (alias ``c``: in the covered collections, SCOPE), or on
+    one vector arm's chunk vectors (alias ``v``: the statement itself keeps the arm's collections), filtered."""
+    return _predicate(f"{alias}.collection_id = ANY({SCOPE})" if alias == "c" else "true", [], filters, alias=alias)
 
 
 def covered_collections(user: Any, filters: Filters, alias: str) -> tuple[str, list[Any]]:
@@ -71,25 +73,28 @@ def covered_collections(user: Any, filters: Filters, alias: str) -> tuple[str, l
 
 
 def _predicate(
-    scope: str, params: list[Any], filters: Filters, model_name: str | None, *, collections: bool = False,
+    scope: str, params: list[Any], filters: Filters, *, alias: str = "c", collections: bool = False,
 ) -> tuple[str, list[Any]]:
+    # Over chunk vectors (alias "v"), which copy the chunk's collection and document, only the metadata needs
+    # the chunk's row: one primary-key probe per candidate, and only when a metadata filter is asked for.
     clauses = [scope]
     params = list(params)
-    if model_name is not None:
-        # Only vectors from the model that embeds the query are comparable with it.
-        clauses.append("c.embedding_model = %s")
-        params.append(model_name)
     if collections and filters.collections:
-        clauses.append("c.collection_id = ANY(%s)")
+        clauses.append(f"{alias}.collection_id = ANY(%s)")
         params.append(list(filters.collections))
     if filters.documents:
-        clauses.append("c.document_id = ANY(%s)")
+        clauses.append(f"{alias}.document_id = ANY(%s)")
         params.append(list(filters.documents))
     if filters.metadata:
-        clauses.append("c.metadata @> %s::jsonb")
+        if alias == "c":
+            clauses.append("c.metadata @> %s::jsonb")
+        else:
+            clauses.append(
+                f"EXISTS (SELECT 1 FROM {CHUNK} c2 WHERE c2.id = {alias}.chunk_id AND c2.metadata @> %s::jsonb)"
+            )
         params.append(json.dumps(filters.metadata))
     if filters.content_types or filters.created_after or filters.created_before:
-        sub = ["d2.id = c.document_id"]
+        sub = [f"d2.id = {alias}.document_id"]
         if filters.content_types:
             sub.append("d2.content_type = ANY(%s)")
             params.append(list(filters.content_types))

@@ -1,11 +1,11 @@
-"""The vector index of each distance: HNSW (the default, from the migrations) or IVFFlat, (re)built sized.
+"""The vector index of each embedding space and distance: HNSW (the default) or IVFFlat, (re)built sized.
 
-HNSW answers best at every size and needs no data to be built, so the migrations create it (one partial
-index per distance, see ``Chunk.Meta.indexes``). IVFFlat builds faster and smaller, but its lists are
-k-means centroids of the rows that exist when it is built: pgvector's README says to create it once the
-table holds data, with ``lists`` = rows / 1000 up to a million rows and √rows beyond, and to search
-``probes`` = √lists of them (``IVFFLAT_PROBES``, which retrieval applies per query). A distance has one of
-the two at a time, so the planner never has to choose between them.
+HNSW answers best at every size and needs no data to be built, so each space's partition gets it when the
+space is created (documents.spaces.storage: one partial expression index per distance in use). IVFFlat builds
+faster and smaller, but its lists are k-means centroids of the rows that exist when it is built: pgvector's
+README says to create it once the table holds data, with ``lists`` = rows / 1000 up to a million rows and
+√rows beyond, and to search ``probes`` = √lists of them (``IVFFLAT_PROBES``, which retrieval applies per
+query). A distance has one of the two at a time, so the planner never has to choose between them.
 
 Index builds are sized here rather than by the server's defaults: with PostgreSQL's 64 MB of
 ``maintenance_work_mem`` the HNSW graph of 100k 384-d vectors no longer fits after 28k rows and the build
@@ -21,11 +21,11 @@ import time
 from dataclasses import dataclass
 
 from django.db import connection
-from pgvector.django import HnswIndex
 
 from documents.exceptions import IndexBuildRefused
-from documents.models import Chunk, Distance
+from documents.models import ChunkVector, Distance, EmbeddingSpace
 from documents.search import tuning
+from documents.spaces import default_space, storage
 
 KINDS = ("hnsw", "ivfflat")
 OPCLASSES = {"cosine": "vector_cosine_ops", "l2": "vector_l2_ops", "ip": "vector_ip_ops"}
@@ -46,14 +46,22 @@ class Built:
     workers: int = 0
     m: int | None = None
     ef_construction: int | None = None
+    space: str = ""
 
     @property
     def probes(self) -> int | None:
         return ivfflat_probes(self.lists) if self.lists else None
 
 
-def index_name(kind: str, distance: str) -> str:
-    return f"chunk_embedding_{kind}_{distance}"
+def index_name(kind: str, distance: str, space: EmbeddingSpace | int) -> str:
+    """The name of ``kind``'s index of ``distance`` in ``space``'s partition (HNSW: as storage creates it)."""
+    if kind == "hnsw":
+        return storage.index_name(space, distance)
+    return f"{storage.partition_name(space)}_ivfflat_{distance}"
+
+
+# Every space's IVFFlat indexes (a regular expression on pg_class.relname): retrieval reads their lists.
+IVFFLAT_REGEX = f"^{storage.PARENT}_s[0-9]+_ivfflat_"
 
 
 def ivfflat_lists(rows: int) -> int:
@@ -72,32 +80,35 @@ def sized_memory(rows: int, dimensions: int) -> str:
 
 
 def vector_index_build(
-    *, kind: str, distance: str, lists: int | None = None, maintenance_work_mem: str | None = None,
-    workers: int | None = None, m: int | None = None, ef_construction: int | None = None,
+    *, kind: str, distance: str, space: EmbeddingSpace | None = None, lists: int | None = None,
+    maintenance_work_mem: str | None = None, workers: int | None = None, m: int | None = None,
+    ef_construction: int | None = None,
 ) -> Built:
-    """Build ``kind``'s index for ``distance`` (sized), then drop the other kind's; reads keep working meanwhile.
+    """Build ``kind``'s index for ``distance`` in ``space`` (default: the configured default space), sized, then
+    drop the other kind's; reads keep working meanwhile.
 
     The new index is built before the old one is dropped, so searches always have an index; the build
-    takes a SHARE lock (writes to the chunk table wait, reads do not).
+    takes a SHARE lock on the space's partition (writes to that space wait, reads do not; other spaces go on).
     """
     if kind not in KINDS:
         raise IndexBuildRefused(f"Unknown index type {kind!r}: choose hnsw or ivfflat.")
     if distance not in Distance.values:
         raise IndexBuildRefused(f"Unknown distance {distance!r}: choose one of {', '.join(Distance.values)}.")
-    rows = Chunk.objects.filter(distance=distance).count()
+    space = space or default_space()
+    rows = ChunkVector.objects.filter(space=space, distance=distance).count()
     if kind == "ivfflat" and rows < IVFFLAT_MIN_ROWS and not lists:
         raise IndexBuildRefused(
             f"IVFFlat learns its lists from the rows that exist when it is built, and there are {rows:,} "
-            f"{distance} chunks (at least {IVFFLAT_MIN_ROWS:,} are needed; pass --lists to build anyway). "
-            "Keep HNSW, or ingest your documents first."
+            f"{distance} vectors in space {space.name} (at least {IVFFLAT_MIN_ROWS:,} are needed; pass --lists to "
+            "build anyway). Keep HNSW, or ingest your documents first."
         )
-    from django.conf import settings
-
-    memory = maintenance_work_mem or sized_memory(rows, settings.EMBEDDING_DIMENSIONS)
+    memory = maintenance_work_mem or sized_memory(rows, space.dimensions)
     workers = max(0, (os.cpu_count() or 2) - 1) if workers is None else workers
     sized = tuning.build_parameters(rows)
     graph = tuning.BuildParameters(m=m or sized.m, ef_construction=ef_construction or sized.ef_construction)
-    name = index_name(kind, distance)
+    name = index_name(kind, distance, space)
+    partition = connection.ops.quote_name(storage.partition_name(space))
+    expression = storage.vector_expression(space)
     started = time.perf_counter()
     with connection.cursor() as cursor:
         cursor.execute("SELECT set_config('maintenance_work_mem', %s, false), "
@@ -105,24 +116,23 @@ def vector_index_build(
         try:
             cursor.execute(f'DROP INDEX IF EXISTS "{name}"')
             if kind == "hnsw":
-                # As the migrations define it, with a denser graph on a large table (tuning.build_parameters).
-                index = next(i for i in Chunk._meta.indexes if i.name == name)
-                index = HnswIndex(name=name, fields=index.fields, opclasses=index.opclasses, condition=index.condition,
-                                  m=graph.m, ef_construction=graph.ef_construction)
-                with connection.schema_editor() as editor:
-                    editor.add_index(Chunk, index)
+                # As storage.create_index builds it, with a denser graph on a large space (tuning.build_parameters).
+                cursor.execute(
+                    f'CREATE INDEX "{name}" ON {partition} USING hnsw ({expression} {OPCLASSES[distance]}) '
+                    f"WITH (m = {int(graph.m)}, ef_construction = {int(graph.ef_construction)}) "
+                    f"WHERE distance = '{Distance(distance).value}'"
+                )
             else:
                 lists = lists or ivfflat_lists(rows)
                 cursor.execute(
-                    f'CREATE INDEX "{name}" ON {Chunk._meta.db_table} USING ivfflat (embedding '
-                    f"{OPCLASSES[distance]}) WITH (lists = {int(lists)}) WHERE distance = %s",
-                    [distance],
+                    f'CREATE INDEX "{name}" ON {partition} USING ivfflat ({expression} '
+                    f"{OPCLASSES[distance]}) WITH (lists = {int(lists)}) WHERE distance = '{Distance(distance).value}'"
                 )
             seconds = time.perf_counter() - started
             tuning.forget_rows()
-            other = index_name("ivfflat" if kind == "hnsw" else "hnsw", distance)
+            other = index_name("ivfflat" if kind == "hnsw" else "hnsw", distance, space)
             cursor.execute(f'DROP INDEX IF EXISTS "{other}"')
-            cursor.execute(f"ANALYZE {Chunk._meta.db_table}")
+            cursor.execute(f"ANALYZE {partition}")
             cursor.execute("SELECT pg_relation_size(%s::regclass)", [name])
             megabytes = cursor.fetchone()[0] / 2**20
         finally:
@@ -131,4 +141,4 @@ def vector_index_build(
     return Built(name=name, kind=kind, distance=distance, rows=rows, seconds=seconds, megabytes=megabytes,
                  lists=lists if kind == "ivfflat" else None, maintenance_work_mem=memory, workers=workers,
                  m=graph.m if kind == "hnsw" else None,
-                 ef_construction=graph.ef_construction if kind == "hnsw" else None)
+                 ef_construction=graph.ef_construction if kind == "hnsw" else None, space=space.name)

@@ -18,11 +18,13 @@ from django.db import transaction
 from django.db.backends.utils import CursorWrapper
 
 from core.text import without_surrogates
-from documents import embeddings
 from documents.db import vector_cursor
+from documents.models import EmbeddingSpace
 from documents.search import sql, tuning
 from documents.search.filters import Filters, UnknownCollection, covered_collections, scoped_predicate
 from documents.search.sql import OPERATORS, SPECULATED
+from documents.spaces import backend_for
+from documents.spaces import vectors as spaces
 
 __all__ = ["MODES", "Filters", "Hit", "UnknownCollection", "search"]
 
@@ -58,7 +60,9 @@ def search(
     """The ``k`` best chunks for ``query`` among those ``user`` may read.
 
     ``query_vector`` is the query's embedding when the caller already has it (it must come from the
-    configured backend's model): the vector arm then skips embedding ``query`` again.
+    configured backend's model, i.e. the default embedding space's): the vector arm of that space then skips
+    embedding ``query`` again. Each covered collection is searched in its active embedding space, with the query
+    embedded by that space's model; collections on different spaces are merged on cosine similarity.
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}")
@@ -81,13 +85,12 @@ def search(
         # with the search settings, to the statements after it in the same transaction (see _scope_sql).
         statements = [_scope_sql(user, filters, ef_search)]
         if mode != "keyword":
-            backend = embeddings.get_backend()
-            if vector is None:
-                vector = np.asarray(backend.embed_query(query), dtype=np.float32)
-            # Which distances the covered collections use is only known from the database; the
-            # default one is searched at once (skipped by the server unless a covered collection
-            # uses it), so that the usual search is a single round trip.
-            statements.append(_vector_sql(filters, limit, vector, SPECULATED, backend.model_name))
+            # Which spaces and distances the covered collections search is only known from the database; the
+            # default space's cosine arm is searched at once (skipped by the server unless a covered collection
+            # searches it), so that the usual search is a single round trip.
+            default = spaces.default()
+            vectors = {default.pk: vector if vector is not None else _embedded(query, default)}
+            statements.append(_vector_sql(filters, limit, vectors[default.pk], default, SPECULATED))
         if mode != "vector":
             statements.append(_keyword_sql(query, filters, limit))
         scope, *results = _fetch_together(cursor, statements)
@@ -95,20 +98,25 @@ def search(
         keyword = [_hit(row) for row in results.pop()] if mode != "vector" else []
         nearest_rows: list[list[Row]] = []
         if mode != "keyword":
-            distances = sorted(distance for distance in scope[0][-1] if distance in OPERATORS)
-            others = [distance for distance in distances if distance != SPECULATED]
-            found = {SPECULATED: results[0]}
+            arms = [sql.parse_arm(arm) for arm in scope[0][-1]]
+            arms = [(space_id, distance) for space_id, distance in arms if distance in OPERATORS]
+            found = {(default.pk, SPECULATED): results[0]}
+            others = [arm for arm in arms if arm not in found]
             if others:
-                assert vector is not None  # embedded for the first round trip
+                by_id = spaces.by_ids([space_id for space_id, _ in others])
+                for space_id, _ in others:  # the query embedded once per space, by that space's own model
+                    if space_id not in vectors:
+                        vectors[space_id] = _embedded(query, by_id[space_id])
                 _, *rows = _fetch_together(cursor, [
                     _scope_sql(user, filters, ef_search),
-                    *(_vector_sql(filters, limit, vector, distance, backend.model_name) for distance in others),
+                    *(_vector_sql(filters, limit, vectors[space_id], by_id[space_id], distance)
+                      for space_id, distance in others),
                 ])
                 found.update(zip(others, rows, strict=True))
-            nearest_rows = [found[distance] for distance in distances]
+            nearest_rows = [found[arm] for arm in arms]
     threshold = settings.RETRIEVAL_MIN_SIMILARITY
     nearest = [_hit(row, relevant=row[-1] >= threshold, similarity=row[-1]) for rows in nearest_rows for row in rows]
-    if len(nearest_rows) > 1:  # collections with different distances: merge on cosine similarity
+    if len(nearest_rows) > 1:  # collections on different spaces or distances: merge on cosine similarity
         nearest = sorted(nearest, key=lambda hit: (-hit.score, hit.chunk_id))[:limit]
     if mode == "vector":
         return nearest
@@ -129,11 +137,17 @@ def _check_covered(filters: Filters, scope: list[Row]) -> None:
 
 def _checked_vector(query_vector: Sequence[float] | np.ndarray) -> np.ndarray:
     vector = np.asarray(query_vector, dtype=np.float32).reshape(-1)
-    if vector.shape[0] != settings.EMBEDDING_DIMENSIONS or not np.isfinite(vector).all():
+    dimensions = spaces.default().dimensions
+    if vector.shape[0] != dimensions or not np.isfinite(vector).all():
         raise ValueError(
-            f"query_vector must hold {settings.EMBEDDING_DIMENSIONS} finite numbers (EMBEDDING_DIMENSIONS)."
+            f"query_vector must hold {dimensions} finite numbers (the default embedding space's dimensions)."
         )
     return vector
+
+
+def _embedded(query: str, space: EmbeddingSpace) -> np.ndarray:
+    """The query's vector in ``space``, made by the space's own model."""
+    return np.asarray(backend_for(space).embed_query(query), dtype=np.float32)
 
 
 def _fetch_together(cursor: CursorWrapper, statements: list[Statement]) -> list[list[Row]]:
@@ -172,12 +186,12 @@ def _scope_sql(user: Any, filters: Filters, ef_search: int | None) -> Statement:
     return sql.scope_statement(*covered_collections(user, filters, "g"), ef_search)
 
 
-def _vector_sql(filters: Filters, limit: int, vector: np.ndarray, distance: str, model_name: str) -> Statement:
-    return sql.vector_statement(*scoped_predicate(filters, model_name), limit, vector, distance)
+def _vector_sql(filters: Filters, limit: int, vector: np.ndarray, space: EmbeddingSpace, distance: str) -> Statement:
+    return sql.vector_statement(*scoped_predicate(filters, alias="v"), limit, vector, space, distance)
 
 
 def _keyword_sql(query: str, filters: Filters, limit: int) -> Statement:
-    where, params = scoped_predicate(filters, None)
+    where, params = scoped_predicate(filters)
     return sql.keyword_statement(query, where, params, limit)
 
 

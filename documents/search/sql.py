@@ -15,8 +15,9 @@ from django.conf import settings
 from django.db import connection
 from django.db.models import Model
 
-from documents.models import Chunk, Collection, Document, TermStat
-from documents.search.indexes import index_name
+from documents.models import Chunk, ChunkVector, Collection, Distance, Document, EmbeddingSpace, TermStat
+from documents.search.indexes import IVFFLAT_REGEX
+from documents.spaces.storage import vector_expression
 
 
 def _table(model: type[Model]) -> str:
@@ -27,6 +28,7 @@ COLLECTION = _table(Collection)
 MEMBERS = _table(Collection.members.through)
 DOCUMENT = _table(Document)
 CHUNK = _table(Chunk)
+CHUNK_VECTOR = _table(ChunkVector)
 TERMSTAT = _table(TermStat)
 
 
@@ -49,7 +51,7 @@ OPERATORS = {"cosine": "<=>", "l2": "<->", "ip": "<#>"}
 SIMILARITY = {"cosine": "1 - {d}", "l2": "1 - {d} * {d} / 2", "ip": "-{d}"}
 
 
-# The default distance of a collection, searched in the first round trip (see query.search()).
+# The default distance of a collection, searched (in the default space) in the first round trip (query.search()).
 SPECULATED = "cosine"
 
 # The collections a search covers, as the statements after scope_statement() read them. The planner evaluates
@@ -59,6 +61,16 @@ SPECULATED = "cosine"
 SCOPE = "current_setting('rag.collections')::bigint[]"
 
 
+def arm_setting(space_id: int, distance: str) -> str:
+    """The transaction-local setting that holds the covered collections searching ``space_id`` by ``distance``."""
+    return f"rag.c{int(space_id)}_{distance}"
+
+
+def arm_scope(space_id: int, distance: str) -> str:
+    """The covered collections of one vector arm (a space and a distance), as SCOPE is for all (NULL: none)."""
+    return f"current_setting('{arm_setting(space_id, distance)}', true)::bigint[]"
+
+
 def hnsw_settings(ef_search: str) -> str:
     """HNSW's ef_search (an SQL expression: a quoted literal, or %s) and its iterative scan, as transaction-local
     set_config calls for a statement's select list (like SET LOCAL: nothing outlives the transaction)."""
@@ -66,12 +78,14 @@ def hnsw_settings(ef_search: str) -> str:
 
 
 def scope_statement(covered: str, params: list[Any], ef_search: int | None) -> tuple[str, list[Any]]:
-    """The first statement of a search: the collections it covers, their distances, and its settings.
+    """The first statement of a search: the collections it covers, their spaces and distances, its settings.
 
     ``covered`` is the predicate on the collections (alias ``g``) the search covers (filters.covered_collections:
     readable, and asked for): their ids go into the transaction-local setting ``rag.collections`` (SCOPE),
-    which the chunk queries that follow in the same transaction filter on; their distances go into
-    ``rag.distances``, and come back as this statement's only row, after their number. Transaction-local,
+    which the keyword arm's chunk query that follows in the same transaction filters on. A collection searches
+    the vectors of its active embedding space, by its distance: each distinct (space, distance) pair is a
+    vector arm, whose collections go into a setting of their own (``arm_scope``). The statement's only row ends
+    with the number of covered collections and the arms, as ``"space_id:distance"`` texts. Transaction-local,
     like SET LOCAL: nothing outlives the search (or the caller's transaction).
     """
     hnsw = "" if ef_search is None else (
@@ -80,23 +94,34 @@ def scope_statement(covered: str, params: list[Any], ef_search: int | None) -> t
         "set_config('ivfflat.iterative_scan', 'relaxed_order', true), "
     )
     return (
-        f"SELECT {hnsw}set_config('rag.collections', coalesce(array_agg(g.id)::text, '{{}}'), true), "
-        "set_config('rag.distances', coalesce(array_agg(DISTINCT g.distance)::text, '{}'), true), "
-        "count(*), coalesce(array_agg(DISTINCT g.distance), '{}') "
-        f"FROM {COLLECTION} g WHERE {covered}",
+        f"WITH covered AS MATERIALIZED (SELECT g.id, g.active_space_id, g.distance FROM {COLLECTION} g "
+        f"WHERE {covered}), "
+        "arms AS MATERIALIZED ("
+        "SELECT active_space_id || ':' || distance AS arm, "
+        "set_config('rag.c' || active_space_id || '_' || distance, array_agg(id)::text, true) "
+        "FROM covered WHERE active_space_id IS NOT NULL GROUP BY active_space_id, distance) "
+        f"SELECT {hnsw}set_config('rag.collections', coalesce((SELECT array_agg(id) FROM covered)::text, '{{}}'), "
+        "true), (SELECT count(*) FROM covered), coalesce((SELECT array_agg(arm ORDER BY arm) FROM arms), '{}')",
         params,
     )
 
 
+def parse_arm(arm: str) -> tuple[int, str]:
+    """``"space_id:distance"`` (scope_statement's arms) as (space id, distance)."""
+    space_id, distance = arm.split(":", 1)
+    return int(space_id), distance
+
+
 def probes_sql() -> str:
-    """IVFFLAT_PROBES, or √lists of the IVFFlat index a distance has (documents.search.indexes): read from the
-    catalog in the same statement (one index lookup), so a rebuilt index with other lists is used at once."""
+    """IVFFLAT_PROBES, or √lists of the IVFFlat index a space has for a distance (documents.search.indexes): read
+    from the catalog in the same statement (one index lookup), so a rebuilt index with other lists is used at
+    once."""
     if settings.IVFFLAT_PROBES > 0:
         return f"'{int(settings.IVFFLAT_PROBES)}'"
-    names = ",".join(index_name("ivfflat", distance) for distance in OPERATORS)
     return (
         "coalesce((SELECT greatest(1, round(sqrt(max(substring(o FROM '^lists=(\\d+)$')::int))))::int::text "
-        f"FROM pg_class r, unnest(r.reloptions) o WHERE r.relname = ANY('{{{names}}}') AND o LIKE 'lists=%%'), '1')"
+        f"FROM pg_class r, unnest(r.reloptions) o WHERE r.relname ~ '{IVFFLAT_REGEX}' AND o LIKE 'lists=%%'), "
+        "'1')"
     )
 
 
@@ -112,28 +137,36 @@ def vector_literal(vector: np.ndarray) -> str:
 
 
 def vector_statement(
-    where: str, params: list[Any], limit: int, vector: np.ndarray, distance: str,
+    where: str, params: list[Any], limit: int, vector: np.ndarray, space: EmbeddingSpace, distance: str,
 ) -> tuple[str, list[Any]]:
-    """The ``limit`` chunks nearest to ``vector`` among the ``where`` ones of ``distance``'s index."""
-    operator = OPERATORS[distance]  # from a fixed table, never from input
+    """The ``limit`` chunks nearest to ``vector`` among the ``where`` vectors (alias ``v``) of one arm: the covered
+    collections that search ``space`` by ``distance``.
+
+    The space's id literal prunes the ChunkVector table to its partition, the distance literal picks that
+    partition's partial HNSW index, and the order is by the expression the index is built on
+    (storage.vector_expression). The check of the arm's setting is a one-time filter: when no covered collection
+    searches this arm, the index is never opened. relaxed_order may return rows out of order: re-sort the
+    materialised candidates ("+ 0": PostgreSQL 17+ would otherwise trust the CTE's order and skip the sort, as
+    pgvector's README warns). ORDER BY the output column sends the query vector once; the index is used the same.
+    The chunks' text is read for the ``limit`` found only.
+    """
+    distance = Distance(distance).value  # from a fixed table, never from input
+    operator, dimensions = OPERATORS[distance], int(space.dimensions)
     similarity = SIMILARITY[distance].format(d="n.gap")
-    # The distance literal lets the planner pick that distance's partial HNSW index; the check of
-    # rag.distances is a one-time filter: without a covered collection of this distance, the index is
-    # never opened. relaxed_order may return rows out of order: re-sort the materialised candidates
-    # ("+ 0": PostgreSQL 17+ would otherwise trust the CTE's order and skip the sort, as pgvector's
-    # README warns). ORDER BY the output column sends the query vector once; the index is used the same.
     return (
         f"""
         WITH nearest AS MATERIALIZED (
-            SELECT c.id, c.document_id, c.page, c.heading, c.text, c.embedding {operator} %s::vector AS gap
-            FROM {CHUNK} c
-            WHERE c.distance = '{distance}' AND {where}
-              AND '{distance}' = ANY(current_setting('rag.distances')::text[])
+            SELECT v.chunk_id, v.document_id, {vector_expression(space, "v.embedding")} {operator}
+                   %s::vector({dimensions}) AS gap
+            FROM {CHUNK_VECTOR} v
+            WHERE v.space_id = {int(space.pk)} AND v.distance = '{distance}'
+              AND v.collection_id = ANY({arm_scope(space.pk, distance)}) AND {where}
+              AND current_setting('{arm_setting(space.pk, distance)}', true) IS NOT NULL
             ORDER BY gap
             LIMIT %s
         )
-        SELECT n.id, n.document_id, d.title, n.page, n.heading, n.text, {similarity}
-        FROM nearest n JOIN {DOCUMENT} d ON d.id = n.document_id
+        SELECT n.chunk_id, n.document_id, d.title, c.page, c.heading, c.text, {similarity}
+        FROM nearest n JOIN {CHUNK} c ON c.id = n.chunk_id JOIN {DOCUMENT} d ON d.id = n.document_id
         ORDER BY n.gap + 0
         """,
         [vector_literal(vector), *params, limit],

@@ -5,8 +5,9 @@ recall@10 at ef_search 100 is 0.97 at 100k rows but 0.78 at 1M (0.87 at 200). So
 not a constant: ``ef_search(rows, k)`` is ``HNSW_EF_SEARCH_BASE`` (100) up to ``REFERENCE_ROWS`` (100k),
 then grows with √(rows / 100k) (316 at 1M, capped at pgvector's maximum of 1000 from 10M), and is at least
 2·k (a top 50 needs a wider beam than a top 10). The rows are the planner's estimate (``pg_class.reltuples``
-of the HNSW indexes, kept by ANALYZE / autovacuum), read at most once per ``ROWS_TTL_SECONDS`` per process, so
-a search costs no extra round trip. ``HNSW_EF_SEARCH`` > 0 fixes the value instead (the old behaviour).
+of the largest HNSW index of any embedding space's partition, kept by ANALYZE / autovacuum), read at most
+once per ``ROWS_TTL_SECONDS`` per process, so a search costs no extra round trip. ``HNSW_EF_SEARCH`` > 0
+fixes the value instead (the old behaviour).
 
 ``build_parameters(rows)``: the index ``manage.py vector_index`` builds: the migrations' m=16,
 ef_construction=64 below 500k rows, a denser graph above (m=24 / 128 up to 5M rows, m=32 / 200 beyond), so
@@ -26,7 +27,8 @@ from django.db import connection
 REFERENCE_ROWS = 100_000  # up to here the base ef_search gives recall@10 ≥ 0.95 (0.97 measured at 100k)
 MAX_EF_SEARCH = 1000  # pgvector's upper bound for hnsw.ef_search
 ROWS_TTL_SECONDS = 300.0
-HNSW_INDEXES = ("chunk_embedding_hnsw_cosine", "chunk_embedding_hnsw_l2", "chunk_embedding_hnsw_ip")
+# Every embedding space's HNSW indexes (documents.spaces.storage.index_name), as a regular expression on pg_class.
+HNSW_INDEXES = r"^documents_chunkvector_s[0-9]+_hnsw_"
 
 
 @dataclass(frozen=True)
@@ -59,7 +61,8 @@ _cached: tuple[float, int] | None = None  # (monotonic time read, rows)
 
 
 def estimated_rows() -> int:
-    """The largest HNSW index's row estimate (0 before its first ANALYZE), cached for ROWS_TTL_SECONDS."""
+    """The largest HNSW index's row estimate over every space (0 before its first ANALYZE), cached for
+    ROWS_TTL_SECONDS: a search sets ef_search before it knows which spaces it reads, and the largest needs most."""
     global _cached
     now = time.monotonic()
     cached = _cached
@@ -71,12 +74,14 @@ def estimated_rows() -> int:
     return rows
 
 
-def read_estimated_rows() -> int:
-    """The largest HNSW index's row estimate, read from pg_class now (uncached)."""
+def read_estimated_rows(space_id: int | None = None) -> int:
+    """The largest HNSW index's row estimate (of every space, or of the space ``space_id``'s partition), read from
+    pg_class now (uncached)."""
+    pattern = HNSW_INDEXES if space_id is None else f"^documents_chunkvector_s{int(space_id)}_hnsw_"
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT coalesce(max(greatest(reltuples, 0)), 0)::bigint FROM pg_class WHERE relname = ANY(%s)",
-            [list(HNSW_INDEXES)],
+            "SELECT coalesce(max(greatest(reltuples, 0)), 0)::bigint FROM pg_class WHERE relname ~ %s",
+            [pattern],
         )
         row = cursor.fetchone()
     return int(row[0]) if row else 0

@@ -15,10 +15,11 @@ from django.db import transaction
 from documents import embeddings
 from documents.embeddings import EmbeddingBackend, HashingBackend
 from documents.embeddings.local import LOCAL_MODEL_SHA256, LocalModelBackend
-from documents.models import EmbeddingSpace
+from documents.models import Distance, EmbeddingSpace
 from documents.spaces import storage
 
 _default_ids: dict[tuple, int] = {}
+_default_spaces: dict[tuple, EmbeddingSpace] = {}
 
 
 def _configuration() -> tuple:
@@ -66,6 +67,7 @@ def default_space() -> EmbeddingSpace:
     if space_id is not None:
         space = EmbeddingSpace.objects.filter(pk=space_id).exclude(status=EmbeddingSpace.Status.RETIRED).first()
         if space is not None:
+            _default_spaces[key] = space
             return space
     fields = describe(embeddings.get_backend(), embeddings.backend_choice())
     with transaction.atomic():
@@ -92,9 +94,18 @@ def default_space() -> EmbeddingSpace:
                 **fields,
             )
             storage.create_partition(space)
-            storage.create_index(space, "cosine")
+            # One partial index per distance, as the chunk table had: a collection of any distance (set by any
+            # write path) finds its index, and an index with no rows of its distance costs nothing.
+            for distance in Distance.values:
+                storage.create_index(space, distance)
     _default_ids[key] = space.pk
+    _default_spaces[key] = space
     return space
+
+
+def known_default() -> EmbeddingSpace | None:
+    """The default space as this process last found it for the current configuration (None: not yet), unchecked."""
+    return _default_spaces.get(_configuration())
 
 
 def chunking() -> dict:

@@ -84,7 +84,7 @@ def create_index(space: EmbeddingSpace, distance: str, *, concurrently: bool = F
     ``concurrently``: built without blocking writes (outside a transaction), after a backfill; a new space
     that starts empty gets it at once instead, and every row is indexed as it is written.
     """
-    opclass, how = OPCLASSES[distance], "CONCURRENTLY " if concurrently else ""
+    opclass, how = OPCLASSES[Distance(distance)], "CONCURRENTLY " if concurrently else ""
     with connection.cursor() as cursor:
         cursor.execute(
             f"CREATE INDEX {how}IF NOT EXISTS {_quote(index_name(space, distance))} "

@@ -7,13 +7,15 @@ the space's index expression (``storage.vector_expression``), so that its HNSW i
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 from django.db import connection, transaction
 
 from documents.db import vector_cursor
 from documents.models import Distance, EmbeddingSpace
-from documents.spaces.storage import PARENT, partition_name, vector_expression
+from documents.spaces import registry
+from documents.spaces.storage import PARENT, create_index, index_name, partition_name, vector_expression
 
 # The operator of each distance (as its index's opclass) and its result turned into a cosine similarity:
 # every backend's vectors are L2-normalised, so the three are comparable (documents.search.sql has the same).
@@ -28,6 +30,38 @@ COPY_COLUMNS = (
     ("distance", "varchar"),
     ("embedding", "vector"),
 )
+
+
+# Spaces by id, as this process read them: a space's model and dimensions never change, so a search reads its
+# spaces from here instead of adding a round trip (a retired space is no collection's active one: never asked).
+_spaces: dict[int, EmbeddingSpace] = {}
+
+
+def by_ids(space_ids: Iterable[int]) -> dict[int, EmbeddingSpace]:
+    """The spaces of those ids, read from the database once per process."""
+    wanted = set(space_ids)
+    missing = wanted - _spaces.keys()
+    if missing:
+        _spaces.update(EmbeddingSpace.objects.in_bulk(missing))
+    return {space_id: _spaces[space_id] for space_id in wanted if space_id in _spaces}
+
+
+def default() -> EmbeddingSpace:
+    """The configured default space (registry.default_space), without its check against the database once this
+    process knows it: searched speculatively by every search's first round trip."""
+    space = registry.known_default() or registry.default_space()
+    _spaces.setdefault(space.pk, space)
+    return space
+
+
+def ensure_index(space: EmbeddingSpace, distance: str) -> None:
+    """The HNSW index of ``distance`` in ``space`` (a collection now searches it by that distance), built when
+    missing: looked up first, so that nothing locks the partition when it is there."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT to_regclass(%s) IS NOT NULL", [index_name(space, distance)])
+        if cursor.fetchone()[0]:
+            return
+    create_index(space, distance)
 
 
 def write_vectors(*, space: EmbeddingSpace, rows: Iterable[tuple[int, int, int, str, np.ndarray]]) -> int:
@@ -94,5 +128,6 @@ def search_space(
                 "set_config('hnsw.iterative_scan', 'relaxed_order', true)",
                 [str(min(max(int(ef_search or 100), int(k)), 1000))],
             )
-        cursor.execute(statement, [query, list(collection_ids), int(k)])
+        params: list[Any] = [query, list(collection_ids), int(k)]
+        cursor.execute(statement, params)
         return [(chunk_id, float(score)) for chunk_id, score in cursor.fetchall()]

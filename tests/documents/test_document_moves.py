@@ -19,7 +19,7 @@ from chat.models import Conversation
 from core.models import ApiToken
 from documents import chunking, embeddings, parsing, pipeline, services, store
 from documents import search as retrieval
-from documents.models import Chunk, Collection, Document, TermStat
+from documents.models import Chunk, ChunkVector, Collection, Document, EmbeddingSpace, TermStat
 from tests.term_statistics import assert_statistics_exact
 
 pytestmark = pytest.mark.django_db
@@ -111,10 +111,17 @@ NOWHERE = dict.fromkeys(EVERYWHERE, False)
 
 
 def chunks_match_their_documents() -> None:
+    """Chunks copy their document's collection and metadata; their vectors copy the chunk's collection and
+    document and the collection's distance (migrations 0005, 0008, 0015)."""
     assert not Chunk.objects.exclude(collection_id=F("document__collection_id")).exists()
     for chunk in Chunk.objects.select_related("document__collection"):
-        assert chunk.distance == chunk.document.collection.distance
         assert chunk.metadata == chunk.document.metadata
+    assert ChunkVector.objects.count() >= Chunk.objects.count() > 0
+    for vector in ChunkVector.objects.select_related("chunk__document__collection"):
+        document = vector.chunk.document
+        assert (vector.collection_id, vector.document_id, vector.distance) == (
+            document.collection_id, document.pk, document.collection.distance
+        )
 
 
 def test_an_admin_move_to_a_private_collection_hides_the_document_from_the_old_members(
@@ -217,7 +224,7 @@ def test_a_store_after_a_metadata_edit_copies_the_new_metadata(people, shared, m
     drafts = chunking.chunk_sections([parsing.Section(text=SECRET)])
     backend = embeddings.get_backend()
     vectors = backend.embed_documents([draft.embedding_text for draft in drafts])
-    store.store_chunks(document=stale, drafts=drafts, vectors=vectors, model_name=backend.model_name)
+    store.store_chunks(document=stale, drafts=drafts, vectors=vectors)
     assert {tuple(chunk.metadata["tags"]) for chunk in memo.chunks.all()} == {("edited",)}
 
 
@@ -248,8 +255,7 @@ def test_a_move_during_a_store_waits_for_it_and_then_moves_what_it_stored(people
         mover.start()
         wait_until_a_connection_waits_for_a_lock("the move")
 
-    store.store_chunks(document=memo, drafts=drafts, vectors=vectors, model_name=backend.model_name,
-                        on_stored=while_the_store_holds_the_row)
+    store.store_chunks(document=memo, drafts=drafts, vectors=vectors, on_stored=while_the_store_holds_the_row)
     mover.join(timeout=60)
     assert not errors
     stored = list(Chunk.objects.filter(document=memo).values_list("collection_id", flat=True))
@@ -284,3 +290,31 @@ def test_the_migration_mends_chunks_left_behind_before_it(people, shared, privat
     assert set(memo.chunks.values_list("collection_id", flat=True)) == {private.pk}
     chunks_match_their_documents()
     assert_statistics_exact()
+
+
+def test_a_move_to_a_collection_on_another_embedding_space_queues_the_document_again(
+    admin_client, people, shared, memo,
+):
+    """Vectors are only comparable within one space: moved where another space is searched, the document is
+    ingested again (and the admin says so); moved between collections of one space, it is not."""
+    from documents.spaces import storage
+
+    other = EmbeddingSpace.objects.create(name="hashing-384-other", backend="hashing", model="hashing-384",
+                                          fingerprint="other", dimensions=384)
+    storage.create_partition(other)
+    storage.create_index(other, "cosine")
+    same = Collection.objects.create(name="Same space", owner=people["alice"])
+    admin_change(admin_client, memo, collection=same.pk)
+    memo.refresh_from_db()
+    assert memo.status == Document.Status.READY  # its vectors fit: nothing to do
+    elsewhere = Collection.objects.create(name="Elsewhere", owner=people["alice"], active_space=other)
+    admin_change(admin_client, memo, collection=elsewhere.pk)
+    page = admin_client.get(reverse("admin:documents_document_changelist")).content.decode()
+    assert "is being ingested again" in page
+    memo.refresh_from_db()
+    assert memo.status == Document.Status.QUEUED
+    assert retrieval.search(user=people["alice"], query="Initech merger", k=5, mode="vector") == []
+    pipeline.document_ingest(document_id=memo.pk)
+    assert ChunkVector.objects.filter(document_id=memo.pk, space=other).count() == memo.chunks.count() > 0
+    hits = retrieval.search(user=people["alice"], query="Initech merger", k=5, mode="vector")
+    assert hits and hits[0].document_id == memo.pk

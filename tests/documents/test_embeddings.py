@@ -19,7 +19,7 @@ from django.core.files.base import ContentFile
 
 from documents import embeddings, pipeline, services
 from documents.exceptions import DimensionMismatch, EmbeddingError
-from documents.models import Document
+from documents.models import ChunkVector, Document
 from tests import documents_factory as factory
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -499,7 +499,9 @@ def test_ingest_with_openai_embeddings_stores_chunks_named_for_the_model(server,
     assert document.status == Document.Status.READY, document.error
     chunks = list(document.chunks.all())
     assert document.chunk_count == len(chunks) > 1
-    assert {c.embedding_model for c in chunks} == {"text-embedding-3-small"}
+    # In the space of the configured OpenAI model, created for it (the collection was created under it).
+    spaces = ChunkVector.objects.filter(document_id=document.pk).values_list("space__backend", "space__model")
+    assert set(spaces) == {("openai", "text-embedding-3-small")} and spaces.count() == len(chunks)
     embedded = sum(len(r.body["input"]) for r in embedding_requests(server))
     assert embedded == len(chunks)
 
@@ -510,7 +512,7 @@ def test_ingest_fails_with_a_reason_when_embeddings_are_refused_and_leaves_other
 ):
     good = ingest_text(user, collection, tmp_path, "good.txt", "Holiday policy text. " * 50)
     assert good.status == Document.Status.READY, good.error
-    chunks_before = list(good.chunks.values_list("id", "text", "embedding_model"))
+    chunks_before = list(good.chunks.values_list("id", "text"))
     server.fail(400, message="Your organization is not allowed to use this model.", code="model_not_allowed")
     bad = ingest_text(user, collection, tmp_path, "bad.txt", "Expense reports are due monthly. " * 50)
     assert bad.status == Document.Status.FAILED
@@ -520,4 +522,4 @@ def test_ingest_fails_with_a_reason_when_embeddings_are_refused_and_leaves_other
     assert bad.chunks.count() == 0 and bad.progress == 0.0
     good.refresh_from_db()
     assert good.status == Document.Status.READY
-    assert list(good.chunks.values_list("id", "text", "embedding_model")) == chunks_before
+    assert list(good.chunks.values_list("id", "text")) == chunks_before

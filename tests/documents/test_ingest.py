@@ -7,8 +7,10 @@ from django.core.files.base import ContentFile
 from django.db import connection
 
 from documents import chunking, pipeline, services, store
+from documents.embeddings import HashingBackend
 from documents.exceptions import DimensionMismatch, DuplicateDocument, FileTooLarge, UnsupportedFileType
-from documents.models import Chunk, Document
+from documents.models import Chunk, ChunkVector, Collection, Document, EmbeddingSpace
+from documents.spaces import backend_for
 from tests import documents_factory as factory
 from tests.conftest import wait_until_a_connection_waits_for_a_lock
 
@@ -40,9 +42,13 @@ def test_pdf_is_stored_as_chunks_with_page_numbers(user, collection, tmp_path):
     assert document.chunk_count == len(chunks) == 3
     assert [c.page for c in chunks] == [1, 2, 3]
     assert "deployment pipeline" in chunks[1].text
-    assert {c.embedding_model for c in chunks} == {"hashing-384"}
     assert all(c.collection_id == collection.pk and c.token_count > 0 for c in chunks)
-    assert len(chunks[0].embedding) == 384
+    # One vector per chunk, in the collection's active space (the configured hashing-384 one), with its copies.
+    vectors = ChunkVector.objects.filter(chunk__in=chunks)
+    assert set(vectors.values_list("space__name", "collection_id", "document_id", "distance")) == {
+        ("hashing-384", collection.pk, document.pk, "cosine")
+    }
+    assert vectors.count() == 3 and len(vectors.first().embedding) == 384
 
 
 def test_full_text_vector_is_generated_for_stored_chunks(user, collection, tmp_path):
@@ -135,14 +141,31 @@ def test_hostile_filenames_are_cleaned_and_never_reach_the_file_system(user, col
     assert document.file.name == f"documents/{document.sha256[:2]}/{document.sha256}"
 
 
-def test_dimension_mismatch_fails_the_document_with_a_clear_reason(user, collection, tmp_path, settings):
+def test_dimension_mismatch_fails_the_document_with_a_clear_reason(user, collection, tmp_path, monkeypatch):
     path = factory.make_text(tmp_path / "a.txt", "Some text to embed.")
     document = upload(user, collection, path)
-    settings.EMBEDDING_DIMENSIONS = 512  # the backend now makes 512-d vectors; the column holds 384
+    # A space whose model makes vectors of another length than the space says (a misdeclared space).
+    wrong = EmbeddingSpace.objects.create(name="hashing-512-as-384", backend="hashing", model="hashing-512",
+                                          dimensions=384)
+    Collection.objects.filter(pk=collection.pk).update(active_space=wrong)
+    monkeypatch.setattr(pipeline, "backend_for", lambda space: HashingBackend(512) if space.pk == wrong.pk
+                        else backend_for(space))
     result = pipeline.document_ingest(document_id=document.pk)
     assert result.status == Document.Status.FAILED
     assert result.error == DimensionMismatch.default_message  # the owner is told to ask an administrator
     assert "512" in result.error_detail and "384" in result.error_detail  # who sees what to change
+
+
+def test_changing_the_configured_model_leaves_existing_collections_on_their_space(user, collection, tmp_path,
+                                                                                settings):
+    settings.EMBEDDING_DIMENSIONS = 512  # a new default space; the collection keeps searching its own
+    document = ingest_path(user, collection, factory.make_text(tmp_path / "a.txt", "Some text to embed."))
+    assert document.status == Document.Status.READY, document.error
+    assert set(ChunkVector.objects.filter(document_id=document.pk).values_list("space__dimensions", flat=True)) == {
+        384
+    }
+    fresh = Collection.objects.create(owner=user, name="Fresh")
+    assert fresh.active_space.dimensions == 512 and fresh.active_space != collection.active_space
 
 
 def test_store_is_all_or_nothing(user, collection, tmp_path):
@@ -155,7 +178,7 @@ def test_store_is_all_or_nothing(user, collection, tmp_path):
         raise RuntimeError("crash after COPY, before commit")
 
     with pytest.raises(RuntimeError):
-        store.store_chunks(document=document, drafts=drafts, vectors=vectors, model_name="m", on_stored=explode)
+        store.store_chunks(document=document, drafts=drafts, vectors=vectors, on_stored=explode)
     assert list(document.chunks.values_list("id", flat=True)) == before
     document.refresh_from_db()
     assert document.status == Document.Status.READY
@@ -298,7 +321,7 @@ def test_store_locks_the_document_row_and_never_blocks_uploads_into_its_collecti
         finally:
             other.close()
 
-    store.store_chunks(document=document, drafts=drafts, vectors=unit_vectors(drafts), model_name="m",
+    store.store_chunks(document=document, drafts=drafts, vectors=unit_vectors(drafts),
                         on_stored=try_locks_from_another_connection)
     assert seen == {"documents_document": "locked", "documents_collection": "free"}
 
@@ -316,7 +339,7 @@ def test_a_store_that_waited_for_another_replaces_what_that_one_stored(user, col
 
     def second_run():
         try:
-            store.store_chunks(document=document, drafts=second, vectors=unit_vectors(second), model_name="second")
+            store.store_chunks(document=document, drafts=second, vectors=unit_vectors(second))
         except Exception as error:  # reported by the assertion below
             errors.append(error)
         finally:
@@ -329,12 +352,13 @@ def test_a_store_that_waited_for_another_replaces_what_that_one_stored(user, col
         wait_until_a_connection_waits_for_a_lock("the second run")
 
     assert len(first) > 1
-    store.store_chunks(document=document, drafts=first, vectors=unit_vectors(first), model_name="first",
+    store.store_chunks(document=document, drafts=first, vectors=unit_vectors(first),
                         on_stored=start_the_second_and_let_it_wait_for_our_lock)
     thread.join(timeout=60)
     assert not thread.is_alive() and errors == []
     chunks = Chunk.objects.filter(document=document)
-    assert set(chunks.values_list("embedding_model", flat=True)) == {"second"}
+    assert [chunk.text for chunk in chunks] == [draft.text for draft in second]
+    assert ChunkVector.objects.filter(document_id=document.pk).count() == len(second)
     assert chunks.count() == len(second) == Document.objects.get(pk=document.pk).chunk_count
 
 

@@ -20,7 +20,8 @@ from kombu.exceptions import OperationalError as BrokerUnavailable
 from audit.models import AuditEvent
 from core.models import ApiToken
 from documents import chunking, embeddings, parsing, pipeline, queue, services, store
-from documents.models import Chunk, Document
+from documents.models import Chunk, Collection, Document
+from documents.spaces import default_space
 from documents.tasks import ingest_document
 from tests.conftest import wait_until_a_connection_waits_for_a_lock
 
@@ -114,7 +115,7 @@ def test_a_running_ingestion_stops_at_the_next_batch_without_storing(user, colle
     settings.EMBEDDING_BATCH_SIZE = 2
     document = upload(user, collection)
     backend = CancelDuringBatch(document, user, at=2)
-    monkeypatch.setattr(embeddings, "get_backend", lambda: backend)
+    monkeypatch.setattr(pipeline, "backend_for", lambda space: backend)
     result = pipeline.document_ingest(document_id=document.pk, only_pending=True)
     assert result.status == Document.Status.CANCELLED and result.error == "Cancelled by alice."
     assert result.chunks.count() == 0 and result.chunk_count == 0
@@ -125,7 +126,7 @@ def test_the_store_refuses_under_its_row_lock_a_document_cancelled_meanwhile(use
     monkeypatch.setattr(pipeline, "PROGRESS_WRITE_SECONDS", 3600)  # no progress write notices anything
     document = upload(user, collection)
     backend = CancelDuringBatch(document, user, at=1)  # the only batch: the next step is the store
-    monkeypatch.setattr(embeddings, "get_backend", lambda: backend)
+    monkeypatch.setattr(pipeline, "backend_for", lambda space: backend)
     result = pipeline.document_ingest(document_id=document.pk)
     assert result.status == Document.Status.CANCELLED and result.chunks.count() == 0
     assert Chunk.objects.count() == 0
@@ -149,8 +150,8 @@ def test_a_cancel_that_arrives_during_the_store_waits_and_then_finds_it_ready(us
         canceller.start()
         wait_until_a_connection_waits_for_a_lock("the cancel")
 
-    store.store_chunks(document=document, drafts=drafts, vectors=[[1.0] + [0.0] * 383 for _ in drafts],
-                        model_name="m", on_stored=start_the_cancel_and_let_it_wait_for_our_lock)
+    store.store_chunks(document=document, drafts=drafts, vectors=np.array([[1.0] + [0.0] * 383 for _ in drafts]),
+                       on_stored=start_the_cancel_and_let_it_wait_for_our_lock)
     canceller.join(timeout=30)
     assert answers == [False]
     document.refresh_from_db()
@@ -457,6 +458,8 @@ def test_a_live_run_silent_for_longer_than_the_stale_threshold_keeps_beating_and
     settings.EMBEDDING_MAX_RETRIES, settings.EMBEDDING_TIMEOUT_SECONDS = 0, 60
     settings.EMBEDDING_BATCH_SIZE = 1000  # one embedding call: the run's one long silent step
     openai_server.delay(9.0)  # it answers after longer than INGEST_STALE_SECONDS
+    # The collection searches (and its documents are embedded in) the space of the model configured now.
+    Collection.objects.filter(pk=collection.pk).update(active_space=default_space())
     document = upload(user, collection, enqueue=False)
 
     def run():

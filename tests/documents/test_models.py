@@ -50,11 +50,16 @@ def test_vector_extension_is_installed():
     assert tuple(int(part) for part in version.split(".")[:2]) >= (0, 8)
 
 
-def test_chunk_table_has_hnsw_and_gin_indexes():
+def test_chunk_table_has_its_gin_index_and_the_spaces_partitions_their_hnsw_indexes():
     from django.db import connection
 
+    from documents.spaces import default_space, storage
+
+    space = default_space()
     with connection.cursor() as cursor:
         cursor.execute("SELECT indexdef FROM pg_indexes WHERE tablename = 'documents_chunk'")
         definitions = " ".join(row[0] for row in cursor.fetchall())
-    assert "USING hnsw (embedding vector_cosine_ops)" in definitions
-    assert "USING gin (search_vector)" in definitions
+        cursor.execute("SELECT indexdef FROM pg_indexes WHERE tablename = %s", [storage.partition_name(space)])
+        vectors = " ".join(row[0] for row in cursor.fetchall())
+    assert "USING gin (search_vector)" in definitions and "hnsw" not in definitions
+    assert "USING hnsw (((embedding)::vector(384)) vector_cosine_ops)" in vectors

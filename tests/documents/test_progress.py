@@ -10,7 +10,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from documents import pipeline, progress, queue, services
-from documents.models import Document
+from documents.models import Collection, Document
+from documents.spaces import default_space
 from tests.documents_factory import make_pdf
 from tests.openai_server import openai_server  # noqa: F401  (the fixture)
 
@@ -147,6 +148,8 @@ def test_the_real_worker_reports_pages_and_chunks_as_it_embeds(
     settings.EMBEDDING_BATCH_SIZE = 1
     openai_server.delay(0.4, times=20)
     monkeypatch.setattr(pipeline, "PROGRESS_WRITE_SECONDS", 0.0)
+    # The collection searches (and its documents are embedded in) the space of the model configured now.
+    Collection.objects.filter(pk=collection.pk).update(active_space=default_space())
     client.force_login(user)
     pages = [
         " ".join(f"Page {n} rule {i}: trains are booked for trips under {i + 3} hours." for i in range(40))

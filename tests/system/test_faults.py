@@ -37,7 +37,8 @@ from django.db import connection
 
 from documents import chunking, pipeline, services
 from documents.exceptions import EmbeddingError
-from documents.models import Document
+from documents.models import Collection, Document
+from documents.spaces import default_space
 from ragsite.devservices import embedded_database_url, ensure_redis, redis_answers, stop_embedded_database, stop_redis
 from tests.openai_server import running_openai_server
 
@@ -126,6 +127,14 @@ def worker_env(redis_url: str, server, settings, **extra: str) -> dict:
     return env
 
 
+def on_the_workers_space(collection, server, settings) -> None:
+    """The collection searches (and its documents are embedded in) the space of the workers' model (worker_env):
+    a collection starts on the space configured when it was created, the tests' hashing one."""
+    settings.EMBEDDING_BACKEND, settings.EMBEDDING_MODEL = "openai", "text-embedding-3-small"
+    settings.OPENAI_BASE_URL, settings.OPENAI_API_KEY = server.url, "test-key"
+    Collection.objects.filter(pk=collection.pk).update(active_space=default_space())
+
+
 def send(redis_url: str, *document_ids: int) -> None:
     """Queue ingestions on that broker, as the web server does (by task name: a client of its own)."""
     # Not the current app: a new Celery() becomes current by default, and every shared task of this test
@@ -161,6 +170,7 @@ def test_a_worker_killed_mid_document_is_replaced_and_the_document_ends_with_one
 ):
     redis_url = f"{own_redis[0]}/{1 if visibility_timeout == '5' else 2}"
     openai_server.delay(0.2, times=10_000)  # every embedding batch takes 0.2 s: the run lasts seconds
+    on_the_workers_space(collection, openai_server, settings)
     document = services.document_create(owner=user, collection=collection, filename="contracts.txt", enqueue=False,
                                       file=ContentFile(LONG_TEXT.encode(), name="contracts.txt"))
     with pipeline.local_copy(document) as path:
@@ -207,6 +217,7 @@ def test_an_embedding_provider_failing_ends_each_document_failed_with_its_reason
     openai_server.fail(429, times=2)
     openai_server.fail(500, times=2)
     openai_server.delay(3, times=2)  # longer than EMBEDDING_TIMEOUT_SECONDS
+    on_the_workers_space(collection, openai_server, settings)
     documents = [
         services.document_create(owner=user, collection=collection, filename=f"{name}.txt", enqueue=False,
                                file=ContentFile(f"The {name} document about travel costs.".encode(), name=name))

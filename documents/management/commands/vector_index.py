@@ -1,19 +1,21 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from documents.exceptions import IndexBuildRefused
-from documents.models import Distance
+from documents.models import Distance, EmbeddingSpace
 from documents.search import indexes
 
 
 class Command(BaseCommand):
     help = (
-        "(Re)build the vector index of a distance, sized for the data: HNSW (the default) or IVFFlat "
-        "(after the documents are in: its lists are learnt from the rows). One kind per distance."
+        "(Re)build the vector index of a distance in an embedding space, sized for the data: HNSW (the default) "
+        "or IVFFlat (after the documents are in: its lists are learnt from the rows). One kind per space and "
+        "distance."
     )
 
     def add_arguments(self, parser):
         parser.add_argument("--type", dest="kind", choices=indexes.KINDS, default="hnsw")
         parser.add_argument("--distance", choices=[*Distance.values, "all"], default="cosine")
+        parser.add_argument("--space", help="the embedding space's name (default: the configured default space)")
         parser.add_argument("--lists", type=int, help="IVFFlat lists (default: rows/1000, √rows above 1M rows)")
         parser.add_argument("--maintenance-work-mem", help="e.g. 4GB (default: enough for the data)")
         parser.add_argument("--m", type=int, help="HNSW m (default: 16, 24 from 500k rows, 32 from 5M)")
@@ -21,11 +23,17 @@ class Command(BaseCommand):
                             help="HNSW ef_construction (default: 64, 128 from 500k rows, 200 from 5M)")
         parser.add_argument("--workers", type=int, help="parallel maintenance workers (default: cores - 1)")
 
-    def handle(self, *args, kind, distance, lists, maintenance_work_mem, workers, m, ef_construction, **options):
+    def handle(self, *args, kind, distance, space, lists, maintenance_work_mem, workers, m, ef_construction,
+               **options):
         distances = Distance.values if distance == "all" else [distance]
+        chosen = None
+        if space:
+            chosen = EmbeddingSpace.objects.exclude(status=EmbeddingSpace.Status.RETIRED).filter(name=space).first()
+            if chosen is None:
+                raise CommandError(f"No embedding space is named {space!r} (manage.py embedding_spaces list).")
         for each in distances:
             try:
-                built = indexes.vector_index_build(kind=kind, distance=each, lists=lists,
+                built = indexes.vector_index_build(kind=kind, distance=each, space=chosen, lists=lists,
                                                    maintenance_work_mem=maintenance_work_mem, workers=workers,
                                                    m=m, ef_construction=ef_construction)
             except IndexBuildRefused as error:
@@ -33,7 +41,8 @@ class Command(BaseCommand):
             graph = f", m={built.m}, ef_construction={built.ef_construction}"
             detail = f", lists={built.lists}" if built.lists else graph
             self.stdout.write(
-                f"{built.name}: {built.kind} over {built.rows:,} {each} chunks{detail} in {built.seconds:.1f} s, "
+                f"{built.name}: {built.kind} over {built.rows:,} {each} vectors of space {built.space}{detail} "
+                f"in {built.seconds:.1f} s, "
                 f"{built.megabytes:.0f} MB (maintenance_work_mem={built.maintenance_work_mem}, "
                 f"{built.workers} parallel worker(s))"
             )

@@ -6,9 +6,11 @@ import pytest
 from django.db import connection
 
 from documents.db import vector_cursor
-from documents.models import Chunk, Collection, Document
+from documents.models import Chunk, ChunkVector, Collection, Document, EmbeddingSpace
 from documents.search import Filters, search
 from documents.search import query as retrieval
+from documents.spaces import backend_for, default_space, storage
+from documents.spaces.vectors import write_vectors
 from tests.documents_factory import add_text_document as add
 
 pytestmark = pytest.mark.django_db
@@ -72,11 +74,39 @@ def test_filters_by_collection_document_and_metadata(user, collection, library):
     assert {h.document_id for h in by_tag} == {tagged.pk}
 
 
-def test_only_vectors_of_the_query_model_are_compared(user, library, settings):
-    with connection.cursor() as cursor:
-        cursor.execute("UPDATE documents_chunk SET embedding_model = 'some-other-model'")
+def test_each_collection_is_searched_in_its_active_space_only(user, collection, library):
+    other = EmbeddingSpace.objects.create(name="hashing-64", backend="hashing", model="hashing-64", dimensions=64)
+    storage.create_partition(other)
+    storage.create_index(other, "cosine")
+    Collection.objects.filter(pk=collection.pk).update(active_space=other)
+    # Its vectors are in the space it left: not compared with a query of the space it searches now.
     assert search(user=user, query="vacation days", k=5, mode="vector") == []
     assert search(user=user, query="vacation days", k=5, mode="keyword")  # text needs no model
+    # Its vectors in that space (as a migration's backfill writes them): the query is embedded by its model.
+    backend = backend_for(other)
+    chunks = list(Chunk.objects.filter(collection=collection))
+    write_vectors(space=other, rows=[
+        (chunk.pk, chunk.collection_id, chunk.document_id, "cosine", vector)
+        for chunk, vector in zip(chunks, backend.embed_documents([c.text for c in chunks]), strict=True)
+    ])
+    hits = search(user=user, query="How many vacation days do employees get?", k=5, mode="vector")
+    assert hits[0].document_id == library["vacation"].pk and len(hits) == len(chunks)
+
+
+def test_collections_on_different_spaces_are_merged_on_cosine_similarity(user, collection, library):
+    other = EmbeddingSpace.objects.create(name="hashing-384-b", backend="hashing", model="hashing-384",
+                                          fingerprint="another", dimensions=384)
+    storage.create_partition(other)
+    storage.create_index(other, "cosine")
+    small = Collection.objects.create(name="Small", owner=user, active_space=other)
+    contract = add(user, small, "contract", "Contractors receive ten vacation days per year.")
+    assert ChunkVector.objects.filter(document_id=contract.pk, space=other).count() == contract.chunk_count > 0
+    hits = search(user=user, query="vacation days per year", k=10, mode="vector")
+    assert {library["vacation"].pk, contract.pk} <= {h.document_id for h in hits}
+    assert hits == sorted(hits, key=lambda h: (-h.score, h.chunk_id))  # one scale
+    # The precomputed vector is the default space's: the other space's arm embeds the text itself.
+    vector = backend_for(default_space()).embed_query("vacation days per year")
+    assert search(user=user, query="vacation days per year", k=10, mode="vector", query_vector=vector) == hits
 
 
 def test_empty_and_hostile_queries_behave(user, library):
@@ -120,7 +150,6 @@ def statements_sent(run) -> list[tuple[str, list]]:
 @pytest.mark.parametrize("distance", ["cosine", "l2", "ip"])
 def test_the_vector_statement_search_sends_is_served_by_the_distances_hnsw_index(distance, user, collection, library):
     Collection.objects.filter(pk=collection.pk).update(distance=distance)
-    Chunk.objects.filter(collection=collection).update(distance=distance)
     # Broad: the filters (the chat page's collection, file type and date) keep every chunk.
     broad = Filters(collections=(collection.pk,), content_types=("text/plain",), created_after=date(2000, 1, 1))
     question = "How many vacation days do employees get?"
@@ -149,7 +178,9 @@ def test_the_vector_statement_search_sends_is_served_by_the_distances_hnsw_index
             ("SELECT current_setting('hnsw.iterative_scan'), current_setting('hnsw.ef_search')::int", []),
         ])
     plan = "\n".join(row[0] for row in plan)
-    assert f"Index Scan using chunk_embedding_hnsw_{distance} on documents_chunk" in plan, plan
+    space = default_space()
+    name = f"Index Scan using {storage.index_name(space, distance)} on {storage.partition_name(space)}"
+    assert name in plan, plan
     # Planned under the search's own settings: an iterative scan keeps walking the graph past filtered rows.
     assert iterative_scan == "relaxed_order" and ef_search >= 5
 
@@ -159,8 +190,8 @@ def test_chunks_take_their_collections_distance(user, tmp_path):
     ip = Collection.objects.create(name="Dot", owner=user, distance="ip")
     a = add(user, l2, "a", "Submarines dive below the waves with ballast tanks.")
     b = add(user, ip, "b", "Ballast tanks let a submarine dive and surface.")
-    assert set(Chunk.objects.filter(document=a).values_list("distance", flat=True)) == {"l2"}
-    assert set(Chunk.objects.filter(document=b).values_list("distance", flat=True)) == {"ip"}
+    assert set(ChunkVector.objects.filter(document=a).values_list("distance", flat=True)) == {"l2"}
+    assert set(ChunkVector.objects.filter(document=b).values_list("distance", flat=True)) == {"ip"}
     hits = search(user=user, query="submarine ballast tanks", k=5, mode="vector")
     assert {h.document_id for h in hits} == {a.pk, b.pk}
     assert hits == sorted(hits, key=lambda h: -h.score)  # merged on one scale
@@ -168,7 +199,7 @@ def test_chunks_take_their_collections_distance(user, tmp_path):
 
 @pytest.mark.parametrize("write", ["save", "queryset update", "raw SQL"])
 def test_changing_a_collections_distance_moves_its_chunks_whatever_writes_it(user, collection, library, write):
-    assert Chunk.objects.filter(collection=collection).exclude(distance="cosine").count() == 0
+    assert ChunkVector.objects.filter(collection=collection).exclude(distance="cosine").count() == 0
     if write == "save":
         collection.distance = "ip"
         collection.save()
@@ -177,8 +208,8 @@ def test_changing_a_collections_distance_moves_its_chunks_whatever_writes_it(use
     else:
         with connection.cursor() as cursor:
             cursor.execute("UPDATE documents_collection SET distance = 'ip' WHERE id = %s", [collection.pk])
-    assert Chunk.objects.filter(collection=collection).count() > 0
-    assert set(Chunk.objects.filter(collection=collection).values_list("distance", flat=True)) == {"ip"}
+    assert ChunkVector.objects.filter(collection=collection).count() > 0
+    assert set(ChunkVector.objects.filter(collection=collection).values_list("distance", flat=True)) == {"ip"}
     assert search(user=user, query="vacation days", k=1, mode="vector")[0].document_id == library["vacation"].pk
 
 
@@ -202,7 +233,7 @@ def test_a_query_vector_is_used_instead_of_embedding_the_text(user, library):
 
 
 def test_a_query_vector_of_the_wrong_size_is_refused(user, library):
-    with pytest.raises(ValueError, match="EMBEDDING_DIMENSIONS"):
+    with pytest.raises(ValueError, match="384 finite numbers"):
         search(user=user, query="vacation", k=1, mode="vector", query_vector=[0.1, 0.2])
     with pytest.raises(ValueError, match="finite"):
         search(user=user, query="vacation", k=1, mode="vector", query_vector=[float("nan")] * 384)
@@ -230,11 +261,10 @@ def test_collections_of_other_distances_take_a_second_round_trip(user, collectio
 
 def test_a_collection_without_the_default_distance_is_searched_in_its_own_index(user, collection, library):
     Collection.objects.filter(pk=collection.pk).update(distance="ip")
-    Chunk.objects.filter(collection=collection).update(distance="ip")
     hits = search(user=user, query="How many vacation days do employees get?", k=2, mode="vector")
     assert hits[0].document_id == library["vacation"].pk
-    # The chunks still in the cosine index after a distance change are not searched (as before).
-    Chunk.objects.filter(collection=collection).update(distance="cosine")
+    # Vectors left in the cosine index after a distance change are not searched (as before).
+    ChunkVector.objects.filter(collection=collection).update(distance="cosine")
     assert search(user=user, query="vacation days", k=2, mode="vector") == []
 
 

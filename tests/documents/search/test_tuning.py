@@ -7,7 +7,7 @@ from django.core.management import call_command
 from django.db import connection, transaction
 
 from documents.search import search, tuning
-from tests.documents.search.test_indexes import stored_vectors, vector_indexes
+from tests.documents.search.test_indexes import hnsw, stored_vectors, vector_indexes
 from tests.documents_factory import add_text_document as add
 
 
@@ -70,10 +70,10 @@ def test_build_parameters_by_size():
 def test_a_search_runs_with_the_ef_search_of_the_estimated_rows(user, collection, monkeypatch):
     add(user, collection, "vacation", "Employees get twenty five vacation days a year.")
     with connection.cursor() as cursor:
-        cursor.execute("ANALYZE documents_chunk")
-    # The planner's estimate of the HNSW index, read from pg_class. (Not through the per-process cache: the test
-    # worker's thread may be filling it from another test's task meanwhile.)
-    assert tuning.read_estimated_rows() == 1
+        cursor.execute("ANALYZE documents_chunkvector")
+    # The planner's estimate of the space's HNSW index, read from pg_class. (Not through the per-process cache: the
+    # test worker's thread may be filling it from another test's task meanwhile.)
+    assert tuning.read_estimated_rows(collection.active_space_id) == 1
     monkeypatch.setattr(tuning, "estimated_rows", lambda: 400_000)  # as if the index were large
 
     def ef_after(k: int, mode: str = "vector") -> int:
@@ -95,11 +95,11 @@ def test_the_estimate_is_cached_and_a_rebuild_forgets_it(user, collection):
     stored_vectors(user, collection, 30)
     before = tuning.estimated_rows()
     with connection.cursor() as cursor:
-        cursor.execute("ANALYZE documents_chunk")
+        cursor.execute("ANALYZE documents_chunkvector")
     assert before != 30 and tuning.estimated_rows() == before  # cached for ROWS_TTL_SECONDS
     call_command("vector_index", "--distance", "cosine")  # rebuilds with the size's m / ef_construction, analyses
-    assert vector_indexes("cosine") == {"chunk_embedding_hnsw_cosine": "hnsw"}
+    assert vector_indexes("cosine") == {hnsw("cosine"): "hnsw"}
     assert tuning.estimated_rows() == 30
     with connection.cursor() as cursor:
-        cursor.execute("SELECT reloptions FROM pg_class WHERE relname = 'chunk_embedding_hnsw_cosine'")
+        cursor.execute("SELECT reloptions FROM pg_class WHERE relname = %s", [hnsw("cosine")])
         assert sorted(cursor.fetchone()[0]) == ["ef_construction=64", "m=16"]

@@ -30,7 +30,8 @@ def test_a_new_collection_starts_on_the_configured_default_space(owner):
     assert space.name == "hashing-384"
     assert storage.partition_exists(space)
     hnsw = [definition for definition in _indexes(storage.partition_name(space)) if "hnsw" in definition]
-    assert len(hnsw) == 1 and "vector(384)" in hnsw[0] and "vector_cosine_ops" in hnsw[0]
+    assert len(hnsw) == 3 and all("vector(384)" in definition for definition in hnsw)  # one per distance
+    assert "vector_cosine_ops" in " ".join(hnsw) and "WHERE ((distance)::text = 'cosine'::text)" in " ".join(hnsw)
     assert Collection.objects.create(owner=owner, name="Other").active_space == space  # one default, reused
 
 

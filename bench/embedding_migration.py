@@ -103,6 +103,17 @@ def main() -> None:
         "Search latency includes embedding the query with the active space's model (hashing before and after a "
         "rollback, the target's after the switch).",
     )
+    p95 = {
+        name: f"{_data.percentiles(seconds)[1]:.1f}" if seconds else "none"
+        for name, (seconds, _, _) in (("before", before), ("during", during), ("after", after_fresh))
+    }
+    failed = sum(errors + empty for _, errors, empty in (before, during, after, after_fresh, rolled_back))
+    print(
+        f"chunks={n} ingestion_chunks_per_s={ingest_rate:.0f} backfill_chunks_per_s={backfill_rate:.0f} "
+        f"backfill_over_ingestion={backfill_rate / ingest_rate:.2f} index_s={index_seconds:.1f} "
+        f"search_p95_before_ms={p95['before']} search_p95_during_ms={p95['during']} "
+        f"search_p95_after_ms={p95['after']} failed_or_empty={failed}"
+    )
     if any(errors or empty for _, errors, empty in (before, during, after, after_fresh, rolled_back)):
         sys.exit("search failed or came back empty during the migration: see the table")
 

@@ -6,9 +6,10 @@ it can build (``registry.can_embed``). A switch (or rollback) to a space is refu
 SPACE_HEARTBEAT_STALE_SECONDS did not list it: the new active space's queries would fail there. A process that
 stopped beating is dead, not lagging, and no longer counts.
 
-The beat runs in a daemon thread of each process: web processes start it from the ASGI/WSGI entry point,
-workers from Celery's worker signals (documents.spaces.tasks). A thread rather than a request hook: an idle
-process must still say what it can embed before the switch, not after its first query fails.
+The beat runs in a daemon thread of each process: web processes start it when the ASGI server starts them
+(``Lifespan``, in ragsite/asgi.py), workers from Celery's worker signals (documents.spaces.tasks). A thread
+rather than a request hook: an idle process must still say what it can embed before the switch, not after its
+first query fails.
 """
 
 from __future__ import annotations
@@ -62,37 +63,80 @@ def live() -> list[EmbedderHeartbeat]:
 
 
 def processes_lacking(space: EmbeddingSpace) -> list[str]:
-    """The live processes that did not report they can embed for ``space``."""
-    return [row.process for row in live() if space.pk not in (row.spaces or [])]
+    """The live processes that did not report they can embed for ``space``. This process answers for itself
+    now (its last beat may predate the space) rather than by its rows."""
+    own = process_name("")
+    rows = live()
+    mine = [row.process for row in rows if row.process.startswith(own)]
+    others = [row.process for row in rows if not row.process.startswith(own) and space.pk not in (row.spaces or [])]
+    return (mine if mine and not can_embed(space) else []) + others
 
 
-_started: dict[str, threading.Thread] = {}
+class Beating:
+    """A daemon thread beating every SPACE_HEARTBEAT_SECONDS until ``stop`` (or its process ends)."""
+
+    def __init__(self, role: str):
+        self.role = role
+        self._stopped = threading.Event()
+        self.thread = threading.Thread(target=self._run, name=f"space-heartbeat-{role}", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                beat(role=self.role)
+            except DatabaseError as error:  # the database is away: the next beat tries again
+                logger.warning("space heartbeat of %s not written (%s)", self.role, str(error).splitlines()[0])
+            except Exception:  # a heartbeat never takes its process down
+                logger.exception("space heartbeat of %s failed", self.role)
+            finally:
+                connections.close_all()  # this thread's own connection
+            if self._stopped.wait(settings.SPACE_HEARTBEAT_SECONDS):
+                return
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self.thread.join()
+
+
+_started: dict[str, Beating] = {}
 _lock = threading.Lock()
 
 
-def start(*, role: str) -> threading.Thread:
-    """Beat from a daemon thread of this process (once per process and role); it dies with the process."""
+def start(*, role: str) -> Beating:
+    """Beat from a daemon thread of this process (once per process and role; a forked child starts its own)."""
     with _lock:
-        key = f"{os.getpid()}:{role}"  # a forked child starts its own
-        thread = _started.get(key)
-        if thread is not None and thread.is_alive():
-            return thread
-        thread = threading.Thread(target=_beating, args=(role,), name=f"space-heartbeat-{role}", daemon=True)
-        _started[key] = thread
-        thread.start()
-        return thread
+        key = f"{os.getpid()}:{role}"
+        beating = _started.get(key)
+        if beating is None or not beating.thread.is_alive():
+            beating = _started[key] = Beating(role)
+        return beating
 
 
-def _beating(role: str) -> None:
-    stopped = threading.Event()
-    while True:
-        try:
-            beat(role=role)
-        except DatabaseError as error:  # the database is away: the next beat tries again
-            logger.warning("space heartbeat of %s not written (%s)", role, str(error).splitlines()[0])
-        except Exception:  # a heartbeat never takes its process down
-            logger.exception("space heartbeat of %s failed", role)
-        finally:
-            connections.close_all()  # this thread's own connection
-        if stopped.wait(settings.SPACE_HEARTBEAT_SECONDS):
-            return
+def refresh() -> None:
+    """Beat now for every role this process beats for (a worker that just embedded for a new space says so at
+    once, instead of at its next heartbeat)."""
+    for key, beating in list(_started.items()):
+        if key.startswith(f"{os.getpid()}:") and beating.thread.is_alive():
+            beat(role=beating.role)
+
+
+class Lifespan:
+    """ASGI middleware: the web process starts beating when the server starts it (the ASGI lifespan startup),
+    which Django's handler does not answer. Importing the application (a test, a management command) starts
+    nothing; every other scope goes to the application unchanged."""
+
+    def __init__(self, app, *, role: str = "web"):
+        self.app, self.role = app, role
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "lifespan":
+            return await self.app(scope, receive, send)
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                start(role=self.role)
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import re
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from celery import current_app
 from django.conf import settings
@@ -117,7 +117,7 @@ def _settle(space: EmbeddingSpace) -> None:
         return
     searched = Collection.objects.filter(active_space=space).exists()
     status = EmbeddingSpace.Status.ACTIVE if searched else EmbeddingSpace.Status.READY
-    fields = {"status": status}
+    fields: dict[str, object] = {"status": status}
     if searched and space.activated_at is None:
         fields["activated_at"] = timezone.now()
     EmbeddingSpace.objects.filter(pk=space.pk).update(**fields)
@@ -125,6 +125,13 @@ def _settle(space: EmbeddingSpace) -> None:
 
 # ---------------------------------------------------------------------------------------------------------------
 # migrations
+
+
+def active_space(collection: Collection) -> EmbeddingSpace:
+    """The space the collection searches (every collection has one: Collection.save and migration 0015)."""
+    if collection.active_space is None:
+        raise SpaceRefused(f"The collection {collection} has no active embedding space.")
+    return collection.active_space
 
 
 def open_migration(collection: Collection) -> SpaceMigration | None:
@@ -161,9 +168,10 @@ def migration_start(*, collection: Collection, target: EmbeddingSpace, user=None
             storage.create_partition(target)
         total = Chunk.objects.filter(collection_id=collection.pk).count()
         present = ChunkVector.objects.filter(space_id=target.pk, collection_id=collection.pk).count()
+        source = active_space(collection)
         migration = SpaceMigration.objects.create(
             collection=collection,
-            source=collection.active_space,
+            source=source,
             target=target,
             state=SpaceMigration.State.BACKFILLING,
             chunks_total=total,
@@ -176,7 +184,7 @@ def migration_start(*, collection: Collection, target: EmbeddingSpace, user=None
             actor=user,
             target=collection,
             migration=migration.pk,
-            source=collection.active_space.name,
+            source=source.name,
             space=target.name,
             chunks=total,
         )
@@ -213,7 +221,7 @@ def vectors_count(collection: Collection, space: EmbeddingSpace | None) -> int:
     return ChunkVector.objects.filter(space_id=space.pk, collection_id=collection.pk).count()
 
 
-def coverage(collection: Collection, space: EmbeddingSpace) -> tuple[int, int]:
+def coverage(collection: Collection, space: EmbeddingSpace | None) -> tuple[int, int]:
     """(chunks of ``collection`` with a vector in ``space``, chunks of ``collection``)."""
     return vectors_count(collection, space), Chunk.objects.filter(collection_id=collection.pk).count()
 
@@ -232,7 +240,7 @@ def migration_status(collection: Collection) -> dict:
     is_open = migration is not None and migration.state in OPEN_STATES
     space = collection.target_space if is_open and collection.target_space else collection.active_space
     done, total = coverage(collection, space)
-    rate = cache.get(rate_key(migration.pk)) if is_open else None
+    rate = cache.get(rate_key(migration.pk)) if migration is not None and is_open else None
     remaining = max(total - done, 0)
     if not is_open or remaining == 0:
         eta = 0.0 if is_open else None
@@ -262,7 +270,7 @@ def _evaluated_at(evaluation: dict) -> datetime | None:
     value = evaluation.get("evaluated_at")
     when = parse_datetime(value) if isinstance(value, str) else value if isinstance(value, datetime) else None
     if when is not None and timezone.is_naive(when):
-        when = timezone.make_aware(when, timezone.utc)
+        when = timezone.make_aware(when, UTC)
     return when
 
 
@@ -400,7 +408,7 @@ def switch(*, collection: Collection, force: bool = False, user=None) -> SpaceMi
             raise SwitchRefused(f"{gate} (--force switches anyway.)")
         _refuse_unless_embeddable(target)
         now = timezone.now()
-        source = collection.active_space
+        source = active_space(collection)
         Collection.objects.filter(pk=collection.pk).update(
             previous_space=source, active_space=target, target_space=None
         )
@@ -436,7 +444,7 @@ def rollback(*, collection: Collection, user=None) -> Collection:
             .select_related("active_space", "previous_space")
             .get(pk=collection.pk)
         )
-        previous, current = collection.previous_space, collection.active_space
+        previous, current = collection.previous_space, active_space(collection)
         if previous is None:
             raise SwitchRefused(f"The collection {collection} has no previous space to roll back to.")
         if collection.target_space_id is not None:

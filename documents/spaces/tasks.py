@@ -28,7 +28,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 
+import numpy as np
 import psycopg
+from billiard.process import current_process
 from celery import shared_task
 from celery.signals import worker_process_init, worker_ready
 from django.conf import settings
@@ -99,8 +101,11 @@ def _worker_ready(sender=None, **kwargs) -> None:
 
 @worker_process_init.connect
 def _pool_process_started(**kwargs) -> None:
-    """Each prefork pool process embeds, so each one says which spaces it can embed for."""
-    heartbeat.start(role="worker")
+    """Each prefork pool process embeds, so each one says which spaces it can embed for. (The solo pool sends
+    this signal from the worker's own process, which ``_worker_ready`` covers: a worker embedded in another
+    program, as the tests' is, beats for nobody.)"""
+    if current_process().name != "MainProcess":
+        heartbeat.start(role="worker")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -156,40 +161,51 @@ def backfills_sweep() -> list[int]:
     return resent
 
 
-def backfill(migration_id: int, *, slice_seconds: float = SLICE_SECONDS) -> str:
-    """One run of a migration's backfill: batches until done (or the slice is over), then the index."""
+def backfill(migration_id: int, *, slice_seconds: float | None = None) -> str:
+    """One run of a migration's backfill: batches until done (or the slice is over), then the index.
+
+    The continuation is sent once this run's lock is released: sent earlier, another worker could take it
+    at once, find the lock held and drop it.
+    """
     with migration_lock(migration_id) as held:
-        if not held:
-            return "running elsewhere"
-        job = SpaceMigration.objects.select_related("collection", "target").filter(pk=migration_id).first()
-        if job is None or job.state not in (SpaceMigration.State.BACKFILLING, SpaceMigration.State.INDEXING):
-            return job.state if job else "gone"
-        SpaceMigration.objects.filter(pk=job.pk).update(updated_at=timezone.now())
-        try:
-            if job.state == SpaceMigration.State.BACKFILLING:
-                if not embed_batches(job, deadline=time.monotonic() + slice_seconds):
-                    migration.send_backfill(job.pk)
-                    return "continued"
-                SpaceMigration.objects.filter(pk=job.pk, state=SpaceMigration.State.BACKFILLING).update(
-                    state=SpaceMigration.State.INDEXING, backfilled_at=timezone.now(), updated_at=timezone.now()
-                )
-            build_index(job)
-            fill_gaps(job)  # what a dual write missed while the index was built
-        except Superseded:
-            return "superseded"
-        except DATABASE_DOWN:
-            raise  # the task retries; the cursor says where it was
-        except Exception as error:
-            logger.exception("backfill of migration %s failed", job.pk)
-            fail(job, f"{error.__class__.__name__}: {error}")
-            return SpaceMigration.State.FAILED
-        SpaceMigration.objects.filter(pk=job.pk, state=SpaceMigration.State.INDEXING).update(
-            state=SpaceMigration.State.READY, updated_at=timezone.now()
-        )
-        EmbeddingSpace.objects.filter(pk=job.target_id, status=EmbeddingSpace.Status.BUILDING).update(
-            status=EmbeddingSpace.Status.READY
-        )
-        return SpaceMigration.State.READY
+        outcome = _run(migration_id, SLICE_SECONDS if slice_seconds is None else slice_seconds) if held else None
+    if outcome is None:
+        return "running elsewhere"
+    if outcome == "continued":
+        migration.send_backfill(migration_id)
+    return outcome
+
+
+def _run(migration_id: int, slice_seconds: float) -> str:
+    job = SpaceMigration.objects.select_related("collection", "target").filter(pk=migration_id).first()
+    if job is None or job.state not in (SpaceMigration.State.BACKFILLING, SpaceMigration.State.INDEXING):
+        return job.state if job else "gone"
+    SpaceMigration.objects.filter(pk=job.pk).update(updated_at=timezone.now())
+    try:
+        if job.state == SpaceMigration.State.BACKFILLING:
+            if not embed_batches(job, deadline=time.monotonic() + slice_seconds):
+                return "continued"
+            SpaceMigration.objects.filter(pk=job.pk, state=SpaceMigration.State.BACKFILLING).update(
+                state=SpaceMigration.State.INDEXING, backfilled_at=timezone.now(), updated_at=timezone.now()
+            )
+        build_index(job)
+        fill_gaps(job)  # what a dual write missed while the index was built
+    except Superseded:
+        return "superseded"
+    except DATABASE_DOWN:
+        raise  # the task retries; the cursor says where it was
+    except Exception as error:
+        logger.exception("backfill of migration %s failed", job.pk)
+        fail(job, f"{error.__class__.__name__}: {error}")
+        return SpaceMigration.State.FAILED
+    SpaceMigration.objects.filter(pk=job.pk, state=SpaceMigration.State.INDEXING).update(
+        state=SpaceMigration.State.READY, updated_at=timezone.now()
+    )
+    EmbeddingSpace.objects.filter(pk=job.target_id, status=EmbeddingSpace.Status.BUILDING).update(
+        status=EmbeddingSpace.Status.READY
+    )
+    heartbeat.refresh()  # this worker can embed for the target: no need to wait for its next beat
+    return SpaceMigration.State.READY
 
 
 def fail(job: SpaceMigration, reason: str) -> None:
@@ -228,17 +244,19 @@ def _missing(collection_id: int, space_id: int, size: int) -> list[tuple]:
         return db.fetchall()
 
 
-def _embed(space: EmbeddingSpace, rows: list[tuple]) -> dict[int, object]:
-    backend = backend_for(space)
+def _embed(space: EmbeddingSpace, rows: list[tuple]) -> dict[int, np.ndarray]:
+    """{chunk id: vector} of the rows without a target vector, embedding their heading and text."""
     texts = [embedding_text(heading, text) for _, heading, text, present in rows if not present]
-    vectors = embeddings.embed_in_batches(backend, texts) if texts else []
-    if len(texts) and vectors.shape[1] != space.dimensions:
+    if not texts:
+        return {}
+    vectors = embeddings.embed_in_batches(backend_for(space), texts)
+    if vectors.shape[1] != space.dimensions:
         raise ValueError(f"the model made {vectors.shape[1]}-dimensional vectors; the space has {space.dimensions}")
     ids = [row[0] for row in rows if not row[3]]
     return dict(zip(ids, vectors, strict=True))
 
 
-def _store(job: SpaceMigration, vectors: dict[int, object], *, cursor: int | None, advance_to: int | None) -> int:
+def _store(job: SpaceMigration, vectors: dict[int, np.ndarray], *, cursor: int | None, advance_to: int | None) -> int:
     """Write a batch's vectors and move the cursor, in one transaction, if no other run moved it meanwhile.
 
     The chunks are read again under a share lock: a chunk deleted since is skipped, one moved to another

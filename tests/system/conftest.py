@@ -3,7 +3,7 @@ after another on one xdist worker: two at once on two cores would only make each
 
 import pytest
 
-WHOLE_SITE = {"test_launcher.py", "test_faults.py", "test_offline_first_run.py"}
+WHOLE_SITE = {"test_launcher.py", "test_faults.py", "test_offline_first_run.py", "test_space_backfill_killed.py"}
 
 
 def pytest_collection_modifyitems(items):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
 
 import numpy as np
@@ -29,7 +30,7 @@ def add_documents(user, collection, *, per_topic: int = 1, parts: int = 6) -> li
                 owner=user,
                 collection=collection,
                 title=f"{topic}-{copy}",
-                sha256=f"{len(documents):064d}",
+                sha256=uuid.uuid4().hex * 2,
                 status=Document.Status.READY,
                 chunk_count=parts,
             )

@@ -21,9 +21,18 @@ from documents.chunking import embedding_text
 from documents.models import Chunk, ChunkVector, Collection, EmbedderHeartbeat, EmbeddingSpace, SpaceMigration
 from documents.spaces import backend_for, migration, storage, tasks
 from documents.spaces.migration import SpaceRefused, SwitchRefused
+from documents.spaces.vectors import search_space
 from tests.documents.spaces.helpers import add_documents, chunk_ids, evaluate, index_state, vectors_of
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def sent(monkeypatch) -> list[int]:
+    """The backfills queued (not sent: these tests run them here, and a worker of this run must not too)."""
+    queued: list[int] = []
+    monkeypatch.setattr(migration, "send_backfill", queued.append)
+    return queued
 
 
 @pytest.fixture
@@ -86,8 +95,9 @@ def test_a_space_name_is_taken_once(hashing_256):
 # migration_start and the backfill
 
 
-def test_migration_start_returns_at_once_with_the_target_set_and_refuses_a_second(filled, hashing_256, user):
+def test_migration_start_returns_at_once_with_the_target_set_and_refuses_a_second(filled, hashing_256, user, sent):
     started = migration.migration_start(collection=filled, target=hashing_256, user=user)
+    assert sent == [started.pk]  # queued once committed
     filled.refresh_from_db()
     assert filled.target_space == hashing_256 and filled.active_space.name == "hashing-384"
     assert started.state == SpaceMigration.State.BACKFILLING and started.cursor == 0
@@ -120,10 +130,11 @@ def test_the_backfill_embeds_the_stored_heading_and_text_with_the_targets_model_
     assert filled.active_space.name == "hashing-384" and filled.target_space == hashing_256
 
 
-def test_a_run_cut_short_resumes_from_its_cursor_with_no_gap_and_no_duplicate(filled, hashing_256, small_batches):
+def test_a_run_cut_short_resumes_from_its_cursor_with_no_gap_and_no_duplicate(filled, hashing_256, small_batches, sent):
     started = migration.migration_start(collection=filled, target=hashing_256)
     ids = chunk_ids(filled)
     assert tasks.backfill(started.pk, slice_seconds=0) == "continued"  # one batch, then its continuation
+    assert sent == [started.pk, started.pk]
     started.refresh_from_db()
     assert started.cursor == ids[3] and started.chunks_done == 4
     assert sorted(vectors_of(hashing_256, filled)) == ids[:4]
@@ -138,7 +149,7 @@ def test_a_run_cut_short_resumes_from_its_cursor_with_no_gap_and_no_duplicate(fi
     assert migration.migration_status(filled)["eta_seconds"] == 0.0
 
 
-def test_a_second_run_of_a_running_backfill_does_nothing(filled, hashing_256):
+def test_a_second_run_of_a_running_backfill_does_nothing(filled, hashing_256, sent):
     started = migration.migration_start(collection=filled, target=hashing_256)
     other = connections.create_connection("default")
     try:
@@ -156,7 +167,7 @@ def test_a_second_run_of_a_running_backfill_does_nothing(filled, hashing_256):
             break
         time.sleep(0.05)
     assert not tasks.lock_held(started.pk)
-    assert tasks.backfills_sweep() == [started.pk]
+    assert tasks.backfills_sweep() == [started.pk] and sent == [started.pk, started.pk]
     assert ChunkVector.objects.filter(space_id=hashing_256.pk).count() == 0
 
 
@@ -260,14 +271,16 @@ def test_the_switch_flips_the_spaces_and_keeps_the_old_one(filled, hashing_256):
     )
 
 
-def test_a_chunk_stored_after_the_backfill_without_its_target_vector_sends_the_backfill_again(filled, hashing_256):
+def test_a_chunk_stored_after_the_backfill_without_its_target_vector_sends_the_backfill_again(
+    filled, hashing_256, sent
+):
     done = evaluate(backfilled(filled, hashing_256))
     missing = chunk_ids(filled)[5]
     ChunkVector.objects.filter(space_id=hashing_256.pk, chunk_id=missing).delete()  # what a race would leave
     with pytest.raises(SwitchRefused, match="1 of .* chunks have no vector in hashing-256 yet: the backfill was"):
         migration.switch(collection=filled)
     done.refresh_from_db()
-    assert done.state == SpaceMigration.State.BACKFILLING
+    assert done.state == SpaceMigration.State.BACKFILLING and sent == [done.pk, done.pk]
     assert tasks.backfill(done.pk) == SpaceMigration.State.READY
     assert missing in vectors_of(hashing_256, filled)
     migration.switch(collection=filled, force=True)
@@ -320,3 +333,80 @@ def test_a_new_collection_is_unaffected_by_another_collections_migration(filled,
     evaluate(backfilled(filled, hashing_256))
     migration.switch(collection=filled)
     assert Collection.objects.create(owner=user, name="Fresh").active_space.name == "hashing-384"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# rollback
+
+
+QUERIES = ["magma eruption crater", "sourdough starter loaf", "rook castling endgame", "ice moraine meltwater"]
+
+
+def top_k(collection, k: int = 10) -> list[list[int]]:
+    """Each query's top ``k`` chunk ids in the collection's active space (HNSW, as searches use it)."""
+    collection.refresh_from_db()
+    space = collection.active_space
+    backend = backend_for(space)
+    return [
+        [
+            chunk_id
+            for chunk_id, _ in search_space(
+                space=space,
+                distance=collection.distance,
+                vector=backend.embed_query(query),
+                k=k,
+                collection_ids=[collection.pk],
+            )
+        ]
+        for query in QUERIES
+    ]
+
+
+def test_rollback_returns_the_same_top_k_as_before_the_migration(filled, hashing_256, user):
+    before = top_k(filled)
+    assert all(len(ids) == 10 for ids in before)
+    evaluate(backfilled(filled, hashing_256))
+    migration.switch(collection=filled)
+    assert top_k(filled) != before  # another model's neighbours
+    rolled = migration.rollback(collection=filled, user=user)
+    assert (rolled.active_space.name, rolled.previous_space) == ("hashing-384", hashing_256)
+    assert top_k(filled) == before
+    assert SpaceMigration.objects.get(target=hashing_256).state == SpaceMigration.State.ROLLED_BACK
+    assert AuditEvent.objects.filter(action=AuditEvent.Action.SPACE_ROLLBACK, actor=user).count() == 1
+    with pytest.raises(SwitchRefused, match="no migration to switch to"):
+        migration.switch(collection=filled)
+
+
+def test_rollback_is_refused_when_chunks_stored_since_the_switch_lack_the_old_space_then_migrating_back_fills_only_them(
+    filled, hashing_256, user
+):
+    source = filled.active_space
+    evaluate(backfilled(filled, hashing_256))
+    migration.switch(collection=filled)
+    filled.refresh_from_db()
+    add_documents(user, filled, parts=2)  # stored in the active space only (no migration is open)
+    added = len(chunk_ids(filled)) - len(vectors_of(source, filled))
+    assert added > 0
+    with pytest.raises(SwitchRefused, match=f"{added} chunks stored since the switch have no vector in hashing-384"):
+        migration.rollback(collection=filled)
+    back = migration.migration_start(collection=filled, target=source)
+    already = back.chunks_done
+    assert already == len(chunk_ids(filled)) - added
+    assert tasks.backfill(back.pk) == SpaceMigration.State.READY
+    back.refresh_from_db()
+    assert back.chunks_done == already + added  # only the new chunks were embedded
+    evaluate(back)
+    migration.switch(collection=filled)
+    filled.refresh_from_db()
+    assert (filled.active_space, filled.previous_space) == (source, hashing_256)
+
+
+def test_rollback_without_a_previous_space_or_during_a_migration_is_refused(filled, hashing_256):
+    with pytest.raises(SwitchRefused, match="no previous space"):
+        migration.rollback(collection=filled)
+    evaluate(backfilled(filled, hashing_256))
+    migration.switch(collection=filled)
+    third = migration.space_add(name="hashing-128", backend="hashing", dimensions=128)
+    migration.migration_start(collection=filled, target=third)
+    with pytest.raises(SwitchRefused, match="is migrating to another space"):
+        migration.rollback(collection=filled)

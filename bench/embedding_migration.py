@@ -252,7 +252,8 @@ def migrate_while_searching(
         seconds += more
         errors += e
         empty += m
-    started, ended = (parse_datetime(line.split("=", 1)[1]) for line in child.stdout.read().split()[-2:])
+    output, _ = child.communicate()
+    started, ended = (parse_datetime(line.split("=", 1)[1]) for line in output.split()[-2:])
     migration.refresh_from_db()
     if child.returncode or migration.state != SpaceMigration.State.READY:
         sys.exit(f"the backfill ended {migration.state}: {migration.error}")

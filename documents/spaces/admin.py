@@ -251,7 +251,8 @@ class EmbeddingSpaceAdmin(admin.ModelAdmin):
         self._require(request)
         default = default_space()
         old_only = request.GET.get("old") == "1"
-        space = EmbeddingSpace.objects.filter(pk=parse_id(request.GET.get("space", ""))).first()
+        space_id = parse_id(request.GET.get("space", ""))
+        space = EmbeddingSpace.objects.filter(pk=space_id).first() if space_id is not None else None
         if old_only:
             collections = overview.collections_off_default()
         else:

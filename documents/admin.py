@@ -183,3 +183,7 @@ class ChunkAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request):
         return False
+
+
+# Embedding spaces and their migrations: their own module (registered on import).
+from documents.spaces import admin as spaces_admin  # noqa: E402, F401

@@ -35,6 +35,8 @@ api.add_router("/collections", "documents.collection_api.router")
 api.add_router("/documents", "documents.similar_api.documents_router")
 api.add_router("/chunks", "documents.similar_api.chunks_router")
 api.add_router("/recommendations", "documents.similar_api.recommendations_router")
+api.add_router("/embedding-spaces", "documents.spaces.api.spaces_router")  # staff only
+api.add_router("/collections", "documents.spaces.api.collections_router")  # /{id}/embedding-space/...
 # An outage of the database or Redis is a clear 503 here too (django-ninja handles the API's exceptions
 # itself, before core.http.DatabaseUnavailableMiddleware would see them when DEBUG is on).
 for _error in (*http.DATABASE_ERRORS, *http.REDIS_ERRORS):

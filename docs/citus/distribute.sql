@@ -96,6 +96,9 @@ BEGIN
                 'is off)', rel;
         END IF;
         INSERT INTO citus_stub.placed VALUES (rel, kind, col);
+        -- A partitioned table's partitions are placed with it (as Citus does).
+        INSERT INTO citus_stub.placed SELECT i.inhrelid, kind, col FROM pg_inherits i WHERE i.inhparent = rel
+            ON CONFLICT DO NOTHING;
     END $f$;
 
     CREATE FUNCTION citus_stub.create_reference_table(table_name regclass) RETURNS void LANGUAGE sql AS $f$
@@ -152,6 +155,7 @@ $settings$;
 --    the write path takes over, docs/scaling.md).
 ALTER TABLE documents_chunk DROP CONSTRAINT documents_chunk_document_id_3b191792_fk_documents_document_id;
 ALTER TABLE documents_documentvector DROP CONSTRAINT documents_documentve_document_id_7b8fb35d_fk_documents;
+ALTER TABLE documents_chunkvector DROP CONSTRAINT documents_chunkvector_chunk_id_fkey;
 ALTER TABLE documents_interest DROP CONSTRAINT documents_interest_document_id_f1a1559d_fk_documents;
 ALTER TABLE chat_citation DROP CONSTRAINT chat_citation_chunk_id_3ce834ab_fk_documents_chunk_id;
 
@@ -166,6 +170,10 @@ ALTER TABLE documents_termstat DROP CONSTRAINT documents_termstat_pkey,
     ADD CONSTRAINT documents_termstat_pkey PRIMARY KEY (collection_id, id);
 ALTER TABLE documents_documentvector DROP CONSTRAINT documents_documentvector_pkey,
     ADD CONSTRAINT documents_documentvector_pkey PRIMARY KEY (collection_id, document_id);
+--    The chunk vectors (partitioned by embedding space, documents.spaces.storage): the partition key stays in
+--    the key beside the distribution column; the partitions follow their parent.
+ALTER TABLE documents_chunkvector DROP CONSTRAINT documents_chunkvector_pkey,
+    ADD CONSTRAINT documents_chunkvector_pkey PRIMARY KEY (collection_id, chunk_id, space_id);
 
 -- 3. Triggers that rewrite collection_id (a document moving to another collection): Citus cannot update a
 --    distribution column; the move becomes copy-then-delete in documents.services (docs/scaling.md).
@@ -178,6 +186,8 @@ DROP TRIGGER documents_collection_chunks_follow ON documents_collection;
 -- 4. Reference tables: small, read by every search (who owns and who may read a collection), copied to
 --    every node. auth_user first: documents_collection and its members point at it.
 SELECT create_reference_table('auth_user');
+--    The embedding spaces (a handful of rows): every collection points at its active one.
+SELECT create_reference_table('documents_embeddingspace');
 SELECT create_reference_table('documents_collection');
 SELECT create_reference_table('documents_collection_members');
 
@@ -192,6 +202,9 @@ SELECT create_distributed_table('documents_document', 'collection_id');
 SELECT create_distributed_table('documents_chunk', 'collection_id', colocate_with => 'documents_document');
 SELECT create_distributed_table('documents_termstat', 'collection_id', colocate_with => 'documents_document');
 SELECT create_distributed_table('documents_documentvector', 'collection_id', colocate_with => 'documents_document');
+-- A partitioned table: Citus distributes its partitions with it, and a partition attached later (a new
+-- embedding space) is distributed as it is attached.
+SELECT create_distributed_table('documents_chunkvector', 'collection_id', colocate_with => 'documents_document');
 
 -- 6. The foreign keys of step 1 between distributed tables, back with collection_id in them.
 ALTER TABLE documents_chunk ADD CONSTRAINT documents_chunk_document_fk
@@ -200,6 +213,8 @@ ALTER TABLE documents_chunk ADD CONSTRAINT documents_chunk_document_fk
 ALTER TABLE documents_documentvector ADD CONSTRAINT documents_documentvector_document_fk
     FOREIGN KEY (collection_id, document_id) REFERENCES documents_document (collection_id, id)
     ON DELETE CASCADE DEFERRABLE INITIALLY DEFERRED;
+ALTER TABLE documents_chunkvector ADD CONSTRAINT documents_chunkvector_chunk_fk
+    FOREIGN KEY (collection_id, chunk_id) REFERENCES documents_chunk (collection_id, id) ON DELETE CASCADE;
 
 -- Everything else (sessions, API tokens, conversations, messages, citations, interests, the audit trail,
 -- recall samples, Django's own tables) stays local to the coordinator; its foreign keys to auth_user and

@@ -66,6 +66,12 @@ def create_partition(space: EmbeddingSpace) -> None:
             cursor.execute(f"SELECT EXISTS (SELECT 1 FROM {name})")
             if cursor.fetchone()[0]:
                 return  # a live partition with rows: this space's own
+            cursor.execute("SELECT indexdef FROM pg_indexes WHERE tablename = %s AND indexdef LIKE %s",
+                           [partition_name(space), "%USING hnsw%"])
+            if all(f"vector({int(space.dimensions)})" in row[0] for row in cursor.fetchall()):
+                return  # empty, with indexes of the right length: reused as it is
+            # Dropping an attached partition locks the parent ACCESS EXCLUSIVE for a moment. Only a table left by
+            # another space of the same id gets here (a flushed test database: ids are never reused otherwise).
             cursor.execute(f"DROP TABLE {name}")
         elif partition_exists(space):
             cursor.execute(f"DROP TABLE {name}")

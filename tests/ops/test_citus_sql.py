@@ -19,7 +19,16 @@ from django.conf import settings
 from django.db import connection, transaction
 
 from chat.models import Citation
-from documents.models import Chunk, Collection, Document, DocumentVector, Interest, TermStat
+from documents.models import (
+    Chunk,
+    ChunkVector,
+    Collection,
+    Document,
+    DocumentVector,
+    EmbeddingSpace,
+    Interest,
+    TermStat,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -71,10 +80,11 @@ def test_the_file_runs_on_the_migrated_schema_with_the_stubs_and_leaves_the_keys
 def test_the_tables_the_file_names_are_the_models_tables():
     named = set(re.findall(r"create_(?:distributed|reference)_table\('(\w+)'", SQL))
     named |= set(re.findall(r"ALTER TABLE (\w+)", SQL))
-    models = {m._meta.db_table for m in (Chunk, Collection, Document, DocumentVector, Interest, TermStat, Citation)}
+    models = {m._meta.db_table for m in (Chunk, ChunkVector, Collection, Document, DocumentVector, EmbeddingSpace,
+                                        Interest, TermStat, Citation)}
     models |= {"auth_user", Collection.members.through._meta.db_table}
     assert named <= models, named - models
-    assert {Chunk._meta.db_table, Document._meta.db_table, TermStat._meta.db_table} <= named
+    assert {Chunk._meta.db_table, ChunkVector._meta.db_table, Document._meta.db_table, TermStat._meta.db_table} <= named
 
 
 def test_without_citus_or_the_stub_flag_the_file_says_what_to_do():
@@ -90,9 +100,11 @@ def test_the_stub_refuses_what_citus_refuses_a_chunk_table_keyed_by_id_alone():
     run("SET LOCAL ragchat.citus_stub = on")
     run(prologue)
     with pytest.raises(Exception, match="because it has triggers"), transaction.atomic():
-        run("SELECT create_reference_table('auth_user'); SELECT create_reference_table('documents_collection')")
+        run("SELECT create_reference_table('auth_user'); SELECT create_reference_table('documents_embeddingspace'); "
+            "SELECT create_reference_table('documents_collection')")
     run("DROP TRIGGER documents_collection_chunks_follow ON documents_collection")
-    run("SELECT create_reference_table('auth_user'); SELECT create_reference_table('documents_collection')")
+    run("SELECT create_reference_table('auth_user'); SELECT create_reference_table('documents_embeddingspace'); "
+        "SELECT create_reference_table('documents_collection')")
     with pytest.raises(Exception, match="do not include the partition column"), transaction.atomic():
         run("SELECT create_distributed_table('documents_document', 'collection_id')")
     with pytest.raises(Exception, match='referenced table "documents_document" must be'), transaction.atomic():

@@ -360,7 +360,8 @@ def test_the_replica_searches_with_its_hnsw_index_and_finds_the_primarys_top_10(
             ],
         )
     plan = "\n".join(row[0] for row in plan)
-    assert re.search(r"Index Scan using documents_chunkvector_s\d+_hnsw_cosine on documents_chunkvector_s\d+", plan), plan
+    index_scan = r"Index Scan using documents_chunkvector_s\d+_hnsw_cosine on documents_chunkvector_s\d+"
+    assert re.search(index_scan, plan), plan
 
 
 def test_a_replica_lagging_beyond_the_limit_is_skipped(replica, user, bob, collection, settings):

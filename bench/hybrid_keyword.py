@@ -60,7 +60,7 @@ def main() -> None:
     corpus = _data.clustered(n=args.chunks, queries=args.queries, seed=1, query_texts=_data.scifact_claims())
     _data.progress(f"== {corpus.name}: loading {len(corpus.texts):,} chunks")
     loaded = _data.load(corpus, layout=LAYOUT, seed=1)
-    _data.build_hnsw(maintenance_work_mem=indexes.sized_memory(*corpus.vectors.shape), workers=1)
+    _data.build_hnsw(loaded.space, maintenance_work_mem=indexes.sized_memory(*corpus.vectors.shape), workers=1)
     alice, rare = loaded.user, loaded.collections["rare"]
     texts, vectors = corpus.query_texts, corpus.queries
     statements = {"before": _keyword_before.keyword_statement_before, "today": sql.keyword_statement}

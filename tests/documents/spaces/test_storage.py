@@ -8,7 +8,9 @@ from django.contrib.auth import get_user_model
 from django.db import connection
 
 from documents.models import Collection, EmbeddingSpace
+from documents.search import Filters, search
 from documents.spaces import backend_for, default_space, storage
+from tests.documents_factory import add_text_document
 
 
 @pytest.fixture
@@ -72,3 +74,24 @@ def test_spaces_of_other_dimensions_live_side_by_side_and_retire_alone(owner, tr
     with connection.cursor() as cursor:
         cursor.execute("SELECT count(*) FROM documents_chunkvector")
         assert cursor.fetchone()[0] == 0
+
+
+def test_changing_the_configured_model_gives_new_collections_a_new_space_and_breaks_no_search(owner, settings):
+    """EMBEDDING_* name the default space: a change creates (or selects) another one; collections already on the old
+    space keep searching it, their queries embedded by its own model, and the two are searched together."""
+    before = Collection.objects.create(owner=owner, name="Before")
+    add_text_document(owner, before, "lighthouse", "The lighthouse keeper lit the lamp at dusk.")
+    settings.EMBEDDING_DIMENSIONS = 64  # another model: hashing-64
+    after = Collection.objects.create(owner=owner, name="After")
+    assert after.active_space != before.active_space
+    assert (after.active_space.name, after.active_space.dimensions) == ("hashing-64", 64)
+    add_text_document(owner, after, "orchard", "The orchard keeper picked the apples at dusk.")
+    before.refresh_from_db()
+    assert before.active_space.dimensions == 384  # not moved: it still searches its own vectors
+    found = {hit.document_title for hit in search(user=owner, query="keeper at dusk", k=5, mode="vector")}
+    assert found == {"lighthouse", "orchard"}
+    only_before = Filters(collections=(before.pk,))
+    lighthouse = search(user=owner, query="lighthouse lamp", k=1, mode="vector", filters=only_before)
+    assert [hit.document_title for hit in lighthouse] == ["lighthouse"]
+    settings.EMBEDDING_DIMENSIONS = 384  # and back: the first space is selected again, not created anew
+    assert Collection.objects.create(owner=owner, name="Again").active_space == before.active_space

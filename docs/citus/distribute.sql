@@ -132,7 +132,10 @@ BEGIN
         END LOOP;
         -- The outgoing checks again, now that the constraints of step 6 exist.
         FOR p IN DELETE FROM citus_stub.placed WHERE kind = 'distributed' RETURNING * LOOP
-            PERFORM citus_stub.check(p.relid, p.kind, p.column_name);
+            -- A partition is checked (and placed again) with its parent.
+            IF NOT (SELECT relispartition FROM pg_class WHERE oid = p.relid) THEN
+                PERFORM citus_stub.check(p.relid, p.kind, p.column_name);
+            END IF;
         END LOOP;
     END $f$;
     PERFORM set_config('search_path', current_setting('search_path') || ', citus_stub', true);

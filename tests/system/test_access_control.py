@@ -94,6 +94,20 @@ API = [
      "/api/v1/collections/{collection}/members/{alice}", None),
 ]
 
+# Staff only (operators' endpoints): anyone else's token is refused (403) before an id is even looked up.
+STAFF_ONLY = [
+    ("api/v1/collections/<collection_id>/embedding-space", "get", "/api/v1/collections/{collection}/embedding-space",
+     None),
+    ("api/v1/collections/<collection_id>/embedding-space/migrate", "post",
+     "/api/v1/collections/{collection}/embedding-space/migrate", {"to": "hashing-384"}),
+    ("api/v1/collections/<collection_id>/embedding-space/evaluate", "post",
+     "/api/v1/collections/{collection}/embedding-space/evaluate", {}),
+    ("api/v1/collections/<collection_id>/embedding-space/switch", "post",
+     "/api/v1/collections/{collection}/embedding-space/switch", {"force": True}),
+    ("api/v1/collections/<collection_id>/embedding-space/rollback", "post",
+     "/api/v1/collections/{collection}/embedding-space/rollback", {}),
+]
+
 
 def walk(patterns, prefix=""):
     for pattern in patterns:
@@ -108,7 +122,7 @@ def test_every_url_with_an_id_is_in_the_table():
         route for route in walk(get_resolver().url_patterns)
         if re.search(r"<(int:)?(pk|\w*_id)>", route) and not route.startswith("admin/")
     }
-    listed = {row[0] for row in PAGES + API}
+    listed = {row[0] for row in PAGES + API + STAFF_ONLY}
     assert with_ids - listed == set(), "add these endpoints to the access-control table"
 
 
@@ -141,6 +155,18 @@ def test_api_answers_404_to_another_users_token(client, other_user, alices, patt
     data = {key: fill(value, alices) for key, value in (data or {}).items()}
     response = call(client, method, fill(url, alices), data, HTTP_AUTHORIZATION=f"Bearer {raw}")
     assert response.status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("pattern", "method", "url", "data"), STAFF_ONLY, ids=[f"{r[1]} {r[2]}" for r in STAFF_ONLY]
+)
+def test_staff_endpoints_refuse_another_users_token(client, other_user, alices, pattern, method, url, data):
+    raw = ApiToken.issue(user=other_user)[1]
+    before = Collection.objects.values("active_space", "target_space", "previous_space").get(pk=alices["collection"].pk)
+    response = call(client, method, fill(url, alices), data, HTTP_AUTHORIZATION=f"Bearer {raw}")
+    assert response.status_code == 403 and b"hashing" not in response.content
+    after = Collection.objects.values("active_space", "target_space", "previous_space").get(pk=alices["collection"].pk)
+    assert after == before and not alices["collection"].space_migrations.exists()
 
 
 def test_nothing_was_changed_by_the_attempts(client, other_user, alices):

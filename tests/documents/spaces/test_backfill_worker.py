@@ -35,13 +35,20 @@ class QueryLoop:
         self.user = user
         self.errors: list[str] = []
         self.empty = 0
-        self.answers: list[tuple[str, tuple[int, ...]]] = []
+        self.answers: list[tuple[str, tuple[int, ...], float]] = []  # (query, chunk ids, when it was asked)
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def __enter__(self) -> QueryLoop:
         self._thread.start()
         return self
+
+    def asked_since(self, moment: float, timeout: float = 60) -> None:
+        """Wait until the first query has been asked (and answered) since ``moment`` (time.monotonic())."""
+        deadline = time.monotonic() + timeout
+        while not any(query == QUERIES[0] and asked > moment for query, _, asked in self.answers):
+            assert time.monotonic() < deadline, "no search answered since"
+            time.sleep(0.05)
 
     def __exit__(self, *exc) -> None:
         self._stopped.set()
@@ -51,13 +58,14 @@ class QueryLoop:
         try:
             while not self._stopped.is_set():
                 for query in QUERIES:
+                    started = time.monotonic()
                     try:
                         hits = search(user=self.user, query=query, k=5, mode="vector")
                     except Exception as error:  # counted: the assertion names it
                         self.errors.append(f"{type(error).__name__}: {error}")
                         continue
                     self.empty += not hits
-                    self.answers.append((query, tuple(hit.chunk_id for hit in hits)))
+                    self.answers.append((query, tuple(hit.chunk_id for hit in hits), started))
         finally:
             connections.close_all()
 
@@ -81,20 +89,20 @@ def test_a_migration_to_another_model_and_back_never_fails_or_empties_a_search(
     source = collection.active_space
     target = migration.space_add(name="hashing-256", backend="hashing", dimensions=256)
     with QueryLoop(user) as loop:
-        time.sleep(0.3)  # answers from the MiniLM space first
+        loop.asked_since(0)  # answers from the MiniLM space first
         started = migration.migration_start(collection=collection, target=target, user=user)
         ready = wait_for_state(started, SpaceMigration.State.READY)
         evaluate(ready)
         migration.switch(collection=collection, user=user)
-        time.sleep(0.5)  # answers from the hashing space
+        loop.asked_since(time.monotonic())  # answers from the hashing space
         migration.rollback(collection=collection, user=user)
-        time.sleep(0.3)
+        loop.asked_since(time.monotonic())  # MiniLM's again (a round takes a while on a loaded machine)
     assert loop.errors == []
     assert loop.empty == 0 and len(loop.answers) > 20
     collection.refresh_from_db()
     assert collection.active_space == source and collection.previous_space == target
     # The loop saw both spaces' answers: MiniLM's before and after, hashing's in between.
-    first = [ids for query, ids in loop.answers if query == QUERIES[0]]
+    first = [ids for query, ids, _ in loop.answers if query == QUERIES[0]]
     assert first[0] == first[-1] and any(ids != first[0] for ids in first)
     assert sorted(vectors_of(target, collection)) == chunk_ids(collection)
 

@@ -98,7 +98,7 @@ def test_a_migration_to_another_model_and_back_never_fails_or_empties_a_search(
         migration.rollback(collection=collection, user=user)
         loop.asked_since(time.monotonic())  # MiniLM's again (a round takes a while on a loaded machine)
     assert loop.errors == []
-    assert loop.empty == 0 and len(loop.answers) > 20
+    assert loop.empty == 0 and len(loop.answers) >= 3  # before, between and after (asked_since waited for each)
     collection.refresh_from_db()
     assert collection.active_space == source and collection.previous_space == target
     # The loop saw both spaces' answers: MiniLM's before and after, hashing's in between.

@@ -77,7 +77,7 @@ def test_every_page_works_under_the_policy_with_nothing_blocked(csp_violations, 
     page.get_by_label("Question").fill("How do I book a train?")
     page.get_by_label("Question").press("Enter")
     answer = page.locator("#messages .bubble.assistant .answer").last
-    expect(answer).to_contain_text("under four hours [1].")
+    expect(answer).to_contain_text("under four hours [1].", timeout=20_000)  # a loaded CI machine: not a measure
     link = answer.locator("a.external")
     expect(link).to_have_attribute("href", "https://evil.example/login")
     expect(link).to_have_attribute("target", "_blank")

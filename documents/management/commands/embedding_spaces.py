@@ -174,21 +174,7 @@ class Command(BaseCommand):
             except (ValueError, KeyError, UnicodeDecodeError) as error:
                 raise CommandError(f"The queries or qrels are not in BEIR's layout: {error!r}.") from error
         result = quality.evaluate(collection=find_collection(collection), queries=texts, qrels=judgments, sample=sample)
-        keys = (
-            "overlap_at_10",
-            "recall_at_10",
-            "ndcg_at_10_active",
-            "ndcg_at_10_target",
-            "recall_at_100_active",
-            "recall_at_100_target",
-            "hnsw_recall_mean",
-            "hnsw_recall_p10",
-            "hnsw_recall_min",
-            "queries",
-            "labelled",
-            "coverage",
-        )
-        self._say({key: result[key] for key in keys})
+        self._say({key: result[key] for key in quality.FIGURES})
 
     def _switch(self, *, collection, force, **_):
         migration = switch(collection=find_collection(collection), force=force)

@@ -182,7 +182,8 @@ def test_on_a_phone_the_conversation_list_is_a_drawer(page, sign_in, user, site,
     toggle.click()  # then the window widens: the list becomes the sidebar, nothing stays covered
     page.set_viewport_size({"width": 1024, "height": 768})
     expect(drawer).to_be_visible()
-    assert not page.locator(".chat").evaluate("chat => chat.inert")
+    # The page's resize listener lifts inert after the layout changes: waited for, not read at once.
+    expect(page.locator(".chat")).to_have_js_property("inert", False)
     page.set_viewport_size(PHONE)
     expect(drawer).to_be_hidden()
 

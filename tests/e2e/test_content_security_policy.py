@@ -74,6 +74,7 @@ def test_every_page_works_under_the_policy_with_nothing_blocked(csp_violations, 
     # Chat: a streamed answer, its external link marked, and deleting the conversation asks first.
     page.goto(live_server.url + "/chat/")
     page.get_by_role("button", name="Start a conversation").click()
+    page.wait_for_load_state("load")  # the conversation's page and its script, before Enter is pressed in it
     page.get_by_label("Question").fill("How do I book a train?")
     page.get_by_label("Question").press("Enter")
     answer = page.locator("#messages .bubble.assistant .answer").last

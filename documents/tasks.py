@@ -11,6 +11,7 @@ from celery.signals import task_postrun, task_prerun
 from django.db import InterfaceError, OperationalError, close_old_connections
 
 from documents import pipeline, queue
+from documents.spaces.tasks import backfills_sweep
 
 logger = logging.getLogger(__name__)
 
@@ -44,11 +45,19 @@ def ingest_document(document_id: int) -> str | None:
 
 
 @shared_task(ignore_result=True)
-def sweep_stale_ingestions() -> dict[str, int] | None:
-    """Restart ingestions whose worker died, re-send tasks the broker lost (Celery beat runs it)."""
+def sweep() -> dict[str, int] | None:
+    """The periodic sweep (Celery beat, and every worker that starts): restart ingestions whose worker died,
+    re-send tasks the broker lost, re-send the embedding-space backfills no live worker runs.
+
+    One task for all of it, never one per kind: the ingestion sweep takes an empty queue for the sign that
+    messages were lost (documents.queue), and a second sweep sent on the same tick would be sitting in that
+    queue while the first looks: on a busy site, lost uploads were then never sent again.
+    """
     try:
-        return queue.ingestions_sweep()
+        counts = queue.ingestions_sweep()
+        counts["backfills"] = len(backfills_sweep())
     except (OperationalError, InterfaceError, psycopg.OperationalError) as error:
         # The database is down: nothing to sweep now; the next beat tick tries again.
-        logger.warning("ingestion sweep skipped: the database is not reachable (%s)", str(error).splitlines()[0])
+        logger.warning("sweep skipped: the database is not reachable (%s)", str(error).splitlines()[0])
         return None
+    return counts

@@ -20,4 +20,4 @@ def sweep_when_a_worker_starts(sender=None, **kwargs):
     """
     from django.conf import settings
 
-    app.send_task("documents.tasks.sweep_stale_ingestions", expires=settings.INGEST_SWEEP_SECONDS)
+    app.send_task("documents.tasks.sweep", expires=settings.INGEST_SWEEP_SECONDS)

@@ -332,8 +332,9 @@ INGEST_MAX_ATTEMPTS = max(1, env_int("INGEST_MAX_ATTEMPTS", 3))
 INGEST_LARGE_BYTES = max(0, env_int("INGEST_LARGE_BYTES", 1024 * 1024))
 INGEST_SWEEP_SECONDS = max(1.0, min(60.0, INGEST_STALE_SECONDS / 4))
 CELERY_BEAT_SCHEDULE = {
-    "sweep-stale-ingestions": {
-        "task": "documents.tasks.sweep_stale_ingestions",
+    # One sweep per tick, for ingestions and embedding-space backfills alike (documents.tasks.sweep says why).
+    "sweep": {
+        "task": "documents.tasks.sweep",
         "schedule": INGEST_SWEEP_SECONDS,
         "options": {"expires": INGEST_SWEEP_SECONDS},  # a sweep nobody ran in time is replaced by the next
     },
@@ -356,14 +357,9 @@ SPACE_HEARTBEAT_STALE_SECONDS = max(SPACE_HEARTBEAT_SECONDS * 2, env_float("SPAC
 SPACE_GATE_MIN_RECALL = env_float("SPACE_GATE_MIN_RECALL", 0.9)
 SPACE_GATE_MAX_NDCG_DROP = env_float("SPACE_GATE_MAX_NDCG_DROP", 0.02)
 SPACE_GATE_MIN_HNSW_RECALL = env_float("SPACE_GATE_MIN_HNSW_RECALL", 0.9)
-# The backfill and heartbeat tasks live outside an app's tasks module; the sweep re-sends a backfill whose worker
-# died (no process holds its lock) and refreshes the workers' heartbeats.
+# The backfill and heartbeat tasks live outside an app's tasks module; the periodic sweep (documents.tasks.sweep)
+# re-sends a backfill whose worker died (no process holds its lock).
 CELERY_IMPORTS = ["documents.spaces.tasks"]
-CELERY_BEAT_SCHEDULE["sweep-space-backfills"] = {
-    "task": "documents.spaces.tasks.sweep_backfills",
-    "schedule": INGEST_SWEEP_SECONDS,
-    "options": {"expires": INGEST_SWEEP_SECONDS},
-}
 
 # Database health (ops): the admin page /admin/db-health/ and `manage.py db_health`.
 DB_HEALTH_LONG_QUERY_SECONDS = env_float("DB_HEALTH_LONG_QUERY_SECONDS", 60)  # an active statement older: listed

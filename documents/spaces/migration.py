@@ -196,7 +196,7 @@ def migration_start(*, collection: Collection, target: EmbeddingSpace, user=None
 def send_backfill(migration_id: int) -> bool:
     """Queue the backfill by name on the large-document queue (a long job never holds back small uploads).
 
-    A broker that is down loses nothing: the sweep (documents.spaces.tasks.sweep_backfills) sends the task of
+    A broker that is down loses nothing: the sweep (documents.tasks.sweep) sends the task of
     any open migration that no live worker runs.
     """
     app = current_app

@@ -79,22 +79,9 @@ def backfill_space(migration_id: int) -> str:
     return backfill(migration_id)
 
 
-@shared_task(ignore_result=True)
-def sweep_backfills() -> list[int] | None:
-    """Send again the backfills no live worker runs (Celery beat, and when a worker starts)."""
-    try:
-        return backfills_sweep()
-    except DATABASE_DOWN as error:
-        logger.warning("backfill sweep skipped: the database is not reachable (%s)", str(error).splitlines()[0])
-        return None
-
-
 @worker_ready.connect
 def _worker_ready(sender=None, **kwargs) -> None:
-    """A worker that starts picks up a backfill its predecessor left; a solo/threads worker beats itself."""
-    from celery import current_app
-
-    current_app.send_task("documents.spaces.tasks.sweep_backfills", expires=settings.INGEST_SWEEP_SECONDS)
+    """A solo/threads worker beats itself. (The backfill its predecessor left: ragsite.celery's sweep.)"""
     if "prefork" not in type(getattr(sender, "pool", None)).__module__:
         heartbeat.start(role="worker")
 

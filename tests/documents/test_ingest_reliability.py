@@ -445,7 +445,15 @@ def test_a_dead_run_is_found_within_a_minute_or_two_and_a_live_one_has_heartbeat
     assert settings.INGEST_STALE_SECONDS <= 120
     assert settings.INGEST_STALE_SECONDS >= 5 * settings.INGEST_HEARTBEAT_SECONDS
     assert settings.INGEST_SWEEP_SECONDS <= settings.INGEST_STALE_SECONDS / 4
-    assert settings.CELERY_BEAT_SCHEDULE["sweep-stale-ingestions"]["task"] == "documents.tasks.sweep_stale_ingestions"
+    assert settings.CELERY_BEAT_SCHEDULE["sweep"]["task"] == "documents.tasks.sweep"
+
+
+def test_each_beat_tick_sends_one_sweep_so_that_the_sweep_can_find_the_queue_empty(settings):
+    # The ingestion sweep takes an empty queue for lost messages: a second task sent on the same tick would be
+    # waiting in the queue whenever the sweep looks, and a busy site's lost uploads were never sent again.
+    ticking = [entry["task"] for entry in settings.CELERY_BEAT_SCHEDULE.values()
+               if entry["schedule"] == settings.INGEST_SWEEP_SECONDS]
+    assert ticking == ["documents.tasks.sweep"]
 
 
 @pytest.mark.django_db(transaction=True)

@@ -285,8 +285,12 @@ class Site:
         return body
 
     def finished(self, document_id: int, timeout: float = 90) -> dict:
-        return wait_for(lambda: (d := self.document(document_id))["status"] in ("ready", "failed", "cancelled") and d,
-                        timeout=timeout, what=f"document {document_id} to finish")
+        try:
+            return wait_for(lambda: (d := self.document(document_id))["status"] in ("ready", "failed", "cancelled")
+                            and d, timeout=timeout, what=f"document {document_id} to finish")
+        except AssertionError as error:  # what the site's processes said is the way to why
+            tail = "\n".join(self.log.read_text(errors="replace").splitlines()[-80:])
+            raise AssertionError(f"{error}: {self.document(document_id)}\nthe launcher's log ends:\n{tail}") from None
 
     def sign_in(self, username: str, password: str) -> None:
         _, _, page = self.request("GET", "/accounts/login/", opener=self.browser)

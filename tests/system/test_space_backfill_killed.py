@@ -4,7 +4,7 @@ and no duplicate.
 Real processes, as tests/system/test_faults.py runs them: `celery -A ragsite worker -B` subprocesses on this
 run's test database and a Redis of their own. The target space embeds through the loopback OpenAI-protocol
 server, slowed down so that the backfill is caught midway. Nothing tells the new worker about the killed run:
-its beat's sweep (documents.spaces.tasks.sweep_backfills) finds a backfilling migration whose lock died with
+its beat's sweep (documents.tasks.sweep, the backfills part) finds a backfilling migration whose lock died with
 the killed worker's connection and sends it again (the broker would redeliver the unacknowledged message only
 after CELERY_VISIBILITY_TIMEOUT, an hour here).
 """

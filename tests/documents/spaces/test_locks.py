@@ -39,10 +39,14 @@ class LockSampler:
         self.seen: list[tuple] = []
         self.samples = 0
         self._stopped = threading.Event()
+        self._sampling = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def __enter__(self) -> LockSampler:
         self._thread.start()
+        # The step starts once the sampler has looked once: a quick step would otherwise be over before the
+        # sampler's connection is open (a step with no sample says nothing).
+        self._sampling.wait(timeout=30)
         return self
 
     def __exit__(self, *exc) -> None:
@@ -57,8 +61,10 @@ class LockSampler:
                     cursor.execute(LONG_LOCKS)
                     self.seen.extend(cursor.fetchall())
                     self.samples += 1
+                    self._sampling.set()
                     time.sleep(0.05)
         finally:
+            self._sampling.set()
             watcher.close()
 
 

@@ -56,7 +56,8 @@ def test_a_good_target_finds_the_synthetic_queries_source_chunks_and_is_stored(c
 def test_a_target_of_noise_loses_the_source_chunks(collection, documents):
     migrating(collection, space("hashing-256", 256), noise=True)
     result = quality.evaluate(collection=collection, sample=20)
-    assert result["recall_at_10"] < 0.6 < result["recall_at_10_active"]
+    # Noise finds a chunk in its top 10 of 30 by chance, 1 time in 3: 0.7 is 3.5 standard deviations above.
+    assert result["recall_at_10"] < 0.7 < result["recall_at_10_active"]
     assert result["overlap_at_10"] < 0.6
 
 

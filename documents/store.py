@@ -6,6 +6,7 @@ active one, and during a migration its target one too, in the same transaction.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 
 import numpy as np
@@ -93,52 +94,61 @@ def store_chunks(
             metadata = Jsonb(None, dumps=lambda _: metadata_text or "{}")
             if status == Document.Status.CANCELLED:
                 raise IngestCancelled("cancelled while it was processed")
-            # A separate statement, so that it sees what a run we waited for committed.
-            cursor.execute(f"SELECT EXISTS (SELECT 1 FROM {Chunk._meta.db_table} WHERE document_id = %s)",
-                           [document.pk])
-            replacing = cursor.fetchone()[0]
+            # A separate statement, so that it sees what a run we waited for committed: whether the document
+            # has chunks to replace, and the new chunks' ids, taken from their sequence in draft order, so that
+            # the chunks and their vectors are copied without reading the ids back.
+            cursor.execute(
+                f"SELECT EXISTS (SELECT 1 FROM {Chunk._meta.db_table} WHERE document_id = %s), "
+                "ARRAY(SELECT nextval(%s::regclass) FROM generate_series(1, %s))",
+                [document.pk, chunk_id_sequence(), len(drafts)],
+            )
+            replacing, chunk_ids = cursor.fetchone()
         if replacing:
             # Through the ORM, which clears the citations of the old chunks; only their ids are read.
             Chunk.objects.filter(document_id=document.pk).only("pk").delete()
         copy_chunk_rows(
             (
-                document.pk, collection_id, draft.ordinal, draft.text, draft.page,
-                draft.heading, draft.char_start, draft.char_end, draft.token_count, metadata,
-            )
-            for draft in drafts
+                (
+                    chunk_id, document.pk, collection_id, draft.ordinal, draft.text, draft.page,
+                    draft.heading, draft.char_start, draft.char_end, draft.token_count, metadata,
+                )
+                for chunk_id, draft in zip(chunk_ids, drafts, strict=True)
+            ),
+            ids=True,
         )
         with connection.cursor() as cursor:
             # The collection's spaces and distance, read under the lock the chunks' statistics trigger took on its
             # row with the COPY (taken again here, for a document without chunks): a migration starting, a switch
             # or a distance change waits for this transaction, or committed before and is seen here. So a
             # backfill that starts after it either sees these chunks or finds their vectors written here.
+            # The spaces' names and dimensions come in the same statement (what write_vectors needs).
+            space_table = EmbeddingSpace._meta.db_table
             cursor.execute(
-                f"SELECT active_space_id, target_space_id, distance FROM {Collection._meta.db_table} "
-                "WHERE id = %s FOR NO KEY UPDATE",
+                f"SELECT g.active_space_id, g.target_space_id, g.distance, a.name, a.dimensions, t.name, t.dimensions "
+                f"FROM {Collection._meta.db_table} g LEFT JOIN {space_table} a ON a.id = g.active_space_id "
+                f"LEFT JOIN {space_table} t ON t.id = g.target_space_id WHERE g.id = %s FOR NO KEY UPDATE OF g",
                 [collection_id],
             )
-            active_id, target_id, distance = cursor.fetchone()
-            wanted = [active_id] + ([target_id] if target_id is not None else [])
+            active_id, target_id, distance, active_name, active_dimensions, target_name, target_dimensions = (
+                cursor.fetchone()
+            )
+            spaces = {active_id: EmbeddingSpace(pk=active_id, name=active_name, dimensions=active_dimensions)}
+            if target_id is not None:
+                spaces[target_id] = EmbeddingSpace(pk=target_id, name=target_name, dimensions=target_dimensions)
+            wanted = list(spaces)
             if by_space is None:
                 by_space = {active_id: np.asarray(vectors)}
             missing = [space_id for space_id in wanted if space_id not in by_space]
             if missing:
                 raise SpacesChanged(missing)
-            cursor.execute(f"SELECT id FROM {Chunk._meta.db_table} WHERE document_id = %s ORDER BY ordinal",
-                           [document.pk])
-            chunk_ids = [chunk_id for (chunk_id,) in cursor.fetchall()]
-        spaces = EmbeddingSpace.objects.in_bulk(wanted)
-        ordinals = [draft.ordinal for draft in drafts]
-        order = np.argsort(ordinals, kind="stable")  # chunk ids come back in ordinal order
         for space_id in wanted:
-            array = np.asarray(by_space[space_id], dtype=np.float32)[order]
             write_vectors(
                 space=spaces[space_id],
                 rows=((chunk_id, collection_id, document.pk, distance, vector)
-                      for chunk_id, vector in zip(chunk_ids, array, strict=True)),
+                      for chunk_id, vector in zip(chunk_ids, by_space[space_id], strict=True)),
             )
         document_vector_write(document_id=document.pk, collection_id=collection_id, vectors=by_space[active_id],
-                              model_name=spaces[active_id].model)
+                              space_id=active_id)
         Document.objects.filter(pk=document.pk).update(
             status=Document.Status.READY, progress=1.0, error="", chunk_count=len(drafts), stage="",
             chunks_total=len(drafts), chunks_embedded=len(drafts), page_count=page_count,
@@ -149,13 +159,23 @@ def store_chunks(
         replicas.note_write_on_commit(document.owner_id)  # the uploader's next search sees it (core.replicas)
 
 
-def copy_chunk_rows(rows) -> int:
-    """Write chunk rows (in COPY_COLUMNS order) with binary COPY on Django's connection."""
-    columns = ", ".join(name for name, _ in COPY_COLUMNS)
+@functools.cache
+def chunk_id_sequence() -> str:
+    """The sequence of the chunks' ids (its name follows from the table's: looked up once per process)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_get_serial_sequence(%s, 'id')", [Chunk._meta.db_table])
+        return cursor.fetchone()[0]
+
+
+def copy_chunk_rows(rows, *, ids: bool = False) -> int:
+    """Write chunk rows (in COPY_COLUMNS order, after their id with ``ids``) with binary COPY on Django's
+    connection."""
+    columns = [("id", "int8"), *COPY_COLUMNS] if ids else COPY_COLUMNS
+    names = ", ".join(name for name, _ in columns)
     with connection.cursor() as cursor:
         count = 0
-        with cursor.copy(f"COPY {Chunk._meta.db_table} ({columns}) FROM STDIN WITH (FORMAT BINARY)") as copy:
-            copy.set_types([pg_type for _, pg_type in COPY_COLUMNS])
+        with cursor.copy(f"COPY {Chunk._meta.db_table} ({names}) FROM STDIN WITH (FORMAT BINARY)") as copy:
+            copy.set_types([pg_type for _, pg_type in columns])
             for row in rows:
                 copy.write_row(row)
                 count += 1

@@ -184,6 +184,25 @@ def test_store_is_all_or_nothing(user, collection, tmp_path):
     assert document.status == Document.Status.READY
 
 
+def test_each_chunk_is_stored_with_its_own_vector_whatever_the_drafts_order(user, collection, tmp_path):
+    # The chunks' ids are taken from their sequence before the COPY, in the drafts' order: a draft's vector must
+    # land on that draft's chunk, also when the drafts do not come in ordinal order.
+    document = upload(user, collection, factory.make_text(tmp_path / "a.txt", "Vector order. " * 20))
+    drafts = chunking.chunk_sections([ingest_section("First part. " * 300 + "Second part. " * 300)])
+    assert len(drafts) >= 3
+    drafts = drafts[::-1]
+    vectors = [[0.0] * 384 for _ in drafts]
+    for position, draft in enumerate(drafts):
+        vectors[position][draft.ordinal] = 1.0
+    store.store_chunks(document=document, drafts=drafts, vectors=vectors)
+    stored = {
+        vector.chunk.ordinal: list(vector.embedding)
+        for vector in ChunkVector.objects.filter(document_id=document.pk).select_related("chunk")
+    }
+    assert sorted(stored) == sorted(draft.ordinal for draft in drafts)
+    assert all(embedding.index(1.0) == ordinal for ordinal, embedding in stored.items())
+
+
 def test_copy_uses_binary_format(user, collection, tmp_path):
     # The store goes through COPY: the row count rises by exactly the chunks written.
     document = upload(user, collection, factory.make_text(tmp_path / "a.txt", "Binary copy check. " * 100))

@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 import psycopg
 from django.conf import settings
-from django.db import transaction
 from django.db.backends.utils import CursorWrapper
 
 from core.text import without_surrogates
@@ -167,31 +166,30 @@ def _fetch_together(cursor: CursorWrapper, statements: list[Statement]) -> list[
     """The rows of each statement, all sent to the server in one round trip.
 
     A search used to take six round trips (BEGIN, two settings, the distances, the query, COMMIT),
-    each costing about what the HNSW scan itself does on a busy server. Django's psycopg cursors
-    bind parameters on the client (unless OPTIONS sets server_side_binding), so one simple-protocol
-    message can carry every statement. PostgreSQL runs such a message as one implicit transaction,
-    statement after statement (each planned once the one before it has run): the settings of the
-    first (set_config(..., true), i.e. SET LOCAL) last until its last statement (or, in a caller's
-    transaction, until that ends, as they always did). With server-side binding, they run one by one
-    in a transaction instead.
+    each costing about what the HNSW scan itself does on a busy server; then one simple-query message of
+    every statement, bound on the client (the query vector as 384 numbers of text), each parsed and planned
+    again by the server. Now a psycopg pipeline: the statements are bound on the server (the query vector
+    in pgvector's binary form) and sent with the Sync that ends the pipeline, so it is still one round trip.
+    PostgreSQL runs the statements before a Sync as one implicit transaction (or in the caller's), one after
+    the other: the transaction-local settings of the first (set_config(..., true), i.e. SET LOCAL) hold for
+    the ones after it, and end with it. psycopg prepares a statement once it has run on a connection a few times
+    (settings: the databases' prepare_threshold), so it is not parsed again; the scope statement's plan is kept,
+    and it has the others planned again for each search (sql.CUSTOM_PLANS: they depend on the collections).
+
+    Each statement has its own cursor (a pipeline's results go to the cursor that sent them) in Django's
+    wrapper, so that execute wrappers, DEBUG's query log and Django's database errors are as for any query.
     """
-    if _binds_client_side(cursor):
-        cursor.execute("; ".join(text for text, _ in statements),
-                       [param for _, params in statements for param in params])
-        results = [cursor.fetchall()]
-        while cursor.nextset():
-            results.append(cursor.fetchall())
-        return results
-    with transaction.atomic(using=cursor.db.alias):
-        results = []
-        for text, params in statements:
-            cursor.execute(text, params)
-            results.append(cursor.fetchall())
-        return results
-
-
-def _binds_client_side(cursor: CursorWrapper) -> bool:
-    return isinstance(cursor.cursor, psycopg.ClientCursor)
+    db = cursor.db
+    wrap = db.make_debug_cursor if db.queries_logged else db.make_cursor
+    cursors = [wrap(psycopg.Cursor(db.connection)) for _ in statements]
+    with db.wrap_database_errors:
+        with db.connection.pipeline():
+            for each, (text, params) in zip(cursors, statements, strict=True):
+                each.execute(text, params)
+        results = [each.fetchall() for each in cursors]
+    for each in cursors:
+        each.close()
+    return results
 
 
 def _scope_sql(user: Any, filters: Filters, ef_search: int | None) -> Statement:

@@ -361,7 +361,7 @@ def test_the_replica_searches_with_its_hnsw_index_and_finds_the_primarys_top_10(
     with vector_cursor(user) as cursor:
         assert cursor.db.alias == ALIAS
         _, _, plan = retrieval._fetch_together(
-            cursor,
+            cursor.db,
             [
                 ("SELECT set_config('enable_seqscan', 'off', true), set_config('enable_sort', 'off', true)", []),
                 scope,

@@ -182,7 +182,7 @@ def test_the_vector_statement_search_sends_is_served_by_the_distances_hnsw_index
         # SQL cannot use it (operator, partial index predicate, order). The outer re-sort is disabled
         # in every plan alike. Whether the planner prefers the index at scale (it does from about 5,000
         # chunks here) is for the benchmarks, which check the plan at 100k rows.
-        _, _, plan, [(iterative_scan, ef_search)] = retrieval._fetch_together(cursor, [
+        _, _, plan, [(iterative_scan, ef_search)] = retrieval._fetch_together(cursor.db, [
             ("SELECT set_config('enable_seqscan', 'off', true), set_config('enable_sort', 'off', true)", []),
             scope,
             (f"EXPLAIN {sql}", params),

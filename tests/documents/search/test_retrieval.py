@@ -175,7 +175,7 @@ def test_the_vector_statement_search_sends_is_served_by_the_distances_hnsw_index
     scope = next(s for s in reversed(statements[:at]) if "set_config('rag.collections'" in s[0])
     sql, params = statements[at]
     with vector_cursor() as cursor:
-        # The same statements, sent the same way (one message, so one transaction, with the scope first),
+        # The same statements, sent the same way (one pipeline, so one transaction, with the scope first),
         # the vector one EXPLAINed. On this tiny table a sort of all rows is cheapest, so sorts (and
         # sequential scans) are forbidden, as the hand-written EXPLAIN this test replaces did: the HNSW
         # index is then the only way to the statement's ORDER BY ... LIMIT, and the test fails if the

@@ -181,7 +181,8 @@ def _fetch_together(db: BaseDatabaseWrapper, statements: list[Statement]) -> lis
     wrapper, so that execute wrappers, DEBUG's query log and Django's database errors are as for any query.
     """
     wrap = db.make_debug_cursor if db.queries_logged else db.make_cursor
-    cursors = [wrap(psycopg.Cursor(db.connection)) for _ in statements]
+    # django-stubs types the argument as Django's own wrapper; Django passes the driver's cursor, as here.
+    cursors = [wrap(psycopg.Cursor(db.connection)) for _ in statements]  # type: ignore[arg-type]
     with db.wrap_database_errors:
         with db.connection.pipeline():
             for each, (text, params) in zip(cursors, statements, strict=True):

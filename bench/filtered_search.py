@@ -258,7 +258,7 @@ def _raw_connection():
     from pgvector.psycopg import register_vector
 
     # No prepared statements: a generic plan cannot see which collection is asked for, and the
-    # service's SQL carries its values as literals (client-side binding), so it gets custom plans.
+    # service's vector statements are planned for each search (documents.search.sql.CUSTOM_PLANS).
     conn = psycopg.connect(os.environ["DATABASE_URL"], autocommit=True, prepare_threshold=None)
     register_vector(conn)
     return conn

@@ -97,7 +97,7 @@ def main() -> None:
     )
     from django.conf import settings
 
-    started = time.perf_counter()
+    started, load = time.perf_counter(), os.getloadavg()
     embed_ms = query_embedding_ms()
     data_sets = [
         ("scifact", _data.scifact(sentences=args.sentences, queries=args.queries)),
@@ -107,7 +107,7 @@ def main() -> None:
     for key, corpus in data_sets:
         results[key] = run(corpus, efs, peer=not args.no_peer)
     default_ef = settings.HNSW_EF_SEARCH if settings.HNSW_EF_SEARCH in efs else efs[len(efs) // 2]
-    record(results, data_sets, efs, embed_ms, time.perf_counter() - started, args)
+    record(results, data_sets, efs, embed_ms, time.perf_counter() - started, args, load)
     synthetic = results["synthetic"]["ef"][default_ef]
     scifact = results["scifact"]["ef"][default_ef]
     sql = synthetic["(a) SQL"]["p50"]
@@ -455,7 +455,8 @@ def _print_table(title: str, settings: str, table: list[list[str]], notes: str =
     print(notes)
 
 
-def record(results: dict, data_sets: list, efs: list[int], embed_ms: float, seconds: float, args) -> None:
+def record(results: dict, data_sets: list, efs: list[int], embed_ms: float, seconds: float, args,
+           load: tuple[float, float, float]) -> None:
     from django.conf import settings
 
     for key, corpus in data_sets:
@@ -507,7 +508,8 @@ def record(results: dict, data_sets: list, efs: list[int], embed_ms: float, seco
             f"Vector search side by side: {corpus.name} (bench/search.py{', ' + args.label if args.label else ''})",
             f"{len(corpus.queries)} queries, k={K}, one client, methods interleaved per query; "
             f"app ef_search {settings.HNSW_EF_SEARCH or 'auto (bench/ef_search.py)'}; DEBUG=false; "
-            f"whole run {seconds / 60:.1f} min.",
+            f"whole run {seconds / 60:.1f} min; load average {load[0]:.1f} (1 min), {load[1]:.1f} (5 min) when it "
+            f"started, {os.getloadavg()[0]:.1f} when it ended (the machine may be shared: rely on the ratios).",
             rows,
             notes="\n".join(f"- {note}" for note in notes),
         )

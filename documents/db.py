@@ -3,14 +3,15 @@
 from typing import Any
 
 from django.db import DEFAULT_DB_ALIAS, connections
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.utils import CursorWrapper
 from pgvector.psycopg import register_vector
 
 from core import replicas
 
 
-def vector_cursor(user: Any = None) -> CursorWrapper:
-    """A cursor that sends numpy arrays as pgvector values: on the primary, or for ``user``'s search on a replica.
+def vector_connection(user: Any = None) -> BaseDatabaseWrapper:
+    """A connection that sends numpy arrays as pgvector values: the primary, or for ``user``'s search a replica.
 
     ``user`` marks a read-only search made for that user (search, chat retrieval): it runs on the replica
     ``core.replicas.read_alias`` picks — one that is healthy and has replayed the user's own last write — or
@@ -25,4 +26,9 @@ def vector_cursor(user: Any = None) -> CursorWrapper:
     raw = connection.connection
     if raw.adapters.types.get("vector") is None:
         register_vector(raw)
-    return connection.cursor()
+    return connection
+
+
+def vector_cursor(user: Any = None) -> CursorWrapper:
+    """A cursor of ``vector_connection(user)``."""
+    return vector_connection(user).cursor()

@@ -60,8 +60,10 @@ def index_name(kind: str, distance: str, space: EmbeddingSpace | int) -> str:
     return f"{storage.partition_name(space)}_ivfflat_{distance}"
 
 
-# Every space's IVFFlat indexes (a regular expression on pg_class.relname): retrieval reads their lists.
-IVFFLAT_REGEX = f"^{storage.PARENT}_s[0-9]+_ivfflat_"
+def ivfflat_name_sql(space_id: str, distance: str) -> str:
+    """``index_name("ivfflat", ...)`` as an SQL expression of the columns ``space_id`` and ``distance``: retrieval
+    reads the lists of the IVFFlat indexes of the spaces and distances it searches (sql.probes_sql)."""
+    return f"'{storage.PARENT}_s' || {space_id} || '_ivfflat_' || {distance}"  # storage.partition_name + ours
 
 
 def ivfflat_lists(rows: int) -> int:

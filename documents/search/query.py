@@ -14,11 +14,10 @@ from typing import Any
 import numpy as np
 import psycopg
 from django.conf import settings
-from django.db import transaction
-from django.db.backends.utils import CursorWrapper
+from django.db.backends.base.base import BaseDatabaseWrapper
 
 from core.text import without_surrogates
-from documents.db import vector_cursor
+from documents.db import vector_connection
 from documents.models import EmbeddingSpace
 from documents.search import sql, tuning
 from documents.search.filters import Filters, UnknownCollection, covered_collections, scoped_predicate
@@ -75,8 +74,8 @@ def search(
     filters = filters or Filters()
     if not query or not user.is_authenticated or k <= 0:
         if filters.collection and user.is_authenticated:
-            with vector_cursor(user) as cursor:  # a missing collection is an error, whatever the query
-                _check_covered(filters, _fetch_together(cursor, [_scope_sql(user, filters, None)])[0])
+            # A missing collection is an error, whatever the query.
+            _check_covered(filters, _fetch_together(vector_connection(user), [_scope_sql(user, filters, None)])[0])
         return []
     k = min(k, 1000)
     limit = k if mode != "hybrid" else max(candidates or settings.RETRIEVAL_CANDIDATES, k)
@@ -84,49 +83,50 @@ def search(
     # Scaled with the index's (cached) row estimate and the rows asked for (tuning.ef_search); iterative scans
     # keep walking the HNSW graph until enough rows pass the filters.
     ef_search = None if mode == "keyword" else min(max(tuning.search_ef(limit), limit), tuning.MAX_EF_SEARCH)
-    with vector_cursor(user) as cursor:  # a replica's, when one has the user's writes (core.replicas)
-        # The first statement finds the collections this search covers (access control) and hands them,
-        # with the search settings, to the statements after it in the same transaction (see _scope_sql).
-        statements = [_scope_sql(user, filters, ef_search)]
-        if mode != "keyword":
-            # Which spaces and distances the covered collections search is only known from the database; the
-            # default space's cosine arm is searched at once (skipped by the server unless a covered collection
-            # searches it), so that the usual search is a single round trip.
-            default = spaces.default()
-            vectors = {default.pk: vector if vector is not None else _embedded(query, default)}
-            statements.append(_vector_sql(filters, limit, vectors[default.pk], default, SPECULATED))
-        if mode != "vector":
-            statements.append(_keyword_sql(query, filters, limit))
-        scope, *results = _fetch_together(cursor, statements)
-        _check_covered(filters, scope)
-        keyword = [_hit(row) for row in results.pop()] if mode != "vector" else []
-        nearest_rows: list[list[Row]] = []
-        if mode != "keyword":
-            arms = [sql.parse_arm(arm) for arm in scope[0][-1]]
-            arms = [(space_id, distance) for space_id, distance in arms if distance in OPERATORS]
-            found = {(default.pk, SPECULATED): results[0]}
+    # A replica's connection, when one has the user's writes (core.replicas).
+    db = vector_connection(user)
+    # The first statement finds the collections this search covers (access control) and hands them,
+    # with the search settings, to the statements after it in the same transaction (see _scope_sql).
+    statements = [_scope_sql(user, filters, ef_search)]
+    if mode != "keyword":
+        # Which spaces and distances the covered collections search is only known from the database; the
+        # default space's cosine arm is searched at once (skipped by the server unless a covered collection
+        # searches it), so that the usual search is a single round trip.
+        default = spaces.default()
+        vectors = {default.pk: vector if vector is not None else _embedded(query, default)}
+        statements.append(_vector_sql(filters, limit, vectors[default.pk], default, SPECULATED))
+    if mode != "vector":
+        statements.append(_keyword_sql(query, filters, limit))
+    scope, *results = _fetch_together(db, statements)
+    _check_covered(filters, scope)
+    keyword = [_hit(row) for row in results.pop()] if mode != "vector" else []
+    nearest_rows: list[list[Row]] = []
+    if mode != "keyword":
+        arms = [sql.parse_arm(arm) for arm in scope[0][-1]]
+        arms = [(space_id, distance) for space_id, distance in arms if distance in OPERATORS]
+        found = {(default.pk, SPECULATED): results[0]}
+        others = [arm for arm in arms if arm not in found]
+        for _ in range(REPLANS):
+            if not others:
+                break
+            by_id = spaces.by_ids([space_id for space_id, _ in others])
+            for space_id, _ in others:  # the query embedded once per space, by that space's own model
+                if space_id not in vectors:
+                    vectors[space_id] = _embedded(query, by_id[space_id])
+            again, *rows = _fetch_together(db, [
+                _scope_sql(user, filters, ef_search),
+                *(_vector_sql(filters, limit, vectors[space_id], by_id[space_id], distance)
+                  for space_id, distance in others),
+            ])
+            found.update(zip(others, rows, strict=True))
+            # A switch or rollback that committed between the two round trips moves collections to other arms:
+            # search those (the arms no longer covered gave no rows), so the answer is never empty or mixed.
+            now = [arm for arm in map(sql.parse_arm, again[0][-1]) if arm[1] in OPERATORS]
+            if now == arms:
+                break
+            arms, found = now, {arm: found[arm] for arm in now if arm in found and arm in others}
             others = [arm for arm in arms if arm not in found]
-            for _ in range(REPLANS):
-                if not others:
-                    break
-                by_id = spaces.by_ids([space_id for space_id, _ in others])
-                for space_id, _ in others:  # the query embedded once per space, by that space's own model
-                    if space_id not in vectors:
-                        vectors[space_id] = _embedded(query, by_id[space_id])
-                again, *rows = _fetch_together(cursor, [
-                    _scope_sql(user, filters, ef_search),
-                    *(_vector_sql(filters, limit, vectors[space_id], by_id[space_id], distance)
-                      for space_id, distance in others),
-                ])
-                found.update(zip(others, rows, strict=True))
-                # A switch or rollback that committed between the two round trips moves collections to other arms:
-                # search those (the arms no longer covered gave no rows), so the answer is never empty or mixed.
-                now = [arm for arm in map(sql.parse_arm, again[0][-1]) if arm[1] in OPERATORS]
-                if now == arms:
-                    break
-                arms, found = now, {arm: found[arm] for arm in now if arm in found and arm in others}
-                others = [arm for arm in arms if arm not in found]
-            nearest_rows = [found.get(arm, []) for arm in arms]
+        nearest_rows = [found.get(arm, []) for arm in arms]
     threshold = settings.RETRIEVAL_MIN_SIMILARITY
     nearest = [_hit(row, relevant=row[-1] >= threshold, similarity=row[-1]) for rows in nearest_rows for row in rows]
     if len(nearest_rows) > 1:  # collections on different spaces or distances: merge on cosine similarity
@@ -163,35 +163,34 @@ def _embedded(query: str, space: EmbeddingSpace) -> np.ndarray:
     return np.asarray(backend_for(space).embed_query(query), dtype=np.float32)
 
 
-def _fetch_together(cursor: CursorWrapper, statements: list[Statement]) -> list[list[Row]]:
+def _fetch_together(db: BaseDatabaseWrapper, statements: list[Statement]) -> list[list[Row]]:
     """The rows of each statement, all sent to the server in one round trip.
 
     A search used to take six round trips (BEGIN, two settings, the distances, the query, COMMIT),
-    each costing about what the HNSW scan itself does on a busy server. Django's psycopg cursors
-    bind parameters on the client (unless OPTIONS sets server_side_binding), so one simple-protocol
-    message can carry every statement. PostgreSQL runs such a message as one implicit transaction,
-    statement after statement (each planned once the one before it has run): the settings of the
-    first (set_config(..., true), i.e. SET LOCAL) last until its last statement (or, in a caller's
-    transaction, until that ends, as they always did). With server-side binding, they run one by one
-    in a transaction instead.
+    each costing about what the HNSW scan itself does on a busy server; then one simple-query message of
+    every statement, bound on the client (the query vector as 384 numbers of text), each parsed and planned
+    again by the server. Now a psycopg pipeline: the statements are bound on the server (the query vector
+    in pgvector's binary form) and sent with the Sync that ends the pipeline, so it is still one round trip.
+    PostgreSQL runs the statements before a Sync as one implicit transaction (or in the caller's), one after
+    the other: the transaction-local settings of the first (set_config(..., true), i.e. SET LOCAL) hold for
+    the ones after it, and end with it. psycopg prepares a statement once it has run on a connection a few times
+    (settings: the databases' prepare_threshold), so it is not parsed again; the scope statement's plan is kept,
+    and it has the others planned again for each search (sql.CUSTOM_PLANS: they depend on the collections).
+
+    Each statement has its own cursor (a pipeline's results go to the cursor that sent them) in Django's
+    wrapper, so that execute wrappers, DEBUG's query log and Django's database errors are as for any query.
     """
-    if _binds_client_side(cursor):
-        cursor.execute("; ".join(text for text, _ in statements),
-                       [param for _, params in statements for param in params])
-        results = [cursor.fetchall()]
-        while cursor.nextset():
-            results.append(cursor.fetchall())
-        return results
-    with transaction.atomic(using=cursor.db.alias):
-        results = []
-        for text, params in statements:
-            cursor.execute(text, params)
-            results.append(cursor.fetchall())
-        return results
-
-
-def _binds_client_side(cursor: CursorWrapper) -> bool:
-    return isinstance(cursor.cursor, psycopg.ClientCursor)
+    wrap = db.make_debug_cursor if db.queries_logged else db.make_cursor
+    # django-stubs types the argument as Django's own wrapper; Django passes the driver's cursor, as here.
+    cursors = [wrap(psycopg.Cursor(db.connection)) for _ in statements]  # type: ignore[arg-type]
+    with db.wrap_database_errors:
+        with db.connection.pipeline():
+            for each, (text, params) in zip(cursors, statements, strict=True):
+                each.execute(text, params)
+        results = [each.fetchall() for each in cursors]
+    for each in cursors:
+        each.close()
+    return results
 
 
 def _scope_sql(user: Any, filters: Filters, ef_search: int | None) -> Statement:

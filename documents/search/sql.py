@@ -7,7 +7,6 @@ literals. The statements are built here and run by ``query``; the predicates the
 
 from __future__ import annotations
 
-from functools import cache
 from typing import Any
 
 import numpy as np
@@ -16,7 +15,7 @@ from django.db import connection
 from django.db.models import Model
 
 from documents.models import Chunk, ChunkVector, Collection, Distance, Document, EmbeddingSpace, TermStat
-from documents.search.indexes import IVFFLAT_REGEX
+from documents.search.indexes import ivfflat_name_sql
 from documents.spaces.storage import vector_expression
 
 
@@ -101,13 +100,21 @@ def scope_statement(covered: str, params: list[Any], ef_search: int | None) -> t
         f"WITH covered AS MATERIALIZED (SELECT g.id, g.active_space_id, g.distance FROM {COLLECTION} g "
         f"WHERE {covered}), "
         "arms AS MATERIALIZED ("
-        "SELECT active_space_id || ':' || distance AS arm, "
+        "SELECT active_space_id, distance, active_space_id || ':' || distance AS arm, "
         "set_config('rag.c' || active_space_id || '_' || distance, array_agg(id)::text, true) "
         "FROM covered WHERE active_space_id IS NOT NULL GROUP BY active_space_id, distance) "
-        f"SELECT {hnsw}set_config('rag.collections', coalesce((SELECT array_agg(id) FROM covered)::text, '{{}}'), "
-        "true), (SELECT count(*) FROM covered), coalesce((SELECT array_agg(arm ORDER BY arm) FROM arms), '{}')",
+        f"SELECT {CUSTOM_PLANS}, {hnsw}"
+        "set_config('rag.collections', coalesce((SELECT array_agg(id) FROM covered)::text, '{}'), true), "
+        "(SELECT count(*) FROM covered), coalesce((SELECT array_agg(arm ORDER BY arm) FROM arms), '{}')",
         params,
     )
+
+
+# The statements after scope_statement() are planned for each search's own covered collections (SCOPE), as if they
+# were written in them, even once psycopg has prepared them (query._fetch_together): a generic plan made for an 80%
+# collection (the HNSW index) would be kept for a 1% one (the collection index and an exact sort), and the other way
+# round. The scope statement itself, planned before this takes effect, is the same plan for every search.
+CUSTOM_PLANS = "set_config('plan_cache_mode', 'force_custom_plan', true)"
 
 
 def parse_arm(arm: str) -> tuple[int, str]:
@@ -117,27 +124,18 @@ def parse_arm(arm: str) -> tuple[int, str]:
 
 
 def probes_sql() -> str:
-    """IVFFLAT_PROBES, or √lists of the IVFFlat index a space has for a distance (documents.search.indexes): read
-    from the catalog in the same statement (one index lookup), so a rebuilt index with other lists is used at
-    once."""
+    """IVFFLAT_PROBES, or √lists of the IVFFlat indexes of the arms searched (scope_statement's ``arms``; an arm
+    has one when `manage.py vector_index --type ivfflat` built it, documents.search.indexes): read from the
+    catalog in the same statement, each index by its name (not by a pattern over every relation, which cost a
+    tenth of a millisecond a search at 20k rows), so that a rebuilt index with other lists is used at once."""
     if settings.IVFFLAT_PROBES > 0:
         return f"'{int(settings.IVFFLAT_PROBES)}'"
+    index = ivfflat_name_sql("a.active_space_id", "a.distance")
     return (
         "coalesce((SELECT greatest(1, round(sqrt(max(substring(o FROM '^lists=(\\d+)$')::int))))::int::text "
-        f"FROM pg_class r, unnest(r.reloptions) o WHERE r.relname ~ '{IVFFLAT_REGEX}' AND o LIKE 'lists=%%'), "
-        "'1')"
+        f"FROM arms a, pg_class r, unnest(r.reloptions) o WHERE r.oid = to_regclass({index}) "
+        "AND o LIKE 'lists=%%'), '1')"
     )
-
-
-@cache
-def _literal_format(dimensions: int) -> str:
-    return "[" + ",".join(["%.9g"] * dimensions) + "]"
-
-
-def vector_literal(vector: np.ndarray) -> str:
-    # Nine significant digits give back every float32 exactly; formatting a tuple of Python floats at
-    # once is several times faster than repr() of each (17 digits) and sends 35% fewer bytes.
-    return _literal_format(vector.shape[0]) % tuple(vector.tolist())
 
 
 def vector_statement(
@@ -152,7 +150,9 @@ def vector_statement(
     searches this arm, the index is never opened. relaxed_order may return rows out of order: re-sort the
     materialised candidates ("+ 0": PostgreSQL 17+ would otherwise trust the CTE's order and skip the sort, as
     pgvector's README warns). ORDER BY the output column sends the query vector once; the index is used the same.
-    The chunks' text is read for the ``limit`` found only.
+    The chunks' text is read for the ``limit`` found only, their documents' titles by a subquery each (no join
+    order to plan). The vector goes as a parameter in pgvector's binary form (query._fetch_together binds on the
+    server), not as text the server parses.
     """
     distance = Distance(distance).value  # from a fixed table, never from input
     operator, dimensions = OPERATORS[distance], int(space.dimensions)
@@ -169,11 +169,12 @@ def vector_statement(
             ORDER BY gap
             LIMIT %s
         )
-        SELECT n.chunk_id, n.document_id, d.title, c.page, c.heading, c.text, {similarity}
-        FROM nearest n JOIN {CHUNK} c ON c.id = n.chunk_id JOIN {DOCUMENT} d ON d.id = n.document_id
+        SELECT n.chunk_id, n.document_id, (SELECT d.title FROM {DOCUMENT} d WHERE d.id = n.document_id),
+               c.page, c.heading, c.text, {similarity}
+        FROM nearest n JOIN {CHUNK} c ON c.id = n.chunk_id
         ORDER BY n.gap + 0
         """,
-        [vector_literal(vector), *params, limit],
+        [vector, *params, limit],
     )
 
 

@@ -290,7 +290,8 @@ def test_a_new_document_is_found_at_once_by_its_uploader_while_others_search_the
     hits = search(user=bob, query="lighthouse coast", k=5)
     assert hits and hits[0].document_id == lighthouse.pk
     last = replica.value("SELECT query FROM pg_stat_activity WHERE pid = %s", (pid,))
-    assert "active_space_id" in last and "rag.c" in last, last  # the search's scope (its text is cut at 1 kB)
+    # The search's last statement, its keyword arm, which reads the covered collections the scope statement set.
+    assert "current_setting('rag.collections')" in last, last
 
     # Once the replica has replayed her document, Alice's searches go there too, and find it there.
     wait_for_replay(replica, replicas.written_position(user.pk))
@@ -361,7 +362,7 @@ def test_the_replica_searches_with_its_hnsw_index_and_finds_the_primarys_top_10(
     with vector_cursor(user) as cursor:
         assert cursor.db.alias == ALIAS
         _, _, plan = retrieval._fetch_together(
-            cursor,
+            cursor.db,
             [
                 ("SELECT set_config('enable_seqscan', 'off', true), set_config('enable_sort', 'off', true)", []),
                 scope,

@@ -73,8 +73,7 @@ def test_ivfflat_replaces_hnsw_and_searches_probe_the_square_root_of_its_lists(u
     # The search's own first statement sets the probes, read from the index (√16), for the statements after it.
     statements = [retrieval._scope_sql(user, retrieval.Filters(), 100),
                   ("SELECT current_setting('ivfflat.probes'), current_setting('ivfflat.iterative_scan')", [])]
-    with connection.cursor() as cursor:
-        _, settings_seen = retrieval._fetch_together(cursor, statements)
+    _, settings_seen = retrieval._fetch_together(connection, statements)
     assert settings_seen == [("4", "relaxed_order")]
 
     # The statement search() sends is served by the IVFFlat index.
@@ -84,7 +83,7 @@ def test_ivfflat_replaces_hnsw_and_searches_probe_the_square_root_of_its_lists(u
     with connection.cursor() as cursor:
         cursor.execute("SET enable_seqscan = off")  # 1,200 rows: the planner would rather read them all
         vector_sql, params = retrieval._vector_sql(retrieval.Filters(), 10, query, default_space(), "cosine")
-        plan = retrieval._fetch_together(cursor, [retrieval._scope_sql(user, retrieval.Filters(), 100),
+        plan = retrieval._fetch_together(cursor.db, [retrieval._scope_sql(user, retrieval.Filters(), 100),
                                                   ("EXPLAIN " + vector_sql, params)])[1]
         cursor.execute("RESET enable_seqscan")
     assert any(f"Index Scan using {ivfflat('cosine')}" in row[0] for row in plan), plan
@@ -133,7 +132,7 @@ def test_at_a_few_thousand_vectors_search_uses_the_spaces_hnsw_index_and_filtere
     query = vectors[11]
     vector_sql, params = retrieval._vector_sql(retrieval.Filters(), 10, query, default_space(), "cosine")
     with connection.cursor() as cursor:
-        _, plan = retrieval._fetch_together(cursor, [retrieval._scope_sql(user, retrieval.Filters(), 100),
+        _, plan = retrieval._fetch_together(cursor.db, [retrieval._scope_sql(user, retrieval.Filters(), 100),
                                                      ("EXPLAIN " + vector_sql, params)])
     plan = "\n".join(row[0] for row in plan)
     assert f"Index Scan using {hnsw('cosine')}" in plan, plan

@@ -2,8 +2,9 @@
 
 from datetime import date
 
+import psycopg
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 
 from documents.db import vector_cursor
 from documents.models import Chunk, ChunkVector, Collection, Document, EmbeddingSpace
@@ -124,12 +125,7 @@ def test_unrelated_question_is_not_marked_relevant(user, library):
 
 
 def statements_sent(run) -> list[tuple[str, list]]:
-    """Each statement ``run()`` sends to PostgreSQL, in order, with its own parameters.
-
-    search() sends a round trip's statements as one message: their SQL joined with "; " and their
-    parameters in one list (retrieval._fetch_together); with server-side binding, one by one. None of
-    retrieval's statements holds a ";" or a literal "%" of its own, so each is cut back out exactly.
-    """
+    """Each statement ``run()`` sends to PostgreSQL, in order, with its own parameters."""
     sent = []
 
     def record(execute, sql, params, many, context):
@@ -138,13 +134,28 @@ def statements_sent(run) -> list[tuple[str, list]]:
 
     with connection.execute_wrapper(record):
         run()
-    statements = []
-    for message, params in sent:
-        for sql in message.split("; "):
-            statements.append((sql, params[: sql.count("%s")]))
-            params = params[sql.count("%s"):]
-        assert not params, "parameters left over: a statement was not cut out right"
-    return statements
+    return sent
+
+
+def round_trips(run, monkeypatch) -> int:
+    """How many times ``run()`` waits for PostgreSQL's answer: once for each statement sent on its own, once for
+    each psycopg pipeline (its statements go with the Sync that ends it: retrieval._fetch_together)."""
+    trips = []
+    pipeline = psycopg.Connection.pipeline
+
+    def counted(self):
+        trips.append("pipeline")
+        return pipeline(self)
+
+    def record(execute, sql, params, many, context):
+        if context["connection"].connection.pgconn.pipeline_status == psycopg.pq.PipelineStatus.OFF:
+            trips.append(sql)
+        return execute(sql, params, many, context)
+
+    with monkeypatch.context() as patched, connection.execute_wrapper(record):
+        patched.setattr(psycopg.Connection, "pipeline", counted)
+        run()
+    return len(trips)
 
 
 @pytest.mark.parametrize("distance", ["cosine", "l2", "ip"])
@@ -164,14 +175,14 @@ def test_the_vector_statement_search_sends_is_served_by_the_distances_hnsw_index
     scope = next(s for s in reversed(statements[:at]) if "set_config('rag.collections'" in s[0])
     sql, params = statements[at]
     with vector_cursor() as cursor:
-        # The same statements, sent the same way (one message, so one transaction, with the scope first),
+        # The same statements, sent the same way (one pipeline, so one transaction, with the scope first),
         # the vector one EXPLAINed. On this tiny table a sort of all rows is cheapest, so sorts (and
         # sequential scans) are forbidden, as the hand-written EXPLAIN this test replaces did: the HNSW
         # index is then the only way to the statement's ORDER BY ... LIMIT, and the test fails if the
         # SQL cannot use it (operator, partial index predicate, order). The outer re-sort is disabled
         # in every plan alike. Whether the planner prefers the index at scale (it does from about 5,000
         # chunks here) is for the benchmarks, which check the plan at 100k rows.
-        _, _, plan, [(iterative_scan, ef_search)] = retrieval._fetch_together(cursor, [
+        _, _, plan, [(iterative_scan, ef_search)] = retrieval._fetch_together(cursor.db, [
             ("SELECT set_config('enable_seqscan', 'off', true), set_config('enable_sort', 'off', true)", []),
             scope,
             (f"EXPLAIN {sql}", params),
@@ -240,22 +251,19 @@ def test_a_query_vector_of_the_wrong_size_is_refused(user, library):
 
 
 @pytest.mark.parametrize("mode", retrieval.MODES)
-def test_a_search_is_one_round_trip(mode, user, library):
-    from django.test.utils import CaptureQueriesContext
-
-    with CaptureQueriesContext(connection) as queries:
-        assert search(user=user, query="vacation days", k=3, mode=mode)
-    assert len(queries) == 1  # the settings, the distances and every query, sent at once
+def test_a_search_is_one_round_trip(mode, user, library, monkeypatch):
+    hits = []
+    trips = round_trips(lambda: hits.extend(search(user=user, query="vacation days", k=3, mode=mode)), monkeypatch)
+    assert hits and trips == 1  # the settings, the distances and every query, sent at once
 
 
-def test_collections_of_other_distances_take_a_second_round_trip(user, collection, library):
-    from django.test.utils import CaptureQueriesContext
-
+def test_collections_of_other_distances_take_a_second_round_trip(user, collection, library, monkeypatch):
     euclid = Collection.objects.create(name="Euclid", owner=user, distance="l2")
     add(user, euclid, "contract", "Contractors receive ten vacation days per year.")
-    with CaptureQueriesContext(connection) as queries:
-        hits = search(user=user, query="vacation days", k=10, mode="hybrid")
-    assert len(queries) == 2
+    hits = []
+    trips = round_trips(lambda: hits.extend(search(user=user, query="vacation days", k=10, mode="hybrid")),
+                        monkeypatch)
+    assert trips == 2
     assert {library["vacation"].pk, Document.objects.get(title="contract").pk} <= {h.document_id for h in hits}
 
 
@@ -268,12 +276,16 @@ def test_a_collection_without_the_default_distance_is_searched_in_its_own_index(
     assert search(user=user, query="vacation days", k=2, mode="vector") == []
 
 
+@pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("mode", retrieval.MODES)
-def test_server_side_binding_runs_the_statements_one_by_one_with_the_same_hits(mode, user, library, monkeypatch):
+def test_a_search_finds_the_same_in_autocommit_as_in_the_callers_transaction(mode, user, collection):
+    for name, text in TEXTS.items():
+        add(user, collection, name, text)
     question = "How many vacation days do employees get?"
-    expected = search(user=user, query=question, k=4, mode=mode)
-    monkeypatch.setattr(retrieval, "_binds_client_side", lambda cursor: False)
-    assert search(user=user, query=question, k=4, mode=mode) == expected
+    alone = search(user=user, query=question, k=4, mode=mode)  # the pipeline's own implicit transaction
+    with transaction.atomic():
+        inside = search(user=user, query=question, k=4, mode=mode)
+    assert alone and alone == inside
 
 
 @pytest.mark.django_db(transaction=True)

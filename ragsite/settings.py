@@ -169,7 +169,10 @@ DATABASES["default"].setdefault("OPTIONS", {})  # dj-database-url leaves it out 
 # default, None, never does). Django's own queries are bound on the client and never prepared; the search's are
 # bound on the server (documents.search.query._fetch_together), and its first statement is then neither parsed
 # nor planned again: a quarter of a millisecond of each search at 20k chunks (bench/search.py).
-DATABASES["default"]["OPTIONS"].setdefault("prepare_threshold", 5)
+# DATABASE_PREPARE_THRESHOLD=0: never prepare, for a pooler that cannot keep prepared statements (PgBouncer in
+# transaction mode before 1.21, or without max_prepared_statements); searches are then parsed every time.
+DATABASE_PREPARE_THRESHOLD = env_int("DATABASE_PREPARE_THRESHOLD", 5)
+DATABASES["default"]["OPTIONS"].setdefault("prepare_threshold", DATABASE_PREPARE_THRESHOLD or None)
 if DATABASE_POOL:
     DATABASES["default"]["OPTIONS"]["pool"] = {
         # A request waits at most `timeout` seconds for a connection, then gets a clear 503

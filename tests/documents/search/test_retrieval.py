@@ -289,6 +289,34 @@ def test_a_search_finds_the_same_in_autocommit_as_in_the_callers_transaction(mod
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("mode", retrieval.MODES)
+def test_a_connection_that_never_prepares_finds_the_same(mode, user, collection, settings):
+    # DATABASE_PREPARE_THRESHOLD=0 (a pooler that cannot keep prepared statements): nothing is prepared on the
+    # server, every search is parsed again, and the hits are the same.
+    assert settings.DATABASES["default"]["OPTIONS"]["prepare_threshold"] == settings.DATABASE_PREPARE_THRESHOLD
+    for name, text in TEXTS.items():
+        add(user, collection, name, text)
+    question = "How many vacation days do employees get?"
+
+    def searches_and_prepared(threshold):
+        connection.close()
+        connection.settings_dict["OPTIONS"]["prepare_threshold"] = threshold
+        hits = [search(user=user, query=question, k=4, mode=mode) for _ in range(8)]  # past the threshold
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM pg_prepared_statements")
+            return hits, cursor.fetchone()[0]
+
+    try:
+        prepared, statements = searches_and_prepared(settings.DATABASE_PREPARE_THRESHOLD)
+        unprepared, none = searches_and_prepared(None)
+    finally:
+        connection.close()
+        connection.settings_dict["OPTIONS"]["prepare_threshold"] = settings.DATABASE_PREPARE_THRESHOLD
+    assert statements > 0 and none == 0
+    assert prepared[0] and all(hits == prepared[0] for hits in prepared + unprepared)
+
+
+@pytest.mark.django_db(transaction=True)
 def test_search_settings_do_not_outlive_the_search(user, collection):
     add(user, collection, "vacation", TEXTS["vacation"])
     with connection.cursor() as cursor:

@@ -33,11 +33,15 @@ def test_database_replica_urls_make_mirrored_aliases_the_router_and_the_middlewa
     urls = "postgresql://app:pw@10.0.0.2:5432/rag, postgresql://app:pw@10.0.0.3/rag?connect_timeout=5"
     aliases, replica, routers, middleware = routing_settings(tmp_path, DATABASE_REPLICA_URLS=urls)
     assert aliases == ["replica_1", "replica_2"]
-    assert replica["replica_1"][:4] == ["10.0.0.2", 5432, "rag", {"connect_timeout": 2}]
+    assert replica["replica_1"][:4] == ["10.0.0.2", 5432, "rag", {"connect_timeout": 2, "prepare_threshold": 5}]
     # A mirror in tests: the replica's copy of the test database is read, never created or flushed there.
     assert replica["replica_1"][4]["MIRROR"] == "default"
-    assert replica["replica_2"][0] == "10.0.0.3" and replica["replica_2"][3] == {"connect_timeout": 5}  # the URL's
+    assert replica["replica_2"][0] == "10.0.0.3"
+    assert replica["replica_2"][3] == {"connect_timeout": 5, "prepare_threshold": 5}  # the URL's timeout
     assert routers == ["core.replicas.ReplicaRouter"] and middleware is True
+    # Behind a pooler that cannot keep prepared statements, neither the primary nor a replica prepares any.
+    _, replica, _, _ = routing_settings(tmp_path, DATABASE_REPLICA_URLS=urls, DATABASE_PREPARE_THRESHOLD="0")
+    assert replica["replica_1"][3]["prepare_threshold"] is None
 
 
 def test_without_replica_urls_there_is_no_alias_router_or_middleware(tmp_path):

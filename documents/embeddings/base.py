@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -20,9 +20,17 @@ class EmbeddingBackend:
     model_name: str
     dimensions: int
     max_batch: int = MAX_BATCH
+    # A backend that batches by tokens itself (the local model) is given a whole document in one call
+    # (``embed_with_progress``): requests of EMBEDDING_BATCH_SIZE texts cut its token batches short at every
+    # request's end, and sorted it only within each request (bench/ingest_speed.py).
+    batches_by_tokens: bool = False
 
     def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
         raise NotImplementedError(f"{type(self).__name__} must implement embed_documents(texts)")
+
+    def embed_with_progress(self, texts: Sequence[str], on_rows: Callable[[int], None] | None) -> np.ndarray:
+        """``embed_documents``, calling ``on_rows(rows done)`` as it goes (a backend that ``batches_by_tokens``)."""
+        raise NotImplementedError(f"{type(self).__name__} does not batch by tokens")
 
     def embed_query(self, text: str) -> np.ndarray:
         return self.embed_documents([text])[0]

@@ -39,8 +39,15 @@ def embed_in_batches(
     16% of the tokens padding on the chunks of 300 SciFact abstracts run together, against 4% sorted across them.
     Characters stand for tokens here (the local backend sorts each request by its tokens again).
     """
-    size = max(1, min(batch_size or settings.EMBEDDING_BATCH_SIZE, backend.max_batch, MAX_BATCH))
     total = len(texts)
+    if backend.batches_by_tokens and total:
+        # The whole call at once: sorted by exact tokens over all of it, no batch cut short at a request's end
+        # (one call and requests of 64 texts, same process, interleaved: 26.2 vs 29.3 CPU seconds for 350 chunks).
+        whole = backend.embed_with_progress(texts, None if on_batch is None else lambda done: on_batch(done, total))
+        if whole.shape != (total, backend.dimensions):
+            raise EmbeddingError(detail="The embedding model returned a malformed answer.")
+        return whole
+    size = max(1, min(batch_size or settings.EMBEDDING_BATCH_SIZE, backend.max_batch, MAX_BATCH))
     order = sorted(range(total), key=lambda index: len(texts[index]))
     vectors: np.ndarray | None = None
     for start in range(0, total, size):

@@ -10,7 +10,7 @@ import ctypes
 import hashlib
 import importlib.util
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import cache
 from pathlib import Path
 
@@ -148,7 +148,12 @@ class LocalModelBackend(EmbeddingBackend):
         self.dimensions = int(self.session.get_outputs()[0].shape[-1])
         self.batch_tokens = max(batch_tokens, LOCAL_MODEL_MAX_TOKENS)
 
+    batches_by_tokens = True
+
     def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
+        return self.embed_with_progress(texts, None)
+
+    def embed_with_progress(self, texts: Sequence[str], on_rows: Callable[[int], None] | None) -> np.ndarray:
         encodings = self.tokenizer.encode_batch([tokenizable(text) for text in texts])
         lengths = [len(encoding.ids) for encoding in encodings]
         order = sorted(range(len(texts)), key=lengths.__getitem__)
@@ -171,4 +176,6 @@ class LocalModelBackend(EmbeddingBackend):
             weights = mask[:, :, None].astype(np.float32)
             vectors[rows] = (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1.0)
             start = end
+            if on_rows is not None:
+                on_rows(end)
         return _normalise(vectors)

@@ -294,6 +294,20 @@ def test_local_model_batches_are_bounded_by_padded_tokens_and_keep_the_input_ord
     np.testing.assert_allclose(whole[:8], single, atol=1e-5)
 
 
+def test_the_local_model_takes_a_whole_document_in_one_call_and_reports_each_token_batch(local_model, monkeypatch):
+    # Requests of EMBEDDING_BATCH_SIZE texts would cut its token batches short at each request's end.
+    texts = [("word " * length).strip() for length in (300, 3, 120, 40, 7, 250, 1, 90) * 10]
+    calls, reports = [], []
+    whole = local_model.embed_documents(texts)
+    embed = local_model.embed_with_progress
+    monkeypatch.setattr(local_model, "embed_with_progress", lambda t, on: calls.append(len(t)) or embed(t, on))
+    vectors = embeddings.embed_in_batches(local_model, texts, batch_size=4,
+                                          on_batch=lambda done, total: reports.append((done, total)))
+    assert calls == [len(texts)]  # not 20 requests of 4
+    np.testing.assert_allclose(vectors, whole, atol=1e-5)
+    assert len(reports) > 1 and reports == sorted(reports) and reports[-1] == (len(texts), len(texts))
+
+
 def test_local_model_embeds_a_lone_surrogate_and_an_empty_text(local_model):
     vectors = local_model.embed_documents(["a question \ud800 with a lone surrogate", ""])
     assert vectors.shape == (2, 384) and np.isfinite(vectors).all()

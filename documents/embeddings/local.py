@@ -154,8 +154,11 @@ class LocalModelBackend(EmbeddingBackend):
         return self.embed_with_progress(texts, None)
 
     def embed_with_progress(self, texts: Sequence[str], on_rows: Callable[[int], None] | None) -> np.ndarray:
-        encodings = self.tokenizer.encode_batch([tokenizable(text) for text in texts])
-        lengths = [len(encoding.ids) for encoding in encodings]
+        # Only the token ids are kept (8 bytes a token): a tokenizer's encodings also hold every token's string and
+        # offsets, tens of kilobytes a chunk, for the whole document at once.
+        token_ids = [np.asarray(encoding.ids, dtype=np.int64)
+                     for encoding in self.tokenizer.encode_batch([tokenizable(text) for text in texts])]
+        lengths = [len(ids) for ids in token_ids]
         order = sorted(range(len(texts)), key=lengths.__getitem__)
         vectors = np.zeros((len(texts), self.dimensions), dtype=np.float32)
         start = 0
@@ -168,7 +171,7 @@ class LocalModelBackend(EmbeddingBackend):
             ids = np.zeros((len(rows), lengths[rows[-1]]), dtype=np.int64)
             mask = np.zeros_like(ids)
             for row, index in enumerate(rows):
-                ids[row, : lengths[index]] = encodings[index].ids
+                ids[row, : lengths[index]] = token_ids[index]
                 mask[row, : lengths[index]] = 1
             hidden = self.session.run(
                 None, {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}

@@ -174,6 +174,18 @@ def ingest_speed(run: Run) -> tuple[str, bool]:
     return text, ratio >= 0.9 and peak <= 600
 
 
+def million(run: Run) -> tuple[str, bool]:
+    rule, faiss = run.find({"setting": "auto (rule)"}), run.find({"setting": "FAISS"})
+    if not rule:
+        raise LookupError("no row for the rule")
+    recall, p95 = number(rule["recall@10"]), number(rule["p95 ms"])
+    text = (f"the rule's ef_search {rule['ef_search']}: recall@10 {rule['recall@10']}, "
+            f"p50 {rule['p50 ms']} / p95 {p95:.2f} ms")
+    if faiss:
+        text += f"; FAISS HNSW at that recall {faiss['p50 ms']} / {faiss['p95 ms']} ms"
+    return text, recall >= 0.95 and p95 < 10
+
+
 GOALS: list[tuple[str, str, Check]] = [
     ("store ≥ 0.8× raw binary COPY of the same searchable state, faster than langchain-postgres",
      r"^Storing [\d,]+ chunks: .*\(bench/ingest_store\.py\)", store),
@@ -186,6 +198,8 @@ GOALS: list[tuple[str, str, Check]] = [
      times_sql("(b) service", 1.5)),
     ("(c) HTTP API ≤ 3× bare SQL (100k)", r"^Vector search side by side: synthetic clustered \(100,000\)",
      times_sql("(c) HTTP API", 3.0)),
+    ("1M vectors: recall@10 ≥ 0.95 at p95 < 10 ms, ef_search chosen by the rule",
+     r"^ef_search: the scale-aware rule vs fixed, and FAISS \(1,000,000", million),
     ("filtered (1% collection): all k at recall ≥ 0.95", r"^Filtered vector search", filtered),
     ("hybrid over 100k chunks, unfiltered: p50 ≤ 10 ms", r"^(Filtered vector search|Keyword arm before and after)",
      hybrid_unfiltered),

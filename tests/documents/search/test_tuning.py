@@ -21,32 +21,42 @@ def auto(settings):
 
 
 @pytest.mark.parametrize(
-    ("rows", "k", "expected"),
+    ("rows", "k", "m", "expected"),
     [
-        (0, 10, 100),
-        (10_000, 10, 100),
-        (100_000, 10, 100),
-        (1_000_000, 10, 317),
-        (10_000_000, 10, 1000),
-        (10_000, 50, 100),
-        (100_000, 50, 100),
-        (1_000_000, 50, 317),
-        (10_000, 80, 160),
-        (10_000, 1000, 1000),
+        (0, 10, 16, 100),
+        (10_000, 10, 16, 100),
+        (100_000, 10, 16, 100),
+        (1_000_000, 10, 16, 317),
+        (10_000_000, 10, 16, 1000),
+        (10_000, 50, 16, 100),
+        (100_000, 50, 16, 100),
+        (1_000_000, 50, 16, 317),
+        (10_000, 80, 16, 160),
+        (10_000, 1000, 16, 1000),
+        # the denser graphs vector_index builds for large spaces (build_parameters) need a narrower search
+        (1_000_000, 10, 24, 141),
+        (10_000_000, 10, 32, 250),
+        (100_000, 10, 24, 100),  # never below the base
+        (1_000_000, 100, 24, 200),  # nor below 2k
+        (1_000_000, 10, 8, 317),  # a sparser graph than the reference gets the reference's width
     ],
 )
-def test_ef_search_at_each_scale(rows, k, expected):
-    assert tuning.ef_search(rows, k) == expected
+def test_ef_search_at_each_scale(rows, k, m, expected):
+    assert tuning.ef_search(rows, k, m) == expected
 
 
-def test_ef_search_never_falls_as_rows_or_k_grow():
+def test_ef_search_never_falls_as_rows_or_k_grow_nor_rises_with_m():
     sizes = [0, 1_000, 50_000, 100_000, 200_000, 500_000, 1_000_000, 3_000_000, 10_000_000, 100_000_000]
-    for k in (1, 10, 50, 200, 1000):
-        chosen = [tuning.ef_search(rows, k) for rows in sizes]
-        assert chosen == sorted(chosen) and all(k <= ef <= 1000 for ef in chosen)
+    for m in (16, 24, 32):
+        for k in (1, 10, 50, 200, 1000):
+            chosen = [tuning.ef_search(rows, k, m) for rows in sizes]
+            assert chosen == sorted(chosen) and all(k <= ef <= 1000 for ef in chosen)
+        for rows in sizes:
+            chosen = [tuning.ef_search(rows, k, m) for k in (1, 10, 50, 100, 300, 600)]
+            assert chosen == sorted(chosen)
     for rows in sizes:
-        chosen = [tuning.ef_search(rows, k) for k in (1, 10, 50, 100, 300, 600)]
-        assert chosen == sorted(chosen)
+        chosen = [tuning.ef_search(rows, 10, m) for m in (4, 16, 24, 32, 48)]
+        assert chosen == sorted(chosen, reverse=True)
 
 
 def test_settings_override_the_rule(settings):
@@ -99,7 +109,10 @@ def test_the_estimate_is_cached_and_a_rebuild_forgets_it(user, collection):
     assert before != 30 and tuning.estimated_rows() == before  # cached for ROWS_TTL_SECONDS
     call_command("vector_index", "--distance", "cosine")  # rebuilds with the size's m / ef_construction, analyses
     assert vector_indexes("cosine") == {hnsw("cosine"): "hnsw"}
-    assert tuning.estimated_rows() == 30
+    assert (tuning.estimated_rows(), tuning.estimated_m()) == (30, 16)
     with connection.cursor() as cursor:
         cursor.execute("SELECT reloptions FROM pg_class WHERE relname = %s", [hnsw("cosine")])
         assert sorted(cursor.fetchone()[0]) == ["ef_construction=64", "m=16"]
+    call_command("vector_index", "--distance", "cosine", "--m", "24", "--ef-construction", "80")  # as at 1M rows
+    assert (tuning.estimated_rows(), tuning.estimated_m()) == (30, 24)
+    assert tuning.read_estimated_index() == (30, 24)

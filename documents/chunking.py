@@ -45,8 +45,12 @@ def embedding_text(heading: str, text: str) -> str:
     return f"{heading}\n{text}" if heading else text
 
 
+@lru_cache(maxsize=8192)
 def count_tokens(text: str) -> int:
-    """Word pieces of the embedding model's tokenizer, without [CLS] and [SEP]."""
+    """Word pieces of the embedding model's tokenizer, without [CLS] and [SEP].
+
+    Cached: the splitter counts every word and separator it merges (128k counts for the 693 chunks of 300
+    SciFact abstracts, most of them of words seen before), which was 1.0 s of the document's chunking."""
     return len(embeddings.local_tokenizer().encode(embeddings.tokenizable(text), add_special_tokens=False).ids)
 
 

@@ -30,3 +30,8 @@ class LookupBackend(embeddings.EmbeddingBackend):
 _table = np.load(os.environ["BENCH_QUERY_VECTORS"])
 _backend = LookupBackend(os.environ["BENCH_MODEL_NAME"], _table["texts"].tolist(), _table["vectors"])
 embeddings.build_backend = lambda *args, **kwargs: _backend
+
+# bench/request_path.py: the former one-hop handler (bench/_asgi_custom.py) on the same settings and lookup backend.
+from _asgi_custom import SyncMiddlewareASGIHandler  # noqa: E402
+
+one_hop = SyncMiddlewareASGIHandler()

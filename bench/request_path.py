@@ -85,6 +85,7 @@ def main() -> None:
     os.environ["BENCH_QUERY_VECTORS"] = str(folder / "queries.npz")
     os.environ["BENCH_MODEL_NAME"] = embeddings.get_backend().model_name
     import _search_server  # noqa: F401  (this process looks query vectors up too, for (c-in))
+
     from ragsite.asgi import application
 
     servers = {name: _start(app, folder) for name, app in (("stock", "_search_server:application"),
@@ -182,8 +183,8 @@ def _seams(call, count: int) -> dict[str, list[float]]:
         return wrapper
 
     originals = (operation.Operation.run, BearerToken.authenticate, retrieval.search)
-    operation.Operation.run = timed("view", originals[0])
-    BearerToken.authenticate = timed("token", originals[1])
+    operation.Operation.run = timed("view", originals[0])  # type: ignore[method-assign]
+    BearerToken.authenticate = timed("token", originals[1])  # type: ignore[method-assign]
     retrieval.search = timed("search", originals[2])
     parts: dict[str, list[float]] = {seam: [] for seam in SEAMS}
     try:
@@ -198,7 +199,7 @@ def _seams(call, count: int) -> dict[str, list[float]]:
             parts["search()"].append(search)
             parts["after the view"].append(ended - marks["view1"])
     finally:
-        operation.Operation.run, BearerToken.authenticate, retrieval.search = originals
+        operation.Operation.run, BearerToken.authenticate, retrieval.search = originals  # type: ignore[method-assign]
     return parts
 
 

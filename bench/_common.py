@@ -8,9 +8,13 @@ of ``make run``. Shared data is found through ``RAG_SHARED_DIR`` (default ``../s
 from __future__ import annotations
 
 import datetime
+import http.client
 import os
 import platform
+import socket
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -151,3 +155,33 @@ def database_url(database: str) -> str:
 
         base = embedded_database_url(Path(os.environ.get("RAG_VAR_DIR", ROOT / "var")))
     return _with_database(base, database)
+
+
+def serve_uvicorn(app: str, log_path: Path, env: dict | None = None, headers: dict | None = None,
+                  extra: tuple[str, ...] = ()) -> tuple[subprocess.Popen, int]:
+    """uvicorn serving ``app`` (``module:attribute`` of bench/) on a free loopback port, as ``make run`` serves the
+    product (httptools + uvloop, picked up by uvicorn itself); returns (process, port) once GET
+    /api/v1/openapi.json answers 200. Its output goes to ``log_path``."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    log = open(log_path, "w")  # closed when the process ends
+    server = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", app, "--app-dir", str(ROOT / "bench"), "--host", "127.0.0.1",
+         "--port", str(port), "--no-access-log", "--timeout-graceful-shutdown", "5", *extra],
+        cwd=ROOT, env=env if env is not None else dict(os.environ), stdout=log, stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"uvicorn ({app}) exited ({server.returncode}); see {log.name}")
+        try:
+            client = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            client.request("GET", "/api/v1/openapi.json", headers=headers or {})
+            if client.getresponse().status == 200:
+                client.close()
+                return server, port
+        except OSError:
+            time.sleep(0.3)
+    server.terminate()
+    raise RuntimeError(f"uvicorn ({app}) did not answer within 90 s; see {log.name}")

@@ -18,10 +18,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -35,33 +33,12 @@ REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/7")  # tas
 APPS = ("stock", "custom")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _serve(app: str, env: dict, folder: Path) -> tuple[subprocess.Popen, str]:
-    port = _free_port()
-    log = open(folder / f"uvicorn-{app}.log", "w")  # closed when the process ends
-    server = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", f"_asgi_apps:{app}", "--app-dir", str(_common.ROOT / "bench"),
-         "--host", "127.0.0.1", "--port", str(port), "--http", "httptools", "--loop", "uvloop",
-         "--no-access-log", "--log-level", "warning", "--timeout-graceful-shutdown", "5"],
-        cwd=_common.ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+    server, port = _common.serve_uvicorn(
+        f"_asgi_apps:{app}", folder / f"uvicorn-{app}.log", env,
+        extra=("--http", "httptools", "--loop", "uvloop", "--log-level", "warning"),
     )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"uvicorn ({app}) exited ({server.returncode}); see {log.name}")
-        try:
-            if httpx.get(f"{base}/api/v1/openapi.json", timeout=5).status_code == 200:
-                return server, base
-        except httpx.HTTPError:
-            time.sleep(0.3)
-    server.terminate()
-    raise RuntimeError(f"uvicorn ({app}) did not answer within 90 s; see {log.name}")
+    return server, f"http://127.0.0.1:{port}"
 
 
 def _percentile(values: list[float], q: float) -> float:

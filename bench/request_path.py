@@ -88,8 +88,8 @@ def main() -> None:
 
     from ragsite.asgi import application
 
-    servers = {name: _start(app, folder) for name, app in (("stock", "_search_server:application"),
-                                                             ("one hop", "_search_server:one_hop"))}
+    servers = {name: _common.serve_uvicorn(app, folder / f"uvicorn-{name}.log")
+               for name, app in (("stock", "_search_server:application"), ("one hop", "_search_server:one_hop"))}
     try:
         sql = _raw_connection()
         bare = _data.bare_sql(space)
@@ -243,36 +243,6 @@ def _raw_connection():
     register_vector(conn)
     conn.execute(f"SET hnsw.ef_search = {EF_SEARCH}")
     return conn
-
-
-def _start(app: str, folder: Path):
-    """uvicorn serving ``app`` (a module of bench/), as ``make run`` serves the product."""
-    import socket
-    import subprocess
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    log = open(folder / f"uvicorn-{port}.log", "w")  # closed when the process ends
-    server = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", app, "--app-dir", str(_common.ROOT / "bench"), "--host", "127.0.0.1",
-         "--port", str(port), "--no-access-log", "--timeout-graceful-shutdown", "5"],
-        cwd=_common.ROOT, env=dict(os.environ), stdout=log, stderr=subprocess.STDOUT,
-    )
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"uvicorn exited ({server.returncode}); see {log.name}")
-        try:
-            client = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-            client.request("GET", "/api/v1/openapi.json")
-            if client.getresponse().status == 200:
-                client.close()
-                return server, port
-        except OSError:
-            time.sleep(0.3)
-    server.terminate()
-    raise RuntimeError(f"uvicorn did not answer within 90 s; see {log.name}")
 
 
 if __name__ == "__main__":

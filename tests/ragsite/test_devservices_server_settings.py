@@ -10,7 +10,14 @@ import psutil
 import psycopg
 import pytest
 
-from ragsite.devservices import _psql_value, configure_embedded_server, shared_buffers_mb, stop_embedded_database
+import ragsite.devservices as devservices
+from ragsite.devservices import (
+    _psql_value,
+    configure_embedded_server,
+    machine_memory,
+    shared_buffers_mb,
+    stop_embedded_database,
+)
 
 
 @pytest.fixture
@@ -47,7 +54,7 @@ def test_configured_at_once_but_restarted_only_when_nobody_else_is_connected(fre
         assert _psql_value(pending) == "pg_stat_statements"  # configured for the next start
     configure_embedded_server(fresh_server, tmp_path)  # alone now: restarted
     assert preloaded(fresh_server) == "pg_stat_statements"
-    assert buffers_mb(fresh_server) == shared_buffers_mb(psutil.virtual_memory().total)
+    assert buffers_mb(fresh_server) == shared_buffers_mb(machine_memory())
     configure_embedded_server(fresh_server, tmp_path)  # configured: nothing to do
     assert preloaded(fresh_server) == "pg_stat_statements"
 
@@ -64,3 +71,13 @@ def test_shared_buffers_is_a_quarter_of_the_memory_within_bounds():
     assert shared_buffers_mb(24 * gib) == 6144
     assert shared_buffers_mb(256 * 2**20) == 128  # a tiny container: never below initdb's
     assert shared_buffers_mb(256 * gib) == 8192
+
+
+def test_a_containers_memory_limit_counts_not_the_hosts(tmp_path, monkeypatch):
+    limit = tmp_path / "memory.max"
+    monkeypatch.setattr(devservices, "CGROUP_LIMITS", (limit,))
+    limit.write_text("max\n")  # cgroup v2 without a limit
+    assert machine_memory() == psutil.virtual_memory().total
+    limit.write_text(f"{2 * 2**30}\n")  # a 2 GiB container on a larger host
+    assert machine_memory() == min(2 * 2**30, psutil.virtual_memory().total)
+    assert shared_buffers_mb(machine_memory()) == min(512, shared_buffers_mb(psutil.virtual_memory().total))

@@ -1,13 +1,15 @@
 """The two ASGI applications bench/asgi_handler.py compares, served by uvicorn from one module.
 
-``stock``: the product's (ragsite.asgi: Django's own handler inside core.uploads.BodyLimitMiddleware).
-``custom``: the former hand-written handler (bench/_asgi_custom.py), on the same settings.
+``stock``: Django's own handler (``get_asgi_application()``) inside core.uploads.BodyLimitMiddleware, the product's
+entry point until 2026-12-01. ``custom``: the product's (ragsite.asgi: core.asgi.OneHopASGIHandler inside the same
+middleware), on the same settings.
 """
 
-from _asgi_custom import SyncMiddlewareASGIHandler
+from django.core.handlers.asgi import ASGIHandler
 
-from ragsite.asgi import application as stock  # sets Django up
+from core.uploads import BodyLimitMiddleware
+from ragsite.asgi import application as custom  # sets Django up
 
-custom = SyncMiddlewareASGIHandler()
+stock = BodyLimitMiddleware(ASGIHandler())
 
 __all__ = ["custom", "stock"]

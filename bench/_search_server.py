@@ -31,7 +31,9 @@ _table = np.load(os.environ["BENCH_QUERY_VECTORS"])
 _backend = LookupBackend(os.environ["BENCH_MODEL_NAME"], _table["texts"].tolist(), _table["vectors"])
 embeddings.build_backend = lambda *args, **kwargs: _backend
 
-# bench/request_path.py: the former one-hop handler (bench/_asgi_custom.py) on the same settings and lookup backend.
-from _asgi_custom import SyncMiddlewareASGIHandler  # noqa: E402
+# bench/request_path.py: Django's stock ASGI handler on the same settings and lookup backend, the product's peer.
+from django.core.handlers.asgi import ASGIHandler  # noqa: E402
 
-one_hop = SyncMiddlewareASGIHandler()
+from core.uploads import BodyLimitMiddleware  # noqa: E402
+
+django_stock = BodyLimitMiddleware(ASGIHandler())

@@ -153,7 +153,7 @@ def main() -> None:
         Document.objects.filter(owner=user).exclude(pk=document.pk).delete()
 
     label = {"stock": "stock: get_asgi_application() + core.uploads.BodyLimitMiddleware",
-             "custom": "custom: the former SyncMiddlewareASGIHandler (bench/_asgi_custom.py)"}
+             "custom": "one hop: core.asgi.OneHopASGIHandler + the same (the product's)"}
     rows = [["handler", "GET p50 ms", "GET p95 ms", "upload p50 ms", "upload p95 ms", "GET req/s (16 clients)"]]
     for app in APPS:
         rows.append([label[app], f"{statistics.median(get_ms[app]):.2f}", f"{_percentile(get_ms[app], 0.95):.2f}",

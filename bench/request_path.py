@@ -11,8 +11,8 @@ each way in a random order per query (``_data.interleaved``), one at a time:
 - (c-in) GET /api/v1/search through the product's ASGI application called in this process (no socket, no
   server): Django's handler, the middleware, django-ninja, the bearer token, the search, the JSON;
 - (c) the same GET over HTTP to uvicorn serving the product's application (what (c) is there);
-- (c1) the same GET to uvicorn serving the former one-hop handler (bench/_asgi_custom.py) on the same settings,
-  which runs the request's sync work in one thread hop instead of Django's several.
+- (c1) the same GET to uvicorn serving Django's stock ASGI handler on the same settings, which takes several
+  thread hops where the product's (core.asgi.OneHopASGIHandler) takes one.
 
 Both servers embed the query text by looking its vector up (bench/_search_server.py), so no model time is in
 any figure. Then the in-process request's wall time split at its seams (a timer around the view, the bearer
@@ -89,7 +89,8 @@ def main() -> None:
     from ragsite.asgi import application
 
     servers = {name: _common.serve_uvicorn(app, folder / f"uvicorn-{name}.log")
-               for name, app in (("stock", "_search_server:application"), ("one hop", "_search_server:one_hop"))}
+               for name, app in (("product", "_search_server:application"),
+                                 ("django stock", "_search_server:django_stock"))}
     try:
         sql = _raw_connection()
         bare = _data.bare_sql(space)
@@ -123,8 +124,8 @@ def main() -> None:
                 user=alice, query=texts[i], k=K, mode="vector", query_vector=queries[i],
                 filters=retrieval.Filters(collections=(collection.pk,)))],
             "(c-in) GET /api/v1/search, in-process ASGI": in_process,
-            "(c) GET /api/v1/search, uvicorn, the product's handler": over_http("stock"),
-            "(c1) GET /api/v1/search, uvicorn, one-hop handler": over_http("one hop"),
+            "(c) GET /api/v1/search, uvicorn, the product's handler": over_http("product"),
+            "(c1) GET /api/v1/search, uvicorn, Django's stock handler": over_http("django stock"),
         }
         _data.progress(f"timing {len(queries)} queries, {len(methods)} ways, interleaved ...")
         timed = _data.interleaved(methods, len(queries))

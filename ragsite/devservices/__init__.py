@@ -82,11 +82,9 @@ def machine_memory() -> int:
     memory = psutil.virtual_memory().total
     for limit in CGROUP_LIMITS:
         try:
-            text = limit.read_text().strip()
-        except OSError:
+            memory = min(memory, int(limit.read_text().strip()))
+        except (OSError, ValueError):  # no such file, or "max": no limit
             continue
-        if text.isdigit():
-            memory = min(memory, int(text))
     return memory
 
 

@@ -157,6 +157,17 @@ def database_url(database: str) -> str:
     return _with_database(base, database)
 
 
+def vector_connection(**options):
+    """A plain psycopg connection to the benchmark's database (``DATABASE_URL``): autocommit, vectors sent in binary;
+    ``options`` go to ``psycopg.connect`` (e.g. ``prepare_threshold=None``)."""
+    import psycopg
+    from pgvector.psycopg import register_vector
+
+    conn = psycopg.connect(os.environ["DATABASE_URL"], autocommit=True, **options)
+    register_vector(conn)
+    return conn
+
+
 def serve_uvicorn(app: str, log_path: Path, env: dict | None = None, headers: dict | None = None,
                   extra: tuple[str, ...] = ()) -> tuple[subprocess.Popen, int]:
     """uvicorn serving ``app`` (``module:attribute`` of bench/) on a free loopback port, as ``make run`` serves the

@@ -61,7 +61,7 @@ def main() -> None:
     truth = _data.exact_top(vectors, queries, K)  # row numbers = ids
     graph = tuning.build_parameters(n)
     auto = tuning.ef_search(n, K, graph.m)
-    conn = _connection()
+    conn = _common.vector_connection()
     reused = args.reuse and _loaded(conn, n)
     build_seconds = float("nan")
     if not reused:
@@ -101,7 +101,7 @@ def main() -> None:
     efs = dict(sorted(efs.items(), key=lambda item: item[1]))
     connections = {}
     for name, ef in efs.items():
-        connections[name] = _connection()
+        connections[name] = _common.vector_connection()
         connections[name].execute(f"SET hnsw.ef_search = {int(ef)}")
     sql = f"SELECT id FROM {TABLE} ORDER BY embedding <=> %b LIMIT {K}"
 
@@ -208,15 +208,6 @@ def _graphs() -> str:
     return ", ".join(
         f"m={g.m} at {rows:,}" for rows, g in ((r, tuning.build_parameters(r)) for r in (1_000_000, 10_000_000))
     )
-
-
-def _connection():
-    import psycopg
-    from pgvector.psycopg import register_vector
-
-    conn = psycopg.connect(os.environ["DATABASE_URL"], autocommit=True)
-    register_vector(conn)
-    return conn
 
 
 if __name__ == "__main__":

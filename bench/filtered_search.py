@@ -119,12 +119,14 @@ def main() -> None:
         ("relaxed-2x", "relaxed_order", True, 2 * ef), ("relaxed-4x", "relaxed_order", True, 4 * ef),
         ("planner", "relaxed_order", False, ef),
     ):
-        connections[name] = _raw_connection()
+        # No prepared statements: a generic plan cannot see which collection is asked for, and the
+        # service's vector statements are planned for each search (documents.search.sql.CUSTOM_PLANS).
+        connections[name] = _common.vector_connection(prepare_threshold=None)
         connections[name].execute(f"SET hnsw.ef_search = {int(ef_search)}")
         connections[name].execute(f"SET hnsw.iterative_scan = {scan}")
         if forced:
             connections[name].execute("SET enable_sort = off")
-    exact = _raw_connection()
+    exact = _common.vector_connection(prepare_threshold=None)
     exact.execute("SET enable_indexscan = off")  # no HNSW: the filtered rows, sorted exactly
     queries, texts = corpus.queries, corpus.query_texts
     params = [[*where_params, q] for q in queries]
@@ -251,17 +253,6 @@ def _server_setting(name: str) -> str:
 
 def _said(notices: list[str]) -> str:
     return f" (the server said: \"{notices[0]}\")" if notices else ""
-
-
-def _raw_connection():
-    import psycopg
-    from pgvector.psycopg import register_vector
-
-    # No prepared statements: a generic plan cannot see which collection is asked for, and the
-    # service's vector statements are planned for each search (documents.search.sql.CUSTOM_PLANS).
-    conn = psycopg.connect(os.environ["DATABASE_URL"], autocommit=True, prepare_threshold=None)
-    register_vector(conn)
-    return conn
 
 
 def _explain(conn, sql: str, params: list) -> str:

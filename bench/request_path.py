@@ -92,7 +92,8 @@ def main() -> None:
                for name, app in (("product", "_search_server:application"),
                                  ("django stock", "_search_server:django_stock"))}
     try:
-        sql = _raw_connection()
+        sql = _common.vector_connection()
+        sql.execute(f"SET hnsw.ef_search = {EF_SEARCH}")
         bare = _data.bare_sql(space)
         queries, texts = corpus.queries, corpus.query_texts
         headers = {"Authorization": f"Bearer {token}"}
@@ -234,16 +235,6 @@ def _event_loop():
     import uvloop
 
     return uvloop.new_event_loop()  # as uvicorn runs the application
-
-
-def _raw_connection():
-    import psycopg
-    from pgvector.psycopg import register_vector
-
-    conn = psycopg.connect(os.environ["DATABASE_URL"], autocommit=True)
-    register_vector(conn)
-    conn.execute(f"SET hnsw.ef_search = {EF_SEARCH}")
-    return conn
 
 
 if __name__ == "__main__":

@@ -177,8 +177,8 @@ def run(corpus: _data.Corpus, efs: list[int], *, peer: bool) -> dict:
 
     truth_all = loaded.chunk_ids[_data.exact_top(corpus.vectors, corpus.queries, K)]
     truth_collection = loaded.chunk_ids[_data.exact_top(corpus.vectors, corpus.queries, K, mask)]
-    sql = _raw_connection()
-    filtered = _raw_connection()
+    sql = _common.vector_connection()
+    filtered = _common.vector_connection()
     filtered.execute("SET hnsw.iterative_scan = relaxed_order")
     exact_check = _check_exact(sql, bare_sql, corpus.queries[:3], truth_all[:3])
 
@@ -290,7 +290,7 @@ def _ivfflat(loaded, bare_sql: str, queries, texts, truth_all, truth_collection,
     _data.progress("building IVFFlat in place of HNSW (manage.py vector_index --type ivfflat) ...")
     built = indexes.vector_index_build(kind="ivfflat", distance="cosine", space=loaded.space,
                                        maintenance_work_mem=memory, workers=workers)
-    sql = _raw_connection()
+    sql = _common.vector_connection()
     filters = retrieval.Filters(collections=(collection_id,))
     results = {}
     for probes in sorted({max(1, built.probes // 2), built.probes, 2 * built.probes}):
@@ -332,16 +332,6 @@ def _model_name() -> str:
     from documents import embeddings
 
     return embeddings.get_backend().model_name
-
-
-def _raw_connection():
-    """A plain psycopg connection to the benchmark's database (autocommit; vectors sent in binary)."""
-    import psycopg
-    from pgvector.psycopg import register_vector
-
-    conn = psycopg.connect(os.environ["DATABASE_URL"], autocommit=True)
-    register_vector(conn)
-    return conn
 
 
 def _check_exact(conn, bare_sql: str, queries: np.ndarray, truth: np.ndarray) -> str:

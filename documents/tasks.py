@@ -50,8 +50,8 @@ def sweep() -> dict[str, int] | None:
     re-send tasks the broker lost, re-send the embedding-space backfills no live worker runs.
 
     One task for all of it, never one per kind: the ingestion sweep takes an empty queue for the sign that
-    messages were lost (documents.queue), and a second sweep sent on the same tick would be sitting in that
-    queue while the first looks: on a busy site, lost uploads were then never sent again.
+    messages were lost (documents.queue; on a busy queue, a later document having started), and a second sweep
+    sent on the same tick would be sitting in that queue while the first looks.
     """
     try:
         counts = queue.ingestions_sweep()

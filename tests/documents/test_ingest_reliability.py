@@ -413,6 +413,43 @@ def test_the_sweeper_resends_a_long_queued_document_only_when_the_queue_is_empty
     assert sent == [document.pk] * resent
 
 
+def test_on_a_busy_queue_the_sweeper_resends_the_documents_it_has_passed(user, collection, settings, sent,
+                                                                          monkeypatch):
+    # Redis restarted empty while uploads kept arriving: the queue never empties, but a document sent after a
+    # waiting one has started, and each queue is first in, first out: the waiting one's message is gone.
+    monkeypatch.setattr(queue, "_broker_backlog", lambda: 5)
+    settings.INGEST_LARGE_BYTES = 10_000
+    now, stale = timezone.now(), settings.INGEST_STALE_SECONDS
+    lost = upload(user, collection, text="Lost when Redis restarted.", name="lost.txt", enqueue=False)
+    close_behind = upload(user, collection, text="Sent just before it started.", name="close.txt", enqueue=False)
+    large = upload(user, collection, text="Large. " * 2_000, name="large.txt", enqueue=False)
+    later = upload(user, collection, text="Sent later, started.", name="later.txt", enqueue=False)
+    Document.objects.filter(pk=lost.pk).update(queued_at=now - timedelta(seconds=stale + 30))
+    Document.objects.filter(pk=close_behind.pk).update(queued_at=now - timedelta(seconds=stale + 12))
+    Document.objects.filter(pk=large.pk).update(queued_at=now - timedelta(seconds=stale + 30))
+    assert queue.queue_for(large) != queue.queue_for(lost)
+    # Nothing sent after them has started yet: they are waiting their turn.
+    assert queue.ingestions_sweep()["resent"] == 0 and sent == []
+
+    # A small document sent 20 s after "lost" starts: the small queue has passed "lost", not "close_behind" (sent
+    # within PASSED_MARGIN before the one that started: their messages may have been published in the other
+    # order), nor the large document (another queue).
+    Document.objects.filter(pk=later.pk).update(
+        status=Document.Status.PROCESSING, queued_at=now - timedelta(seconds=stale + 10),
+        started_at=now - timedelta(seconds=stale + 5))
+    assert queue.ingestions_sweep()["resent"] == 1 and sent == [lost.pk]
+    lost.refresh_from_db()
+    assert lost.status == Document.Status.QUEUED and lost.queued_at > now  # sent again: its turn starts anew
+    assert queue.ingestions_sweep()["resent"] == 0  # and no longer counts as passed
+
+    # A start before the latest send (a restarted run, queued again) proves nothing.
+    Document.objects.filter(pk=later.pk).update(
+        status=Document.Status.QUEUED, queued_at=now - timedelta(seconds=stale + 10),
+        started_at=now - timedelta(seconds=stale + 20))
+    Document.objects.filter(pk=lost.pk).update(queued_at=now - timedelta(seconds=stale + 30))
+    assert queue.ingestions_sweep()["resent"] == 0 and sent == [lost.pk]
+
+
 def test_the_broker_backlog_counts_the_ingestion_queue(celery_app, redis_service):
     import os
 

@@ -84,6 +84,10 @@ def store(run: Run) -> tuple[str, bool]:
     if peer:
         text += f"; langchain-postgres {peer['rows/s']} rows/s (ours {number(peer['ours ÷ this']):.2f}× its speed)"
         met = met and number(peer["ours ÷ this"]) >= 1.0
+    peer_per_document = next(iter(run.where("way", r"^langchain.*one call .*per document")), None)
+    if peer_per_document:
+        text += (f"; langchain-postgres one call per document {peer_per_document['rows/s']} rows/s "
+                 f"(ours {number(peer_per_document['ours ÷ this']):.2f}×)")
     return text, met
 
 

@@ -23,7 +23,10 @@ the benchmark's own database (``ragbench_ingest_store``):
    - raw COPY of the chunks only, no statistics (on a fifth of the rows): what the statistics cost;
    - **langchain-postgres**: ``PGVector.add_embeddings`` in batches of 1000, run by
      ``bench/peer_langchain_store.py`` in the peer's own venv (``_common.peer_python()``), into
-     the table it creates for itself (the chunk fields go into its GIN-indexed JSONB metadata).
+     the table it creates for itself (the chunk fields go into its GIN-indexed JSONB metadata);
+   - the same with one ``add_embeddings`` call per document (``--per-document`` rows: each call is one
+     transaction), on a fifth of the rows: langchain-postgres at the worker's unit, one document stored
+     as soon as it is embedded, as ours is measured.
 2. The HNSW index built after that load (``CREATE INDEX`` with ``maintenance_work_mem`` raised
    and the parallel maintenance workers the machine has).
 3. With that index present, holding the rows of 1., ``--extra`` more rows (rows / 20) arrive,
@@ -338,10 +341,11 @@ def write_peer_data(folder: Path, documents, drafts, vectors, per_document: int)
             out.write(json.dumps({"text": draft.text, "metadata": metadata}) + "\n")
 
 
-def run_peer(python: str, folder: Path, start: int, stop: int, *, build_after: bool = False) -> dict:
+def run_peer(python: str, folder: Path, start: int, stop: int, *, build_after: bool = False,
+             batch: int = LANGCHAIN_BATCH) -> dict:
     command = [
         python, str(Path(__file__).with_name("peer_langchain_store.py")), "--url", _common.database_url(DATABASE),
-        "--data", str(folder), "--start", str(start), "--stop", str(stop), "--batch", str(LANGCHAIN_BATCH),
+        "--data", str(folder), "--start", str(start), "--stop", str(stop), "--batch", str(batch),
         "--maintenance-work-mem", f"{maintenance_work_mem_mb()}MB", "--parallel-workers", str(parallel_workers()),
     ]
     if build_after:
@@ -447,8 +451,8 @@ def main() -> None:
                 docs = part(docs, number, parts)
                 count = len(docs) * per_document
                 start = first_row + number * count
-                if run is None:  # langchain-postgres, in its own process
-                    figures_peer = run_peer(peer, Path(folder), start, start + count)
+                if run is None or isinstance(run, int):  # langchain-postgres, in its own process (int: its batch)
+                    figures_peer = run_peer(peer, Path(folder), start, start + count, batch=run or LANGCHAIN_BATCH)
                     indexes.setdefault((way, hnsw), figures_peer["indexes"])
                     seconds = figures_peer["seconds"]
                 else:
@@ -478,7 +482,7 @@ def main() -> None:
             ("raw per doc", functools.partial(run_raw, raw_tables(1), space, per_document_transactions=True,
                                               statistics=(RAW_TERMSTATS[1], raw_collections[1])), sampled, 0),
             ("raw chunks only", functools.partial(run_raw, raw_tables(2), space), sampled, 0),
-            *([("langchain", None, documents, 0)] if peer else []),
+            *([("langchain", None, documents, 0), ("langchain per doc", per_document, sampled, 0)] if peer else []),
         ], SLICES, "absent")
 
         # 2. The HNSW index built after the load, as a bulk import would.
@@ -522,6 +526,8 @@ def report(args, rows, extra, per_document, words, results, counts, indexes, bui
         ("raw chunks only", "absent"): f"raw binary COPY into `{RAW_TABLES[2]}`, one COPY in one transaction, "
                                        "**no statistics** (what they cost; the limit until 2026-12-01)",
         ("langchain", "absent"): f"langchain-postgres `PGVector.add_embeddings`, batches of {LANGCHAIN_BATCH}",
+        ("langchain per doc", "absent"): f"langchain-postgres `PGVector.add_embeddings`, one call (one transaction) "
+                                         f"per document of {per_document} chunks, as ours",
         ("ours", "present"): ours,
         ("raw", "present"): "raw binary COPY into `documents_chunk` and the space's partition themselves (the "
                             "chunks' triggers keep the statistics), one COPY each in one transaction",
@@ -530,7 +536,7 @@ def report(args, rows, extra, per_document, words, results, counts, indexes, bui
     table = [["HNSW index while loading", "rows", "way", "indexes on the table", "seconds", "rows/s", "ours ÷ this"]]
     for hnsw, count, label in (("absent", rows, "absent (empty table)"),
                                ("present", extra, f"present, holding {rows:,} rows")):
-        for way in ("ours", "raw", "raw per doc", "raw chunks only", "langchain"):
+        for way in ("ours", "raw", "raw per doc", "raw chunks only", "langchain", "langchain per doc"):
             if (way, hnsw) not in results:
                 continue
             seconds, done = results[way, hnsw], counts.get((way, hnsw), count)
@@ -579,6 +585,9 @@ def report(args, rows, extra, per_document, words, results, counts, indexes, bui
     figures = {
         "ours_vs_raw_copy": results["raw", "absent"] / results["ours", "absent"],
         "ours_vs_langchain": results.get(("langchain", "absent"), nan) / results["ours", "absent"],
+        "ours_vs_langchain_per_doc": (results.get(("langchain per doc", "absent"), nan)
+                                      / counts.get(("langchain per doc", "absent"), 1))
+        / (results["ours", "absent"] / rows),
         "rows_per_s": rows / results["ours", "absent"],
         "ours_vs_raw_copy_per_doc_tx": (results["raw per doc", "absent"] / counts["raw per doc", "absent"])
         / (results["ours", "absent"] / rows),

@@ -14,7 +14,7 @@ STORE_RUN = """
 | absent (empty table) | 40,000 | **ours**: `store_chunks` | x | 40.0 | {ours} | — |
 | absent (empty table) | 40,000 | raw COPY + statistics: **the limit** | x | 30.0 | 1,333 | {limit}× |
 | absent (empty table) | 40,000 | langchain-postgres | x | 50.0 | 800 | {peer}× |
-| absent (empty table) | 8,000 | langchain-postgres, one call (one transaction) per document of 50 chunks | x | 12.5 | 640 | 1.09× |
+| absent (empty table) | 8,000 | langchain-postgres, one call per document of 50 chunks | x | 12.5 | 640 | 1.09× |
 """
 
 HAND_KEPT = """# Benchmarks

@@ -120,7 +120,8 @@ def main() -> None:
         ("planner", "relaxed_order", False, ef),
     ):
         # No prepared statements: a generic plan cannot see which collection is asked for, and the
-        # service's vector statements are planned for each search (documents.search.sql.CUSTOM_PLANS).
+        # service's vector statements are planned for each search of a collection this small
+        # (documents.search.sql.CUSTOM_PLANS; only a wide one runs on a cached plan, CACHED_PLAN_SHARE).
         connections[name] = _common.vector_connection(prepare_threshold=None)
         connections[name].execute(f"SET hnsw.ef_search = {int(ef_search)}")
         connections[name].execute(f"SET hnsw.iterative_scan = {scan}")

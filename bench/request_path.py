@@ -7,7 +7,14 @@ collection "corpus", 80% of the chunks), an HNSW index as the app builds it, ef_
 each way in a random order per query (``_data.interleaved``), one at a time:
 
 - (a) bare SQL: pgvector's documented query, prepared, binary vector (what bench/search.py calls (a));
+- (a2) the same query returning what a search returns: its rows joined to the chunks' text, heading and page and
+  their documents' titles (on the same connection, prepared): what the passages themselves cost;
+- (b-sql) ``search()``'s own statements (the scope statement, then the vector arm), sent as it sends them (one
+  psycopg pipeline, bound on the server, prepared after a few runs) on that raw connection, without Django's
+  cursors or the Python around them: (b) less this is ``search()``'s client side, this less (a2) its SQL's;
 - (b) ``documents.search.search()`` with the query vector given (what (b) is there);
+- (b0) the same with its vector statement planned for each search, as every search was before its arm could run on
+  a cached plan (documents.search.sql.CACHED_PLAN_SHARE set out of reach for these calls);
 - (c-in) GET /api/v1/search through the product's ASGI application called in this process (no socket, no
   server): Django's handler, the middleware, django-ninja, the bearer token, the search, the JSON;
 - (c) the same GET over HTTP to uvicorn serving the product's application (what (c) is there);
@@ -53,6 +60,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=100_000)
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--quick", action="store_true", help="3,000 chunks, 20 queries: no record (CI)")
+    parser.add_argument("--label", default="", help="added to the title in BENCHMARKS.md (e.g. 'before ...')")
     args = parser.parse_args()
     if args.quick:
         args.n, args.queries = 3_000, 20
@@ -95,7 +103,33 @@ def main() -> None:
         sql = _common.vector_connection()
         sql.execute(f"SET hnsw.ef_search = {EF_SEARCH}")
         bare = _data.bare_sql(space)
+        passages = _passages_sql(bare)
+        from documents.search import query as search_query
+
+        # As search() sends it for this vector search without filters of its own (its arm may run on a cached plan).
+        scope_statement = search_query._scope_sql(alice, retrieval.Filters(collections=(collection.pk,)), EF_SEARCH,
+                                                  (space.pk, "cosine"))
+
+        def statements_alone(i: int) -> list[int]:
+            statements = [scope_statement, search_query._vector_sql(
+                retrieval.Filters(collections=(collection.pk,)), K, queries[i], space, "cosine")]
+            cursors = [sql.cursor() for _ in statements]
+            with sql.pipeline():
+                for cursor, (text, params) in zip(cursors, statements, strict=True):
+                    cursor.execute(text, params)
+            return [row[0] for row in cursors[1].fetchall()]
         queries, texts = corpus.queries, corpus.query_texts
+
+        def planned_each_time(i: int) -> list[int]:
+            from documents.search import sql as search_sql
+
+            share, search_sql.CACHED_PLAN_SHARE = search_sql.CACHED_PLAN_SHARE, 1e9  # no arm is that wide
+            try:
+                return [hit.chunk_id for hit in retrieval.search(
+                    user=alice, query=texts[i], k=K, mode="vector", query_vector=queries[i],
+                    filters=retrieval.Filters(collections=(collection.pk,)))]
+            finally:
+                search_sql.CACHED_PLAN_SHARE = share
         headers = {"Authorization": f"Bearer {token}"}
         loop = _event_loop()
 
@@ -121,9 +155,13 @@ def main() -> None:
 
         methods = {
             "(a) bare SQL": lambda i: [row[0] for row in sql.execute(bare, [queries[i]], prepare=True).fetchall()],
+            "(a2) bare SQL + the passages (text, heading, page, title)": lambda i: [
+                row[0] for row in sql.execute(passages, [queries[i]], prepare=True).fetchall()],
+            "(b-sql) search()'s statements alone (scope + vector arm, one raw pipeline)": statements_alone,
             "(b) search()": lambda i: [hit.chunk_id for hit in retrieval.search(
                 user=alice, query=texts[i], k=K, mode="vector", query_vector=queries[i],
                 filters=retrieval.Filters(collections=(collection.pk,)))],
+            "(b0) search(), its arm planned for each search": planned_each_time,
             "(c-in) GET /api/v1/search, in-process ASGI": in_process,
             "(c) GET /api/v1/search, uvicorn, the product's handler": over_http("product"),
             "(c1) GET /api/v1/search, uvicorn, Django's stock handler": over_http("django stock"),
@@ -153,6 +191,9 @@ def main() -> None:
         "min."
     )
     notes = (
+        "(a2) less (a) is what returning the passages costs; (b-sql) less (a2) what search()'s SQL costs beyond "
+        "that (its scope statement: access control and settings; the arm's collection filter; planning the arm for "
+        "the covered collections, sql.CUSTOM_PLANS); (b) less (b-sql) is search()'s Python and Django's cursors. "
         "(c-in) is the request without a socket or a server: its time less (b)'s is the framework's. The seams: "
         "*before the view* runs from the ASGI call to django-ninja's operation (Django's ASGI handler, the "
         "middleware on the way in, URL resolution, the thread hops to the sync code); *bearer token* is "
@@ -160,10 +201,23 @@ def main() -> None:
         "django-ninja's parameters and response; *after the view* is the middleware on the way out, sending "
         "the response and request_finished (the connection back to the pool)."
     )
-    _common.report(args.quick, "Where an API search's time goes (bench/request_path.py)", settings_line, table, notes)
+    title = "Where an API search's time goes (bench/request_path.py)" + (f", {args.label}" if args.label else "")
+    _common.report(args.quick, title, settings_line, table, notes)
     ratio = {name.split(")")[0].strip("("): statistics.median(seconds) / sql_p50
              for name, (seconds, _) in timed.items()}
     print(" ".join(f"{key}_x_sql={value:.2f}" for key, value in ratio.items()))
+
+
+def _passages_sql(bare: str) -> str:
+    """(a)'s query returning what a search returns: the chunks' text, heading and page, their documents' titles."""
+    from documents.search.sql import CHUNK, DOCUMENT
+
+    nearest = bare.replace("SELECT v.chunk_id ", "SELECT v.chunk_id, v.document_id ", 1)
+    return (
+        f"WITH nearest AS MATERIALIZED ({nearest}) SELECT n.chunk_id, n.document_id, "
+        f"(SELECT d.title FROM {DOCUMENT} d WHERE d.id = n.document_id), c.page, c.heading, c.text "
+        f"FROM nearest n JOIN {CHUNK} c ON c.id = n.chunk_id"
+    )
 
 
 def _seams(call, count: int) -> dict[str, list[float]]:

@@ -85,14 +85,17 @@ def search(
     ef_search = None if mode == "keyword" else min(max(tuning.search_ef(limit), limit), tuning.MAX_EF_SEARCH)
     # A replica's connection, when one has the user's writes (core.replicas).
     db = vector_connection(user)
+    if mode != "keyword":
+        default = spaces.default()
     # The first statement finds the collections this search covers (access control) and hands them,
-    # with the search settings, to the statements after it in the same transaction (see _scope_sql).
-    statements = [_scope_sql(user, filters, ef_search)]
+    # with the search settings, to the statements after it in the same transaction (see _scope_sql). A vector
+    # search without filters of its own may run its arm on a cached plan (sql.CACHED_PLAN_SHARE).
+    cacheable = mode == "vector" and scoped_predicate(filters, alias="v")[0] == "true"
+    statements = [_scope_sql(user, filters, ef_search, (default.pk, SPECULATED) if cacheable else None)]
     if mode != "keyword":
         # Which spaces and distances the covered collections search is only known from the database; the
         # default space's cosine arm is searched at once (skipped by the server unless a covered collection
         # searches it), so that the usual search is a single round trip.
-        default = spaces.default()
         vectors = {default.pk: vector if vector is not None else _embedded(query, default)}
         statements.append(_vector_sql(filters, limit, vectors[default.pk], default, SPECULATED))
     if mode != "vector":
@@ -175,7 +178,8 @@ def _fetch_together(db: BaseDatabaseWrapper, statements: list[Statement]) -> lis
     the other: the transaction-local settings of the first (set_config(..., true), i.e. SET LOCAL) hold for
     the ones after it, and end with it. psycopg prepares a statement once it has run on a connection a few times
     (settings: the databases' prepare_threshold), so it is not parsed again; the scope statement's plan is kept,
-    and it has the others planned again for each search (sql.CUSTOM_PLANS: they depend on the collections).
+    and it has the others planned again for each search (sql.CUSTOM_PLANS: they depend on the collections),
+    unless a lone wide vector arm can run on its statement's cached plan (sql.CACHED_PLAN_SHARE).
 
     Each statement has its own cursor (a pipeline's results go to the cursor that sent them) in Django's
     wrapper, so that execute wrappers, DEBUG's query log and Django's database errors are as for any query.
@@ -193,9 +197,11 @@ def _fetch_together(db: BaseDatabaseWrapper, statements: list[Statement]) -> lis
     return results
 
 
-def _scope_sql(user: Any, filters: Filters, ef_search: int | None) -> Statement:
+def _scope_sql(
+    user: Any, filters: Filters, ef_search: int | None, cached_arm: tuple[int, str] | None = None,
+) -> Statement:
     """The first statement: the collections the search covers (access control), their distances, its settings."""
-    return sql.scope_statement(*covered_collections(user, filters, "g"), ef_search)
+    return sql.scope_statement(*covered_collections(user, filters, "g"), ef_search, cached_arm)
 
 
 def _vector_sql(filters: Filters, limit: int, vector: np.ndarray, space: EmbeddingSpace, distance: str) -> Statement:

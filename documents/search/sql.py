@@ -16,7 +16,7 @@ from django.db.models import Model
 
 from documents.models import Chunk, ChunkVector, Collection, Distance, Document, EmbeddingSpace, TermStat
 from documents.search.indexes import ivfflat_name_sql
-from documents.spaces.storage import vector_expression
+from documents.spaces.storage import PARENT, vector_expression
 
 
 def _table(model: type[Model]) -> str:
@@ -80,7 +80,9 @@ def hnsw_settings(ef_search: str) -> str:
     return f"set_config('hnsw.ef_search', {ef_search}, true), set_config('hnsw.iterative_scan', 'relaxed_order', true)"
 
 
-def scope_statement(covered: str, params: list[Any], ef_search: int | None) -> tuple[str, list[Any]]:
+def scope_statement(
+    covered: str, params: list[Any], ef_search: int | None, cached_arm: tuple[int, str] | None = None,
+) -> tuple[str, list[Any]]:
     """The first statement of a search: the collections it covers, their spaces and distances, its settings.
 
     ``covered`` is the predicate on the collections (alias ``g``) the search covers (filters.covered_collections:
@@ -90,20 +92,25 @@ def scope_statement(covered: str, params: list[Any], ef_search: int | None) -> t
     vector arm, whose collections go into a setting of their own (``arm_scope``). The statement's only row ends
     with the number of covered collections and the arms, as ``"space_id:distance"`` texts. Transaction-local,
     like SET LOCAL: nothing outlives the search (or the caller's transaction).
+
+    ``cached_arm`` (a space id and distance): the statements after this one are that arm's vector statement alone,
+    with no predicate of its own; when it is the search's only arm and a wide one (CACHED_PLANS), its plan is the
+    one cached for the statement instead of one made for this search.
     """
     hnsw = "" if ef_search is None else (
         hnsw_settings(f"'{int(ef_search)}'") + ", "
         f"set_config('ivfflat.probes', {probes_sql()}, true), "
         "set_config('ivfflat.iterative_scan', 'relaxed_order', true), "
     )
+    plans = CUSTOM_PLANS if cached_arm is None else cached_plans(*cached_arm)
     return (
-        f"WITH covered AS MATERIALIZED (SELECT g.id, g.active_space_id, g.distance FROM {COLLECTION} g "
+        f"WITH covered AS MATERIALIZED (SELECT g.id, g.active_space_id, g.distance, g.chunk_total FROM {COLLECTION} g "
         f"WHERE {covered}), "
         "arms AS MATERIALIZED ("
-        "SELECT active_space_id, distance, active_space_id || ':' || distance AS arm, "
+        "SELECT active_space_id, distance, active_space_id || ':' || distance AS arm, sum(chunk_total) AS chunks, "
         "set_config('rag.c' || active_space_id || '_' || distance, array_agg(id)::text, true) "
         "FROM covered WHERE active_space_id IS NOT NULL GROUP BY active_space_id, distance) "
-        f"SELECT {CUSTOM_PLANS}, {hnsw}"
+        f"SELECT {plans}, {hnsw}"
         "set_config('rag.collections', coalesce((SELECT array_agg(id) FROM covered)::text, '{}'), true), "
         "(SELECT count(*) FROM covered), coalesce((SELECT array_agg(arm ORDER BY arm) FROM arms), '{}')",
         params,
@@ -115,6 +122,26 @@ def scope_statement(covered: str, params: list[Any], ef_search: int | None) -> t
 # collection (the HNSW index) would be kept for a 1% one (the collection index and an exact sort), and the other way
 # round. The scope statement itself, planned before this takes effect, is the same plan for every search.
 CUSTOM_PLANS = "set_config('plan_cache_mode', 'force_custom_plan', true)"
+
+# Planning the vector statement is most of what it costs beyond pgvector's bare query (bench/request_path.py: 0.6 of
+# 0.9 ms at 100k on a slow host). A search whose only arm covers at least this share of its space's vectors takes the
+# HNSW index whatever its collections are, so it runs on the plan cached for its statement (force_generic_plan, made
+# under such a search: scope_statement's ``cached_arm``). The share is of the partition's row estimate (pg_class, kept
+# by ANALYZE), never trusted before the first one; a narrower search, or one with filters, is planned for itself.
+CACHED_PLAN_SHARE = 0.5
+
+
+def cached_plans(space_id: int, distance: str) -> str:
+    """scope_statement's plan mode when the vector statement of (``space_id``, ``distance``) alone follows it: its
+    cached plan when that arm is the only one and wide (CACHED_PLAN_SHARE), else one planned for this search."""
+    distance = Distance(distance).value  # from a fixed table, never from input
+    partition = f"'{PARENT}_s' || a.active_space_id"
+    return (
+        "set_config('plan_cache_mode', CASE WHEN (SELECT count(*) FROM arms) = 1 AND EXISTS ("
+        f"SELECT 1 FROM arms a, pg_class r WHERE a.active_space_id = {int(space_id)} AND a.distance = '{distance}' "
+        f"AND r.oid = to_regclass({partition}) AND r.reltuples > 0 AND a.chunks >= {CACHED_PLAN_SHARE} * r.reltuples"
+        ") THEN 'force_generic_plan' ELSE 'force_custom_plan' END, true)"
+    )
 
 
 def parse_arm(arm: str) -> tuple[int, str]:
@@ -150,6 +177,8 @@ def vector_statement(
     searches this arm, the index is never opened. relaxed_order may return rows out of order: re-sort the
     materialised candidates ("+ 0": PostgreSQL 17+ would otherwise trust the CTE's order and skip the sort, as
     pgvector's README warns). ORDER BY the output column sends the query vector once; the index is used the same.
+    The limit is written in the statement, not sent as a parameter: a plan cached for an unknown LIMIT is made for a
+    tenth of the rows, a sequential scan and a sort (40 ms instead of 2.5 at 100k; CACHED_PLAN_SHARE).
     The chunks' text is read for the ``limit`` found only, their documents' titles by a subquery each (no join
     order to plan). The vector goes as a parameter in pgvector's binary form (query._fetch_together binds on the
     server), not as text the server parses.
@@ -167,14 +196,14 @@ def vector_statement(
               AND v.collection_id = ANY({arm_scope(space.pk, distance)}) AND {where}
               AND {arm_scope(space.pk, distance)} IS NOT NULL
             ORDER BY gap
-            LIMIT %s
+            LIMIT {int(limit)}
         )
         SELECT n.chunk_id, n.document_id, (SELECT d.title FROM {DOCUMENT} d WHERE d.id = n.document_id),
                c.page, c.heading, c.text, {similarity}
         FROM nearest n JOIN {CHUNK} c ON c.id = n.chunk_id
         ORDER BY n.gap + 0
         """,
-        [vector, *params, limit],
+        [vector, *params],
     )
 
 

@@ -326,3 +326,52 @@ def test_search_settings_do_not_outlive_the_search(user, collection):
     with connection.cursor() as cursor:  # autocommit: the search ran in its own implicit transaction
         cursor.execute("SELECT current_setting('hnsw.ef_search', true), current_setting('hnsw.iterative_scan', true)")
         assert cursor.fetchone() == (before if before is not None else "40", "off")
+
+
+def _vector_plans() -> tuple[int, int]:
+    """(generic, custom) plans of this session's prepared vector statements (pg_prepared_statements)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT coalesce(sum(generic_plans), 0), coalesce(sum(custom_plans), 0) "
+                       "FROM pg_prepared_statements WHERE statement LIKE '%%WITH nearest AS MATERIALIZED%%'")
+        generic, custom = cursor.fetchone()
+    return int(generic), int(custom)
+
+
+def test_a_wide_vector_search_runs_on_its_cached_plan_and_a_narrow_one_is_planned_for_itself(user, collection):
+    # "Handbook" holds 10 of the space's 11 chunks, "Memo" 1: a search of the first takes the HNSW index whatever
+    # its collections, one of the second must be planned for them (the exact scan of a small collection).
+    narrow = Collection.objects.create(name="Memo", owner=user)
+    for number in range(10):
+        add(user, collection, f"handbook-{number}", f"Chapter {number}: {TEXTS['vacation']} {TEXTS['kitchen']}")
+    memo = add(user, narrow, "memo", TEXTS["security"])
+    wide, only_memo = Filters(collections=(collection.pk,)), Filters(collections=(narrow.pk,))
+    question = "How many vacation days do employees get?"
+
+    def searches(filters, times=8, mode="vector"):  # past psycopg's prepare_threshold (5): statements are prepared
+        return [search(user=user, query=question, k=3, mode=mode, filters=filters)
+                for _ in range(times)][-1]
+
+    # Before the partition's first ANALYZE its row count is unknown: planned for each search.
+    searches(wide)
+    assert _vector_plans()[0] == 0
+    with connection.cursor() as cursor:
+        cursor.execute(f"ANALYZE {storage.partition_name(default_space())}")
+    before = _vector_plans()
+    cached = searches(wide)
+    generic, custom = _vector_plans()
+    assert generic - before[0] >= 3 and custom == before[1]  # every prepared run on the cached plan
+    # The same rows as a plan made for the search (a filter that keeps every chunk makes it plan for itself).
+    planned = searches(Filters(collections=(collection.pk,), content_types=("text/plain",)), times=1)
+    assert [(h.chunk_id, round(h.score, 6)) for h in cached] == [(h.chunk_id, round(h.score, 6)) for h in planned]
+
+    # The narrow collection, the other arm's share of the space: planned for itself, and found by its exact scan.
+    generic, custom = _vector_plans()
+    hits = searches(only_memo)
+    assert _vector_plans()[0] == generic and _vector_plans()[1] >= custom + 3
+    assert [h.document_id for h in hits] == [memo.pk]
+    # Both collections together are wide too; a hybrid search is always planned for itself.
+    generic, custom = _vector_plans()
+    searches(Filters(collections=(collection.pk, narrow.pk)), times=2)
+    assert _vector_plans()[0] == generic + 2
+    searches(wide, mode="hybrid")
+    assert _vector_plans()[0] == generic + 2 and _vector_plans()[1] >= custom + 3

@@ -15,6 +15,8 @@ each way in a random order per query (``_data.interleaved``), one at a time:
 - (b) ``documents.search.search()`` with the query vector given (what (b) is there);
 - (b0) the same with its vector statement planned for each search, as every search was before its arm could run on
   a cached plan (documents.search.sql.CACHED_PLAN_SHARE set out of reach for these calls);
+- (h) and (h0): the same two as hybrid searches (the chat's and the API's default), whose keyword arm is planned
+  for each search either way;
 - (c-in) GET /api/v1/search through the product's ASGI application called in this process (no socket, no
   server): Django's handler, the middleware, django-ninja, the bearer token, the search, the JSON;
 - (c) the same GET over HTTP to uvicorn serving the product's application (what (c) is there);
@@ -120,16 +122,21 @@ def main() -> None:
             return [row[0] for row in cursors[1].fetchall()]
         queries, texts = corpus.queries, corpus.query_texts
 
-        def planned_each_time(i: int) -> list[int]:
-            from documents.search import sql as search_sql
+        def searched(mode: str, *, planned_each_time: bool = False):
+            def call(i: int) -> list[int]:
+                from documents.search import sql as search_sql
 
-            share, search_sql.CACHED_PLAN_SHARE = search_sql.CACHED_PLAN_SHARE, 1e9  # no arm is that wide
-            try:
-                return [hit.chunk_id for hit in retrieval.search(
-                    user=alice, query=texts[i], k=K, mode="vector", query_vector=queries[i],
-                    filters=retrieval.Filters(collections=(collection.pk,)))]
-            finally:
-                search_sql.CACHED_PLAN_SHARE = share
+                share = search_sql.CACHED_PLAN_SHARE
+                if planned_each_time:
+                    search_sql.CACHED_PLAN_SHARE = 1e9  # no arm is that wide
+                try:
+                    return [hit.chunk_id for hit in retrieval.search(
+                        user=alice, query=texts[i], k=K, mode=mode, query_vector=queries[i],
+                        filters=retrieval.Filters(collections=(collection.pk,)))]
+                finally:
+                    search_sql.CACHED_PLAN_SHARE = share
+
+            return call
         headers = {"Authorization": f"Bearer {token}"}
         loop = _event_loop()
 
@@ -158,10 +165,10 @@ def main() -> None:
             "(a2) bare SQL + the passages (text, heading, page, title)": lambda i: [
                 row[0] for row in sql.execute(passages, [queries[i]], prepare=True).fetchall()],
             "(b-sql) search()'s statements alone (scope + vector arm, one raw pipeline)": statements_alone,
-            "(b) search()": lambda i: [hit.chunk_id for hit in retrieval.search(
-                user=alice, query=texts[i], k=K, mode="vector", query_vector=queries[i],
-                filters=retrieval.Filters(collections=(collection.pk,)))],
-            "(b0) search(), its arm planned for each search": planned_each_time,
+            "(b) search()": searched("vector"),
+            "(b0) search(), its arm planned for each search": searched("vector", planned_each_time=True),
+            "(h) search(), hybrid": searched("hybrid"),
+            "(h0) search(), hybrid, its vector arm planned for each search": searched("hybrid", planned_each_time=True),
             "(c-in) GET /api/v1/search, in-process ASGI": in_process,
             "(c) GET /api/v1/search, uvicorn, the product's handler": over_http("product"),
             "(c1) GET /api/v1/search, uvicorn, Django's stock handler": over_http("django stock"),

@@ -88,9 +88,9 @@ def search(
     if mode != "keyword":
         default = spaces.default()
     # The first statement finds the collections this search covers (access control) and hands them,
-    # with the search settings, to the statements after it in the same transaction (see _scope_sql). A vector
-    # search without filters of its own may run its arm on a cached plan (sql.CACHED_PLAN_SHARE).
-    cacheable = mode == "vector" and scoped_predicate(filters, alias="v")[0] == "true"
+    # with the search settings, to the statements after it in the same transaction (see _scope_sql). A search
+    # without filters of its own may run its vector arm on a cached plan (sql.CACHED_PLAN_SHARE).
+    cacheable = mode != "keyword" and scoped_predicate(filters, alias="v")[0] == "true"
     statements = [_scope_sql(user, filters, ef_search, (default.pk, SPECULATED) if cacheable else None)]
     if mode != "keyword":
         # Which spaces and distances the covered collections search is only known from the database; the
@@ -99,6 +99,8 @@ def search(
         vectors = {default.pk: vector if vector is not None else _embedded(query, default)}
         statements.append(_vector_sql(filters, limit, vectors[default.pk], default, SPECULATED))
     if mode != "vector":
+        if cacheable:  # the keyword statement is planned for its search whatever the vector arm ran on
+            statements.append((sql.CUSTOM_PLANS_AGAIN, []))
         statements.append(_keyword_sql(query, filters, limit))
     scope, *results = _fetch_together(db, statements)
     _check_covered(filters, scope)

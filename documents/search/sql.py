@@ -93,9 +93,9 @@ def scope_statement(
     with the number of covered collections and the arms, as ``"space_id:distance"`` texts. Transaction-local,
     like SET LOCAL: nothing outlives the search (or the caller's transaction).
 
-    ``cached_arm`` (a space id and distance): the statements after this one are that arm's vector statement alone,
-    with no predicate of its own; when it is the search's only arm and a wide one (CACHED_PLANS), its plan is the
-    one cached for the statement instead of one made for this search.
+    ``cached_arm`` (a space id and distance): the vector statement after this one is that arm's, with no predicate
+    of its own (any other statement comes after CUSTOM_PLANS_AGAIN); when it is the search's only arm and a wide one
+    (CACHED_PLAN_SHARE), its plan is the one cached for the statement instead of one made for this search.
     """
     hnsw = "" if ef_search is None else (
         hnsw_settings(f"'{int(ef_search)}'") + ", "
@@ -122,12 +122,15 @@ def scope_statement(
 # collection (the HNSW index) would be kept for a 1% one (the collection index and an exact sort), and the other way
 # round. The scope statement itself, planned before this takes effect, is the same plan for every search.
 CUSTOM_PLANS = "set_config('plan_cache_mode', 'force_custom_plan', true)"
+# The same as a statement of its own, between a vector arm that may have run on its cached plan and the keyword one.
+CUSTOM_PLANS_AGAIN = f"SELECT {CUSTOM_PLANS}"
 
 # Planning the vector statement is most of what it costs beyond pgvector's bare query (bench/request_path.py: 0.6 of
 # 0.9 ms at 100k on a slow host). A search whose only arm covers at least this share of its space's vectors takes the
 # HNSW index whatever its collections are, so it runs on the plan cached for its statement (force_generic_plan, made
 # under such a search: scope_statement's ``cached_arm``). The share is of the partition's row estimate (pg_class, kept
-# by ANALYZE), never trusted before the first one; a narrower search, or one with filters, is planned for itself.
+# by ANALYZE), never trusted before the first one; a narrower search, or one with filters, is planned for itself, and
+# so is a hybrid search's keyword statement.
 CACHED_PLAN_SHARE = 0.5
 
 

@@ -328,16 +328,20 @@ def test_search_settings_do_not_outlive_the_search(user, collection):
         assert cursor.fetchone() == (before if before is not None else "40", "off")
 
 
-def _vector_plans() -> tuple[int, int]:
-    """(generic, custom) plans of this session's prepared vector statements (pg_prepared_statements)."""
+def _plans(text: str) -> tuple[int, int]:
+    """(generic, custom) plans of this session's prepared statements that hold ``text`` (pg_prepared_statements)."""
     with connection.cursor() as cursor:
         cursor.execute("SELECT coalesce(sum(generic_plans), 0), coalesce(sum(custom_plans), 0) "
-                       "FROM pg_prepared_statements WHERE statement LIKE '%%WITH nearest AS MATERIALIZED%%'")
+                       "FROM pg_prepared_statements WHERE strpos(statement, %s) > 0", [text])
         generic, custom = cursor.fetchone()
     return int(generic), int(custom)
 
 
-def test_a_wide_vector_search_runs_on_its_cached_plan_and_a_narrow_one_is_planned_for_itself(user, collection):
+def _vector_plans() -> tuple[int, int]:
+    return _plans("WITH nearest AS MATERIALIZED")
+
+
+def test_a_wide_search_runs_its_vector_arm_on_the_cached_plan_and_a_narrow_one_is_planned_for_itself(user, collection):
     # "Handbook" holds 10 of the space's 11 chunks, "Memo" 1: a search of the first takes the HNSW index whatever
     # its collections, one of the second must be planned for them (the exact scan of a small collection).
     narrow = Collection.objects.create(name="Memo", owner=user)
@@ -369,9 +373,13 @@ def test_a_wide_vector_search_runs_on_its_cached_plan_and_a_narrow_one_is_planne
     hits = searches(only_memo)
     assert _vector_plans()[0] == generic and _vector_plans()[1] >= custom + 3
     assert [h.document_id for h in hits] == [memo.pk]
-    # Both collections together are wide too; a hybrid search is always planned for itself.
+    # Both collections together are wide too.
     generic, custom = _vector_plans()
     searches(Filters(collections=(collection.pk, narrow.pk)), times=2)
-    assert _vector_plans()[0] == generic + 2
-    searches(wide, mode="hybrid")
-    assert _vector_plans()[0] == generic + 2 and _vector_plans()[1] >= custom + 3
+    assert _vector_plans() == (generic + 2, custom)
+    # A hybrid search's vector arm too (its own statement: another LIMIT), while its keyword statement after it is
+    # planned for itself.
+    hybrid = searches(wide, mode="hybrid")
+    assert _vector_plans()[0] >= generic + 2 + 3 and _vector_plans()[1] == custom
+    assert _plans("WITH scope AS (")[0] == 0 and _plans("WITH scope AS (")[1] >= 3
+    assert hybrid[0].document_id in {d.pk for d in Document.objects.filter(collection=collection)}

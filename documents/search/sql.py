@@ -135,8 +135,9 @@ CACHED_PLAN_SHARE = 0.5
 
 
 def cached_plans(space_id: int, distance: str) -> str:
-    """scope_statement's plan mode when the vector statement of (``space_id``, ``distance``) alone follows it: its
-    cached plan when that arm is the only one and wide (CACHED_PLAN_SHARE), else one planned for this search."""
+    """scope_statement's plan mode when the vector statement of (``space_id``, ``distance``) follows it (and any other
+    statement comes after CUSTOM_PLANS_AGAIN): its cached plan when that arm is the search's only one and wide
+    (CACHED_PLAN_SHARE), else one planned for this search."""
     distance = Distance(distance).value  # from a fixed table, never from input
     partition = f"'{PARENT}_s' || a.active_space_id"
     return (

@@ -19,7 +19,7 @@ import redis
 from celery import current_app
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Max, Q
+from django.db.models import F, Max, Q, QuerySet
 from django.utils import timezone
 from kombu.exceptions import ChannelError
 from kombu.exceptions import OperationalError as BrokerUnavailable
@@ -149,7 +149,7 @@ def ingestions_sweep() -> dict[str, int]:
 PASSED_MARGIN = timedelta(seconds=5)
 
 
-def passed_in_queue(waiting):
+def passed_in_queue(waiting: QuerySet[Document]) -> QuerySet[Document]:
     """The ``waiting`` documents whose queue has passed them: a document sent to the same queue at least
     PASSED_MARGIN later has started. Each queue is first in, first out, and a worker process holds no message
     beyond the one it runs (CELERY_WORKER_PREFETCH_MULTIPLIER = 1, acks late), so their message is gone. One

@@ -368,7 +368,7 @@ def test_a_wide_search_runs_its_vector_arm_on_the_cached_plan_and_a_narrow_one_i
     planned = searches(Filters(collections=(collection.pk,), content_types=("text/plain",)), times=1)
     assert [(h.chunk_id, round(h.score, 6)) for h in cached] == [(h.chunk_id, round(h.score, 6)) for h in planned]
 
-    # The narrow collection, the other arm's share of the space: planned for itself, and found by its exact scan.
+    # The narrow collection, a tenth of the space: planned for itself, and its one chunk found.
     generic, custom = _vector_plans()
     hits = searches(only_memo)
     assert _vector_plans()[0] == generic and _vector_plans()[1] >= custom + 3

@@ -122,10 +122,10 @@ def main() -> None:
             return [row[0] for row in cursors[1].fetchall()]
         queries, texts = corpus.queries, corpus.query_texts
 
+        from documents.search import sql as search_sql
+
         def searched(mode: str, *, planned_each_time: bool = False):
             def call(i: int) -> list[int]:
-                from documents.search import sql as search_sql
-
                 share = search_sql.CACHED_PLAN_SHARE
                 if planned_each_time:
                     search_sql.CACHED_PLAN_SHARE = 1e9  # no arm is that wide

@@ -16,7 +16,7 @@ from django.db.models import Model
 
 from documents.models import Chunk, ChunkVector, Collection, Distance, Document, EmbeddingSpace, TermStat
 from documents.search.indexes import ivfflat_name_sql
-from documents.spaces.storage import PARENT, vector_expression
+from documents.spaces.storage import partition_name, vector_expression
 
 
 def _table(model: type[Model]) -> str:
@@ -139,11 +139,11 @@ def cached_plans(space_id: int, distance: str) -> str:
     statement comes after CUSTOM_PLANS_AGAIN): its cached plan when that arm is the search's only one and wide
     (CACHED_PLAN_SHARE), else one planned for this search."""
     distance = Distance(distance).value  # from a fixed table, never from input
-    partition = f"'{PARENT}_s' || a.active_space_id"
     return (
         "set_config('plan_cache_mode', CASE WHEN (SELECT count(*) FROM arms) = 1 AND EXISTS ("
         f"SELECT 1 FROM arms a, pg_class r WHERE a.active_space_id = {int(space_id)} AND a.distance = '{distance}' "
-        f"AND r.oid = to_regclass({partition}) AND r.reltuples > 0 AND a.chunks >= {CACHED_PLAN_SHARE} * r.reltuples"
+        f"AND r.oid = to_regclass('{partition_name(int(space_id))}') AND r.reltuples > 0 "
+        f"AND a.chunks >= {CACHED_PLAN_SHARE} * r.reltuples"
         ") THEN 'force_generic_plan' ELSE 'force_custom_plan' END, true)"
     )
 

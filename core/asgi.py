@@ -7,8 +7,11 @@ against Django's stock handler at equal settings it answers an authenticated GET
 (WhiteNoise's, the project's) and each sync view is wrapped in its own thread hop, and the signals in more. Every
 view here is sync and so is the middleware, so this handler runs in one hop to the request's thread: the
 request_started signal, the whole chain as WSGI would, and for a response that is not streamed its close
-(request_finished, which gives the database connection back before the bytes go out). Each request still has a
-thread of its own: ``__call__`` is Django's, which opens a ``ThreadSensitiveContext`` per request.
+(request_finished, which gives the database connection back before the bytes go out). Each request has a thread of
+its own while it runs, as under Django's handler (a ``ThreadSensitiveContext`` per request), but the thread is one an
+earlier request left idle: Django's handler starts a thread for each request and another to join it when it ends,
+which cost an in-process API search 1.3 ms on a host with slow thread wake-ups (bench/request_path.py, (c-in) 4.34× →
+3.93× the bare SQL, 2026-12-01).
 
 Only reading the body and sending the response stay on the event loop; a streamed response (an answer, as an
 async iterator) is sent while the client is watched for hanging up, as Django does, and closed after it. A body
@@ -23,13 +26,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import IO, Any
 
-from asgiref.sync import sync_to_async
+from asgiref.sync import ThreadSensitiveContext, sync_to_async
 from django.core import signals
 from django.core.exceptions import RequestAborted
 from django.core.handlers.asgi import ASGIHandler, get_script_prefix
 from django.core.handlers.base import BaseHandler
+from django.db import connections
 from django.http import FileResponse
 from django.http.response import HttpResponseBase
 from django.urls import set_script_prefix
@@ -38,6 +43,10 @@ Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[Mapping[str, Any]]]  # as django-stubs type ASGIHandler's
 Send = Callable[[Mapping[str, Any]], Awaitable[None]]
 
+# Request threads kept idle for the next requests, at most: the concurrency a site usually sees. A burst past it
+# starts threads of its own, which end with their request.
+IDLE_THREADS = 64
+
 
 class OneHopASGIHandler(ASGIHandler):
     """Django's ASGI handler, doing a request's sync work in one hop to its thread (see the module)."""
@@ -45,6 +54,22 @@ class OneHopASGIHandler(ASGIHandler):
     def __init__(self) -> None:
         BaseHandler.__init__(self)  # not ASGIHandler's: that one loads the middleware in async mode
         self.load_middleware(is_async=False)
+        self._idle: list[ThreadPoolExecutor] = []  # one-thread executors of finished requests (IDLE_THREADS)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            raise ValueError(f"Django can only handle ASGI/HTTP connections, not {scope['type']}.")
+        # The request's thread: an idle one of an earlier request, or a new one. asgiref takes the executor a
+        # ThreadSensitiveContext is given as the caller's, for one context at a time, and leaves it running.
+        executor = self._idle.pop() if self._idle else ThreadPoolExecutor(max_workers=1, thread_name_prefix="request")
+        try:
+            async with ThreadSensitiveContext(executor=executor):
+                await self.handle(scope, receive, send)
+        finally:
+            if len(self._idle) < IDLE_THREADS:
+                self._idle.append(executor)
+            else:
+                executor.shutdown(wait=False)  # its thread ends once its work is done
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -65,7 +90,7 @@ class OneHopASGIHandler(ASGIHandler):
                     task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, RequestAborted):
                     await task
-            await sync_to_async(response.close, thread_sensitive=True)()
+            await sync_to_async(self._close, thread_sensitive=True)(response)
         finally:
             body_file.close()
 
@@ -79,5 +104,13 @@ class OneHopASGIHandler(ASGIHandler):
                 response.block_size = self.chunk_size
         assert response is not None  # create_request gives a request or the response that refuses it
         if not response.streaming:
-            response.close()  # request_finished: the connection goes back before the bytes are sent
+            self._close(response)  # the connection goes back before the bytes are sent
         return response
+
+    @staticmethod
+    def _close(response: HttpResponseBase) -> None:
+        """Close the response (request_finished) and the thread's database connections, as the end of a thread of
+        its own did: the thread waits for another request, its connections not with it (with DATABASE_POOL they
+        are back in the pool already; without, Django's persistent connections are not meant for ASGI)."""
+        response.close()
+        connections.close_all()

@@ -179,3 +179,53 @@ def test_a_client_that_hangs_up_ends_a_streamed_answer(transactional_db, user, h
     assert sent[0]["status"] == 200 and b"word0" in streamed
     assert b"word39" not in streamed and b"[DONE]" not in streamed  # cut short, not streamed to the end
     assert trace.count("finished") == 1  # and closed: its connection went back
+
+
+def test_requests_one_after_another_run_in_one_kept_thread_without_its_database_connection(transactional_db, user):
+    """A request's thread is kept for the next request instead of one being started for each (core.asgi), and keeps
+    no database connection between them."""
+    from django.db import connections
+
+    token = ApiToken.issue(user=user)[1]
+    seen: list[tuple[int, object]] = []
+
+    def started(**kwargs):
+        seen.append((threading.get_ident(), connections["default"]))
+
+    signals.request_started.connect(started, weak=False)
+    try:
+        for _ in range(3):
+            threads_before = threading.active_count()
+            sent = run(http_scope("GET", "/api/v1/documents", {"authorization": f"Bearer {token}"}), request_body(b""))
+            assert sent[0]["status"] == 200
+    finally:
+        signals.request_started.disconnect(started)
+    assert len({ident for ident, _ in seen}) == 1  # the same thread each time
+    assert threading.active_count() == threads_before  # and no thread started (run()'s own has ended)
+    assert seen[0][1].connection is None  # its connection was closed with the request
+
+
+def test_requests_at_the_same_time_each_have_a_thread_of_their_own(transactional_db, user):
+    """Two requests in flight at once never share a thread: each reaches the view while the other is in its own."""
+    token = ApiToken.issue(user=user)[1]
+    both_in = threading.Barrier(2, timeout=20)  # broken (a failure) if the two ran one after the other
+    idents: list[int] = []
+
+    def started(**kwargs):
+        idents.append(threading.get_ident())
+        both_in.wait()
+
+    signals.request_started.connect(started, weak=False)
+    results: list[list[dict]] = []
+    try:
+        clients = [threading.Thread(target=lambda: results.append(run(
+            http_scope("GET", "/api/v1/documents", {"authorization": f"Bearer {token}"}), request_body(b""))))
+            for _ in range(2)]
+        for client in clients:
+            client.start()
+        for client in clients:
+            client.join()
+    finally:
+        signals.request_started.disconnect(started)
+    assert [sent[0]["status"] for sent in results] == [200, 200]
+    assert len(set(idents)) == 2

@@ -12,6 +12,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 from ninja.security import HttpBearer
 
+from core.db import server_bound_cursor
 from core.models import ApiToken, hash_token
 
 if TYPE_CHECKING:
@@ -45,7 +46,7 @@ def _token_sql() -> tuple[str, list[str]]:
 def active_token_sql(raw: str) -> TokenMatch | None:
     """(token id, last used, user) of the active token ``raw``, or None: the query written out."""
     sql, user_fields = _token_sql()
-    with connection.cursor() as cursor:
+    with server_bound_cursor(connection) as cursor:  # prepared once per connection
         cursor.execute(sql, [hash_token(raw)])
         row = cursor.fetchone()
     if row is None:

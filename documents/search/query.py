@@ -12,10 +12,10 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
-import psycopg
 from django.conf import settings
 from django.db.backends.base.base import BaseDatabaseWrapper
 
+from core.db import server_bound_cursor
 from core.text import without_surrogates
 from documents.db import vector_connection
 from documents.models import EmbeddingSpace
@@ -183,12 +183,10 @@ def _fetch_together(db: BaseDatabaseWrapper, statements: list[Statement]) -> lis
     and it has the others planned again for each search (sql.CUSTOM_PLANS: they depend on the collections),
     unless a lone wide vector arm can run on its statement's cached plan (sql.CACHED_PLAN_SHARE).
 
-    Each statement has its own cursor (a pipeline's results go to the cursor that sent them) in Django's
-    wrapper, so that execute wrappers, DEBUG's query log and Django's database errors are as for any query.
+    Each statement has its own cursor (a pipeline's results go to the cursor that sent them):
+    core.db.server_bound_cursor, in Django's wrapper.
     """
-    wrap = db.make_debug_cursor if db.queries_logged else db.make_cursor
-    # django-stubs types the argument as Django's own wrapper; Django passes the driver's cursor, as here.
-    cursors = [wrap(psycopg.Cursor(db.connection)) for _ in statements]  # type: ignore[arg-type]
+    cursors = [server_bound_cursor(db) for _ in statements]
     with db.wrap_database_errors:
         with db.connection.pipeline():
             for each, (text, params) in zip(cursors, statements, strict=True):

@@ -402,8 +402,10 @@ def main() -> None:
     if space.dimensions != DIMENSIONS:
         sys.exit(f"the bench's vectors have {DIMENSIONS} dimensions, the space {space.name} {space.dimensions}")
     partition = storage.partition_name(space)
-    # The chunk vectors (every space's partition) go with the chunks.
-    execute("TRUNCATE documents_chunk, documents_document RESTART IDENTITY CASCADE")
+    # The chunk vectors (every space's partition) go with the chunks. The term statistics too (TRUNCATE fires no
+    # trigger): ours starts from none, as each raw way does in its new table, not from an earlier run's.
+    execute("TRUNCATE documents_chunk, documents_document, documents_termstat RESTART IDENTITY CASCADE")
+    Collection.objects.filter(pk=collection.pk).update(chunk_total=0, token_total=0)
     execute("DROP TABLE IF EXISTS langchain_pg_embedding, langchain_pg_collection CASCADE")
     app_hnsw = app_hnsw_indexes(space)
     for table in RAW_TABLES:
@@ -411,9 +413,13 @@ def main() -> None:
         execute(f"CREATE TABLE {table} (LIKE documents_chunk INCLUDING ALL)")
         execute(f"CREATE TABLE {vector_table(table)} (LIKE {partition} INCLUDING ALL)")
         drop_indexes(hnsw_indexes(vector_table(table)))
+    # LIKE copies no storage parameters: the raw statistics tables get the app's (its fillfactor) as written.
+    termstat_options = execute("SELECT coalesce(array_to_string(reloptions, ', '), '') FROM pg_class "
+                               "WHERE oid = 'documents_termstat'::regclass")[0][0]
     for table in RAW_TERMSTATS:
         execute(f"DROP TABLE IF EXISTS {table}")
-        execute(f"CREATE TABLE {table} (LIKE documents_termstat INCLUDING ALL)")
+        execute(f"CREATE TABLE {table} (LIKE documents_termstat INCLUDING ALL)"
+                + (f" WITH ({termstat_options})" if termstat_options else ""))
     # Each raw way with statistics counts its totals on a collection row of its own.
     raw_collections = [
         Collection.objects.get_or_create(owner=owner, name=f"ingest-store-{table}")[0].pk for table in RAW_TERMSTATS

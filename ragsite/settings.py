@@ -217,7 +217,8 @@ CACHES = {
     "default": {
         "BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL,
         # A Redis that is down answers at once (connection refused); one that is unreachable must not hang requests.
-        "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 5},
+        # One pool of connections per process, not one per request (core.cache).
+        "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 5, "pool_class": "core.cache.SharedConnectionPool"},
     }
 }
 

@@ -1,5 +1,7 @@
 """core/ratelimit.py: fixed windows per user and action, counted in the real Redis cache."""
 
+from typing import Any
+
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
@@ -43,3 +45,30 @@ def test_a_window_of_several_units_and_counting_by_any_key(settings):
     assert ratelimit.count("login_ip", "192.0.2.2").allowed  # counted per key
     text = ratelimit.message("login_ip", 840)
     assert text == "Too many failed sign-ins from your address: the limit is 2 per 15 minutes. Try again in 14 minutes."
+
+
+def test_requests_share_one_pool_of_redis_connections(user):
+    """Each ASGI request runs in a context of its own, where Django makes a cache object of its own: all of them take
+    the process's one pool (core.cache), so a request does not open a Redis connection to count its rate limit."""
+    import asyncio
+    import contextvars
+
+    from asgiref.sync import ThreadSensitiveContext, sync_to_async
+    from django.core.cache import caches
+
+    def counted() -> object:
+        ratelimit.hit("chat", user)
+        cache: Any = caches["default"]  # Django's RedisCache: its client's pool
+        return cache._cache.get_client(write=True).connection_pool
+
+    async def request() -> object:  # as core.asgi runs a request: a context and a thread of its own
+        async with ThreadSensitiveContext():
+            return await sync_to_async(counted)()
+
+    async def requests() -> list[object]:
+        return [await asyncio.ensure_future(request()) for _ in range(3)]
+
+    # A server's connection task has made no cache object: neither has an empty context, unlike this test's.
+    pools = contextvars.Context().run(asyncio.run, requests())
+    assert len({id(pool) for pool in pools}) == 1
+    assert len(pools[0]._available_connections) + len(pools[0]._in_use_connections) == 1

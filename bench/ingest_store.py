@@ -413,14 +413,9 @@ def main() -> None:
         execute(f"CREATE TABLE {table} (LIKE documents_chunk INCLUDING ALL)")
         execute(f"CREATE TABLE {vector_table(table)} (LIKE {partition} INCLUDING ALL)")
         drop_indexes(hnsw_indexes(vector_table(table)))
-    # LIKE copies no storage parameters: the raw statistics tables get the app's table's, if it has any (a fillfactor
-    # was tried on 2026-12-01, see BENCHMARKS.md).
-    termstat_options = execute("SELECT coalesce(array_to_string(reloptions, ', '), '') FROM pg_class "
-                               "WHERE oid = 'documents_termstat'::regclass")[0][0]
     for table in RAW_TERMSTATS:
         execute(f"DROP TABLE IF EXISTS {table}")
-        execute(f"CREATE TABLE {table} (LIKE documents_termstat INCLUDING ALL)"
-                + (f" WITH ({termstat_options})" if termstat_options else ""))
+        execute(f"CREATE TABLE {table} (LIKE documents_termstat INCLUDING ALL)")
     # Each raw way with statistics counts its totals on a collection row of its own.
     raw_collections = [
         Collection.objects.get_or_create(owner=owner, name=f"ingest-store-{table}")[0].pk for table in RAW_TERMSTATS

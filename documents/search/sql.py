@@ -221,13 +221,21 @@ BM25_B = 0.75
 # result asked (at least RARE_ROWS), and those holding two of the words in under PAIR_DF of the chunks (or
 # PAIR_ROWS, in a small collection), which the GIN index finds without reading a chunk. At 100k chunks that
 # is ~300 chunks, and the same top 10 as scoring every matching chunk (bench/hybrid_keyword.py).
+# A word joins the rarest only while their rows together stay within the candidates' bound (CANDIDATES_PER_RESULT;
+# the rarest word always does): a word in most chunks after rarer ones (a name in every chunk's heading) once filled
+# the bound with chunks in no order, read them all, and cut off chunks of the rare words the LIMIT came to after them.
+# Such a word pairs with the words after it when it may (PAIR_DF), and when the rarer words' chunks are fewer than
+# the results asked, its own chunks make up the rest (``fill``: as many as asked, in no order, read after the rare
+# words' chunks instead of before or instead of them); otherwise only its score counts, in the chunks the other
+# words find.
 RARE_ROWS = 100
 RARE_ROWS_PER_RESULT = 2
 PAIR_DF = 0.02
 PAIR_ROWS = 500
-# At most this many candidates per result asked (at least 2,000), taken in no order: a bound on the chunks
+# At most this many candidates per result asked (at least MIN_CANDIDATES), taken in no order: a bound on the chunks
 # read by a query of many fairly common words that often meet, not a ranking.
 CANDIDATES_PER_RESULT = 40
+MIN_CANDIDATES = 2000
 
 
 def keyword_statement(query: str, where: str, params: list[Any], limit: int) -> tuple[str, list[Any]]:
@@ -237,15 +245,17 @@ def keyword_statement(query: str, where: str, params: list[Any], limit: int) -> 
     where BM25 reaches 0.67. The frequencies come from the TermStat table (kept by triggers) and
     are summed over the collections this search covers, so other users' documents never weigh in.
     The candidates (see RARE_ROWS) are found by one GIN bitmap scan of a tsquery built here: the rarest
-    words ORed, then each other pairable word ANDed with the more common ones after it ("a & (b | c) | b & c",
-    which the index evaluates in half the time of every pair spelled out). A pair with an ORed word would
-    add no chunk, and the GIN index holds every collection's chunks: in a small collection, where the words
-    are all "rare", the tsquery stays a plain OR instead of pairs the index would check against long postings.
+    words ORed (``ored``: while their rows fit the bound), then each other pairable word ANDed with the more
+    common ones after it ("a & (b | c) | b & c", which the index evaluates in half the time of every pair spelled
+    out). A pair with an ORed word would add no chunk, and the GIN index holds every collection's chunks: in a
+    small collection, where the words are all "rare", the tsquery stays a plain OR instead of pairs the index would
+    check against long postings. A second scan (``fill``, see RARE_ROWS) runs only when the rare words' chunks
+    are fewer than the results asked and a common word was left out of them.
     Each candidate's term frequencies come from its tsvector narrowed to the query's words (setweight +
     ts_filter) instead of unnesting every word it holds.
     """
     rare = max(RARE_ROWS, RARE_ROWS_PER_RESULT * limit)
-    cap = max(limit * CANDIDATES_PER_RESULT, 2000)
+    cap = max(limit * CANDIDATES_PER_RESULT, MIN_CANDIDATES)
     return (
         f"""
         WITH scope AS (
@@ -263,25 +273,35 @@ def keyword_statement(query: str, where: str, params: list[Any], limit: int) -> 
             LEFT JOIN {TERMSTAT} t ON t.lexeme = w.lexeme AND t.collection_id IN (SELECT id FROM scope)
             GROUP BY w.lexeme, tot.n
         ), ranked AS MATERIALIZED (
-            SELECT t.lexeme, quote_literal(t.lexeme) AS quoted, row_number() OVER w AS rarity,
-                   sum(t.df) OVER w - t.df AS rarer_rows, t.df < greatest({PAIR_DF} * tot.n, {PAIR_ROWS}) AS pairable
+            SELECT t.lexeme, t.df, quote_literal(t.lexeme) AS quoted, row_number() OVER w AS rarity,
+                   sum(t.df) OVER w - t.df < {rare} AS rare_enough,
+                   sum(t.df) OVER w - t.df < {rare} AND (row_number() OVER w = 1 OR sum(t.df) OVER w <= {cap}) AS ored,
+                   t.df < greatest({PAIR_DF} * tot.n, {PAIR_ROWS}) AS pairable
             FROM terms t, totals tot WHERE t.df > 0
             WINDOW w AS (ORDER BY t.df, t.lexeme)
         ), selective AS (
             SELECT nullif(array_to_string(ARRAY(
-                SELECT quoted FROM ranked WHERE rarer_rows < {rare}
+                SELECT quoted FROM ranked WHERE ored
                 UNION ALL
                 SELECT '(' || a.quoted || ' & (' || string_agg(b.quoted, ' | ') || '))'
                 FROM ranked a JOIN ranked b ON b.rarity > a.rarity AND b.pairable
-                WHERE a.pairable AND a.rarer_rows >= {rare} GROUP BY a.rarity, a.quoted
+                WHERE a.pairable AND NOT a.ored GROUP BY a.rarity, a.quoted
             ), ' | '), '')::tsquery AS query,
+            CASE WHEN (SELECT coalesce(sum(df), 0) FROM ranked WHERE ored) < {int(limit)}
+                 THEN (SELECT quoted FROM ranked WHERE rare_enough AND NOT ored LIMIT 1)::tsquery END AS fill,
             ARRAY(SELECT lexeme FROM ranked) AS lexemes
         ), candidates AS MATERIALIZED (
-            SELECT c.id, c.document_id, c.page, c.heading, c.text, c.token_count,
-                   ts_filter(setweight(c.search_vector, 'A', q.lexemes), '{{a}}') AS matched
-            FROM {CHUNK} c, selective q
-            WHERE c.search_vector @@ q.query AND {where}
-            LIMIT {cap}
+            (SELECT c.id, c.document_id, c.page, c.heading, c.text, c.token_count,
+                    ts_filter(setweight(c.search_vector, 'A', q.lexemes), '{{a}}') AS matched
+             FROM {CHUNK} c, selective q
+             WHERE c.search_vector @@ q.query AND {where}
+             LIMIT {cap})
+            UNION ALL
+            (SELECT c.id, c.document_id, c.page, c.heading, c.text, c.token_count,
+                    ts_filter(setweight(c.search_vector, 'A', q.lexemes), '{{a}}') AS matched
+             FROM {CHUNK} c, selective q
+             WHERE c.search_vector @@ q.fill AND (q.query IS NULL OR NOT c.search_vector @@ q.query) AND {where}
+             LIMIT {int(limit)})
         ), scored AS (
             SELECT c.id, sum(t.idf * (array_length(u.positions, 1) * ({BM25_K1} + 1)) / (
                 array_length(u.positions, 1) + {BM25_K1} * (1 - {BM25_B} + {BM25_B} * c.token_count / tot.avgdl)
@@ -297,5 +317,5 @@ def keyword_statement(query: str, where: str, params: list[Any], limit: int) -> 
         FROM scored s JOIN candidates c ON c.id = s.id
         ORDER BY s.score DESC, s.id
         """,
-        [query, *params, limit],
+        [query, *params, *params, limit],
     )

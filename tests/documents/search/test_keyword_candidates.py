@@ -87,3 +87,31 @@ def test_a_word_in_most_chunks_pairs_with_no_other(user, collection, library, mo
 def test_a_query_of_unknown_words_finds_nothing(user, collection, library):
     assert search(user=user, query="xylophones quasars", k=10, mode="keyword") == []
     assert search(user=user, query="the and of", k=10, mode="keyword") == []  # stop words only
+
+
+HARBOUR = {f"h{i}": f"Boats rest in the harbour on day {i}." for i in range(1, 7)} | {
+    "h7": "A zebra swam across the harbour."}
+
+
+def test_a_common_word_after_a_rare_one_does_not_crowd_the_rare_ones_chunks_out(user, collection, monkeypatch):
+    # "harbour" is in every chunk, "zebra" in the last one stored. The candidates' bound scaled down to three chunks:
+    # ORing "harbour" with "zebra" would take three chunks of seven in no order (those stored first) and lose the
+    # best one; "harbour" no longer joins the rare words once it would overflow the bound.
+    for name, text in HARBOUR.items():
+        add(user, collection, name, text)
+    monkeypatch.setattr(sql, "RARE_ROWS", 2)
+    monkeypatch.setattr(sql, "RARE_ROWS_PER_RESULT", 0)
+    monkeypatch.setattr(sql, "CANDIDATES_PER_RESULT", 0)
+    monkeypatch.setattr(sql, "MIN_CANDIDATES", 3)
+    expected = bm25(collection, "harbour zebra")
+    best = max(expected, key=expected.get)
+    assert len(expected) == 7
+    hits = search(user=user, query="harbour zebra", k=1, mode="keyword")
+    assert [hit.chunk_id for hit in hits] == [best] and hits[0].document_title == "h7"
+    assert hits[0].score == pytest.approx(expected[best])
+    # Asked for more results than the rare words' chunks, the common word's own chunks make up the rest: here all.
+    hits = search(user=user, query="harbour zebra", k=10, mode="keyword")
+    assert hits[0].chunk_id == best and len(hits) == 7
+    assert {hit.chunk_id: hit.score for hit in hits} == pytest.approx(expected)
+    # The rarest word always joins: a query of the common word alone still gets the bound's chunks.
+    assert len(search(user=user, query="harbour", k=10, mode="keyword")) == 3

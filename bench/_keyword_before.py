@@ -8,9 +8,11 @@ three words or a word in under 5% of the chunks, sorted by ts_rank (a heap read 
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from documents.search.sql import CHUNK, COLLECTION, DOCUMENT, SCOPE, TERMSTAT
+from documents.search.sql import keyword_statement as keyword_statement_today
 
 # BM25's usual constants (Robertson & Zaragoza): term-frequency saturation and length normalisation.
 BM25_K1 = 1.2
@@ -71,3 +73,15 @@ def keyword_statement_before(query: str, where: str, params: list[Any], limit: i
         """,
         [query, *params, limit],
     )
+
+
+def keyword_statement_unbounded_or(query: str, where: str, params: list[Any], limit: int) -> tuple[str, list[Any]]:
+    """Today's statement as it was until 2026-12-02: a word joined the rarer ones, ORed, whenever the rows of the
+    words rarer than it were under the rare bound, however many chunks it was in itself (the candidates' LIMIT then
+    took the bound's worth of its chunks in no order, before or instead of the rare words' own). Made from today's
+    statement (as imported here, before a bench swaps ``sql.keyword_statement``) by taking the bound out."""
+    text, values = keyword_statement_today(query, where, params, limit)
+    before = re.sub(r" AND \(row_number\(\) OVER w = 1 OR sum\(t\.df\) OVER w <= \d+\) AS ored", " AS ored", text)
+    if before == text:
+        raise RuntimeError("sql.keyword_statement no longer says which words are ORed as this bench expects")
+    return before, values

@@ -54,6 +54,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--limit", type=int, default=0, help="evaluate only the first N judged queries")
     parser.add_argument("--quick", action="store_true", help="10 queries over ~40 abstracts: not recorded (CI)")
+    parser.add_argument("--label", default="", help="added to the title in BENCHMARKS.md (e.g. 'after ...')")
     parser.add_argument("--embeddings", choices=["local", "hashing"], default="local",
                         help="the backend that embeds the corpus (hashing: keyword figures only)")
     args = parser.parse_args()
@@ -114,8 +115,9 @@ def main() -> None:
     abstracts = sum(1 for line in corpus.open(encoding="utf-8") if line.strip())
     _common.report(
         # A hashing run must not pass for the model's in the goals summary (bench/_summary.py reads the title).
-        args.quick, "Retrieval quality: SciFact dev (bench/retrieval_quality.py)" if args.embeddings == "local" else
-        "Keyword retrieval quality, hashing embeddings: SciFact dev (bench/retrieval_quality.py --embeddings hashing)",
+        args.quick, ("Retrieval quality: SciFact dev (bench/retrieval_quality.py)" if args.embeddings == "local" else
+                     "Keyword retrieval quality, hashing embeddings: SciFact dev (bench/retrieval_quality.py "
+                     "--embeddings hashing)") + (f", {args.label}" if args.label else ""),
         f"{queries} judged queries, {abstracts:,} abstracts; "
         f"{'all-MiniLM-L6-v2 int8 (offline)' if args.embeddings == 'local' else 'hashing embeddings (not a model)'}, "
         "chunks of "

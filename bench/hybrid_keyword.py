@@ -182,7 +182,7 @@ def _commonest_word(collection: int) -> tuple[str, float]:
         cursor.execute(
             "SELECT t.lexeme, t.df::float8 / greatest(c.chunk_total, 1) FROM documents_termstat t "
             "JOIN documents_collection c ON c.id = t.collection_id WHERE t.collection_id = %s "
-            "AND to_tsvector('english', t.lexeme) = (t.lexeme || ':1')::tsvector ORDER BY t.df DESC LIMIT 1",
+            "AND tsvector_to_array(to_tsvector('english', t.lexeme)) = ARRAY[t.lexeme] ORDER BY t.df DESC LIMIT 1",
             [collection],
         )
         lexeme, share = cursor.fetchone()

@@ -178,10 +178,12 @@ def _commonest_word(collection: int) -> tuple[str, float]:
     share of its chunks."""
     from django.db import connection
 
+    from documents.search.sql import COLLECTION, TERMSTAT
+
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT t.lexeme, t.df::float8 / greatest(c.chunk_total, 1) FROM documents_termstat t "
-            "JOIN documents_collection c ON c.id = t.collection_id WHERE t.collection_id = %s "
+            f"SELECT t.lexeme, t.df::float8 / greatest(c.chunk_total, 1) FROM {TERMSTAT} t "
+            f"JOIN {COLLECTION} c ON c.id = t.collection_id WHERE t.collection_id = %s "
             "AND tsvector_to_array(to_tsvector('english', t.lexeme)) = ARRAY[t.lexeme] ORDER BY t.df DESC LIMIT 1",
             [collection],
         )

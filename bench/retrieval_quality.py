@@ -98,9 +98,9 @@ def main() -> None:
     from documents.search import sql
 
     today = sql.keyword_statement
-    for mode, candidates, before in runs:
+    for mode, candidates, statement in runs:
         sql.keyword_statement = {"": today, "before": _keyword_before.keyword_statement_before,
-                                 "until": _keyword_before.keyword_statement_unbounded_or}[before]
+                                 "until": _keyword_before.keyword_statement_unbounded_or}[statement]
         out = io.StringIO()
         options = {"limit": args.limit} if args.limit else {}
         if candidates:
@@ -115,8 +115,8 @@ def main() -> None:
         ms = float(re.search(r"ms_per_query=([\d.]+)", text).group(1))
         queries = int(re.search(r"queries=(\d+)", text).group(1))
         name = f"{mode}, as the chat searches ({candidates} candidates per arm)" if candidates else mode
-        name = f"{name}, {STATEMENTS[before]}" if before else name
-        figures["_".join(str(part) for part in (mode, candidates, before) if part)] = ndcg
+        name = f"{name}, {STATEMENTS[statement]}" if statement else name
+        figures["_".join(str(part) for part in (mode, candidates, statement) if part)] = ndcg
         rows.append([name, f"{ndcg:.4f}", f"{recall:.4f}", f"{mrr:.4f}", f"{ms:.1f}"])
     rows.append(["BM25 reference (bm25s, exact)", "0.696", "0.928", "", ""])
     rows.append(["all-MiniLM-L6-v2 reference (MTEB, test split)", "0.645", "", "", ""])

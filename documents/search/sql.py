@@ -256,6 +256,11 @@ def keyword_statement(query: str, where: str, params: list[Any], limit: int) -> 
     """
     rare = max(RARE_ROWS, RARE_ROWS_PER_RESULT * limit)
     cap = max(limit * CANDIDATES_PER_RESULT, MIN_CANDIDATES)
+    # A candidate's columns, from the rare words' scan and from the fill's alike.
+    candidate = (
+        "c.id, c.document_id, c.page, c.heading, c.text, c.token_count, "
+        "ts_filter(setweight(c.search_vector, 'A', q.lexemes), '{a}') AS matched"
+    )
     return (
         f"""
         WITH scope AS (
@@ -291,14 +296,12 @@ def keyword_statement(query: str, where: str, params: list[Any], limit: int) -> 
                  THEN (SELECT quoted FROM ranked WHERE rare_enough AND NOT ored LIMIT 1)::tsquery END AS fill,
             ARRAY(SELECT lexeme FROM ranked) AS lexemes
         ), candidates AS MATERIALIZED (
-            (SELECT c.id, c.document_id, c.page, c.heading, c.text, c.token_count,
-                    ts_filter(setweight(c.search_vector, 'A', q.lexemes), '{{a}}') AS matched
+            (SELECT {candidate}
              FROM {CHUNK} c, selective q
              WHERE c.search_vector @@ q.query AND {where}
              LIMIT {cap})
             UNION ALL
-            (SELECT c.id, c.document_id, c.page, c.heading, c.text, c.token_count,
-                    ts_filter(setweight(c.search_vector, 'A', q.lexemes), '{{a}}') AS matched
+            (SELECT {candidate}
              FROM {CHUNK} c, selective q
              WHERE c.search_vector @@ q.fill AND (q.query IS NULL OR NOT c.search_vector @@ q.query) AND {where}
              LIMIT {int(limit)})

@@ -15,8 +15,8 @@ each way in a random order per query (``_data.interleaved``), one at a time:
 - (b) ``documents.search.search()`` with the query vector given (what (b) is there);
 - (b0) the same with its vector statement planned for each search, as every search was before its arm could run on
   a cached plan (documents.search.sql.CACHED_PLAN_SHARE set out of reach for these calls);
-- (h) and (h0): the same two as hybrid searches (the chat's and the API's default), whose keyword arm is planned
-  for each search either way;
+- (h) and (h0): the same two as hybrid searches (the chat's and the API's default); in (h0) the keyword statement
+  is planned for each search too (documents.search.sql.keyword_plans reads the same share);
 - (c-in) GET /api/v1/search through the product's ASGI application called in this process (no socket, no
   server): Django's handler, the middleware, django-ninja, the bearer token, the search, the JSON;
 - (c) the same GET over HTTP to uvicorn serving the product's application (what (c) is there);
@@ -168,7 +168,7 @@ def main() -> None:
             "(b) search()": searched("vector"),
             "(b0) search(), its arm planned for each search": searched("vector", planned_each_time=True),
             "(h) search(), hybrid": searched("hybrid"),
-            "(h0) search(), hybrid, its vector arm planned for each search": searched("hybrid", planned_each_time=True),
+            "(h0) search(), hybrid, both statements planned for each search": searched("hybrid", planned_each_time=True),
             "(c-in) GET /api/v1/search, in-process ASGI": in_process,
             "(c) GET /api/v1/search, uvicorn, the product's handler": over_http("product"),
             "(c1) GET /api/v1/search, uvicorn, Django's stock handler": over_http("django stock"),

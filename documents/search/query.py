@@ -89,9 +89,11 @@ def search(
         default = spaces.default()
     # The first statement finds the collections this search covers (access control) and hands them,
     # with the search settings, to the statements after it in the same transaction (see _scope_sql). A search
-    # without filters of its own may run its vector arm on a cached plan (sql.CACHED_PLAN_SHARE).
-    cacheable = mode != "keyword" and scoped_predicate(filters, alias="v")[0] == "true"
-    statements = [_scope_sql(user, filters, ef_search, (default.pk, SPECULATED) if cacheable else None)]
+    # without filters of its own may run its vector arm and its keyword statement on their cached plans
+    # (sql.CACHED_PLAN_SHARE, sql.keyword_plans).
+    unfiltered = scoped_predicate(filters, alias="v")[0] == "true"
+    cached_arm = (default.pk, SPECULATED) if unfiltered and mode != "keyword" else None
+    statements = [_scope_sql(user, filters, ef_search, cached_arm, cached_keyword=unfiltered and mode == "keyword")]
     if mode != "keyword":
         # Which spaces and distances the covered collections search is only known from the database; the
         # default space's cosine arm is searched at once (skipped by the server unless a covered collection
@@ -99,8 +101,8 @@ def search(
         vectors = {default.pk: vector if vector is not None else _embedded(query, default)}
         statements.append(_vector_sql(filters, limit, vectors[default.pk], default, SPECULATED))
     if mode != "vector":
-        if cacheable:  # the keyword statement is planned for its search whatever the vector arm ran on
-            statements.append((sql.CUSTOM_PLANS_AGAIN, []))
+        if cached_arm:  # the keyword statement's own plan mode, whatever the vector arm ran on
+            statements.append((sql.keyword_plans_statement(), []))
         statements.append(_keyword_sql(query, filters, limit))
     scope, *results = _fetch_together(db, statements)
     _check_covered(filters, scope)
@@ -181,7 +183,8 @@ def _fetch_together(db: BaseDatabaseWrapper, statements: list[Statement]) -> lis
     the ones after it, and end with it. psycopg prepares a statement once it has run on a connection a few times
     (settings: the databases' prepare_threshold), so it is not parsed again; the scope statement's plan is kept,
     and it has the others planned again for each search (sql.CUSTOM_PLANS: they depend on the collections),
-    unless a lone wide vector arm can run on its statement's cached plan (sql.CACHED_PLAN_SHARE).
+    unless a lone wide vector arm, or the keyword statement of a wide search, can run on its statement's cached plan
+    (sql.CACHED_PLAN_SHARE, sql.keyword_plans).
 
     Each statement has its own cursor (a pipeline's results go to the cursor that sent them):
     core.db.server_bound_cursor, in Django's wrapper.
@@ -199,9 +202,10 @@ def _fetch_together(db: BaseDatabaseWrapper, statements: list[Statement]) -> lis
 
 def _scope_sql(
     user: Any, filters: Filters, ef_search: int | None, cached_arm: tuple[int, str] | None = None,
+    cached_keyword: bool = False,
 ) -> Statement:
     """The first statement: the collections the search covers (access control), their distances, its settings."""
-    return sql.scope_statement(*covered_collections(user, filters, "g"), ef_search, cached_arm)
+    return sql.scope_statement(*covered_collections(user, filters, "g"), ef_search, cached_arm, cached_keyword)
 
 
 def _vector_sql(filters: Filters, limit: int, vector: np.ndarray, space: EmbeddingSpace, distance: str) -> Statement:

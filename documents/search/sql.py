@@ -82,6 +82,7 @@ def hnsw_settings(ef_search: str) -> str:
 
 def scope_statement(
     covered: str, params: list[Any], ef_search: int | None, cached_arm: tuple[int, str] | None = None,
+    cached_keyword: bool = False,
 ) -> tuple[str, list[Any]]:
     """The first statement of a search: the collections it covers, their spaces and distances, its settings.
 
@@ -94,15 +95,19 @@ def scope_statement(
     like SET LOCAL: nothing outlives the search (or the caller's transaction).
 
     ``cached_arm`` (a space id and distance): the vector statement after this one is that arm's, with no predicate
-    of its own (any other statement comes after CUSTOM_PLANS_AGAIN); when it is the search's only arm and a wide one
-    (CACHED_PLAN_SHARE), its plan is the one cached for the statement instead of one made for this search.
+    of its own (any other statement comes after keyword_plans_statement()); when it is the search's only arm and a
+    wide one (CACHED_PLAN_SHARE), its plan is the one cached for the statement instead of one made for this search.
+    ``cached_keyword``: the statement after this one is a keyword statement with no predicate of its own, which runs
+    on its cached plan when the search is wide (keyword_plans).
     """
     hnsw = "" if ef_search is None else (
         hnsw_settings(f"'{int(ef_search)}'") + ", "
         f"set_config('ivfflat.probes', {probes_sql()}, true), "
         "set_config('ivfflat.iterative_scan', 'relaxed_order', true), "
     )
-    plans = CUSTOM_PLANS if cached_arm is None else cached_plans(*cached_arm)
+    plans = (cached_plans(*cached_arm) if cached_arm is not None
+             else keyword_plans("SELECT coalesce(sum(chunk_total), 0) FROM covered") if cached_keyword
+             else CUSTOM_PLANS)
     return (
         f"WITH covered AS MATERIALIZED (SELECT g.id, g.active_space_id, g.distance, g.chunk_total FROM {COLLECTION} g "
         f"WHERE {covered}), "
@@ -122,8 +127,6 @@ def scope_statement(
 # collection (the HNSW index) would be kept for a 1% one (the collection index and an exact sort), and the other way
 # round. The scope statement itself, planned before this takes effect, is the same plan for every search.
 CUSTOM_PLANS = "set_config('plan_cache_mode', 'force_custom_plan', true)"
-# The same as a statement of its own, between a vector arm that may have run on its cached plan and the keyword one.
-CUSTOM_PLANS_AGAIN = f"SELECT {CUSTOM_PLANS}"
 
 # Planning the vector statement is most of what it costs beyond pgvector's bare query (bench/request_path.py: 0.6 of
 # 0.9 ms at 100k on a slow host). A search whose only arm covers at least this share of its space's vectors takes the
@@ -136,7 +139,7 @@ CACHED_PLAN_SHARE = 0.5
 
 def cached_plans(space_id: int, distance: str) -> str:
     """scope_statement's plan mode when the vector statement of (``space_id``, ``distance``) follows it (and any other
-    statement comes after CUSTOM_PLANS_AGAIN): its cached plan when that arm is the search's only one and wide
+    statement comes after keyword_plans_statement()): its cached plan when that arm is the search's only one and wide
     (CACHED_PLAN_SHARE), else one planned for this search."""
     distance = Distance(distance).value  # from a fixed table, never from input
     return (
@@ -146,6 +149,29 @@ def cached_plans(space_id: int, distance: str) -> str:
         f"AND a.chunks >= {CACHED_PLAN_SHARE} * r.reltuples"
         ") THEN 'force_generic_plan' ELSE 'force_custom_plan' END, true)"
     )
+
+
+def keyword_plans(covered_chunks: str) -> str:
+    """The keyword statement's plan mode: the plan cached for it when the search has no filters of its own and its
+    collections hold at least CACHED_PLAN_SHARE of the chunk table's rows (``covered_chunks``: an SQL expression of
+    their chunks), else one planned for this search.
+
+    Planning the keyword statement cost a hybrid search a millisecond of its ten at 100k chunks. A wide search's plan is
+    the same whatever its collections (the GIN index finds the candidates, the scope filters them); a narrow one's
+    combines the GIN index with the collection index, and must not be kept for a wide search, nor the other way round:
+    the cached plan is only ever made, and used, under a wide search."""
+    return (
+        "set_config('plan_cache_mode', CASE WHEN EXISTS (SELECT 1 FROM pg_class r "
+        f"WHERE r.oid = to_regclass('{CHUNK}') AND r.reltuples > 0 AND ({covered_chunks}) >= {CACHED_PLAN_SHARE} * "
+        "r.reltuples) THEN 'force_generic_plan' ELSE 'force_custom_plan' END, true)"
+    )
+
+
+def keyword_plans_statement() -> str:
+    """keyword_plans as a statement of its own, between a vector arm that may have run on its cached plan and the
+    keyword statement of a search without filters of its own."""
+    covered = f"SELECT coalesce(sum(g.chunk_total), 0) FROM {COLLECTION} g WHERE g.id = ANY({SCOPE})"
+    return "SELECT " + keyword_plans(covered)
 
 
 def parse_arm(arm: str) -> tuple[int, str]:
@@ -238,6 +264,12 @@ CANDIDATES_PER_RESULT = 40
 MIN_CANDIDATES = 2000
 
 
+def _float8(value: float) -> str:
+    """A float8 literal: BM25's arithmetic in double precision, not in numeric (a decimal literal is numeric, whose
+    arithmetic, for each word of each candidate, costs several times as much)."""
+    return f"{float(value)!r}::float8"
+
+
 def keyword_statement(query: str, where: str, params: list[Any], limit: int) -> tuple[str, list[Any]]:
     """BM25 over the ``where`` chunks' tsvectors, with document frequencies of the covered collections.
 
@@ -306,8 +338,9 @@ def keyword_statement(query: str, where: str, params: list[Any], limit: int) -> 
              WHERE c.search_vector @@ q.fill AND (q.query IS NULL OR NOT c.search_vector @@ q.query) AND {where}
              LIMIT {int(limit)})
         ), scored AS (
-            SELECT c.id, sum(t.idf * (array_length(u.positions, 1) * ({BM25_K1} + 1)) / (
-                array_length(u.positions, 1) + {BM25_K1} * (1 - {BM25_B} + {BM25_B} * c.token_count / tot.avgdl)
+            SELECT c.id, sum(t.idf * (array_length(u.positions, 1) * {_float8(BM25_K1 + 1)}) / (
+                array_length(u.positions, 1)
+                + {_float8(BM25_K1)} * ({_float8(1 - BM25_B)} + {_float8(BM25_B)} * c.token_count / tot.avgdl)
             )) AS score
             FROM candidates c CROSS JOIN totals tot CROSS JOIN LATERAL unnest(c.matched) u
             JOIN terms t ON t.lexeme = u.lexeme

@@ -377,9 +377,45 @@ def test_a_wide_search_runs_its_vector_arm_on_the_cached_plan_and_a_narrow_one_i
     generic, custom = _vector_plans()
     searches(Filters(collections=(collection.pk, narrow.pk)), times=2)
     assert _vector_plans() == (generic + 2, custom)
-    # A hybrid search's vector arm too (its own statement: another LIMIT), while its keyword statement after it is
-    # planned for itself.
+    # A hybrid search's vector arm too (its own statement: another LIMIT).
     hybrid = searches(wide, mode="hybrid")
     assert _vector_plans()[0] >= generic + 2 + 3 and _vector_plans()[1] == custom
-    assert _plans("WITH scope AS (")[0] == 0 and _plans("WITH scope AS (")[1] >= 3
     assert hybrid[0].document_id in {d.pk for d in Document.objects.filter(collection=collection)}
+
+
+def _keyword_plans() -> tuple[int, int]:
+    return _plans("WITH scope AS (")
+
+
+@pytest.mark.parametrize("mode", ["keyword", "hybrid"])
+def test_a_wide_search_runs_its_keyword_statement_on_the_cached_plan_and_a_narrow_one_is_planned_for_itself(
+    mode, user, collection,
+):
+    # "Handbook" holds 10 of the 11 chunks, "Memo" 1. A narrow search's plan combines the GIN index with the
+    # collection index; a wide one's filters the GIN index's chunks: only the wide one may run on the cached plan.
+    narrow = Collection.objects.create(name="Memo", owner=user)
+    for number in range(10):
+        add(user, collection, f"handbook-{number}", f"Chapter {number}: {TEXTS['vacation']} {TEXTS['kitchen']}")
+    memo = add(user, narrow, "memo", f"{TEXTS['security']} Vacation requests go to the manager.")
+    wide, only_memo = Filters(collections=(collection.pk,)), Filters(collections=(narrow.pk,))
+    question = "vacation days encryption"
+
+    def searches(filters, times=8):  # past psycopg's prepare_threshold (5): statements are prepared
+        return [search(user=user, query=question, k=3, mode=mode, filters=filters) for _ in range(times)][-1]
+
+    with connection.cursor() as cursor:  # the chunk table's row count, as the rule reads it (pg_class.reltuples)
+        cursor.execute(f"ANALYZE {Chunk._meta.db_table}")
+    before = _keyword_plans()
+    cached = searches(wide)
+    generic, custom = _keyword_plans()
+    assert generic - before[0] >= 3 and custom == before[1]  # every prepared run on the cached plan
+    # The same rows as a plan made for the search (a filter that keeps every chunk makes it plan for itself).
+    planned = searches(Filters(collections=(collection.pk,), content_types=("text/plain",)), times=1)
+    assert [(h.chunk_id, round(h.score, 6)) for h in cached] == [(h.chunk_id, round(h.score, 6)) for h in planned]
+    assert cached and {h.document_id for h in cached} <= {d.pk for d in Document.objects.filter(collection=collection)}
+
+    # The narrow collection: planned for itself, and its chunk found.
+    generic, custom = _keyword_plans()
+    hits = searches(only_memo)
+    assert _keyword_plans()[0] == generic and _keyword_plans()[1] >= custom + 3
+    assert [h.document_id for h in hits] == [memo.pk]

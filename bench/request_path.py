@@ -168,7 +168,8 @@ def main() -> None:
             "(b) search()": searched("vector"),
             "(b0) search(), its arm planned for each search": searched("vector", planned_each_time=True),
             "(h) search(), hybrid": searched("hybrid"),
-            "(h0) search(), hybrid, both statements planned for each search": searched("hybrid", planned_each_time=True),
+            "(h0) search(), hybrid, both statements planned for each search":
+                searched("hybrid", planned_each_time=True),
             "(c-in) GET /api/v1/search, in-process ASGI": in_process,
             "(c) GET /api/v1/search, uvicorn, the product's handler": over_http("product"),
             "(c1) GET /api/v1/search, uvicorn, Django's stock handler": over_http("django stock"),

@@ -72,3 +72,28 @@ def test_requests_share_one_pool_of_redis_connections(user):
     pools = contextvars.Context().run(asyncio.run, requests())
     assert len({id(pool) for pool in pools}) == 1
     assert len(pools[0]._available_connections) + len(pools[0]._in_use_connections) == 1
+
+
+def test_a_count_is_one_round_trip_to_redis_and_its_window_expires(user, monkeypatch):
+    """INCR and EXPIRE NX sent together: Django's add() and incr() took three round trips."""
+    import redis
+    from django.core.cache import cache
+
+    sent = []
+    original = redis.connection.AbstractConnection.send_packed_command
+
+    def recorded(self, command, check_health=True):
+        sent.append(command)
+        return original(self, command, check_health)
+
+    ratelimit.hit("chat", user)  # the pool's connection made (its handshake is not the count's)
+    monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", recorded)
+    allowed, retry_after = ratelimit.hit("chat", user)
+    monkeypatch.undo()
+    assert allowed and len(sent) == 1
+    window = ratelimit._window("chat", f"user:{user.pk}")
+    assert window is not None
+    key = cache.make_and_validate_key(window[1])
+    client = cache._cache.get_client(key)
+    assert client.get(key) == b"2" and 0 < client.ttl(key) <= retry_after + 1
+    assert cache.get(window[1]) == 2  # as Django's cache reads it (uncount's decr too)

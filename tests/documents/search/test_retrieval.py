@@ -341,6 +341,27 @@ def _vector_plans() -> tuple[int, int]:
     return _plans("WITH nearest AS MATERIALIZED")
 
 
+def _on_the_cached_plan(plans, searches, collection) -> list:
+    """Searches of the wide ``collection`` run on the statement's cached plan (``plans``: its (generic, custom) plan
+    counts), and return the rows a plan made for the search does (a filter that keeps every chunk makes it plan for
+    itself)."""
+    before = plans()
+    cached = searches(Filters(collections=(collection.pk,)))
+    generic, custom = plans()
+    assert generic - before[0] >= 3 and custom == before[1]  # every prepared run on the cached plan
+    planned = searches(Filters(collections=(collection.pk,), content_types=("text/plain",)), times=1)
+    assert [(h.chunk_id, round(h.score, 6)) for h in cached] == [(h.chunk_id, round(h.score, 6)) for h in planned]
+    return cached
+
+
+def _planned_for_itself(plans, searches, narrow) -> list:
+    """Searches of the narrow collection ``narrow`` are planned for themselves, never run on the cached plan."""
+    generic, custom = plans()
+    hits = searches(Filters(collections=(narrow.pk,)))
+    assert plans()[0] == generic and plans()[1] >= custom + 3
+    return hits
+
+
 def test_a_wide_search_runs_its_vector_arm_on_the_cached_plan_and_a_narrow_one_is_planned_for_itself(user, collection):
     # "Handbook" holds 10 of the space's 11 chunks, "Memo" 1: a search of the first takes the HNSW index whatever
     # its collections, one of the second must be planned for them (the exact scan of a small collection).
@@ -348,7 +369,7 @@ def test_a_wide_search_runs_its_vector_arm_on_the_cached_plan_and_a_narrow_one_i
     for number in range(10):
         add(user, collection, f"handbook-{number}", f"Chapter {number}: {TEXTS['vacation']} {TEXTS['kitchen']}")
     memo = add(user, narrow, "memo", TEXTS["security"])
-    wide, only_memo = Filters(collections=(collection.pk,)), Filters(collections=(narrow.pk,))
+    wide = Filters(collections=(collection.pk,))
     question = "How many vacation days do employees get?"
 
     def searches(filters, times=8, mode="vector"):  # past psycopg's prepare_threshold (5): statements are prepared
@@ -360,19 +381,9 @@ def test_a_wide_search_runs_its_vector_arm_on_the_cached_plan_and_a_narrow_one_i
     assert _vector_plans()[0] == 0
     with connection.cursor() as cursor:
         cursor.execute(f"ANALYZE {storage.partition_name(default_space())}")
-    before = _vector_plans()
-    cached = searches(wide)
-    generic, custom = _vector_plans()
-    assert generic - before[0] >= 3 and custom == before[1]  # every prepared run on the cached plan
-    # The same rows as a plan made for the search (a filter that keeps every chunk makes it plan for itself).
-    planned = searches(Filters(collections=(collection.pk,), content_types=("text/plain",)), times=1)
-    assert [(h.chunk_id, round(h.score, 6)) for h in cached] == [(h.chunk_id, round(h.score, 6)) for h in planned]
-
+    _on_the_cached_plan(_vector_plans, searches, collection)
     # The narrow collection, a tenth of the space: planned for itself, and its one chunk found.
-    generic, custom = _vector_plans()
-    hits = searches(only_memo)
-    assert _vector_plans()[0] == generic and _vector_plans()[1] >= custom + 3
-    assert [h.document_id for h in hits] == [memo.pk]
+    assert [h.document_id for h in _planned_for_itself(_vector_plans, searches, narrow)] == [memo.pk]
     # Both collections together are wide too.
     generic, custom = _vector_plans()
     searches(Filters(collections=(collection.pk, narrow.pk)), times=2)
@@ -397,7 +408,6 @@ def test_a_wide_search_runs_its_keyword_statement_on_the_cached_plan_and_a_narro
     for number in range(10):
         add(user, collection, f"handbook-{number}", f"Chapter {number}: {TEXTS['vacation']} {TEXTS['kitchen']}")
     memo = add(user, narrow, "memo", f"{TEXTS['security']} Vacation requests go to the manager.")
-    wide, only_memo = Filters(collections=(collection.pk,)), Filters(collections=(narrow.pk,))
     question = "vacation days encryption"
 
     def searches(filters, times=8):  # past psycopg's prepare_threshold (5): statements are prepared
@@ -405,17 +415,7 @@ def test_a_wide_search_runs_its_keyword_statement_on_the_cached_plan_and_a_narro
 
     with connection.cursor() as cursor:  # the chunk table's row count, as the rule reads it (pg_class.reltuples)
         cursor.execute(f"ANALYZE {Chunk._meta.db_table}")
-    before = _keyword_plans()
-    cached = searches(wide)
-    generic, custom = _keyword_plans()
-    assert generic - before[0] >= 3 and custom == before[1]  # every prepared run on the cached plan
-    # The same rows as a plan made for the search (a filter that keeps every chunk makes it plan for itself).
-    planned = searches(Filters(collections=(collection.pk,), content_types=("text/plain",)), times=1)
-    assert [(h.chunk_id, round(h.score, 6)) for h in cached] == [(h.chunk_id, round(h.score, 6)) for h in planned]
+    cached = _on_the_cached_plan(_keyword_plans, searches, collection)
     assert cached and {h.document_id for h in cached} <= {d.pk for d in Document.objects.filter(collection=collection)}
-
     # The narrow collection: planned for itself, and its chunk found.
-    generic, custom = _keyword_plans()
-    hits = searches(only_memo)
-    assert _keyword_plans()[0] == generic and _keyword_plans()[1] >= custom + 3
-    assert [h.document_id for h in hits] == [memo.pk]
+    assert [h.document_id for h in _planned_for_itself(_keyword_plans, searches, narrow)] == [memo.pk]

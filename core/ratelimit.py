@@ -68,8 +68,8 @@ def count(action: str, key: str) -> Usage:
 
     One round trip to Redis: INCR, which makes the window's counter at 1 if it is not there, and EXPIRE ... NX, which
     gives a new counter its end and leaves a running one's alone (Redis 7). Django's cache API took three (SET NX,
-    then EXISTS and INCRBY for ``incr``): most of what the chat's rate limit cost a question before its first token
-    (py-spy over bench/chat_stream.py: a third of the view's own time).
+    then EXISTS and INCRBY for ``incr``), and the rate limit was a third of the chat view's own time before the first
+    token (py-spy over bench/chat_stream.py).
     """
     current = _window(action, key)
     if current is None:

@@ -132,9 +132,20 @@ CUSTOM_PLANS = "set_config('plan_cache_mode', 'force_custom_plan', true)"
 # 0.9 ms at 100k on a slow host). A search whose only arm covers at least this share of its space's vectors takes the
 # HNSW index whatever its collections are, so it runs on the plan cached for its statement (force_generic_plan, made
 # under such a search: scope_statement's ``cached_arm``). The share is of the partition's row estimate (pg_class, kept
-# by ANALYZE), never trusted before the first one; a narrower search, or one with filters, is planned for itself, and
-# so is a hybrid search's keyword statement.
+# by ANALYZE), never trusted before the first one; a narrower search, or one with filters, is planned for itself. A
+# search's keyword statement follows the same rule over the chunk table (keyword_plans).
 CACHED_PLAN_SHARE = 0.5
+
+
+def _plans_if_wide(relation: str, chunks: str) -> str:
+    """A plan mode: the statement's cached plan when ``chunks`` (an SQL expression: the chunks a search covers) are at
+    least CACHED_PLAN_SHARE of ``relation``'s row estimate (never trusted before its first ANALYZE), else one planned
+    for this search."""
+    return (
+        "set_config('plan_cache_mode', CASE WHEN EXISTS (SELECT 1 FROM pg_class r "
+        f"WHERE r.oid = to_regclass('{relation}') AND r.reltuples > 0 AND ({chunks}) >= {CACHED_PLAN_SHARE} * "
+        "r.reltuples) THEN 'force_generic_plan' ELSE 'force_custom_plan' END, true)"
+    )
 
 
 def cached_plans(space_id: int, distance: str) -> str:
@@ -142,13 +153,9 @@ def cached_plans(space_id: int, distance: str) -> str:
     statement comes after keyword_plans_statement()): its cached plan when that arm is the search's only one and wide
     (CACHED_PLAN_SHARE), else one planned for this search."""
     distance = Distance(distance).value  # from a fixed table, never from input
-    return (
-        "set_config('plan_cache_mode', CASE WHEN (SELECT count(*) FROM arms) = 1 AND EXISTS ("
-        f"SELECT 1 FROM arms a, pg_class r WHERE a.active_space_id = {int(space_id)} AND a.distance = '{distance}' "
-        f"AND r.oid = to_regclass('{partition_name(int(space_id))}') AND r.reltuples > 0 "
-        f"AND a.chunks >= {CACHED_PLAN_SHARE} * r.reltuples"
-        ") THEN 'force_generic_plan' ELSE 'force_custom_plan' END, true)"
-    )
+    arm = f"SELECT a.chunks FROM arms a WHERE a.active_space_id = {int(space_id)} AND a.distance = '{distance}'"
+    only_arm = "(SELECT count(*) FROM arms) = 1"
+    return _plans_if_wide(partition_name(int(space_id)), f"CASE WHEN {only_arm} THEN ({arm}) END")
 
 
 def keyword_plans(covered_chunks: str) -> str:
@@ -160,11 +167,7 @@ def keyword_plans(covered_chunks: str) -> str:
     the same whatever its collections (the GIN index finds the candidates, the scope filters them); a narrow one's
     combines the GIN index with the collection index, and must not be kept for a wide search, nor the other way round:
     the cached plan is only ever made, and used, under a wide search."""
-    return (
-        "set_config('plan_cache_mode', CASE WHEN EXISTS (SELECT 1 FROM pg_class r "
-        f"WHERE r.oid = to_regclass('{CHUNK}') AND r.reltuples > 0 AND ({covered_chunks}) >= {CACHED_PLAN_SHARE} * "
-        "r.reltuples) THEN 'force_generic_plan' ELSE 'force_custom_plan' END, true)"
-    )
+    return _plans_if_wide(CHUNK, covered_chunks)
 
 
 def keyword_plans_statement() -> str:

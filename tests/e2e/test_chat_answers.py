@@ -11,7 +11,7 @@ from playwright.sync_api import expect
 
 from chat.models import Conversation, Message
 from tests.documents_factory import add_text_document as add
-from tests.e2e.chat_page import ask, last_answer
+from tests.e2e.chat_page import ask, last_answer, wait_until_saved
 
 POLICY = (
     "Employees book trains for trips under four hours. Longer trips may fly with the approval of a manager. "
@@ -139,6 +139,7 @@ def test_regenerate_asks_the_last_question_again_and_replaces_the_last_answer(ch
     expect(chat.locator("#messages .bubble.user")).to_have_count(2)
     expect(chat.locator("#messages .bubble.user").last).to_have_text("How much may hotels cost?")
     expect(chat.locator("#messages .bubble.assistant")).to_have_count(2)
+    wait_until_saved(chat)  # the text above shows while it streams, before the server has saved it
     chat.reload()
     expect(chat.locator("#messages .bubble.assistant")).to_have_count(2)
     expect(last_answer(chat).locator(".answer")).to_contain_text("in every city")

@@ -17,6 +17,7 @@ from playwright.sync_api import expect
 from chat.models import Conversation
 from documents import pipeline, services
 from documents.models import Document
+from tests.e2e.chat_page import wait_until_saved
 
 ANSWER = ("Your session may have expired: [sign in again](https://evil.example/login) to read the "
           "policy. Employees book trains for trips under four hours [1].")
@@ -85,6 +86,7 @@ def test_every_page_works_under_the_policy_with_nothing_blocked(csp_violations, 
     expect(link).to_have_attribute("rel", "noopener noreferrer nofollow")
     expect(link.locator(".link-host")).to_have_text("↗ evil.example")
     expect(link.locator(".link-host")).to_be_visible()
+    wait_until_saved(page)
     page.reload()  # the same marking when the stored answer is rendered by the template
     expect(page.locator("#messages .answer a.external .link-host")).to_have_text("↗ evil.example")
     conversation = Conversation.objects.get(owner=admin_user)

@@ -19,6 +19,9 @@ each way in a random order per query (``_data.interleaved``), one at a time:
   is planned for each search too (documents.search.sql.keyword_plans reads the same share);
 - (c-in) GET /api/v1/search through the product's ASGI application called in this process (no socket, no
   server): Django's handler, the middleware, django-ninja, the bearer token, the search, the JSON;
+- (c-in0) the same with the pool's check as Django sets it (psycopg_pool's check_connection: a round trip before
+  each request's first query) instead of the product's (core.postgresql: the socket, a round trip only when the
+  server closed or wrote to it);
 - (c) the same GET over HTTP to uvicorn serving the product's application (what (c) is there);
 - (c1) the same GET to uvicorn serving Django's stock ASGI handler on the same settings, which takes several
   thread hops where the product's (core.asgi.OneHopASGIHandler) takes one.
@@ -160,6 +163,19 @@ def main() -> None:
             loop.run_until_complete(_asgi_get(application, "/api/v1/search", query_string(i), token))
             return []
 
+        from django.db import connections
+        from psycopg_pool import ConnectionPool
+
+        def in_process_pinged(i: int) -> list[int]:
+            """(c-in) with the pool's check as Django sets it: psycopg_pool's round trip before each request."""
+            pool = connections["default"].pool
+            # Not ConnectionPool.check_connection itself, which the engine's pool property replaces with its own.
+            ours, pool._check = pool._check, lambda connection: ConnectionPool.check_connection(connection)
+            try:
+                return in_process(i)
+            finally:
+                pool._check = ours
+
         methods = {
             "(a) bare SQL": lambda i: [row[0] for row in sql.execute(bare, [queries[i]], prepare=True).fetchall()],
             "(a2) bare SQL + the passages (text, heading, page, title)": lambda i: [
@@ -171,6 +187,7 @@ def main() -> None:
             "(h0) search(), hybrid, both statements planned for each search":
                 searched("hybrid", planned_each_time=True),
             "(c-in) GET /api/v1/search, in-process ASGI": in_process,
+            "(c-in0) the same, each pooled connection checked by a round trip (Django's pool check)": in_process_pinged,
             "(c) GET /api/v1/search, uvicorn, the product's handler": over_http("product"),
             "(c1) GET /api/v1/search, uvicorn, Django's stock handler": over_http("django stock"),
         }

@@ -153,11 +153,14 @@ database_url = env_str("DATABASE_URL")
 # Celery's prefork workers keep plain persistent connections (a pool must not cross a fork).
 DATABASE_POOL = env_bool("DATABASE_POOL", False)
 # Without a pool: a reused connection is checked before a request uses it. With one, the pool
-# checks each connection it hands out (ConnectionPool.check_connection), so after a database
-# restart no request gets a connection the restart broke.
+# checks each connection it hands out (core.postgresql: its socket, and a round trip when the server
+# closed or wrote to it), so after a database restart no request gets a connection the restart broke.
 conn_max_age = 0 if DATABASE_POOL else env_int("DATABASE_CONN_MAX_AGE", 60)
+# Django's PostgreSQL backend with that check of pooled connections (the embedded server's engine builds on it).
+POSTGRESQL_ENGINE = "core.postgresql"
 if database_url:
-    DATABASES = {"default": dj_database_url.parse(database_url, conn_max_age=conn_max_age, conn_health_checks=True)}
+    DATABASES = {"default": dj_database_url.parse(database_url, conn_max_age=conn_max_age, conn_health_checks=True,
+                                                  engine=POSTGRESQL_ENGINE)}
 else:
     # Nothing configured (make run, make test): the embedded server, started (or attached to) by the first
     # connection a process makes, not by importing these settings (ragsite/devservices/postgresql).
@@ -193,7 +196,8 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # and every write, use the primary. None set: no alias, router or middleware, so nothing changes.
 DATABASE_REPLICAS: list[str] = []
 for number, replica_url in enumerate(env_list("DATABASE_REPLICA_URLS", ""), start=1):
-    replica = dj_database_url.parse(replica_url, conn_max_age=conn_max_age, conn_health_checks=True)
+    replica = dj_database_url.parse(replica_url, conn_max_age=conn_max_age, conn_health_checks=True,
+                                    engine=POSTGRESQL_ENGINE)
     replica.setdefault("OPTIONS", {})
     if "host" in replica["OPTIONS"]:
         replica["HOST"] = replica["OPTIONS"].pop("host")

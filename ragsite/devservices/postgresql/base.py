@@ -1,4 +1,5 @@
-"""Django's PostgreSQL backend on the embedded server under ``VAR_DIR``, started by the first connection.
+"""The product's PostgreSQL backend (core.postgresql) on the embedded server under ``VAR_DIR``, started by the first
+connection.
 
 The settings name this engine when ``DATABASE_URL`` is unset. Importing them starts nothing; the first
 process that connects (``make run``'s migrate, a management command that touches the database, the worker,
@@ -12,8 +13,9 @@ from pathlib import Path
 
 import dj_database_url
 from django.conf import settings
-from django.db.backends.postgresql import base, client
+from django.db.backends.postgresql import client
 
+from core.postgresql import base
 from ragsite.devservices import embedded_database_url
 
 

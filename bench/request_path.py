@@ -166,9 +166,13 @@ def main() -> None:
         from django.db import connections
         from psycopg_pool import ConnectionPool
 
+        from core.postgresql.base import DatabaseWrapper
+
         def in_process_pinged(i: int) -> list[int]:
             """(c-in) with the pool's check as Django sets it: psycopg_pool's round trip before each request."""
-            pool = connections["default"].pool
+            default = connections["default"]
+            assert isinstance(default, DatabaseWrapper) and default.pool is not None
+            pool = default.pool
             # Not ConnectionPool.check_connection itself, which the engine's pool property replaces with its own.
             ours, pool._check = pool._check, lambda connection: ConnectionPool.check_connection(connection)
             try:

@@ -77,6 +77,10 @@ def store(run: Run) -> tuple[str, bool]:
             f"({ours['rows/s']} vs {limit['rows/s']} rows/s)")
     met = ratio >= 0.8 and same_state
     per_document = next(iter(run.where("way", r"statistics.*one transaction per document")), None)
+    example = next(iter(run.where("way", r"issue 17's example")), None)
+    if example:
+        text += (f"; {number(example['ours ÷ this']):.2f}× the issue's example (one transaction, a statistics "
+                 "statement per document)")
     if per_document:
         text += f"; {number(per_document['ours ÷ this']):.2f}× the same, one transaction per document"
     if chunks_only:

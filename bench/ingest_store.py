@@ -20,6 +20,9 @@ the benchmark's own database (``ragbench_ingest_store``):
      state ours reaches (chunks, full-text vector, vectors, BM25 statistics);
    - the same with one COPY, one statistics statement and one transaction per document (on a fifth
      of the rows): what the worker's commits cost without its other statements;
+   - the same with one COPY and one transaction per slice, as the limit, but one statistics statement per
+     document: issue 17's example of the same searchable state ("raw COPY plus one set-based statistics update
+     per document");
    - raw COPY of the chunks only, no statistics (on a fifth of the rows): what the statistics cost;
    - **langchain-postgres**: ``PGVector.add_embeddings`` in batches of 1000, run by
      ``bench/peer_langchain_store.py`` in the peer's own venv (``_common.peer_python()``), into
@@ -59,10 +62,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
 
 DATABASE = "ragbench_ingest_store"
-# The raw ways' tables: the first two with their own BM25 statistics (the same searchable state as ours),
-# the last without (chunks only: what the statistics cost).
-RAW_TABLES = ("bench_raw_chunk", "bench_raw_chunk_per_doc", "bench_raw_chunk_only")
-RAW_TERMSTATS = ("bench_raw_termstat", "bench_raw_termstat_per_doc")
+# The raw ways' tables: all but the third with their own BM25 statistics (the same searchable state as ours),
+# the third without (chunks only: what the statistics cost).
+RAW_TABLES = ("bench_raw_chunk", "bench_raw_chunk_per_doc", "bench_raw_chunk_only", "bench_raw_chunk_stats_per_doc")
+RAW_TERMSTATS = ("bench_raw_termstat", "bench_raw_termstat_per_doc", "bench_raw_termstat_stats_per_doc")
 DIMENSIONS = 384
 LANGCHAIN_BATCH = 1000
 SLICES = 8  # each way's rows in turns, see interleaved()
@@ -267,15 +270,16 @@ RAW_STATISTICS = """
 
 
 def run_raw(tables: tuple[str, str], space, documents, drafts, vectors, per_document: int, *,
-            per_document_transactions=False, statistics: tuple[str, int] | None = None) -> float:
+            per_document_transactions=False, statistics: tuple[str, int] | None = None,
+            statistics_per_document=False) -> float:
     """Binary COPY of the same rows into ``tables`` (chunks, vectors): the chunks' ids taken from their sequence
     in one statement, then one COPY of the chunks and one of their vectors, in one transaction (the limit), or
     in one transaction per document (the worker's transactions without its statements). With ``statistics``
     (a term-statistics table and the collection whose totals it counts), the rows' BM25 statistics
     follow in the same transaction, by one set-based statement per COPY: the same searchable state
-    as ours, whose triggers do that work. (One statement per document inside one long transaction
-    would be slower than ours: each word's row is then updated once per document by the same
-    transaction, and those versions cannot be pruned before it ends.)"""
+    as ours, whose triggers do that work; with ``statistics_per_document``, by one statement per document
+    (in the same one transaction: each word's row is then updated once per document by that transaction,
+    and those versions cannot be pruned before it ends)."""
     from django.db import transaction
     from psycopg.types.json import Jsonb
 
@@ -317,8 +321,9 @@ def run_raw(tables: tuple[str, str], space, documents, drafts, vectors, per_docu
                 # without statistics on the fresh rows (autovacuum is off) the planner would scan them all.
                 cursor.execute("SET LOCAL enable_seqscan = off")
                 numbers = sorted({index // per_document for index in batch})
-                cursor.execute(statistics_sql, {"documents": [documents[n].pk for n in numbers],
-                                                "collection": collection_id})
+                for group in ([[n] for n in numbers] if statistics_per_document else [numbers]):
+                    cursor.execute(statistics_sql, {"documents": [documents[n].pk for n in group],
+                                                    "collection": collection_id})
     elapsed = time.perf_counter() - started
     assert execute(f"SELECT count(*) FROM {table}")[0][0] - before == len(drafts)
     return elapsed
@@ -471,8 +476,8 @@ def main() -> None:
         # 1. No HNSW index, empty tables: what storing itself costs.
         print(f"1. {rows:,} rows into empty tables without an HNSW index", flush=True)
         indexes["ours", "absent"] = index_summary("documents_chunk", partition)
-        indexes["raw", "absent"] = indexes["raw per doc", "absent"] = indexes["raw chunks only", "absent"] = (
-            index_summary(RAW_TABLES[0], vector_table(RAW_TABLES[0])))
+        for way in ("raw", "raw per doc", "raw chunks only", "raw statistics per doc"):
+            indexes[way, "absent"] = index_summary(RAW_TABLES[0], vector_table(RAW_TABLES[0]))
         checkpoint()
         # One COPY and one commit per document without our statements: a fifth of the rows is
         # enough for its rate, and keeps the whole run under 15 minutes.
@@ -484,6 +489,9 @@ def main() -> None:
             ("raw per doc", functools.partial(run_raw, raw_tables(1), space, per_document_transactions=True,
                                               statistics=(RAW_TERMSTATS[1], raw_collections[1])), sampled, 0),
             ("raw chunks only", functools.partial(run_raw, raw_tables(2), space), sampled, 0),
+            ("raw statistics per doc", functools.partial(
+                run_raw, raw_tables(3), space, statistics=(RAW_TERMSTATS[2], raw_collections[2]),
+                statistics_per_document=True), documents, 0),
             *([("langchain", None, documents, 0), ("langchain per doc", per_document, sampled, 0)] if peer else []),
         ], SLICES, "absent")
 
@@ -525,6 +533,9 @@ def report(args, rows, extra, per_document, words, results, counts, indexes, bui
         ("raw per doc", "absent"): f"raw binary COPY into `{RAW_TABLES[1]}` + the BM25 statistics, one COPY, one "
                                    "statistics statement and one transaction per document (the worker's commits "
                                    "without its other statements)",
+        ("raw statistics per doc", "absent"): f"raw binary COPY into `{RAW_TABLES[3]}` + the BM25 statistics by one "
+                                              "set-based statement per document, in one transaction (issue 17's "
+                                              "example of the same searchable state)",
         ("raw chunks only", "absent"): f"raw binary COPY into `{RAW_TABLES[2]}`, one COPY in one transaction, "
                                        "**no statistics** (what they cost; the limit until 2026-12-01)",
         ("langchain", "absent"): f"langchain-postgres `PGVector.add_embeddings`, batches of {LANGCHAIN_BATCH}",
@@ -538,7 +549,8 @@ def report(args, rows, extra, per_document, words, results, counts, indexes, bui
     table = [["HNSW index while loading", "rows", "way", "indexes on the table", "seconds", "rows/s", "ours ÷ this"]]
     for hnsw, count, label in (("absent", rows, "absent (empty table)"),
                                ("present", extra, f"present, holding {rows:,} rows")):
-        for way in ("ours", "raw", "raw per doc", "raw chunks only", "langchain", "langchain per doc"):
+        for way in ("ours", "raw", "raw statistics per doc", "raw per doc", "raw chunks only", "langchain",
+                    "langchain per doc"):
             if (way, hnsw) not in results:
                 continue
             seconds, done = results[way, hnsw], counts.get((way, hnsw), count)
@@ -593,6 +605,7 @@ def report(args, rows, extra, per_document, words, results, counts, indexes, bui
         "rows_per_s": rows / results["ours", "absent"],
         "ours_vs_raw_copy_per_doc_tx": (results["raw per doc", "absent"] / counts["raw per doc", "absent"])
         / (results["ours", "absent"] / rows),
+        "ours_vs_raw_copy_statistics_per_doc": results["raw statistics per doc", "absent"] / results["ours", "absent"],
         "ours_vs_raw_copy_chunks_only": (results["raw chunks only", "absent"] / counts["raw chunks only", "absent"])
         / (results["ours", "absent"] / rows),
         "ours_vs_raw_copy_with_hnsw": results["raw", "present"] / results["ours", "present"],

@@ -34,6 +34,9 @@ def check_pooled_connection(connection: psycopg.Connection) -> None:
 
 
 def _readable(connection: psycopg.Connection) -> bool:
+    """Whether the server sent something (True where poll() is missing, Windows: then the round trip always runs)."""
+    if not hasattr(select, "poll"):
+        return True
     poller = select.poll()
     poller.register(connection.fileno(), select.POLLIN | select.POLLPRI)
     return bool(poller.poll(0))

@@ -93,3 +93,12 @@ def test_the_engine_gives_django_s_pool_this_check(settings):
         assert wrapper.pool._check is check_pooled_connection  # psycopg_pool keeps the check it is given here
     finally:
         wrapper.close_pool()
+
+
+def test_without_poll_the_check_asks_the_server(pool, round_trips, monkeypatch):
+    monkeypatch.delattr("select.poll")  # as on Windows
+    with pool.connection() as conn:
+        first = conn.info.backend_pid
+    with pool.connection() as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+    assert round_trips == [first, first]  # every time the pool hands it out

@@ -254,7 +254,9 @@ class Document(models.Model):
 
 
 class Chunk(models.Model):
-    document = models.ForeignKey(Document, on_delete=models.CASCADE, related_name="chunks")
+    # No index of its own: unique_chunk_ordinal's (document, ordinal) serves every lookup by document and the
+    # cascade, and one index fewer is written for every stored chunk.
+    document = models.ForeignKey(Document, on_delete=models.CASCADE, related_name="chunks", db_index=False)
     # Denormalised from the document so that access control and collection filters are a
     # predicate on this table alone, which pgvector's iterative index scan can apply cheaply.
     collection = models.ForeignKey(Collection, on_delete=models.CASCADE, related_name="+")
@@ -395,7 +397,9 @@ class TermStat(models.Model):
     path that writes chunks — COPY, cascades, the admin, raw SQL — keeps it right.
     """
 
-    collection = models.ForeignKey(Collection, on_delete=models.CASCADE, related_name="+")
+    # No index of its own: unique_term_per_collection's (collection, lexeme) serves the lookups and the cascade,
+    # and the statistics of every stored chunk write one index fewer.
+    collection = models.ForeignKey(Collection, on_delete=models.CASCADE, related_name="+", db_index=False)
     lexeme = models.TextField()
     df = models.BigIntegerField()
 

@@ -90,7 +90,7 @@ def store(run: Run) -> tuple[str, bool]:
         text += f"; langchain-postgres {peer['rows/s']} rows/s (ours {number(peer['ours ÷ this']):.2f}× its speed)"
         met = met and number(peer["ours ÷ this"]) >= 1.0
         if unkept:
-            speed = number(peer["ours ÷ this"]) / number(unkept["ours ÷ this"])
+            speed = number(unkept["rows/s"]) / number(peer["rows/s"])
             text += (f"; ours with no statistics at all {unkept['rows/s']} rows/s ({speed:.2f}× langchain-postgres: "
                      "the bound of any way of keeping them)")
     peer_per_document = next(iter(run.where("way", r"^langchain.*one call .*per document")), None)

@@ -12,7 +12,9 @@ STORE_RUN = """
 | HNSW index while loading | rows | way | indexes on the table | seconds | rows/s | ours ÷ this |
 |---|---|---|---|---|---|---|
 | absent (empty table) | 40,000 | **ours**: `store_chunks` | x | 40.0 | {ours} | — |
+| absent (empty table) | 8,000 | ours, the statistics trigger disabled: **no statistics** | x | 4.0 | 2,000 | 0.35× |
 | absent (empty table) | 40,000 | raw COPY + statistics: **the limit** | x | 30.0 | 1,333 | {limit}× |
+| absent (empty table) | 8,000 | raw COPY, **no statistics** | x | 3.2 | 2,500 | 0.28× |
 | absent (empty table) | 40,000 | langchain-postgres | x | 50.0 | 800 | {peer}× |
 | absent (empty table) | 8,000 | langchain-postgres, one call per document of 50 chunks | x | 12.5 | 640 | 1.09× |
 """
@@ -40,6 +42,9 @@ def test_the_summary_replaces_a_hand_kept_one_and_follows_the_newest_run(tmp_pat
     # The peer at the worker's unit is reported beside the batched one, which alone decides the goal.
     assert "langchain-postgres 800 rows/s (ours 0.88× its speed)" in line
     assert "langchain-postgres one call per document 640 rows/s (ours 1.09×)" in line
+    # What the statistics cost: ours without them against the peer, and the chunks alone (each its own row).
+    assert "ours with no statistics at all 2,000 rows/s (2.50× langchain-postgres" in line
+    assert "0.28× the chunks alone (2,500 rows/s)" in line
 
     with path.open("a") as handle:
         handle.write(STORE_RUN.format(label="after", ours="1,100", limit="0.83", peer="1.38"))

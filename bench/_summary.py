@@ -86,6 +86,9 @@ def store(run: Run) -> tuple[str, bool]:
         text += f"; {number(per_document['ours ÷ this']):.2f}× the same, one transaction per document"
     if chunks_only:
         text += f"; {number(chunks_only['ours ÷ this']):.2f}× the chunks alone ({chunks_only['rows/s']} rows/s)"
+    no_full_text = next(iter(run.where("way", r"without the full-text column")), None)
+    if no_full_text:
+        text += f", {no_full_text['rows/s']} rows/s without their full-text column (which langchain-postgres lacks)"
     if peer:
         text += f"; langchain-postgres {peer['rows/s']} rows/s (ours {number(peer['ours ÷ this']):.2f}× its speed)"
         met = met and number(peer["ours ÷ this"]) >= 1.0

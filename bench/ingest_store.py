@@ -24,6 +24,10 @@ the benchmark's own database (``ragbench_ingest_store``):
      document: issue 17's example of the same searchable state ("raw COPY plus one set-based statistics update
      per document");
    - raw COPY of the chunks only, no statistics (on a fifth of the rows): what the statistics cost;
+   - the same into a table without the full-text column (and so without its GIN index): what the full text costs,
+     which langchain-postgres does not store;
+   - ours with the statistics trigger disabled (on a fifth of the rows, documents of their own): ours without
+     any statistics, the bound of every way of keeping them;
    - **langchain-postgres**: ``PGVector.add_embeddings`` in batches of 1000, run by
      ``bench/peer_langchain_store.py`` in the peer's own venv (``_common.peer_python()``), into
      the table it creates for itself (the chunk fields go into its GIN-indexed JSONB metadata);
@@ -64,7 +68,10 @@ import _common  # noqa: E402
 DATABASE = "ragbench_ingest_store"
 # The raw ways' tables: all but the third with their own BM25 statistics (the same searchable state as ours),
 # the third without (chunks only: what the statistics cost).
-RAW_TABLES = ("bench_raw_chunk", "bench_raw_chunk_per_doc", "bench_raw_chunk_only", "bench_raw_chunk_stats_per_doc")
+RAW_TABLES = ("bench_raw_chunk", "bench_raw_chunk_per_doc", "bench_raw_chunk_only", "bench_raw_chunk_stats_per_doc",
+              "bench_raw_chunk_no_full_text")
+# The last one without the full-text column and its GIN index: what storing less, as langchain-postgres does, saves.
+NO_FULL_TEXT = RAW_TABLES[-1]
 RAW_TERMSTATS = ("bench_raw_termstat", "bench_raw_termstat_per_doc", "bench_raw_termstat_stats_per_doc")
 DIMENSIONS = 384
 LANGCHAIN_BATCH = 1000
@@ -430,6 +437,8 @@ def main() -> None:
     for table in RAW_TABLES:
         execute(f"DROP TABLE IF EXISTS {table}, {vector_table(table)}")
         execute(f"CREATE TABLE {table} (LIKE documents_chunk INCLUDING ALL)")
+        if table == NO_FULL_TEXT:
+            execute(f"ALTER TABLE {table} DROP COLUMN search_vector")  # and its GIN index
         execute(f"CREATE TABLE {vector_table(table)} (LIKE {partition} INCLUDING ALL)")
         drop_indexes(hnsw_indexes(vector_table(table)))
     for table in RAW_TERMSTATS:
@@ -496,6 +505,7 @@ def main() -> None:
             "documents_chunk", partition)
         for way in ("raw", "raw per doc", "raw chunks only", "raw statistics per doc"):
             indexes[way, "absent"] = index_summary(RAW_TABLES[0], vector_table(RAW_TABLES[0]))
+        indexes["raw no full text", "absent"] = index_summary(NO_FULL_TEXT, vector_table(NO_FULL_TEXT))
         checkpoint()
         # One COPY and one commit per document without our statements: a fifth of the rows is
         # enough for its rate, and keeps the whole run under 15 minutes.
@@ -508,6 +518,7 @@ def main() -> None:
             ("raw per doc", functools.partial(run_raw, raw_tables(1), space, per_document_transactions=True,
                                               statistics=(RAW_TERMSTATS[1], raw_collections[1])), sampled, 0),
             ("raw chunks only", functools.partial(run_raw, raw_tables(2), space), sampled, 0),
+            ("raw no full text", functools.partial(run_raw, raw_tables(4), space), sampled, 0),
             ("raw statistics per doc", functools.partial(
                 run_raw, raw_tables(3), space, statistics=(RAW_TERMSTATS[2], raw_collections[2]),
                 statistics_per_document=True), documents, 0),
@@ -559,6 +570,8 @@ def report(args, rows, extra, per_document, words, results, counts, indexes, bui
                                               "example of the same searchable state)",
         ("raw chunks only", "absent"): f"raw binary COPY into `{RAW_TABLES[2]}`, one COPY in one transaction, "
                                        "**no statistics** (what they cost; the limit until 2026-12-01)",
+        ("raw no full text", "absent"): f"raw binary COPY into `{NO_FULL_TEXT}`, as the one before but **without the "
+                                        "full-text column** and its GIN index (what langchain-postgres does not store)",
         ("langchain", "absent"): f"langchain-postgres `PGVector.add_embeddings`, batches of {LANGCHAIN_BATCH}",
         ("langchain per doc", "absent"): f"langchain-postgres `PGVector.add_embeddings`, one call (one transaction) "
                                          f"per document of {per_document} chunks, as ours",
@@ -571,7 +584,7 @@ def report(args, rows, extra, per_document, words, results, counts, indexes, bui
     for hnsw, count, label in (("absent", rows, "absent (empty table)"),
                                ("present", extra, f"present, holding {rows:,} rows")):
         for way in ("ours", "ours without statistics", "raw", "raw statistics per doc", "raw per doc",
-                    "raw chunks only", "langchain",
+                    "raw chunks only", "raw no full text", "langchain",
                     "langchain per doc"):
             if (way, hnsw) not in results:
                 continue
@@ -631,6 +644,8 @@ def report(args, rows, extra, per_document, words, results, counts, indexes, bui
         / (results["ours", "absent"] / rows),
         "ours_vs_raw_copy_statistics_per_doc": results["raw statistics per doc", "absent"] / results["ours", "absent"],
         "ours_vs_raw_copy_chunks_only": (results["raw chunks only", "absent"] / counts["raw chunks only", "absent"])
+        / (results["ours", "absent"] / rows),
+        "ours_vs_raw_copy_no_full_text": (results["raw no full text", "absent"] / counts["raw no full text", "absent"])
         / (results["ours", "absent"] / rows),
         "ours_vs_raw_copy_with_hnsw": results["raw", "present"] / results["ours", "present"],
         "ours_vs_langchain_with_hnsw": results.get(("langchain", "present"), nan) / results["ours", "present"],

@@ -1,4 +1,4 @@
-"""Data for the search benchmarks (bench/search.py, bench/filtered_search.py).
+"""Data for the search benchmarks (bench/search.py, bench/filtered_search.py, bench/hybrid_keyword.py).
 
 - **SciFact sentences**: the abstracts of ``$RAG_SHARED_DIR/data/scifact/corpus.jsonl`` split into
   sentences and embedded with the offline all-MiniLM-L6-v2 through the app's own local
@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import re
@@ -379,3 +380,31 @@ def plan_shape(plan) -> str:
         shapes.append(shape)
         nodes = node.get("Plans", []) + nodes
     return " → ".join(shapes)
+
+
+# The collections of the benches on a 1% collection: alice owns "corpus" (89% of the chunks) and "rare" (1%),
+# bob owns "private" (10%).
+ONE_PERCENT_LAYOUT = [("corpus", "alice", False, 0.89), ("rare", "alice", False, 0.01), ("private", "bob", False, 0.10)]
+
+
+def one_percent_bench(description: str, database: str) -> tuple[argparse.Namespace, Corpus, Loaded, float]:
+    """The command line, Django and the data of bench/filtered_search.py and bench/hybrid_keyword.py: clustered
+    synthetic vectors with SciFact sentences as texts and claims as queries, loaded in ONE_PERCENT_LAYOUT into
+    ``database`` (its HNSW index is the caller's to build). Also when it started (time.perf_counter)."""
+    import secrets
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--quick", action="store_true", help="2,000 chunks, 20 queries: not recorded (CI)")
+    parser.add_argument("--chunks", type=int, default=100_000)
+    parser.add_argument("--queries", type=int, default=300)
+    parser.add_argument("--label", default="", help="added to the title in BENCHMARKS.md (e.g. 'after ...')")
+    args = parser.parse_args()
+    if args.quick:
+        args.chunks, args.queries = min(args.chunks, 2_000), 20
+    _common.require_shared("data/scifact/corpus.jsonl")
+    _common.setup_django(database, EMBEDDING_BACKEND="local", LOG_LEVEL="WARNING", DEBUG="false",
+                         SECRET_KEY=secrets.token_urlsafe(32))
+    started = time.perf_counter()
+    corpus = clustered(n=args.chunks, queries=args.queries, seed=1, query_texts=scifact_claims())
+    progress(f"== {corpus.name}: loading {len(corpus.texts):,} chunks")
+    return args, corpus, load(corpus, layout=ONE_PERCENT_LAYOUT, seed=1), started

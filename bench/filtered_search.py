@@ -36,9 +36,7 @@ Appends the table to bench/BENCHMARKS.md and ends with one line of headline figu
 
 from __future__ import annotations
 
-import argparse
 import os
-import secrets
 import sys
 import time
 from pathlib import Path
@@ -50,33 +48,16 @@ import _common  # noqa: E402
 import _data  # noqa: E402
 
 K = 10
-LAYOUT = [("corpus", "alice", False, 0.89), ("rare", "alice", False, 0.01), ("private", "bob", False, 0.10)]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="2,000 chunks, 20 queries: not recorded (CI)")
-    parser.add_argument("--chunks", type=int, default=100_000)
-    parser.add_argument("--queries", type=int, default=300)
-    parser.add_argument("--label", default="", help="added to the recorded title, e.g. 'before the change'")
-    args = parser.parse_args()
-    if args.quick:
-        args.chunks, args.queries = min(args.chunks, 2_000), 20
-    _common.require_shared("data/scifact/corpus.jsonl")
-    _common.setup_django(
-        "ragbench_filtered", EMBEDDING_BACKEND="local", LOG_LEVEL="WARNING",
-        DEBUG="false", SECRET_KEY=secrets.token_urlsafe(32),
-    )
+    args, corpus, loaded, started = _data.one_percent_bench(__doc__.splitlines()[0], "ragbench_filtered")
     from django.contrib.auth import get_user_model
 
     from documents import search as retrieval
     from documents.search import indexes, tuning
     from documents.spaces.storage import vector_expression
 
-    started = time.perf_counter()
-    corpus = _data.clustered(n=args.chunks, queries=args.queries, seed=1, query_texts=_data.scifact_claims())
-    _data.progress(f"== {corpus.name}: loading {len(corpus.texts):,} chunks")
-    loaded = _data.load(corpus, layout=LAYOUT, seed=1)
     n, dim = corpus.vectors.shape
     memory = indexes.sized_memory(n, dim)  # what `manage.py vector_index` gives a build
     workers = max(1, (os.cpu_count() or 2) - 1)

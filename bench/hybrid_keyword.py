@@ -20,9 +20,7 @@ Appends the table to bench/BENCHMARKS.md (not with --quick) and ends with one li
 
 from __future__ import annotations
 
-import argparse
 import os
-import secrets
 import sys
 import time
 from contextlib import contextmanager
@@ -35,33 +33,16 @@ import _common  # noqa: E402
 import _data  # noqa: E402
 
 K = 10
-LAYOUT = [("corpus", "alice", False, 0.89), ("rare", "alice", False, 0.01), ("private", "bob", False, 0.10)]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="2,000 chunks, 20 queries: not recorded (CI)")
-    parser.add_argument("--chunks", type=int, default=100_000)
-    parser.add_argument("--queries", type=int, default=300)
-    parser.add_argument("--label", default="", help="added to the title in BENCHMARKS.md (e.g. 'after ...')")
-    args = parser.parse_args()
-    if args.quick:
-        args.chunks, args.queries = min(args.chunks, 2_000), 20
-    _common.require_shared("data/scifact/corpus.jsonl")
-    _common.setup_django(
-        "ragbench_hybrid", EMBEDDING_BACKEND="local", LOG_LEVEL="WARNING",
-        DEBUG="false", SECRET_KEY=secrets.token_urlsafe(32),
-    )
+    args, corpus, loaded, started = _data.one_percent_bench(__doc__.splitlines()[0], "ragbench_hybrid")
     import _keyword_before
     from django.conf import settings
 
     from documents import search as retrieval
     from documents.search import indexes, sql
 
-    started = time.perf_counter()
-    corpus = _data.clustered(n=args.chunks, queries=args.queries, seed=1, query_texts=_data.scifact_claims())
-    _data.progress(f"== {corpus.name}: loading {len(corpus.texts):,} chunks")
-    loaded = _data.load(corpus, layout=LAYOUT, seed=1)
     _data.build_hnsw(loaded.space, maintenance_work_mem=indexes.sized_memory(*corpus.vectors.shape), workers=1)
     alice, rare = loaded.user, loaded.collections["rare"]
     texts, vectors = corpus.query_texts, corpus.queries

@@ -7,7 +7,10 @@ from documents.models import Chunk, Collection
 
 
 class Conversation(models.Model):
-    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="conversations")
+    # Indexed by (owner, -updated_at) below, as documents.models.Collection.owner is by its unique constraint.
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="conversations", db_index=False
+    )
     title = models.CharField(max_length=200, blank=True)
     collection = models.ForeignKey(
         Collection, null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
@@ -55,7 +58,8 @@ class Message(models.Model):
 class Citation(models.Model):
     """Passage [index] of an answer. The chunk may be deleted later; the citation then dangles."""
 
-    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="citation_set")
+    # Indexed by unique_citation_index (message, index).
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="citation_set", db_index=False)
     chunk = models.ForeignKey(Chunk, null=True, on_delete=models.SET_NULL, related_name="+")
     index = models.PositiveIntegerField()
     document_id = models.BigIntegerField()

@@ -87,8 +87,10 @@ class Collection(models.Model):
         help_text="How the collection's vectors are compared. Every backend's vectors are L2-normalised, "
         "so the three rank alike; inner product is the cheapest to compute.",
     )
+    # Indexed by unique_collection_name_per_owner (owner, name), as every foreign key whose own index would only repeat
+    # the start of another (tests/documents/test_models.py: no index of the apps' tables begins another).
     owner = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="owned_collections"
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="owned_collections", db_index=False
     )
     members = models.ManyToManyField(
         settings.AUTH_USER_MODEL, blank=True, related_name="shared_collections",
@@ -169,10 +171,11 @@ class Document(models.Model):
         FAILED = "failed", "Failed"
         CANCELLED = "cancelled", "Cancelled"
 
+    # Indexed by (owner, -created_at) and unique_file_per_collection (collection, sha256) below.
     owner = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="documents"
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="documents", db_index=False
     )
-    collection = models.ForeignKey(Collection, on_delete=models.CASCADE, related_name="documents")
+    collection = models.ForeignKey(Collection, on_delete=models.CASCADE, related_name="documents", db_index=False)
     title = models.CharField(max_length=300)
     file = models.FileField(upload_to=document_upload_to, max_length=300)
     original_filename = models.CharField(max_length=300, blank=True)
@@ -254,8 +257,7 @@ class Document(models.Model):
 
 
 class Chunk(models.Model):
-    # No index of its own: unique_chunk_ordinal's (document, ordinal) serves every lookup by document and the
-    # cascade, and one index fewer is written for every stored chunk.
+    # Indexed by unique_chunk_ordinal (document, ordinal): one index entry fewer written for every stored chunk.
     document = models.ForeignKey(Document, on_delete=models.CASCADE, related_name="chunks", db_index=False)
     # Denormalised from the document so that access control and collection filters are a
     # predicate on this table alone, which pgvector's iterative index scan can apply cheaply.
@@ -397,8 +399,7 @@ class TermStat(models.Model):
     path that writes chunks — COPY, cascades, the admin, raw SQL — keeps it right.
     """
 
-    # No index of its own: unique_term_per_collection's (collection, lexeme) serves the lookups and the cascade,
-    # and the statistics of every stored chunk write one index fewer.
+    # Indexed by unique_term_per_collection (collection, lexeme): one index entry fewer for every new word.
     collection = models.ForeignKey(Collection, on_delete=models.CASCADE, related_name="+", db_index=False)
     lexeme = models.TextField()
     df = models.BigIntegerField()
@@ -441,7 +442,8 @@ class Interest(models.Model):
         OPENED = "opened", "Opened"
         ASKED = "asked", "Retrieved for a question"
 
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    # Indexed by interest_newest_first (user, created_at DESC).
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+", db_index=False)
     document = models.ForeignKey(Document, on_delete=models.CASCADE, related_name="+")
     kind = models.CharField(max_length=10, choices=Kind.choices)
     created_at = models.DateTimeField(auto_now_add=True)

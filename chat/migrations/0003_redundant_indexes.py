@@ -8,8 +8,11 @@ import django.db.models.deletion
 from django.conf import settings
 from django.db import migrations, models
 
+from core.schema import AlterFieldIndexConcurrently
+
 
 class Migration(migrations.Migration):
+    atomic = False  # the indexes are dropped CONCURRENTLY: reads and writes of the tables go on meanwhile
 
     dependencies = [
         ('chat', '0002_citation_heading_and_place'),
@@ -17,12 +20,12 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
-        migrations.AlterField(
+        AlterFieldIndexConcurrently(
             model_name='citation',
             name='message',
             field=models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='citation_set', to='chat.message'),
         ),
-        migrations.AlterField(
+        AlterFieldIndexConcurrently(
             model_name='conversation',
             name='owner',
             field=models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='conversations', to=settings.AUTH_USER_MODEL),

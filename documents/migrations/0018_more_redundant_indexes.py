@@ -12,8 +12,11 @@ import django.db.models.deletion
 from django.conf import settings
 from django.db import migrations, models
 
+from core.schema import AlterFieldIndexConcurrently
+
 
 class Migration(migrations.Migration):
+    atomic = False  # the indexes are dropped CONCURRENTLY: reads and writes of the tables go on meanwhile
 
     dependencies = [
         ('documents', '0017_redundant_indexes'),
@@ -21,22 +24,22 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
-        migrations.AlterField(
+        AlterFieldIndexConcurrently(
             model_name='collection',
             name='owner',
             field=models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='owned_collections', to=settings.AUTH_USER_MODEL),
         ),
-        migrations.AlterField(
+        AlterFieldIndexConcurrently(
             model_name='document',
             name='collection',
             field=models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='documents', to='documents.collection'),
         ),
-        migrations.AlterField(
+        AlterFieldIndexConcurrently(
             model_name='document',
             name='owner',
             field=models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='documents', to=settings.AUTH_USER_MODEL),
         ),
-        migrations.AlterField(
+        AlterFieldIndexConcurrently(
             model_name='interest',
             name='user',
             field=models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='+', to=settings.AUTH_USER_MODEL),

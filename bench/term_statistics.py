@@ -92,10 +92,7 @@ def main() -> None:
     import ingest_store
     from django.db import connection, transaction
 
-    def execute(sql: str, params=None):
-        with connection.cursor() as cursor:
-            cursor.execute(sql, params)
-            return cursor.fetchall() if cursor.description else None
+    execute = ingest_store.execute
 
     _, drafts, _ = ingest_store.make_corpus(rows=documents * PER_DOCUMENT, per_document=PER_DOCUMENT)
     execute("DROP TABLE IF EXISTS bench_ts_source")
@@ -164,7 +161,6 @@ def main() -> None:
     assert execute(f"SELECT sum(df) + ({left}) FROM {folded}")[0][0] == execute(
         f"SELECT sum(df) FROM {table_of('ours')}")[0][0]
     execute("SELECT pg_stat_force_next_flush()")  # this session's counts, seen by the next statement
-    transaction.atomic(lambda: None)()
     hot = execute("SELECT n_tup_hot_upd::float8 / greatest(n_tup_upd, 1) FROM pg_stat_user_tables "
                   "WHERE relname = %s", [table_of("ours")])[0][0]
     ours = statistics.median(times["ours"])

@@ -7,9 +7,10 @@ recall of the HNSW indexes (ops.recall). The admin page (ops.views) and ``manage
 same :func:`report`.
 
 Severity: ``alert`` is something to fix now (an invalid index, a pgvector release with a known data or
-build bug, recall below RECALL_FLOOR); ``warn`` deserves a look (pg_stat_statements off, duplicate indexes,
-a vector index larger than shared_buffers, long-running or idle-in-transaction sessions). Unused indexes
-are listed but never raise the status: statistics start empty after a restore or a stats reset.
+build bug, recall below RECALL_FLOOR); ``warn`` deserves a look (pg_stat_statements off, duplicate indexes
+outside Django's own tables, a vector index larger than shared_buffers, long-running or idle-in-transaction
+sessions). Unused indexes are listed but never raise the status: statistics start empty after a restore or a
+stats reset.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.apps import AppConfig, apps
 from django.conf import settings
 from django.db import connection, transaction
 
@@ -139,6 +141,7 @@ class IndexRow:
 class Indexes:
     unused: list[IndexRow]
     duplicate: list[IndexRow]  # detail: the index it duplicates
+    framework_redundant: list[IndexRow]  # the same, on Django's own tables: listed, never a warning
     invalid: list[IndexRow]  # detail: "being built" while a build is in progress
 
 
@@ -158,27 +161,84 @@ def unused_indexes() -> list[IndexRow]:
 
 
 def duplicate_indexes() -> list[IndexRow]:
-    """Indexes made redundant by another: same table, method, columns or expressions, operator classes,
-    orderings, collations and predicate. Of two alike, the newer is listed; a plain index is redundant beside
-    a unique one, never the other way round, and a primary key never is."""
+    """Indexes made redundant by another of their table, as pgHero finds them: the same method, columns or
+    expressions, operator classes, orderings, collations and predicate; or, for a btree index on plain columns,
+    those columns as the leading ones of another btree index with the same predicate (which serves every query
+    the shorter one does, and costs each write one index fewer without it). Of two alike, the newer is listed; a
+    plain index is redundant beside a unique one, never the other way round, and a primary key or a unique index
+    never is the shorter one. ``detail`` names the index to keep, "(its leading columns)" after it for a longer
+    one.
+
+    Django's own tables (of Django's and libraries' apps, and the join tables it makes for many-to-many fields)
+    are left out: their indexes come with Django's migrations, which would make them again
+    (framework_redundant_indexes lists them)."""
+    return [index for index in _redundant_indexes() if index.table not in _framework_tables()]
+
+
+def framework_redundant_indexes() -> list[IndexRow]:
+    """duplicate_indexes() of Django's own tables: the foreign-key index Django adds beside a unique constraint that
+    starts with the same column (auth_user_groups' user_id, a many-to-many join table's first column). Listed on the
+    page for completeness, never a warning: Django's migrations own them."""
+    return [index for index in _redundant_indexes() if index.table in _framework_tables()]
+
+
+def _redundant_indexes() -> list[IndexRow]:
+    # Key columns, operator classes, collations and orderings as 1-based text arrays: the first n of each compared.
+    def keys(alias: str, vector: str, count: str = "") -> str:
+        return f"(string_to_array({alias}.{vector}::text, ' '))[1:{count or alias + '.indnkeyatts'}]"
+
+    same_expressions_and_predicate = (
+        "coalesce(pg_get_expr(a.indexprs, a.indrelid), '') = coalesce(pg_get_expr(b.indexprs, b.indrelid), '') "
+        "AND coalesce(pg_get_expr(a.indpred, a.indrelid), '') = coalesce(pg_get_expr(b.indpred, b.indrelid), '')"
+    )
+    alike = (
+        "a.indkey::text = b.indkey::text AND a.indclass::text = b.indclass::text "
+        "AND a.indoption::text = b.indoption::text AND a.indcollation::text = b.indcollation::text "
+        f"AND {same_expressions_and_predicate} AND (b.indisunique OR NOT a.indisunique) "
+        "AND (a.indisunique <> b.indisunique OR b.indisprimary OR a.indexrelid > b.indexrelid)"
+    )
+    leading = (
+        "am.amname = 'btree' AND NOT a.indisunique AND a.indnatts = a.indnkeyatts AND a.indnkeyatts < b.indnkeyatts "
+        "AND a.indexprs IS NULL AND NOT 0 = ANY(a.indkey::int2[]) "
+        f"AND {keys('a', 'indkey')} = {keys('b', 'indkey', 'a.indnkeyatts')} "
+        f"AND {keys('a', 'indclass')} = {keys('b', 'indclass', 'a.indnkeyatts')} "
+        f"AND {keys('a', 'indoption')} = {keys('b', 'indoption', 'a.indnkeyatts')} "
+        f"AND {keys('a', 'indcollation')} = {keys('b', 'indcollation', 'a.indnkeyatts')} "
+        "AND coalesce(pg_get_expr(a.indpred, a.indrelid), '') = coalesce(pg_get_expr(b.indpred, b.indrelid), '')"
+    )
     rows = _rows(
-        # One row per redundant index, naming the one to keep: a primary key, else a unique one, else the oldest.
-        "SELECT * FROM (SELECT DISTINCT ON (a.indexrelid) t.relname AS table, ca.relname AS index, "
-        "pg_relation_size(a.indexrelid) AS bytes, cb.relname AS detail "
+        # One row per redundant index, naming the one to keep: one alike before a longer one; then a primary key,
+        # else a unique one, else the oldest.
+        "SELECT \"table\", index, bytes, detail FROM (SELECT DISTINCT ON (a.indexrelid) t.relname AS table, "
+        "ca.relname AS index, pg_relation_size(a.indexrelid) AS bytes, "
+        "cb.relname || CASE WHEN b.indnkeyatts > a.indnkeyatts THEN ' (its leading columns)' ELSE '' END AS detail "
         "FROM pg_index a JOIN pg_index b ON b.indrelid = a.indrelid AND b.indexrelid <> a.indexrelid "
         "JOIN pg_class ca ON ca.oid = a.indexrelid JOIN pg_class cb ON cb.oid = b.indexrelid "
+        "JOIN pg_am am ON am.oid = ca.relam "
         "JOIN pg_class t ON t.oid = a.indrelid JOIN pg_namespace n ON n.oid = t.relnamespace "
-        f"WHERE {_USER_SCHEMAS} AND a.indisvalid AND b.indisvalid AND ca.relam = cb.relam "
-        "AND a.indkey::text = b.indkey::text AND a.indclass::text = b.indclass::text "
-        "AND a.indoption::text = b.indoption::text AND a.indcollation::text = b.indcollation::text "
-        "AND coalesce(pg_get_expr(a.indexprs, a.indrelid), '') = coalesce(pg_get_expr(b.indexprs, b.indrelid), '') "
-        "AND coalesce(pg_get_expr(a.indpred, a.indrelid), '') = coalesce(pg_get_expr(b.indpred, b.indrelid), '') "
-        "AND NOT a.indisprimary AND (b.indisunique OR NOT a.indisunique) "
-        "AND (a.indisunique <> b.indisunique OR b.indisprimary OR a.indexrelid > b.indexrelid) "
-        "ORDER BY a.indexrelid, b.indisprimary DESC, b.indisunique DESC, b.indexrelid) AS redundant "
+        f"WHERE {_USER_SCHEMAS} AND a.indisvalid AND b.indisvalid AND ca.relam = cb.relam AND NOT a.indisprimary "
+        f"AND (({alike}) OR ({leading})) "
+        "ORDER BY a.indexrelid, b.indnkeyatts > a.indnkeyatts, b.indisprimary DESC, b.indisunique DESC, "
+        "b.indexrelid) AS redundant "
         'ORDER BY "table", index'
     )
     return [IndexRow(**row) for row in rows]
+
+
+def project_apps() -> list[AppConfig]:
+    """The apps of this project (a package at its root), not Django's nor a library's."""
+    return [config for config in apps.get_app_configs() if (settings.BASE_DIR / config.name.split(".")[0]).is_dir()]
+
+
+def _framework_tables() -> set[str]:
+    """The tables of Django's and libraries' apps (not a package of this project), and the join tables Django makes
+    for many-to-many fields."""
+    ours = {config.label for config in project_apps()}
+    return {
+        model._meta.db_table
+        for model in apps.get_models(include_auto_created=True)
+        if model._meta.app_label not in ours or model._meta.auto_created
+    }
 
 
 def invalid_indexes() -> list[IndexRow]:
@@ -196,7 +256,10 @@ def invalid_indexes() -> list[IndexRow]:
 
 
 def indexes() -> Indexes:
-    return Indexes(unused=unused_indexes(), duplicate=duplicate_indexes(), invalid=invalid_indexes())
+    return Indexes(
+        unused=unused_indexes(), duplicate=duplicate_indexes(), framework_redundant=framework_redundant_indexes(),
+        invalid=invalid_indexes(),
+    )
 
 
 # --- pgvector ---------------------------------------------------------------------------------------------
@@ -472,7 +535,7 @@ def findings(
     if not statements.enabled:
         out.append(Finding(WARN, "pg_stat_statements is off: " + statements.how_to_enable))
     for index in found.duplicate:
-        out.append(Finding(WARN, f"Index {index.index} on {index.table} duplicates {index.detail}."))
+        out.append(Finding(WARN, f"Index {index.index} on {index.table} is redundant beside {index.detail}."))
     for vector_index in vector.indexes:
         if not vector_index.fits_in_shared_buffers:
             out.append(Finding(WARN, f"Vector index {vector_index.index} is larger than shared_buffers."))

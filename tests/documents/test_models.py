@@ -68,32 +68,11 @@ def test_chunk_table_has_its_gin_index_and_the_spaces_partitions_their_hnsw_inde
 def test_no_index_of_the_apps_tables_is_the_leading_part_of_another():
     """Every index costs each write: one whose columns begin another btree index of the same table (the foreign-key
     index Django adds beside a unique constraint that starts with the same key) serves nothing the longer one does not
-    (documents 0017 and 0018, chat 0003 dropped the eight there were)."""
-    from django.apps import apps
-    from django.conf import settings
-    from django.db import connection
+    (documents 0017 and 0018, chat 0003 dropped the eight there were). The database health page's check finds them
+    (ops.dbhealth, tested on indexes made for it in tests/ops)."""
+    from ops.dbhealth import duplicate_indexes, project_apps
 
-    # The project's own apps (a package at its root), not Django's nor a library's.
-    ours = [config for config in apps.get_app_configs() if (settings.BASE_DIR / config.name.split(".")[0]).is_dir()]
-    tables = [model._meta.db_table for config in ours for model in config.get_models()]
-    with connection.cursor() as cursor:
-        cursor.execute(
-            """
-            SELECT t.relname, i.relname, x.indkey::int2[], x.indpred IS NOT NULL OR 0 = ANY(x.indkey::int2[])
-            FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid JOIN pg_class t ON t.oid = x.indrelid
-            JOIN pg_am a ON a.oid = i.relam
-            WHERE t.relname = ANY(%s) AND a.amname = 'btree'
-            """,
-            [tables],
-        )
-        indexes = cursor.fetchall()
-    assert {"documents_chunk", "documents_termstat", "chat_citation"} <= {table for table, *_ in indexes}
-    assert not any(table.startswith("auth_") for table, *_ in indexes)
-    redundant = [
-        (name, other)
-        for table, name, columns, partial in indexes if not partial
-        for other_table, other, other_columns, other_partial in indexes
-        if other_table == table and other != name and not other_partial
-        and len(other_columns) > len(columns) and other_columns[: len(columns)] == columns
-    ]
-    assert redundant == []
+    tables = {model._meta.db_table for config in project_apps() for model in config.get_models()}
+    assert {"documents_chunk", "documents_termstat", "chat_citation"} <= tables
+    assert not any(table.startswith("auth_") for table in tables)
+    assert [(index.table, index.index, index.detail) for index in duplicate_indexes()] == []

@@ -86,6 +86,13 @@ def test_the_page_flags_an_unused_a_duplicate_and_an_invalid_index(admin_client)
             cursor.execute("CREATE INDEX probe_plain_id ON dbhealth_probe (id)")  # the primary key does this
             cursor.execute("CREATE INDEX probe_plain_a ON dbhealth_probe (a)")
             cursor.execute("CREATE UNIQUE INDEX probe_unique_a ON dbhealth_probe (a)")  # does what probe_plain_a does
+            # probe_b_a serves every query probe_b does; not those of an index on b in another order, of a hash index,
+            # or of one with a predicate of its own.
+            cursor.execute("CREATE INDEX probe_b ON dbhealth_probe (b)")
+            cursor.execute("CREATE INDEX probe_b_a ON dbhealth_probe (b, a)")
+            cursor.execute("CREATE INDEX probe_b_descending ON dbhealth_probe (b DESC)")
+            cursor.execute("CREATE INDEX probe_b_hash ON dbhealth_probe USING hash (b)")
+            cursor.execute("CREATE INDEX probe_b_partial ON dbhealth_probe (b) WHERE a > 0")
             # Fails on the duplicate b values and leaves the index behind, INVALID.
             with pytest.raises(Exception, match="could not create unique index"):
                 cursor.execute("CREATE UNIQUE INDEX CONCURRENTLY probe_b_unique ON dbhealth_probe (b)")
@@ -95,9 +102,11 @@ def test_the_page_flags_an_unused_a_duplicate_and_an_invalid_index(admin_client)
             assert [(i.table, i.index) for i in found.invalid] == [("dbhealth_probe", "probe_b_unique")]
             assert [(i.index, i.detail) for i in found.duplicate] == [
                 ("probe_a_again", "probe_a"),
-                ("probe_plain_a", "probe_unique_a"),  # the plain one, though it is the older
+                ("probe_b", "probe_b_a (its leading columns)"),
+                ("probe_plain_a", "probe_unique_a"),  # the plain one, though it is the older; alike before longer
                 ("probe_plain_id", "dbhealth_probe_pkey"),
             ]
+            assert not {i.index for i in found.framework_redundant} & {"probe_b", "probe_plain_a"}
             unused = {i.index for i in found.unused}
             assert {"probe_a", "probe_a_again", "probe_a_other_predicate"} <= unused
             assert "dbhealth_probe_pkey" not in unused and "probe_b_unique" not in unused
@@ -324,7 +333,7 @@ def test_a_vector_index_larger_than_shared_buffers_is_a_warning():
     vector = dbhealth.Pgvector(
         version="0.8.3", missing_fixes=[], shared_buffers_bytes=1 << 30, indexes=[big], builds=[]
     )
-    empty = dbhealth.Indexes(unused=[], duplicate=[], invalid=[])
+    empty = dbhealth.Indexes(unused=[], duplicate=[], framework_redundant=[], invalid=[])
     active = dbhealth.activity()
     found = dbhealth.findings(dbhealth.Statements(state="on"), empty, vector, active, [], 0.9)
     assert [(f.severity, f.message) for f in found] == [
@@ -350,3 +359,20 @@ def test_the_command_says_unreachable_and_exits_2_without_a_database():
     assert done.returncode == 2, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "status=unreachable"
     assert "The database is not reachable" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.django_db
+def test_djangos_own_redundant_indexes_are_listed_apart_and_never_warned_about(admin_client):
+    """auth_user_groups' user_id index leads its unique (user_id, group_id) constraint, as in every Django project:
+    Django's migrations own it, so the page lists it apart, and neither the status nor the findings count it."""
+    report = admin_client.get(URL).context["report"]
+    framework = {(index.table, index.detail.split(" ")[0]) for index in report.indexes.framework_redundant}
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT conname FROM pg_constraint WHERE conrelid = 'auth_user_groups'::regclass AND contype = 'u'"
+        )
+        (unique,) = cursor.fetchone()
+    assert ("auth_user_groups", unique) in framework
+    assert report.indexes.duplicate == []
+    assert not any("auth_user_groups" in finding.message for finding in report.findings)
+    assert "dbh-framework-redundant" in admin_client.get(URL).content.decode()

@@ -58,11 +58,13 @@ class Command(BaseCommand):
         for kind, found in (
             ("invalid", report.indexes.invalid),
             ("duplicate", report.indexes.duplicate),
+            ("duplicate in Django's own tables (its migrations keep them)", report.indexes.framework_redundant),
             ("unused", report.indexes.unused),
         ):
             out(f"-- {kind}: {len(found)}")
             for index in found:
-                detail = f" ({'duplicates ' if kind == 'duplicate' else ''}{index.detail})" if index.detail else ""
+                beside = "redundant beside " if kind.startswith("duplicate") else ""
+                detail = f" ({beside}{index.detail})" if index.detail else ""
                 out(f"{index.table}.{index.index} {_size(index.bytes)}{detail}")
 
         vector = report.pgvector

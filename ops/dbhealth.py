@@ -199,7 +199,7 @@ def _redundant_indexes() -> list[IndexRow]:
     )
     leading = (
         "am.amname = 'btree' AND NOT a.indisunique AND a.indnatts = a.indnkeyatts AND a.indnkeyatts < b.indnkeyatts "
-        "AND a.indexprs IS NULL AND NOT 0 = ANY(a.indkey::int2[]) "
+        "AND NOT 0 = ANY(a.indkey::int2[]) "  # no expression among its columns
         f"AND {keys('a', 'indkey')} = {keys('b', 'indkey', 'a.indnkeyatts')} "
         f"AND {keys('a', 'indclass')} = {keys('b', 'indclass', 'a.indnkeyatts')} "
         f"AND {keys('a', 'indoption')} = {keys('b', 'indoption', 'a.indnkeyatts')} "

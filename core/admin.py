@@ -27,10 +27,15 @@ class ApiTokenForm(forms.ModelForm):
         except services.TokenRefused as error:
             raise forms.ValidationError(str(error)) from error
 
+    # Who fills the form in: set by ApiTokenAdmin.get_form.
+    actor: Any = None
+
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or {}
         if self.instance.pk is None and cleaned.get("user") is not None:
             try:
+                if self.actor is not None:
+                    services.check_token_issuer(actor=self.actor, user=cleaned["user"])
                 services.check_token_limit(user=cleaned["user"])
             except services.TokenRefused as error:
                 raise forms.ValidationError(str(error)) from error
@@ -51,6 +56,23 @@ class ApiTokenAdmin(admin.ModelAdmin):
     def get_readonly_fields(self, request: HttpRequest, obj: ApiToken | None = None) -> tuple[str, ...]:
         return self.readonly_fields + (("user",) if obj else ())
 
+    def get_form(self, request: HttpRequest, obj: ApiToken | None = None, change: bool = False, **kwargs: Any) -> Any:
+        form = super().get_form(request, obj, change=change, **kwargs)
+        return type(form.__name__, (form,), {"actor": request.user})
+
+    # A staff member who is not a superuser issues tokens for their own account only (core.services.
+    # check_token_issuer): the form offers nobody else, and refuses anybody else posted.
+    def get_autocomplete_fields(self, request: HttpRequest) -> tuple[str, ...]:
+        return tuple(self.autocomplete_fields) if request.user.is_superuser else ()
+
+    def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        if db_field.name == "user" and not request.user.is_superuser:
+            own = request.user.pk
+            assert own is not None  # the admin signs in staff only
+            kwargs.update(queryset=get_user_model().objects.filter(pk=own), initial=own,
+                          empty_label=None, help_text="Your own account: only a superuser issues tokens for others.")
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
     def save_model(self, request: HttpRequest, obj: ApiToken, form: Any, change: bool) -> None:
         if change:
             return super().save_model(request, obj, form, change)
@@ -69,7 +91,7 @@ class ApiTokenAdmin(admin.ModelAdmin):
                    "title": "New API token"}
         return TemplateResponse(request, "admin/core/apitoken/created.html", context)
 
-    @admin.action(description="Revoke selected tokens")
+    @admin.action(description="Revoke selected tokens", permissions=["change"])
     def revoke(self, request: HttpRequest, queryset: QuerySet[ApiToken]) -> None:
         tokens = queryset.filter(revoked_at__isnull=True).select_related("user")
         count = sum(services.token_revoke(token=token, actor=request.user) for token in tokens)

@@ -41,12 +41,28 @@ def clean_token_name(name: str) -> str:
 def token_create(
     *, user: User, name: str = "", actor: AbstractBaseUser | AnonymousUser | None = None
 ) -> tuple[ApiToken, str]:
-    """A new token for ``user`` and its secret, which is returned here once and never stored (only its hash)."""
+    """A new token for ``user`` and its secret, which is returned here once and never stored (only its hash).
+
+    ``actor``, when given, must be ``user`` or a superuser (check_token_issuer)."""
     name = clean_token_name(name)
+    if actor is not None:
+        check_token_issuer(actor=actor, user=user)
     # Counted under a lock on the user's row: two requests at once cannot both pass the limit.
     list(get_user_model().objects.select_for_update().filter(pk=user.pk).values_list("pk"))
     check_token_limit(user=user)
     return ApiToken.issue(user=user, name=name, actor=actor)
+
+
+def check_token_issuer(*, actor: AbstractBaseUser | AnonymousUser, user: User) -> None:
+    """TokenRefused unless ``actor`` may issue a token for ``user``: their own, or anyone's for a superuser. A token
+    acts as its user everywhere: a staff member allowed to add tokens would otherwise read anyone's documents
+    through the API, an administrator's included."""
+    if getattr(actor, "is_superuser", False) or actor.pk == user.pk:
+        return
+    raise TokenRefused(
+        f"Only a superuser may issue a token for another account ({user.get_username()}); "
+        "sign in as that account to make one."
+    )
 
 
 def check_token_limit(*, user: User) -> None:

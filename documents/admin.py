@@ -142,13 +142,13 @@ class DocumentAdmin(admin.ModelAdmin):
     def progress_percent(self, obj):
         return f"{obj.progress:.0%}"
 
-    @admin.action(description="Re-ingest selected documents")
+    @admin.action(description="Re-ingest selected documents", permissions=["change"])
     def reingest(self, request, queryset):
         for document in queryset:
             services.document_reingest(document=document, actor=request.user)
         self.message_user(request, f"{queryset.count()} document(s) queued again.", messages.SUCCESS)
 
-    @admin.action(description="Cancel ingestion of selected documents")
+    @admin.action(description="Cancel ingestion of selected documents", permissions=["change"])
     def cancel_ingestion(self, request, queryset):
         cancelled = sum(services.document_cancel(document=document, actor=request.user) for document in queryset)
         finished = queryset.count() - cancelled

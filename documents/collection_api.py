@@ -36,9 +36,9 @@ class MemberIn(Schema):
 
 
 class MemberOut(Schema):
+    # No e-mail address: adding anyone by username would otherwise tell an owner their address.
     id: int
     username: str
-    email: str
 
 
 class Problem(Schema):
@@ -59,7 +59,7 @@ def _out(collection: Collection, user: Any) -> dict[str, Any]:
 
 
 def _member(user: Any) -> dict[str, Any]:
-    return {"id": user.pk, "username": user.get_username(), "email": user.email}
+    return {"id": user.pk, "username": user.get_username()}
 
 
 @router.get("", response=list[CollectionOut])

@@ -205,7 +205,7 @@ class EmbeddingSpaceAdmin(admin.ModelAdmin):
     def is_default(self, obj):
         return obj.pk == default_space().pk
 
-    @admin.action(description="Retire selected spaces (drop their vectors and indexes)")
+    @admin.action(description="Retire selected spaces (drop their vectors and indexes)", permissions=["change"])
     def retire_spaces(self, request, queryset):
         for space in queryset:
             try:

@@ -1,9 +1,10 @@
 """/api/v1/embedding-spaces and /api/v1/collections/{id}/embedding-space/...: embedding spaces for staff (issue 14).
 
-Staff only (``is_staff``; 403 for anyone else): a space's model and a collection's switch are an operator's
-decisions, whoever owns the collection. Endpoints translate to documents.spaces (migration: the changes; quality:
-the evaluation; overview: what is shown); a refusal is its sentence in ``detail``, 409 (the switch's gate
-included, unless ``force``).
+Staff with the admin's permission on embedding spaces only (``documents.view_embeddingspace`` to read,
+``documents.change_embeddingspace`` for every change, as the admin's pages ask; 403 for anyone else): a space's model
+and a collection's switch are an operator's decisions, whoever owns the collection. Endpoints translate to
+documents.spaces (migration: the changes; quality: the evaluation; overview: what is shown); a refusal is its sentence
+in ``detail``, 409 (the switch's gate included, unless ``force``).
 """
 
 from __future__ import annotations
@@ -50,15 +51,24 @@ class SwitchIn(Schema):
     force: bool = False
 
 
-def _staff(request: HttpRequest) -> None:
-    """The one check of every endpoint here."""
+VIEW = "documents.view_embeddingspace"
+
+
+def _staff(request: HttpRequest, *, change: bool = True) -> None:
+    """The one check of every endpoint here: staff, with the permission the admin asks for the same thing (changing
+    an embedding space, or with ``change=False`` seeing them)."""
     user = request.user
     if not (user.is_active and user.is_staff):
         raise HttpError(403, "Only staff may manage embedding spaces.")
+    # As Django's admin: changing implies seeing.
+    if not (user.has_perm("documents.change_embeddingspace") or (not change and user.has_perm(VIEW))):
+        needed = "change" if change else "view"
+        raise HttpError(403, f"Your staff account may not {needed} embedding spaces: an administrator can give it the "
+                        f"permission “Can {needed} embedding space”.")
 
 
-def _collection(request: HttpRequest, collection_id: int) -> Collection:
-    _staff(request)
+def _collection(request: HttpRequest, collection_id: int, *, change: bool = True) -> Collection:
+    _staff(request, change=change)
     return get_object_or_404(Collection.objects.select_related("active_space"), pk=collection_id)
 
 
@@ -69,7 +79,7 @@ def _space_out(name: str) -> dict[str, Any]:
 @spaces_router.get("", response={200: list[dict[str, Any]], 403: Problem})
 def list_spaces(request):
     """Every space: backend, model, dimensions, status, vectors (rows, bytes), collections using it."""
-    _staff(request)
+    _staff(request, change=False)
     return Status(200, overview.spaces_overview())
 
 
@@ -106,7 +116,7 @@ def retire_space(request, name: str):
 @collections_router.get("/{collection_id}/embedding-space", response={200: dict[str, Any], 403: Problem})
 def collection_space(request, collection_id: int):
     """Its active, target and previous spaces; the migration's state, coverage, progress, ETA, evaluation, drift."""
-    return Status(200, overview.collection_state(_collection(request, collection_id)))
+    return Status(200, overview.collection_state(_collection(request, collection_id, change=False)))
 
 
 @collections_router.post(

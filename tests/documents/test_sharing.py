@@ -154,6 +154,16 @@ def test_the_owner_adds_and_removes_members_from_the_page(client, user, bob, col
     assert not collection.members.exists()
 
 
+def test_adding_someone_by_username_does_not_tell_the_owner_their_e_mail(client, user, bob, collection):
+    """Anyone can be added by username: were the page (or the API, tests/documents/test_collection_api.py) to show
+    members' addresses, any user could learn anyone's by sharing an empty collection with them."""
+    client.force_login(user)
+    response = client.post(f"/collections/{collection.pk}/members/", {"member": "bob"}, follow=True)
+    assert "bob can now read" in response.content.decode()
+    page = client.get(f"/collections/{collection.pk}/").content.decode()
+    assert f'id="member-{bob.pk}"' in page and "bob@example.com" not in page.lower()
+
+
 @pytest.mark.parametrize(
     ("member", "status", "message"),
     [

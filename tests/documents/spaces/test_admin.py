@@ -139,3 +139,20 @@ def test_the_retire_action(admin_client, collection):
     assert any("in use" in message for message in shown)
     unused.refresh_from_db()
     assert unused.status == "retired"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_staff_who_may_only_view_spaces_cannot_retire_one(client, django_user_model):
+    """Django offers an action to anyone who may open the list, which viewing allows: retiring asks for "change"."""
+    from django.contrib.auth.models import Permission
+
+    unused = space("unused-64", 64)
+    viewer = django_user_model.objects.create_user("viewer", "viewer@example.com", "x", is_staff=True)
+    viewer.user_permissions.set(Permission.objects.filter(codename="view_embeddingspace"))
+    client.force_login(viewer)
+    url = reverse("admin:documents_embeddingspace_changelist")
+    listed = client.get(url)
+    assert listed.status_code == 200 and "retire_spaces" not in listed.content.decode()
+    client.post(url, {"action": "retire_spaces", "_selected_action": [unused.pk], "index": 0})
+    unused.refresh_from_db()
+    assert unused.status != "retired"

@@ -1,8 +1,10 @@
-"""/api/v1/embedding-spaces and /api/v1/collections/{id}/embedding-space/...: staff only, refusals are 409."""
+"""/api/v1/embedding-spaces and /api/v1/collections/{id}/embedding-space/...: staff with the admin's permission on
+embedding spaces only, refusals are 409."""
 
 from __future__ import annotations
 
 import pytest
+from django.contrib.auth.models import Permission
 
 from core.models import ApiToken
 from documents.models import EmbeddingSpace, SpaceMigration
@@ -12,9 +14,15 @@ from tests.documents.spaces.migrating import add_documents, fill, migrating, spa
 pytestmark = pytest.mark.django_db
 
 
+def staff_with(django_user_model, username: str, *codenames: str):
+    member = django_user_model.objects.create_user(username, f"{username}@example.com", "x", is_staff=True)
+    member.user_permissions.set(Permission.objects.filter(codename__in=codenames))
+    return member
+
+
 @pytest.fixture
 def staff(django_user_model):
-    return django_user_model.objects.create_user("operator", "op@example.com", "x", is_staff=True)
+    return staff_with(django_user_model, "operator", "change_embeddingspace")
 
 
 def bearer(user) -> dict[str, str]:
@@ -41,6 +49,33 @@ def test_only_staff_may_use_any_endpoint(client, user, collection):
     assert refused[0].json() == {"detail": "Only staff may manage embedding spaces."}
     assert client.get("/api/v1/embedding-spaces").status_code == 401
     assert not EmbeddingSpace.objects.filter(name="x").exists()
+
+
+def test_staff_need_the_admins_permission_on_spaces(client, django_user_model, collection):
+    """As the admin's pages: a staff member without the permission is refused everything, one who may only view
+    spaces sees them and changes nothing (not even someone else's collection: the issue a review found)."""
+    base = f"/api/v1/collections/{collection.pk}/embedding-space"
+    changes = [
+        ("/api/v1/embedding-spaces", {"name": "x", "backend": "hashing", "dimensions": 64}),
+        ("/api/v1/embedding-spaces/hashing-384/retire", {}),
+        (f"{base}/migrate", {"to": "hashing-384"}),
+        (f"{base}/evaluate", {}),
+        (f"{base}/switch", {"force": True}),
+        (f"{base}/rollback", {}),
+    ]
+    helpdesk = staff_with(django_user_model, "helpdesk")
+    refused = [client.get("/api/v1/embedding-spaces", **bearer(helpdesk)), client.get(base, **bearer(helpdesk))]
+    refused += [post(client, url, body, helpdesk) for url, body in changes]
+    assert [response.status_code for response in refused] == [403] * 8
+    assert "Can view embedding space" in refused[0].json()["detail"]
+    assert "Can change embedding space" in refused[2].json()["detail"]
+
+    viewer = staff_with(django_user_model, "viewer", "view_embeddingspace")
+    assert client.get("/api/v1/embedding-spaces", **bearer(viewer)).status_code == 200
+    assert client.get(base, **bearer(viewer)).status_code == 200
+    assert [post(client, url, body, viewer).status_code for url, body in changes] == [403] * 6
+    assert not EmbeddingSpace.objects.filter(name="x").exists()
+    assert not collection.space_migrations.exists()
 
 
 def test_list_and_add_spaces(client, staff, collection):

@@ -38,6 +38,7 @@ class ApiToken(models.Model):
     class Meta:
         db_table = "documents_apitoken"  # created by documents' migrations, before the model moved here
         ordering = ["-created_at"]
+        verbose_name = "API token"  # not Django's "api token", capitalised "Api tokens" in the admin
 
     def __str__(self) -> str:
         return f"{self.prefix}… ({self.user})"

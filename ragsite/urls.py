@@ -1,6 +1,7 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.core.exceptions import RequestDataTooBig
+from django.templatetags.static import static
 from django.urls import include, path
 from django.views.generic import RedirectView
 from ninja import NinjaAPI, Swagger
@@ -49,6 +50,8 @@ urlpatterns = [
     path("", RedirectView.as_view(pattern_name="documents:list", permanent=False)),
     path("healthz", healthz, name="healthz"),
     path("readyz", readyz, name="readyz"),
+    # What a browser asks for by itself on pages without an icon of their own (the admin's): not a 404 in every log.
+    path("favicon.ico", RedirectView.as_view(url=static("favicon.svg"), permanent=True)),
     # Sign-in, sign-out and password change; no password reset by e-mail (no mail is configured):
     # administrators reset passwords in the admin or with `manage.py changepassword`.
     # Both sign-in forms count failures per account and per address (core.signin).

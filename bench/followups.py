@@ -82,11 +82,15 @@ CONVERSATIONS = [
 # Questions on a new subject, asked after the conversation on another: (after which, document, question).
 SWITCHES = [
     ("acme", "globex", "Why did Globex revenues fall in 2023?"),
+    # A continuation on a new subject: carried over, it kept only the conversation's document (chat.followups.
+    # changes_subject).
+    ("acme", "bicycle", "What about bicycle chains?"),
     ("vacation", "security", "How long must laptop passwords be?"),
     ("recipe", "lyon", "What is Lyon known for?"),
     ("flux", "novel", "Why did the sailors increase the sails?"),
     ("lyon", "bicycle", "How long do brake pads last?"),
     ("travel", "vacation", "Do unused vacation days expire?"),
+    ("vacation", "recipe", "What about the lemon cake?"),
 ]
 
 

@@ -10,6 +10,10 @@ has at most ``MAX_OWN_TERMS`` words that carry meaning of its own while it point
 "it", "they", "those") or continues ("and ...", "what about ..."), or has no such words at all ("why?",
 "tell me more"). A question with more words of its own states its subject, whatever its pronouns.
 Measured in bench/followups.py (bench/BENCHMARKS.md).
+
+A continuation that names something ("what about Globex?") is carried over too, but when none of the
+passages kept for the subject holds one of its words ("what about Microsoft's founders?" after a question on
+parental leave), it changed the subject: it is searched as asked (``changes_subject``).
 """
 
 from __future__ import annotations
@@ -94,3 +98,19 @@ def on_subject(hits: list[Hit], subject: str) -> list[Hit]:
     weights = rarity(terms(subject), list(documents.values()))
     kept = {document for document, words in documents.items() if coverage(weights, words) >= ON_SUBJECT}
     return [hit for hit in hits if hit.document_id in kept] or hits
+
+
+def changes_subject(question: str, kept: list[Hit]) -> bool:
+    """Whether ``question``, a continuation naming something ("what about Microsoft's founders?") that points
+    back to nothing, holds none of its words in the passages ``kept`` for the subject (on_subject): it moved on,
+    and is to be searched as asked. A question that points back ("why did they increase?") never is: its words
+    are about the subject by its own saying."""
+    words = set(WORD.findall(question.lower()))
+    # Its words with letters: "and in 2022?" asks the subject again for another year, whether or not it is found.
+    own = {term for term in terms(CONTINUATION.sub("", question, count=1)) if not term.isdigit()}
+    if not own or words & ANAPHORA or not CONTINUATION.match(question):
+        return False
+    held: set[str] = set()
+    for hit in kept:
+        held.update(terms(f"{hit.document_title} {hit.heading} {hit.text}"))
+    return not own & held

@@ -184,6 +184,15 @@ def citation_json(citation: Citation) -> CitationData:
     }
 
 
+def _relevant_hits(*, user: Any, search: Search, filters: retrieval.Filters | None) -> list[retrieval.Hit]:
+    """The passages found for ``search`` past the relevance gate (chat.extractive.is_relevant): those a signal marks
+    as about the query, at least the best one; none when the gate closes."""
+    hits = retrieval.search(user=user, query=search.query, k=settings.RETRIEVAL_K, filters=filters)
+    if not extractive.is_relevant(search.query, hits):
+        return []
+    return [hit for hit in hits if hit.relevant] or hits[:1]
+
+
 def answer(
     *, user: Any, question: str, history: list[Turn], filters: retrieval.Filters | None = None,
 ) -> Generator[AnswerEvent, None, None]:
@@ -199,15 +208,14 @@ def answer(
     error = ""
     hits: list[retrieval.Hit] = []
     try:
-        hits = retrieval.search(user=user, query=search.query, k=settings.RETRIEVAL_K, filters=filters)
+        hits = _relevant_hits(user=user, search=search, filters=filters)
+        if search.subject:  # a follow-up searched with its subject: not the passages of other subjects
+            hits = followups.on_subject(hits, search.subject)
+            if followups.changes_subject(question, hits):  # "what about <something else>?"
+                hits = _relevant_hits(user=user, search=Search(question), filters=filters)
     except EmbeddingError as failure:  # the query could not be embedded: say so rather than guess
         logger.warning("retrieval failed: %s (%s)", failure, failure.detail)
         error = f"The documents could not be searched: {failure}"
-    found = extractive.is_relevant(search.query, hits)
-    # Past the gate, the passages a signal marks as about the query (at least the best one).
-    hits = ([hit for hit in hits if hit.relevant] or hits[:1]) if found else []
-    if search.subject:  # a follow-up searched with its subject: not the passages of other subjects
-        hits = followups.on_subject(hits, search.subject)
     if not hits and not error:
         parts.append(NOTHING_FOUND)
         yield Token(type="token", text=NOTHING_FOUND)

@@ -65,6 +65,15 @@ def test_passages_of_documents_without_the_subject_are_set_aside_but_not_all():
     assert followups.on_subject([novel], FIRST) == [novel]  # nothing on the subject: keep what was found
 
 
+def test_a_continuation_naming_what_no_passage_on_the_subject_holds_changes_the_subject():
+    report = hit(1, REPORT)
+    assert followups.changes_subject("What about Microsoft's founders?", [report])
+    assert not followups.changes_subject("What about Acme's sales in Asia?", [report])  # a word of it is held
+    assert not followups.changes_subject("Why did they fall?", [report])  # points back: the subject's by saying so
+    assert not followups.changes_subject("And in 2019?", [report])  # the subject again, another year
+    assert not followups.changes_subject("Tell me more", [report])  # names nothing
+
+
 @pytest.fixture
 def two_topics(user, collection, settings):
     settings.LLM_BACKEND = "extractive"
@@ -96,6 +105,23 @@ def test_a_new_subject_after_a_follow_up_is_searched_as_asked(user, two_topics):
         list(services.ask(conversation=conversation, question=question))
     done = list(services.ask(conversation=conversation, question="Why did the captain increase the sails at dusk?"))[-1]
     assert novel.pk in cited_documents(done)
+
+
+@pytest.mark.django_db
+def test_what_about_something_the_subjects_documents_never_name_is_searched_as_asked(user, collection, two_topics):
+    """After a question on Acme's revenues, "What about Microsoft's founders?" carried the revenues along and kept
+    only the passages of documents on them: it answered with Acme's report (found in a review, 2026-12-02)."""
+    report, _ = two_topics
+    founders = add(user, collection, "microsoft-history",
+                   "Microsoft was founded by Bill Gates and Paul Allen on April 4, 1975, in Albuquerque.")
+    conversation = Conversation.objects.create(owner=user)
+    list(services.ask(conversation=conversation, question=FIRST))
+    assert followups.is_follow_up("What about Microsoft's founders?")  # so the test could fail
+    done = list(services.ask(conversation=conversation, question="What about Microsoft's founders?"))[-1]
+    assert cited_documents(done) == {founders.pk} and "Bill Gates and Paul Allen" in done["content"]
+    # A continuation on the subject keeps it: the report, not the history of Microsoft.
+    done = list(services.ask(conversation=conversation, question="What about the sales in Asia?"))[-1]
+    assert report.pk in cited_documents(done) and founders.pk not in cited_documents(done)
 
 
 def events_of(response) -> list[dict]:

@@ -21,6 +21,10 @@ from documents.models import Chunk
 
 PHONE = {"width": 390, "height": 844}
 NARROWEST = {"width": 360, "height": 740}
+DESKTOP = {"width": 1280, "height": 800}
+# A title as long as the field allows (SciFact's run to ~300 characters): the chat's "Only in" list names it.
+LONG_TITLE = ("Effect of physical activity on cognitive function in older adults at risk for Alzheimer disease: "
+              "a randomized trial of sixteen weeks with a follow-up at eighteen months, " * 2)[:300]
 READY_TIMEOUT = 60_000
 LONG_URL = "https://intranet.example.com/policies/travel/" + "very-long-path-segment-" * 8 + "index.html?ref=handbook"
 # One line of code wider than any phone: the code block scrolls, the page does not.
@@ -76,9 +80,9 @@ PAGES = [
 ]
 
 
-def add_document(owner, collection, name: str, body: bytes):
+def add_document(owner, collection, name: str, body: bytes, title: str | None = None):
     document = document_services.document_create(
-        owner=owner, collection=collection, file=SimpleUploadedFile(name, body), enqueue=False
+        owner=owner, collection=collection, file=SimpleUploadedFile(name, body), title=title, enqueue=False
     )
     return pipeline.document_ingest(document_id=document.pk)
 
@@ -95,6 +99,8 @@ def site(user, collection):
     # A second one: the detail page lists it as similar, the library recommends it (long unbroken names).
     add_document(user, collection, "travel-policy-for-contractors-and-their-managers-" * 3 + ".txt",
                  b"Contractors book trains for trips under four hours, as employees do. " * 30)
+    add_document(user, collection, "alzheimer-trial.txt", b"Walking slowed the decline of memory. " * 20,
+                 title=LONG_TITLE)
     chunk = Chunk.objects.filter(document=document).order_by("ordinal").first()
     for i in range(12):  # enough to scroll the list
         Conversation.objects.create(owner=user, title=f"An older conversation about expenses and hotels, number {i}")
@@ -142,6 +148,22 @@ def test_the_page_is_no_wider_than_a_phone(page, sign_in, user, site, live_serve
             page.get_by_role("button", name="Menu").click()
             expect(page.get_by_role("link", name="Documents", exact=True)).to_be_visible()
             assert_fits(page)
+
+
+@pytest.mark.parametrize("size", [NARROWEST, DESKTOP], ids=["360 px", "1280 px"])
+def test_the_chat_filters_fit_the_screen_with_a_long_document_title(page, sign_in, user, site, live_server, size):
+    sign_in(user)
+    page.set_viewport_size(size)
+    page.goto(live_server.url + f"/chat/{site['conversation']}/")
+    page.locator("details.filters > summary").click()
+    only_in = page.get_by_label("Only in")
+    expect(only_in).to_be_visible()
+    expect(only_in.locator("option", has_text=LONG_TITLE[:60])).to_have_count(1)
+    assert_fits(page)
+    for name in ("Only in", "Added before", "File type", "Tag"):
+        control = page.get_by_label(name)
+        box = control.bounding_box()
+        assert 0 <= box["x"] and box["x"] + box["width"] <= size["width"], (name, box)
 
 
 def test_the_site_menu_and_the_conversation_list_stay_open_on_a_wide_screen(page, sign_in, user, site, live_server):

@@ -160,11 +160,9 @@
     heading.textContent = title;
     delete heading.dataset.untitled;
     document.title = title + " · RAG chat";
+    document.dispatchEvent(new CustomEvent("conversation-retitled", { detail: { title } })); // the list (page.js)
     const current = document.querySelector("#conversation-list li.current");
-    if (current) {
-      current.querySelector("a").textContent = title;
-      current.parentNode.prepend(current);
-    }
+    current?.parentNode.prepend(current);
   }
 
   function failureMessage(status, text) {

@@ -56,6 +56,22 @@
     update();
   }
 
+  // The open conversation got a new title (renamed in place below, or named by its first question: chat.js
+  // sends "conversation-retitled"): its item in the list says it everywhere the page shows it, in the words of
+  // templates/chat/chat.html, so that the ⋯ menu neither offers the old title to save back nor names it.
+  document.addEventListener("conversation-retitled", (event) => {
+    const title = event.detail.title;
+    const item = document.querySelector("#conversation-list li.current");
+    if (!item) return;
+    item.querySelector(":scope > a").textContent = title;
+    item.querySelector(':scope > input[type="checkbox"]')?.setAttribute("aria-label", `Select “${title}”`);
+    item.querySelector(".item-menu > summary")?.setAttribute("aria-label", `Actions for “${title}”`);
+    const field = item.querySelector('.rename-item input[name="title"]');
+    if (field) field.value = field.defaultValue = title;
+    const remove = item.querySelector(".item-menu form[data-confirm]");
+    if (remove) remove.dataset.confirm = `Delete “${title}”? This cannot be undone.`;
+  });
+
   // Rename a conversation in place: the title becomes a field; Enter saves, Escape cancels.
   const renameForm = document.getElementById("rename-form");
   const renameButton = document.getElementById("rename-button");
@@ -99,8 +115,7 @@
       heading.textContent = body.title;
       delete heading.dataset.untitled;
       document.title = body.title + " · RAG chat";
-      const current = document.querySelector("#conversation-list li.current > a");
-      if (current) current.textContent = body.title;
+      document.dispatchEvent(new CustomEvent("conversation-retitled", { detail: { title: body.title } }));
       editing(false);
     });
   }

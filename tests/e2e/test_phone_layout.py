@@ -175,6 +175,14 @@ def test_the_site_menu_and_the_conversation_list_stay_open_on_a_wide_screen(page
     expect(page.locator("#conversation-list")).to_be_visible()
     expect(page.get_by_role("link", name="Documents", exact=True)).to_be_visible()
     assert_fits(page)
+    # The search box's placeholder is shown whole; its label says what is searched.
+    search = page.get_by_role("searchbox", name="Search conversations by title and message")
+    assert search.evaluate("""(box) => {
+      const style = getComputedStyle(box), context = document.createElement("canvas").getContext("2d");
+      context.font = style.font;
+      const room = box.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);
+      return context.measureText(box.placeholder).width <= room;
+    }"""), search.get_attribute("placeholder")
 
 
 def test_on_a_phone_the_conversation_list_is_a_drawer(page, sign_in, user, site, live_server):

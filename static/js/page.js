@@ -43,7 +43,8 @@
   // Widened past the phone layout (a rotated tablet): the list is a sidebar again, nothing is covered.
   window.matchMedia("(min-width: 721px)").addEventListener("change", (event) => { if (event.matches) closeDrawer(); });
 
-  // The list's bulk delete shows once a conversation is ticked, saying how many (without script: always).
+  // The list's bulk delete shows once a conversation is ticked, saying how many (without script: always),
+  // and so does its confirmation.
   const deleteMany = document.querySelector("button.delete-many");
   if (deleteMany) {
     const ticked = () => document.querySelectorAll('#conversation-list input[form="delete-many"]:checked').length;
@@ -51,6 +52,8 @@
       const count = ticked();
       deleteMany.hidden = count === 0;
       deleteMany.textContent = `Delete ${count} ticked`;
+      const conversations = count === 1 ? "1 conversation" : `${count.toLocaleString("en")} conversations`;
+      document.getElementById("delete-many").dataset.confirm = `Delete ${conversations}? This cannot be undone.`;
     };
     document.getElementById("conversation-list").addEventListener("change", update);
     update();

@@ -143,6 +143,11 @@ def test_ticked_conversations_are_deleted_together_after_confirmation(chat, user
     page.get_by_label("Select “Old one”").check()
     expect(page.get_by_role("button", name="Delete 1 ticked")).to_be_visible()
     page.get_by_label("Select “Older one”").check()
+    asked = []
+    page.once("dialog", lambda dialog: (asked.append(dialog.message), dialog.dismiss()))
+    page.get_by_role("button", name="Delete 2 ticked").click()
+    assert asked == ["Delete 2 conversations? This cannot be undone."]
+    assert Conversation.objects.filter(owner=user).count() == 3
     page.once("dialog", lambda dialog: dialog.accept())
     page.get_by_role("button", name="Delete 2 ticked").click()
     expect(page.locator(".messages")).to_contain_text("2 conversations deleted.")

@@ -396,7 +396,7 @@
   async function openPassage(chunk, link) {
     const url = panel.dataset.url.replace(/0\/$/, chunk + "/");
     if (PHONE.matches) {
-      window.open(url, "_blank", "noopener");
+      window.open(url + "#passage-" + chunk, "_blank", "noopener"); // at the cited passage, not its neighbour
       return;
     }
     opener = link;

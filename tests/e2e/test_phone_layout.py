@@ -18,6 +18,8 @@ from core.services import token_create
 from documents import pipeline
 from documents import services as document_services
 from documents.models import Chunk
+from tests.documents_factory import add_text_document
+from tests.e2e.conftest import PASSWORD
 
 PHONE = {"width": 390, "height": 844}
 NARROWEST = {"width": 360, "height": 740}
@@ -117,6 +119,25 @@ def site(user, collection):
     token, _ = token_create(user=user, name="a token for the nightly export job to the finance team's server")
     return {"conversation": conversation.pk, "document": document.pk, "chunk": chunk.pk, "collection": collection.pk,
             "token": token.pk}
+
+
+@pytest.fixture
+def touch_page(browser, live_server, user):
+    """A phone as it is: 360 px, a touch screen (a coarse pointer, no Shift key), signed in as ``user``."""
+    context = browser.new_context(base_url=live_server.url, viewport=NARROWEST, device_scale_factor=2,
+                                  is_mobile=True, has_touch=True)
+    context.set_default_timeout(15_000)
+    page = context.new_page()
+    errors = []
+    page.on("pageerror", lambda error: errors.append(error))
+    page.goto("/accounts/login/")
+    page.get_by_label("Username").fill(user.get_username())
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url("**/documents/")
+    yield page
+    context.close()
+    assert not errors, f"JavaScript errors on the page: {errors}"
 
 
 def overflow(page) -> dict:
@@ -265,3 +286,32 @@ def test_uploading_a_document_on_a_phone(page, sign_in, user, celery_worker, liv
     item = page.locator("#documents-table [data-document-id]").filter(has_text="phone-upload")
     expect(item).to_contain_text("Ready", timeout=READY_TIMEOUT)
     assert_fits(page)
+
+
+
+
+def test_on_a_phone_a_citation_opens_its_passage_scrolled_to_it(touch_page, user, collection):
+    # Passages tall enough on a phone that the one cited, after its neighbour, starts below the fold.
+    text = "\n\n".join(f"Rule {n}.\n" + "Trains are booked for trips under four hours.\n" * 28 for n in range(4))
+    document = add_text_document(user, collection, "travel-rules", text)
+    chunks = list(Chunk.objects.filter(document=document).order_by("ordinal"))
+    assert len(chunks) >= 3, len(chunks)
+    cited = chunks[1]
+    conversation = Conversation.objects.create(owner=user, collection=collection, title="Trains")
+    Message.objects.create(conversation=conversation, role=Message.Role.USER, content="When do we take the train?")
+    answer = Message.objects.create(conversation=conversation, role=Message.Role.ASSISTANT,
+                                    content="For trips under four hours [1].")
+    Citation.objects.create(message=answer, chunk=cited, index=1, document_id=document.pk, title=document.title)
+    page = touch_page
+    page.goto(f"/chat/{conversation.pk}/")
+
+    with page.context.expect_page() as opened:
+        page.locator("#messages a.cite").tap()
+
+    tab = opened.value
+    passage = tab.locator(f"#passage-{cited.pk}")
+    expect(passage.locator("mark")).to_contain_text("Trains are booked")
+    expect(passage).to_be_in_viewport()
+    # Its start, not the end of it nor the neighbour before it, is what the reader sees first.
+    top = passage.evaluate("(p) => p.getBoundingClientRect().top / innerHeight")
+    assert 0 <= top < 0.25, f"the cited passage starts at {top:.0%} of the screen's height"

@@ -289,6 +289,19 @@ def test_uploading_a_document_on_a_phone(page, sign_in, user, celery_worker, liv
 
 
 
+def test_on_a_touch_screen_citations_the_conversation_menu_and_copy_are_big_enough_to_tap(touch_page, site):
+    page = touch_page
+    page.goto(f"/chat/{site['conversation']}/")
+    page.get_by_role("button", name="☰ Conversations").tap()
+    targets = {
+        "citation number": page.locator("#messages a.cite").first,
+        "⋯ menu": page.locator("#conversation-list li.current .item-menu > summary"),
+        "Copy": page.locator("#messages .bubble.assistant").last.get_by_role("button", name="Copy"),
+    }
+    for name, target in targets.items():
+        box = target.bounding_box()
+        assert box["width"] >= 32 and box["height"] >= 32, f"the {name} is {box['width']}×{box['height']} px"
+
 
 def test_on_a_phone_a_citation_opens_its_passage_scrolled_to_it(touch_page, user, collection):
     # Passages tall enough on a phone that the one cited, after its neighbour, starts below the fold.

@@ -195,6 +195,7 @@ def test_the_site_menu_and_the_conversation_list_stay_open_on_a_wide_screen(page
     expect(page.get_by_role("button", name="☰ Conversations")).to_be_hidden()
     expect(page.locator("#conversation-list")).to_be_visible()
     expect(page.get_by_role("link", name="Documents", exact=True)).to_be_visible()
+    expect(page.get_by_text("Enter to send, Shift+Enter for a new line.")).to_be_visible()  # a mouse: a keyboard
     assert_fits(page)
     # The search box's placeholder is shown whole; its label says what is searched.
     search = page.get_by_role("searchbox", name="Search conversations by title and message")
@@ -287,6 +288,23 @@ def test_uploading_a_document_on_a_phone(page, sign_in, user, celery_worker, liv
     expect(item).to_contain_text("Ready", timeout=READY_TIMEOUT)
     assert_fits(page)
 
+
+def test_on_a_touch_screen_enter_starts_a_new_line_and_the_ask_button_sends(touch_page, site, llm):
+    page = touch_page
+    page.goto(f"/chat/{site['conversation']}/")
+    expect(page.get_by_text("Enter to send", exact=False)).to_be_hidden()  # there is no Shift key
+    box = page.get_by_label("Question")
+    box.fill("Which trips go by train?")
+    box.press("Enter")
+    box.press_sequentially("Answer briefly.")
+    expect(box).to_have_value("Which trips go by train?\nAnswer briefly.")
+    questions = page.locator("#messages .bubble.user")
+    expect(questions).to_have_count(1)  # the conversation's earlier question only: nothing was sent
+
+    page.get_by_role("button", name="Ask", exact=True).tap()
+    expect(questions).to_have_count(2)
+    expect(questions.last).to_have_text("Which trips go by train?\nAnswer briefly.")
+    expect(box).to_have_value("")
 
 
 def test_on_a_touch_screen_citations_the_conversation_menu_and_copy_are_big_enough_to_tap(touch_page, site):

@@ -160,11 +160,9 @@
     heading.textContent = title;
     delete heading.dataset.untitled;
     document.title = title + " · RAG chat";
+    document.dispatchEvent(new CustomEvent("conversation-retitled", { detail: { title } })); // the list (page.js)
     const current = document.querySelector("#conversation-list li.current");
-    if (current) {
-      current.querySelector("a").textContent = title;
-      current.parentNode.prepend(current);
-    }
+    current?.parentNode.prepend(current);
   }
 
   function failureMessage(status, text) {
@@ -231,7 +229,10 @@
         const detail = type.startsWith("text/plain") ? (await response.text()).trim() : "";
         showError(answer, failureMessage(response.ok ? 500 : response.status, detail));
         // Over the rate limit the question was not saved: put it back, to send again later.
-        if (response.status === 429 && !textarea.value) textarea.value = question;
+        if (response.status === 429 && !textarea.value) {
+          textarea.value = question;
+          count();
+        }
         return;
       }
       const reader = response.body.getReader();
@@ -310,23 +311,56 @@
     }
   }
 
+  // --- The question box: its limit shown before it is reached, and said when a paste was cut to it ---
+
+  const notice = document.getElementById("question-notice");
+  const LIMIT = textarea.maxLength; // the server's too (chat.services.QUESTION_MAX_CHARACTERS)
+  const NEAR = Math.floor(LIMIT * 0.9);
+  const characters = (n) => n.toLocaleString("en") + " characters";
+  let cut = false; // the last text typed, pasted or dropped did not all fit
+  function tell(message, problem = false) {
+    notice.textContent = message;
+    notice.hidden = !message;
+    notice.classList.toggle("problem", problem);
+  }
+  function count() {
+    const length = textarea.value.length;
+    if (length < LIMIT) cut = false;
+    if (cut) tell(characters(LIMIT) + " at most: the question was cut. Check its end, or upload the long text as a document.", true);
+    else if (length >= NEAR) tell(length.toLocaleString("en") + " of " + characters(LIMIT));
+    else tell("");
+  }
+  textarea.addEventListener("beforeinput", (event) => {
+    const text = (event.data ?? event.dataTransfer?.getData("text/plain") ?? "").replace(/\r\n?/g, "\n");
+    const kept = textarea.value.length - (textarea.selectionEnd - textarea.selectionStart);
+    cut = kept + text.length > LIMIT;
+    if (cut && kept >= LIMIT) count(); // nothing fits: no input event follows
+  });
+  textarea.addEventListener("input", count);
+
+  // Enter sends where there is a keyboard; on a touch screen (no Shift+Enter) it starts a new line, and the
+  // Ask button sends. The hint saying so is shown under the same condition (app.css).
+  const TOUCH = window.matchMedia("(pointer: coarse)");
   textarea.addEventListener("keydown", (event) => {
-    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing && !TOUCH.matches) {
       event.preventDefault();
       form.requestSubmit();
     }
   });
 
+  form.noValidate = true; // an empty question gets the same message as a blank one, not the browser's
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     const question = textarea.value.trim();
     if (busy) return;
     if (!question) {
+      tell("Type a question first.", true);
       textarea.focus();
       return;
     }
     const body = new FormData(form);
     textarea.value = "";
+    count();
     await send(question, body);
   });
 
@@ -398,7 +432,7 @@
   async function openPassage(chunk, link) {
     const url = panel.dataset.url.replace(/0\/$/, chunk + "/");
     if (PHONE.matches) {
-      window.open(url, "_blank", "noopener");
+      window.open(url + "#passage-" + chunk, "_blank", "noopener"); // at the cited passage, not its neighbour
       return;
     }
     opener = link;

@@ -43,7 +43,8 @@
   // Widened past the phone layout (a rotated tablet): the list is a sidebar again, nothing is covered.
   window.matchMedia("(min-width: 721px)").addEventListener("change", (event) => { if (event.matches) closeDrawer(); });
 
-  // The list's bulk delete shows once a conversation is ticked, saying how many (without script: always).
+  // The list's bulk delete shows once a conversation is ticked, saying how many (without script: always),
+  // and so does its confirmation.
   const deleteMany = document.querySelector("button.delete-many");
   if (deleteMany) {
     const ticked = () => document.querySelectorAll('#conversation-list input[form="delete-many"]:checked').length;
@@ -51,10 +52,28 @@
       const count = ticked();
       deleteMany.hidden = count === 0;
       deleteMany.textContent = `Delete ${count} ticked`;
+      const conversations = count === 1 ? "1 conversation" : `${count.toLocaleString("en")} conversations`;
+      document.getElementById("delete-many").dataset.confirm = `Delete ${conversations}? This cannot be undone.`;
     };
     document.getElementById("conversation-list").addEventListener("change", update);
     update();
   }
+
+  // The open conversation got a new title (renamed in place below, or named by its first question: chat.js
+  // sends "conversation-retitled"): its item in the list says it everywhere the page shows it, in the words of
+  // templates/chat/chat.html, so that the ⋯ menu neither offers the old title to save back nor names it.
+  document.addEventListener("conversation-retitled", (event) => {
+    const title = event.detail.title;
+    const item = document.querySelector("#conversation-list li.current");
+    if (!item) return;
+    item.querySelector(":scope > a").textContent = title;
+    item.querySelector(':scope > input[type="checkbox"]')?.setAttribute("aria-label", `Select “${title}”`);
+    item.querySelector(".item-menu > summary")?.setAttribute("aria-label", `Actions for “${title}”`);
+    const field = item.querySelector('.rename-item input[name="title"]');
+    if (field) field.value = field.defaultValue = title;
+    const remove = item.querySelector(".item-menu form[data-confirm]");
+    if (remove) remove.dataset.confirm = `Delete “${title}”? This cannot be undone.`;
+  });
 
   // Rename a conversation in place: the title becomes a field; Enter saves, Escape cancels.
   const renameForm = document.getElementById("rename-form");
@@ -99,8 +118,7 @@
       heading.textContent = body.title;
       delete heading.dataset.untitled;
       document.title = body.title + " · RAG chat";
-      const current = document.querySelector("#conversation-list li.current > a");
-      if (current) current.textContent = body.title;
+      document.dispatchEvent(new CustomEvent("conversation-retitled", { detail: { title: body.title } }));
       editing(false);
     });
   }

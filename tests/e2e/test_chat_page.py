@@ -249,3 +249,35 @@ def test_a_hostile_document_quoted_in_an_answer_runs_no_script(
     expect(page.locator(".chunk.highlighted")).to_contain_text("<script>alert(1)</script>")
     page.wait_for_timeout(200)
     assert dialogs == []
+
+
+def test_a_pasted_question_over_the_limit_is_cut_with_a_notice_and_a_blank_one_is_not_sent(
+    signed_in_page, user, collection, llm, live_server
+):
+    conversation = Conversation.objects.create(owner=user, collection=collection)
+    page = signed_in_page
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    page.goto(live_server.url + f"/chat/{conversation.pk}/")
+    box = page.get_by_label("Question")
+    questions = page.locator("#messages .bubble.user")
+
+    box.fill("   ")
+    box.press("Enter")
+    expect(box).to_have_accessible_description("Type a question first.")
+    box.fill("")
+    expect(box).to_have_accessible_description("")
+    page.get_by_role("button", name="Ask", exact=True).click()  # empty: the same words, not the browser's
+    expect(box).to_have_accessible_description("Type a question first.")
+    expect(questions).to_have_count(0)
+
+    long_question = "Which trips go by train, and which may fly with a manager's approval? " * 90  # 6,390
+    page.evaluate("(text) => navigator.clipboard.writeText(text)", long_question)
+    box.focus()
+    page.keyboard.press("Control+V")
+    expect(box).to_have_value(long_question[: services.QUESTION_MAX_CHARACTERS])
+    expect(box).to_have_accessible_description(re.compile(r"^4,000 characters at most: the question was cut\."))
+    box.press("Backspace")  # under the limit again: the count shows
+    expect(box).to_have_accessible_description("3,999 of 4,000 characters")
+    page.get_by_role("button", name="Ask", exact=True).click()
+    expect(questions).to_have_count(1)
+    expect(box).to_have_accessible_description("")

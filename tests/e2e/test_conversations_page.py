@@ -6,6 +6,7 @@ import pytest
 from playwright.sync_api import expect
 
 from chat.models import Conversation, Message
+from tests.e2e.chat_page import ask, wait_until_saved
 
 PHONE = {"width": 390, "height": 844}
 
@@ -33,6 +34,26 @@ def converse(
     return conversation
 
 
+def expect_the_list_item_titled(page, title: str) -> None:
+    """The open conversation's item in the list says ``title`` everywhere: its link, its checkbox, its ⋯ menu (the
+    title field, which would otherwise save the old title back) and its delete confirmation."""
+    page.get_by_role("button", name="☰ Conversations").click()
+    item = page.locator("#conversation-list > li.current")
+    expect(item.locator(":scope > a")).to_have_text(title)
+    expect(item.get_by_role("checkbox")).to_have_accessible_name(f"Select “{title}”")
+    item.get_by_label(f"Actions for “{title}”").click()
+    expect(item.get_by_label("Title")).to_have_value(title)
+    asked: list[str] = []
+
+    def answer(dialog) -> None:
+        asked.append(dialog.message)
+        dialog.dismiss()
+
+    page.once("dialog", answer)
+    item.get_by_role("button", name="Delete").click()
+    assert asked == [f"Delete “{title}”? This cannot be undone."]
+
+
 def test_renaming_in_place_updates_the_heading_and_the_list(chat, user):
     conversation = converse(user, "Which trips go by train?")
     page = chat(conversation)
@@ -53,10 +74,20 @@ def test_renaming_in_place_updates_the_heading_and_the_list(chat, user):
     expect(page.locator("#conversation-title")).to_have_text("Train travel")
     expect(page).to_have_title("Train travel · RAG chat")
     expect(page.get_by_role("button", name="Rename")).to_be_focused()
+    expect_the_list_item_titled(page, "Train travel")
     page.reload()
     expect(page.locator("#conversation-title")).to_have_text("Train travel")
     page.get_by_role("button", name="☰ Conversations").click()
     expect(page.locator("#conversation-list li.current > a")).to_have_text("Train travel")
+
+
+def test_the_first_question_names_the_conversation_in_the_list_and_its_menu(chat, user, llm):
+    page = chat(Conversation.objects.create(owner=user))
+    expect(page.locator("#conversation-title")).to_have_text("New conversation")
+    ask(page, "Which trips go by train?")
+    wait_until_saved(page)
+    expect(page.locator("#conversation-title")).to_have_text("Which trips go by train?")
+    expect_the_list_item_titled(page, "Which trips go by train?")
 
 
 def test_renaming_from_the_list_keeps_the_open_conversation(chat, user):
@@ -112,6 +143,11 @@ def test_ticked_conversations_are_deleted_together_after_confirmation(chat, user
     page.get_by_label("Select “Old one”").check()
     expect(page.get_by_role("button", name="Delete 1 ticked")).to_be_visible()
     page.get_by_label("Select “Older one”").check()
+    asked = []
+    page.once("dialog", lambda dialog: (asked.append(dialog.message), dialog.dismiss()))
+    page.get_by_role("button", name="Delete 2 ticked").click()
+    assert asked == ["Delete 2 conversations? This cannot be undone."]
+    assert Conversation.objects.filter(owner=user).count() == 3
     page.once("dialog", lambda dialog: dialog.accept())
     page.get_by_role("button", name="Delete 2 ticked").click()
     expect(page.locator(".messages")).to_contain_text("2 conversations deleted.")

@@ -18,9 +18,15 @@ from core.services import token_create
 from documents import pipeline
 from documents import services as document_services
 from documents.models import Chunk
+from tests.documents_factory import add_text_document
+from tests.e2e.conftest import PASSWORD
 
 PHONE = {"width": 390, "height": 844}
 NARROWEST = {"width": 360, "height": 740}
+DESKTOP = {"width": 1280, "height": 800}
+# A title as long as the field allows (SciFact's run to ~300 characters): the chat's "Only in" list names it.
+LONG_TITLE = ("Effect of physical activity on cognitive function in older adults at risk for Alzheimer disease: "
+              "a randomized trial of sixteen weeks with a follow-up at eighteen months, " * 2)[:300]
 READY_TIMEOUT = 60_000
 LONG_URL = "https://intranet.example.com/policies/travel/" + "very-long-path-segment-" * 8 + "index.html?ref=handbook"
 # One line of code wider than any phone: the code block scrolls, the page does not.
@@ -76,9 +82,9 @@ PAGES = [
 ]
 
 
-def add_document(owner, collection, name: str, body: bytes):
+def add_document(owner, collection, name: str, body: bytes, title: str | None = None):
     document = document_services.document_create(
-        owner=owner, collection=collection, file=SimpleUploadedFile(name, body), enqueue=False
+        owner=owner, collection=collection, file=SimpleUploadedFile(name, body), title=title, enqueue=False
     )
     return pipeline.document_ingest(document_id=document.pk)
 
@@ -95,6 +101,8 @@ def site(user, collection):
     # A second one: the detail page lists it as similar, the library recommends it (long unbroken names).
     add_document(user, collection, "travel-policy-for-contractors-and-their-managers-" * 3 + ".txt",
                  b"Contractors book trains for trips under four hours, as employees do. " * 30)
+    add_document(user, collection, "alzheimer-trial.txt", b"Walking slowed the decline of memory. " * 20,
+                 title=LONG_TITLE)
     chunk = Chunk.objects.filter(document=document).order_by("ordinal").first()
     for i in range(12):  # enough to scroll the list
         Conversation.objects.create(owner=user, title=f"An older conversation about expenses and hotels, number {i}")
@@ -111,6 +119,25 @@ def site(user, collection):
     token, _ = token_create(user=user, name="a token for the nightly export job to the finance team's server")
     return {"conversation": conversation.pk, "document": document.pk, "chunk": chunk.pk, "collection": collection.pk,
             "token": token.pk}
+
+
+@pytest.fixture
+def touch_page(browser, live_server, user):
+    """A phone as it is: 360 px, a touch screen (a coarse pointer, no Shift key), signed in as ``user``."""
+    context = browser.new_context(base_url=live_server.url, viewport=NARROWEST, device_scale_factor=2,
+                                  is_mobile=True, has_touch=True)
+    context.set_default_timeout(15_000)
+    page = context.new_page()
+    errors = []
+    page.on("pageerror", lambda error: errors.append(error))
+    page.goto("/accounts/login/")
+    page.get_by_label("Username").fill(user.get_username())
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url("**/documents/")
+    yield page
+    context.close()
+    assert not errors, f"JavaScript errors on the page: {errors}"
 
 
 def overflow(page) -> dict:
@@ -144,6 +171,22 @@ def test_the_page_is_no_wider_than_a_phone(page, sign_in, user, site, live_serve
             assert_fits(page)
 
 
+@pytest.mark.parametrize("size", [NARROWEST, DESKTOP], ids=["360 px", "1280 px"])
+def test_the_chat_filters_fit_the_screen_with_a_long_document_title(page, sign_in, user, site, live_server, size):
+    sign_in(user)
+    page.set_viewport_size(size)
+    page.goto(live_server.url + f"/chat/{site['conversation']}/")
+    page.locator("details.filters > summary").click()
+    only_in = page.get_by_label("Only in")
+    expect(only_in).to_be_visible()
+    expect(only_in.locator("option", has_text=LONG_TITLE[:60])).to_have_count(1)
+    assert_fits(page)
+    for name in ("Only in", "Added before", "File type", "Tag"):
+        control = page.get_by_label(name)
+        box = control.bounding_box()
+        assert 0 <= box["x"] and box["x"] + box["width"] <= size["width"], (name, box)
+
+
 def test_the_site_menu_and_the_conversation_list_stay_open_on_a_wide_screen(page, sign_in, user, site, live_server):
     sign_in(user)
     page.set_viewport_size({"width": 1280, "height": 800})
@@ -152,7 +195,16 @@ def test_the_site_menu_and_the_conversation_list_stay_open_on_a_wide_screen(page
     expect(page.get_by_role("button", name="☰ Conversations")).to_be_hidden()
     expect(page.locator("#conversation-list")).to_be_visible()
     expect(page.get_by_role("link", name="Documents", exact=True)).to_be_visible()
+    expect(page.get_by_text("Enter to send, Shift+Enter for a new line.")).to_be_visible()  # a mouse: a keyboard
     assert_fits(page)
+    # The search box's placeholder is shown whole; its label says what is searched.
+    search = page.get_by_role("searchbox", name="Search conversations by title and message")
+    assert search.evaluate("""(box) => {
+      const style = getComputedStyle(box), context = document.createElement("canvas").getContext("2d");
+      context.font = style.font;
+      const room = box.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);
+      return context.measureText(box.placeholder).width <= room;
+    }"""), search.get_attribute("placeholder")
 
 
 def test_on_a_phone_the_conversation_list_is_a_drawer(page, sign_in, user, site, live_server):
@@ -235,3 +287,62 @@ def test_uploading_a_document_on_a_phone(page, sign_in, user, celery_worker, liv
     item = page.locator("#documents-table [data-document-id]").filter(has_text="phone-upload")
     expect(item).to_contain_text("Ready", timeout=READY_TIMEOUT)
     assert_fits(page)
+
+
+def test_on_a_touch_screen_enter_starts_a_new_line_and_the_ask_button_sends(touch_page, site, llm):
+    page = touch_page
+    page.goto(f"/chat/{site['conversation']}/")
+    expect(page.get_by_text("Enter to send", exact=False)).to_be_hidden()  # there is no Shift key
+    box = page.get_by_label("Question")
+    box.fill("Which trips go by train?")
+    box.press("Enter")
+    box.press_sequentially("Answer briefly.")
+    expect(box).to_have_value("Which trips go by train?\nAnswer briefly.")
+    questions = page.locator("#messages .bubble.user")
+    expect(questions).to_have_count(1)  # the conversation's earlier question only: nothing was sent
+
+    page.get_by_role("button", name="Ask", exact=True).tap()
+    expect(questions).to_have_count(2)
+    expect(questions.last).to_have_text("Which trips go by train?\nAnswer briefly.")
+    expect(box).to_have_value("")
+
+
+def test_on_a_touch_screen_citations_the_conversation_menu_and_copy_are_big_enough_to_tap(touch_page, site):
+    page = touch_page
+    page.goto(f"/chat/{site['conversation']}/")
+    page.get_by_role("button", name="☰ Conversations").tap()
+    targets = {
+        "citation number": page.locator("#messages a.cite").first,
+        "⋯ menu": page.locator("#conversation-list li.current .item-menu > summary"),
+        "Copy": page.locator("#messages .bubble.assistant").last.get_by_role("button", name="Copy"),
+    }
+    for name, target in targets.items():
+        box = target.bounding_box()
+        assert box["width"] >= 32 and box["height"] >= 32, f"the {name} is {box['width']}×{box['height']} px"
+
+
+def test_on_a_phone_a_citation_opens_its_passage_scrolled_to_it(touch_page, user, collection):
+    # Passages tall enough on a phone that the one cited, after its neighbour, starts below the fold.
+    text = "\n\n".join(f"Rule {n}.\n" + "Trains are booked for trips under four hours.\n" * 28 for n in range(4))
+    document = add_text_document(user, collection, "travel-rules", text)
+    chunks = list(Chunk.objects.filter(document=document).order_by("ordinal"))
+    assert len(chunks) >= 3, len(chunks)
+    cited = chunks[1]
+    conversation = Conversation.objects.create(owner=user, collection=collection, title="Trains")
+    Message.objects.create(conversation=conversation, role=Message.Role.USER, content="When do we take the train?")
+    answer = Message.objects.create(conversation=conversation, role=Message.Role.ASSISTANT,
+                                    content="For trips under four hours [1].")
+    Citation.objects.create(message=answer, chunk=cited, index=1, document_id=document.pk, title=document.title)
+    page = touch_page
+    page.goto(f"/chat/{conversation.pk}/")
+
+    with page.context.expect_page() as opened:
+        page.locator("#messages a.cite").tap()
+
+    tab = opened.value
+    passage = tab.locator(f"#passage-{cited.pk}")
+    expect(passage.locator("mark")).to_contain_text("Trains are booked")
+    expect(passage).to_be_in_viewport()
+    # Its start, not the end of it nor the neighbour before it, is what the reader sees first.
+    top = passage.evaluate("(p) => p.getBoundingClientRect().top / innerHeight")
+    assert 0 <= top < 0.25, f"the cited passage starts at {top:.0%} of the screen's height"

@@ -268,13 +268,15 @@ class Scored:
 
 
 def statements(hits: Sequence[Hit]) -> list[Sentence]:
-    """The passages' statements in order, each once (the same sentence in two passages is quoted once)."""
+    """The passages' statements in order, each once (the same sentence in two passages is quoted once), but not
+    their document's title (the citation names it)."""
     sentences: list[Sentence] = []
     seen: set[str] = set()
     for index, hit in enumerate(hits, start=1):
+        title = " ".join(WORD.findall(hit.document_title.lower()))
         for sentence in split(hit.text, index):
             key = " ".join(WORD.findall(sentence.text.lower()))
-            if key and key not in seen:
+            if key and key not in seen and key != title:  # a title atop the first passage answers nothing
                 seen.add(key)
                 sentences.append(sentence)
     return sentences

@@ -154,6 +154,15 @@ def test_a_scifact_abstract_split_into_passages_is_quoted_in_whole_sentences():
     assert first_line(answer).startswith(f"> {whole} [")
 
 
+def test_the_documents_title_atop_its_first_passage_is_not_quoted_as_the_answer():
+    title = "Effect of physical activity on cognitive function in older adults at risk for Alzheimer disease."
+    text = f"{title}\n\nPhysical activity improved cognition modestly over 18 months in older adults."
+    passage = Hit(chunk_id=1, document_id=101, document_title=title, page=None, heading="", text=text, score=1.0)
+    answer = answer_of("Does physical activity improve cognitive function in Alzheimer disease?", [passage])
+    assert first_line(answer) == "> Physical activity improved cognition modestly over 18 months in older adults. [1]"
+    assert title not in answer
+
+
 MINILM = extractive.GATES["sentence-transformers/all-MiniLM-L6-v2"]
 
 

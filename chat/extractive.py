@@ -91,7 +91,9 @@ LIST_MARKER = re.compile(r"^\s*(?:[-*+•·▪–]|\(?[0-9]{1,3}[.)]|\(?[a-zA-Z]
 TRAILING_MARKER = re.compile(r"(?:(?<=[.:;!?])|(?<=[A-Z]{2}))\s+\(?(?:[a-zA-Z]|[0-9]{1,3}|[ivxIVX]{1,4})[.)]$")
 # Footnote marks ("[18]", "[19][20]", Wikipedia's "[14]: 228"): they would stand beside the answer's own
 # citation numbers and look like them. Not a Markdown link's "[1](…)".
-FOOTNOTE_MARKS = re.compile(r"(?:\s?\[\d{1,4}\](?!\())+(?::[\s\u200a]*\d+(?:[–-]\d+)?(?:,[\s\u200a]*\d+(?:[–-]\d+)?)*)?")
+FOOTNOTE_MARKS = re.compile(
+    r"(?:\s?\[\d{1,4}\](?!\())+(?::[\s\u200a]*\d+(?:[–-]\d+)?(?:,[\s\u200a]*\d+(?:[–-]\d+)?)*)?"
+)
 BOILERPLATE = re.compile(
     r"^(?:page\s+\d+(?:\s+of\s+\d+)?|\d+\s+of\s+\d+|table of contents|contents|index|"
     r"(?:copyright|©).*|all rights reserved\.?|confidential|continued(?: on next page)?|"

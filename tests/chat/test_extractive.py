@@ -148,7 +148,8 @@ def test_a_scifact_abstract_split_into_passages_is_quoted_in_whole_sentences():
     hits = [hit(i, draft.text) for i, draft in enumerate(chunks, start=1)]
     sentences = [s.text for h in hits for s in extractive.split(h.text, 1)]
     assert not [text for text in sentences if text[:1].islower()]  # no passage's cut-off first words
-    whole = "Pretangles gradually became argyrophilic neurofibrillary tangles (NFTs) that progressed in parallel with NFT Stages I to VI."
+    whole = ("Pretangles gradually became argyrophilic neurofibrillary tangles (NFTs) that progressed in parallel "
+             "with NFT Stages I to VI.")
     assert whole in sentences
     answer = answer_of("NFTs progressed in parallel with NFT stages", hits)
     assert first_line(answer).startswith(f"> {whole} [")

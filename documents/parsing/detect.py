@@ -35,7 +35,7 @@ CONTENT_TYPES = {
 HEAD_BYTES = 8192
 OFFICE_ADVICE = "save it as PDF (or as a Word .docx) and upload that copy"
 OTHER_ADVICE = "upload the document as PDF, Word (.docx), HTML, Markdown or plain text"
-CODE_ADVICE = "upload its documentation instead, or paste the code into a Markdown document (in a code block)"
+CODE_ADVICE = "upload its documentation instead, or a Markdown document that quotes the code in a code block"
 # What people often try to upload, by name: (what it is, what to do instead).
 REFUSED_EXTENSIONS: dict[str, tuple[str, str]] = {
     **dict.fromkeys((".doc", ".dot", ".docm", ".wps"), ("an older Word document (.doc)", OFFICE_ADVICE)),

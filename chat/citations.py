@@ -10,7 +10,7 @@ link nowhere); they are never confused with a rewritten one, which is at most th
 from __future__ import annotations
 
 import re
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -88,17 +88,52 @@ def label(*, title: str, page: int | None, heading: str, passage: int | None, pa
     """Where a cited passage is, for a reader: "Title, page 4", "Title › Section › Part", or
     "Title, passage 3 of 12" (a document with neither pages nor headings)."""
     if page:
-        return f"{title}, page {page}"
+        return _after(title, f"page {page}")
     if heading.strip():
-        return f"{title} › " + " › ".join(part.strip() for part in heading.split(" > ") if part.strip())
+        return f"{_bare(title)} › " + " › ".join(part.strip() for part in heading.split(" > ") if part.strip())
     if passage and passages:
-        return f"{title}, passage {passage} of {passages}"
+        return _after(title, f"passage {passage} of {passages}")
     return title
 
 
-def label_of(citation: Citation) -> str:
+def _bare(title: str) -> str:
+    """``title`` without the full stop, comma, colon or semicolon it may end with ("… a randomized trial.")."""
+    title = title.strip()
+    return title if title.endswith("...") else title.rstrip(".,;: ")
+
+
+def _after(title: str, where: str) -> str:
+    """``where`` after ``title``, with one mark between them: "Trial, page 4", never "Trial., page 4"."""
+    bare = _bare(title)
+    return f"{bare} ({where})" if bare.endswith(("?", "!", "…", "...")) else f"{bare}, {where}"
+
+
+def labels(citations: Sequence[Citation]) -> list[str]:
+    """The labels of one answer's citations, in their order, no two alike: a label that would be another's
+    too ("Title › History › Founding" for two passages of one section) says which passage it is."""
+    plain = [label_of_one(citation) for citation in citations]
+    repeated = {text for text in plain if plain.count(text) > 1}
+    return [
+        _after(text, f"passage {c.passage} of {c.passages}") if text in repeated and c.passage and c.passages
+        else text
+        for text, c in zip(plain, citations, strict=True)
+    ]
+
+
+def label_of_one(citation: Citation) -> str:
+    """``citation``'s label on its own (``label_of`` tells it apart from the answer's other citations)."""
     return label(title=citation.title, page=citation.page, heading=citation.heading,
                  passage=citation.passage, passages=citation.passages)
+
+
+def label_of(citation: Citation) -> str:
+    """``citation``'s label as its answer shows it (``labels``), from its message's citations: the prefetched
+    ones when the page prefetched them."""
+    siblings = list(citation.message.citation_set.all())
+    for sibling, text in zip(siblings, labels(siblings), strict=True):
+        if sibling.pk == citation.pk:
+            return text
+    return label_of_one(citation)
 
 
 def save_answer(

@@ -15,6 +15,7 @@ from django.http import Http404
 from django.utils import timezone
 from django.utils.text import slugify
 
+from chat.citations import labels
 from chat.models import Citation, Conversation, Message
 
 TITLE_MAX_LENGTH = Conversation._meta.get_field("title").max_length or 200
@@ -123,7 +124,8 @@ def conversation_markdown(conversation: Conversation) -> str:
         Prefetch(
             "citation_set",
             queryset=Citation.objects.select_related("chunk")
-            .only("message_id", "index", "title", "page", "document_id", "chunk__heading")
+            .only("message_id", "index", "title", "page", "heading", "passage", "passages", "document_id",
+                  "chunk__heading")
             .order_by("index"),
         )
     )
@@ -145,19 +147,18 @@ def conversation_markdown(conversation: Conversation) -> str:
         citations = list(message.citation_set.all())
         if citations:
             lines += ["", "Sources:", ""]
-            lines += [f"{c.index}. {_source(c)}" for c in citations]
+            lines += [f"{c.index}. {_source(c, text)}" for c, text in zip(citations, labels(citations), strict=True)]
     return "\n".join(lines) + "\n"
 
 
-def _source(citation: Citation) -> str:
-    where = [_one_line(citation.title)]
-    if citation.page:
-        where.append(f"page {citation.page}")
+def _source(citation: Citation, label: str) -> str:
+    """The citation as the page labels it (``chat.citations.labels``), with the section a page label leaves out."""
     if citation.chunk is None:
-        return ", ".join(where) + " (passage since deleted)"
-    if citation.chunk.heading:
-        where.append(f"section “{_one_line(citation.chunk.heading)}”")
-    return ", ".join(where)
+        return f"{_one_line(label)} (passage since deleted)"
+    heading = citation.heading or citation.chunk.heading
+    if citation.page and heading:
+        return f"{_one_line(label)}, section “{_one_line(heading)}”"
+    return _one_line(label)
 
 
 def _one_line(text: str) -> str:

@@ -85,14 +85,23 @@ TABLE_ROW = re.compile(r"^\s*\|.*\|\s*$")
 TABLE_RULE = re.compile(r"^\s*\|?[\s:|-]+\|[\s:|-]*$")
 HEADING = re.compile(r"^\s{0,3}#{1,6}\s")
 LIST_MARKER = re.compile(r"^\s*(?:[-*+•·▪–]|\(?[0-9]{1,3}[.)]|\(?[a-zA-Z][.)]|\(?[ivxIVX]{1,4}[.)])\s+")
-# A list marker left at the end by the sentence split: "ACCOUNTING RECORDS … a."
-TRAILING_MARKER = re.compile(r"\s+\(?(?:[a-zA-Z]|[0-9]{1,3}|[ivxIVX]{1,4})[.)]$")
+# A list marker left at the end by the sentence split: "ACCOUNTING RECORDS … a.", "… is kept. b." Only after
+# what cannot go on into it (a full stop, a colon, a word in capitals): "NFT Stages I to VI.", "hepatitis B."
+# and "aged 65." end on their last word, which stays.
+TRAILING_MARKER = re.compile(r"(?:(?<=[.:;!?])|(?<=[A-Z]{2}))\s+\(?(?:[a-zA-Z]|[0-9]{1,3}|[ivxIVX]{1,4})[.)]$")
+# Footnote marks ("[18]", "[19][20]", Wikipedia's "[14]: 228"): they would stand beside the answer's own
+# citation numbers and look like them. Not a Markdown link's "[1](…)".
+FOOTNOTE_MARKS = re.compile(
+    r"(?:\s?\[\d{1,4}\](?!\())+(?::[\s\u200a]*\d+(?:[–-]\d+)?(?:,[\s\u200a]*\d+(?:[–-]\d+)?)*)?"
+)
 BOILERPLATE = re.compile(
     r"^(?:page\s+\d+(?:\s+of\s+\d+)?|\d+\s+of\s+\d+|table of contents|contents|index|"
     r"(?:copyright|©).*|all rights reserved\.?|confidential|continued(?: on next page)?|"
     r"(?:see|back to) (?:top|contents)|click here.*|this page (?:is )?intentionally left blank\.?)$",
     re.IGNORECASE,
 )
+# A passage's first words in lower case ("that progressed …", not "iPhone sales …"): the rest of a sentence.
+CONTINUATION = re.compile(r"^[a-z]+[\s,;:]")
 NUMBERS = re.compile(r"^[\s\d.,:;/()%-]+$")
 STOPWORDS = frozenset("""
 a about above after again against all also am an and any are as at be because been before being below
@@ -135,7 +144,7 @@ def split(text: str, passage: int) -> list[Sentence]:
 
     def flush() -> None:
         if prose:
-            paragraph = " ".join(line.strip() for line in prose)
+            paragraph = FOOTNOTE_MARKS.sub("", " ".join(line.strip() for line in prose))
             units.extend(("text", part) for part in SENTENCE_END.split(paragraph))
             prose.clear()
 
@@ -168,6 +177,10 @@ def split(text: str, passage: int) -> list[Sentence]:
             prose.append(line)
         index += 1
     flush()
+    if units and units[0][0] == "text" and CONTINUATION.match(units[0][1]):
+        # A passage that starts in the middle of a sentence (chunks overlap by words, not sentences): its
+        # first words end a sentence that begins in the previous passage: "that progressed in …" is no answer.
+        units = units[1:]
     sentences: list[Sentence] = []
     for kind, unit in units:
         if kind == "text":
@@ -257,13 +270,15 @@ class Scored:
 
 
 def statements(hits: Sequence[Hit]) -> list[Sentence]:
-    """The passages' statements in order, each once (the same sentence in two passages is quoted once)."""
+    """The passages' statements in order, each once (the same sentence in two passages is quoted once), but not
+    their document's title (the citation names it)."""
     sentences: list[Sentence] = []
     seen: set[str] = set()
     for index, hit in enumerate(hits, start=1):
+        title = " ".join(WORD.findall(hit.document_title.lower()))
         for sentence in split(hit.text, index):
             key = " ".join(WORD.findall(sentence.text.lower()))
-            if key and key not in seen:
+            if key and key not in seen and key != title:  # a title atop the first passage answers nothing
                 seen.add(key)
                 sentences.append(sentence)
     return sentences

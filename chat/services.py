@@ -169,7 +169,8 @@ def standalone_query(
     return Search(carried.query, carried.subject)
 
 
-def citation_json(citation: Citation) -> CitationData:
+def citation_json(citation: Citation, label: str | None = None) -> CitationData:
+    """A citation for the page's script and the API; ``label`` when the caller has its answer's (``labels``)."""
     url = reverse("documents:detail", args=[citation.document_id])
     if citation.chunk_id is not None:
         url += f"?chunk={citation.chunk_id}#chunk-{citation.chunk_id}"
@@ -180,7 +181,7 @@ def citation_json(citation: Citation) -> CitationData:
         "page": citation.page,
         "chunk_id": citation.chunk_id,
         "url": url,
-        "label": citations.label_of(citation),
+        "label": citations.label_of(citation) if label is None else label,
     }
 
 
@@ -294,5 +295,5 @@ def ask(
     note_interest(user=conversation.owner, result=result, cited=[c.document_id for c in saved])
     yield Done(
         type="done", message_id=message.pk, content=message.content, error=message.error,
-        citations=[citation_json(c) for c in saved],
+        citations=[citation_json(c, text) for c, text in zip(saved, citations.labels(saved), strict=True)],
     )

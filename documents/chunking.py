@@ -88,6 +88,48 @@ def _within(piece: str, budget: int) -> list[str]:
     return [part for part in parts if part]
 
 
+# A piece of at most this many word pieces on one line (a title, a heading, a caption) is no passage of its
+# own: the splitter leaves it alone when the paragraph after it is larger than a chunk ("Title\n\n<abstract>").
+SHORT_LINE_TOKENS = 64
+
+
+def _join_short_lines(text: str, pieces: list[str], budget: int, overlap: int) -> list[str]:
+    """``pieces`` of ``text`` with each short one-line piece joined to the piece after it.
+
+    When both do not fit ``budget`` together, the next piece is split again to leave room for the short
+    line; its first part goes with the line, and its others follow unless the piece after them overlaps
+    the joined one (the splitter's overlap already holds the rest). Every piece stays a slice of ``text``.
+    """
+    joined: list[str] = []
+    index, cursor = 0, 0
+    while index < len(pieces):
+        piece = pieces[index]
+        start = text.find(piece, cursor)
+        merged, parts = "", []
+        if start >= 0 and index + 1 < len(pieces) and "\n" not in piece and count_tokens(piece) <= SHORT_LINE_TOKENS:
+            following = pieces[index + 1]
+            next_start = text.find(following, start + len(piece))  # < 0: it overlaps the line, so holds it
+            if next_start >= 0:
+                room = budget - count_tokens(text[start:next_start]) - 2
+                if count_tokens(text[start : next_start + len(following)]) <= budget:
+                    parts = [following]
+                elif room >= budget // 4:
+                    parts = splitter(room, overlap).split_text(following)
+                offset = following.find(parts[0]) if parts else -1
+                merged = text[start : next_start + offset + len(parts[0])] if offset >= 0 else ""
+        if not merged or count_tokens(merged) > budget:
+            joined.append(piece)
+            cursor = start + 1 if start >= 0 else cursor
+            index += 1
+            continue
+        joined.append(merged)
+        after = text.find(pieces[index + 2], next_start) if index + 2 < len(pieces) else -1
+        if not 0 <= after <= start + len(merged):  # unless the piece after overlaps the merged one: no gap
+            joined.extend(parts[1:])
+        cursor, index = start + 1, index + 2
+    return joined
+
+
 def chunk_sections(
     sections: Iterable[Section], *, chunk_size: int | None = None, chunk_overlap: int | None = None
 ) -> list[ChunkDraft]:
@@ -107,6 +149,7 @@ def chunk_sections(
         cursor = 0
         pieces = splitter(budget, overlap).split_text(section.text)
         pieces = [part for piece in pieces for part in _within(piece, budget)]
+        pieces = _join_short_lines(section.text, pieces, budget, overlap)
         for piece in pieces:
             # Where the piece sits in the section: the first occurrence after the previous
             # piece's start (overlapping pieces begin before the previous one ends).

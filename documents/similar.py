@@ -16,6 +16,7 @@ from datetime import date
 from typing import Any
 
 import numpy as np
+from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Q
 from django.shortcuts import get_object_or_404
@@ -49,6 +50,13 @@ SPACE = _table(EmbeddingSpace)
 # flagged, not hidden — the reader decides which to keep.
 NEAR_DUPLICATE = 0.98
 MAX_K = 50
+
+
+def alike(score: float) -> bool:
+    """Whether a cosine similarity says two texts are alike at all: above RETRIEVAL_MIN_SIMILARITY, the floor below
+    which a passage is not relevant to a question either. Nearest neighbours always exist; below it they are
+    unrelated (an HR policy listed beside a Wikipedia article at 0.00)."""
+    return score > settings.RETRIEVAL_MIN_SIMILARITY
 
 
 @dataclass(frozen=True)
@@ -169,7 +177,8 @@ def similar_documents(
     """The ``k`` documents ``user`` may read that are nearest ``document`` (never itself), best first.
 
     ``document`` must be one the caller may read (documents.selectors.document_for_user). Near-duplicates
-    (the same file, or similarity ≥ NEAR_DUPLICATE) are flagged. Empty while it has no vector (not ready).
+    (the same file, or similarity ≥ NEAR_DUPLICATE) are flagged; documents not ``alike`` are left out. Empty while
+    it has no vector (not ready).
     """
     filters = filters or SimilarFilters()
     k = max(1, min(k, MAX_K))
@@ -231,11 +240,13 @@ def similar_documents(
                 near_duplicate=bool(same_file) or score >= NEAR_DUPLICATE,
             )
             for pk, title, collection, score, same_file in cursor.fetchall()
+            if alike(score)
         ]
 
 
 def similar_passages(*, user: Any, chunk: Chunk, k: int = 5) -> list[SimilarPassage]:
-    """The ``k`` passages of *other* documents ``user`` may read that are nearest ``chunk``, best first.
+    """The ``k`` passages of *other* documents ``user`` may read that are nearest ``chunk``, best first (only those
+    ``alike``).
 
     ``chunk`` must be one the caller may read. Its vector is the one in its collection's active space; the
     passages compared with it are those of the readable collections searching the same space, found in that
@@ -290,6 +301,7 @@ def similar_passages(*, user: Any, chunk: Chunk, k: int = 5) -> list[SimilarPass
                     score=float(score),
                 )
                 for pk, document_id, title, collection, page, heading, text, score in cursor.fetchall()
+                if alike(score)
             ]
     found.sort(key=lambda passage: (-passage.score, passage.chunk_id))
     return found[:k]

@@ -19,7 +19,6 @@ EXTENSIONS = {
     ".txt": "text",
     ".text": "text",
     ".rst": "text",
-    ".csv": "text",
     ".log": "text",
 }
 CONTENT_TYPES = {
@@ -36,6 +35,7 @@ CONTENT_TYPES = {
 HEAD_BYTES = 8192
 OFFICE_ADVICE = "save it as PDF (or as a Word .docx) and upload that copy"
 OTHER_ADVICE = "upload the document as PDF, Word (.docx), HTML, Markdown or plain text"
+CODE_ADVICE = "upload its documentation instead, or a Markdown document that quotes the code in a code block"
 # What people often try to upload, by name: (what it is, what to do instead).
 REFUSED_EXTENSIONS: dict[str, tuple[str, str]] = {
     **dict.fromkeys((".doc", ".dot", ".docm", ".wps"), ("an older Word document (.doc)", OFFICE_ADVICE)),
@@ -52,6 +52,12 @@ REFUSED_EXTENSIONS: dict[str, tuple[str, str]] = {
     **dict.fromkeys((".mp3", ".wav", ".m4a", ".flac", ".ogg", ".mp4", ".mov", ".avi", ".mkv", ".webm"),
                     ("an audio or video recording", "upload a transcript of it as a text or Word document")),
     **dict.fromkeys((".sqlite", ".db", ".mdb", ".accdb"), ("a database file", OTHER_ADVICE)),
+    # Text, but not a document: a table's rows and a program's lines make passages that answer nothing.
+    **dict.fromkeys((".csv", ".tsv"), ("a spreadsheet (.csv, .tsv)", OFFICE_ADVICE)),
+    **dict.fromkeys((".py", ".pyw", ".ipynb", ".js", ".mjs", ".cjs", ".ts", ".tsx", ".jsx", ".java", ".kt", ".scala",
+                     ".c", ".h", ".cc", ".cpp", ".hpp", ".cs", ".go", ".rs", ".rb", ".php", ".pl", ".swift", ".m",
+                     ".r", ".lua", ".sh", ".bash", ".zsh", ".ps1", ".bat", ".cmd", ".vbs", ".sql"),
+                    ("a program's source code, not a document", CODE_ADVICE)),
     "office": ("an older Microsoft Office file (.doc, .xls or .ppt)", OFFICE_ADVICE),  # by content only
 }
 # The same by content (magic bytes), for files whose name says nothing or lies.

@@ -11,9 +11,20 @@ from documents.parsing.text import decode_text
 HTML_HEADINGS = ("h1", "h2", "h3", "h4", "h5", "h6")
 HTML_NOISE = ("script", "style", "noscript", "template", "nav", "header", "footer", "aside", "form",
               "iframe", "svg", "canvas", "button", "select", "head", "title", "meta", "link")
+# Navigation by role or by the conventional classes (MediaWiki's among them): the boxes of links to other
+# pages (.navbox, .vertical-navbox, .sidebar "part of a series" with its "v t e" .navbar), hatnotes ("Main
+# article: …", marked .navigation-not-searchable), what is not printed (.noprint: "[update]", "From
+# Wikipedia…", portal and sister-project bars), status indicators (coordinates) and edit links.
+# An infobox is kept: its rows are the article's facts (founders, headquarters, revenue), not links
+# elsewhere. A references list is kept too (notes can be content), but not its "^" back-links.
 HTML_NOISE_SELECTORS = ('[role="navigation"]', '[role="banner"]', '[role="contentinfo"]',
-                        '[aria-hidden="true"]', ".navbox", ".mw-jump-link", ".mw-editsection",
-                        "#mw-navigation", "#mw-panel", "#footer", ".catlinks", ".printfooter", "#toc", ".toc")
+                        '[aria-hidden="true"]', ".navbox", ".vertical-navbox", ".sidebar", ".navbar",
+                        ".navigation-not-searchable", ".hatnote", ".noprint", ".mw-indicator", ".mw-jump-link",
+                        ".mw-editsection", ".mw-cite-backlink", "#mw-navigation", "#mw-panel", "#footer",
+                        ".catlinks", ".printfooter", "#toc", ".toc")
+# Footnote marks inside sentences ("[18]", "[14]:228"): MediaWiki's sup.reference, or any superscript that
+# is only a bracketed number. The app's own citation numbers look the same in an answer.
+FOOTNOTE_MARK = re.compile(r"\[\s*\d{1,4}\s*\]")
 HTML_BLOCKS = frozenset(("p", "div", "li", "ul", "ol", "pre", "blockquote", "table", "tr", "section",
                          "article", "main", "dd", "dt", "dl", "br", "figure", "figcaption", "hr") + HTML_HEADINGS)
 
@@ -27,6 +38,9 @@ def parse_html(html: str) -> list[Section]:
         tag.decompose()
     for selector in HTML_NOISE_SELECTORS:
         for tag in soup.select(selector):
+            tag.decompose()
+    for tag in soup.find_all("sup"):
+        if "reference" in (tag.get("class") or ()) or FOOTNOTE_MARK.fullmatch(tag.get_text().strip()):
             tag.decompose()
     root = (
         soup.find("main") or soup.find(role="main") or soup.find("article")

@@ -62,6 +62,33 @@ def test_labels_say_page_then_heading_path_then_place():
     assert citations.label(title="notes", page=None, heading="", passage=None, passages=None) == "notes"
 
 
+def test_a_label_never_doubles_the_punctuation_a_title_ends_with():
+    title = "Effect of physical activity on cognitive function: a randomized trial."
+    assert citations.label(title=title, page=None, heading="", passage=1, passages=4) == (
+        "Effect of physical activity on cognitive function: a randomized trial, passage 1 of 4"
+    )
+    assert citations.label(title=title, page=3, heading="", passage=1, passages=4).endswith("randomized trial, page 3")
+    assert citations.label(title=title, page=None, heading="Methods", passage=1, passages=4).endswith("trial › Methods")
+    assert citations.label(title="Does it work?", page=3, heading="", passage=1, passages=4) == "Does it work? (page 3)"
+
+
+def test_labels_within_one_answer_are_distinct_and_say_which_passage():
+    def cite(index: int, heading: str, passage: int, page: int | None = None) -> Citation:
+        return Citation(index=index, title="good-wikipedia", page=page, heading=heading, passage=passage, passages=98)
+
+    founding = "History > 1972–1985: Founding"
+    answer = [cite(1, founding, 19), cite(2, "History > 1985–1994: Windows", 21), cite(3, founding, 21),
+              cite(4, founding, 20), cite(5, "", 7, page=2), cite(6, "", 9, page=2)]
+    assert citations.labels(answer) == [
+        "good-wikipedia › History › 1972–1985: Founding, passage 19 of 98",
+        "good-wikipedia › History › 1985–1994: Windows",
+        "good-wikipedia › History › 1972–1985: Founding, passage 21 of 98",
+        "good-wikipedia › History › 1972–1985: Founding, passage 20 of 98",
+        "good-wikipedia, page 2, passage 7 of 98",
+        "good-wikipedia, page 2, passage 9 of 98",
+    ]
+
+
 # --- saved answers ------------------------------------------------------------------------------------------
 
 
@@ -114,6 +141,28 @@ def test_a_markdown_documents_citation_is_labelled_by_its_heading_path(llm, user
     llm.reply_text = "By train [1]."
     done = list(services.ask(conversation=conversation, question="Which trips go by train?"))[-1]
     assert done["citations"][0]["label"] == "handbook › Handbook › Travel"
+
+
+def test_passages_of_one_section_cited_together_get_distinct_labels_streamed_and_on_the_page(
+    llm, client, user, collection, conversation
+):
+    sentence = "Sentence {} of the founding story tells how the company began in Albuquerque."
+    body = " ".join(sentence.format(n) for n in range(60))
+    text = f"# Microsoft\n\n## Founding\n\n{body}\n"
+    document = document_services.document_create(owner=user, collection=collection, enqueue=False,
+                                                 file=ContentFile(text.encode(), name="wiki.md"))
+    pipeline.document_ingest(document_id=document.pk)
+    assert document.chunks.count() >= 3
+    llm.reply_text = "It began in Albuquerque [1], [2], [3]."
+    question = "What does the founding story say about the company in Albuquerque?"
+    done = list(services.ask(conversation=conversation, question=question))[-1]
+    streamed = [c["label"] for c in done["citations"]]
+    assert len(streamed) == 3 and len(set(streamed)) == 3
+    assert all(label.startswith("wiki › Microsoft › Founding, passage ") for label in streamed)
+
+    client.force_login(user)
+    page = client.get(reverse("chat:detail", args=[conversation.pk])).content.decode()
+    assert all(f">{label}</a>" in page for label in streamed)  # a reload shows the same labels
 
 
 def test_a_stopped_answer_keeps_what_had_arrived_with_its_citations_marked_stopped(llm, conversation, library):

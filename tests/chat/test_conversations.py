@@ -211,6 +211,29 @@ def test_export_is_a_markdown_download_with_questions_answers_and_sources(signed
     assert text.endswith("## Question\n\n> And flights?\n\n### Answer\n\n*No answer: The model did not answer.*\n")
 
 
+def test_export_labels_each_source_as_the_page_does(signed_in, user, collection):
+    document = add_text_document(user, collection, "notes", "Employees book trains for trips under four hours.")
+    chunk = Chunk.objects.get(document=document)
+    conversation = converse(user, "Trips", ("Which trips go by train?", "Short ones [1], [2], [3]."))
+    answer = conversation.messages.get(role=Message.Role.ASSISTANT)
+    founding = "History > 1972–1985: Founding"
+    for index, passage in ((1, 4), (2, 19), (3, 21)):
+        Citation.objects.create(message=answer, chunk=chunk, index=index, document_id=document.pk, passages=98,
+                                passage=passage, title="A randomized trial." if index == 1 else "good-wikipedia",
+                                heading="" if index == 1 else founding)
+
+    text = signed_in.get(reverse("chat:export", args=[conversation.pk])).content.decode()
+
+    page = signed_in.get(reverse("chat:detail", args=[conversation.pk])).content.decode()
+    shown = [
+        "A randomized trial, passage 4 of 98",
+        "good-wikipedia › History › 1972–1985: Founding, passage 19 of 98",
+        "good-wikipedia › History › 1972–1985: Founding, passage 21 of 98",
+    ]
+    assert "Sources:\n\n" + "".join(f"{n}. {label}\n" for n, label in enumerate(shown, start=1)) in text
+    assert all(f">{label}</a>" in page for label in shown)
+
+
 def test_an_untitled_conversation_exports_under_its_number(signed_in, user):
     conversation = converse(user, "")
     response = signed_in.get(reverse("chat:export", args=[conversation.pk]))

@@ -115,6 +115,55 @@ def test_the_answer_is_deterministic():
     assert len(answers) == 1
 
 
+def test_footnote_marks_are_left_out_of_quoted_sentences():
+    hits = [hit(1, "Microsoft was founded by Bill Gates and Paul Allen on April 4, 1975.[18] It later moved to "
+                   "Redmond, Washington.[19][20] The deal was signed with IBM[14]:\u200a228 in August 1981.")]
+    answer = answer_of("When was Microsoft founded by Bill Gates and Paul Allen?", hits)
+    assert first_line(answer) == "> Microsoft was founded by Bill Gates and Paul Allen on April 4, 1975. [1]"
+    sentences = [s.text for s in extractive.split(hits[0].text, 1)]
+    assert sentences[1:] == ["It later moved to Redmond, Washington.", "The deal was signed with IBM in August 1981."]
+
+
+@pytest.mark.parametrize("sentence", [
+    "Pretangles became tangles that progressed in parallel with NFT Stages I to VI.",
+    "Twelve of the patients were infected with hepatitis B.",
+    "The trial enrolled volunteers who were at least aged 65.",
+])
+def test_a_sentence_ending_on_a_numeral_or_letter_keeps_its_last_word(sentence):
+    assert [s.text for s in extractive.split(f"{sentence} The next sentence is here.", 1)][0] == sentence
+
+
+@pytest.mark.shared
+def test_a_scifact_abstract_split_into_passages_is_quoted_in_whole_sentences():
+    import json
+
+    from documents.chunking import chunk_sections
+    from documents.parsing import Section
+    from tests.conftest import require_shared
+
+    corpus = require_shared("data/scifact/corpus.jsonl")
+    with corpus.open(encoding="utf-8") as handle:
+        row = next(row for row in map(json.loads, handle) if row["_id"] == "739734")
+    chunks = chunk_sections([Section(text=row["text"])])
+    hits = [hit(i, draft.text) for i, draft in enumerate(chunks, start=1)]
+    sentences = [s.text for h in hits for s in extractive.split(h.text, 1)]
+    assert not [text for text in sentences if text[:1].islower()]  # no passage's cut-off first words
+    whole = ("Pretangles gradually became argyrophilic neurofibrillary tangles (NFTs) that progressed in parallel "
+             "with NFT Stages I to VI.")
+    assert whole in sentences
+    answer = answer_of("NFTs progressed in parallel with NFT stages", hits)
+    assert first_line(answer).startswith(f"> {whole} [")
+
+
+def test_the_documents_title_atop_its_first_passage_is_not_quoted_as_the_answer():
+    title = "Effect of physical activity on cognitive function in older adults at risk for Alzheimer disease."
+    text = f"{title}\n\nPhysical activity improved cognition modestly over 18 months in older adults."
+    passage = Hit(chunk_id=1, document_id=101, document_title=title, page=None, heading="", text=text, score=1.0)
+    answer = answer_of("Does physical activity improve cognitive function in Alzheimer disease?", [passage])
+    assert first_line(answer) == "> Physical activity improved cognition modestly over 18 months in older adults. [1]"
+    assert title not in answer
+
+
 MINILM = extractive.GATES["sentence-transformers/all-MiniLM-L6-v2"]
 
 

@@ -1,3 +1,4 @@
+import pytest
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
@@ -84,3 +85,32 @@ def test_no_chunk_ever_holds_more_than_the_model_reads(text, heading, size):
     for draft in drafts:
         assert draft.token_count == count_tokens(draft.text) <= min(size, limit)
         assert model_reads(draft.embedding_text) <= embeddings.LOCAL_MODEL_MAX_TOKENS
+
+
+def test_a_title_line_before_a_long_paragraph_is_part_of_the_first_chunk_not_a_chunk_of_its_own():
+    title = "Effect of physical activity on cognitive function in older adults: a randomized trial."
+    paragraph = " ".join(f"Sentence {n} of the abstract reports one more finding about the trial." for n in range(60))
+    drafts = chunk_sections([Section(text=f"{title}\n\n{paragraph}")], chunk_size=120, chunk_overlap=20)
+    assert len(drafts) > 2
+    assert drafts[0].text.startswith(f"{title}\n\nSentence 0 of")
+    assert all(draft.text.strip() != title for draft in drafts)
+    assert all(draft.token_count <= 120 for draft in drafts)
+    assert drafts[-1].text.endswith("Sentence 59 of the abstract reports one more finding about the trial.")
+
+
+@pytest.mark.shared
+def test_a_scifact_abstract_with_its_title_has_no_passage_that_is_only_the_title():
+    import json
+
+    from tests.conftest import require_shared
+
+    with require_shared("data/scifact/corpus.jsonl").open(encoding="utf-8") as handle:
+        rows = [row for row in map(json.loads, handle) if row["_id"] in ("739734", "4983")]
+    for row in rows:
+        text = f"{row['title']}\n\n{row['text']}"  # as manage.py import_beir writes it
+        drafts = chunk_sections([Section(text=text)])
+        assert drafts[0].text.startswith(f"{row['title']}\n\n{row['text'][:40]}")
+        assert all(draft.text.strip() != row["title"] for draft in drafts)
+        assert drafts[-1].text.endswith(row["text"][-60:])
+        for draft in drafts:
+            assert text[draft.char_start : draft.char_end] == draft.text

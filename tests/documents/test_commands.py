@@ -65,6 +65,19 @@ def test_import_beir_ingests_each_row_with_its_external_id_and_skips_on_rerun(us
     assert documents.count() == 4
 
 
+def test_import_beir_keeps_a_long_abstracts_title_in_its_first_passage_never_alone(user, tmp_path):
+    title = "Stages of the pathologic process in Alzheimer disease: age categories from 1 to 100 years."
+    text = " ".join(f"Finding {n} of the study was recorded in the brains of the examined cases." for n in range(40))
+    corpus = tmp_path / "long.jsonl"
+    corpus.write_text(json.dumps({"_id": "a1", "title": title, "text": text}) + "\n")
+    run("import_beir", str(corpus), "--collection", "bench", "--owner", user.username, "--mode", "inline")
+    document = Document.objects.get(external_id="a1")
+    chunks = list(document.chunks.order_by("ordinal").values_list("text", flat=True))
+    assert document.title == title and len(chunks) >= 2
+    assert chunks[0].startswith(f"{title}\n\nFinding 0 of the study")
+    assert title not in [chunk.strip() for chunk in chunks]
+
+
 def test_import_beir_through_the_worker(celery_worker, user, beir):
     corpus, _, _ = beir
     output = run("import_beir", str(corpus), "--collection", "queued", "--owner", user.username, "--mode", "worker")

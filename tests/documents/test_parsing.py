@@ -290,6 +290,32 @@ def test_shared_wikipedia_page_keeps_article_text_without_navigation(fixtures_di
     assert any(path[:1] == ("History",) for path in (s.heading_path for s in sections))
 
 
+@pytest.mark.shared
+def test_shared_wikipedia_page_indexes_no_navigation_box_hatnote_or_footnote_mark(fixtures_dir):
+    from documents.chunking import chunk_sections
+
+    chunks = [draft.text for draft in chunk_sections(parse(fixtures_dir / "good-wikipedia.html"))]
+    text = "\n".join(chunks)
+    # The "series about Bill Gates" sidebar and its "v t e" links, the navboxes, hatnotes and what is not printed.
+    for noise in ("Match for Africa", "The Giving Pledge", "This article is part of", "Main article:",
+                  "From Wikipedia, the free encyclopedia", "[update]", "\nv\nt\ne", "Outline"):
+        assert noise not in text, noise
+    assert not re.search(r"\[\d+\]|\^ ", text), re.search(r".{40}(\[\d+\]|\^ ).{40}", text).group()
+    # The article's body and the infobox's facts are kept, the sentences whole where the marks were.
+    assert any("Microsoft was founded by Bill Gates and Paul Allen on April 4, 1975, to develop" in c for c in chunks)
+    assert "computer programming. In 1972, they founded Traf-O-Data" in text
+    assert "Headquarters | One Microsoft Way" in text
+
+
+def test_html_footnote_marks_are_dropped_and_the_sentence_kept(tmp_path):
+    path = tmp_path / "page.html"
+    path.write_text("<html><body><main><p>Leave is 25 days.<sup class='reference'><a href='#n1'>[18]</a></sup>"
+                    " Trains are booked.<sup>[19]</sup><sup>[20]</sup> Water is H<sub>2</sub>O and x<sup>2</sup>."
+                    "</p></main></body></html>", encoding="utf-8")
+    [section] = parse(path)
+    assert section.text == "Leave is 25 days. Trains are booked. Water is H2O and x2."
+
+
 def test_text_beyond_the_character_limit_is_refused_with_the_limit(tmp_path, settings):
     settings.PARSE_MAX_CHARACTERS = 1000
     with pytest.raises(DocumentTooLarge, match=r"holds 5,\d\d\d characters of text; the limit is 1,000\. Split"):

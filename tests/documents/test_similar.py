@@ -185,7 +185,8 @@ def test_more_like_this_passage_searches_collections_of_every_distance(user, col
 # Filters: in the same statement as the ranking, and still k results (iterative scans)
 
 
-def test_a_collection_filter_still_returns_k_results(user, collection, halves):
+def test_a_collection_filter_still_returns_k_results(user, collection, halves, settings):
+    settings.RETRIEVAL_MIN_SIMILARITY = -1.0  # the far documents are unrelated: no floor, to see the filter fill k
     first, _ = halves["glacier"]
     other = Collection.objects.create(name="Far away", owner=user)
     far = [
@@ -302,8 +303,9 @@ def test_the_document_page_lists_similar_documents_in_a_fixed_number_of_queries(
     assert len(many) == len(few)
 
 
-def test_a_narrow_filter_still_fills_the_list_through_the_hnsw_index(user, collection, halves):
+def test_a_narrow_filter_still_fills_the_list_through_the_hnsw_index(user, collection, halves, settings):
     """Past ef_search: 45 near documents, then 3 far old ones that a date filter keeps, found by the index scan."""
+    settings.RETRIEVAL_MIN_SIMILARITY = -1.0  # the far ones are unrelated: no floor, to see the scan reach them
     first, _ = halves["chess"]
     for i in range(45):
         add_text_document(user, collection, f"chess-{i}", half("chess", TOPICS["chess"], i % 2) + f" Game {i}.")
@@ -436,6 +438,30 @@ def test_the_more_like_this_page(client, user, other_user, halves, private_twin)
     assert private_twin.title not in html and f"/documents/{first.pk}/?chunk=" in html  # only the way back
     client.force_login(other_user)
     assert client.get(url).status_code == 404
+
+
+def test_unrelated_documents_and_passages_are_not_listed_as_similar(client, user, collection, halves, settings):
+    floor = settings.RETRIEVAL_MIN_SIMILARITY
+    first, second = halves["chess"]
+    memo = add_text_document(user, collection, "parking", "Memo about parking spaces and the lunch menu on Fridays.")
+    found = similar_documents(user=user, document=first, k=50)
+    assert found and all(hit.score > floor for hit in found) and memo.pk not in ids(found)
+    assert second.pk in ids(found)
+    passages = similar_passages(user=user, chunk=first.chunks.first(), k=50)
+    assert passages and all(hit.score > floor for hit in passages) and memo.pk not in {p.document_id for p in passages}
+    assert similar_documents(user=user, document=memo, k=50) == []
+    assert similar_passages(user=user, chunk=memo.chunks.get(), k=50) == []
+
+    client.force_login(user)
+    page = client.get(reverse("documents:detail", args=[memo.pk])).content.decode()
+    assert "Similar documents" in page and "No similar documents." in page
+    more = client.get(reverse("documents:chunk_similar", args=[memo.chunks.get().pk])).content.decode()
+    assert "No passage of another document you can read is like this one." in more
+    listed = client.get(reverse("documents:detail", args=[first.pk])).content.decode()
+    assert f"similarity {found[0].score:.2f}" in listed and "No similar documents." not in listed
+    assert f"similarity {passages[0].score:.2f}" in client.get(
+        reverse("documents:chunk_similar", args=[first.chunks.first().pk])
+    ).content.decode()
 
 
 @pytest.mark.django_db(transaction=True)

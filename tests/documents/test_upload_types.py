@@ -48,6 +48,11 @@ REFUSED = {
     "rich text": ("letter.rtf", b"{\\rtf1\\ansi Hello}", "a document format other than PDF"),
     "by name only": ("photo.heic", b"", ""),  # empty: passes here, fails as empty
     "text named .pdf": ("report.pdf", b"Just words.", "named .pdf but is not a PDF"),
+    # The README: "a spreadsheet, … a program" is refused — an export in CSV too, and a program's source.
+    "CSV export": ("table.csv", b"name,amount\nrent,1200\n", "a spreadsheet (.csv, .tsv)"),
+    "TSV export": ("table.tsv", b"name\tamount\nrent\t1200\n", "a spreadsheet (.csv, .tsv)"),
+    "Python program": ("script.py", b"print('MZ')\n", "a program's source code"),
+    "JavaScript program": ("app.js", b"console.log('hi');\n", "a program's source code"),
 }
 
 
@@ -60,7 +65,7 @@ def test_unsupported_types_are_refused_by_name_and_content(case):
 
 
 @pytest.mark.parametrize("name, head", [
-    ("notes.json", b'{"a": 1}'), ("script.py", b"print('MZ')"), ("Makefile", b"all:\n\techo hi"),
+    ("notes.json", b'{"a": 1}'), ("print-MZ.txt", b"print('MZ')"), ("Makefile", b"all:\n\techo hi"),
     ("BMW report.txt", b"BMW sales rose."), ("MZ notes", b"MZ is the opening of a note."),
     ("renamed.txt", b"%PDF-1.7\n..."), ("report", zipped("[Content_Types].xml", "word/document.xml")),
     ("utf16.txt", "Grüße".encode("utf-16")), ("empty.doc", b""),
@@ -89,6 +94,21 @@ def test_the_page_refuses_a_spreadsheet_and_keeps_the_others(client, user):
     assert not results["budget.xlsx"]["ok"] and "a spreadsheet" in results["budget.xlsx"]["detail"]
     assert results["notes.txt"]["ok"]
     assert list(Document.objects.values_list("original_filename", flat=True)) == ["notes.txt"]
+
+
+@pytest.mark.django_db
+def test_the_page_refuses_a_program_and_a_csv_export_with_the_supported_formats(client, user):
+    client.force_login(user)
+    files = [SimpleUploadedFile("script.py", b"print('hello')\n"), SimpleUploadedFile("table.csv", b"a,b\n1,2\n"),
+             SimpleUploadedFile("notes.md", b"# Notes\n\nPlain notes.")]
+    response = client.post(reverse("documents:list"), {"files": files}, HTTP_ACCEPT="application/json")
+    results = {result["name"]: result for result in response.json()["results"]}
+    assert not results["script.py"]["ok"] and "a program's source code" in results["script.py"]["detail"]
+    assert not results["table.csv"]["ok"] and "a spreadsheet" in results["table.csv"]["detail"]
+    for refused in ("script.py", "table.csv"):
+        assert results[refused]["detail"].endswith(f"Supported formats: {SUPPORTED_FORMATS}.")
+    assert results["notes.md"]["ok"]
+    assert list(Document.objects.values_list("original_filename", flat=True)) == ["notes.md"]
 
 
 @pytest.mark.django_db

@@ -51,6 +51,7 @@ class DocumentProgress(Progress):
     progress: float
     chunk_count: int
     error: str
+    reingest_offered: bool
 
 
 def progress_of(document: Document) -> DocumentProgress:
@@ -63,6 +64,7 @@ def progress_of(document: Document) -> DocumentProgress:
         progress=round(document.progress, 3),
         chunk_count=document.chunk_count,
         error=document.error,
+        reingest_offered=reingest_offered(document),
         **describe(document),
     )
 
@@ -227,10 +229,17 @@ def reingest_helps(document: Document) -> bool:
     return not (document.status == Document.Status.FAILED and _LASTING.fullmatch(document.error))
 
 
+def reingest_offered(document: Document) -> bool:
+    """Whether a page offers Re-ingest (to whoever manages the document): not while it is queued or being
+    processed (Cancel is offered then), and only where processing again could help (``reingest_helps``).
+    The row, the document's page and the status JSON the pages update themselves from all ask this."""
+    return not document.is_pending and reingest_helps(document)
+
+
 def row_facts(document: Document, user) -> Document:
     """Set what a row of the library shows besides the model's fields: ``can_manage``, ``can_reingest``, ``kind``."""
     document.can_manage = document.is_managed_by(user)  # type: ignore[attr-defined]
-    document.can_reingest = document.can_manage and reingest_helps(document)  # type: ignore[attr-defined]
+    document.can_reingest = document.can_manage and reingest_offered(document)  # type: ignore[attr-defined]
     document.kind_label = KIND_LABELS.get(kind_of(document), "Other")  # type: ignore[attr-defined]
     return document
 

@@ -33,6 +33,7 @@ from documents.selectors import (
     managers_only,
     progress_of,
     reingest_helps,
+    reingest_offered,
     row_facts,
 )
 from documents.similar import chunk_for_user, similar_documents, similar_passages
@@ -218,7 +219,7 @@ def document_detail(request, pk: int):
     return render(
         request, "documents/detail.html",
         {"document": document, "page": page, "chunks": page.object_list, "highlighted": highlighted,
-         "can_manage": can_manage, "can_reingest": can_manage and reingest_helps(document), "similar": similar},
+         "can_manage": can_manage, "can_reingest": can_manage and reingest_offered(document), "similar": similar},
     )
 
 

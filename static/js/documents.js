@@ -146,6 +146,9 @@
     const pending = doc.status === "queued" || doc.status === "processing";
     const cancel = row.querySelector(".cancel-form");
     if (cancel) cancel.hidden = !pending;
+    // Re-ingest as the server offers it (selectors.reingest_offered): not while pending, nor where it cannot help.
+    const reingest = row.querySelector(".reingest-form");
+    if (reingest) reingest.hidden = !doc.reingest_offered;
     renderProgress(row, doc);
   }
 

@@ -218,6 +218,26 @@ def test_rows_offer_reingest_only_where_it_can_help(signed_in, library):
         assert (f'action="/documents/{pk}/reingest/"' in html) is offered, title
 
 
+def row_html(html: str, pk: int) -> str:
+    return re.search(rf'<tr data-document-id="{pk}".*?</tr>', html, re.S).group(0)
+
+
+def test_a_pending_row_offers_cancel_not_reingest(signed_in, library):
+    queued = Document.objects.get(title="expenses")
+    row = row_html(signed_in.get(reverse("documents:list")).content.decode(), queued.pk)
+    cancel = re.search(r'<form [^>]*action="/documents/\d+/cancel/[^>]*>', row).group(0)
+    reingest = re.search(r'<form [^>]*action="/documents/\d+/reingest/[^>]*>', row).group(0)
+    # Re-ingest is there for the page to show when the run ends where it can help, hidden until then.
+    assert " hidden" not in cancel and " hidden" in reingest
+
+
+def test_the_status_json_says_where_reingest_is_offered(signed_in, library):
+    expected = {"broken": False, "Travel policy": True, "expenses": False}  # damaged; ready; queued
+    ids = {Document.objects.get(title=title).pk: title for title in expected}
+    documents = signed_in.get(reverse("documents:status"), {"id": list(ids)}).json()["documents"]
+    assert {ids[d["id"]]: d["reingest_offered"] for d in documents} == expected
+
+
 def test_a_single_reingest_that_cannot_help_is_refused_with_the_reason(signed_in, user, collection):
     empty = make(user, collection, "empty.txt", b"")
     response = signed_in.post(reverse("documents:reingest", args=[empty.pk]), follow=True)

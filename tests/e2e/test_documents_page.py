@@ -63,6 +63,9 @@ def test_uploading_two_files_shows_each_reaching_ready_with_live_progress(signed
         expect(document_row.locator(".chunks")).to_have_text(re.compile(r"^[1-9]\d* chunks?$"))
         expect(bar).to_have_js_property("value", 1)
         expect(document_row.locator(".error")).to_have_text("")
+        # The actions follow the status as it changes: Cancel only while pending, Re-ingest once it is over.
+        expect(document_row.get_by_role("button", name="Cancel")).to_be_hidden()
+        expect(document_row.get_by_role("button", name="Re-ingest")).to_be_visible()
         seen = page.evaluate("id => window.progressSeen[id]", document_row.get_attribute("data-document-id"))
         assert seen[0] < 1 and seen[-1] == 1, seen  # inserted unfinished, then moved to 100% by polling
     assert page.locator("#empty-state").count() == 0
@@ -91,6 +94,11 @@ def test_a_bad_file_ends_failed_with_its_reason_shown(signed_in_page, celery_wor
     expect(document_row.locator(".error")).to_be_visible()
     expect(document_row.locator("progress")).to_be_hidden()
     expect(document_row.locator(".chunks")).to_have_text("")
+    # Processing the same file again would fail the same way: no Re-ingest, live as after a reload.
+    expect(document_row.get_by_role("button", name="Re-ingest")).to_be_hidden()
+    expect(document_row.get_by_role("button", name="Cancel")).to_be_hidden()
+    page.reload()
+    expect(document_row.get_by_role("button", name="Re-ingest")).to_have_count(0)
 
 
 def test_another_user_neither_lists_nor_opens_alices_documents(sign_in, user, other_user, live_server):

@@ -285,6 +285,8 @@ def document_cancel(request, pk: int):
     if http.wants_json(request):
         return JsonResponse({"detail": detail, "document": progress_of(document)}, status=status)
     (messages.success if status == 200 else messages.error)(request, detail)
+    if request.POST.get("next") == "detail":
+        return redirect("documents:detail", pk=document.pk)
     return _back_to_library(_library_query(request.GET))
 
 

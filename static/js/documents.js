@@ -2,15 +2,94 @@
 // checkboxes of the bulk actions. Without JavaScript the forms still post and the page reloads; with it,
 // files are sent with fetch, each new row is inserted (rendered by the server) and polled until it is
 // finished, "All on this page" checks every row, and the filters apply as soon as one is changed.
+// A document's own page loads it too while the document is pending: its #document-status (an element
+// with data-document-id, as a row) is polled the same way, and the page reloads once the run has ended.
 (function () {
   "use strict";
+  const statusUrl = document.currentScript.dataset.statusUrl;
+  const PENDING = ["queued", "processing"];
+
+  // Poll the status of documents that are still queued or processing (library rows, or a document's page).
+  function pendingRows() {
+    return Array.from(document.querySelectorAll("[data-document-id]")).filter((row) =>
+      PENDING.includes(row.dataset.status)
+    );
+  }
+
+  function update(row, doc) {
+    const pending = PENDING.includes(doc.status);
+    if (row.hasAttribute("data-reload-when-finished") && !pending) {
+      row.dataset.status = "finished"; // polled no more while the page reloads
+      window.location.reload(); // its passages, chunk count and actions as the server renders them now
+      return;
+    }
+    row.dataset.status = doc.status;
+    const badge = row.querySelector(".badge");
+    badge.className = "badge " + doc.status;
+    badge.textContent = doc.status_label;
+    const cancel = row.querySelector(".cancel-form");
+    if (cancel) cancel.hidden = !pending;
+    // Re-ingest as the server offers it (selectors.reingest_offered): not while pending, nor where it cannot help.
+    const reingest = row.querySelector(".reingest-form");
+    if (reingest) reingest.hidden = !doc.reingest_offered;
+    renderProgress(row, doc);
+  }
+
+  // The row's progress (templates/documents/_progress.html): bar, "Embedding 120/900 chunks · 14% · 12 pages ·
+  // about 2 min left", the chunk count once ready, and the document's message coloured by its kind.
+  function renderProgress(row, doc) {
+    const pending = PENDING.includes(doc.status);
+    const bar = row.querySelector("progress");
+    bar.value = doc.progress;
+    bar.hidden = !pending;
+    const text = row.querySelector(".progress-text");
+    if (text) text.textContent = doc.progress_text || "";
+    row.querySelector(".chunks").textContent =
+      doc.status === "ready" ? doc.chunk_count + (doc.chunk_count === 1 ? " chunk" : " chunks") : "";
+    const message = row.querySelector(".error");
+    message.textContent = doc.error || "";
+    message.className = "error message-" + (doc.message_kind || "info");
+    message.dataset.kind = doc.message_kind || "info";
+  }
+
+  let timer = null;
+  function schedulePoll(delay) {
+    if (timer === null) timer = setTimeout(poll, delay);
+  }
+
+  async function poll() {
+    timer = null;
+    const rows = pendingRows();
+    if (!rows.length) return; // polling starts again with the next upload
+    const query = rows.map((row) => "id=" + encodeURIComponent(row.dataset.documentId)).join("&");
+    try {
+      const response = await fetch(statusUrl + "?" + query, { headers: { Accept: "application/json" } });
+      if (response.ok) {
+        const data = await response.json();
+        const seen = new Set();
+        for (const doc of data.documents) {
+          seen.add(String(doc.id));
+          const row = document.querySelector('[data-document-id="' + doc.id + '"]');
+          if (row) update(row, doc);
+        }
+        // A document deleted meanwhile is no longer reported: stop asking about it.
+        rows.filter((row) => !seen.has(row.dataset.documentId)).forEach((row) => (row.dataset.status = "gone"));
+      }
+    } catch (error) {
+      // A missed poll is retried on the next tick; the page keeps working.
+    }
+    schedulePoll(1000);
+  }
+  schedulePoll(0);
+
   const form = document.getElementById("upload-form");
+  if (!form) return; // a document's page: the rest is the library's
+
   const input = document.getElementById("file-input");
   const dropzone = document.getElementById("dropzone");
   const button = document.getElementById("upload-button");
   const results = document.getElementById("upload-results");
   const table = document.getElementById("documents-table");
-  const statusUrl = document.currentScript.dataset.statusUrl;
   const prompt = dropzone.querySelector("strong").textContent;
 
   // Drag and drop: put the dropped files into the form's input and submit it.
@@ -131,44 +210,6 @@
     }
   });
 
-  // Poll the status of documents that are still queued or processing.
-  function pendingRows() {
-    return Array.from(document.querySelectorAll("tr[data-document-id]")).filter(
-      (row) => row.dataset.status === "queued" || row.dataset.status === "processing"
-    );
-  }
-
-  function update(row, doc) {
-    row.dataset.status = doc.status;
-    const badge = row.querySelector(".badge");
-    badge.className = "badge " + doc.status;
-    badge.textContent = doc.status_label;
-    const pending = doc.status === "queued" || doc.status === "processing";
-    const cancel = row.querySelector(".cancel-form");
-    if (cancel) cancel.hidden = !pending;
-    // Re-ingest as the server offers it (selectors.reingest_offered): not while pending, nor where it cannot help.
-    const reingest = row.querySelector(".reingest-form");
-    if (reingest) reingest.hidden = !doc.reingest_offered;
-    renderProgress(row, doc);
-  }
-
-  // The row's progress (templates/documents/_progress.html): bar, "Embedding 120/900 chunks · 14% · 12 pages ·
-  // about 2 min left", the chunk count once ready, and the document's message coloured by its kind.
-  function renderProgress(row, doc) {
-    const pending = doc.status === "queued" || doc.status === "processing";
-    const bar = row.querySelector("progress");
-    bar.value = doc.progress;
-    bar.hidden = !pending;
-    const text = row.querySelector(".progress-text");
-    if (text) text.textContent = doc.progress_text || "";
-    row.querySelector(".chunks").textContent =
-      doc.status === "ready" ? doc.chunk_count + (doc.chunk_count === 1 ? " chunk" : " chunks") : "";
-    const message = row.querySelector(".error");
-    message.textContent = doc.error || "";
-    message.className = "error message-" + (doc.message_kind || "info");
-    message.dataset.kind = doc.message_kind || "info";
-  }
-
   // Cancel: sent with fetch, the row shows the answer at once (without JavaScript the form posts).
   table.addEventListener("submit", async (event) => {
     const cancel = event.target.closest(".cancel-form");
@@ -195,34 +236,4 @@
       button.disabled = false;
     }
   });
-
-  let timer = null;
-  function schedulePoll(delay) {
-    if (timer === null) timer = setTimeout(poll, delay);
-  }
-
-  async function poll() {
-    timer = null;
-    const rows = pendingRows();
-    if (!rows.length) return; // polling starts again with the next upload
-    const query = rows.map((row) => "id=" + encodeURIComponent(row.dataset.documentId)).join("&");
-    try {
-      const response = await fetch(statusUrl + "?" + query, { headers: { Accept: "application/json" } });
-      if (response.ok) {
-        const data = await response.json();
-        const seen = new Set();
-        for (const doc of data.documents) {
-          seen.add(String(doc.id));
-          const row = document.querySelector('tr[data-document-id="' + doc.id + '"]');
-          if (row) update(row, doc);
-        }
-        // A document deleted meanwhile is no longer reported: stop asking about it.
-        rows.filter((row) => !seen.has(row.dataset.documentId)).forEach((row) => (row.dataset.status = "gone"));
-      }
-    } catch (error) {
-      // A missed poll is retried on the next tick; the page keeps working.
-    }
-    schedulePoll(1000);
-  }
-  schedulePoll(0);
 })();

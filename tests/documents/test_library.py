@@ -290,6 +290,21 @@ def test_a_failed_documents_page_offers_reingest_when_it_can_help_and_delete(sig
     assert "would fail the same way" in html
 
 
+def test_a_pending_documents_page_shows_its_progress_and_cancel_and_polls_its_status(signed_in, user, collection):
+    queued = make(user, collection, "queued.txt", b"Waiting in line.", ingest=False)
+    html = signed_in.get(reverse("documents:detail", args=[queued.pk])).content.decode()
+    assert f'id="document-status" data-document-id="{queued.pk}" data-status="queued"' in html
+    assert "<progress" in html and "Waiting for a worker" in html
+    assert f'action="/documents/{queued.pk}/cancel/"' in html and f'action="/documents/{queued.pk}/reingest/"' not in html
+    assert 'src="/static/js/documents.js" data-status-url="/documents/status.json"' in html
+
+    response = signed_in.post(reverse("documents:cancel", args=[queued.pk]), {"next": "detail"})
+    assert response.url == reverse("documents:detail", args=[queued.pk])
+    html = signed_in.get(response.url).content.decode()
+    assert "<progress" not in html and "documents.js" not in html and f'/documents/{queued.pk}/cancel/' not in html
+    assert f'action="/documents/{queued.pk}/reingest/"' in html and "Cancelled by alice." in html
+
+
 def test_a_members_view_of_a_document_offers_download_but_no_actions(client, user, other_user, collection):
     collection.members.add(other_user)
     document = make(user, collection)

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from django.core.paginator import Page, Paginator
-from django.db.models import OrderBy, Q
+from django.db.models import BooleanField, ExpressionWrapper, OrderBy, Q, Subquery
 from django.db.models.functions import Lower
 from django.shortcuts import get_object_or_404
 
@@ -245,8 +245,27 @@ def row_facts(document: Document, user) -> Document:
 
 
 def library_collections(*, user) -> list[Collection]:
-    """The collections the library's filter offers: every one ``user`` may read, with its owner's name."""
-    return list(Collection.objects.visible_to(user).select_related("owner").order_by("name", "id"))
+    """The collections the library's filter offers: every one ``user`` may read, with its owner's name, and
+    ``last_upload``: whether it holds the newest document ``user`` uploaded (in the same query: the
+    subquery is run once, on the (owner, -created_at) index)."""
+    newest_upload = Document.objects.filter(owner=user).order_by("-created_at", "-id").values("collection_id")[:1]
+    return list(
+        Collection.objects.visible_to(user).select_related("owner")
+        .annotate(last_upload=ExpressionWrapper(Q(pk=Subquery(newest_upload)), output_field=BooleanField()))
+        .order_by("name", "id")
+    )
+
+
+def upload_collection_default(*, user, collections: list[Collection], filters: LibraryFilters) -> Collection | None:
+    """The collection the upload form offers first (of ``library_collections``): the one the list is filtered
+    on when it is the user's, else the one they uploaded to last, else their newest; None when they own none.
+    Never merely the first by name: that one is as likely a typo's as any."""
+    own = [collection for collection in collections if collection.owner_id == user.pk]
+    return (
+        next((c for c in own if c.pk == filters.collection), None)
+        or next((c for c in own if getattr(c, "last_upload", False)), None)
+        or max(own, key=lambda c: (c.created_at, c.pk), default=None)
+    )
 
 
 @dataclass

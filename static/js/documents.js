@@ -116,10 +116,38 @@
   }
   input.addEventListener("change", showChosen);
 
-  // ok: true (green), false (red), or a message kind of the status JSON ("error", "warning", ...).
+  // A name that is none of the user's collections creates one: say so before the upload, not after.
+  const collectionInput = document.getElementById("upload-collection");
+  const collectionNames = document.getElementById("collection-names");
+  const collectionNote = document.getElementById("collection-note");
+  function showCollectionNote() {
+    const name = collectionInput.value.trim();
+    const known = Array.from(collectionNames.options).some((option) => option.value === name);
+    collectionNote.hidden = !name || known;
+    collectionNote.textContent = collectionNote.hidden
+      ? ""
+      : "You have no collection named “" + name + "”: uploading creates it.";
+  }
+  collectionInput.addEventListener("input", showCollectionNote);
+  showCollectionNote();
+
+  // The collection an upload created joins the Collection list and the library's filter at once.
+  function addCollection(collection) {
+    const option = document.createElement("option");
+    option.value = collection.name;
+    collectionNames.appendChild(option);
+    const filter = document.querySelector('#library-filters select[name="collection"]');
+    if (filter) filter.appendChild(new Option(collection.name, collection.id));
+    showCollectionNote();
+  }
+
+  // ok: true (green), false (red), "notice" (blue: what the upload did besides, e.g. create a collection),
+  // or a message kind of the status JSON ("error", "warning", ...).
   function report(text, ok) {
     const item = document.createElement("li");
-    item.className = ok === true || ok === "success" || ok === "info" ? "ok" : ok === "warning" ? "warning" : "error";
+    item.className =
+      ok === "notice" ? "notice"
+      : ok === true || ok === "success" || ok === "info" ? "ok" : ok === "warning" ? "warning" : "error";
     item.textContent = text;
     results.appendChild(item);
   }
@@ -186,6 +214,8 @@
       const isJson = (response.headers.get("Content-Type") || "").includes("application/json");
       const data = isJson ? await response.json() : {};
       const perFile = data.results || [];
+      if (data.message) report(data.message, "notice"); // "New collection “Handbok” created."
+      if (data.collection && data.collection.created) addCollection(data.collection);
       // Each file's line says what became of it; the summary only when there is none (e.g. a 413 for the request).
       if (data.detail && !perFile.length) report(data.detail, false);
       else if (!isJson) report("The upload failed (HTTP " + response.status + "). Please try again.", false);

@@ -177,3 +177,23 @@ def test_files_all_refused_each_show_their_reason_once(signed_in_page, settings,
     expect(page.locator("#upload-results li")).to_have_count(2)
     expect(page.locator("#empty-state")).to_be_visible()
     assert Document.objects.count() == 0
+
+
+def test_a_name_that_is_no_collection_yet_is_flagged_and_its_creation_said(collection, signed_in_page, tmp_path):
+    page = signed_in_page
+    page.reload()  # with alice's collection "Handbook"
+    field, note = page.locator("#upload-collection"), page.locator("#collection-note")
+    expect(field).to_have_value("Handbook")
+    expect(note).to_be_hidden()
+
+    field.fill("Handbok")  # a typo
+    expect(note).to_have_text("You have no collection named “Handbok”: uploading creates it.")
+    notes = tmp_path / "notes.md"
+    notes.write_text("# Notes\n\nTrains under four hours.")
+    upload(page, notes)
+
+    expect(page.locator("#upload-results li").first).to_have_text("New collection “Handbok” created.")
+    expect(page.locator("#upload-results")).to_contain_text("notes.md: queued for processing.")
+    expect(note).to_be_hidden()  # it is one of hers now
+    page.reload()
+    expect(field).to_have_value("Handbok")  # where she uploaded last, not the first by name

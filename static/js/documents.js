@@ -158,6 +158,7 @@
     table.tBodies[0].prepend(body.firstElementChild);
     table.hidden = false;
     bulkForm.hidden = false;
+    document.getElementById("library-filters").hidden = false; // hidden while the library was empty
     document.getElementById("empty-state")?.remove();
     showSelection();
   }

@@ -197,3 +197,21 @@ def test_a_name_that_is_no_collection_yet_is_flagged_and_its_creation_said(colle
     expect(note).to_be_hidden()  # it is one of hers now
     page.reload()
     expect(field).to_have_value("Handbok")  # where she uploaded last, not the first by name
+
+
+def test_the_first_upload_into_an_empty_library_brings_its_search_and_filters(signed_in_page, tmp_path):
+    page = signed_in_page
+    filters = page.locator("#library-filters")
+    expect(filters).to_be_hidden()  # nothing to search yet
+    notes = tmp_path / "notes.md"
+    notes.write_text("# Notes\n\nTrains under four hours.")
+
+    upload(page, notes)
+
+    expect(row(page, "notes")).to_have_count(1)
+    expect(filters).to_be_visible()  # without a reload
+    collections = filters.locator('select[name="collection"]')
+    expect(collections.locator("option", has_text=services.DEFAULT_COLLECTION_NAME)).to_have_count(1)  # made now
+    collections.select_option(label=services.DEFAULT_COLLECTION_NAME)  # applies at once
+    expect(page).to_have_url(re.compile(r"\?collection=\d+"))
+    expect(row(page, "notes")).to_have_count(1)

@@ -97,8 +97,10 @@ def _upload(request):
             return JsonResponse({"results": [], "detail": "Choose at least one file."}, status=400)
         messages.error(request, "Choose at least one file.")
         return redirect("documents:list")
+    collection, created = None, False  # only files over the limit: nothing is stored, no collection made
     try:
-        collection, created = services.upload_collection(user=request.user, name=request.POST.get("collection"))
+        if files:
+            collection, created = services.upload_collection(user=request.user, name=request.POST.get("collection"))
     except UploadRejected as error:  # a name no collection can have: no file is stored
         if wants_json:
             return JsonResponse({"results": [], "detail": str(error)}, status=error.status_code)
@@ -129,7 +131,7 @@ def _upload(request):
                 result["existing_id"] = error.existing.pk
             results.append(result)
     # A name the user has no collection of creates one: said first, so that a typo is seen at once.
-    created_message = services.collection_created_message(collection) if created else ""
+    created_message = services.collection_created_message(collection) if collection and created else ""
     if wants_json:
         return _upload_answer(request, results, retry_after, collection=collection, created_message=created_message)
     if created_message:
@@ -145,14 +147,14 @@ def _upload(request):
 
 
 def _upload_answer(
-    request, results: list[dict], retry_after: int, *, collection: Collection, created_message: str
+    request, results: list[dict], retry_after: int, *, collection: Collection | None, created_message: str
 ) -> HttpResponse:
     """202 when a file was accepted (each file's result says what became of it); otherwise the API's error.
 
     Every file refused: the status the API gives that refusal (413 too large, 409 already there with
     ``existing_id``), 429 when the upload limit refused one, else 400 for different reasons; ``detail``
     has every file's reason. ``collection`` names the collection uploaded to (``created`` when this upload
-    made it), and ``message`` says so when it did ("" otherwise).
+    made it; null when every file was over the limit), and ``message`` says so when it did ("" otherwise).
     """
     statuses = {result["status"] for result in results}
     if 202 in statuses:
@@ -161,8 +163,8 @@ def _upload_answer(
         status = 429  # trying again later may get them all in
     else:
         status = statuses.pop() if len(statuses) == 1 else 400
-    body: dict = {"results": results, "message": created_message,
-                  "collection": {"id": collection.pk, "name": collection.name, "created": bool(created_message)}}
+    body: dict = {"results": results, "message": created_message, "collection": collection and
+                  {"id": collection.pk, "name": collection.name, "created": bool(created_message)}}
     if status != 202:
         body["detail"] = " ".join(f"{result['name']}: {result['detail']}" for result in results)
     response = JsonResponse(body, status=status)

@@ -88,7 +88,7 @@ def test_the_upload_field_never_offers_a_collection_shared_with_the_user(signed_
     theirs = Collection.objects.create(owner=other_user, name="Theirs")
     theirs.members.add(user)
     make(other_user, theirs, name="t.txt", ingest_now=False)
-    mine = Collection.objects.create(owner=user, name="Mine")
+    Collection.objects.create(owner=user, name="Mine")
     assert upload_field(signed_in, collection=theirs.pk) == "Mine"
 
 

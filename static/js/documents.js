@@ -90,7 +90,8 @@
   const button = document.getElementById("upload-button");
   const results = document.getElementById("upload-results");
   const table = document.getElementById("documents-table");
-  const prompt = dropzone.querySelector("strong").textContent;
+  const chosen = document.getElementById("dropzone-prompt");
+  const prompt = Array.from(chosen.childNodes); // "Drop files here" or "Choose files", as the pointer is
 
   // Drag and drop: put the dropped files into the form's input and submit it.
   ["dragenter", "dragover"].forEach((type) =>
@@ -112,7 +113,8 @@
 
   function showChosen() {
     const names = Array.from(input.files).map((f) => f.name);
-    dropzone.querySelector("strong").textContent = names.length ? names.join(", ") : prompt;
+    if (names.length) chosen.textContent = names.join(", ");
+    else chosen.replaceChildren(...prompt);
   }
   input.addEventListener("change", showChosen);
 

@@ -187,3 +187,22 @@ def test_titles_wrap_between_words_not_inside_them_on_a_desktop(browser, live_se
         breaks = link.evaluate(LINE_BREAKS)
         # A break may follow a hyphen or a space; never split "encrypted" into "encrypte / d".
         assert all(pair[0] in "- " or pair[1] == " " for pair in breaks), (title, breaks)
+
+
+def test_the_drop_zone_says_choose_files_on_a_touch_screen_and_drop_files_with_a_mouse(
+    phone_page, signed_in_page, tmp_path
+):
+    touch, mouse = phone_page.locator("#dropzone"), signed_in_page.locator("#dropzone")
+    expect(touch.get_by_text("Choose files")).to_be_visible()
+    expect(touch.get_by_text("Drop files here")).to_be_hidden()
+    expect(mouse.get_by_text("Drop files here")).to_be_visible()
+    expect(mouse.get_by_text("Choose files")).to_be_hidden()
+
+    # A file chosen, then none: the prompt comes back as it was.
+    notes = tmp_path / "notes.txt"
+    notes.write_text("Notes.")
+    phone_page.set_input_files("#file-input", [str(notes)])
+    expect(touch.locator("strong")).to_have_text("notes.txt")
+    phone_page.set_input_files("#file-input", [])
+    expect(touch.get_by_text("Choose files")).to_be_visible()
+    expect(touch.get_by_text("Drop files here")).to_be_hidden()

@@ -15,6 +15,9 @@ router = Router(tags=["documents"])
 class Accepted(Schema):
     id: int
     status: str
+    collection: str
+    collection_created: bool  # this upload created the collection (a name the caller had none of)
+    message: str  # "New collection “…” created." when it did, else ""
 
 
 class DocumentOut(Schema):
@@ -47,6 +50,9 @@ def upload_document(
 ):
     """Store the file and queue its ingestion; poll GET /documents/{id} for progress.
 
+    The file goes to the caller's collection named ``collection`` (default "My documents"); a name they have
+    no collection of creates one, and the answer says so: ``collection_created`` and ``message``.
+
     Uploads count against the caller's limit (``RATE_LIMIT_UPLOAD``): beyond it, 429 with ``Retry-After``.
     A file of a type that cannot be read (a legacy .doc, a spreadsheet, an image …) is refused at once:
     415, with the supported formats.
@@ -59,13 +65,15 @@ def upload_document(
     if not allowed:
         return ratelimit.refused(request, "upload", retry_after)
     try:
-        target = services.collection_for_upload(user=request.user, name=collection)
+        target, created = services.upload_collection(user=request.user, name=collection)
         document = services.document_create(owner=request.user, file=file, collection=target, filename=file.name)
     except DuplicateDocument as error:
         return Status(409, {"detail": str(error), "existing_id": error.existing.pk})
     except UploadRejected as error:
         return Status(error.status_code, {"detail": str(error)})
-    return Status(202, {"id": document.pk, "status": document.status})
+    return Status(202, {"id": document.pk, "status": document.status, "collection": target.name,
+                        "collection_created": created,
+                        "message": services.collection_created_message(target) if created else ""})
 
 
 @router.get("", response=list[DocumentOut])

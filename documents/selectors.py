@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from django.core.paginator import Page, Paginator
-from django.db.models import OrderBy, Q
+from django.db.models import BooleanField, ExpressionWrapper, OrderBy, Q, Subquery
 from django.db.models.functions import Lower
 from django.shortcuts import get_object_or_404
 
@@ -51,6 +51,7 @@ class DocumentProgress(Progress):
     progress: float
     chunk_count: int
     error: str
+    reingest_offered: bool
 
 
 def progress_of(document: Document) -> DocumentProgress:
@@ -63,6 +64,7 @@ def progress_of(document: Document) -> DocumentProgress:
         progress=round(document.progress, 3),
         chunk_count=document.chunk_count,
         error=document.error,
+        reingest_offered=reingest_offered(document),
         **describe(document),
     )
 
@@ -227,17 +229,43 @@ def reingest_helps(document: Document) -> bool:
     return not (document.status == Document.Status.FAILED and _LASTING.fullmatch(document.error))
 
 
+def reingest_offered(document: Document) -> bool:
+    """Whether a page offers Re-ingest (to whoever manages the document): not while it is queued or being
+    processed (Cancel is offered then), and only where processing again could help (``reingest_helps``).
+    The row, the document's page and the status JSON the pages update themselves from all ask this."""
+    return not document.is_pending and reingest_helps(document)
+
+
 def row_facts(document: Document, user) -> Document:
     """Set what a row of the library shows besides the model's fields: ``can_manage``, ``can_reingest``, ``kind``."""
     document.can_manage = document.is_managed_by(user)  # type: ignore[attr-defined]
-    document.can_reingest = document.can_manage and reingest_helps(document)  # type: ignore[attr-defined]
+    document.can_reingest = document.can_manage and reingest_offered(document)  # type: ignore[attr-defined]
     document.kind_label = KIND_LABELS.get(kind_of(document), "Other")  # type: ignore[attr-defined]
     return document
 
 
 def library_collections(*, user) -> list[Collection]:
-    """The collections the library's filter offers: every one ``user`` may read, with its owner's name."""
-    return list(Collection.objects.visible_to(user).select_related("owner").order_by("name", "id"))
+    """The collections the library's filter offers: every one ``user`` may read, with its owner's name, and
+    ``last_upload``: whether it holds the newest document ``user`` uploaded (in the same query: the
+    subquery is run once, on the (owner, -created_at) index)."""
+    newest_upload = Document.objects.filter(owner=user).order_by("-created_at", "-id").values("collection_id")[:1]
+    return list(
+        Collection.objects.visible_to(user).select_related("owner")
+        .annotate(last_upload=ExpressionWrapper(Q(pk=Subquery(newest_upload)), output_field=BooleanField()))
+        .order_by("name", "id")
+    )
+
+
+def upload_collection_default(*, user, collections: list[Collection], filters: LibraryFilters) -> Collection | None:
+    """The collection the upload form offers first (of ``library_collections``): the one the list is filtered
+    on when it is the user's, else the one they uploaded to last, else their newest; None when they own none.
+    Never merely the first by name: that one is as likely a typo's as any."""
+    own = [collection for collection in collections if collection.owner_id == user.pk]
+    return (
+        next((c for c in own if c.pk == filters.collection), None)
+        or next((c for c in own if getattr(c, "last_upload", False)), None)
+        or max(own, key=lambda c: (c.created_at, c.pk), default=None)
+    )
 
 
 @dataclass

@@ -39,13 +39,23 @@ def clean_filename(name: str) -> str:
     return name
 
 
-def collection_for_upload(*, user: Any, name: str | None = None) -> Collection:
-    """The caller's own collection of that name, created if they have none."""
+def upload_collection(*, user: Any, name: str | None = None) -> tuple[Collection, bool]:
+    """The caller's own collection of that name, and whether it was created now (they have none of that
+    name): the upload then says so (``collection_created_message``), so that a typo is seen at once."""
     name = (name or DEFAULT_COLLECTION_NAME).strip()[:200] or DEFAULT_COLLECTION_NAME
     if re.search(r"[\x00-\x1f\x7f]", name):  # text cannot hold NUL; no name needs the others
         raise InvalidCollectionName()
-    collection, _ = Collection.objects.get_or_create(owner=user, name=name)
-    return collection
+    return Collection.objects.get_or_create(owner=user, name=name)
+
+
+def collection_for_upload(*, user: Any, name: str | None = None) -> Collection:
+    """The caller's own collection of that name, created if they have none (``upload_collection``)."""
+    return upload_collection(user=user, name=name)[0]
+
+
+def collection_created_message(collection: Collection) -> str:
+    """What an upload that created its collection says, on the page and in the API's answer."""
+    return f"New collection “{collection.name}” created."
 
 
 def sha256_of(file: File[Any]) -> str:

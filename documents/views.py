@@ -16,7 +16,7 @@ from core.http import parse_id
 from core.replicas import reads_from_replica
 from documents import embeddings, services
 from documents.exceptions import DuplicateDocument, UploadRejected
-from documents.models import Document, Interest
+from documents.models import Collection, Document, Interest
 from documents.recommend import interest_clear, interest_record, recommendations_for
 from documents.selectors import (
     BULK_ACTIONS,
@@ -33,7 +33,9 @@ from documents.selectors import (
     managers_only,
     progress_of,
     reingest_helps,
+    reingest_offered,
     row_facts,
+    upload_collection_default,
 )
 from documents.similar import chunk_for_user, similar_documents, similar_passages
 
@@ -55,6 +57,7 @@ def document_list(request):
     filters = LibraryFilters.from_query(request.GET)
     page = library_page(user=request.user, filters=filters, page=request.GET.get("page"))
     collections = library_collections(user=request.user)
+    upload_to = upload_collection_default(user=request.user, collections=collections, filters=filters)
     # Configuration advice is for administrators only; ordinary users never see it.
     embedding_info = embeddings.active_backend_info() if request.user.is_staff else None
     # On the library's first page only: a search, a filter or paging is about something else.
@@ -66,7 +69,8 @@ def document_list(request):
          "collections": collections, "own_collections": [c for c in collections if c.owner_id == request.user.pk],
          "statuses": Document.Status.choices, "kinds": KIND_LABELS.items(),
          "here": _library_query(request.GET), "here_params": _library_parameters(request.GET),
-         "default_collection": services.DEFAULT_COLLECTION_NAME, "embedding_info": embedding_info,
+         "upload_to": upload_to.name if upload_to else services.DEFAULT_COLLECTION_NAME,
+         "embedding_info": embedding_info,
          "recommended": recommended, "has_history": any(r.reason == "interest" for r in recommended)},
     )
 
@@ -93,8 +97,10 @@ def _upload(request):
             return JsonResponse({"results": [], "detail": "Choose at least one file."}, status=400)
         messages.error(request, "Choose at least one file.")
         return redirect("documents:list")
+    collection, created = None, False  # only files over the limit: nothing is stored, no collection made
     try:
-        collection = services.collection_for_upload(user=request.user, name=request.POST.get("collection"))
+        if files:
+            collection, created = services.upload_collection(user=request.user, name=request.POST.get("collection"))
     except UploadRejected as error:  # a name no collection can have: no file is stored
         if wants_json:
             return JsonResponse({"results": [], "detail": str(error)}, status=error.status_code)
@@ -124,8 +130,12 @@ def _upload(request):
             if isinstance(error, DuplicateDocument):
                 result["existing_id"] = error.existing.pk
             results.append(result)
+    # A name the user has no collection of creates one: said first, so that a typo is seen at once.
+    created_message = services.collection_created_message(collection) if collection and created else ""
     if wants_json:
-        return _upload_answer(request, results, retry_after)
+        return _upload_answer(request, results, retry_after, collection=collection, created_message=created_message)
+    if created_message:
+        messages.info(request, created_message)
     for result in results:
         if result["ok"] and result["document"]["message_kind"] == "error":  # accepted but failed at once (empty)
             messages.error(request, f"{result['name']}: {result['document']['error']}")
@@ -136,12 +146,15 @@ def _upload(request):
     return redirect("documents:list")
 
 
-def _upload_answer(request, results: list[dict], retry_after: int) -> HttpResponse:
+def _upload_answer(
+    request, results: list[dict], retry_after: int, *, collection: Collection | None, created_message: str
+) -> HttpResponse:
     """202 when a file was accepted (each file's result says what became of it); otherwise the API's error.
 
     Every file refused: the status the API gives that refusal (413 too large, 409 already there with
     ``existing_id``), 429 when the upload limit refused one, else 400 for different reasons; ``detail``
-    has every file's reason.
+    has every file's reason. ``collection`` names the collection uploaded to (``created`` when this upload
+    made it; null when every file was over the limit), and ``message`` says so when it did ("" otherwise).
     """
     statuses = {result["status"] for result in results}
     if 202 in statuses:
@@ -150,7 +163,8 @@ def _upload_answer(request, results: list[dict], retry_after: int) -> HttpRespon
         status = 429  # trying again later may get them all in
     else:
         status = statuses.pop() if len(statuses) == 1 else 400
-    body: dict = {"results": results}
+    body: dict = {"results": results, "message": created_message, "collection": collection and
+                  {"id": collection.pk, "name": collection.name, "created": bool(created_message)}}
     if status != 202:
         body["detail"] = " ".join(f"{result['name']}: {result['detail']}" for result in results)
     response = JsonResponse(body, status=status)
@@ -218,7 +232,7 @@ def document_detail(request, pk: int):
     return render(
         request, "documents/detail.html",
         {"document": document, "page": page, "chunks": page.object_list, "highlighted": highlighted,
-         "can_manage": can_manage, "can_reingest": can_manage and reingest_helps(document), "similar": similar},
+         "can_manage": can_manage, "can_reingest": can_manage and reingest_offered(document), "similar": similar},
     )
 
 
@@ -284,6 +298,8 @@ def document_cancel(request, pk: int):
     if http.wants_json(request):
         return JsonResponse({"detail": detail, "document": progress_of(document)}, status=status)
     (messages.success if status == 200 else messages.error)(request, detail)
+    if request.POST.get("next") == "detail":
+        return redirect("documents:detail", pk=document.pk)
     return _back_to_library(_library_query(request.GET))
 
 

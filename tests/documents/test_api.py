@@ -85,10 +85,18 @@ def test_upload_answers_202_with_id_and_status(api, user, django_capture_on_comm
         response = api.post("/api/v1/documents", {"file": text_file(), "collection": "Plans"})
     assert response.status_code == 202
     body = response.json()
-    assert set(body) == {"id", "status"} and body["status"] == "queued"
+    assert set(body) == {"id", "status", "collection", "collection_created", "message"} and body["status"] == "queued"
     document = Document.objects.get(pk=body["id"])
     assert document.owner == user and document.collection.name == "Plans" and document.collection.owner == user
     assert len(callbacks) == 1  # ingestion queued once the row is committed
+
+
+def test_upload_says_when_it_created_the_collection(api, user, collection):
+    body = api.post("/api/v1/documents", {"file": text_file(), "collection": "Handbok"}).json()
+    assert body | {"collection": "Handbok", "collection_created": True,
+                   "message": "New collection “Handbok” created."} == body
+    body = api.post("/api/v1/documents", {"file": text_file(body=b"other"), "collection": collection.name}).json()
+    assert body | {"collection": collection.name, "collection_created": False, "message": ""} == body
 
 
 def test_upload_without_collection_goes_to_the_default_one(api):

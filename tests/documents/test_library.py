@@ -218,6 +218,26 @@ def test_rows_offer_reingest_only_where_it_can_help(signed_in, library):
         assert (f'action="/documents/{pk}/reingest/"' in html) is offered, title
 
 
+def row_html(html: str, pk: int) -> str:
+    return re.search(rf'<tr data-document-id="{pk}".*?</tr>', html, re.S).group(0)
+
+
+def test_a_pending_row_offers_cancel_not_reingest(signed_in, library):
+    queued = Document.objects.get(title="expenses")
+    row = row_html(signed_in.get(reverse("documents:list")).content.decode(), queued.pk)
+    cancel = re.search(r'<form [^>]*action="/documents/\d+/cancel/[^>]*>', row).group(0)
+    reingest = re.search(r'<form [^>]*action="/documents/\d+/reingest/[^>]*>', row).group(0)
+    # Re-ingest is there for the page to show when the run ends where it can help, hidden until then.
+    assert " hidden" not in cancel and " hidden" in reingest
+
+
+def test_the_status_json_says_where_reingest_is_offered(signed_in, library):
+    expected = {"broken": False, "Travel policy": True, "expenses": False}  # damaged; ready; queued
+    ids = {Document.objects.get(title=title).pk: title for title in expected}
+    documents = signed_in.get(reverse("documents:status"), {"id": list(ids)}).json()["documents"]
+    assert {ids[d["id"]]: d["reingest_offered"] for d in documents} == expected
+
+
 def test_a_single_reingest_that_cannot_help_is_refused_with_the_reason(signed_in, user, collection):
     empty = make(user, collection, "empty.txt", b"")
     response = signed_in.post(reverse("documents:reingest", args=[empty.pk]), follow=True)
@@ -268,6 +288,22 @@ def test_a_failed_documents_page_offers_reingest_when_it_can_help_and_delete(sig
         f'action="/documents/{broken.pk}/reingest/"' not in html and f'action="/documents/{broken.pk}/delete/"' in html
     )
     assert "would fail the same way" in html
+
+
+def test_a_pending_documents_page_shows_its_progress_and_cancel_and_polls_its_status(signed_in, user, collection):
+    queued = make(user, collection, "queued.txt", b"Waiting in line.", ingest=False)
+    html = signed_in.get(reverse("documents:detail", args=[queued.pk])).content.decode()
+    assert f'id="document-status" data-document-id="{queued.pk}" data-status="queued"' in html
+    assert "<progress" in html and "Waiting for a worker" in html
+    assert f'action="/documents/{queued.pk}/cancel/"' in html
+    assert f'action="/documents/{queued.pk}/reingest/"' not in html
+    assert 'src="/static/js/documents.js" data-status-url="/documents/status.json"' in html
+
+    response = signed_in.post(reverse("documents:cancel", args=[queued.pk]), {"next": "detail"})
+    assert response.url == reverse("documents:detail", args=[queued.pk])
+    html = signed_in.get(response.url).content.decode()
+    assert "<progress" not in html and "documents.js" not in html and f'/documents/{queued.pk}/cancel/' not in html
+    assert f'action="/documents/{queued.pk}/reingest/"' in html and "Cancelled by alice." in html
 
 
 def test_a_members_view_of_a_document_offers_download_but_no_actions(client, user, other_user, collection):

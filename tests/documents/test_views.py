@@ -1,11 +1,13 @@
 """The document pages: login, upload of several files, live status JSON, detail, delete; /healthz."""
 
+import re
+
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
 from documents import pipeline, services
-from documents.models import Document
+from documents.models import Collection, Document
 
 pytestmark = pytest.mark.django_db
 
@@ -44,6 +46,50 @@ def test_uploading_several_files_queues_each(signed_in, user, django_capture_on_
     assert Document.objects.filter(owner=user, collection__name="Team").count() == 2
     assert len(callbacks) == 2
     assert b"a.txt: queued for processing." in response.content
+
+
+def test_an_upload_that_creates_its_collection_says_so_on_the_page(signed_in, user, collection):
+    new = signed_in.post(reverse("documents:list"), {"files": [SimpleUploadedFile("a.txt", b"alpha")],
+                                                     "collection": "Handbok"}, follow=True).content.decode()
+    assert "New collection “Handbok” created." in new and "a.txt: queued for processing." in new
+    again = signed_in.post(reverse("documents:list"), {"files": [SimpleUploadedFile("b.txt", b"beta")],
+                                                       "collection": "Handbok"}, follow=True).content.decode()
+    assert "created." not in again and "b.txt: queued for processing." in again
+
+
+def test_an_upload_that_creates_its_collection_says_so_in_its_json(signed_in, user, collection):
+    body = post_files(signed_in, SimpleUploadedFile("a.txt", b"alpha"), collection="Handbok").json()
+    created = Collection.objects.get(owner=user, name="Handbok")
+    assert body["message"] == "New collection “Handbok” created."
+    assert body["collection"] == {"id": created.pk, "name": "Handbok", "created": True}
+    body = post_files(signed_in, SimpleUploadedFile("b.txt", b"beta"), collection=collection.name).json()
+    assert body["message"] == "" and body["collection"] == {"id": collection.pk, "name": collection.name,
+                                                            "created": False}
+
+
+def upload_field(client, **query) -> str:
+    html = client.get(reverse("documents:list"), query).content.decode()
+    return re.search(r'<input name="collection" id="upload-collection"[^>]* value="([^"]*)"', html).group(1)
+
+
+def test_the_upload_field_offers_the_collection_uploaded_to_last_not_the_first_by_name(signed_in, user):
+    assert upload_field(signed_in) == services.DEFAULT_COLLECTION_NAME  # owns none yet
+    alpha, zeta = (Collection.objects.create(owner=user, name=name) for name in ("Alpha", "Zeta"))
+    assert upload_field(signed_in) == "Zeta"  # never uploaded: the newest, made to be filled
+    make(user, zeta, name="z.txt", ingest_now=False)
+    make(user, alpha, name="a.txt", ingest_now=False)
+    assert upload_field(signed_in) == "Alpha"
+    make(user, zeta, name="z2.txt", body=b"more", ingest_now=False)
+    assert upload_field(signed_in) == "Zeta"
+    assert upload_field(signed_in, collection=alpha.pk) == "Alpha"  # the one the list is filtered on
+
+
+def test_the_upload_field_never_offers_a_collection_shared_with_the_user(signed_in, user, other_user):
+    theirs = Collection.objects.create(owner=other_user, name="Theirs")
+    theirs.members.add(user)
+    make(other_user, theirs, name="t.txt", ingest_now=False)
+    Collection.objects.create(owner=user, name="Mine")
+    assert upload_field(signed_in, collection=theirs.pk) == "Mine"
 
 
 def test_upload_errors_are_shown_per_file(signed_in, user, collection):

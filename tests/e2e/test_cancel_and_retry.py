@@ -29,11 +29,13 @@ def test_a_queued_document_is_cancelled_with_its_reason_then_re_ingested_to_read
     page.goto(live_server.url + "/documents/")
     document_row = row(page, "itinerary")
     expect(document_row.locator(".badge")).to_have_text("Queued")
+    expect(document_row.get_by_role("button", name="Re-ingest")).to_be_hidden()  # pending: Cancel, not both
 
     document_row.get_by_role("button", name="Cancel").click()
     expect(document_row.locator(".badge")).to_have_text("Cancelled")
     expect(document_row.locator(".error")).to_have_text("Cancelled by alice.")
     expect(document_row.get_by_role("button", name="Cancel")).to_be_hidden()
+    expect(document_row.get_by_role("button", name="Re-ingest")).to_be_visible()  # offered at once, no reload
     expect(document_row.locator("progress")).to_be_hidden()
     expect(page.locator("#upload-results")).to_contain_text("Cancelled the processing of “itinerary”.")
     assert Document.objects.get(pk=document.pk).status == Document.Status.CANCELLED

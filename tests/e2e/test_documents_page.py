@@ -63,6 +63,9 @@ def test_uploading_two_files_shows_each_reaching_ready_with_live_progress(signed
         expect(document_row.locator(".chunks")).to_have_text(re.compile(r"^[1-9]\d* chunks?$"))
         expect(bar).to_have_js_property("value", 1)
         expect(document_row.locator(".error")).to_have_text("")
+        # The actions follow the status as it changes: Cancel only while pending, Re-ingest once it is over.
+        expect(document_row.get_by_role("button", name="Cancel")).to_be_hidden()
+        expect(document_row.get_by_role("button", name="Re-ingest")).to_be_visible()
         seen = page.evaluate("id => window.progressSeen[id]", document_row.get_attribute("data-document-id"))
         assert seen[0] < 1 and seen[-1] == 1, seen  # inserted unfinished, then moved to 100% by polling
     assert page.locator("#empty-state").count() == 0
@@ -91,6 +94,11 @@ def test_a_bad_file_ends_failed_with_its_reason_shown(signed_in_page, celery_wor
     expect(document_row.locator(".error")).to_be_visible()
     expect(document_row.locator("progress")).to_be_hidden()
     expect(document_row.locator(".chunks")).to_have_text("")
+    # Processing the same file again would fail the same way: no Re-ingest, live as after a reload.
+    expect(document_row.get_by_role("button", name="Re-ingest")).to_be_hidden()
+    expect(document_row.get_by_role("button", name="Cancel")).to_be_hidden()
+    page.reload()
+    expect(document_row.get_by_role("button", name="Re-ingest")).to_have_count(0)
 
 
 def test_another_user_neither_lists_nor_opens_alices_documents(sign_in, user, other_user, live_server):
@@ -169,3 +177,41 @@ def test_files_all_refused_each_show_their_reason_once(signed_in_page, settings,
     expect(page.locator("#upload-results li")).to_have_count(2)
     expect(page.locator("#empty-state")).to_be_visible()
     assert Document.objects.count() == 0
+
+
+def test_a_name_that_is_no_collection_yet_is_flagged_and_its_creation_said(collection, signed_in_page, tmp_path):
+    page = signed_in_page
+    page.reload()  # with alice's collection "Handbook"
+    field, note = page.locator("#upload-collection"), page.locator("#collection-note")
+    expect(field).to_have_value("Handbook")
+    expect(note).to_be_hidden()
+
+    field.fill("Handbok")  # a typo
+    expect(note).to_have_text("You have no collection named “Handbok”: uploading creates it.")
+    notes = tmp_path / "notes.md"
+    notes.write_text("# Notes\n\nTrains under four hours.")
+    upload(page, notes)
+
+    expect(page.locator("#upload-results li").first).to_have_text("New collection “Handbok” created.")
+    expect(page.locator("#upload-results")).to_contain_text("notes.md: queued for processing.")
+    expect(note).to_be_hidden()  # it is one of hers now
+    page.reload()
+    expect(field).to_have_value("Handbok")  # where she uploaded last, not the first by name
+
+
+def test_the_first_upload_into_an_empty_library_brings_its_search_and_filters(signed_in_page, tmp_path):
+    page = signed_in_page
+    filters = page.locator("#library-filters")
+    expect(filters).to_be_hidden()  # nothing to search yet
+    notes = tmp_path / "notes.md"
+    notes.write_text("# Notes\n\nTrains under four hours.")
+
+    upload(page, notes)
+
+    expect(row(page, "notes")).to_have_count(1)
+    expect(filters).to_be_visible()  # without a reload
+    collections = filters.locator('select[name="collection"]')
+    expect(collections.locator("option", has_text=services.DEFAULT_COLLECTION_NAME)).to_have_count(1)  # made now
+    collections.select_option(label=services.DEFAULT_COLLECTION_NAME)  # applies at once
+    expect(page).to_have_url(re.compile(r"\?collection=\d+"))
+    expect(row(page, "notes")).to_have_count(1)

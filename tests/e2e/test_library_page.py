@@ -156,3 +156,53 @@ def test_the_list_and_a_document_fit_a_phone_without_sideways_scrolling(
     page.goto(f"{live_server.url}/documents/{long_document.pk}/?chunk={long_document.chunks.get(ordinal=5).pk}")
     expect(page.locator("article.chunk.highlighted")).to_be_visible()
     assert page.evaluate(NO_SIDEWAYS_SCROLL), page.evaluate("[document.documentElement.scrollWidth, innerWidth]")
+
+
+# Where each link's text wraps: the characters on both sides of every line break.
+LINE_BREAKS = """(link) => {
+  const text = link.firstChild, breaks = [];
+  const range = document.createRange();
+  let top = null;
+  for (let i = 0; i < text.length; i++) {
+    range.setStart(text, i); range.setEnd(text, i + 1);
+    const rect = range.getClientRects()[0];
+    if (!rect) continue;
+    if (top !== null && rect.top > top + 1) breaks.push(text.data.slice(Math.max(0, i - 1), i + 1));
+    top = rect.top;
+  }
+  return breaks;
+}"""
+
+
+def test_titles_wrap_between_words_not_inside_them_on_a_desktop(browser, live_server, user, collection, sign_in):
+    titles = ["bad-encrypted", "odd-corrupted-recoverable", "good-codeblock", "good-117-pages", "Quarterly review"]
+    for title in titles:  # damaged PDFs: each row has a long failure message in its Status
+        make(user, collection, f"{title}.pdf", b"%PDF-1.4\n" + title.encode() + bytes(200))
+    make(user, collection, "queued.txt", b"Waiting.", ingest=False)  # Cancel and a progress bar
+    page = sign_in(user)
+    page.set_viewport_size({"width": 1280, "height": 800})
+    page.goto(live_server.url + "/documents/")
+    for title in titles:
+        link = page.locator("#documents-table td.title").get_by_role("link", name=title, exact=True)
+        breaks = link.evaluate(LINE_BREAKS)
+        # A break may follow a hyphen or a space; never split "encrypted" into "encrypte / d".
+        assert all(pair[0] in "- " or pair[1] == " " for pair in breaks), (title, breaks)
+
+
+def test_the_drop_zone_says_choose_files_on_a_touch_screen_and_drop_files_with_a_mouse(
+    phone_page, signed_in_page, tmp_path
+):
+    touch, mouse = phone_page.locator("#dropzone"), signed_in_page.locator("#dropzone")
+    expect(touch.get_by_text("Choose files")).to_be_visible()
+    expect(touch.get_by_text("Drop files here")).to_be_hidden()
+    expect(mouse.get_by_text("Drop files here")).to_be_visible()
+    expect(mouse.get_by_text("Choose files")).to_be_hidden()
+
+    # A file chosen, then none: the prompt comes back as it was.
+    notes = tmp_path / "notes.txt"
+    notes.write_text("Notes.")
+    phone_page.set_input_files("#file-input", [str(notes)])
+    expect(touch.locator("strong")).to_have_text("notes.txt")
+    phone_page.set_input_files("#file-input", [])
+    expect(touch.get_by_text("Choose files")).to_be_visible()
+    expect(touch.get_by_text("Drop files here")).to_be_hidden()

@@ -22,7 +22,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from chat.extractive import WORD, coverage, rarity, terms
+from chat.extractive import DIGITS, WORD, coverage, rarity, terms
 from chat.prompting import Turn
 from documents.search import Hit
 
@@ -107,7 +107,7 @@ def changes_subject(question: str, kept: list[Hit]) -> bool:
     are about the subject by its own saying."""
     words = set(WORD.findall(question.lower()))
     # Its words with letters: "and in 2022?" asks the subject again for another year, whether or not it is found.
-    own = {term for term in terms(CONTINUATION.sub("", question, count=1)) if not term.isdigit()}
+    own = {term for term in terms(CONTINUATION.sub("", question, count=1)) if not DIGITS.fullmatch(term)}
     if not own or words & ANAPHORA or not CONTINUATION.match(question):
         return False
     held: set[str] = set()

@@ -133,6 +133,23 @@ def collection(user):
 
 
 @pytest.fixture(autouse=True)
+def forget_spaces_after_a_flush(request):
+    """After a test on a committed database (flushed at its end, or migrated back and forth, which restarts the
+    ids), the embedding spaces this process remembers (documents.spaces.registry and .vectors: by id, for the
+    process's life, since a space never changes) are gone: forget them, or a later test's search would take a
+    space that reused an id for the one this process knew (a 64-dimension space for a 384 one)."""
+    yield
+    marker = request.node.get_closest_marker("django_db")
+    committed = marker is not None and bool(marker.kwargs.get("transaction") or marker.args[:1] == (True,))
+    if committed or {"transactional_db", "live_server"} & set(request.fixturenames):
+        from documents.spaces import registry, vectors
+
+        registry._default_ids.clear()
+        registry._default_spaces.clear()
+        vectors._spaces.clear()
+
+
+@pytest.fixture(autouse=True)
 def media_root(tmp_path, settings):
     settings.MEDIA_ROOT = tmp_path / "media"
     return settings.MEDIA_ROOT

@@ -91,23 +91,49 @@ def page(browser, live_server, csp_violations):
     assert not csp_violations, f"The Content-Security-Policy blocked: {csp_violations}"
 
 
+def log_in(page, user, url: str = "/accounts/login/", password: str = PASSWORD):
+    """Sign ``user`` in on ``page`` through the real login form (``url``: relative to the context's base URL, or
+    whole); the page ends on the documents list."""
+    from playwright.sync_api import expect
+
+    page.goto(url)
+    page.get_by_label("Username").fill(user.get_username())
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Sign in").click()
+    # Attached, not visible: on a phone the site menu (and its sign-out button) is folded.
+    sign_out = page.get_by_role("button", name=f"Sign out ({user.get_username()})", include_hidden=True)
+    expect(sign_out).to_be_attached()
+    return page
+
+
 @pytest.fixture
 def sign_in(page, live_server):
     """Sign a user in through the real login form; the page ends on the documents list."""
 
     def sign_in(user, password: str = PASSWORD):
-        from playwright.sync_api import expect
-
-        page.goto(live_server.url + "/accounts/login/")
-        page.get_by_label("Username").fill(user.get_username())
-        page.get_by_label("Password").fill(password)
-        page.get_by_role("button", name="Sign in").click()
-        # Attached, not visible: on a phone the site menu (and its sign-out button) is folded.
-        sign_out = page.get_by_role("button", name=f"Sign out ({user.get_username()})", include_hidden=True)
-        expect(sign_out).to_be_attached()
-        return page
+        return log_in(page, user, live_server.url + "/accounts/login/", password)
 
     return sign_in
+
+
+def slow_embeddings(settings, monkeypatch, server, *, calls: int = 40) -> None:
+    """Embed through the loopback OpenAI server (tests.openai_server), one chunk per call answered after 0.5 s, the
+    progress written at every step: a run lasts long enough to be watched."""
+    from documents import pipeline
+
+    settings.EMBEDDING_BACKEND, settings.EMBEDDING_MODEL = "openai", "text-embedding-3-small"
+    settings.OPENAI_BASE_URL, settings.OPENAI_API_KEY = server.url, "test-key"
+    settings.EMBEDDING_BATCH_SIZE = 1
+    server.delay(0.5, times=calls)
+    monkeypatch.setattr(pipeline, "PROGRESS_WRITE_SECONDS", 0.0)
+
+
+def travel_pages(count: int) -> list[str]:
+    """The text of ``count`` PDF pages of a travel policy, 40 rules each (tests.documents_factory.make_pdf)."""
+    return [
+        " ".join(f"Page {n} rule {i}: trains are booked for trips under {i + 3} hours." for i in range(40))
+        for n in range(count)
+    ]
 
 
 @pytest.fixture

@@ -8,10 +8,11 @@ import re
 from django.core.files.uploadedfile import SimpleUploadedFile
 from playwright.sync_api import expect
 
-from documents import pipeline, services
+from documents import services
 from documents.models import Document
 from documents.queue import send_ingestion
 from tests.documents_factory import make_pdf
+from tests.e2e.conftest import slow_embeddings, travel_pages
 from tests.openai_server import openai_server  # noqa: F401  (the fixture)
 
 READY_TIMEOUT = 60_000
@@ -27,16 +28,8 @@ def test_a_pending_documents_page_shows_its_progress_and_cancel_then_its_passage
     monkeypatch,
     openai_server,  # noqa: F811
 ):
-    # Each embedding call answers after 0.5 s, one chunk per call: the run lasts long enough to be watched.
-    settings.EMBEDDING_BACKEND, settings.EMBEDDING_MODEL = "openai", "text-embedding-3-small"
-    settings.OPENAI_BASE_URL, settings.OPENAI_API_KEY = openai_server.url, "test-key"
-    settings.EMBEDDING_BATCH_SIZE = 1
-    openai_server.delay(0.5, times=40)
-    monkeypatch.setattr(pipeline, "PROGRESS_WRITE_SECONDS", 0.0)
-    pages = [
-        " ".join(f"Page {n} rule {i}: trains are booked for trips under {i + 3} hours." for i in range(40))
-        for n in range(2)
-    ]
+    slow_embeddings(settings, monkeypatch, openai_server)
+    pages = travel_pages(2)
     pdf = make_pdf(tmp_path / "travel.pdf", pages)
     # Queued, its task not sent yet: the page is opened while it waits. (A collection made now embeds with
     # the slow server, not with the embedding space of one made before these settings.)

@@ -6,8 +6,8 @@ import re
 
 from playwright.sync_api import expect
 
-from documents import pipeline
 from tests.documents_factory import make_pdf
+from tests.e2e.conftest import slow_embeddings, travel_pages
 from tests.e2e.test_documents_page import row, upload
 from tests.openai_server import openai_server  # noqa: F401  (the fixture)
 
@@ -20,16 +20,8 @@ def test_a_row_shows_stage_chunks_pages_and_time_left_then_its_page_count(
     monkeypatch,
     openai_server,  # noqa: F811
 ):
-    # Each embedding call answers after 0.5 s, one chunk per call: the run lasts long enough to be watched.
-    settings.EMBEDDING_BACKEND, settings.EMBEDDING_MODEL = "openai", "text-embedding-3-small"
-    settings.OPENAI_BASE_URL, settings.OPENAI_API_KEY = openai_server.url, "test-key"
-    settings.EMBEDDING_BATCH_SIZE = 1
-    openai_server.delay(0.5, times=40)
-    monkeypatch.setattr(pipeline, "PROGRESS_WRITE_SECONDS", 0.0)
-    pages = [
-        " ".join(f"Page {n} rule {i}: trains are booked for trips under {i + 3} hours." for i in range(40))
-        for n in range(3)
-    ]
+    slow_embeddings(settings, monkeypatch, openai_server)
+    pages = travel_pages(3)
     page = signed_in_page
 
     upload(page, make_pdf(tmp_path / "travel.pdf", pages))

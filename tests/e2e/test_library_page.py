@@ -125,17 +125,13 @@ def test_a_cited_passage_opens_on_its_page_highlighted_and_scrolled_to(signed_in
 
 @pytest.fixture
 def phone_page(browser, live_server, user):
-    from tests.e2e.conftest import PASSWORD
+    from tests.e2e.conftest import log_in
 
     context = browser.new_context(
         base_url=live_server.url, viewport=PHONE, device_scale_factor=2, is_mobile=True, has_touch=True
     )
     page = context.new_page()
-    page.goto("/accounts/login/")
-    page.get_by_label("Username").fill(user.get_username())
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url("**/documents/")
+    log_in(page, user)
     yield page
     context.close()
 

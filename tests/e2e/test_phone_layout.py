@@ -19,7 +19,7 @@ from documents import pipeline
 from documents import services as document_services
 from documents.models import Chunk
 from tests.documents_factory import add_text_document
-from tests.e2e.conftest import PASSWORD
+from tests.e2e.conftest import log_in
 
 PHONE = {"width": 390, "height": 844}
 NARROWEST = {"width": 360, "height": 740}
@@ -130,11 +130,7 @@ def touch_page(browser, live_server, user):
     page = context.new_page()
     errors = []
     page.on("pageerror", lambda error: errors.append(error))
-    page.goto("/accounts/login/")
-    page.get_by_label("Username").fill(user.get_username())
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url("**/documents/")
+    log_in(page, user)
     yield page
     context.close()
     assert not errors, f"JavaScript errors on the page: {errors}"

@@ -33,6 +33,9 @@ class RecallSample(models.Model):
 
     class Meta:
         ordering = ["-taken_at", "distance"]
+        # The database health page (ops.views): it shows the text of running statements, which may hold what users
+        # typed or uploaded, so not every staff member sees it.
+        permissions = [("view_database_health", "Can view the database health page")]
         constraints = [
             models.CheckConstraint(condition=models.Q(mean__gte=0, mean__lte=1), name="recall_mean_is_a_share"),
         ]

@@ -1,14 +1,20 @@
-"""The admin's database health page (staff only: wrapped in admin.site.admin_view by ragsite.urls)."""
+"""The admin's database health page: staff (admin.site.admin_view, in ragsite.urls) with the permission
+``ops.view_database_health`` (superusers have it): it shows running statements' text, which may hold user content."""
 
 from django.conf import settings
 from django.contrib import admin
+from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
 
 from ops import dbhealth
 
+PERMISSION = "ops.view_database_health"
+
 
 def db_health(request: HttpRequest) -> TemplateResponse:
+    if not request.user.has_perm(PERMISSION):
+        raise PermissionDenied("This page needs the permission “Can view the database health page”.")
     context = {
         **admin.site.each_context(request),
         "title": "Database health",

@@ -49,6 +49,21 @@ def test_the_admin_index_links_to_the_page(admin_client):
     assert f'href="{URL}"' in admin_client.get("/admin/").content.decode()
 
 
+def test_staff_need_the_pages_own_permission(client, django_user_model):
+    """The page shows running statements' text (which may hold what users typed or uploaded): not every staff
+    member's to read (a review's finding). The admin's index links to it only for those who may."""
+    from django.contrib.auth.models import Permission
+
+    helpdesk = django_user_model.objects.create_user("helpdesk", "helpdesk@example.com", "x", is_staff=True)
+    client.force_login(helpdesk)
+    assert client.get(URL).status_code == 403
+    assert f'href="{URL}"' not in client.get("/admin/").content.decode()
+    helpdesk.user_permissions.add(Permission.objects.get(codename="view_database_health"))
+    client.force_login(django_user_model.objects.get(pk=helpdesk.pk))  # permissions read afresh
+    assert client.get(URL).status_code == 200
+    assert f'href="{URL}"' in client.get("/admin/").content.decode()
+
+
 def test_a_signed_in_non_staff_user_is_sent_to_the_admin_sign_in(client, user):
     client.force_login(user)
     response = client.get(URL)

@@ -36,13 +36,17 @@ def test_staff_see_the_page_with_the_top_statements(admin_client):
     page = response.content.decode()
     assert "By total time" in page and "By mean time" in page
     assert 'http-equiv="refresh"' not in page  # reloads only while an index builds
-    assert "dbhealth_marker_statement" in page  # the slowest statement of this database, by mean time
+    assert "dbhealth_marker_statement" in page  # among the slowest statements of this database, by mean time
     report = response.context["report"]
     assert report.statements.enabled and report.statements.by_total
-    slowest = report.statements.by_mean[0]
-    assert "dbhealth_marker_statement" in slowest.query and slowest.calls == 1 and slowest.rows == 1
-    assert slowest.total_ms == slowest.mean_ms >= 300
-    assert slowest.hit_ratio is None or 0 <= slowest.hit_ratio <= 1
+    means = [statement.mean_ms for statement in report.statements.by_mean]
+    assert means == sorted(means, reverse=True)
+    # Among the slowest, not always the slowest: on a loaded machine the page's own read of pg_stat_statements
+    # once took 330 ms.
+    marker = next(s for s in report.statements.by_mean if "dbhealth_marker_statement" in s.query)
+    assert marker.calls == 1 and marker.rows == 1
+    assert marker.total_ms == marker.mean_ms >= 300
+    assert marker.hit_ratio is None or 0 <= marker.hit_ratio <= 1
 
 
 def test_the_admin_index_links_to_the_page(admin_client):

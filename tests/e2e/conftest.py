@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import IN_CI
+from tests.openai_server import openai_server  # noqa: F401  (the fixture, for slow_embeddings)
 
 # Playwright's sync API runs an event loop in the test thread; Django then refuses ORM calls
 # there ("You cannot call this from an async context"). The calls are synchronous and safe.
@@ -116,16 +117,18 @@ def sign_in(page, live_server):
     return sign_in
 
 
-def slow_embeddings(settings, monkeypatch, server, *, calls: int = 40) -> None:
-    """Embed through the loopback OpenAI server (tests.openai_server), one chunk per call answered after 0.5 s, the
-    progress written at every step: a run lasts long enough to be watched."""
+@pytest.fixture
+def slow_embeddings(settings, monkeypatch, openai_server):  # noqa: F811  (tests.openai_server's fixture)
+    """Embed through the loopback OpenAI server (tests.openai_server), one chunk per call answered after 0.5 s (40
+    calls), the progress written at every step: a run lasts long enough to be watched."""
     from documents import pipeline
 
     settings.EMBEDDING_BACKEND, settings.EMBEDDING_MODEL = "openai", "text-embedding-3-small"
-    settings.OPENAI_BASE_URL, settings.OPENAI_API_KEY = server.url, "test-key"
+    settings.OPENAI_BASE_URL, settings.OPENAI_API_KEY = openai_server.url, "test-key"
     settings.EMBEDDING_BATCH_SIZE = 1
-    server.delay(0.5, times=calls)
+    openai_server.delay(0.5, times=40)
     monkeypatch.setattr(pipeline, "PROGRESS_WRITE_SECONDS", 0.0)
+    return openai_server
 
 
 def travel_pages(count: int) -> list[str]:

@@ -12,8 +12,7 @@ from documents import services
 from documents.models import Document
 from documents.queue import send_ingestion
 from tests.documents_factory import make_pdf
-from tests.e2e.conftest import slow_embeddings, travel_pages
-from tests.openai_server import openai_server  # noqa: F401  (the fixture)
+from tests.e2e.conftest import travel_pages
 
 READY_TIMEOUT = 60_000
 
@@ -24,11 +23,8 @@ def test_a_pending_documents_page_shows_its_progress_and_cancel_then_its_passage
     live_server,
     celery_worker,
     tmp_path,
-    settings,
-    monkeypatch,
-    openai_server,  # noqa: F811
+    slow_embeddings,
 ):
-    slow_embeddings(settings, monkeypatch, openai_server)
     pages = travel_pages(2)
     pdf = make_pdf(tmp_path / "travel.pdf", pages)
     # Queued, its task not sent yet: the page is opened while it waits. (A collection made now embeds with

@@ -7,20 +7,16 @@ import re
 from playwright.sync_api import expect
 
 from tests.documents_factory import make_pdf
-from tests.e2e.conftest import slow_embeddings, travel_pages
+from tests.e2e.conftest import travel_pages
 from tests.e2e.test_documents_page import row, upload
-from tests.openai_server import openai_server  # noqa: F401  (the fixture)
 
 
 def test_a_row_shows_stage_chunks_pages_and_time_left_then_its_page_count(
     signed_in_page,
     celery_worker,
     tmp_path,
-    settings,
-    monkeypatch,
-    openai_server,  # noqa: F811
+    slow_embeddings,
 ):
-    slow_embeddings(settings, monkeypatch, openai_server)
     pages = travel_pages(3)
     page = signed_in_page
 

@@ -172,14 +172,22 @@ def duplicate_indexes() -> list[IndexRow]:
     Django's own tables (of Django's and libraries' apps, and the join tables it makes for many-to-many fields)
     are left out: their indexes come with Django's migrations, which would make them again
     (framework_redundant_indexes lists them)."""
-    return [index for index in _redundant_indexes() if index.table not in _framework_tables()]
+    return _redundant_by_owner()[0]
 
 
 def framework_redundant_indexes() -> list[IndexRow]:
     """duplicate_indexes() of Django's own tables: the foreign-key index Django adds beside a unique constraint that
     starts with the same column (auth_user_groups' user_id, a many-to-many join table's first column). Listed on the
     page for completeness, never a warning: Django's migrations own them."""
-    return [index for index in _redundant_indexes() if index.table in _framework_tables()]
+    return _redundant_by_owner()[1]
+
+
+def _redundant_by_owner() -> tuple[list[IndexRow], list[IndexRow]]:
+    """The redundant indexes (one query), split: those of other tables, those of Django's own."""
+    framework = _framework_tables()
+    found = _redundant_indexes()
+    return ([index for index in found if index.table not in framework],
+            [index for index in found if index.table in framework])
 
 
 def _redundant_indexes() -> list[IndexRow]:
@@ -256,8 +264,9 @@ def invalid_indexes() -> list[IndexRow]:
 
 
 def indexes() -> Indexes:
+    duplicate, framework_redundant = _redundant_by_owner()
     return Indexes(
-        unused=unused_indexes(), duplicate=duplicate_indexes(), framework_redundant=framework_redundant_indexes(),
+        unused=unused_indexes(), duplicate=duplicate, framework_redundant=framework_redundant,
         invalid=invalid_indexes(),
     )
 

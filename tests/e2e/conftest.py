@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -88,8 +89,30 @@ def page(browser, live_server, csp_violations):
             if "Content Security Policy" in message.text else None)
     yield page
     context.close()
+    wait_for_quiet_database()
     assert not errors, f"JavaScript errors on the page: {errors}"
     assert not csp_violations, f"The Content-Security-Policy blocked: {csp_violations}"
+
+
+# What another connection to the test database is doing, when it is inside a statement or a transaction.
+BUSY_CONNECTIONS = """SELECT count(*) FROM pg_stat_activity
+    WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'
+      AND state IS DISTINCT FROM 'idle'"""
+
+
+def wait_for_quiet_database(timeout: float = 60.0) -> None:
+    """Wait until no other connection (a live-server thread still writing a streamed answer, a worker still storing a
+    document) is inside a statement or a transaction: the flush that empties the database after a test would
+    otherwise deadlock with it (seen in CI). Gives up after ``timeout`` seconds; the flush then reports what blocks."""
+    from django.db import connection
+
+    deadline = time.monotonic() + timeout
+    with connection.cursor() as cursor:
+        while time.monotonic() < deadline:
+            cursor.execute(BUSY_CONNECTIONS)
+            if cursor.fetchone()[0] == 0:
+                return
+            time.sleep(0.05)
 
 
 def log_in(page, user, url: str = "/accounts/login/", password: str = PASSWORD):

@@ -8,7 +8,7 @@ from django.utils.html import format_html
 from core import ratelimit
 from documents import services
 from documents.exceptions import SUPPORTED_FORMATS, DuplicateDocument, UploadRejected
-from documents.models import Chunk, ChunkVector, Collection, Document
+from documents.models import Chunk, ChunkVector, Collection, Document, Invitation
 
 
 @admin.register(Collection)
@@ -32,6 +32,24 @@ class CollectionAdmin(admin.ModelAdmin):
             # The chunks moved with the save (a trigger, documents migration 0008).
             moved = Chunk.objects.filter(collection=obj).count()
             self.message_user(request, f"{moved} chunk(s) are now compared by {obj.get_distance_display()}.")
+
+
+@admin.register(Invitation)
+class InvitationAdmin(admin.ModelAdmin):
+    """Invitations waiting for an answer, to look at: owners invite on the collection's page and only the invitee
+    accepts (documents.sharing). Staff who must share a collection at once edit its members above."""
+
+    list_display = ("collection", "invitee", "invited_by", "created_at")
+    list_select_related = ("collection", "invitee", "invited_by")
+    search_fields = ("collection__name", "invitee__username", "invited_by__username")
+    list_filter = ("created_at",)
+    date_hierarchy = "created_at"
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
 
 
 class DocumentAddForm(forms.ModelForm):

@@ -18,6 +18,13 @@ class DocumentsConfig(AppConfig):
     verbose_name = "Documents"
 
     def ready(self):
+        from django.conf import settings
+        from django.db.models.signals import post_save
+
         from core import health
+        from documents.sharing import forget_invitations_of_the_deactivated
 
         health.register("embeddings", embeddings_health)
+        post_save.connect(
+            forget_invitations_of_the_deactivated, sender=settings.AUTH_USER_MODEL, dispatch_uid="documents.invitations"
+        )

@@ -1,7 +1,9 @@
-"""/api/v1/collections: the caller's collections, creating one, and (for its owner) who may read one."""
+"""/api/v1/collections: the caller's collections, creating one, and (for its owner) who may read one and who is
+invited; /api/v1/invitations: the invitations waiting for the caller's answer, accepted or declined by them only."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from django.shortcuts import get_object_or_404
@@ -9,10 +11,11 @@ from ninja import Router, Schema, Status
 
 from core import ratelimit
 from documents import sharing
-from documents.models import Collection
+from documents.models import Collection, Invitation
 from documents.selectors import collection_for_user
 
 router = Router(tags=["collections"])
+invitations_router = Router(tags=["invitations"])
 
 
 class CollectionOut(Schema):
@@ -41,6 +44,16 @@ class MemberOut(Schema):
     username: str
 
 
+class InvitationOut(Schema):
+    # Usernames only, as MemberOut: inviting by e-mail tells the owner nothing more.
+    id: int
+    collection_id: int
+    collection_name: str
+    owner: str
+    invitee: str
+    created_at: datetime
+
+
 class Problem(Schema):
     detail: str
 
@@ -60,6 +73,17 @@ def _out(collection: Collection, user: Any) -> dict[str, Any]:
 
 def _member(user: Any) -> dict[str, Any]:
     return {"id": user.pk, "username": user.get_username()}
+
+
+def _invitation(invitation: Invitation, *, owner: Any, invitee: Any) -> dict[str, Any]:
+    return {
+        "id": invitation.pk,
+        "collection_id": invitation.collection_id,
+        "collection_name": invitation.collection.name,
+        "owner": owner.get_username(),
+        "invitee": invitee.get_username(),
+        "created_at": invitation.created_at,
+    }
 
 
 @router.get("", response=list[CollectionOut])
@@ -97,10 +121,12 @@ def list_members(request, collection_id: int):
 
 @router.post(
     "/{collection_id}/members",
-    response={201: MemberOut, 403: Problem, 400: Problem, 404: Problem, 409: Problem, 429: Problem},
+    response={202: InvitationOut, 403: Problem, 400: Problem, 404: Problem, 409: Problem, 429: Problem},
 )
 def add_member(request, collection_id: int, body: MemberIn):
-    """Share the collection with a user, by username or e-mail (its owner only)."""
+    """Invite a user, by username or e-mail, to read the collection (its owner only): 202, the invitation. They
+    read nothing of it until they accept it (POST /api/v1/invitations/{id}/accept); 409 if they are a member or
+    invited already."""
     collection, is_owner = collection_for_user(request.user, collection_id)
     if not is_owner:
         return Status(403, {"detail": sharing.owners_only("add members")})
@@ -108,10 +134,37 @@ def add_member(request, collection_id: int, body: MemberIn):
     if not allowed:
         return ratelimit.refused(request, "share", retry_after)
     try:
-        member = sharing.member_add(collection=collection, identifier=body.member, actor=request.user)
+        invitation = sharing.member_invite(collection=collection, identifier=body.member, actor=request.user)
     except sharing.SharingRefused as refused:
         return Status(refused.status_code, {"detail": str(refused)})
-    return Status(201, _member(member))
+    return Status(202, _invitation(invitation, owner=request.user, invitee=invitation.invitee))
+
+
+@router.get("/{collection_id}/invitations", response={200: list[InvitationOut], 403: Problem})
+def list_invitations(request, collection_id: int):
+    """The collection's invitations not yet accepted or declined (its owner only)."""
+    collection, is_owner = collection_for_user(request.user, collection_id)
+    if not is_owner:
+        return Status(403, {"detail": sharing.owners_only("see who is invited")})
+    return Status(
+        200,
+        [_invitation(i, owner=request.user, invitee=i.invitee) for i in sharing.invitations_of(collection)],
+    )
+
+
+@router.delete(
+    "/{collection_id}/invitations/{invitation_id}", response={204: None, 403: Problem, 404: Problem}
+)
+def withdraw_invitation(request, collection_id: int, invitation_id: int):
+    """Withdraw an invitation not yet answered (the collection's owner only)."""
+    collection, is_owner = collection_for_user(request.user, collection_id)
+    if not is_owner:
+        return Status(403, {"detail": sharing.owners_only("withdraw invitations")})
+    try:
+        sharing.invitation_withdraw(collection=collection, invitation_id=invitation_id, actor=request.user)
+    except sharing.SharingRefused as refused:
+        return Status(refused.status_code, {"detail": str(refused)})
+    return Status(204, None)
 
 
 @router.delete("/{collection_id}/members/{user_id}", response={204: None, 400: Problem, 403: Problem, 404: Problem})
@@ -122,6 +175,38 @@ def remove_member(request, collection_id: int, user_id: int):
         return Status(403, {"detail": sharing.owners_only("remove members")})
     try:
         sharing.member_remove(collection=collection, user_id=user_id, actor=request.user)
+    except sharing.SharingRefused as refused:
+        return Status(refused.status_code, {"detail": str(refused)})
+    return Status(204, None)
+
+
+@invitations_router.get("", response=list[InvitationOut])
+def my_invitations(request):
+    """The invitations waiting for the caller's answer: each collection's name and owner, none of its documents."""
+    return [
+        _invitation(i, owner=i.collection.owner, invitee=request.user)
+        for i in sharing.invitations_for_user(user=request.user)
+    ]
+
+
+@invitations_router.post("/{invitation_id}/accept", response={200: CollectionOut, 404: Problem})
+def accept_invitation(request, invitation_id: int):
+    """Accept an invitation of the caller's: they become a member, and their next search reads the collection.
+    404 for anyone else's invitation, or one already answered or withdrawn."""
+    try:
+        collection = sharing.invitation_accept(invitation_id=invitation_id, user=request.user)
+    except sharing.SharingRefused as refused:
+        return Status(refused.status_code, {"detail": str(refused)})
+    return Status(
+        200, _out(get_object_or_404(sharing.collections_for_user(user=request.user), pk=collection.pk), request.user)
+    )
+
+
+@invitations_router.post("/{invitation_id}/decline", response={204: None, 404: Problem})
+def decline_invitation(request, invitation_id: int):
+    """Decline an invitation of the caller's; 404 for anyone else's, or one already answered or withdrawn."""
+    try:
+        sharing.invitation_decline(invitation_id=invitation_id, user=request.user)
     except sharing.SharingRefused as refused:
         return Status(refused.status_code, {"detail": str(refused)})
     return Status(204, None)

@@ -1,11 +1,12 @@
-"""Collections pages: the caller's collections (owned / shared with them), creating one, and a page per
-collection where its owner adds and removes members and members see who owns it."""
+"""Collections pages: the caller's collections (owned / shared with them) and the invitations waiting for their
+answer, creating one, and a page per collection where its owner invites and removes members and members see who
+owns it."""
 
 from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
@@ -31,6 +32,7 @@ def collection_list(request: HttpRequest) -> HttpResponse:
             return redirect("collections:detail", pk=collection.pk)
     context = {
         "page": sharing.collections_page(user=request.user),
+        "invitations": sharing.invitations_for_user(user=request.user),
         "error": error,
         "name": request.POST.get("name", ""),
         "description": request.POST.get("description", ""),
@@ -44,6 +46,7 @@ def _detail(request: HttpRequest, pk: int, *, error: str = "", identifier: str =
         "collection": collection,
         "is_owner": is_owner,
         "members": sharing.members_of(collection),
+        "invitations": sharing.invitations_of(collection) if is_owner else [],
         "error": error,
         "identifier": identifier,
     }
@@ -60,6 +63,7 @@ def collection_detail(request: HttpRequest, pk: int) -> HttpResponse:
 @login_required
 @require_POST
 def member_add(request: HttpRequest, pk: int) -> HttpResponse:
+    """Invite someone (by username or e-mail) to read the collection: they see it once they accept."""
     collection, is_owner = collection_for_user(request.user, pk)
     if not is_owner:
         return http.error_response(403, sharing.owners_only("add members"), json=False, request=request)
@@ -68,11 +72,50 @@ def member_add(request: HttpRequest, pk: int) -> HttpResponse:
     if not allowed:
         return ratelimit.refused(request, "share", retry_after)
     try:
-        member = sharing.member_add(collection=collection, identifier=identifier, actor=request.user)
+        invitation = sharing.member_invite(collection=collection, identifier=identifier, actor=request.user)
     except sharing.SharingRefused as refused:
         return _detail(request, pk, error=str(refused), identifier=identifier, status=refused.status_code)
-    messages.success(request, f"{member.get_username()} can now read “{collection.name}”.")
+    messages.success(request, f"Invited {invitation.invitee.get_username()}: they see the collection once they accept.")
     return redirect("collections:detail", pk=collection.pk)
+
+
+@login_required
+@require_POST
+def invitation_withdraw(request: HttpRequest, pk: int, invitation_id: int) -> HttpResponse:
+    collection, is_owner = collection_for_user(request.user, pk)
+    if not is_owner:
+        return http.error_response(403, sharing.owners_only("withdraw invitations"), json=False, request=request)
+    try:
+        invitee = sharing.invitation_withdraw(collection=collection, invitation_id=invitation_id, actor=request.user)
+    except sharing.SharingRefused as refused:
+        return _detail(request, pk, error=str(refused), status=refused.status_code)
+    messages.success(request, f"Withdrew the invitation of {invitee.get_username()} to “{collection.name}”.")
+    return redirect("collections:detail", pk=collection.pk)
+
+
+# An invitation is answered by its invitee only: the services look it up among theirs, so anyone else's id is a 404.
+
+
+@login_required
+@require_POST
+def invitation_accept(request: HttpRequest, invitation_id: int) -> HttpResponse:
+    try:
+        collection = sharing.invitation_accept(invitation_id=invitation_id, user=request.user)
+    except sharing.NoSuchInvitation as missing:
+        raise Http404(str(missing)) from missing
+    messages.success(request, f"You joined “{collection.name}”: its documents are now in your searches.")
+    return redirect("collections:detail", pk=collection.pk)
+
+
+@login_required
+@require_POST
+def invitation_decline(request: HttpRequest, invitation_id: int) -> HttpResponse:
+    try:
+        collection = sharing.invitation_decline(invitation_id=invitation_id, user=request.user)
+    except sharing.NoSuchInvitation as missing:
+        raise Http404(str(missing)) from missing
+    messages.success(request, f"You declined the invitation to “{collection.name}”.")
+    return redirect("collections:list")
 
 
 @login_required

@@ -151,6 +151,29 @@ class Collection(models.Model):
         ensure_index(self.active_space, self.distance)
 
 
+class Invitation(models.Model):
+    """A collection's owner offering to share it: the invitee reads nothing of it until they accept.
+
+    Accepting makes them a member (documents.sharing.invitation_accept); until then no rule of access control
+    knows the invitation, so nobody can put passages into another person's searches without their consent.
+    """
+
+    # Indexed by unique_invitation_per_collection (collection, invitee), as Collection.owner is.
+    collection = models.ForeignKey(Collection, on_delete=models.CASCADE, related_name="invitations", db_index=False)
+    invitee = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="invitations")
+    invited_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["collection", "invitee"], name="unique_invitation_per_collection")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.invitee_id} invited to {self.collection_id}"
+
+
 def document_upload_to(instance: Document, filename: str) -> str:
     # Files are stored under their checksum, never under the user's name for them:
     # names with "../", HTML or 300 characters cannot reach the file system.

@@ -1,9 +1,17 @@
-"""Sharing a collection: create one, add and remove its members, and what the collections pages read.
+"""Sharing a collection: create one, invite people and remove its members, and what the collections pages read.
 
 Who may read a collection is decided in one place (``Collection.objects.visible_to`` and its SQL twin in
 documents.search.sql): its owner and its members. This module only changes the membership, so a member
 removed here is refused by the very next search or question. Ownership (who may change the membership) is
 the flag ``documents.selectors.collection_for_user`` returns; views and the API check it before calling.
+
+Nobody becomes a member without their consent: an owner invites (``member_invite``) and only the invitee's
+``invitation_accept`` adds them. A member's searches and questions read every collection they belong to, so a
+collection "shared" with someone at once would let any user put passages (false facts, instructions to the
+model) into another's answers. Staff keep direct membership editing in the Django admin.
+
+Locks, in one order everywhere: the collection's row, then an invitation's (two tabs or an owner withdrawing
+while the invitee accepts make one outcome, never a deadlock).
 """
 
 from __future__ import annotations
@@ -19,7 +27,7 @@ from django.db.models.functions import Coalesce
 
 from audit import services as audit
 from core.text import without_surrogates
-from documents.models import Collection, Document
+from documents.models import Collection, Document, Invitation
 
 NAME_MAX_LENGTH = 200
 
@@ -54,12 +62,23 @@ class AlreadyMember(SharingRefused):
     status_code = 409
 
 
+class AlreadyInvited(SharingRefused):
+    status_code = 409
+
+
 class OwnerCannotBeRemoved(SharingRefused):
     pass
 
 
 class NotAMember(SharingRefused):
     status_code = 404
+
+
+class NoSuchInvitation(SharingRefused):
+    status_code = 404
+
+    def __init__(self) -> None:
+        super().__init__("No such invitation: it may have been withdrawn, accepted or declined already.")
 
 
 def owners_only(action: str) -> str:
@@ -114,19 +133,83 @@ def find_user(identifier: str) -> Any:
     raise NoSuchUser()
 
 
-def member_add(*, collection: Collection, identifier: str, actor: Any) -> Any:
-    """Share ``collection`` with the user named by ``identifier`` (username or e-mail); that user."""
-    member = find_user(identifier)
-    if member.pk == collection.owner_id:
-        raise AlreadyMember(f"{member.get_username()} owns this collection.")
+def _lock(collection_id: int) -> None:
+    """The collection's row locked until the transaction ends: changes to its members and invitations queue."""
+    Collection.objects.select_for_update().filter(pk=collection_id).values_list("pk").first()
+
+
+def member_invite(*, collection: Collection, identifier: str, actor: Any) -> Invitation:
+    """Invite the user named by ``identifier`` (username or e-mail) to read ``collection``: they read nothing of it
+    until they accept. AlreadyMember for its owner or a member, AlreadyInvited if they are invited already."""
+    invitee = find_user(identifier)
+    name = invitee.get_username()
+    if invitee.pk == collection.owner_id:
+        raise AlreadyMember(f"{name} owns this collection.")
     with transaction.atomic():
-        # The collection's row locked: two tabs adding the same person at once make one membership, one event.
-        Collection.objects.select_for_update().filter(pk=collection.pk).values_list("pk").first()
-        if collection.members.filter(pk=member.pk).exists():
-            raise AlreadyMember(f"{member.get_username()} is already a member.")
-        collection.members.add(member)
-    audit.record(action="member_added", actor=actor, target=collection, member=member.get_username())
-    return member
+        _lock(collection.pk)  # two tabs inviting the same person at once: one invitation, one event
+        if collection.members.filter(pk=invitee.pk).exists():
+            raise AlreadyMember(f"{name} is already a member.")
+        if Invitation.objects.filter(collection=collection, invitee=invitee).exists():
+            raise AlreadyInvited(f"{name} is already invited: they see the collection once they accept.")
+        invitation = Invitation.objects.create(collection=collection, invitee=invitee, invited_by=actor)
+    audit.record(action="member_invited", actor=actor, target=collection, member=name)
+    return invitation
+
+
+def _pending(*, invitation_id: int, **scope: Any) -> Invitation:
+    """Invitation ``invitation_id`` within ``scope`` (its invitee, or its collection), locked after its collection's
+    row (the one lock order); NoSuchInvitation otherwise. Inside a transaction."""
+    collection_id = Invitation.objects.filter(pk=invitation_id, **scope).values_list("collection_id", flat=True).first()
+    if collection_id is None:
+        raise NoSuchInvitation()
+    _lock(collection_id)
+    invitation = (
+        Invitation.objects.select_for_update(of=("self",))
+        .select_related("collection", "invitee")
+        .filter(pk=invitation_id, **scope)
+        .first()
+    )
+    if invitation is None:  # withdrawn, accepted or declined while we waited for the lock
+        raise NoSuchInvitation()
+    return invitation
+
+
+def invitation_accept(*, invitation_id: int, user: Any) -> Collection:
+    """``user`` accepts their invitation ``invitation_id``: they become a member of its collection, which their next
+    search and question read. NoSuchInvitation unless the invitation is theirs and still pending."""
+    with transaction.atomic():
+        invitation = _pending(invitation_id=invitation_id, invitee=user)
+        collection = invitation.collection
+        invitation.delete()
+        collection.members.add(user)
+    audit.record(action="member_joined", actor=user, target=collection, member=user.get_username())
+    return collection
+
+
+def invitation_decline(*, invitation_id: int, user: Any) -> Collection:
+    """``user`` declines their invitation ``invitation_id``; the collection it was for. NoSuchInvitation unless the
+    invitation is theirs and still pending."""
+    with transaction.atomic():
+        invitation = _pending(invitation_id=invitation_id, invitee=user)
+        invitation.delete()
+    audit.record(action="invitation_declined", actor=user, target=invitation.collection, member=user.get_username())
+    return invitation.collection
+
+
+def invitation_withdraw(*, collection: Collection, invitation_id: int, actor: Any) -> Any:
+    """The owner withdraws invitation ``invitation_id`` to ``collection``; the person it was for."""
+    with transaction.atomic():
+        invitation = _pending(invitation_id=invitation_id, collection=collection)
+        invitation.delete()
+    invitee = invitation.invitee
+    audit.record(action="invitation_withdrawn", actor=actor, target=collection, member=invitee.get_username())
+    return invitee
+
+
+def forget_invitations_of_the_deactivated(sender: Any, instance: Any, **kwargs: Any) -> None:
+    """A user's ``post_save``: a deactivated account's pending invitations go, as a deleted one's do (CASCADE)."""
+    if not instance.is_active:
+        Invitation.objects.filter(invitee_id=instance.pk).delete()
 
 
 def member_remove(*, collection: Collection, user_id: int, actor: Any) -> Any:
@@ -134,7 +217,7 @@ def member_remove(*, collection: Collection, user_id: int, actor: Any) -> Any:
     if user_id == collection.owner_id:
         raise OwnerCannotBeRemoved("The owner cannot be removed from their own collection.")
     with transaction.atomic():
-        Collection.objects.select_for_update().filter(pk=collection.pk).values_list("pk").first()
+        _lock(collection.pk)
         member = collection.members.filter(pk=user_id).first()
         if member is None:
             raise NotAMember("That person is not a member of this collection.")
@@ -187,3 +270,24 @@ def members_of(collection: Collection) -> QuerySet[Any]:
     """The people ``collection`` is shared with (its owner is not among them), by username. Their usernames only:
     their e-mail addresses are not the owner's to learn (anyone can be added by username)."""
     return collection.members.order_by("username").only("id", "username")
+
+
+def invitations_for_user(*, user: Any) -> QuerySet[Invitation]:
+    """The invitations waiting for ``user``'s answer, oldest first, with their collection and its owner (one query).
+    An invitee sees the collection's name and owner, not its documents, before they accept."""
+    return (
+        Invitation.objects.filter(invitee=user)
+        .select_related("collection__owner", "invited_by")
+        .only("id", "created_at", "collection__id", "collection__name", "collection__description",
+              "collection__owner__id", "collection__owner__username", "invited_by__id", "invited_by__username")
+        .order_by("created_at", "id")
+    )
+
+
+def invitations_of(collection: Collection) -> QuerySet[Invitation]:
+    """``collection``'s invitations not yet answered, for its owner: who, by username only (as ``members_of``)."""
+    return (
+        collection.invitations.select_related("invitee")
+        .only("id", "created_at", "collection_id", "invitee__id", "invitee__username")
+        .order_by("invitee__username", "id")
+    )

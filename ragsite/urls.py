@@ -33,6 +33,7 @@ api = NinjaAPI(
 api.add_router("/documents", "documents.api.router")
 api.add_router("/search", "documents.search.api.router")
 api.add_router("/collections", "documents.collection_api.router")
+api.add_router("/invitations", "documents.collection_api.invitations_router")
 api.add_router("/documents", "documents.similar_api.documents_router")
 api.add_router("/chunks", "documents.similar_api.chunks_router")
 api.add_router("/recommendations", "documents.similar_api.recommendations_router")

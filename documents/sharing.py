@@ -277,9 +277,9 @@ def invitations_for_user(*, user: Any) -> QuerySet[Invitation]:
     An invitee sees the collection's name and owner, not its documents, before they accept."""
     return (
         Invitation.objects.filter(invitee=user)
-        .select_related("collection__owner", "invited_by")
-        .only("id", "created_at", "collection__id", "collection__name", "collection__description",
-              "collection__owner__id", "collection__owner__username", "invited_by__id", "invited_by__username")
+        .select_related("collection__owner")
+        .only("id", "created_at", "collection__id", "collection__name", "collection__owner__id",
+              "collection__owner__username")
         .order_by("created_at", "id")
     )
 

@@ -17,7 +17,7 @@ from chat.models import Citation, Conversation, Message
 from core.services import token_create
 from documents import pipeline
 from documents import services as document_services
-from documents.models import Chunk
+from documents.models import Chunk, Collection, Invitation
 from tests.documents_factory import add_text_document
 from tests.e2e.conftest import log_in
 
@@ -73,8 +73,8 @@ PAGES = [
     Page("document detail", "/documents/{document}/"),
     Page("cited passage", "/documents/{document}/?chunk={chunk}"),
     Page("more like this passage", "/documents/passages/{chunk}/similar/"),
-    Page("collections", "/collections/"),
-    Page("a collection and its members", "/collections/{collection}/"),
+    Page("collections, with an invitation to answer", "/collections/"),
+    Page("a collection, its members and invitations", "/collections/{collection}/"),
     Page("API tokens", "/accounts/tokens/"),
     Page("revoking a token", "/accounts/tokens/{token}/revoke/"),
     Page("not found", "/chat/0/", status=404),
@@ -90,8 +90,9 @@ def add_document(owner, collection, name: str, body: bytes, title: str | None = 
 
 
 @pytest.fixture
-def site(user, collection):
-    """A user's documents and a conversation whose answer has a code block, a table and a long URL."""
+def site(user, other_user, collection, django_user_model):
+    """A user's documents and a conversation whose answer has a code block, a table and a long URL; invitations
+    both ways (one waiting for their answer, one they sent), with long names."""
     document = add_document(
         user,
         collection,
@@ -117,6 +118,12 @@ def site(user, collection):
     answer = Message.objects.create(conversation=conversation, role=Message.Role.ASSISTANT, content=LONG_ANSWER)
     Citation.objects.create(message=answer, chunk=chunk, index=1, document_id=document.pk, title=document.title)
     token, _ = token_create(user=user, name="a token for the nightly export job to the finance team's server")
+    theirs = Collection.objects.create(
+        owner=other_user, name="Quarterly planning notes of the platform team, with minutes and decisions, 2027"
+    )
+    Invitation.objects.create(collection=theirs, invitee=user, invited_by=other_user)
+    colleague = django_user_model.objects.create_user("a.colleague.with.a.rather.long.username@finance.example.com")
+    Invitation.objects.create(collection=collection, invitee=colleague, invited_by=user)
     return {"conversation": conversation.pk, "document": document.pk, "chunk": chunk.pk, "collection": collection.pk,
             "token": token.pk}
 

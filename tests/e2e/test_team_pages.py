@@ -40,7 +40,7 @@ def open_from_the_menu(page, name: str) -> None:
     page.get_by_role("link", name=name, exact=True).click()
 
 
-def test_an_owner_creates_a_collection_and_adds_and_removes_a_member(signed_in_page, screen, other_user):
+def test_an_owner_invites_a_member_who_accepts_and_is_then_removed(signed_in_page, sign_in, screen, user, other_user):
     page = signed_in_page
     open_from_the_menu(page, "Collections")
     expect(page.get_by_role("heading", name="Collections", exact=True)).to_be_visible()
@@ -52,18 +52,42 @@ def test_an_owner_creates_a_collection_and_adds_and_removes_a_member(signed_in_p
     assert_fits(page)
 
     page.get_by_label("Username or e-mail").fill("nobody@example.com")
-    page.get_by_role("button", name="Add", exact=True).click()
+    page.get_by_role("button", name="Invite", exact=True).click()
     expect(page.get_by_role("alert")).to_have_text("No user with that username or e-mail.")
     assert_fits(page)
 
     page.get_by_label("Username or e-mail").fill("mallory@example.com")
-    page.get_by_role("button", name="Add", exact=True).click()
-    expect(page.locator(".message.success")).to_have_text("mallory can now read “Team handbook”.")
-    expect(page.locator("#members")).to_contain_text("mallory")
+    page.get_by_role("button", name="Invite", exact=True).click()
+    expect(page.locator(".message.success")).to_have_text("Invited mallory: they see the collection once they accept.")
+    expect(page.locator("#invitations")).to_contain_text("mallory")
+    expect(page.locator("#members")).not_to_contain_text("mallory")  # not a member until they accept
     assert_fits(page)
     collection = Collection.objects.get(name="Team handbook")
-    assert list(collection.members.all()) == [other_user]
+    assert not collection.members.exists()
 
+    sign_in(other_user)
+    open_from_the_menu(page, "Collections")
+    invitations = page.locator("#invitations")
+    expect(invitations).to_contain_text("Team handbook")
+    expect(invitations).to_contain_text("from alice")
+    expect(page.locator("#shared-collections")).to_have_count(0)  # nothing shared with mallory yet
+    assert_fits(page)
+    invitations.get_by_role("button", name="Accept the invitation to Team handbook").click()
+    expect(page.locator(".message.success")).to_have_text(
+        "You joined “Team handbook”: its documents are now in your searches."
+    )
+    expect(page.get_by_role("heading", name="Team handbook")).to_be_visible()
+    expect(page.locator("#collection-owner")).to_contain_text("Owned by alice")
+    assert_fits(page)
+    assert list(collection.members.all()) == [other_user]
+    page.goto("/collections/")
+    expect(page.locator("#invitations")).to_have_count(0)
+    expect(page.locator("#shared-collections")).to_contain_text("Team handbook")
+
+    sign_in(user)
+    page.goto(f"/collections/{collection.pk}/")
+    expect(page.locator("#members")).to_contain_text("mallory")
+    expect(page.locator("#invitations")).to_have_count(0)
     page.once("dialog", lambda dialog: dialog.dismiss())  # asked first: dismissing keeps the member
     page.get_by_role("button", name="Remove mallory").click()
     expect(page.locator("#members")).to_contain_text("mallory")
@@ -73,6 +97,30 @@ def test_an_owner_creates_a_collection_and_adds_and_removes_a_member(signed_in_p
     expect(page.locator(".message.success")).to_have_text("mallory can no longer read “Team handbook”.")
     expect(page.locator("#members")).not_to_contain_text("mallory")
     assert not collection.members.exists()
+
+
+def test_an_invitee_declines_and_an_owner_withdraws_an_invitation(sign_in, page, screen, user, other_user):
+    from documents import sharing
+
+    declined = sharing.collection_create(owner=user, name="Alice's board minutes, with a long name to wrap on phones")
+    withdrawn = sharing.collection_create(owner=user, name="Drafts")
+    for collection in (declined, withdrawn):
+        sharing.member_invite(collection=collection, identifier="mallory", actor=user)
+    sign_in(user)
+    page.goto(f"/collections/{withdrawn.pk}/")
+    page.get_by_role("button", name="Withdraw the invitation of mallory").click()
+    expect(page.locator(".message.success")).to_have_text("Withdrew the invitation of mallory to “Drafts”.")
+    expect(page.locator("#invitations")).to_have_count(0)
+
+    sign_in(other_user)
+    page.goto("/collections/")
+    invitations = page.locator("#invitations")
+    expect(invitations.get_by_role("listitem")).to_have_count(1)
+    assert_fits(page)
+    invitations.get_by_role("button", name=re.compile("^Decline the invitation to Alice")).click()
+    expect(page.locator(".message.success")).to_contain_text("You declined the invitation to “Alice's board minutes")
+    expect(page.locator("#invitations")).to_have_count(0)
+    assert not declined.members.exists() and not withdrawn.members.exists()
 
 
 def test_a_member_sees_the_shared_collection_and_its_owner_read_only(sign_in, page, screen, user, other_user):

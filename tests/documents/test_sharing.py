@@ -109,6 +109,39 @@ def test_invitations_go_with_a_deleted_or_deactivated_invitee_or_a_deleted_colle
     assert not Invitation.objects.exists()
 
 
+@pytest.mark.django_db(transaction=True)
+def test_an_invitation_withdrawn_while_its_invitee_accepts_makes_no_member(user, bob, collection):
+    """Both lock the collection's row, then the invitation's, and look the invitation up again once they hold them:
+    the acceptance that waited finds it withdrawn (no member, no "joined" event), and neither deadlocks."""
+    import threading
+
+    from django.db import connections, transaction
+
+    from tests.conftest import wait_until_a_connection_waits_for_a_lock
+
+    invitation = sharing.member_invite(collection=collection, identifier="bob", actor=user)
+    outcome: list[object] = []
+
+    def accept() -> None:
+        try:
+            outcome.append(sharing.invitation_accept(invitation_id=invitation.pk, user=bob))
+        except sharing.NoSuchInvitation as refused:
+            outcome.append(refused)
+        finally:
+            connections.close_all()
+
+    accepting = threading.Thread(target=accept)
+    with transaction.atomic():  # the owner's withdrawal, under way: the collection's row is locked
+        Collection.objects.select_for_update().get(pk=collection.pk)
+        accepting.start()
+        wait_until_a_connection_waits_for_a_lock("the acceptance")
+        sharing.invitation_withdraw(collection=collection, invitation_id=invitation.pk, actor=user)
+    accepting.join(30)
+    assert not accepting.is_alive() and [type(o) for o in outcome] == [sharing.NoSuchInvitation]
+    assert not collection.members.exists() and not Invitation.objects.exists()
+    assert not AuditEvent.objects.filter(action="member_joined").exists()
+
+
 @pytest.mark.parametrize("identifier", ["nobody", "nobody@example.com", "", "   ", "bo\x00b", "x" * 300])
 def test_no_such_user_is_a_clear_error(collection, user, identifier):
     with pytest.raises(sharing.NoSuchUser, match="No user with that username or e-mail."):

@@ -219,7 +219,7 @@ ALTER TABLE documents_documentvector ADD CONSTRAINT documents_documentvector_doc
 ALTER TABLE documents_chunkvector ADD CONSTRAINT documents_chunkvector_chunk_fk
     FOREIGN KEY (collection_id, chunk_id) REFERENCES documents_chunk (collection_id, id) ON DELETE CASCADE;
 
--- Everything else (sessions, API tokens, conversations, messages, citations, interests, the audit trail,
+-- Everything else (sessions, API tokens, conversations, messages, citations, interests, invitations, the audit trail,
 -- recall samples, Django's own tables) stays local to the coordinator; its foreign keys to auth_user and
 -- documents_collection (reference tables) remain, as Citus allows once the coordinator is in the metadata
 -- (docker-compose.citus.yml registers it).

@@ -448,6 +448,19 @@ def test_the_admin_still_changes_members(admin_client, user, bob, collection):
     assert list(collection.members.all()) == [bob]
 
 
+def test_the_admin_lists_invitations_read_only(admin_client, user, bob, collection):
+    invitation = sharing.member_invite(collection=collection, identifier="bob", actor=user)
+    listed = admin_client.get("/admin/documents/invitation/").content.decode()
+    assert "Handbook" in listed and "bob" in listed
+    assert admin_client.get("/admin/documents/invitation/add/").status_code == 403
+    changed = admin_client.post(
+        f"/admin/documents/invitation/{invitation.pk}/change/",
+        {"collection": collection.pk, "invitee": user.pk, "invited_by": user.pk},
+    )
+    assert changed.status_code == 403
+    assert Invitation.objects.get().invitee == bob and not collection.members.exists()
+
+
 def page_queries(client, url: str) -> int:
     with CaptureQueriesContext(connection) as queries:
         assert client.get(url).status_code == 200

@@ -268,7 +268,7 @@ def collections_page(*, user: Any) -> CollectionsPage:
 
 def members_of(collection: Collection) -> QuerySet[Any]:
     """The people ``collection`` is shared with (its owner is not among them), by username. Their usernames only:
-    their e-mail addresses are not the owner's to learn (anyone can be added by username)."""
+    their e-mail addresses are not the owner's to learn (anyone can be invited by username)."""
     return collection.members.order_by("username").only("id", "username")
 
 

@@ -29,7 +29,11 @@ from documents.selectors import collection_for_user
 logger = logging.getLogger(__name__)
 
 CONVERSATIONS_SHOWN = 50
-FILTER_DOCUMENTS_SHOWN = 200
+# The "Only in" list: every ready document of the conversation's collection (of each readable collection,
+# grouped, when it has none) up to this many in the page; the script shows FILTER_DOCUMENTS_CAP of them at a
+# time, narrowed by what is typed, so that hundreds stay usable.
+FILTER_DOCUMENTS_SHOWN = 1000
+FILTER_DOCUMENTS_CAP = 50
 UNEXPECTED_FAILURE = "Something went wrong while answering. Your question is saved; please try again."
 # The "file type" filter: each kind the parser reads, and the content types a document of that kind
 # records (its upload's declared type, or the one its name implies), from the parser's own table.
@@ -153,7 +157,12 @@ def _context(request, conversation: Conversation | None) -> dict:
         "collections": Collection.objects.visible_to(request.user)
         .select_related("owner").only("pk", "name", "owner__username").order_by("name"),
         # For the "only this document" filter, and to tell a new user to upload something first.
-        "documents": list(documents.only("pk", "title").order_by("title")[:FILTER_DOCUMENTS_SHOWN]),
+        "documents": list(
+            documents.select_related("collection__owner")
+            .only("pk", "title", "collection__name", "collection__owner__username")
+            .order_by("collection__name", "collection_id", "title")[:FILTER_DOCUMENTS_SHOWN]
+        ),
+        "filter_documents_cap": FILTER_DOCUMENTS_CAP,
         "messages_list": messages_list,
         "file_types": FILE_TYPE_LABELS.items(),
         "tag_max_length": TAG_MAX_LENGTH,

@@ -16,7 +16,7 @@ HTML_NOISE = ("script", "style", "noscript", "template", "nav", "header", "foote
 # article: …", marked .navigation-not-searchable), what is not printed (.noprint: "[update]", "From
 # Wikipedia…", portal and sister-project bars), status indicators (coordinates) and edit links.
 # An infobox is kept: its rows are the article's facts (founders, headquarters, revenue), not links
-# elsewhere. A references list is kept too (notes can be content), but not its "^" back-links.
+# elsewhere.
 HTML_NOISE_SELECTORS = ('[role="navigation"]', '[role="banner"]', '[role="contentinfo"]',
                         '[aria-hidden="true"]', ".navbox", ".vertical-navbox", ".sidebar", ".navbar",
                         ".navigation-not-searchable", ".hatnote", ".noprint", ".mw-indicator", ".mw-jump-link",
@@ -25,6 +25,11 @@ HTML_NOISE_SELECTORS = ('[role="navigation"]', '[role="banner"]', '[role="conten
 # Footnote marks inside sentences ("[18]", "[14]:228"): MediaWiki's sup.reference, or any superscript that
 # is only a bracketed number. The app's own citation numbers look the same in an answer.
 FOOTNOTE_MARK = re.compile(r"\[\s*\d{1,4}\s*\]")
+# Trailing sections of links and citations (MediaWiki's): the heading and everything under it, up to the next
+# heading of the same or a higher level, is dropped. Their lists of titles and URLs match many questions and
+# answer none. A page's own title (h1) is never one of them: "Notes" as a page title is the whole page.
+TRAILING_SECTIONS = frozenset(("external links", "references", "see also", "further reading", "notes",
+                               "bibliography"))
 HTML_BLOCKS = frozenset(("p", "div", "li", "ul", "ol", "pre", "blockquote", "table", "tr", "section",
                          "article", "main", "dd", "dt", "dl", "br", "figure", "figcaption", "hr") + HTML_HEADINGS)
 
@@ -57,21 +62,32 @@ def parse_html(html: str) -> list[Section]:
         parts.clear()
 
     skip_inside = None  # the heading whose strings were already taken as its title
+    dropping = 0  # the level of the trailing section being dropped, 0 when none is
     for node in root.descendants:  # an iterative walk: deep nesting cannot overflow the stack
         if isinstance(node, Tag):
             if node.name in HTML_HEADINGS:
                 title = " ".join(node.get_text(" ").split())
+                level = int(node.name[1])
+                if dropping and level > dropping:
+                    skip_inside = node
+                    continue
                 if title:
+                    dropping = 0
+                if title and level > 1 and title.casefold() in TRAILING_SECTIONS:
                     flush()
-                    level = int(node.name[1])
+                    dropping = level
+                elif title:
+                    flush()
                     headings[:] = [(lvl, t) for lvl, t in headings if lvl < level] + [(level, title)]
                 skip_inside = node
+            elif dropping:
+                continue
             elif node.name in HTML_BLOCKS:
                 parts.append("\n\n" if node.name in ("p", "div", "pre", "table", "blockquote") else "\n")
             elif node.name in ("td", "th"):
                 parts.append(" | ")
         elif isinstance(node, NavigableString) and not isinstance(node, Comment | Doctype):
-            if skip_inside is not None and skip_inside in node.parents:
+            if dropping or (skip_inside is not None and skip_inside in node.parents):
                 continue
             in_pre = node.parent is not None and node.parent.name == "pre"
             parts.append(str(node) if in_pre else re.sub(r"[ \t\r\f\v]+", " ", str(node)))

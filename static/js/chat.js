@@ -468,5 +468,55 @@
     if (event.key === "Escape" && panel && !panel.hidden) closePassage();
   });
 
+  // --- "Only in": the page lists every document; show at most a few dozen, narrowed by what is typed ---
+
+  const documentSelect = document.getElementById("document-filter");
+  if (documentSelect) {
+    const search = document.getElementById("document-search");
+    const more = document.getElementById("document-filter-more");
+    const shownAtMost = Number(documentSelect.dataset.shown) || 50;
+    const every = documentSelect.options[0];
+    // Each document's option and its collection's group (when the conversation searches several), kept
+    // here while the select holds only those shown.
+    const entries = [...documentSelect.options].slice(1).map((option) => {
+      const group = option.parentElement.tagName === "OPTGROUP" ? option.parentElement : null;
+      return { option, group, text: `${option.textContent} ${group ? group.label : ""}`.toLocaleLowerCase() };
+    });
+    const groups = [...new Set(entries.map((entry) => entry.group).filter(Boolean))];
+
+    function narrow() {
+      const words = search.value.toLocaleLowerCase().split(/\s+/).filter(Boolean);
+      const chosen = documentSelect.value;
+      let matches = 0;
+      const shown = entries.filter((entry) => {
+        const match = words.every((word) => entry.text.includes(word));
+        if (match) matches += 1;
+        // The chosen document stays in the list, so that narrowing never changes what is asked about.
+        return (match && matches <= shownAtMost) || (chosen !== "" && entry.option.value === chosen);
+      });
+      groups.forEach((group) => group.replaceChildren());
+      const children = [every];
+      for (const entry of shown) {
+        if (entry.group) {
+          if (!entry.group.childElementCount) children.push(entry.group);
+          entry.group.append(entry.option);
+        } else {
+          children.push(entry.option);
+        }
+      }
+      documentSelect.replaceChildren(...children);
+      documentSelect.value = chosen;
+      const hidden = matches - Math.min(matches, shownAtMost);
+      more.hidden = !(hidden || !matches);
+      more.textContent = !matches ? "No document matches." : `${hidden} more: type to narrow.`;
+    }
+    search.closest("label").hidden = false;
+    search.addEventListener("input", narrow);
+    search.addEventListener("keydown", (event) => {
+      if (event.key === "Enter") event.preventDefault(); // Enter narrows; it does not send the question
+    });
+    narrow();
+  }
+
   list.scrollTop = list.scrollHeight; // a reopened conversation shows its latest answer
 })();

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 
 import pytest
@@ -465,6 +466,29 @@ def test_ask_in_names_the_owner_of_a_collection_shared_with_the_user(signed_in, 
     conversation = Conversation.objects.create(owner=user, collection=shared)
     html = signed_in.get(reverse("chat:detail", args=[conversation.pk])).content.decode()
     assert '<span class="meta">in Handbook — mallory</span>' in html
+
+
+def test_only_in_lists_the_conversations_collection_or_every_collection_grouped(
+    signed_in, user, other_user, collection, document
+):
+    shared = Collection.objects.create(name="Handbook", owner=other_user)
+    shared.members.add(user)
+    theirs = make_document(other_user, shared, b"Hotels cost at most 150 EUR.", "hotels.txt")
+    elsewhere = make_document(user, Collection.objects.create(name="Archive", owner=user), b"Old notes.", "old.txt")
+
+    conversation = Conversation.objects.create(owner=user, collection=collection)
+    html = signed_in.get(reverse("chat:detail", args=[conversation.pk])).content.decode()
+    only_in = html[html.index('<select name="document"'):html.index("</select>", html.index('name="document"'))]
+    assert f'<option value="{document.pk}">travel-policy</option>' in only_in
+    assert str(theirs.pk) not in only_in and str(elsewhere.pk) not in only_in and "<optgroup" not in only_in
+
+    conversation = Conversation.objects.create(owner=user)
+    html = signed_in.get(reverse("chat:detail", args=[conversation.pk])).content.decode()
+    only_in = html[html.index('<select name="document"'):html.index("</select>", html.index('name="document"'))]
+    # Grouped under their collections, by name; two people's "Handbook" are told apart by the owner.
+    assert re.findall(r'<optgroup label="([^"]*)"><option value="(\d+)"', only_in) == [
+        ("Archive", str(elsewhere.pk)), ("Handbook", str(document.pk)), ("Handbook — mallory", str(theirs.pk)),
+    ]
 
 
 def test_the_chat_page_costs_the_same_queries_for_1_or_30_documents_and_conversations(

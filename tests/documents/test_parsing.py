@@ -306,6 +306,69 @@ def test_shared_wikipedia_page_indexes_no_navigation_box_hatnote_or_footnote_mar
     assert "computer programming. In 1972, they founded Traf-O-Data" in text
     assert "Headquarters | One Microsoft Way" in text
 
+    # The trailing "See also", "References" and "External links" lists are not indexed; "Controversies",
+    # the last section before them, is.
+    for noise in ("List of Microsoft software", "Retrieved", "Archived from the original", "Official website"):
+        assert noise not in text, noise
+    assert "Criticism of Microsoft has followed various aspects of its products" in text
+
+
+# A MediaWiki article as the site serves it today: each heading wrapped in a div.mw-heading with its edit link.
+WIKI_ARTICLE = """<html><head><title>Tea - Wikipedia</title></head><body><div id="content">
+<h1 id="firstHeading"><span class="mw-page-title-main">Tea</span></h1>
+<div class="mw-content-ltr mw-parser-output"><p>Tea is an aromatic beverage prepared by pouring hot water
+over cured leaves.</p>
+<div class="mw-heading mw-heading2"><h2 id="History">History</h2><span class="mw-editsection">[edit]</span></div>
+<p>Tea drinking may have begun in Yunnan.</p>
+<div class="mw-heading mw-heading2"><h2 id="See_also">See also</h2></div>
+<ul><li><a href="/wiki/Coffee">Coffee</a></li><li><a href="/wiki/Tea_culture">Tea culture</a></li></ul>
+<div class="mw-heading mw-heading2"><h2 id="References">  REFERENCES </h2></div>
+<div class="mw-heading mw-heading3"><h3 id="Citations">Citations</h3></div>
+<div class="reflist"><ol class="references"><li id="cite_note-1"><span class="mw-cite-backlink">^</span>
+<cite>"Tea". Oxford English Dictionary. Retrieved 3 May 2020.</cite></li></ol></div>
+<div class="mw-heading mw-heading2"><h2 id="Further_reading">Further reading</h2></div>
+<ul><li><cite>Mair, Victor H. (2009). The True History of Tea. Thames &amp; Hudson.</cite></li></ul>
+<div class="mw-heading mw-heading2"><h2 id="Preparation">Preparation</h2></div>
+<p>Water is heated to boiling.</p>
+<div class="mw-heading mw-heading3"><h3 id="Notes_on_steeping">Notes on steeping</h3></div>
+<p>Green tea steeps for two minutes.</p>
+<div class="mw-heading mw-heading3"><h3 id="Notes">Notes</h3></div>
+<ol><li>Steeping times vary by cultivar.</li></ol>
+<div class="mw-heading mw-heading3"><h3 id="Serving">Serving</h3></div>
+<p>Tea is served in cups.</p>
+<div class="mw-heading mw-heading2"><h2 id="External_links">External links</h2></div>
+<ul><li><a href="https://www.tea.co.uk/">UK Tea Council</a></li></ul>
+<div class="mw-heading mw-heading2"><h2 id="Bibliography">Bibliography</h2></div>
+<ul><li><cite>Heiss, M. L. (2007). The Story of Tea.</cite></li></ul>
+</div></div></body></html>"""
+
+
+def test_html_trailing_link_and_citation_sections_are_dropped_up_to_the_next_heading_of_their_level(tmp_path):
+    path = tmp_path / "tea.html"
+    path.write_text(WIKI_ARTICLE, encoding="utf-8")
+    sections = parse(path)
+    text = "\n".join(s.text for s in sections)
+    for dropped in ("See also", "Coffee", "Tea culture", "Citations", "Oxford English Dictionary", "Retrieved",
+                    "Further reading", "True History of Tea", "Steeping times vary", "UK Tea Council",
+                    "External links", "Bibliography", "Story of Tea"):
+        assert dropped not in text, dropped
+    # Only a heading that is exactly one of the names: "Notes on steeping" is a section like any other, and
+    # the sections after a dropped one, at its level or under a kept parent, are read again.
+    assert [(s.heading_path, s.text) for s in sections] == [
+        (("Tea",), "Tea is an aromatic beverage prepared by pouring hot water\nover cured leaves."),
+        (("Tea", "History"), "Tea drinking may have begun in Yunnan."),
+        (("Tea", "Preparation"), "Water is heated to boiling."),
+        (("Tea", "Preparation", "Notes on steeping"), "Green tea steeps for two minutes."),
+        (("Tea", "Preparation", "Serving"), "Tea is served in cups."),
+    ]
+
+
+def test_html_page_titled_like_a_trailing_section_is_kept(tmp_path):
+    path = tmp_path / "notes.html"
+    path.write_text("<html><body><main><h1>Notes</h1><p>Meeting moved to Tuesday.</p>"
+                    "<h2>References</h2><ul><li>Minutes of 3 May.</li></ul></main></body></html>", encoding="utf-8")
+    assert [(s.heading_path, s.text) for s in parse(path)] == [(("Notes",), "Meeting moved to Tuesday.")]
+
 
 def test_html_footnote_marks_are_dropped_and_the_sentence_kept(tmp_path):
     path = tmp_path / "page.html"

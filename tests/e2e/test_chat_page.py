@@ -281,3 +281,58 @@ def test_a_pasted_question_over_the_limit_is_cut_with_a_notice_and_a_blank_one_i
     page.get_by_role("button", name="Ask", exact=True).click()
     expect(questions).to_have_count(1)
     expect(box).to_have_accessible_description("")
+
+
+def test_only_in_shows_fifty_documents_of_the_conversations_collection_and_narrows_as_one_types(
+    signed_in_page, user, collection, settings, live_server
+):
+    settings.LLM_BACKEND = "extractive"
+    for n in range(60):
+        add_document(user, collection, f"policy-{n:02}.txt",
+                     f"Rule {n}: trains are booked for trips under {n} hours.".encode())
+    add_document(user, Collection.objects.create(name="Archive", owner=user), "archived-policy.txt",
+                 b"Old rule: trains are booked for trips under nine hours.")
+    conversation = Conversation.objects.create(owner=user, collection=collection)
+    page = signed_in_page
+    page.goto(live_server.url + f"/chat/{conversation.pk}/")
+    page.locator("details.filters > summary").click()
+    only_in, find = page.get_by_label("Only in"), page.get_by_label("Find a document")
+    documents, note = only_in.locator("option:not([value=''])"), page.locator("#document-filter-more")
+
+    # The collection's 60, not the other collection's: the first 50 by title, and how to reach the others.
+    expect(documents).to_have_count(50)
+    expect(documents.first).to_have_text("policy-00")
+    expect(documents.last).to_have_text("policy-49")
+    expect(note).to_have_text("10 more: type to narrow.")
+
+    find.fill("policy-5")  # narrowed under the cap: all that match, no note
+    expect(documents).to_have_text([f"policy-{n}" for n in range(50, 60)])
+    expect(note).to_be_hidden()
+    only_in.select_option(label="policy-57")
+    find.fill("POLICY-1")  # case-insensitive; the chosen document stays listed and chosen
+    expect(documents).to_have_text([f"policy-{n}" for n in range(10, 20)] + ["policy-57"])
+    expect(only_in).to_have_value(str(conversation.collection.documents.get(title="policy-57").pk))
+    find.fill("archived")  # in another collection: not offered
+    expect(documents).to_have_text(["policy-57"])
+    expect(note).to_have_text("No document matches.")
+    find.press("Enter")  # narrows, does not send
+    expect(page.locator("#messages .bubble.user")).to_have_count(0)
+
+    ask(page, "trains booked trips hours")  # the question is asked of the chosen document only
+    citations = last_answer(page).locator("ol.citations li")
+    expect(citations.first).to_contain_text("policy-57")
+    assert {text.split(",")[0].strip() for text in citations.all_inner_texts()} == {"policy-57"}
+
+    # A conversation in every collection: each collection's documents under its name, which narrows too.
+    page.goto(live_server.url + f"/chat/{Conversation.objects.create(owner=user).pk}/")
+    page.locator("details.filters > summary").click()
+    groups = only_in.locator("optgroup")
+    expect(groups).to_have_count(2)
+    expect(note).to_have_text("11 more: type to narrow.")
+    find.fill("archive")
+    expect(groups).to_have_count(1)
+    expect(groups.first).to_have_attribute("label", "Archive")
+    expect(documents).to_have_text(["archived-policy"])
+    find.fill("handbook policy-3")  # each word, in the title or the collection's name
+    expect(groups.first).to_have_attribute("label", "Handbook")
+    expect(documents).to_have_text([f"policy-{n}" for n in range(30, 40)])

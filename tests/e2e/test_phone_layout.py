@@ -324,6 +324,28 @@ def test_on_a_touch_screen_citations_the_conversation_menu_and_copy_are_big_enou
         assert box["width"] >= 32 and box["height"] >= 32, f"the {name} is {box['width']}×{box['height']} px"
 
 
+@pytest.mark.parametrize("where", ["documents list", "conversation list"])
+def test_on_a_phone_checkboxes_are_at_least_24_px_to_tap(page, sign_in, user, site, live_server, where):
+    sign_in(user)
+    page.set_viewport_size(NARROWEST)
+    if where == "documents list":  # each row's, and "All on this page"
+        page.goto(live_server.url + "/documents/")
+        boxes = page.locator("#documents-table input[type=checkbox], #select-all")
+        expected = 3 + 1
+    else:  # each conversation's, to delete the ticked ones
+        page.goto(live_server.url + f"/chat/{site['conversation']}/")
+        page.get_by_role("button", name="☰ Conversations").click()
+        boxes = page.locator("#conversation-list input[type=checkbox]")
+        expected = 13
+    expect(boxes).to_have_count(expected)
+    expect(boxes.first).to_be_visible()
+    for box in boxes.all():
+        size = box.bounding_box()
+        name = box.evaluate("(input) => input.getAttribute('aria-label') || input.labels[0].textContent.trim()")
+        assert size["width"] >= 24 and size["height"] >= 24, f"{name}: {size['width']}×{size['height']} px"
+    assert_fits(page)
+
+
 def test_on_a_phone_a_citation_opens_its_passage_scrolled_to_it(touch_page, user, collection):
     # Passages tall enough on a phone that the one cited, after its neighbour, starts below the fold.
     text = "\n\n".join(f"Rule {n}.\n" + "Trains are booked for trips under four hours.\n" * 28 for n in range(4))

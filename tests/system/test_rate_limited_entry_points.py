@@ -17,6 +17,7 @@ from django.urls import reverse
 from chat.models import Conversation, Message
 from core.models import ApiToken
 from documents.models import Document
+from tests.conftest import start_of_a_rate_window
 
 pytestmark = pytest.mark.django_db
 
@@ -29,6 +30,7 @@ def limits(settings):
     """Two questions and two files a minute (tests/conftest.py turns the limits off for other tests)."""
     settings.RATE_LIMITS = {"chat": "2/m", "upload": "2/m"}
     settings.LLM_BACKEND = "extractive"  # answers without a model: the limit is what is tested
+    start_of_a_rate_window()  # the limit spent and then refused within one window
 
 
 def retry_after(response) -> int:
